@@ -1,0 +1,131 @@
+//! The seam between ingest and export: a durable buffer.
+//!
+//! The receiver side calls [`Buffer::append`] and answers its client only after that returns
+//! `Ok`, so everything acknowledged to a client is durable. The export side takes one
+//! [`BufferStream`] per tenant+signal and moves its position forward only after the backends
+//! accepted a [`Delivery`] (or it was dead-lettered), which gives at-least-once delivery.
+//! Streams are independent, so one slow tenant never holds up another.
+
+pub mod disk;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::batch::Batch;
+use crate::signal::Signal;
+use crate::tenant::TenantId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    /// The buffer is at its size cap: clients must back off and retry, nothing is dropped.
+    #[error("buffer is full ({used_bytes} of {cap_bytes} bytes in use); retry after {retry_after:?}")]
+    Full {
+        used_bytes: u64,
+        cap_bytes: u64,
+        retry_after: Duration,
+    },
+    #[error("batch of {size} bytes is larger than the buffer's maximum record size of {max} bytes")]
+    RecordTooLarge { size: usize, max: usize },
+    #[error("buffer I/O failed on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("buffer is closed")]
+    Closed,
+}
+
+impl BufferError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        BufferError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Whether the client may succeed by retrying the same request later.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, BufferError::RecordTooLarge { .. })
+    }
+}
+
+/// How much one [`BufferStream::next`] may merge into a single delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Stop adding records once this many items are in the delivery (at least one record is
+    /// always returned, however large).
+    pub max_items: u32,
+    /// Stop adding records once the payload would exceed this many bytes.
+    pub max_bytes: usize,
+    /// Wait for at least this many items, up to `linger`, before returning what there is.
+    pub min_items: u32,
+    pub linger: Duration,
+}
+
+impl ReadLimits {
+    /// One record per delivery, no waiting: what a pipeline without a batch processor gets.
+    pub fn single_record() -> Self {
+        ReadLimits {
+            max_items: 1,
+            max_bytes: 1,
+            min_items: 1,
+            linger: Duration::ZERO,
+        }
+    }
+}
+
+/// Records read from a stream, merged into one batch, not yet acknowledged.
+#[derive(Debug)]
+pub struct Delivery {
+    pub batch: Batch,
+    /// How many buffer records were merged into `batch`.
+    pub records: u32,
+    /// True when some record of this delivery was handed out before (a redelivery after a
+    /// restart), so duplicates downstream can be counted.
+    pub redelivered: bool,
+    /// Stream-private position just past the last record of this delivery.
+    pub end_position: u64,
+}
+
+#[async_trait]
+pub trait Buffer: Send + Sync + 'static {
+    /// Short name for metric labels, e.g. `disk`.
+    fn kind(&self) -> &'static str;
+
+    /// Stores the batch durably (per the buffer's durability policy). `Ok` means the client
+    /// may be told that the data is accepted.
+    async fn append(&self, batch: Batch) -> Result<(), BufferError>;
+
+    /// The streams of one signal: every existing tenant's stream first, then each new tenant's
+    /// stream as soon as its first record is appended. May be taken once per signal; later
+    /// calls return `None`.
+    fn take_streams(&self, signal: Signal) -> Option<mpsc::UnboundedReceiver<Box<dyn BufferStream>>>;
+
+    /// Flushes and closes: pending appends complete, positions are persisted, and every
+    /// stream's `next` returns `Ok(None)`.
+    async fn close(&self) -> Result<(), BufferError>;
+
+    /// True once the buffer is open and accepting appends.
+    fn is_ready(&self) -> bool;
+}
+
+/// One tenant+signal sequence of records, consumed in order by exactly one worker.
+#[async_trait]
+pub trait BufferStream: Send {
+    fn tenant(&self) -> &TenantId;
+    fn signal(&self) -> Signal;
+
+    /// The next records after the last delivery handed out, merged into one batch within
+    /// `limits`. Waits until there is at least one record; `Ok(None)` once the buffer closes.
+    async fn next(&mut self, limits: &ReadLimits) -> Result<Option<Delivery>, BufferError>;
+
+    /// Every record up to the end of `delivery` is done and will not be delivered again.
+    async fn ack(&mut self, delivery: &Delivery) -> Result<(), BufferError>;
+
+    /// Keeps the delivery's records in the dead-letter store with `reason`, then acks them.
+    async fn dead_letter(&mut self, delivery: &Delivery, reason: &str) -> Result<(), BufferError>;
+}

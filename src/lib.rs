@@ -1,0 +1,15 @@
+//! Sluice: a multi-tenant OpenTelemetry pipeline daemon.
+//!
+//! OTLP requests come in through [`receiver`], are assigned to a tenant by [`tenant`]
+//! resolution, and are appended to a durable [`buffer`] before the client is answered.
+//! Exporter workers in [`pipeline`] read each tenant+signal stream of the buffer and hand
+//! the batches to [`exporter`]s, acknowledging the buffer only after the backend accepted.
+
+pub mod batch;
+pub mod buffer;
+pub mod config;
+pub mod exporter;
+pub mod otlp;
+pub mod signal;
+pub mod telemetry;
+pub mod tenant;

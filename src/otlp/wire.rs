@@ -1,0 +1,196 @@
+//! Minimal protobuf wire-format reader: just enough to walk OTLP export requests without
+//! decoding them into messages (see [`super::walk`]).
+
+use std::ops::Range;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("truncated varint at byte {0}")]
+    TruncatedVarint(usize),
+    #[error("varint longer than 10 bytes at byte {0}")]
+    VarintTooLong(usize),
+    #[error("field at byte {at} claims {len} bytes but only {left} remain")]
+    LengthOverrun { at: usize, len: u64, left: usize },
+    #[error("invalid field number 0 at byte {0}")]
+    ZeroFieldNumber(usize),
+    #[error("unsupported wire type {wire_type} at byte {at}")]
+    BadWireType { wire_type: u8, at: usize },
+    #[error("field {field} has wire type {got}, expected {expected}")]
+    UnexpectedWireType { field: u32, got: u8, expected: u8 },
+}
+
+pub const VARINT: u8 = 0;
+pub const I64: u8 = 1;
+pub const LEN: u8 = 2;
+pub const I32: u8 = 5;
+
+/// One field of a message, borrowed from the buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Field<'a> {
+    pub number: u32,
+    pub wire_type: u8,
+    /// The payload of a length-delimited field; empty for the other wire types.
+    pub bytes: &'a [u8],
+    /// Offsets of the whole field (tag, length prefix and payload) in the walked buffer,
+    /// relative to the start of that buffer.
+    pub start: usize,
+    pub end: usize,
+}
+
+impl<'a> Field<'a> {
+    pub fn span(&self) -> Range<usize> {
+        self.start..self.end
+    }
+
+    /// The length-delimited payload, or an error naming the field when it has another type.
+    pub fn expect_len(&self) -> Result<&'a [u8], WireError> {
+        if self.wire_type == LEN {
+            Ok(self.bytes)
+        } else {
+            Err(WireError::UnexpectedWireType {
+                field: self.number,
+                got: self.wire_type,
+                expected: LEN,
+            })
+        }
+    }
+}
+
+/// Iterates over the top-level fields of one encoded message.
+pub struct Fields<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    failed: bool,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Fields {
+            buf,
+            pos: 0,
+            failed: false,
+        }
+    }
+}
+
+fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+    let start = *pos;
+    let mut value: u64 = 0;
+    for i in 0..10 {
+        let Some(&b) = buf.get(*pos) else {
+            return Err(WireError::TruncatedVarint(start));
+        };
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(WireError::VarintTooLong(start))
+}
+
+impl<'a> Fields<'a> {
+    fn next_field(&mut self) -> Result<Field<'a>, WireError> {
+        let start = self.pos;
+        let key = read_varint(self.buf, &mut self.pos)?;
+        let wire_type = (key & 0x7) as u8;
+        let number = (key >> 3) as u32;
+        if number == 0 {
+            return Err(WireError::ZeroFieldNumber(start));
+        }
+        let mut bytes: &'a [u8] = &[];
+        match wire_type {
+            VARINT => {
+                read_varint(self.buf, &mut self.pos)?;
+            }
+            I64 | I32 => {
+                let width = if wire_type == I64 { 8 } else { 4 };
+                let left = self.buf.len() - self.pos;
+                if left < width {
+                    return Err(WireError::LengthOverrun {
+                        at: start,
+                        len: width as u64,
+                        left,
+                    });
+                }
+                self.pos += width;
+            }
+            LEN => {
+                let len = read_varint(self.buf, &mut self.pos)?;
+                let left = self.buf.len() - self.pos;
+                if len > left as u64 {
+                    return Err(WireError::LengthOverrun { at: start, len, left });
+                }
+                let len = len as usize;
+                bytes = &self.buf[self.pos..self.pos + len];
+                self.pos += len;
+            }
+            other => {
+                // Groups (3, 4) are deprecated and never used by OTLP; 6 and 7 are invalid.
+                return Err(WireError::BadWireType {
+                    wire_type: other,
+                    at: start,
+                });
+            }
+        }
+        Ok(Field {
+            number,
+            wire_type,
+            bytes,
+            start,
+            end: self.pos,
+        })
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<Field<'a>, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos >= self.buf.len() {
+            return None;
+        }
+        let field = self.next_field();
+        self.failed = field.is_err();
+        Some(field)
+    }
+}
+
+/// Checks that a message is well-formed at its top level (every tag, length and fixed-width
+/// value fits), without looking inside nested messages.
+pub fn check_message(buf: &[u8]) -> Result<(), WireError> {
+    for field in Fields::new(buf) {
+        field?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_fields_of_every_wire_type() {
+        // field 1 varint 150, field 2 len "hi", field 3 fixed64, field 4 fixed32
+        let mut buf = vec![0x08, 0x96, 0x01, 0x12, 0x02, b'h', b'i', 0x19];
+        buf.extend_from_slice(&[0; 8]);
+        buf.push(0x25);
+        buf.extend_from_slice(&[0; 4]);
+        let fields: Vec<_> = Fields::new(&buf).collect::<Result<_, _>>().unwrap();
+        assert_eq!(fields.len(), 4);
+        assert_eq!(fields[1].bytes, b"hi");
+        assert_eq!(fields[1].span(), 3..7);
+        assert_eq!(fields[3].end, buf.len());
+    }
+
+    #[test]
+    fn rejects_overrun_and_bad_wire_types() {
+        assert!(matches!(
+            check_message(&[0x12, 0x05, b'a']),
+            Err(WireError::LengthOverrun { .. })
+        ));
+        assert!(matches!(check_message(&[0x0b]), Err(WireError::BadWireType { .. })));
+        assert!(matches!(check_message(&[0x08, 0x80]), Err(WireError::TruncatedVarint(_))));
+        assert!(matches!(check_message(&[0x00, 0x01]), Err(WireError::ZeroFieldNumber(0))));
+    }
+}

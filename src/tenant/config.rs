@@ -1,0 +1,79 @@
+//! `tenancy:` section of the config.
+
+use serde::Deserialize;
+
+use super::id::TenantId;
+use crate::config::FieldError;
+
+pub const DEFAULT_TENANT_HEADER: &str = "x-scope-orgid";
+pub const DEFAULT_TENANT_ATTRIBUTE: &str = "tenant.id";
+
+/// How each request's tenant is found. Sources are tried in order and the first that names a
+/// tenant wins; when none does, `default` is used, and without a default the request is
+/// refused.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TenancyConfig {
+    /// Ordered sources. Default: `[{header: x-scope-orgid}, {resource_attribute: tenant.id}]`.
+    #[serde(default = "default_sources")]
+    pub resolve: Vec<TenantSourceConfig>,
+    /// Tenant for data that no source assigns. Omit it to refuse such data with
+    /// `INVALID_ARGUMENT`.
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+/// One tenant source.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TenantSourceConfig {
+    /// A request header (gRPC metadata), e.g. `x-scope-orgid` as used by Mimir, Loki and
+    /// Tempo. It names the tenant of the whole request.
+    Header(String),
+    /// A string attribute of each resource, e.g. `tenant.id`. A request whose resources name
+    /// several tenants is split per tenant.
+    ResourceAttribute(String),
+}
+
+fn default_sources() -> Vec<TenantSourceConfig> {
+    vec![
+        TenantSourceConfig::Header(DEFAULT_TENANT_HEADER.into()),
+        TenantSourceConfig::ResourceAttribute(DEFAULT_TENANT_ATTRIBUTE.into()),
+    ]
+}
+
+impl Default for TenancyConfig {
+    /// Without a `tenancy:` section, unassigned data goes to the tenant `default`, so a first
+    /// run works with any client.
+    fn default() -> Self {
+        TenancyConfig {
+            resolve: default_sources(),
+            default: Some("default".into()),
+        }
+    }
+}
+
+impl TenancyConfig {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        for (i, source) in self.resolve.iter().enumerate() {
+            match source {
+                TenantSourceConfig::Header(name) => {
+                    http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                        FieldError::new(format!("resolve[{i}].header"), format!("{name:?} is not a valid header name"))
+                    })?;
+                }
+                TenantSourceConfig::ResourceAttribute(key) if key.is_empty() => {
+                    return Err(FieldError::new(
+                        format!("resolve[{i}].resource_attribute"),
+                        "attribute key must not be empty",
+                    ));
+                }
+                TenantSourceConfig::ResourceAttribute(_) => {}
+            }
+        }
+        if let Some(default) = &self.default {
+            TenantId::parse(default).map_err(|e| FieldError::new("default", e.to_string()))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! Tenancy: validated tenant ids, and the ordered chain that decides which tenant each part
+//! of a request belongs to (DESIGN.md §3).
+
+mod config;
+mod id;
+mod resolver;
+
+pub use config::{TenancyConfig, TenantSourceConfig};
+pub use id::{InvalidTenantId, TenantId, MAX_TENANT_LEN};
+pub use resolver::{RequestMeta, ResolveError, TenantResolver};

@@ -1,0 +1,200 @@
+//! Applies the tenancy chain to one request and splits it into one batch per tenant.
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName};
+
+use super::config::{TenancyConfig, TenantSourceConfig};
+use super::id::{InvalidTenantId, TenantId};
+use crate::batch::Batch;
+use crate::otlp::walk::{self, AttributeValue, MalformedRequest, ResourceEntry};
+use crate::otlp::wire::WireError;
+use crate::signal::Signal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Malformed(#[from] MalformedRequest),
+    #[error("{origin}: {source}")]
+    InvalidTenant {
+        origin: String,
+        #[source]
+        source: InvalidTenantId,
+    },
+    #[error("resource attribute {key:?} must be a string to name a tenant")]
+    AttributeNotString { key: String },
+    #[error("no tenant given: set the {hint} and no default tenant is configured")]
+    NoTenant { hint: String },
+}
+
+enum Source {
+    Header(HeaderName),
+    Attribute(String),
+}
+
+/// The tenancy chain, built once from the config.
+pub struct TenantResolver {
+    sources: Vec<Source>,
+    default: Option<TenantId>,
+}
+
+/// What the receiver hands over besides the payload.
+pub struct RequestMeta<'a> {
+    pub headers: &'a HeaderMap,
+    pub received_at_ms: u64,
+    pub traceparent: Option<String>,
+}
+
+impl TenantResolver {
+    /// Builds the chain; the config must have passed [`TenancyConfig::validate`].
+    pub fn new(config: &TenancyConfig) -> Result<Self, ResolveError> {
+        let sources = config
+            .resolve
+            .iter()
+            .filter_map(|s| match s {
+                TenantSourceConfig::Header(h) => HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                    .ok()
+                    .map(Source::Header),
+                TenantSourceConfig::ResourceAttribute(k) => Some(Source::Attribute(k.clone())),
+            })
+            .collect();
+        let default = match &config.default {
+            Some(d) => Some(TenantId::parse(d).map_err(|source| ResolveError::InvalidTenant {
+                origin: "tenancy.default".into(),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(TenantResolver { sources, default })
+    }
+
+    /// Splits an export request into one batch per tenant, each keeping the original bytes of
+    /// its resource entries. A request with no resources yields no batches.
+    pub fn split(&self, signal: Signal, payload: Bytes, meta: RequestMeta<'_>) -> Result<Vec<Batch>, ResolveError> {
+        let entries = walk::resource_entries(signal, &payload)?;
+        let make = |tenant: TenantId, payload: Bytes, items: u32| Batch {
+            tenant,
+            signal,
+            payload,
+            items,
+            received_at_ms: meta.received_at_ms,
+            traceparent: meta.traceparent.clone(),
+        };
+        let total: u32 = entries.iter().fold(0u32, |acc, e| acc.saturating_add(e.items));
+
+        // A header that comes before every attribute source decides for the whole request,
+        // so the resources need not be looked at.
+        for source in &self.sources {
+            match source {
+                Source::Header(name) => {
+                    if let Some(tenant) = self.header_tenant(meta.headers, name)? {
+                        return Ok(whole(entries, || make(tenant, payload.clone(), total)));
+                    }
+                }
+                Source::Attribute(_) => break,
+            }
+        }
+
+        let mut groups: Vec<(TenantId, Vec<&ResourceEntry>)> = Vec::new();
+        for entry in &entries {
+            let tenant = self.entry_tenant(signal, meta.headers, &payload[entry.span.clone()])?;
+            match groups.iter_mut().find(|(t, _)| *t == tenant) {
+                Some((_, list)) => list.push(entry),
+                None => groups.push((tenant, vec![entry])),
+            }
+        }
+        if groups.len() == 1 {
+            let (tenant, _) = groups.remove(0);
+            return Ok(vec![make(tenant, payload, total)]);
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(tenant, list)| {
+                let size = list.iter().map(|e| e.span.len()).sum();
+                let mut buf = BytesMut::with_capacity(size);
+                let mut items = 0u32;
+                for e in list {
+                    buf.extend_from_slice(&payload[e.span.clone()]);
+                    items = items.saturating_add(e.items);
+                }
+                make(tenant, buf.freeze(), items)
+            })
+            .collect())
+    }
+
+    fn header_tenant(&self, headers: &HeaderMap, name: &HeaderName) -> Result<Option<TenantId>, ResolveError> {
+        let Some(value) = headers.get(name) else {
+            return Ok(None);
+        };
+        let origin = || format!("header {}", name.as_str());
+        let raw = value.to_str().map_err(|_| ResolveError::InvalidTenant {
+            origin: origin(),
+            source: InvalidTenantId::not_text(value.as_bytes()),
+        })?;
+        TenantId::parse(raw)
+            .map(Some)
+            .map_err(|source| ResolveError::InvalidTenant { origin: origin(), source })
+    }
+
+    fn entry_tenant(&self, signal: Signal, headers: &HeaderMap, entry: &[u8]) -> Result<TenantId, ResolveError> {
+        for source in &self.sources {
+            match source {
+                Source::Header(name) => {
+                    if let Some(t) = self.header_tenant(headers, name)? {
+                        return Ok(t);
+                    }
+                }
+                Source::Attribute(key) => match walk::resource_attribute(entry, key).map_err(malformed_entry(signal))? {
+                    Some(AttributeValue::String(raw)) => {
+                        return TenantId::parse(raw).map_err(|source| ResolveError::InvalidTenant {
+                            origin: format!("resource attribute {key}"),
+                            source,
+                        })
+                    }
+                    Some(AttributeValue::NotAString) => {
+                        return Err(ResolveError::AttributeNotString { key: key.clone() })
+                    }
+                    None => {}
+                },
+            }
+        }
+        self.default.clone().ok_or_else(|| ResolveError::NoTenant { hint: self.hint() })
+    }
+
+    fn hint(&self) -> String {
+        let names: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| match s {
+                Source::Header(h) => format!("header {}", h.as_str()),
+                Source::Attribute(k) => format!("resource attribute {k}"),
+            })
+            .collect();
+        if names.is_empty() {
+            "tenancy.default".into()
+        } else {
+            names.join(" or ")
+        }
+    }
+}
+
+/// A request that goes whole to one tenant: no batch when it holds no resources.
+fn whole(entries: Vec<ResourceEntry>, make: impl FnOnce() -> Batch) -> Vec<Batch> {
+    if entries.is_empty() {
+        Vec::new()
+    } else {
+        vec![make()]
+    }
+}
+
+fn malformed_entry(signal: Signal) -> impl Fn(WireError) -> ResolveError {
+    move |source| {
+        ResolveError::Malformed(MalformedRequest {
+            signal,
+            context: "resource attributes",
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
