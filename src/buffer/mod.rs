@@ -7,6 +7,9 @@
 //! Streams are independent, so one slow tenant never holds up another.
 
 pub mod disk;
+mod registry;
+
+pub use registry::BufferConfig;
 
 use std::path::PathBuf;
 use std::time::Duration;

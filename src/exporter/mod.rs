@@ -4,7 +4,11 @@
 
 pub mod debug;
 pub mod otlp;
+pub mod registry;
 pub mod retry;
+
+#[cfg(test)]
+mod test_metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,3 +62,5 @@ pub struct ExporterHandle {
     pub exporter: Arc<dyn Exporter>,
     pub retry: retry::RetryConfig,
 }
+
+pub use registry::{BuildError, ExporterConfig, KNOWN_EXPORTERS};

@@ -23,9 +23,9 @@ pub struct TenancyConfig {
     pub default: Option<String>,
 }
 
-/// One tenant source.
+/// One tenant source, written `{ header: NAME }` or `{ resource_attribute: KEY }`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "RawSource")]
 pub enum TenantSourceConfig {
     /// A request header (gRPC metadata), e.g. `x-scope-orgid` as used by Mimir, Loki and
     /// Tempo. It names the tenant of the whole request.
@@ -33,6 +33,25 @@ pub enum TenantSourceConfig {
     /// A string attribute of each resource, e.g. `tenant.id`. A request whose resources name
     /// several tenants is split per tenant.
     ResourceAttribute(String),
+}
+
+/// The YAML shape of a source: a map with exactly one of the keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    header: Option<String>,
+    resource_attribute: Option<String>,
+}
+
+impl TryFrom<RawSource> for TenantSourceConfig {
+    type Error = &'static str;
+    fn try_from(raw: RawSource) -> Result<Self, Self::Error> {
+        match (raw.header, raw.resource_attribute) {
+            (Some(h), None) => Ok(TenantSourceConfig::Header(h)),
+            (None, Some(k)) => Ok(TenantSourceConfig::ResourceAttribute(k)),
+            _ => Err("a tenant source has exactly one key: `header` or `resource_attribute`"),
+        }
+    }
 }
 
 fn default_sources() -> Vec<TenantSourceConfig> {

@@ -1,0 +1,56 @@
+# Sluice: build, run and test entry points. `make run` and `make test` are the headline.
+# Everything installs what it needs through deploy/scripts/, so a fresh machine works.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+CONFIG ?= config.yaml
+SCRIPTS := deploy/scripts
+
+.PHONY: help tools python-env build run test fmt fmt-check lint bench bench-smoke validate clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+tools: ## install protoc when missing and check that cargo is there
+	@bash $(SCRIPTS)/ensure-tools.sh
+
+python-env: ## create .cache/venv with the OpenTelemetry Python SDK (test client)
+	@bash $(SCRIPTS)/python-env.sh >/dev/null
+
+build: tools ## debug build of the library and the binary
+	$(CARGO) build --all-targets
+
+run: tools ## run sluice (release build) with CONFIG (default config.yaml)
+	$(CARGO) run --release -- run --config $(CONFIG)
+
+validate: tools ## check CONFIG without starting anything
+	$(CARGO) run -- validate --config $(CONFIG)
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+fmt-check: ## fail when the code is not formatted
+	$(CARGO) fmt --all -- --check
+
+lint: tools ## clippy on every target, warnings are errors
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# The integration tests under tests/ run the real binary against real OTLP clients (the Rust
+# SDK, and the Python SDK from the venv, located through SLUICE_TEST_PYTHON).
+test: tools python-env fmt-check lint ## fmt check, clippy, all tests, bench smoke runs
+	SLUICE_TEST_PYTHON="$$(bash $(SCRIPTS)/python-env.sh)" $(CARGO) test --all-targets
+	$(MAKE) --no-print-directory bench-smoke
+
+bench-smoke: tools ## run each benchmark once, as a test
+	$(CARGO) bench --bench receive_path -- --test
+	$(CARGO) bench --bench disk_buffer -- --test
+
+bench: tools ## criterion benchmarks
+	$(CARGO) bench
+
+clean: ## remove build output and the local caches (venv)
+	$(CARGO) clean
+	rm -rf .cache

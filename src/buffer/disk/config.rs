@@ -1,0 +1,148 @@
+//! Configuration of the embedded disk buffer. The doc comments on the fields are the user
+//! reference.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::FieldError;
+
+const MIB: u64 = 1024 * 1024;
+
+/// The embedded disk buffer: one append-only segmented log per tenant and signal, under
+/// `{directory}/{signal}/{tenant}/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskBufferConfig {
+    /// Directory holding all logs, created if missing. Each tenant+signal log lives in
+    /// `{directory}/{signal}/{tenant}/`, next to its `cursor` file and its `dead-letter/` log.
+    /// Default: `./data`.
+    #[serde(default = "default_directory")]
+    pub directory: PathBuf,
+
+    /// When an append is acknowledged to the client.
+    /// `always` (default): after the record is fsynced; concurrent appends to the same log
+    /// share one fsync (group commit). `interval`: as soon as the record has been written to
+    /// the operating system, so a killed process (even SIGKILL) loses nothing, and the log is
+    /// fsynced every `fsync_interval`; only an OS crash or power loss can lose the appends of
+    /// the last interval.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+
+    /// How often the logs are fsynced when `fsync: interval`, e.g. `1s` or `200ms`.
+    /// Default: `1s`.
+    #[serde(default = "default_fsync_interval", with = "humantime_serde")]
+    pub fsync_interval: Duration,
+
+    /// Size of one segment file, in MiB. A record that would take the active segment past this
+    /// size goes into a new segment; a record larger than a whole segment gets a segment of its
+    /// own. Only whole segments are deleted once they are acknowledged, so smaller segments free
+    /// disk space sooner. Default: `64`.
+    #[serde(default = "default_segment_size_mib")]
+    pub segment_size_mib: u64,
+
+    /// Cap on the total size, in MiB, of the segment files of all tenants' and signals' logs
+    /// (dead-letter logs are not counted: they are kept until an operator removes them). An
+    /// append that would pass the cap is refused with "buffer full" and a retry hint, so
+    /// clients back off instead of losing data. Default: `2048`.
+    #[serde(default = "default_max_size_mib")]
+    pub max_size_mib: u64,
+
+    /// How long clients are told to wait before retrying when the buffer is full (gRPC
+    /// `RetryInfo`, HTTP `Retry-After`), e.g. `1s`. Default: `1s`.
+    #[serde(default = "default_retry_after", with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+/// When appended records are made durable. See [`DiskBufferConfig::fsync`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Fsync before acknowledging each append (group commit).
+    #[default]
+    Always,
+    /// Write to the OS before acknowledging; fsync every `fsync_interval`.
+    Interval,
+}
+
+impl Default for DiskBufferConfig {
+    fn default() -> Self {
+        DiskBufferConfig {
+            directory: default_directory(),
+            fsync: FsyncPolicy::default(),
+            fsync_interval: default_fsync_interval(),
+            segment_size_mib: default_segment_size_mib(),
+            max_size_mib: default_max_size_mib(),
+            retry_after: default_retry_after(),
+        }
+    }
+}
+
+impl DiskBufferConfig {
+    /// Checks the values without touching the disk.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.directory.as_os_str().is_empty() {
+            return Err(FieldError::new("directory", "must not be empty"));
+        }
+        if self.segment_size_mib == 0 {
+            return Err(FieldError::new("segment_size_mib", "must be at least 1"));
+        }
+        if self.segment_size_mib > 4096 {
+            return Err(FieldError::new(
+                "segment_size_mib",
+                "must be at most 4096 (4 GiB)",
+            ));
+        }
+        if self.max_size_mib == 0 {
+            return Err(FieldError::new("max_size_mib", "must be at least 1"));
+        }
+        if self.max_size_mib.checked_mul(MIB).is_none() {
+            return Err(FieldError::new("max_size_mib", "is too large"));
+        }
+        if self.max_size_mib < self.segment_size_mib {
+            return Err(FieldError::new(
+                "max_size_mib",
+                format!(
+                    "must be at least segment_size_mib ({}), or no segment could ever fill",
+                    self.segment_size_mib
+                ),
+            ));
+        }
+        if self.fsync == FsyncPolicy::Interval && self.fsync_interval.is_zero() {
+            return Err(FieldError::new(
+                "fsync_interval",
+                "must be greater than 0 with `fsync: interval` (use `fsync: always` to fsync every append)",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn segment_size_bytes(&self) -> u64 {
+        self.segment_size_mib.saturating_mul(MIB)
+    }
+
+    pub(super) fn max_size_bytes(&self) -> u64 {
+        self.max_size_mib.saturating_mul(MIB)
+    }
+}
+
+fn default_directory() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+fn default_fsync_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_segment_size_mib() -> u64 {
+    64
+}
+
+fn default_max_size_mib() -> u64 {
+    2048
+}
+
+fn default_retry_after() -> Duration {
+    Duration::from_secs(1)
+}

@@ -1,0 +1,488 @@
+//! The embedded disk buffer: one append-only segmented log per tenant+signal.
+//!
+//! ```text
+//! {directory}/{signal}/{tenant}/00000000000000000000.seg   records, framed with length + CRC32C
+//!                               cursor                     acknowledged position (atomic rename)
+//!                               handed-out                 how far deliveries went (redelivery)
+//!                               dead-letter/*.seg          dead letters, same format + reason
+//! ```
+//!
+//! * Append: [`DiskBuffer::append`] reserves room under the size cap, then hands the framed
+//!   record to the log's writer task ([`writer`]), which writes queued records as one group
+//!   and fsyncs once (group commit). Logs never share a lock or a task.
+//! * Read: each log has one [`BufferStream`] that reads committed records from the files
+//!   ([`reader`]) and merges them into deliveries. Positions are record sequence numbers.
+//! * Ack: persists the cursor, then deletes closed segments wholly behind it (retention).
+//! * Open: every log's last segment is scanned and a torn or corrupt tail is cut
+//!   ([`segment`]), so damaged records are never delivered.
+
+mod config;
+mod cursor;
+mod reader;
+mod record;
+mod segment;
+mod stream;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use config::{DiskBufferConfig, FsyncPolicy};
+
+use self::segment::{Recovery, SegmentWriter};
+use self::stream::DiskStream;
+use self::writer::WriterMsg;
+use super::{Buffer, BufferError, BufferStream};
+use crate::batch::Batch;
+use crate::signal::Signal;
+use crate::telemetry::tenant_label;
+use crate::tenant::TenantId;
+
+/// Largest record [`DiskBuffer::append`] accepts, frame included. A record larger than a
+/// segment (but not than this) is accepted and gets a segment of its own.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
+
+const DEAD_LETTER_DIR: &str = "dead-letter";
+
+type StreamSender = mpsc::UnboundedSender<Box<dyn BufferStream>>;
+type StreamReceiver = mpsc::UnboundedReceiver<Box<dyn BufferStream>>;
+
+/// The embedded disk buffer. See the module documentation.
+pub struct DiskBuffer {
+    shared: Arc<Shared>,
+    /// The writer queue of every log.
+    logs: RwLock<HashMap<(Signal, TenantId), mpsc::Sender<WriterMsg>>>,
+    /// Held while creating a log, and by `close`, so no log appears after closing.
+    create_lock: tokio::sync::Mutex<()>,
+    accepting: AtomicBool,
+    announce: Mutex<HashMap<Signal, StreamSender>>,
+    streams: Mutex<HashMap<Signal, StreamReceiver>>,
+}
+
+/// State shared by the buffer, its writer tasks and its streams.
+struct Shared {
+    config: DiskBufferConfig,
+    cap: u64,
+    /// Bytes of all main-log segment files, plus appends reserved but not yet written.
+    used: AtomicU64,
+    /// Becomes true when the buffer is closed; streams then end.
+    closed: watch::Sender<bool>,
+    /// A reclaim pass is running (at most one at a time).
+    reclaiming: AtomicBool,
+}
+
+impl Shared {
+    fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, BufferError> {
+        let reserved = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.cap)
+            });
+        match reserved {
+            Ok(_) => {
+                self.report_size();
+                Ok(Reservation {
+                    shared: Arc::clone(self),
+                    bytes,
+                })
+            }
+            Err(used) => Err(BufferError::Full {
+                used_bytes: used,
+                cap_bytes: self.cap,
+                retry_after: self.config.retry_after,
+            }),
+        }
+    }
+
+    fn add(&self, bytes: u64) {
+        self.used.fetch_add(bytes, Ordering::AcqRel);
+        self.report_size();
+    }
+
+    fn release(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        // Saturating: after an fsync failure the count may be off until the next restart.
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(bytes))
+            });
+        self.report_size();
+    }
+
+    fn report_size(&self) {
+        metrics::gauge!("sluice_buffer_size_bytes", "buffer" => "disk")
+            .set(self.used.load(Ordering::Acquire) as f64);
+    }
+}
+
+/// Room reserved under the size cap for one record. Released when dropped, unless the record
+/// was written ([`Reservation::keep`]), so an append that fails or is cancelled gives its
+/// room back.
+struct Reservation {
+    shared: Arc<Shared>,
+    bytes: u64,
+}
+
+impl Reservation {
+    fn keep(mut self) {
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.shared.release(self.bytes);
+    }
+}
+
+/// A log as found (or created) on disk, ready to be started.
+struct OpenedLog {
+    tenant: TenantId,
+    signal: Signal,
+    dir: PathBuf,
+    writer: SegmentWriter,
+    acked: u64,
+    /// Records below this were handed out in an earlier lifetime of the process.
+    redeliver_below: u64,
+}
+
+impl DiskBuffer {
+    /// Opens (or creates) the buffer in `config.directory`, recovering every existing log.
+    /// Must be called inside a tokio runtime.
+    pub async fn open(config: &DiskBufferConfig) -> Result<Arc<DiskBuffer>, BufferError> {
+        config.validate().map_err(|e| {
+            BufferError::io(
+                &config.directory,
+                io::Error::new(io::ErrorKind::InvalidInput, e),
+            )
+        })?;
+        let cfg = config.clone();
+        let opened = tokio::task::spawn_blocking(move || discover(&cfg))
+            .await
+            .map_err(|e| join_error(&config.directory, e))??;
+
+        let (closed, _) = watch::channel(false);
+        let mut announce = HashMap::new();
+        let mut streams = HashMap::new();
+        for signal in Signal::ALL {
+            let (tx, rx) = mpsc::unbounded_channel();
+            announce.insert(signal, tx);
+            streams.insert(signal, rx);
+        }
+        let buffer = Arc::new(DiskBuffer {
+            shared: Arc::new(Shared {
+                config: config.clone(),
+                cap: config.max_size_bytes(),
+                used: AtomicU64::new(0),
+                closed,
+                reclaiming: AtomicBool::new(false),
+            }),
+            logs: RwLock::new(HashMap::new()),
+            create_lock: tokio::sync::Mutex::new(()),
+            accepting: AtomicBool::new(true),
+            announce: Mutex::new(announce),
+            streams: Mutex::new(streams),
+        });
+        buffer.shared.report_size();
+        for log in opened {
+            buffer.start_log(log);
+        }
+        Ok(buffer)
+    }
+
+    /// Bytes counted against `max_size_mib` right now.
+    pub fn used_bytes(&self) -> u64 {
+        self.shared.used.load(Ordering::Acquire)
+    }
+
+    fn log_dir(&self, signal: Signal, tenant: &TenantId) -> PathBuf {
+        self.shared
+            .config
+            .directory
+            .join(signal.as_str())
+            .join(tenant.as_str())
+    }
+
+    fn lookup(&self, signal: Signal, tenant: &TenantId) -> Option<mpsc::Sender<WriterMsg>> {
+        let logs = self.logs.read().unwrap_or_else(PoisonError::into_inner);
+        logs.get(&(signal, tenant.clone())).cloned()
+    }
+
+    /// The writer queue of the tenant+signal log, creating the log on first use.
+    async fn log(
+        &self,
+        signal: Signal,
+        tenant: &TenantId,
+    ) -> Result<mpsc::Sender<WriterMsg>, BufferError> {
+        if let Some(tx) = self.lookup(signal, tenant) {
+            return Ok(tx);
+        }
+        let _creating = self.create_lock.lock().await;
+        if !self.is_ready() {
+            return Err(BufferError::Closed);
+        }
+        if let Some(tx) = self.lookup(signal, tenant) {
+            return Ok(tx);
+        }
+        let dir = self.log_dir(signal, tenant);
+        let config = self.shared.config.clone();
+        let (t, d) = (tenant.clone(), dir.clone());
+        let opened = tokio::task::spawn_blocking(move || open_log(&config, t, signal, d))
+            .await
+            .map_err(|e| join_error(&dir, e))??;
+        Ok(self.start_log(opened))
+    }
+
+    /// Asks every log to give back space whose records are all acknowledged but still sit in
+    /// its active segment. Returns the bytes freed; 0 at once if a pass is already running.
+    async fn reclaim(&self) -> u64 {
+        if self.shared.reclaiming.swap(true, Ordering::AcqRel) {
+            return 0;
+        }
+        let writers: Vec<mpsc::Sender<WriterMsg>> = self
+            .logs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let freed = futures::future::join_all(writers.into_iter().map(|tx| async move {
+            let (reply, done) = oneshot::channel();
+            match tx.try_send(WriterMsg::Reclaim { reply }) {
+                Ok(()) => done.await.unwrap_or(0),
+                // A busy log (full queue) is not idle, so it has little to give back.
+                Err(_) => 0,
+            }
+        }))
+        .await;
+        self.shared.reclaiming.store(false, Ordering::Release);
+        freed.into_iter().sum()
+    }
+
+    /// Starts the writer task of an opened log and announces its stream.
+    fn start_log(&self, log: OpenedLog) -> mpsc::Sender<WriterMsg> {
+        let OpenedLog {
+            tenant,
+            signal,
+            dir,
+            writer,
+            acked,
+            redeliver_below,
+        } = log;
+        self.shared.add(writer.index().total_bytes());
+        let (committed, _) = watch::channel(writer.committed());
+        let committed = Arc::new(committed);
+        let acked = Arc::new(AtomicU64::new(acked));
+        let stream = DiskStream::new(stream::StreamInit {
+            tenant: tenant.clone(),
+            signal,
+            dir,
+            index: Arc::clone(writer.index()),
+            committed: Arc::clone(&committed),
+            shared: Arc::clone(&self.shared),
+            acked: Arc::clone(&acked),
+            redeliver_below,
+        });
+        let tx = writer::spawn(writer, committed, acked, Arc::clone(&self.shared));
+        self.logs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((signal, tenant), tx.clone());
+        let announce = self.announce.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(chan) = announce.get(&signal) {
+            // Nobody listening is fine: the stream is simply never consumed.
+            let _ = chan.send(Box::new(stream));
+        }
+        tx
+    }
+}
+
+#[async_trait]
+impl Buffer for DiskBuffer {
+    fn kind(&self) -> &'static str {
+        "disk"
+    }
+
+    async fn append(&self, batch: Batch) -> Result<(), BufferError> {
+        if !self.is_ready() {
+            return Err(BufferError::Closed);
+        }
+        let size = record::framed_len(&batch);
+        if size > MAX_RECORD_BYTES {
+            return Err(BufferError::RecordTooLarge {
+                size,
+                max: MAX_RECORD_BYTES,
+            });
+        }
+        let record = record::encode(&batch, None).ok_or(BufferError::RecordTooLarge {
+            size,
+            max: MAX_RECORD_BYTES,
+        })?;
+        let reservation = match self.shared.reserve(record.len() as u64) {
+            Err(full @ BufferError::Full { .. }) => {
+                if self.reclaim().await == 0 {
+                    return Err(full);
+                }
+                self.shared.reserve(record.len() as u64)?
+            }
+            other => other?,
+        };
+        let tx = self.log(batch.signal, &batch.tenant).await?;
+        let (reply, done) = oneshot::channel();
+        let msg = WriterMsg::Append {
+            record,
+            reservation,
+            reply,
+        };
+        tx.send(msg).await.map_err(|_| BufferError::Closed)?;
+        // A dropped reply means the writer stopped (closed) before reaching this record.
+        done.await.map_err(|_| BufferError::Closed)?
+    }
+
+    fn take_streams(&self, signal: Signal) -> Option<StreamReceiver> {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&signal)
+    }
+
+    async fn close(&self) -> Result<(), BufferError> {
+        {
+            let _creating = self.create_lock.lock().await;
+            if !self.accepting.swap(false, Ordering::AcqRel) {
+                return Ok(());
+            }
+        }
+        let writers: Vec<mpsc::Sender<WriterMsg>> = self
+            .logs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let results = futures::future::join_all(writers.into_iter().map(|tx| async move {
+            let (reply, done) = oneshot::channel();
+            if tx.send(WriterMsg::Close { reply }).await.is_err() {
+                return Ok(());
+            }
+            done.await.unwrap_or(Ok(()))
+        }))
+        .await;
+        self.shared.closed.send_replace(true);
+        self.announce
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        results.into_iter().collect()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+}
+
+/// Finds and recovers every log under the buffer's directory.
+fn discover(config: &DiskBufferConfig) -> Result<Vec<OpenedLog>, BufferError> {
+    let root = &config.directory;
+    std::fs::create_dir_all(root).map_err(|e| BufferError::io(root, e))?;
+    let mut logs = Vec::new();
+    for signal in Signal::ALL {
+        let signal_dir = root.join(signal.as_str());
+        let entries = match std::fs::read_dir(&signal_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(BufferError::io(&signal_dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| BufferError::io(&signal_dir, e))?;
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(tenant) = name.to_str().and_then(|n| TenantId::parse(n).ok()) else {
+                tracing::warn!(path = %path.display(), "ignoring a directory that is not a valid tenant id");
+                continue;
+            };
+            logs.push(open_log(config, tenant, signal, path)?);
+        }
+    }
+    Ok(logs)
+}
+
+/// Opens one log: loads its positions, recovers its segments and applies retention.
+fn open_log(
+    config: &DiskBufferConfig,
+    tenant: TenantId,
+    signal: Signal,
+    dir: PathBuf,
+) -> Result<OpenedLog, BufferError> {
+    std::fs::create_dir_all(&dir).map_err(|e| BufferError::io(&dir, e))?;
+    let acked = load_position(&dir, cursor::CURSOR_FILE)?.unwrap_or(0);
+    let handed_out = load_position(&dir, cursor::HANDED_OUT_FILE)?.unwrap_or(0);
+    let always = config.fsync == FsyncPolicy::Always;
+    let (writer, recovery) =
+        SegmentWriter::recover(&dir, config.segment_size_bytes(), always, acked)
+            .map_err(|e| BufferError::io(&dir, e))?;
+    report_recovery(&tenant, signal, &dir, &recovery);
+    segment::delete_behind(&dir, writer.index(), acked);
+    let redeliver_below = handed_out.clamp(acked, writer.committed().next_seq.max(acked));
+    Ok(OpenedLog {
+        tenant,
+        signal,
+        dir,
+        writer,
+        acked,
+        redeliver_below,
+    })
+}
+
+fn load_position(dir: &Path, name: &str) -> Result<Option<u64>, BufferError> {
+    match cursor::load(dir, name) {
+        Ok(value) => Ok(value),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            // Starting over from the oldest record keeps at-least-once.
+            tracing::warn!(dir = %dir.display(), file = name, error = %e, "damaged position file; starting from the oldest record");
+            Ok(None)
+        }
+        Err(e) => Err(BufferError::io(dir.join(name), e)),
+    }
+}
+
+/// Logs and counts a tail cut during recovery.
+fn report_recovery(tenant: &TenantId, signal: Signal, dir: &Path, recovery: &Recovery) {
+    if recovery.truncated_bytes == 0 {
+        return;
+    }
+    tracing::warn!(
+        tenant = %tenant,
+        signal = %signal,
+        dir = %dir.display(),
+        bytes = recovery.truncated_bytes,
+        "disk buffer cut the tail of a log: {}",
+        recovery.reason.unwrap_or("damaged tail")
+    );
+    metrics::counter!(
+        "sluice_buffer_truncated_bytes_total",
+        "buffer" => "disk",
+        "signal" => signal.as_str(),
+        "tenant" => tenant_label(tenant),
+    )
+    .increment(recovery.truncated_bytes);
+}
+
+fn join_error(path: &Path, e: tokio::task::JoinError) -> BufferError {
+    BufferError::io(path, io::Error::other(e))
+}

@@ -1,0 +1,250 @@
+//! Sequential reading of one log for its stream, used from blocking sections only.
+//!
+//! The reader never reads past what the writer has published as committed, so it sees only
+//! whole records, and it reads without read-ahead buffering, so it never keeps bytes of a
+//! write that was later cut. A record that fails its checksum here (damage to a closed
+//! segment, which recovery does not scan) is never delivered: the rest of its segment is
+//! skipped, because the lengths in it can no longer be trusted, and the loss is counted.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::record::{self, Frame};
+use super::segment::{segment_path, Committed, SegmentIndex};
+use crate::batch::Batch;
+use crate::signal::Signal;
+use crate::telemetry::tenant_label;
+use crate::tenant::TenantId;
+
+/// Most records one blocking read returns, so a read never runs for long.
+const MAX_RECORDS_PER_READ: usize = 4096;
+
+/// One record read from the log.
+#[derive(Debug)]
+pub(super) struct ReadRecord {
+    pub seq: u64,
+    pub batch: Batch,
+}
+
+pub(super) struct LogReader {
+    dir: PathBuf,
+    index: Arc<SegmentIndex>,
+    tenant: TenantId,
+    signal: Signal,
+    /// Sequence number of the next record to read.
+    seq: u64,
+    current: Option<OpenSegment>,
+}
+
+struct OpenSegment {
+    first: u64,
+    file: File,
+    /// Where the record `seq` starts; the file's own position is kept equal to it.
+    offset: u64,
+}
+
+enum Step {
+    Record(ReadRecord),
+    /// Moved on without a record (to the next segment, or past damaged records).
+    Moved,
+}
+
+impl LogReader {
+    pub(super) fn new(
+        dir: PathBuf,
+        index: Arc<SegmentIndex>,
+        tenant: TenantId,
+        signal: Signal,
+        seq: u64,
+    ) -> LogReader {
+        LogReader {
+            dir,
+            index,
+            tenant,
+            signal,
+            seq,
+            current: None,
+        }
+    }
+
+    pub(super) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Reads committed records into `out` until they hold at least `need_items` items or
+    /// `need_bytes` payload bytes (so the caller can tell whether its limits are reached), or
+    /// everything committed is read.
+    pub(super) fn read(
+        &mut self,
+        committed: Committed,
+        need_items: u64,
+        need_bytes: u64,
+        out: &mut Vec<ReadRecord>,
+    ) -> io::Result<()> {
+        let (mut items, mut bytes, mut count) = (0u64, 0u64, 0usize);
+        while self.seq < committed.next_seq
+            && count < MAX_RECORDS_PER_READ
+            && (count == 0 || (items < need_items && bytes < need_bytes))
+        {
+            if let Step::Record(rec) = self.step(committed)? {
+                items += u64::from(rec.batch.items);
+                bytes += rec.batch.payload.len() as u64;
+                count += 1;
+                out.push(rec);
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, committed: Committed) -> io::Result<Step> {
+        let Some(first) = self.index.containing(self.seq) else {
+            // Only possible if segment files were removed behind our back.
+            let oldest = self.index.lock().keys().next().copied();
+            return match oldest {
+                Some(oldest) if oldest > self.seq => {
+                    self.lost(oldest - self.seq, "segment files are missing");
+                    self.seq = oldest;
+                    Ok(Step::Moved)
+                }
+                _ => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no segment holds the read position",
+                )),
+            };
+        };
+        if self.current.as_ref().is_none_or(|c| c.first != first) {
+            return self.open_at(first, committed);
+        }
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(Step::Moved);
+        };
+        let remaining = segment_len(&self.index, cur.first, committed).saturating_sub(cur.offset);
+        let frame = record::read_frame(&mut (&mut cur.file).take(remaining), Some(remaining))?;
+        match frame {
+            Frame::Record { body, len } => {
+                cur.offset += len;
+                let seq = self.seq;
+                self.seq += 1;
+                match record::decode(body, &self.tenant, self.signal) {
+                    Ok(decoded) => Ok(Step::Record(ReadRecord {
+                        seq,
+                        batch: decoded.batch,
+                    })),
+                    Err(why) => {
+                        self.lost(1, why);
+                        Ok(Step::Moved)
+                    }
+                }
+            }
+            Frame::End => {
+                if self.index.containing(self.seq) != Some(first) {
+                    // The segment is complete and the next one starts here.
+                    self.current = None;
+                    return Ok(Step::Moved);
+                }
+                self.skip_rest(committed, "segment ends before its last record");
+                Ok(Step::Moved)
+            }
+            Frame::Torn => {
+                self.skip_rest(committed, "torn record inside the log");
+                Ok(Step::Moved)
+            }
+            Frame::Corrupt => {
+                self.skip_rest(committed, "record failing its checksum");
+                Ok(Step::Moved)
+            }
+        }
+    }
+
+    /// Opens the segment starting at `first` and moves to the record `seq` in it by reading
+    /// frame headers only.
+    fn open_at(&mut self, first: u64, committed: Committed) -> io::Result<Step> {
+        let mut file = File::open(segment_path(&self.dir, first))?;
+        let len = segment_len(&self.index, first, committed);
+        let mut offset = 0u64;
+        for _ in first..self.seq {
+            let remaining = len.saturating_sub(offset);
+            let frame_len = record::read_frame_len(&mut (&mut file).take(remaining));
+            match frame_len {
+                Ok(Some(frame)) if frame <= remaining => {
+                    offset += frame;
+                    file.seek(SeekFrom::Start(offset))?;
+                }
+                Ok(_) | Err(_) => {
+                    self.current = Some(OpenSegment {
+                        first,
+                        file,
+                        offset,
+                    });
+                    self.skip_rest(committed, "damaged record before the read position");
+                    return Ok(Step::Moved);
+                }
+            }
+        }
+        self.current = Some(OpenSegment {
+            first,
+            file,
+            offset,
+        });
+        Ok(Step::Moved)
+    }
+
+    /// The current segment cannot be read on from here: continue at the next segment, or at
+    /// the committed end if this is the last one. Counts what is skipped.
+    fn skip_rest(&mut self, committed: Committed, why: &'static str) {
+        let Some(cur) = self.current.take() else {
+            return;
+        };
+        let (target, resume) = match self.index.after(cur.first) {
+            Some(next) => (next, None),
+            None if cur.first == committed.active_first => (
+                committed.next_seq,
+                Some(OpenSegment {
+                    offset: committed.active_len,
+                    ..cur
+                }),
+            ),
+            None => (committed.next_seq, None),
+        };
+        self.lost(target.saturating_sub(self.seq), why);
+        self.seq = self.seq.max(target);
+        if let Some(mut resume) = resume {
+            if resume.file.seek(SeekFrom::Start(resume.offset)).is_ok() {
+                self.current = Some(resume);
+            }
+        }
+    }
+
+    fn lost(&self, records: u64, why: &'static str) {
+        if records == 0 {
+            return;
+        }
+        tracing::error!(
+            tenant = %self.tenant,
+            signal = %self.signal,
+            records,
+            from_seq = self.seq,
+            dir = %self.dir.display(),
+            "disk buffer skipped damaged records: {why}"
+        );
+        metrics::counter!(
+            "sluice_buffer_corrupt_records_total",
+            "buffer" => "disk",
+            "signal" => self.signal.as_str(),
+            "tenant" => tenant_label(&self.tenant),
+        )
+        .increment(records);
+    }
+}
+
+/// Bytes of whole records in a segment: the committed length for the active segment, the
+/// final size for a closed one.
+fn segment_len(index: &SegmentIndex, first: u64, committed: Committed) -> u64 {
+    if first == committed.active_first {
+        committed.active_len
+    } else {
+        index.lock().get(&first).copied().unwrap_or(0)
+    }
+}

@@ -1,0 +1,229 @@
+//! Record framing: `[u32 LE body length][u32 LE crc32c of body][body]`.
+//!
+//! The body starts with a versioned header, then the OTLP payload bytes as received:
+//!
+//! ```text
+//! version u8 (= 1) | items u32 | received_at_ms u64 | traceparent_len u16 | traceparent
+//!                  | reason_len u16 | reason (dead-letter records only) | payload …
+//! ```
+//!
+//! All integers are little-endian.
+
+use std::io::{self, Read};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::batch::Batch;
+use crate::signal::Signal;
+use crate::tenant::TenantId;
+
+/// Bytes before the body: length and checksum.
+pub(super) const FRAME_HEADER: usize = 8;
+const VERSION: u8 = 1;
+/// The fixed part of the body header.
+const BODY_HEADER_MIN: usize = 1 + 4 + 8 + 2 + 2;
+/// Longest dead-letter reason kept; longer reasons are cut at a character boundary.
+const MAX_REASON: usize = 4096;
+
+/// Encodes one record, frame included. `None` when the body would not fit the frame's `u32`
+/// length.
+pub(super) fn encode(batch: &Batch, reason: Option<&str>) -> Option<Bytes> {
+    let traceparent = batch
+        .traceparent
+        .as_deref()
+        .filter(|t| t.len() <= usize::from(u16::MAX))
+        .unwrap_or("");
+    let reason = truncate_at_char(reason.unwrap_or(""), MAX_REASON);
+    let body_len = BODY_HEADER_MIN + traceparent.len() + reason.len() + batch.payload.len();
+    let body_len_u32 = u32::try_from(body_len).ok()?;
+
+    let mut buf = BytesMut::with_capacity(FRAME_HEADER + body_len);
+    buf.put_u32_le(body_len_u32);
+    buf.put_u32_le(0); // checksum, filled in below
+    buf.put_u8(VERSION);
+    buf.put_u32_le(batch.items);
+    buf.put_u64_le(batch.received_at_ms);
+    // Both lengths fit: checked or truncated above.
+    buf.put_u16_le(traceparent.len() as u16);
+    buf.put_slice(traceparent.as_bytes());
+    buf.put_u16_le(reason.len() as u16);
+    buf.put_slice(reason.as_bytes());
+    buf.put_slice(&batch.payload);
+    let crc = crc32c::crc32c(&buf[FRAME_HEADER..]);
+    buf[4..8].copy_from_slice(&crc.to_le_bytes());
+    Some(buf.freeze())
+}
+
+/// Total frame size of the record that [`encode`] would produce, without encoding it.
+pub(super) fn framed_len(batch: &Batch) -> usize {
+    let traceparent = batch.traceparent.as_deref().map_or(0, str::len);
+    let traceparent = if traceparent <= usize::from(u16::MAX) {
+        traceparent
+    } else {
+        0
+    };
+    FRAME_HEADER + BODY_HEADER_MIN + traceparent + batch.payload.len()
+}
+
+fn truncate_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A decoded record body.
+#[derive(Debug)]
+pub(super) struct Decoded {
+    pub batch: Batch,
+    /// Why the record was dead-lettered; empty in the main log. Nothing in the daemon reads
+    /// dead letters back; tests do.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub reason: String,
+}
+
+/// Decodes a checksummed body. `Err` names what is wrong with a body whose checksum matched
+/// (which only a newer format version or a bug can produce).
+pub(super) fn decode(
+    body: Bytes,
+    tenant: &TenantId,
+    signal: Signal,
+) -> Result<Decoded, &'static str> {
+    let mut at = 0usize;
+    let take = |at: &mut usize, n: usize| -> Result<&[u8], &'static str> {
+        let end = at
+            .checked_add(n)
+            .filter(|&e| e <= body.len())
+            .ok_or("header is cut short")?;
+        let s = &body[*at..end];
+        *at = end;
+        Ok(s)
+    };
+    let version = take(&mut at, 1)?[0];
+    if version != VERSION {
+        return Err("unknown record format version");
+    }
+    let items = u32::from_le_bytes(array(take(&mut at, 4)?)?);
+    let received_at_ms = u64::from_le_bytes(array(take(&mut at, 8)?)?);
+    let tp_len = u16::from_le_bytes(array(take(&mut at, 2)?)?);
+    let traceparent = take(&mut at, usize::from(tp_len))?;
+    let traceparent = match traceparent {
+        [] => None,
+        tp => Some(
+            std::str::from_utf8(tp)
+                .map_err(|_| "traceparent is not UTF-8")?
+                .to_string(),
+        ),
+    };
+    let reason_len = u16::from_le_bytes(array(take(&mut at, 2)?)?);
+    let reason = take(&mut at, usize::from(reason_len))?;
+    let reason = String::from_utf8_lossy(reason).into_owned();
+    Ok(Decoded {
+        batch: Batch {
+            tenant: tenant.clone(),
+            signal,
+            payload: body.slice(at..),
+            items,
+            received_at_ms,
+            traceparent,
+        },
+        reason,
+    })
+}
+
+fn array<const N: usize>(s: &[u8]) -> Result<[u8; N], &'static str> {
+    s.try_into().map_err(|_| "header is cut short")
+}
+
+/// What is at the current position of a segment file.
+#[derive(Debug)]
+pub(super) enum Frame {
+    /// A whole record whose checksum matches; `len` is the frame size on disk.
+    Record { body: Bytes, len: u64 },
+    /// End of file exactly at a frame boundary.
+    End,
+    /// End of file inside a frame: a write that did not finish.
+    Torn,
+    /// The checksum does not match, or the length is impossible.
+    Corrupt,
+}
+
+/// Reads one frame. `remaining` is how many bytes the file holds from here, when known: a
+/// length field pointing past it is a torn tail, and no buffer is allocated for it.
+pub(super) fn read_frame<R: Read>(r: &mut R, remaining: Option<u64>) -> io::Result<Frame> {
+    let mut header = [0u8; FRAME_HEADER];
+    match read_full(r, &mut header)? {
+        0 => return Ok(Frame::End),
+        n if n < FRAME_HEADER => return Ok(Frame::Torn),
+        _ => {}
+    }
+    let (len, crc) = split_header(&header);
+    if (len as usize) < BODY_HEADER_MIN {
+        return Ok(Frame::Corrupt);
+    }
+    let frame_len = FRAME_HEADER as u64 + u64::from(len);
+    if remaining.is_some_and(|rem| frame_len > rem) {
+        return Ok(Frame::Torn);
+    }
+    // Grow as bytes arrive rather than trusting the length field with one big allocation.
+    let mut body = Vec::with_capacity((len as usize).min(1 << 20));
+    r.take(u64::from(len)).read_to_end(&mut body)?;
+    if body.len() < len as usize {
+        return Ok(Frame::Torn);
+    }
+    if crc32c::crc32c(&body) != crc {
+        return Ok(Frame::Corrupt);
+    }
+    Ok(Frame::Record {
+        body: Bytes::from(body),
+        len: frame_len,
+    })
+}
+
+/// Reads only the frame header and returns the frame size, for skipping over records that
+/// were acknowledged already. `None` at a clean end of file; `Err(InvalidData)` for a torn or
+/// impossible header.
+pub(super) fn read_frame_len<R: Read>(r: &mut R) -> io::Result<Option<u64>> {
+    let mut header = [0u8; FRAME_HEADER];
+    match read_full(r, &mut header)? {
+        0 => Ok(None),
+        n if n < FRAME_HEADER => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "torn frame header",
+        )),
+        _ => {
+            let (len, _) = split_header(&header);
+            if (len as usize) < BODY_HEADER_MIN {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "impossible frame length",
+                ));
+            }
+            Ok(Some(FRAME_HEADER as u64 + u64::from(len)))
+        }
+    }
+}
+
+fn split_header(header: &[u8; FRAME_HEADER]) -> (u32, u32) {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    (len, crc)
+}
+
+/// Like `read_exact`, but returns how many bytes were read before end of file.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,420 @@
+//! The segment files of one log: naming, discovery, recovery of a torn tail, and the blocking
+//! writer that appends groups of records to the active (last) segment.
+//!
+//! Segments are named by the sequence number of their first record. Only the last one is
+//! written to; the ones before it are closed, fsynced and never change again until retention
+//! deletes them.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::record::{self, Frame};
+
+/// First sequence number → size in bytes, of every segment of one log. Shared between the
+/// writer (which adds segments and grows the last one), the reader (which looks up where a
+/// sequence number lives) and retention (which removes whole segments).
+#[derive(Debug, Default)]
+pub(super) struct SegmentIndex(Mutex<BTreeMap<u64, u64>>);
+
+impl SegmentIndex {
+    pub(super) fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, u64>> {
+        // The map is only ever changed by single inserts and removes, so it is consistent
+        // even if a holder panicked.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// First sequence number of the segment holding `seq`.
+    pub(super) fn containing(&self, seq: u64) -> Option<u64> {
+        self.lock()
+            .range(..=seq)
+            .next_back()
+            .map(|(&first, _)| first)
+    }
+
+    /// First sequence number of the segment after the one starting at `first`.
+    pub(super) fn after(&self, first: u64) -> Option<u64> {
+        self.lock()
+            .range(first.saturating_add(1)..)
+            .next()
+            .map(|(&f, _)| f)
+    }
+
+    /// Removes the segments whose records all come before `cursor`, except the last segment.
+    /// Returns their first sequence numbers and sizes; the caller deletes the files.
+    pub(super) fn take_behind(&self, cursor: u64) -> Vec<(u64, u64)> {
+        let mut map = self.lock();
+        let firsts: Vec<u64> = map.keys().copied().collect();
+        let mut taken = Vec::new();
+        for pair in firsts.windows(2) {
+            if pair[1] > cursor {
+                break;
+            }
+            if let Some(size) = map.remove(&pair[0]) {
+                taken.push((pair[0], size));
+            }
+        }
+        taken
+    }
+
+    pub(super) fn total_bytes(&self) -> u64 {
+        self.lock().values().sum()
+    }
+}
+
+/// How far a log has been written, as published to its readers: every record before
+/// `next_seq` is complete on disk (and fsynced, with `fsync: always`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Committed {
+    pub next_seq: u64,
+    /// First sequence number of the segment being written.
+    pub active_first: u64,
+    /// Bytes of complete records in the active segment.
+    pub active_len: u64,
+}
+
+pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.seg"))
+}
+
+/// The segments in `dir` as (first sequence number, size), oldest first.
+fn list_segments(dir: &Path) -> io::Result<Vec<(u64, u64)>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
+            continue;
+        };
+        if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(first) = stem.parse::<u64>() else {
+            continue;
+        };
+        found.push((first, entry.metadata()?.len()));
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+/// Makes a new or renamed directory entry durable.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// What recovery found wrong at the end of the last segment.
+#[derive(Debug, Default)]
+pub(super) struct Recovery {
+    /// Bytes cut from the tail.
+    pub truncated_bytes: u64,
+    /// Why, when something was cut.
+    pub reason: Option<&'static str>,
+}
+
+/// How a group of appends went: the first `durable` records are durable per the fsync
+/// policy; the rest failed with `error`.
+#[derive(Debug)]
+pub(super) struct GroupOutcome {
+    pub durable: usize,
+    pub error: Option<io::Error>,
+}
+
+/// Appends to the last segment of one log. Owned by the log's writer task and used from
+/// blocking sections only.
+#[derive(Debug)]
+pub(super) struct SegmentWriter {
+    dir: PathBuf,
+    index: Arc<SegmentIndex>,
+    segment_size: u64,
+    /// `fsync: always`: fsync at the end of every group.
+    sync_every_group: bool,
+    file: File,
+    active_first: u64,
+    active_len: u64,
+    next_seq: u64,
+    /// Written since the last fsync.
+    dirty: bool,
+    /// Set after a failure that leaves the file in an unknown state (a failed fsync, or a
+    /// partial write that could not be cut off). Every later append fails until a restart
+    /// recovers the log from what is on disk.
+    broken: Option<String>,
+}
+
+impl SegmentWriter {
+    /// Opens the log in `dir` (creating it if needed), validates every record of its last
+    /// segment and cuts a torn or corrupt tail. `min_next_seq` is the persisted cursor: new
+    /// records never get a sequence number below it.
+    pub(super) fn recover(
+        dir: &Path,
+        segment_size: u64,
+        sync_every_group: bool,
+        min_next_seq: u64,
+    ) -> io::Result<(SegmentWriter, Recovery)> {
+        fs::create_dir_all(dir)?;
+        let segments = list_segments(dir)?;
+        let index = Arc::new(SegmentIndex::default());
+        index.lock().extend(segments.iter().copied());
+        let mut recovery = Recovery::default();
+
+        let Some(&(first, len)) = segments.last() else {
+            let file = create_segment(dir, min_next_seq)?;
+            index.lock().insert(min_next_seq, 0);
+            let writer = SegmentWriter::new(
+                dir,
+                index,
+                segment_size,
+                sync_every_group,
+                file,
+                min_next_seq,
+            );
+            return Ok((writer, recovery));
+        };
+
+        let path = segment_path(dir, first);
+        let file = OpenOptions::new().read(true).append(true).open(&path)?;
+        let (count, valid_len, reason) = scan(&file, len)?;
+        if valid_len < len {
+            file.set_len(valid_len)?;
+            file.sync_all()?;
+            recovery = Recovery {
+                truncated_bytes: len - valid_len,
+                reason,
+            };
+            index.lock().insert(first, valid_len);
+        }
+        let mut writer =
+            SegmentWriter::new(dir, index, segment_size, sync_every_group, file, first);
+        writer.active_len = valid_len;
+        writer.next_seq = first.saturating_add(count);
+
+        if writer.next_seq < min_next_seq {
+            // The cursor is past the end of the log: an OS crash under `fsync: interval` lost
+            // records that had been delivered and acknowledged. Continue numbering after the
+            // cursor so that new records are not mistaken for acknowledged ones.
+            if writer.active_len == 0 {
+                fs::remove_file(&path)?;
+                writer.index.lock().remove(&first);
+            }
+            writer.next_seq = min_next_seq;
+            writer.roll()?;
+        }
+        Ok((writer, recovery))
+    }
+
+    fn new(
+        dir: &Path,
+        index: Arc<SegmentIndex>,
+        segment_size: u64,
+        sync_every_group: bool,
+        file: File,
+        first: u64,
+    ) -> SegmentWriter {
+        SegmentWriter {
+            dir: dir.to_path_buf(),
+            index,
+            segment_size,
+            sync_every_group,
+            file,
+            active_first: first,
+            active_len: 0,
+            next_seq: first,
+            dirty: false,
+            broken: None,
+        }
+    }
+
+    pub(super) fn index(&self) -> &Arc<SegmentIndex> {
+        &self.index
+    }
+
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Closes the active segment (fsync, then start an empty one) when it holds records and
+    /// all of them are before `acked`, so retention can delete it. Returns whether it did.
+    pub(super) fn close_active_if_acked(&mut self, acked: u64) -> io::Result<bool> {
+        if self.broken.is_some() || self.active_len == 0 || self.next_seq > acked {
+            return Ok(false);
+        }
+        self.sync()?;
+        self.roll()?;
+        Ok(true)
+    }
+
+    pub(super) fn active_path(&self) -> PathBuf {
+        segment_path(&self.dir, self.active_first)
+    }
+
+    pub(super) fn committed(&self) -> Committed {
+        Committed {
+            next_seq: self.next_seq,
+            active_first: self.active_first,
+            active_len: self.active_len,
+        }
+    }
+
+    /// Writes a group of framed records, rolling to new segments as needed, and fsyncs at the
+    /// end with `fsync: always`. A segment is always fsynced before a new one is started, so
+    /// closed segments are durable under both policies.
+    pub(super) fn append_group(&mut self, records: &[Bytes]) -> GroupOutcome {
+        if let Some(why) = &self.broken {
+            let error = io::Error::other(format!("log is unusable until restart: {why}"));
+            return GroupOutcome {
+                durable: 0,
+                error: Some(error),
+            };
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        let mut pending_from = 0;
+        for (i, rec) in records.iter().enumerate() {
+            let in_segment = self.active_len + pending.len() as u64;
+            if in_segment > 0 && in_segment + rec.len() as u64 > self.segment_size {
+                let closed = self
+                    .flush(&pending, (i - pending_from) as u64)
+                    .and_then(|()| self.sync());
+                if let Err(error) = closed {
+                    return GroupOutcome {
+                        durable: pending_from,
+                        error: Some(error),
+                    };
+                }
+                pending.clear();
+                pending_from = i;
+                if let Err(error) = self.roll() {
+                    return GroupOutcome {
+                        durable: i,
+                        error: Some(error),
+                    };
+                }
+            }
+            pending.extend_from_slice(rec);
+        }
+        let mut result = self.flush(&pending, (records.len() - pending_from) as u64);
+        if result.is_ok() && self.sync_every_group {
+            result = self.sync();
+        }
+        match result {
+            Ok(()) => GroupOutcome {
+                durable: records.len(),
+                error: None,
+            },
+            Err(error) => GroupOutcome {
+                durable: pending_from,
+                error: Some(error),
+            },
+        }
+    }
+
+    /// Writes `buf`, holding `count` whole records, to the active segment.
+    fn flush(&mut self, buf: &[u8], count: u64) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.file.write_all(buf) {
+            // Cut whatever part reached the file, so the log ends with a whole record again.
+            if let Err(cut) = self.file.set_len(self.active_len) {
+                self.broken = Some(format!("could not cut a partial write: {cut}"));
+            }
+            return Err(error);
+        }
+        self.active_len += buf.len() as u64;
+        self.next_seq += count;
+        self.dirty = true;
+        self.index.lock().insert(self.active_first, self.active_len);
+        Ok(())
+    }
+
+    /// Fsyncs the active segment if anything was written since the last fsync.
+    pub(super) fn sync(&mut self) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let started = Instant::now();
+        if let Err(error) = self.file.sync_data() {
+            // After a failed fsync the kernel may have dropped the dirty pages: nothing
+            // written since the last good fsync can be trusted any more.
+            self.broken = Some(format!("fsync failed: {error}"));
+            return Err(error);
+        }
+        metrics::histogram!("sluice_buffer_fsync_duration_seconds", "buffer" => "disk")
+            .record(started.elapsed().as_secs_f64());
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Starts a new, empty active segment at `next_seq`. The previous one must be synced.
+    fn roll(&mut self) -> io::Result<()> {
+        let first = self.next_seq;
+        let file = create_segment(&self.dir, first)?;
+        self.file = file;
+        self.active_first = first;
+        self.active_len = 0;
+        self.index.lock().insert(first, 0);
+        Ok(())
+    }
+}
+
+/// Creates (or empties) the segment file starting at `first` and makes its name durable.
+fn create_segment(dir: &Path, first: u64) -> io::Result<File> {
+    let path = segment_path(dir, first);
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(&path)?;
+    // A file of this name can only be a leftover that holds no live records.
+    file.set_len(0)?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// Reads every record of a segment of `len` bytes. Returns how many records are valid, the
+/// length they span, and why the scan stopped early (if it did).
+fn scan(file: &File, len: u64) -> io::Result<(u64, u64, Option<&'static str>)> {
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let (mut count, mut pos) = (0u64, 0u64);
+    loop {
+        match record::read_frame(&mut reader, Some(len - pos))? {
+            Frame::Record { len: frame, .. } => {
+                count += 1;
+                pos += frame;
+            }
+            Frame::End => return Ok((count, pos, None)),
+            Frame::Torn => return Ok((count, pos, Some("torn record at the end of the log"))),
+            Frame::Corrupt => return Ok((count, pos, Some("record failing its checksum"))),
+        }
+    }
+}
+
+/// Retention: deletes the segments of the log in `dir` whose records all come before `cursor`
+/// (never the active one). Returns how many bytes were freed.
+pub(super) fn delete_behind(dir: &Path, index: &SegmentIndex, cursor: u64) -> u64 {
+    let mut freed = 0;
+    for (first, size) in index.take_behind(cursor) {
+        let path = segment_path(dir, first);
+        match fs::remove_file(&path) {
+            Ok(()) => freed += size,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => freed += size,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete an acknowledged segment; will retry");
+                index.lock().insert(first, size);
+            }
+        }
+    }
+    freed
+}

@@ -1,0 +1,343 @@
+//! The [`BufferStream`] of one log: merges committed records into deliveries, persists the
+//! cursor on ack, applies retention, and writes dead letters.
+//!
+//! Records are read ahead only as far as the next delivery needs (plus the one record that
+//! shows the limits are reached). Positions are sequence numbers; `end_position` of a delivery
+//! is the sequence number after its last record.
+//!
+//! `redelivered` is exact up to the last `handed-out` mark that reached the OS: a record is a
+//! redelivery when an earlier lifetime of the process handed it out and never acknowledged it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::cursor::{self, HandedOutMark};
+use super::reader::{LogReader, ReadRecord};
+use super::segment::{self, Committed, SegmentIndex, SegmentWriter};
+use super::{record, report_recovery, Shared, DEAD_LETTER_DIR};
+use crate::batch::Batch;
+use crate::buffer::{BufferError, BufferStream, Delivery, ReadLimits};
+use crate::signal::Signal;
+use crate::tenant::TenantId;
+
+pub(super) struct StreamInit {
+    pub tenant: TenantId,
+    pub signal: Signal,
+    pub dir: PathBuf,
+    pub index: Arc<SegmentIndex>,
+    pub committed: Arc<watch::Sender<Committed>>,
+    pub shared: Arc<Shared>,
+    /// The persisted cursor, shared with the writer task (which reclaims space behind it).
+    pub acked: Arc<AtomicU64>,
+    pub redeliver_below: u64,
+}
+
+pub(super) struct DiskStream {
+    tenant: TenantId,
+    signal: Signal,
+    dir: PathBuf,
+    index: Arc<SegmentIndex>,
+    shared: Arc<Shared>,
+    /// Kept so that `committed` never reports a dropped sender once the writer has stopped.
+    _committed_tx: Arc<watch::Sender<Committed>>,
+    committed: watch::Receiver<Committed>,
+    closed: watch::Receiver<bool>,
+    /// `None` only while a blocking read runs (or after one panicked).
+    reader: Option<LogReader>,
+    readahead: VecDeque<ReadRecord>,
+    acked: Arc<AtomicU64>,
+    handed_out: u64,
+    redeliver_below: u64,
+    /// `None` until first used, and while a blocking section holds it.
+    mark: Option<HandedOutMark>,
+    mark_failed: bool,
+    dead_letters: Option<SegmentWriter>,
+}
+
+/// How much of the read-ahead the next delivery takes.
+#[derive(Debug, Default)]
+struct Fill {
+    count: usize,
+    items: u64,
+    bytes: u64,
+    /// The limits are reached: more records would not be added.
+    complete: bool,
+}
+
+impl Fill {
+    fn of(readahead: &VecDeque<ReadRecord>, limits: &ReadLimits) -> Fill {
+        let max_items = u64::from(limits.max_items);
+        let max_bytes = limits.max_bytes as u64;
+        let mut fill = Fill::default();
+        for rec in readahead {
+            let len = rec.batch.payload.len() as u64;
+            if fill.count > 0 && (fill.items >= max_items || fill.bytes + len > max_bytes) {
+                fill.complete = true;
+                return fill;
+            }
+            fill.count += 1;
+            fill.items += u64::from(rec.batch.items);
+            fill.bytes += len;
+        }
+        fill.complete = fill.count > 0 && (fill.items >= max_items || fill.bytes >= max_bytes);
+        fill
+    }
+}
+
+impl DiskStream {
+    pub(super) fn new(init: StreamInit) -> DiskStream {
+        let acked = init.acked.load(Ordering::Acquire);
+        let reader = LogReader::new(
+            init.dir.clone(),
+            Arc::clone(&init.index),
+            init.tenant.clone(),
+            init.signal,
+            acked,
+        );
+        DiskStream {
+            committed: init.committed.subscribe(),
+            closed: init.shared.closed.subscribe(),
+            _committed_tx: init.committed,
+            tenant: init.tenant,
+            signal: init.signal,
+            dir: init.dir,
+            index: init.index,
+            shared: init.shared,
+            reader: Some(reader),
+            readahead: VecDeque::new(),
+            acked: init.acked,
+            handed_out: acked,
+            redeliver_below: init.redeliver_below,
+            mark: None,
+            mark_failed: false,
+            dead_letters: None,
+        }
+    }
+
+    /// The reader, rebuilt at the right position if a panic lost it.
+    fn take_reader(&mut self) -> LogReader {
+        self.reader.take().unwrap_or_else(|| {
+            let seq = self.readahead.back().map_or(self.handed_out, |r| r.seq + 1);
+            LogReader::new(
+                self.dir.clone(),
+                Arc::clone(&self.index),
+                self.tenant.clone(),
+                self.signal,
+                seq,
+            )
+        })
+    }
+
+    fn read_position(&self) -> u64 {
+        match &self.reader {
+            Some(reader) => reader.seq(),
+            None => self.readahead.back().map_or(self.handed_out, |r| r.seq + 1),
+        }
+    }
+
+    async fn read_more(
+        &mut self,
+        committed: Committed,
+        limits: &ReadLimits,
+        fill: &Fill,
+    ) -> Result<(), BufferError> {
+        let need_items = u64::from(limits.max_items).saturating_sub(fill.items);
+        let need_bytes = (limits.max_bytes as u64).saturating_sub(fill.bytes);
+        let mut reader = self.take_reader();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let result = reader.read(committed, need_items, need_bytes, &mut out);
+            (reader, result.map(|()| out))
+        })
+        .await;
+        match read {
+            Ok((reader, result)) => {
+                self.reader = Some(reader);
+                let records = result.map_err(|e| BufferError::io(&self.dir, e))?;
+                self.readahead.extend(records);
+                Ok(())
+            }
+            Err(join) => Err(BufferError::io(&self.dir, io::Error::other(join))),
+        }
+    }
+
+    /// Turns the first `count` read-ahead records into a delivery. The handed-out mark is
+    /// stored first, so a cancelled call leaves the read-ahead intact.
+    async fn hand_out(&mut self, count: usize) -> Result<Delivery, BufferError> {
+        let Some(last) = self.readahead.get(count.saturating_sub(1)) else {
+            return Err(BufferError::io(
+                &self.dir,
+                io::Error::other("empty delivery"),
+            ));
+        };
+        let end_position = last.seq + 1;
+        self.store_mark(end_position).await;
+        let parts: Vec<ReadRecord> = self.readahead.drain(..count).collect();
+        let redelivered = parts.first().is_some_and(|r| r.seq < self.redeliver_below);
+        let records = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        let Some(batch) = Batch::concat(parts.into_iter().map(|r| r.batch).collect()) else {
+            return Err(BufferError::io(
+                &self.dir,
+                io::Error::other("empty delivery"),
+            ));
+        };
+        self.handed_out = end_position;
+        Ok(Delivery {
+            batch,
+            records,
+            redelivered,
+            end_position,
+        })
+    }
+
+    /// Records how far deliveries went, for redelivery detection after a restart. A failure
+    /// only makes that detection less precise, so it is logged once and otherwise ignored.
+    async fn store_mark(&mut self, value: u64) {
+        let mark = self.mark.take();
+        let dir = self.dir.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut mark = match mark {
+                Some(mark) => mark,
+                None => HandedOutMark::open(&dir)?,
+            };
+            mark.store(value)?;
+            Ok::<_, io::Error>(mark)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        match stored {
+            Ok(mark) => self.mark = Some(mark),
+            Err(error) if !self.mark_failed => {
+                self.mark_failed = true;
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot record handed-out position; redeliveries after a restart may go uncounted");
+            }
+            Err(_) => {}
+        }
+    }
+
+    async fn wait(&mut self, deadline: Option<Instant>) {
+        let sleep = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        // A dropped sender cannot happen (both are kept alive by this stream), and would
+        // only make the loop look again.
+        tokio::select! {
+            _ = self.closed.changed() => {}
+            _ = self.committed.changed() => {}
+            _ = sleep => {}
+        }
+    }
+}
+
+#[async_trait]
+impl BufferStream for DiskStream {
+    fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    async fn next(&mut self, limits: &ReadLimits) -> Result<Option<Delivery>, BufferError> {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if *self.closed.borrow_and_update() {
+                return Ok(None);
+            }
+            let committed = *self.committed.borrow_and_update();
+            let fill = Fill::of(&self.readahead, limits);
+            if !fill.complete && self.read_position() < committed.next_seq {
+                self.read_more(committed, limits, &fill).await?;
+                continue;
+            }
+            if fill.count > 0 {
+                let until = *deadline.get_or_insert_with(|| Instant::now() + limits.linger);
+                if fill.complete
+                    || fill.items >= u64::from(limits.min_items)
+                    || Instant::now() >= until
+                {
+                    return self.hand_out(fill.count).await.map(Some);
+                }
+            }
+            self.wait(deadline).await;
+        }
+    }
+
+    async fn ack(&mut self, delivery: &Delivery) -> Result<(), BufferError> {
+        if delivery.end_position > self.handed_out {
+            tracing::warn!(
+                tenant = %self.tenant,
+                signal = %self.signal,
+                end_position = delivery.end_position,
+                handed_out = self.handed_out,
+                "ack past what was handed out; acknowledging only what was handed out"
+            );
+        }
+        let end = delivery.end_position.min(self.handed_out);
+        if end <= self.acked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (dir, index) = (self.dir.clone(), Arc::clone(&self.index));
+        let freed = tokio::task::spawn_blocking(move || {
+            cursor::store_cursor(&dir, end)?;
+            Ok::<_, io::Error>(segment::delete_behind(&dir, &index, end))
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| BufferError::io(self.dir.join(cursor::CURSOR_FILE), e))?;
+        self.acked.store(end, Ordering::Release);
+        self.shared.release(freed);
+        Ok(())
+    }
+
+    async fn dead_letter(&mut self, delivery: &Delivery, reason: &str) -> Result<(), BufferError> {
+        let record =
+            record::encode(&delivery.batch, Some(reason)).ok_or(BufferError::RecordTooLarge {
+                size: record::framed_len(&delivery.batch),
+                max: u32::MAX as usize,
+            })?;
+        let dir = self.dir.join(DEAD_LETTER_DIR);
+        let segment_size = self.shared.config.segment_size_bytes();
+        let writer = self.dead_letters.take();
+        let (tenant, signal) = (self.tenant.clone(), self.signal);
+        let blocking_dir = dir.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut writer = match writer {
+                Some(writer) => writer,
+                // Dead letters are always fsynced: they are rare and nothing else keeps them.
+                None => match SegmentWriter::recover(&blocking_dir, segment_size, true, 0) {
+                    Ok((writer, recovery)) => {
+                        report_recovery(&tenant, signal, &blocking_dir, &recovery);
+                        writer
+                    }
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let outcome = writer.append_group(&[record]);
+            (Some(writer), outcome.error.map_or(Ok(()), Err))
+        })
+        .await;
+        let result = match written {
+            Ok((writer, result)) => {
+                self.dead_letters = writer;
+                result
+            }
+            Err(join) => Err(io::Error::other(join)),
+        };
+        result.map_err(|e| BufferError::io(&dir, e))?;
+        self.ack(delivery).await
+    }
+}

@@ -1,0 +1,314 @@
+//! The writer task of one log: group commit.
+//!
+//! Appends arrive on a channel with a reply handle each. The task takes the first one, plus
+//! every other one already queued, and writes them together in one blocking section that ends
+//! with a single fsync (`fsync: always`). While that runs, new appends queue up for the next
+//! group, so concurrent clients share fsyncs. With `fsync: interval` a timer fsyncs the log.
+//! After each group the task publishes the new committed end to the log's readers.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::MissedTickBehavior;
+
+use super::config::FsyncPolicy;
+use super::segment::{self, Committed, GroupOutcome, SegmentWriter};
+use super::{Reservation, Shared};
+use crate::buffer::BufferError;
+
+/// How many appends may wait for the writer before `append` itself waits.
+const QUEUE_DEPTH: usize = 1024;
+/// Largest group written at once.
+const MAX_GROUP_RECORDS: usize = 1024;
+const MAX_GROUP_BYTES: usize = 16 << 20;
+
+pub(super) type Reply = oneshot::Sender<Result<(), BufferError>>;
+
+pub(super) enum WriterMsg {
+    /// A framed record, with the room reserved for it under the size cap.
+    Append {
+        record: Bytes,
+        reservation: Reservation,
+        reply: Reply,
+    },
+    /// Space is short: if every record of the log is acknowledged, close the active segment
+    /// so that retention can delete it. Replies with the bytes freed.
+    Reclaim { reply: oneshot::Sender<u64> },
+    /// Finish what is queued before this, fsync, and stop.
+    Close { reply: Reply },
+}
+
+/// Starts the writer task of a log; it stops on `Close` or when every sender is dropped.
+/// `acked` is the log's persisted cursor, kept up to date by its stream.
+pub(super) fn spawn(
+    writer: SegmentWriter,
+    committed: Arc<watch::Sender<Committed>>,
+    acked: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+) -> mpsc::Sender<WriterMsg> {
+    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let task = WriterTask {
+        writer: Arc::new(Mutex::new(writer)),
+        committed,
+        acked,
+        rx,
+        fsync: shared.config.fsync,
+        fsync_interval: shared.config.fsync_interval,
+        shared,
+        dirty: false,
+        last_sync: Instant::now(),
+    };
+    tokio::spawn(task.run());
+    tx
+}
+
+/// An append taken off the queue.
+struct Pending {
+    record: Bytes,
+    reservation: Reservation,
+    reply: Reply,
+}
+
+struct WriterTask {
+    writer: Arc<Mutex<SegmentWriter>>,
+    committed: Arc<watch::Sender<Committed>>,
+    acked: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<WriterMsg>,
+    fsync: FsyncPolicy,
+    fsync_interval: Duration,
+    /// Written to the OS but not fsynced yet (`fsync: interval` only).
+    dirty: bool,
+    last_sync: Instant,
+}
+
+/// What to do after a message other than an append.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl WriterTask {
+    async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.fsync_interval.max(Duration::from_millis(1)));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let interval = self.fsync == FsyncPolicy::Interval;
+        loop {
+            let msg = tokio::select! {
+                biased;
+                msg = self.rx.recv() => msg,
+                _ = ticker.tick(), if interval && self.dirty => {
+                    // A failure marks the log unusable; the next append reports it.
+                    let _ = self.sync().await;
+                    continue;
+                }
+            };
+            let Some(msg) = msg else {
+                // Every sender is gone: the buffer was dropped without `close`.
+                let _ = self.sync().await;
+                return;
+            };
+            let (group, held) = match msg {
+                WriterMsg::Append {
+                    record,
+                    reservation,
+                    reply,
+                } => self.gather(Pending {
+                    record,
+                    reservation,
+                    reply,
+                }),
+                other => (Vec::new(), Some(other)),
+            };
+            if !group.is_empty() {
+                self.write_group(group).await;
+                // Under steady load the channel is always ready and the timer branch above
+                // never wins, so the interval is also checked here.
+                if self.dirty && self.last_sync.elapsed() >= self.fsync_interval {
+                    let _ = self.sync().await;
+                }
+            }
+            if let Some(msg) = held {
+                if let Flow::Stop = self.control(msg).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn control(&mut self, msg: WriterMsg) -> Flow {
+        match msg {
+            WriterMsg::Append { reply, .. } => {
+                // Not reached: appends are gathered into groups.
+                let _ = reply.send(Err(BufferError::Closed));
+                Flow::Continue
+            }
+            WriterMsg::Reclaim { reply } => {
+                let _ = reply.send(self.reclaim().await);
+                Flow::Continue
+            }
+            WriterMsg::Close { reply } => {
+                let _ = reply.send(self.sync().await);
+                Flow::Stop
+            }
+        }
+    }
+
+    /// Takes every append already queued behind `first`, up to the group limits. Another
+    /// message found on the way is returned, to be handled once the group is written.
+    fn gather(&mut self, first: Pending) -> (Vec<Pending>, Option<WriterMsg>) {
+        let mut bytes = first.record.len();
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_RECORDS && bytes < MAX_GROUP_BYTES {
+            match self.rx.try_recv() {
+                Ok(WriterMsg::Append {
+                    record,
+                    reservation,
+                    reply,
+                }) => {
+                    bytes += record.len();
+                    group.push(Pending {
+                        record,
+                        reservation,
+                        reply,
+                    });
+                }
+                Ok(other) => return (group, Some(other)),
+                Err(_) => break,
+            }
+        }
+        (group, None)
+    }
+
+    /// Closes the active segment if all of it is acknowledged, then deletes what is behind
+    /// the cursor. Without this, acknowledged records in the active segments of idle logs
+    /// could hold the buffer at its cap forever.
+    async fn reclaim(&mut self) -> u64 {
+        let acked = self.acked.load(Ordering::Acquire);
+        let committed = *self.committed.borrow();
+        if committed.active_len == 0 || committed.next_seq > acked {
+            // Unacknowledged records in the active segment: nothing to give back here (the
+            // stream's own acks already deleted the closed segments behind its cursor).
+            return 0;
+        }
+        let writer = Arc::clone(&self.writer);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let rolled = w.close_active_if_acked(acked);
+            let freed = segment::delete_behind(w.dir(), w.index(), acked);
+            (rolled, freed, w.committed(), w.active_path())
+        })
+        .await;
+        match done {
+            Ok((rolled, freed, committed, path)) => {
+                if let Err(e) = rolled {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot close an acknowledged segment to free space");
+                }
+                self.publish(committed);
+                self.shared.release(freed);
+                freed
+            }
+            Err(_) => 0,
+        }
+    }
+
+    async fn write_group(&mut self, group: Vec<Pending>) {
+        let records: Vec<Bytes> = group.iter().map(|p| p.record.clone()).collect();
+        let writer = Arc::clone(&self.writer);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let outcome = w.append_group(&records);
+            (outcome, w.committed(), w.active_path())
+        })
+        .await;
+        let (outcome, committed, path) = match outcome {
+            Ok(done) => done,
+            Err(join) => {
+                let error = io::Error::other(format!("disk buffer writer failed: {join}"));
+                let outcome = GroupOutcome {
+                    durable: 0,
+                    error: Some(error),
+                };
+                (outcome, *self.committed.borrow(), PathBuf::new())
+            }
+        };
+        self.publish(committed);
+        if self.fsync == FsyncPolicy::Interval && outcome.durable > 0 {
+            self.dirty = true;
+        }
+        let shared = outcome.error.map(|e| {
+            tracing::error!(path = %path.display(), error = %e, "disk buffer append failed");
+            SharedIoError(Arc::new(e))
+        });
+        for (i, pending) in group.into_iter().enumerate() {
+            let result = match &shared {
+                // Dropping the reservation gives the room back: nothing of it stayed on disk.
+                Some(err) if i >= outcome.durable => Err(err.to_buffer_error(&path)),
+                _ => {
+                    pending.reservation.keep();
+                    Ok(())
+                }
+            };
+            let _ = pending.reply.send(result);
+        }
+    }
+
+    async fn sync(&mut self) -> Result<(), BufferError> {
+        let writer = Arc::clone(&self.writer);
+        let result = tokio::task::spawn_blocking(move || {
+            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let result = w.sync();
+            (result, w.active_path())
+        })
+        .await;
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        match result {
+            Ok((Ok(()), _)) => Ok(()),
+            Ok((Err(e), path)) => {
+                tracing::error!(path = %path.display(), error = %e, "disk buffer fsync failed; the log refuses appends until restart");
+                Err(BufferError::io(path, e))
+            }
+            Err(join) => Err(BufferError::io(
+                PathBuf::new(),
+                io::Error::other(format!("disk buffer writer failed: {join}")),
+            )),
+        }
+    }
+
+    fn publish(&self, committed: Committed) {
+        self.committed.send_if_modified(|c| {
+            let changed = *c != committed;
+            *c = committed;
+            changed
+        });
+    }
+}
+
+/// One I/O error reported to every append of a failed group, keeping it as the source.
+#[derive(Debug, Clone)]
+struct SharedIoError(Arc<io::Error>);
+
+impl SharedIoError {
+    fn to_buffer_error(&self, path: &std::path::Path) -> BufferError {
+        BufferError::io(path, io::Error::new(self.0.kind(), self.clone()))
+    }
+}
+
+impl fmt::Display for SharedIoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedIoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}

@@ -1,0 +1,334 @@
+//! From YAML text to a validated [`Config`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{expand, ComponentId, ConfigError, FieldError};
+use crate::buffer::BufferConfig;
+use crate::exporter::ExporterConfig;
+use crate::processor::ProcessorConfig;
+use crate::receiver::ReceiverConfig;
+use crate::signal::Signal;
+use crate::telemetry::config::TelemetryConfig;
+use crate::tenant::TenancyConfig;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub receivers: BTreeMap<ComponentId, ReceiverConfig>,
+    pub processors: BTreeMap<ComponentId, ProcessorConfig>,
+    pub buffers: BTreeMap<ComponentId, BufferConfig>,
+    pub exporters: BTreeMap<ComponentId, ExporterConfig>,
+    pub tenancy: TenancyConfig,
+    pub pipelines: Vec<PipelineConfig>,
+    pub telemetry: TelemetryConfig,
+    /// Longest a graceful shutdown may take before in-flight work is abandoned (it stays in the
+    /// buffer and is exported after the next start).
+    pub shutdown_timeout: Duration,
+}
+
+/// One pipeline: receivers append to `buffer`; export workers read `buffer` and send to
+/// `exporters`. Either side may be empty (ingest-only agent, export-only worker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineConfig {
+    pub id: ComponentId,
+    pub signal: Signal,
+    pub receivers: Vec<ComponentId>,
+    pub processors: Vec<ComponentId>,
+    pub buffer: ComponentId,
+    pub exporters: Vec<ComponentId>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    receivers: BTreeMap<String, serde_yaml::Value>,
+    #[serde(default)]
+    processors: BTreeMap<String, serde_yaml::Value>,
+    #[serde(default)]
+    buffers: BTreeMap<String, serde_yaml::Value>,
+    #[serde(default)]
+    exporters: BTreeMap<String, serde_yaml::Value>,
+    #[serde(default)]
+    tenancy: Option<serde_yaml::Value>,
+    service: RawService,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    #[serde(default)]
+    pipelines: BTreeMap<String, RawPipeline>,
+    #[serde(default)]
+    telemetry: Option<serde_yaml::Value>,
+    /// Default 30s.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    shutdown_timeout: Duration,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    #[serde(default)]
+    receivers: Vec<String>,
+    #[serde(default)]
+    processors: Vec<String>,
+    #[serde(default)]
+    buffer: Option<String>,
+    #[serde(default)]
+    exporters: Vec<String>,
+}
+
+impl Config {
+    /// Reads, expands (from the process environment) and validates a config file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_yaml(&text, |name| std::env::var(name).ok())
+    }
+
+    pub fn from_yaml(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let expanded = expand(text, env)?;
+        let deserializer = serde_yaml::Deserializer::from_str(&expanded);
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                ConfigError::Yaml(inner.to_string())
+            } else {
+                ConfigError::Invalid(vec![FieldError::new(path, inner.to_string())])
+            }
+        })?;
+        Validator::default().run(raw)
+    }
+
+    /// Buffers that some pipeline uses, so unused ones are not opened.
+    pub fn used_buffers(&self) -> impl Iterator<Item = (&ComponentId, &BufferConfig)> {
+        self.buffers
+            .iter()
+            .filter(|(id, _)| self.pipelines.iter().any(|p| &p.buffer == *id))
+    }
+}
+
+/// Collects every error instead of stopping at the first, so one run of `sluice validate`
+/// shows all that is wrong.
+#[derive(Default)]
+struct Validator {
+    errors: Vec<FieldError>,
+}
+
+impl Validator {
+    fn run(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let receivers = self.components("receivers", raw.receivers, ReceiverConfig::parse, ReceiverConfig::validate);
+        let processors = self.components("processors", raw.processors, ProcessorConfig::parse, ProcessorConfig::validate);
+        let buffers = self.components("buffers", raw.buffers, BufferConfig::parse, BufferConfig::validate);
+        let exporters = self.components("exporters", raw.exporters, ExporterConfig::parse, ExporterConfig::validate);
+        let tenancy = self.section("tenancy", raw.tenancy, TenancyConfig::validate);
+        let telemetry = self.section("service.telemetry", raw.service.telemetry, TelemetryConfig::validate);
+
+        let mut pipelines = Vec::new();
+        for (key, p) in raw.service.pipelines {
+            if let Some(p) = self.pipeline(&key, p, &receivers, &processors, &buffers, &exporters) {
+                pipelines.push(p);
+            }
+        }
+        self.check_graph(&pipelines);
+        if pipelines.is_empty() && self.errors.is_empty() {
+            self.error("service.pipelines", "define at least one pipeline (traces, metrics or logs)");
+        }
+        if !self.errors.is_empty() {
+            return Err(ConfigError::Invalid(self.errors));
+        }
+        Ok(Config {
+            receivers,
+            processors,
+            buffers,
+            exporters,
+            tenancy: tenancy.unwrap_or_default(),
+            pipelines,
+            telemetry: telemetry.unwrap_or_default(),
+            shutdown_timeout: raw.service.shutdown_timeout,
+        })
+    }
+
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError::new(path, message));
+    }
+
+    fn nested(&mut self, prefix: &str, e: FieldError) {
+        let path = if e.field.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{}", e.field)
+        };
+        self.error(path, e.message);
+    }
+
+    fn components<T>(
+        &mut self,
+        section: &str,
+        raw: BTreeMap<String, serde_yaml::Value>,
+        parse: fn(&str, serde_yaml::Value) -> Result<T, FieldError>,
+        validate: fn(&T) -> Result<(), FieldError>,
+    ) -> BTreeMap<ComponentId, T> {
+        let mut out = BTreeMap::new();
+        for (key, value) in raw {
+            let path = format!("{section}.{key}");
+            let id = match ComponentId::parse(&key) {
+                Ok(id) => id,
+                Err(message) => {
+                    self.error(path, message);
+                    continue;
+                }
+            };
+            match parse(id.kind(), value).and_then(|c| validate(&c).map(|()| c)) {
+                Ok(c) => {
+                    out.insert(id, c);
+                }
+                Err(e) => self.nested(&path, e),
+            }
+        }
+        out
+    }
+
+    fn section<T: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &str,
+        raw: Option<serde_yaml::Value>,
+        validate: fn(&T) -> Result<(), FieldError>,
+    ) -> Option<T> {
+        let raw = raw?;
+        match super::parse_component::<T>(raw).and_then(|c| validate(&c).map(|()| c)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.nested(path, e);
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pipeline(
+        &mut self,
+        key: &str,
+        raw: RawPipeline,
+        receivers: &BTreeMap<ComponentId, ReceiverConfig>,
+        processors: &BTreeMap<ComponentId, ProcessorConfig>,
+        buffers: &BTreeMap<ComponentId, BufferConfig>,
+        exporters: &BTreeMap<ComponentId, ExporterConfig>,
+    ) -> Option<PipelineConfig> {
+        let path = format!("service.pipelines.{key}");
+        let id = match ComponentId::parse(key) {
+            Ok(id) => id,
+            Err(message) => {
+                self.error(path, message);
+                return None;
+            }
+        };
+        let signal = match id.kind().parse::<Signal>() {
+            Ok(s) => s,
+            Err(e) => {
+                self.error(path, format!("pipeline id must start with its signal: {e}"));
+                return None;
+            }
+        };
+        let receivers = self.references(&path, "receivers", "receiver", &raw.receivers, receivers);
+        let processors = self.references(&path, "processors", "processor", &raw.processors, processors);
+        let exporters = self.references(&path, "exporters", "exporter", &raw.exporters, exporters);
+        let buffer = match raw.buffer {
+            Some(name) => self
+                .references(&path, "buffer", "buffer", std::slice::from_ref(&name), buffers)
+                .into_iter()
+                .next(),
+            None if buffers.len() == 1 => buffers.keys().next().cloned(),
+            None => {
+                self.error(
+                    format!("{path}.buffer"),
+                    format!("required: name one of the configured buffers ({})", names(buffers)),
+                );
+                None
+            }
+        };
+        if receivers.is_empty() && exporters.is_empty() && raw.receivers.is_empty() && raw.exporters.is_empty() {
+            self.error(path.clone(), "a pipeline needs receivers, exporters or both");
+        }
+        Some(PipelineConfig {
+            id,
+            signal,
+            receivers,
+            processors,
+            buffer: buffer?,
+            exporters,
+        })
+    }
+
+    fn references<T>(
+        &mut self,
+        path: &str,
+        field: &str,
+        what: &str,
+        names_given: &[String],
+        defined: &BTreeMap<ComponentId, T>,
+    ) -> Vec<ComponentId> {
+        let mut out = Vec::new();
+        for (i, name) in names_given.iter().enumerate() {
+            let at = if field == "buffer" {
+                format!("{path}.{field}")
+            } else {
+                format!("{path}.{field}[{i}]")
+            };
+            match ComponentId::parse(name) {
+                Ok(id) if defined.contains_key(&id) => out.push(id),
+                Ok(_) => self.error(at, format!("unknown {what} {name:?} (defined: {})", names(defined))),
+                Err(message) => self.error(at, message),
+            }
+        }
+        out
+    }
+
+    /// Rules that span pipelines: each buffer stream has one consumer, and a receiver feeds at
+    /// most one pipeline per signal.
+    fn check_graph(&mut self, pipelines: &[PipelineConfig]) {
+        for (i, p) in pipelines.iter().enumerate() {
+            for q in &pipelines[..i] {
+                if p.signal != q.signal {
+                    continue;
+                }
+                if p.buffer == q.buffer && !p.exporters.is_empty() && !q.exporters.is_empty() {
+                    self.error(
+                        format!("service.pipelines.{}.exporters", p.id),
+                        format!(
+                            "pipeline {} already exports {} from buffer {}; list all exporters in one pipeline",
+                            q.id, p.signal, p.buffer
+                        ),
+                    );
+                }
+                if let Some(r) = p.receivers.iter().find(|r| q.receivers.contains(r)) {
+                    self.error(
+                        format!("service.pipelines.{}.receivers", p.id),
+                        format!("receiver {r} already feeds pipeline {} of the same signal", q.id),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn names<T>(defined: &BTreeMap<ComponentId, T>) -> String {
+    if defined.is_empty() {
+        return "none".into();
+    }
+    defined.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! The OTLP/gRPC exporter: forwards each batch to a backend's
+//! `opentelemetry.proto.collector.*.v1.*Service/Export` method.
+//!
+//! Pass-through: the batch's protobuf bytes go on the wire as they are, through a raw codec
+//! ([`codec::RawCodec`]), never decoded and re-encoded. Only the small response is decoded,
+//! to read `partial_success`. The channel connects lazily, so the daemon starts even while
+//! the backend is down; a failed connect is a retryable error like any other, and the shared
+//! retry loop ([`crate::exporter::retry`]) waits and tries again.
+
+mod codec;
+mod config;
+mod status;
+#[cfg(test)]
+mod tests;
+
+pub use config::{Compression, OtlpExporterConfig, TlsSettings};
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
+    trace::v1::ExportTraceServiceResponse,
+};
+use prost::Message;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use self::codec::RawCodec;
+use self::config::{HeaderTemplate, HeaderValue};
+use crate::batch::Batch;
+use crate::exporter::{BuildError, ExportError, Exporter};
+use crate::signal::Signal;
+use crate::telemetry::tenant_label;
+
+/// Longest backend `partial_success.error_message` put into a log line.
+const MAX_LOGGED_MESSAGE: usize = 1024;
+
+pub struct OtlpExporter {
+    /// Component id, for the `exporter` label of the metrics this exporter records itself.
+    id: String,
+    /// Cheap to clone; all clones share one HTTP/2 connection that reconnects on its own.
+    channel: Channel,
+    headers: Vec<HeaderTemplate>,
+    compression: Option<CompressionEncoding>,
+    timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no answer from the backend within {0:?}")]
+struct TimedOut(Duration);
+
+impl OtlpExporter {
+    /// Validates the config, reads the TLS files and prepares a lazily connecting channel.
+    /// Never connects: a backend that is down is not a reason to refuse to start.
+    pub fn new(config: &OtlpExporterConfig) -> Result<Self, BuildError> {
+        config.validate().map_err(BuildError::Invalid)?;
+        let parsed = config.parsed_endpoint().map_err(BuildError::Invalid)?;
+        let mut endpoint = Endpoint::from(parsed.uri)
+            .connect_timeout(config.timeout)
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .map_err(BuildError::Channel)?;
+        if parsed.tls {
+            endpoint = endpoint
+                .tls_config(tls_config(&config.tls)?)
+                .map_err(BuildError::Tls)?;
+        }
+        let headers = config
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                config::parse_header(name, value).map_err(|m| {
+                    BuildError::Invalid(crate::config::FieldError::new(
+                        format!("headers.{name}"),
+                        m,
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(OtlpExporter {
+            id: "otlp".to_string(),
+            channel: endpoint.connect_lazy(),
+            headers,
+            compression: match config.compression {
+                Compression::Gzip => Some(CompressionEncoding::Gzip),
+                Compression::Zstd => Some(CompressionEncoding::Zstd),
+                Compression::None => None,
+            },
+            timeout: config.timeout,
+        })
+    }
+
+    /// Sets the component id (e.g. `otlp/tempo`) used as the `exporter` metric label.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    fn request(&self, batch: &Batch) -> Result<tonic::Request<Bytes>, ExportError> {
+        let mut request = tonic::Request::new(batch.payload.clone());
+        // Tells the backend our deadline, so it can stop working on a call we gave up on.
+        request.set_timeout(self.timeout);
+        let metadata = request.metadata_mut();
+        for header in &self.headers {
+            let value = match &header.value {
+                HeaderValue::Fixed(v) => v.clone(),
+                HeaderValue::Template(t) => expand(t, batch)?,
+            };
+            metadata.insert(header.name.clone(), value);
+        }
+        Ok(request)
+    }
+
+    async fn call(&self, batch: &Batch) -> Result<Bytes, ExportError> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
+        if let Some(encoding) = self.compression {
+            grpc = grpc.send_compressed(encoding);
+        }
+        grpc.ready().await.map_err(|e| ExportError::Retryable {
+            reason: "transport",
+            retry_after: None,
+            source: Box::new(e),
+        })?;
+        let path = PathAndQuery::from_static(batch.signal.grpc_path());
+        match grpc.unary(self.request(batch)?, path, RawCodec).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(status::classify(status)),
+        }
+    }
+
+    /// Reads `partial_success` from the response. Rejected items are counted and logged but
+    /// not retried: the backend has told us they can never be accepted.
+    fn check_partial_success(&self, batch: &Batch, response: &[u8]) {
+        let (rejected, message) = match decode_partial_success(batch.signal, response) {
+            Ok(Some(partial)) => partial,
+            Ok(None) => return,
+            Err(e) => {
+                // The call succeeded; an unreadable response only costs us the detail.
+                tracing::debug!(exporter = %self.id, error = %e, "cannot decode export response");
+                return;
+            }
+        };
+        if rejected <= 0 {
+            if !message.is_empty() {
+                tracing::debug!(exporter = %self.id, message = %truncate(&message), "backend warning");
+            }
+            return;
+        }
+        tracing::warn!(
+            exporter = %self.id, tenant = %batch.tenant, signal = %batch.signal,
+            rejected, items = batch.items, message = %truncate(&message),
+            "backend rejected part of the batch ({})", batch.signal.item_name()
+        );
+        metrics::counter!(
+            "sluice_exporter_failed_items_total",
+            "exporter" => self.id.clone(),
+            "signal" => batch.signal.as_str(),
+            "tenant" => tenant_label(&batch.tenant),
+            "reason" => "partial_success",
+        )
+        .increment(rejected.unsigned_abs());
+    }
+}
+
+#[async_trait]
+impl Exporter for OtlpExporter {
+    async fn send(&self, batch: &Batch) -> Result<(), ExportError> {
+        // The local deadline covers connecting too, which the gRPC deadline does not.
+        let response = match tokio::time::timeout(self.timeout, self.call(batch)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(ExportError::Retryable {
+                    reason: "timeout",
+                    retry_after: None,
+                    source: Box::new(TimedOut(self.timeout)),
+                })
+            }
+        };
+        self.check_partial_success(batch, &response);
+        Ok(())
+    }
+}
+
+/// Substitutes `{tenant}` and `{signal}`. Both expand to header-safe characters (a tenant id
+/// is `[A-Za-z0-9_.-]`), so this cannot fail while that invariant holds. If it ever broke,
+/// the batch fails rather than going out without its tenant header, which a backend would
+/// file under its default tenant.
+fn expand(template: &str, batch: &Batch) -> Result<AsciiMetadataValue, ExportError> {
+    let value = template
+        .replace("{tenant}", batch.tenant.as_str())
+        .replace("{signal}", batch.signal.as_str());
+    AsciiMetadataValue::try_from(value.as_str()).map_err(|e| ExportError::Permanent {
+        reason: "invalid_header",
+        source: Box::new(e),
+    })
+}
+
+fn tls_config(tls: &TlsSettings) -> Result<ClientTlsConfig, BuildError> {
+    let mut config = ClientTlsConfig::new();
+    config = match &tls.ca_file {
+        // A configured CA replaces the system roots, as in the Collector: a private PKI
+        // should not also trust every public CA.
+        Some(path) => config.ca_certificate(Certificate::from_pem(read(path, "tls.ca_file")?)),
+        None => config.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        let identity = Identity::from_pem(read(cert, "tls.cert_file")?, read(key, "tls.key_file")?);
+        config = config.identity(identity);
+    }
+    if let Some(name) = &tls.server_name_override {
+        config = config.domain_name(name.clone());
+    }
+    Ok(config)
+}
+
+fn read(path: &std::path::Path, field: &'static str) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(path).map_err(|source| BuildError::ReadFile {
+        field,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `(rejected items, error message)` of the response's `partial_success`, if it has one.
+fn decode_partial_success(
+    signal: Signal,
+    response: &[u8],
+) -> Result<Option<(i64, String)>, prost::DecodeError> {
+    Ok(match signal {
+        Signal::Traces => ExportTraceServiceResponse::decode(response)?
+            .partial_success
+            .map(|p| (p.rejected_spans, p.error_message)),
+        Signal::Metrics => ExportMetricsServiceResponse::decode(response)?
+            .partial_success
+            .map(|p| (p.rejected_data_points, p.error_message)),
+        Signal::Logs => ExportLogsServiceResponse::decode(response)?
+            .partial_success
+            .map(|p| (p.rejected_log_records, p.error_message)),
+    })
+}
+
+fn truncate(message: &str) -> &str {
+    match message.char_indices().nth(MAX_LOGGED_MESSAGE) {
+        Some((cut, _)) => &message[..cut],
+        None => message,
+    }
+}

@@ -1,0 +1,126 @@
+//! The `sluice` command: the binary's edge, where errors become exit codes and messages.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice::config::Config;
+use sluice::telemetry::config::LogEncoding;
+use sluice::telemetry::health::Readiness;
+use sluice::telemetry::{health, labels, logging, metrics};
+use tokio_util::sync::CancellationToken;
+
+/// Sluice: a multi-tenant OpenTelemetry pipeline. OTLP in, tenant resolved, buffered durably
+/// per tenant, forwarded to OTLP backends with at-least-once delivery.
+#[derive(Parser)]
+#[command(name = "sluice", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipelines of a config file until SIGTERM or SIGINT.
+    Run {
+        /// Config file (Collector-shaped YAML).
+        #[arg(short, long, default_value = "config.yaml")]
+        config: PathBuf,
+        /// Log format on stderr; overrides service.telemetry.logs.encoding.
+        #[arg(long, value_enum)]
+        log_format: Option<LogEncoding>,
+    },
+    /// Check a config file without starting anything; prints every error with its path.
+    Validate {
+        /// Config file to check.
+        #[arg(short, long, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("sluice {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Validate { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: invalid configuration:\n{e}", config.display());
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config, log_format } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: invalid configuration:\n{e}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match run(config, log_format) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "sluice failed");
+                    eprintln!("sluice: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
+    let logs = &config.telemetry.logs;
+    logging::init(&logs.level, log_format.unwrap_or(logs.encoding));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let telemetry = &config.telemetry;
+        labels::set_max_tenant_labels(telemetry.metrics.max_tenant_labels);
+        metrics::install(telemetry.metrics.address)
+            .with_context(|| format!("cannot serve metrics on {}", telemetry.metrics.address))?;
+        let readiness = Readiness::default();
+        let health_stop = CancellationToken::new();
+        let health_task = health::serve(telemetry.health.address, readiness.clone(), health_stop.clone())
+            .await
+            .with_context(|| format!("cannot serve health on {}", telemetry.health.address))?;
+
+        let running = sluice::pipeline::start(&config, readiness).await?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            metrics = %telemetry.metrics.address,
+            health = %telemetry.health.address,
+            "sluice is ready"
+        );
+
+        let signal = wait_for_signal().await?;
+        tracing::info!(signal, timeout = ?config.shutdown_timeout, "shutting down");
+        running.shutdown(config.shutdown_timeout).await;
+        health_stop.cancel();
+        let _ = health_task.await;
+        tracing::info!("sluice stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,129 @@
+//! The ingest half of a pipeline: tenant resolution, then a durable append per tenant. A
+//! receiver hands every decoded-from-transport request here and answers its client with
+//! whatever this returns.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use crate::batch::now_ms;
+use crate::buffer::Buffer;
+use crate::receiver::ReceiveError;
+use crate::signal::Signal;
+use crate::telemetry::tenant_label;
+use crate::tenant::{RequestMeta, TenantResolver};
+
+/// Where one signal goes: the buffer of the pipeline fed by the receiver.
+#[derive(Clone)]
+pub struct Route {
+    pub buffer: Arc<dyn Buffer>,
+}
+
+/// Shared by all connections of one receiver.
+pub struct Ingest {
+    resolver: Arc<TenantResolver>,
+    routes: [Option<Route>; 3],
+}
+
+impl Ingest {
+    pub fn new(resolver: Arc<TenantResolver>) -> Self {
+        Ingest {
+            resolver,
+            routes: [None, None, None],
+        }
+    }
+
+    pub fn set_route(&mut self, signal: Signal, route: Route) {
+        self.routes[signal as usize] = Some(route);
+    }
+
+    pub fn accepts(&self, signal: Signal) -> bool {
+        self.routes[signal as usize].is_some()
+    }
+
+    /// Resolves tenants, appends every tenant's part durably, and returns the items accepted.
+    /// Refusals are counted here, in one place, whatever the transport.
+    pub async fn accept(
+        &self,
+        transport: &'static str,
+        signal: Signal,
+        payload: Bytes,
+        headers: &HeaderMap,
+    ) -> Result<u32, ReceiveError> {
+        let started = Instant::now();
+        let result = self.store(transport, signal, payload, headers).await;
+        match &result {
+            Ok(_) => metrics::histogram!("sluice_receiver_durable_latency_seconds", "transport" => transport, "signal" => signal.as_str())
+                .record(started.elapsed().as_secs_f64()),
+            Err(e) => count_refused_request(transport, signal, e),
+        }
+        result
+    }
+
+    async fn store(
+        &self,
+        transport: &'static str,
+        signal: Signal,
+        payload: Bytes,
+        headers: &HeaderMap,
+    ) -> Result<u32, ReceiveError> {
+        let Some(route) = &self.routes[signal as usize] else {
+            return Err(ReceiveError::NoPipeline(signal));
+        };
+        let traceparent = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let meta = RequestMeta {
+            headers,
+            received_at_ms: now_ms(),
+            traceparent,
+        };
+        let batches = self.resolver.split(signal, payload, meta)?;
+
+        // Tenants' parts are appended concurrently; the client hears success only if all of
+        // them are durable. A part that did land is not rolled back: the client's retry then
+        // duplicates it, which at-least-once delivery allows.
+        let appends = batches.into_iter().map(|batch| {
+            let buffer = route.buffer.clone();
+            async move {
+                let (tenant, items) = (batch.tenant.clone(), batch.items);
+                (tenant, items, buffer.append(batch).await)
+            }
+        });
+        let mut accepted = 0u32;
+        let mut first_error = None;
+        for (tenant, items, outcome) in futures::future::join_all(appends).await {
+            let tenant = tenant_label(&tenant);
+            match outcome {
+                Ok(()) => {
+                    accepted = accepted.saturating_add(items);
+                    metrics::counter!("sluice_receiver_accepted_items_total", "transport" => transport, "signal" => signal.as_str(), "tenant" => tenant.clone())
+                        .increment(u64::from(items));
+                    metrics::counter!("sluice_buffer_published_items_total", "buffer" => route.buffer.kind(), "signal" => signal.as_str(), "tenant" => tenant)
+                        .increment(u64::from(items));
+                }
+                Err(e) => {
+                    let e = ReceiveError::from(e);
+                    metrics::counter!("sluice_receiver_refused_items_total", "transport" => transport, "signal" => signal.as_str(), "tenant" => tenant, "reason" => e.reason())
+                        .increment(u64::from(items));
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(accepted),
+        }
+    }
+}
+
+/// Counts a refused request. Used by receivers too, for refusals that happen before a request
+/// reaches [`Ingest::accept`] (framing, size, decompression).
+pub fn count_refused_request(transport: &'static str, signal: Signal, e: &ReceiveError) {
+    metrics::counter!("sluice_receiver_refused_requests_total", "transport" => transport, "signal" => signal.as_str(), "reason" => e.reason())
+        .increment(1);
+    tracing::debug!(transport, %signal, reason = e.reason(), error = %crate::receiver::error_chain(e), "refused request");
+}

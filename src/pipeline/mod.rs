@@ -1,0 +1,187 @@
+//! Builds the running graph from a validated config, and takes it down again.
+//!
+//! Start order: buffers open, exporters are built, export workers start, then receivers
+//! listen, and only then is the process ready.
+//!
+//! Shutdown order, within `service.shutdown_timeout`:
+//! 1. not ready any more;
+//! 2. receivers stop accepting and finish their in-flight calls, each answered only after
+//!    its data is durable;
+//! 3. export workers stop: a send or retry in progress is abandoned unacknowledged, so
+//!    it is exported again after the next start (at-least-once, never lost);
+//! 4. buffers flush and close, persisting their positions.
+
+pub mod export;
+pub mod ingest;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::buffer::{Buffer, BufferError, ReadLimits};
+use crate::config::{ComponentId, Config, PipelineConfig};
+use crate::exporter::{BuildError, ExporterHandle};
+use crate::processor::ProcessorConfig;
+use crate::receiver::{error_chain, ReceiverConfig};
+use crate::telemetry::health::Readiness;
+use crate::tenant::{ResolveError, TenantResolver};
+use export::{spawn_dispatcher, ExportPlan};
+use ingest::{Ingest, Route};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("buffers.{id}: cannot open")]
+    Buffer {
+        id: ComponentId,
+        #[source]
+        source: BufferError,
+    },
+    #[error("exporters.{id}: cannot build")]
+    Exporter {
+        id: ComponentId,
+        #[source]
+        source: BuildError,
+    },
+    #[error("receivers.{id}: cannot listen on {endpoint}")]
+    Listen {
+        id: ComponentId,
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tenancy")]
+    Tenancy(#[source] ResolveError),
+}
+
+/// A started pipeline graph.
+pub struct Running {
+    readiness: Readiness,
+    receivers_stop: CancellationToken,
+    receivers: Vec<(ComponentId, JoinHandle<Result<(), tonic::transport::Error>>)>,
+    exporters_stop: CancellationToken,
+    workers: TaskTracker,
+    buffers: Vec<(ComponentId, Arc<dyn Buffer>)>,
+    /// Where each gRPC receiver listens (useful when the config asked for port 0).
+    pub grpc_addresses: BTreeMap<ComponentId, SocketAddr>,
+}
+
+pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, StartError> {
+    let mut buffers = BTreeMap::new();
+    for (id, cfg) in config.used_buffers() {
+        let buffer = cfg.open().await.map_err(|source| StartError::Buffer { id: id.clone(), source })?;
+        buffers.insert(id.clone(), buffer);
+    }
+
+    let exporters_stop = CancellationToken::new();
+    let workers = TaskTracker::new();
+    for pipeline in config.pipelines.iter().filter(|p| !p.exporters.is_empty()) {
+        let plan = Arc::new(export_plan(config, pipeline)?);
+        let Some(streams) = buffers.get(&pipeline.buffer).and_then(|b| b.take_streams(pipeline.signal)) else {
+            continue;
+        };
+        spawn_dispatcher(plan, streams, exporters_stop.clone(), workers.clone());
+    }
+
+    let resolver = Arc::new(TenantResolver::new(&config.tenancy).map_err(StartError::Tenancy)?);
+    let receivers_stop = CancellationToken::new();
+    let mut receivers = Vec::new();
+    let mut grpc_addresses = BTreeMap::new();
+    for (id, cfg) in &config.receivers {
+        let mut ingest = Ingest::new(resolver.clone());
+        for pipeline in config.pipelines.iter().filter(|p| p.receivers.contains(id)) {
+            if let Some(buffer) = buffers.get(&pipeline.buffer) {
+                ingest.set_route(pipeline.signal, Route { buffer: buffer.clone() });
+            }
+        }
+        if !crate::signal::Signal::ALL.iter().any(|s| ingest.accepts(*s)) {
+            continue;
+        }
+        let ReceiverConfig::Otlp(otlp) = cfg;
+        if let Some(grpc) = &otlp.protocols.grpc {
+            let (address, task) = crate::receiver::otlp::grpc::serve(grpc, Arc::new(ingest), receivers_stop.clone())
+                .await
+                .map_err(|source| StartError::Listen {
+                    id: id.clone(),
+                    endpoint: grpc.endpoint.clone(),
+                    source,
+                })?;
+            tracing::info!(receiver = %id, %address, "OTLP/gRPC receiver listening");
+            grpc_addresses.insert(id.clone(), address);
+            receivers.push((id.clone(), task));
+        }
+    }
+
+    readiness.set(buffers.values().all(|b| b.is_ready()));
+    Ok(Running {
+        readiness,
+        receivers_stop,
+        receivers,
+        exporters_stop,
+        workers,
+        buffers: buffers.into_iter().collect(),
+        grpc_addresses,
+    })
+}
+
+fn export_plan(config: &Config, pipeline: &PipelineConfig) -> Result<ExportPlan, StartError> {
+    let mut exporters: Vec<ExporterHandle> = Vec::new();
+    for id in &pipeline.exporters {
+        let Some(cfg) = config.exporters.get(id) else { continue };
+        let handle = cfg
+            .build(&id.to_string())
+            .map_err(|source| StartError::Exporter { id: id.clone(), source })?;
+        exporters.push(handle);
+    }
+    let limits = pipeline
+        .processors
+        .iter()
+        .filter_map(|id| config.processors.get(id))
+        .map(|p| match p {
+            ProcessorConfig::Batch(batch) => batch.read_limits(),
+        })
+        .next_back()
+        .unwrap_or_else(ReadLimits::single_record);
+    Ok(ExportPlan {
+        pipeline: pipeline.id.to_string(),
+        exporters,
+        limits,
+    })
+}
+
+impl Running {
+    /// Graceful shutdown in the documented order; whatever is still running at `timeout` is
+    /// abandoned (nothing acknowledged is lost: it is in the buffer).
+    pub async fn shutdown(self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.readiness.set(false);
+
+        self.receivers_stop.cancel();
+        for (id, task) in self.receivers {
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(Ok(()))) => tracing::info!(receiver = %id, "receiver stopped"),
+                Ok(Ok(Err(e))) => tracing::error!(receiver = %id, error = %error_chain(&e), "receiver failed"),
+                Ok(Err(e)) => tracing::error!(receiver = %id, error = %e, "receiver task failed"),
+                Err(_) => tracing::warn!(receiver = %id, "receiver did not drain before the shutdown timeout"),
+            }
+        }
+
+        self.exporters_stop.cancel();
+        self.workers.close();
+        if tokio::time::timeout_at(deadline, self.workers.wait()).await.is_err() {
+            tracing::warn!("export workers did not stop before the shutdown timeout");
+        }
+
+        for (id, buffer) in self.buffers {
+            match tokio::time::timeout_at(deadline, buffer.close()).await {
+                Ok(Ok(())) => tracing::info!(buffer = %id, "buffer closed"),
+                Ok(Err(e)) => tracing::error!(buffer = %id, error = %error_chain(&e), "buffer close failed"),
+                Err(_) => tracing::warn!(buffer = %id, "buffer did not close before the shutdown timeout"),
+            }
+        }
+    }
+}

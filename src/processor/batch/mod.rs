@@ -1,0 +1,23 @@
+//! The `batch` processor: decides how much of a buffer stream goes into one export request.
+
+mod config;
+
+pub use config::BatchConfig;
+
+use crate::buffer::ReadLimits;
+
+impl BatchConfig {
+    pub fn read_limits(&self) -> ReadLimits {
+        let max_items = if self.send_batch_max_size == 0 {
+            self.send_batch_size
+        } else {
+            self.send_batch_max_size
+        };
+        ReadLimits {
+            max_items,
+            max_bytes: (self.send_batch_max_mib as usize).saturating_mul(1024 * 1024),
+            min_items: self.send_batch_size,
+            linger: self.timeout,
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! OTLP/gRPC on a tonic server, without decoding the messages.
+//!
+//! tonic's generated services would decode every request into structs; Sluice forwards the
+//! bytes as received, so each OTLP service is a small tower service that reads the one gRPC
+//! frame of a unary call itself. Doing the framing here also puts every refusal (oversized,
+//! badly compressed, malformed) in one place where it is answered with the status the OTLP
+//! spec prescribes and counted.
+
+use std::convert::Infallible;
+use std::io::Read;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderValue};
+use http_body::Frame;
+use http_body_util::{BodyExt, LengthLimitError, Limited, StreamBody};
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
+
+use super::GrpcConfig;
+use crate::pipeline::ingest::{count_refused_request, Ingest};
+use crate::receiver::ReceiveError;
+use crate::signal::Signal;
+
+const TRANSPORT: &str = "grpc";
+const GRPC_HEADER_LEN: usize = 5;
+
+/// Binds the listener (so a busy port fails startup) and serves until `shutdown`; in-flight
+/// calls are finished before the returned task ends.
+pub async fn serve(
+    config: &GrpcConfig,
+    ingest: Arc<Ingest>,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>)> {
+    let listener = tokio::net::TcpListener::bind(&config.endpoint).await?;
+    let local = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        ingest,
+        max_bytes: config.max_recv_msg_size_bytes(),
+    });
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(n) = config.max_concurrent_streams {
+        builder = builder.max_concurrent_streams(n);
+    }
+    let router = builder
+        .add_service(OtlpService::<Traces>::new(shared.clone()))
+        .add_service(OtlpService::<Metrics>::new(shared.clone()))
+        .add_service(OtlpService::<Logs>::new(shared));
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()));
+    Ok((local, task))
+}
+
+struct Shared {
+    ingest: Arc<Ingest>,
+    max_bytes: usize,
+}
+
+/// Compile-time signal of a service, so tonic can route by [`NamedService::NAME`].
+pub trait SignalKind: Send + Sync + 'static {
+    const SIGNAL: Signal;
+    const SERVICE: &'static str;
+}
+
+pub enum Traces {}
+pub enum Metrics {}
+pub enum Logs {}
+
+impl SignalKind for Traces {
+    const SIGNAL: Signal = Signal::Traces;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+impl SignalKind for Metrics {
+    const SIGNAL: Signal = Signal::Metrics;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+impl SignalKind for Logs {
+    const SIGNAL: Signal = Signal::Logs;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+pub struct OtlpService<K> {
+    shared: Arc<Shared>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> OtlpService<K> {
+    fn new(shared: Arc<Shared>) -> Self {
+        OtlpService {
+            shared,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> Clone for OtlpService<K> {
+    fn clone(&self) -> Self {
+        OtlpService::new(self.shared.clone())
+    }
+}
+
+impl<K: SignalKind> NamedService for OtlpService<K> {
+    const NAME: &'static str = K::SERVICE;
+}
+
+impl<K: SignalKind> tower::Service<http::Request<Body>> for OtlpService<K> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(handle(&shared, K::SIGNAL, request).await) })
+    }
+}
+
+async fn handle(shared: &Shared, signal: Signal, request: http::Request<Body>) -> http::Response<Body> {
+    if request.uri().path() != signal.grpc_path() {
+        return tonic::Status::unimplemented(format!("unknown method {}", request.uri().path())).into_http();
+    }
+    let (parts, body) = request.into_parts();
+    let payload = match read_message(&parts.headers, body, shared.max_bytes).await {
+        Ok(payload) => payload,
+        Err(e) => {
+            count_refused_request(TRANSPORT, signal, &e);
+            return e.to_grpc_status().into_http();
+        }
+    };
+    match shared.ingest.accept(TRANSPORT, signal, payload, &parts.headers).await {
+        Ok(_) => ok_response(),
+        Err(e) => e.to_grpc_status().into_http(),
+    }
+}
+
+/// Reads the single length-prefixed message of a unary call, bounded by `limit` both on the
+/// wire and after decompression.
+async fn read_message(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ReceiveError> {
+    let encoding = match headers.get("grpc-encoding").map(HeaderValue::to_str) {
+        None => "identity",
+        Some(Ok(e @ ("identity" | "gzip" | "zstd" | "deflate"))) => e,
+        Some(other) => {
+            let shown = other.unwrap_or("<not text>").chars().take(40).collect();
+            return Err(ReceiveError::UnsupportedEncoding(shown));
+        }
+    };
+    let collected = Limited::new(body, limit.saturating_add(GRPC_HEADER_LEN))
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                ReceiveError::TooLarge {
+                    limit,
+                    decompressed: false,
+                }
+            } else {
+                ReceiveError::BadFrame("the request body could not be read")
+            }
+        })?;
+    let mut frame = collected.to_bytes();
+    if frame.len() < GRPC_HEADER_LEN {
+        return Err(ReceiveError::BadFrame("fewer than 5 bytes, no message header"));
+    }
+    let compressed = frame.get_u8();
+    let length = frame.get_u32() as usize;
+    if length != frame.len() {
+        return Err(ReceiveError::BadFrame(
+            "the length prefix does not match the body (a unary call carries exactly one message)",
+        ));
+    }
+    match (compressed, encoding) {
+        (0, _) => Ok(frame),
+        (1, "identity") => Err(ReceiveError::BadFrame(
+            "message is flagged compressed but no grpc-encoding was given",
+        )),
+        (1, encoding) => decompress(encoding, &frame, limit),
+        _ => Err(ReceiveError::BadFrame("invalid compressed flag")),
+    }
+}
+
+fn decompress(encoding: &str, data: &[u8], limit: usize) -> Result<Bytes, ReceiveError> {
+    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(limit));
+    // Reading one byte past the limit tells "exactly at the limit" from "over it" without
+    // inflating a zip bomb any further.
+    let cap = limit as u64 + 1;
+    let (name, read): (&'static str, std::io::Result<usize>) = match encoding {
+        "gzip" => ("gzip", flate2::read::GzDecoder::new(data).take(cap).read_to_end(&mut out)),
+        "deflate" => ("deflate", flate2::read::ZlibDecoder::new(data).take(cap).read_to_end(&mut out)),
+        _ => (
+            "zstd",
+            zstd::stream::read::Decoder::new(data).and_then(|d| d.take(cap).read_to_end(&mut out)),
+        ),
+    };
+    read.map_err(|source| ReceiveError::Decompression { encoding: name, source })?;
+    if out.len() > limit {
+        return Err(ReceiveError::TooLarge {
+            limit,
+            decompressed: true,
+        });
+    }
+    Ok(Bytes::from(out))
+}
+
+fn ok_response() -> http::Response<Body> {
+    // An Export*ServiceResponse without partial_success encodes to zero bytes: the reply is
+    // a bare message header followed by the OK trailers.
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames = [
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let mut response = http::Response::new(Body::new(StreamBody::new(futures::stream::iter(frames))));
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-accept-encoding", HeaderValue::from_static("gzip,zstd,deflate,identity"));
+    response
+}

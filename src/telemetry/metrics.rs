@@ -1,0 +1,85 @@
+//! The Prometheus recorder and the descriptions of every metric Sluice emits.
+
+use std::net::SocketAddr;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
+
+/// Latency buckets in seconds, from sub-millisecond appends to minutes of backend outage.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Installs the global recorder and serves `GET /metrics` on `address`. Must run inside a
+/// tokio runtime.
+pub fn install(address: SocketAddr) -> Result<(), BuildError> {
+    PrometheusBuilder::new()
+        .with_http_listener(address)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        .install()?;
+    describe();
+    Ok(())
+}
+
+fn describe() {
+    describe_counter!(
+        "sluice_receiver_accepted_items_total",
+        Unit::Count,
+        "Items accepted from clients and durably buffered, by transport, signal and tenant."
+    );
+    describe_counter!(
+        "sluice_receiver_refused_items_total",
+        Unit::Count,
+        "Items refused to clients, by transport, signal, tenant and reason."
+    );
+    describe_counter!(
+        "sluice_receiver_refused_requests_total",
+        Unit::Count,
+        "Requests refused to clients, by transport, signal and reason (counted even when the items could not be read)."
+    );
+    describe_histogram!(
+        "sluice_receiver_durable_latency_seconds",
+        Unit::Seconds,
+        "Time from receiving a request to the buffer holding it durably."
+    );
+    describe_counter!(
+        "sluice_buffer_published_items_total",
+        Unit::Count,
+        "Items appended to a buffer, by buffer, signal and tenant."
+    );
+    describe_counter!(
+        "sluice_exporter_sent_items_total",
+        Unit::Count,
+        "Items accepted by a backend, by exporter, signal and tenant."
+    );
+    describe_counter!(
+        "sluice_exporter_failed_items_total",
+        Unit::Count,
+        "Items an exporter gave up on (then dead-lettered), by exporter, signal, tenant and reason."
+    );
+    describe_counter!(
+        "sluice_exporter_retries_total",
+        Unit::Count,
+        "Export attempts retried after a retryable failure, by exporter, signal and tenant."
+    );
+    describe_counter!(
+        "sluice_dead_lettered_items_total",
+        Unit::Count,
+        "Items moved to the dead-letter store, by signal and tenant."
+    );
+    describe_counter!(
+        "sluice_redelivered_items_total",
+        Unit::Count,
+        "Items handed to exporters again after a restart (possible duplicates downstream)."
+    );
+    describe_histogram!(
+        "sluice_export_latency_seconds",
+        Unit::Seconds,
+        "Time from receiving items to a backend accepting them (buffer to exported)."
+    );
+    describe_gauge!(
+        "sluice_buffer_size_bytes",
+        Unit::Bytes,
+        "Bytes held by a buffer on disk."
+    );
+}

@@ -1,0 +1,177 @@
+//! A `sluice run` child process: started from a YAML config, ready once `/readyz` says 200,
+//! stopped with SIGKILL or SIGTERM. Its stderr goes to a file that is printed when a test fails.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::http::{http_get, metric_sum, metrics_text};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+static STARTS: AtomicUsize = AtomicUsize::new(0);
+
+pub struct SluiceProcess {
+    child: Option<Child>,
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    pub config_path: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl SluiceProcess {
+    /// Writes `config_yaml` into `data_dir`, runs `sluice run --config` there and waits until
+    /// it is ready. Panics with the tail of its stderr when it exits or is not ready in 30 s.
+    pub async fn start(config_yaml: &str, data_dir: &Path) -> SluiceProcess {
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        let config_path = data_dir.join(format!("sluice-{n}.yaml"));
+        let stderr_path = data_dir.join(format!("sluice-{n}.stderr"));
+        let stdout_path = data_dir.join(format!("sluice-{n}.stdout"));
+        std::fs::write(&config_path, config_yaml).expect("write the config");
+
+        let config: serde_yaml::Value = serde_yaml::from_str(config_yaml).expect("config is YAML");
+        let addr = |path: &[&str]| -> SocketAddr {
+            let mut v = &config;
+            for key in path {
+                v = &v[*key];
+            }
+            let text = v
+                .as_str()
+                .unwrap_or_else(|| panic!("config has no {}", path.join(".")));
+            text.parse()
+                .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", path.join(".")))
+        };
+        let grpc_addr = addr(&["receivers", "otlp", "protocols", "grpc", "endpoint"]);
+        let metrics_addr = addr(&["service", "telemetry", "metrics", "address"]);
+        let health_addr = addr(&["service", "telemetry", "health", "address"]);
+
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(data_dir)
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout_path).expect("create stdout file"))
+            .stderr(File::create(&stderr_path).expect("create stderr file"))
+            .spawn()
+            .expect("spawn the sluice binary");
+        let mut process = SluiceProcess {
+            child: Some(child),
+            grpc_addr,
+            metrics_addr,
+            health_addr,
+            config_path,
+            stderr_path,
+        };
+        process.wait_ready().await;
+        process
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last: String;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "sluice exited before it was ready ({status}); stderr:\n{}",
+                    self.stderr_tail(60)
+                );
+            }
+            match http_get(self.health_addr, "/readyz").await {
+                Ok((200, _)) => return,
+                Ok((status, body)) => last = format!("{status}: {body}"),
+                Err(e) => last = e,
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "sluice not ready after {READY_TIMEOUT:?} (last /readyz: {last}); stderr:\n{}",
+                    self.stderr_tail(60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `http://<grpc endpoint>` for OTLP clients.
+    pub fn otlp_endpoint(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("sluice is running").id()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (up to 30 s) for the exit status.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let pid = self.pid();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            let child = self.child.as_mut().expect("sluice is running");
+            if let Some(status) = child.try_wait().expect("wait for sluice") {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "sluice still running {STOP_TIMEOUT:?} after SIGTERM; stderr:\n{}",
+                    self.stderr_tail(60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Everything sluice wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        let all = self.stderr();
+        let all: Vec<&str> = all.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub async fn metrics(&self) -> String {
+        metrics_text(self.metrics_addr).await
+    }
+
+    /// [`metric_sum`] over a fresh scrape.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics().await, name, labels)
+    }
+}
+
+impl Drop for SluiceProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- sluice stderr ({}) ----\n{}\n---- end of sluice stderr ----",
+                self.stderr_path.display(),
+                self.stderr_tail(200)
+            );
+        }
+        self.kill();
+    }
+}
