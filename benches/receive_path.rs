@@ -27,7 +27,10 @@ fn request(tenants: usize) -> Bytes {
     let resource_spans = (0..10)
         .map(|r| ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![attr("service.name", "checkout"), attr("tenant.id", &format!("tenant-{}", r % tenants))],
+                attributes: vec![
+                    attr("service.name", "checkout"),
+                    attr("tenant.id", &format!("tenant-{}", r % tenants)),
+                ],
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
@@ -38,7 +41,10 @@ fn request(tenants: usize) -> Bytes {
                         name: format!("GET /api/items/{i}"),
                         start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
                         end_time_unix_nano: 1_700_000_000_000_500_000 + i as u64,
-                        attributes: vec![attr("http.method", "GET"), attr("http.route", "/api/items/:id")],
+                        attributes: vec![
+                            attr("http.method", "GET"),
+                            attr("http.route", "/api/items/:id"),
+                        ],
                         ..Default::default()
                     })
                     .collect(),
@@ -51,7 +57,8 @@ fn request(tenants: usize) -> Bytes {
 }
 
 fn bench(c: &mut Criterion) {
-    let resolver = TenantResolver::new(&TenancyConfig::default()).expect("default tenancy is valid");
+    let resolver =
+        TenantResolver::new(&TenancyConfig::default()).expect("default tenancy is valid");
     let mut group = c.benchmark_group("receive_1000_spans");
     group.throughput(Throughput::Elements(1000));
 
@@ -73,7 +80,9 @@ fn bench(c: &mut Criterion) {
                         received_at_ms: 0,
                         traceparent: None,
                     };
-                    resolver.split(Signal::Traces, p, meta).expect("valid request")
+                    resolver
+                        .split(Signal::Traces, p, meta)
+                        .expect("valid request")
                 },
                 BatchSize::SmallInput,
             )

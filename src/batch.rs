@@ -32,7 +32,8 @@ impl Batch {
         if rest.is_empty() {
             return Some(first);
         }
-        let total: usize = first.payload.len() + rest.iter().map(|b| b.payload.len()).sum::<usize>();
+        let total: usize =
+            first.payload.len() + rest.iter().map(|b| b.payload.len()).sum::<usize>();
         let mut buf = bytes::BytesMut::with_capacity(total);
         buf.extend_from_slice(&first.payload);
         let mut items = first.items;

@@ -93,9 +93,13 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
             .with_context(|| format!("cannot serve metrics on {}", telemetry.metrics.address))?;
         let readiness = Readiness::default();
         let health_stop = CancellationToken::new();
-        let health_task = health::serve(telemetry.health.address, readiness.clone(), health_stop.clone())
-            .await
-            .with_context(|| format!("cannot serve health on {}", telemetry.health.address))?;
+        let health_task = health::serve(
+            telemetry.health.address,
+            readiness.clone(),
+            health_stop.clone(),
+        )
+        .await
+        .with_context(|| format!("cannot serve health on {}", telemetry.health.address))?;
 
         let running = sluice::pipeline::start(&config, readiness).await?;
         tracing::info!(

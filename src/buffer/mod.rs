@@ -24,13 +24,17 @@ use crate::tenant::TenantId;
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
     /// The buffer is at its size cap: clients must back off and retry, nothing is dropped.
-    #[error("buffer is full ({used_bytes} of {cap_bytes} bytes in use); retry after {retry_after:?}")]
+    #[error(
+        "buffer is full ({used_bytes} of {cap_bytes} bytes in use); retry after {retry_after:?}"
+    )]
     Full {
         used_bytes: u64,
         cap_bytes: u64,
         retry_after: Duration,
     },
-    #[error("batch of {size} bytes is larger than the buffer's maximum record size of {max} bytes")]
+    #[error(
+        "batch of {size} bytes is larger than the buffer's maximum record size of {max} bytes"
+    )]
     RecordTooLarge { size: usize, max: usize },
     #[error("buffer I/O failed on {path}")]
     Io {
@@ -106,7 +110,10 @@ pub trait Buffer: Send + Sync + 'static {
     /// The streams of one signal: every existing tenant's stream first, then each new tenant's
     /// stream as soon as its first record is appended. May be taken once per signal; later
     /// calls return `None`.
-    fn take_streams(&self, signal: Signal) -> Option<mpsc::UnboundedReceiver<Box<dyn BufferStream>>>;
+    fn take_streams(
+        &self,
+        signal: Signal,
+    ) -> Option<mpsc::UnboundedReceiver<Box<dyn BufferStream>>>;
 
     /// Flushes and closes: pending appends complete, positions are persisted, and every
     /// stream's `next` returns `Ok(None)`.

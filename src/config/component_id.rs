@@ -14,7 +14,8 @@ impl ComponentId {
             Some((kind, name)) => (kind, Some(name)),
             None => (raw, None),
         };
-        let kind_ok = !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let kind_ok =
+            !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !kind_ok {
             return Err(format!(
                 "invalid component id {raw:?}: the type must be letters, digits or '_'"
@@ -59,7 +60,10 @@ mod tests {
     #[test]
     fn parses_type_and_name() {
         let id = ComponentId::parse("otlp/tempo-eu").unwrap();
-        assert_eq!((id.kind(), id.to_string().as_str()), ("otlp", "otlp/tempo-eu"));
+        assert_eq!(
+            (id.kind(), id.to_string().as_str()),
+            ("otlp", "otlp/tempo-eu")
+        );
         assert_eq!(ComponentId::parse("debug").unwrap().to_string(), "debug");
         for bad in ["", "/x", "otlp/", "ot lp", "otlp/a/b"] {
             assert!(ComponentId::parse(bad).is_err(), "{bad}");

@@ -60,7 +60,9 @@ fn resolve(reference: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(format!("\"${{{reference}}}\" is not a valid variable reference"));
+        return Err(format!(
+            "\"${{{reference}}}\" is not a valid variable reference"
+        ));
     }
     // Like the shell's `:-`, an empty value also falls back to the default.
     match lookup(name) {
@@ -85,7 +87,8 @@ mod tests {
 
     #[test]
     fn expands_all_forms() {
-        let text = "a: ${HOST}:4317\nb: ${env:HOST}\nc: ${PORT:-4318}\nd: ${EMPTY:-x}\ne: $$HOME $x\n";
+        let text =
+            "a: ${HOST}:4317\nb: ${env:HOST}\nc: ${PORT:-4318}\nd: ${EMPTY:-x}\ne: $$HOME $x\n";
         assert_eq!(
             expand(text, env).unwrap(),
             "a: backend:4317\nb: backend\nc: 4318\nd: x\ne: $HOME $x\n"

@@ -96,7 +96,10 @@ impl Config {
         Config::from_yaml(&text, |name| std::env::var(name).ok())
     }
 
-    pub fn from_yaml(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn from_yaml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let expanded = expand(text, env)?;
         let deserializer = serde_yaml::Deserializer::from_str(&expanded);
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
@@ -124,16 +127,43 @@ impl Config {
 #[derive(Default)]
 struct Validator {
     errors: Vec<FieldError>,
+    /// Components that are defined but invalid: their error is reported once, and references
+    /// to them do not pile up "unknown component" errors on top.
+    invalid: std::collections::BTreeSet<String>,
 }
 
 impl Validator {
     fn run(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let receivers = self.components("receivers", raw.receivers, ReceiverConfig::parse, ReceiverConfig::validate);
-        let processors = self.components("processors", raw.processors, ProcessorConfig::parse, ProcessorConfig::validate);
-        let buffers = self.components("buffers", raw.buffers, BufferConfig::parse, BufferConfig::validate);
-        let exporters = self.components("exporters", raw.exporters, ExporterConfig::parse, ExporterConfig::validate);
+        let receivers = self.components(
+            "receivers",
+            raw.receivers,
+            ReceiverConfig::parse,
+            ReceiverConfig::validate,
+        );
+        let processors = self.components(
+            "processors",
+            raw.processors,
+            ProcessorConfig::parse,
+            ProcessorConfig::validate,
+        );
+        let buffers = self.components(
+            "buffers",
+            raw.buffers,
+            BufferConfig::parse,
+            BufferConfig::validate,
+        );
+        let exporters = self.components(
+            "exporters",
+            raw.exporters,
+            ExporterConfig::parse,
+            ExporterConfig::validate,
+        );
         let tenancy = self.section("tenancy", raw.tenancy, TenancyConfig::validate);
-        let telemetry = self.section("service.telemetry", raw.service.telemetry, TelemetryConfig::validate);
+        let telemetry = self.section(
+            "service.telemetry",
+            raw.service.telemetry,
+            TelemetryConfig::validate,
+        );
 
         let mut pipelines = Vec::new();
         for (key, p) in raw.service.pipelines {
@@ -143,7 +173,10 @@ impl Validator {
         }
         self.check_graph(&pipelines);
         if pipelines.is_empty() && self.errors.is_empty() {
-            self.error("service.pipelines", "define at least one pipeline (traces, metrics or logs)");
+            self.error(
+                "service.pipelines",
+                "define at least one pipeline (traces, metrics or logs)",
+            );
         }
         if !self.errors.is_empty() {
             return Err(ConfigError::Invalid(self.errors));
@@ -194,7 +227,10 @@ impl Validator {
                 Ok(c) => {
                     out.insert(id, c);
                 }
-                Err(e) => self.nested(&path, e),
+                Err(e) => {
+                    self.invalid.insert(format!("{section}.{id}"));
+                    self.nested(&path, e);
+                }
             }
         }
         out
@@ -242,24 +278,47 @@ impl Validator {
             }
         };
         let receivers = self.references(&path, "receivers", "receiver", &raw.receivers, receivers);
-        let processors = self.references(&path, "processors", "processor", &raw.processors, processors);
+        let processors = self.references(
+            &path,
+            "processors",
+            "processor",
+            &raw.processors,
+            processors,
+        );
         let exporters = self.references(&path, "exporters", "exporter", &raw.exporters, exporters);
         let buffer = match raw.buffer {
             Some(name) => self
-                .references(&path, "buffer", "buffer", std::slice::from_ref(&name), buffers)
+                .references(
+                    &path,
+                    "buffer",
+                    "buffer",
+                    std::slice::from_ref(&name),
+                    buffers,
+                )
                 .into_iter()
                 .next(),
             None if buffers.len() == 1 => buffers.keys().next().cloned(),
+            None if self.invalid.iter().any(|k| k.starts_with("buffers.")) => None,
             None => {
                 self.error(
                     format!("{path}.buffer"),
-                    format!("required: name one of the configured buffers ({})", names(buffers)),
+                    format!(
+                        "required: name one of the configured buffers ({})",
+                        names(buffers)
+                    ),
                 );
                 None
             }
         };
-        if receivers.is_empty() && exporters.is_empty() && raw.receivers.is_empty() && raw.exporters.is_empty() {
-            self.error(path.clone(), "a pipeline needs receivers, exporters or both");
+        if receivers.is_empty()
+            && exporters.is_empty()
+            && raw.receivers.is_empty()
+            && raw.exporters.is_empty()
+        {
+            self.error(
+                path.clone(),
+                "a pipeline needs receivers, exporters or both",
+            );
         }
         Some(PipelineConfig {
             id,
@@ -286,9 +345,14 @@ impl Validator {
             } else {
                 format!("{path}.{field}[{i}]")
             };
+            let section = if field == "buffer" { "buffers" } else { field };
             match ComponentId::parse(name) {
                 Ok(id) if defined.contains_key(&id) => out.push(id),
-                Ok(_) => self.error(at, format!("unknown {what} {name:?} (defined: {})", names(defined))),
+                Ok(id) if self.invalid.contains(&format!("{section}.{id}")) => {}
+                Ok(_) => self.error(
+                    at,
+                    format!("unknown {what} {name:?} (defined: {})", names(defined)),
+                ),
                 Err(message) => self.error(at, message),
             }
         }
@@ -315,7 +379,10 @@ impl Validator {
                 if let Some(r) = p.receivers.iter().find(|r| q.receivers.contains(r)) {
                     self.error(
                         format!("service.pipelines.{}.receivers", p.id),
-                        format!("receiver {r} already feeds pipeline {} of the same signal", q.id),
+                        format!(
+                            "receiver {r} already feeds pipeline {} of the same signal",
+                            q.id
+                        ),
                     );
                 }
             }
@@ -327,7 +394,11 @@ fn names<T>(defined: &BTreeMap<ComponentId, T>) -> String {
     if defined.is_empty() {
         return "none".into();
     }
-    defined.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+    defined
+        .keys()
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -46,8 +46,17 @@ pub enum AttributeValue<'a> {
 
 /// Walks the request and returns its resource entries. Top-level fields other than the
 /// resource entries are unknown to OTLP v1 and ignored, as proto3 readers do.
-pub fn resource_entries(signal: Signal, request: &[u8]) -> Result<Vec<ResourceEntry>, MalformedRequest> {
-    let fail = |context| move |source| MalformedRequest { signal, context, source };
+pub fn resource_entries(
+    signal: Signal,
+    request: &[u8],
+) -> Result<Vec<ResourceEntry>, MalformedRequest> {
+    let fail = |context| {
+        move |source| MalformedRequest {
+            signal,
+            context,
+            source,
+        }
+    };
     let mut entries = Vec::new();
     for field in Fields::new(request) {
         let field = field.map_err(fail("request"))?;
@@ -66,7 +75,10 @@ pub fn resource_entries(signal: Signal, request: &[u8]) -> Result<Vec<ResourceEn
 
 /// Looks up a string attribute of the entry's resource. `entry` is the slice of the request
 /// covered by [`ResourceEntry::span`].
-pub fn resource_attribute<'a>(entry: &'a [u8], key: &str) -> Result<Option<AttributeValue<'a>>, WireError> {
+pub fn resource_attribute<'a>(
+    entry: &'a [u8],
+    key: &str,
+) -> Result<Option<AttributeValue<'a>>, WireError> {
     let body = entry_body(entry)?;
     for field in Fields::new(body) {
         let field = field?;

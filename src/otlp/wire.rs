@@ -119,7 +119,11 @@ impl<'a> Fields<'a> {
                 let len = read_varint(self.buf, &mut self.pos)?;
                 let left = self.buf.len() - self.pos;
                 if len > left as u64 {
-                    return Err(WireError::LengthOverrun { at: start, len, left });
+                    return Err(WireError::LengthOverrun {
+                        at: start,
+                        len,
+                        left,
+                    });
                 }
                 let len = len as usize;
                 bytes = &self.buf[self.pos..self.pos + len];
@@ -189,8 +193,17 @@ mod tests {
             check_message(&[0x12, 0x05, b'a']),
             Err(WireError::LengthOverrun { .. })
         ));
-        assert!(matches!(check_message(&[0x0b]), Err(WireError::BadWireType { .. })));
-        assert!(matches!(check_message(&[0x08, 0x80]), Err(WireError::TruncatedVarint(_))));
-        assert!(matches!(check_message(&[0x00, 0x01]), Err(WireError::ZeroFieldNumber(0))));
+        assert!(matches!(
+            check_message(&[0x0b]),
+            Err(WireError::BadWireType { .. })
+        ));
+        assert!(matches!(
+            check_message(&[0x08, 0x80]),
+            Err(WireError::TruncatedVarint(_))
+        ));
+        assert!(matches!(
+            check_message(&[0x00, 0x01]),
+            Err(WireError::ZeroFieldNumber(0))
+        ));
     }
 }

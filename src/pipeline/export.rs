@@ -52,7 +52,11 @@ pub fn spawn_dispatcher(
     });
 }
 
-async fn run_worker(plan: Arc<ExportPlan>, mut stream: Box<dyn BufferStream>, stop: CancellationToken) {
+async fn run_worker(
+    plan: Arc<ExportPlan>,
+    mut stream: Box<dyn BufferStream>,
+    stop: CancellationToken,
+) {
     loop {
         let next = tokio::select! {
             biased;
@@ -77,14 +81,22 @@ async fn run_worker(plan: Arc<ExportPlan>, mut stream: Box<dyn BufferStream>, st
 }
 
 /// Exports one delivery and settles it with the buffer. Returns false when shutting down.
-async fn deliver(plan: &ExportPlan, stream: &mut dyn BufferStream, delivery: Delivery, stop: &CancellationToken) -> bool {
+async fn deliver(
+    plan: &ExportPlan,
+    stream: &mut dyn BufferStream,
+    delivery: Delivery,
+    stop: &CancellationToken,
+) -> bool {
     let batch = &delivery.batch;
     let tenant = tenant_label(&batch.tenant);
     if delivery.redelivered {
         metrics::counter!("sluice_redelivered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant.clone())
             .increment(u64::from(batch.items));
     }
-    let sends = plan.exporters.iter().map(|h| send_with_retry(h, batch, stop));
+    let sends = plan
+        .exporters
+        .iter()
+        .map(|h| send_with_retry(h, batch, stop));
     let outcomes = futures::future::join_all(sends).await;
 
     let mut failures = Vec::new();

@@ -73,7 +73,10 @@ pub struct Running {
 pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, StartError> {
     let mut buffers = BTreeMap::new();
     for (id, cfg) in config.used_buffers() {
-        let buffer = cfg.open().await.map_err(|source| StartError::Buffer { id: id.clone(), source })?;
+        let buffer = cfg.open().await.map_err(|source| StartError::Buffer {
+            id: id.clone(),
+            source,
+        })?;
         buffers.insert(id.clone(), buffer);
     }
 
@@ -81,7 +84,10 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
     let workers = TaskTracker::new();
     for pipeline in config.pipelines.iter().filter(|p| !p.exporters.is_empty()) {
         let plan = Arc::new(export_plan(config, pipeline)?);
-        let Some(streams) = buffers.get(&pipeline.buffer).and_then(|b| b.take_streams(pipeline.signal)) else {
+        let Some(streams) = buffers
+            .get(&pipeline.buffer)
+            .and_then(|b| b.take_streams(pipeline.signal))
+        else {
             continue;
         };
         spawn_dispatcher(plan, streams, exporters_stop.clone(), workers.clone());
@@ -95,21 +101,30 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
         let mut ingest = Ingest::new(resolver.clone());
         for pipeline in config.pipelines.iter().filter(|p| p.receivers.contains(id)) {
             if let Some(buffer) = buffers.get(&pipeline.buffer) {
-                ingest.set_route(pipeline.signal, Route { buffer: buffer.clone() });
+                ingest.set_route(
+                    pipeline.signal,
+                    Route {
+                        buffer: buffer.clone(),
+                    },
+                );
             }
         }
-        if !crate::signal::Signal::ALL.iter().any(|s| ingest.accepts(*s)) {
+        if !crate::signal::Signal::ALL
+            .iter()
+            .any(|s| ingest.accepts(*s))
+        {
             continue;
         }
         let ReceiverConfig::Otlp(otlp) = cfg;
         if let Some(grpc) = &otlp.protocols.grpc {
-            let (address, task) = crate::receiver::otlp::grpc::serve(grpc, Arc::new(ingest), receivers_stop.clone())
-                .await
-                .map_err(|source| StartError::Listen {
-                    id: id.clone(),
-                    endpoint: grpc.endpoint.clone(),
-                    source,
-                })?;
+            let (address, task) =
+                crate::receiver::otlp::grpc::serve(grpc, Arc::new(ingest), receivers_stop.clone())
+                    .await
+                    .map_err(|source| StartError::Listen {
+                        id: id.clone(),
+                        endpoint: grpc.endpoint.clone(),
+                        source,
+                    })?;
             tracing::info!(receiver = %id, %address, "OTLP/gRPC receiver listening");
             grpc_addresses.insert(id.clone(), address);
             receivers.push((id.clone(), task));
@@ -131,10 +146,15 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
 fn export_plan(config: &Config, pipeline: &PipelineConfig) -> Result<ExportPlan, StartError> {
     let mut exporters: Vec<ExporterHandle> = Vec::new();
     for id in &pipeline.exporters {
-        let Some(cfg) = config.exporters.get(id) else { continue };
+        let Some(cfg) = config.exporters.get(id) else {
+            continue;
+        };
         let handle = cfg
             .build(&id.to_string())
-            .map_err(|source| StartError::Exporter { id: id.clone(), source })?;
+            .map_err(|source| StartError::Exporter {
+                id: id.clone(),
+                source,
+            })?;
         exporters.push(handle);
     }
     let limits = pipeline
@@ -164,23 +184,34 @@ impl Running {
         for (id, task) in self.receivers {
             match tokio::time::timeout_at(deadline, task).await {
                 Ok(Ok(Ok(()))) => tracing::info!(receiver = %id, "receiver stopped"),
-                Ok(Ok(Err(e))) => tracing::error!(receiver = %id, error = %error_chain(&e), "receiver failed"),
+                Ok(Ok(Err(e))) => {
+                    tracing::error!(receiver = %id, error = %error_chain(&e), "receiver failed")
+                }
                 Ok(Err(e)) => tracing::error!(receiver = %id, error = %e, "receiver task failed"),
-                Err(_) => tracing::warn!(receiver = %id, "receiver did not drain before the shutdown timeout"),
+                Err(_) => {
+                    tracing::warn!(receiver = %id, "receiver did not drain before the shutdown timeout")
+                }
             }
         }
 
         self.exporters_stop.cancel();
         self.workers.close();
-        if tokio::time::timeout_at(deadline, self.workers.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.workers.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("export workers did not stop before the shutdown timeout");
         }
 
         for (id, buffer) in self.buffers {
             match tokio::time::timeout_at(deadline, buffer.close()).await {
                 Ok(Ok(())) => tracing::info!(buffer = %id, "buffer closed"),
-                Ok(Err(e)) => tracing::error!(buffer = %id, error = %error_chain(&e), "buffer close failed"),
-                Err(_) => tracing::warn!(buffer = %id, "buffer did not close before the shutdown timeout"),
+                Ok(Err(e)) => {
+                    tracing::error!(buffer = %id, error = %error_chain(&e), "buffer close failed")
+                }
+                Err(_) => {
+                    tracing::warn!(buffer = %id, "buffer did not close before the shutdown timeout")
+                }
             }
         }
     }

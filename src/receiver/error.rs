@@ -70,15 +70,16 @@ impl ReceiveError {
     pub fn to_grpc_status(&self) -> tonic::Status {
         let message = error_chain(self);
         match self {
-            ReceiveError::TooLarge { .. } | ReceiveError::Buffer(BufferError::RecordTooLarge { .. }) => {
+            ReceiveError::TooLarge { .. }
+            | ReceiveError::Buffer(BufferError::RecordTooLarge { .. }) => {
                 tonic::Status::new(Code::ResourceExhausted, message)
             }
             ReceiveError::UnsupportedEncoding(_) | ReceiveError::NoPipeline(_) => {
                 tonic::Status::new(Code::Unimplemented, message)
             }
-            ReceiveError::Decompression { .. } | ReceiveError::BadFrame(_) | ReceiveError::Tenant(_) => {
-                tonic::Status::new(Code::InvalidArgument, message)
-            }
+            ReceiveError::Decompression { .. }
+            | ReceiveError::BadFrame(_)
+            | ReceiveError::Tenant(_) => tonic::Status::new(Code::InvalidArgument, message),
             ReceiveError::BufferFull { retry_after } => retry_later(message, *retry_after),
             ReceiveError::Buffer(_) => retry_later(message, UNAVAILABLE_RETRY_AFTER),
         }
@@ -86,7 +87,11 @@ impl ReceiveError {
 }
 
 fn retry_later(message: String, after: Duration) -> tonic::Status {
-    tonic::Status::with_error_details(Code::Unavailable, message, ErrorDetails::with_retry_info(Some(after)))
+    tonic::Status::with_error_details(
+        Code::Unavailable,
+        message,
+        ErrorDetails::with_retry_info(Some(after)),
+    )
 }
 
 /// "outer: inner: innermost", so the client sees the cause and not only the headline.

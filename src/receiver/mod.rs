@@ -18,7 +18,10 @@ impl ReceiverConfig {
     pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
         match kind {
             "otlp" => Ok(ReceiverConfig::Otlp(parse_component(value)?)),
-            other => Err(FieldError::new("", format!("unknown receiver type {other:?}; known: otlp"))),
+            other => Err(FieldError::new(
+                "",
+                format!("unknown receiver type {other:?}; known: otlp"),
+            )),
         }
     }
 

@@ -101,10 +101,17 @@ fn default_level() -> String {
 
 impl TelemetryConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
-        tracing_subscriber::EnvFilter::try_new(&self.logs.level)
-            .map_err(|e| FieldError::new("logs.level", format!("{:?} is not a valid level or filter: {e}", self.logs.level)))?;
+        tracing_subscriber::EnvFilter::try_new(&self.logs.level).map_err(|e| {
+            FieldError::new(
+                "logs.level",
+                format!("{:?} is not a valid level or filter: {e}", self.logs.level),
+            )
+        })?;
         if self.metrics.address == self.health.address {
-            return Err(FieldError::new("health.address", "must differ from metrics.address"));
+            return Err(FieldError::new(
+                "health.address",
+                "must differ from metrics.address",
+            ));
         }
         Ok(())
     }

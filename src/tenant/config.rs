@@ -77,9 +77,14 @@ impl TenancyConfig {
         for (i, source) in self.resolve.iter().enumerate() {
             match source {
                 TenantSourceConfig::Header(name) => {
-                    http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
-                        FieldError::new(format!("resolve[{i}].header"), format!("{name:?} is not a valid header name"))
-                    })?;
+                    http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(
+                        |_| {
+                            FieldError::new(
+                                format!("resolve[{i}].header"),
+                                format!("{name:?} is not a valid header name"),
+                            )
+                        },
+                    )?;
                 }
                 TenantSourceConfig::ResourceAttribute(key) if key.is_empty() => {
                     return Err(FieldError::new(

@@ -80,13 +80,27 @@ mod tests {
     #[test]
     fn accepts_valid_ids() {
         for ok in ["a", "A1", "team-a", "team_a.prod", "0", &"x".repeat(63)] {
-            assert_eq!(TenantId::parse(ok).map(|t| t.to_string()), Ok(ok.to_string()));
+            assert_eq!(
+                TenantId::parse(ok).map(|t| t.to_string()),
+                Ok(ok.to_string())
+            );
         }
     }
 
     #[test]
     fn refuses_invalid_ids() {
-        for bad in ["", "-a", ".a", "_a", "a/b", "a b", "ä", "../etc", &"x".repeat(64), "a\n"] {
+        for bad in [
+            "",
+            "-a",
+            ".a",
+            "_a",
+            "a/b",
+            "a b",
+            "ä",
+            "../etc",
+            &"x".repeat(64),
+            "a\n",
+        ] {
             assert!(TenantId::parse(bad).is_err(), "{bad:?} must be refused");
         }
     }

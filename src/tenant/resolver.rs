@@ -51,17 +51,21 @@ impl TenantResolver {
             .resolve
             .iter()
             .filter_map(|s| match s {
-                TenantSourceConfig::Header(h) => HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
-                    .ok()
-                    .map(Source::Header),
+                TenantSourceConfig::Header(h) => {
+                    HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                        .ok()
+                        .map(Source::Header)
+                }
                 TenantSourceConfig::ResourceAttribute(k) => Some(Source::Attribute(k.clone())),
             })
             .collect();
         let default = match &config.default {
-            Some(d) => Some(TenantId::parse(d).map_err(|source| ResolveError::InvalidTenant {
-                origin: "tenancy.default".into(),
-                source,
-            })?),
+            Some(d) => Some(
+                TenantId::parse(d).map_err(|source| ResolveError::InvalidTenant {
+                    origin: "tenancy.default".into(),
+                    source,
+                })?,
+            ),
             None => None,
         };
         Ok(TenantResolver { sources, default })
@@ -69,7 +73,12 @@ impl TenantResolver {
 
     /// Splits an export request into one batch per tenant, each keeping the original bytes of
     /// its resource entries. A request with no resources yields no batches.
-    pub fn split(&self, signal: Signal, payload: Bytes, meta: RequestMeta<'_>) -> Result<Vec<Batch>, ResolveError> {
+    pub fn split(
+        &self,
+        signal: Signal,
+        payload: Bytes,
+        meta: RequestMeta<'_>,
+    ) -> Result<Vec<Batch>, ResolveError> {
         let entries = walk::resource_entries(signal, &payload)?;
         let make = |tenant: TenantId, payload: Bytes, items: u32| Batch {
             tenant,
@@ -79,7 +88,9 @@ impl TenantResolver {
             received_at_ms: meta.received_at_ms,
             traceparent: meta.traceparent.clone(),
         };
-        let total: u32 = entries.iter().fold(0u32, |acc, e| acc.saturating_add(e.items));
+        let total: u32 = entries
+            .iter()
+            .fold(0u32, |acc, e| acc.saturating_add(e.items));
 
         // A header that comes before every attribute source decides for the whole request,
         // so the resources need not be looked at.
@@ -121,7 +132,11 @@ impl TenantResolver {
             .collect())
     }
 
-    fn header_tenant(&self, headers: &HeaderMap, name: &HeaderName) -> Result<Option<TenantId>, ResolveError> {
+    fn header_tenant(
+        &self,
+        headers: &HeaderMap,
+        name: &HeaderName,
+    ) -> Result<Option<TenantId>, ResolveError> {
         let Some(value) = headers.get(name) else {
             return Ok(None);
         };
@@ -132,10 +147,18 @@ impl TenantResolver {
         })?;
         TenantId::parse(raw)
             .map(Some)
-            .map_err(|source| ResolveError::InvalidTenant { origin: origin(), source })
+            .map_err(|source| ResolveError::InvalidTenant {
+                origin: origin(),
+                source,
+            })
     }
 
-    fn entry_tenant(&self, signal: Signal, headers: &HeaderMap, entry: &[u8]) -> Result<TenantId, ResolveError> {
+    fn entry_tenant(
+        &self,
+        signal: Signal,
+        headers: &HeaderMap,
+        entry: &[u8],
+    ) -> Result<TenantId, ResolveError> {
         for source in &self.sources {
             match source {
                 Source::Header(name) => {
@@ -143,7 +166,9 @@ impl TenantResolver {
                         return Ok(t);
                     }
                 }
-                Source::Attribute(key) => match walk::resource_attribute(entry, key).map_err(malformed_entry(signal))? {
+                Source::Attribute(key) => match walk::resource_attribute(entry, key)
+                    .map_err(malformed_entry(signal))?
+                {
                     Some(AttributeValue::String(raw)) => {
                         return TenantId::parse(raw).map_err(|source| ResolveError::InvalidTenant {
                             origin: format!("resource attribute {key}"),
@@ -157,7 +182,9 @@ impl TenantResolver {
                 },
             }
         }
-        self.default.clone().ok_or_else(|| ResolveError::NoTenant { hint: self.hint() })
+        self.default
+            .clone()
+            .ok_or_else(|| ResolveError::NoTenant { hint: self.hint() })
     }
 
     fn hint(&self) -> String {

@@ -61,7 +61,10 @@ fn counts_spans_per_resource_and_keeps_entry_bounds() {
     };
     let bytes = req.encode_to_vec();
     let entries = resource_entries(Signal::Traces, &bytes).unwrap();
-    assert_eq!(entries.iter().map(|e| e.items).collect::<Vec<_>>(), vec![3, 2, 1]);
+    assert_eq!(
+        entries.iter().map(|e| e.items).collect::<Vec<_>>(),
+        vec![3, 2, 1]
+    );
     assert_eq!(entries.last().unwrap().span.end, bytes.len());
 
     // Re-assembling a subset of entries is a valid request with exactly those resources.
@@ -69,7 +72,10 @@ fn counts_spans_per_resource_and_keeps_entry_bounds() {
     subset.extend_from_slice(&bytes[entries[0].span.clone()]);
     subset.extend_from_slice(&bytes[entries[2].span.clone()]);
     let decoded = ExportTraceServiceRequest::decode(subset.as_slice()).unwrap();
-    assert_eq!(decoded.resource_spans, vec![req.resource_spans[0].clone(), req.resource_spans[2].clone()]);
+    assert_eq!(
+        decoded.resource_spans,
+        vec![req.resource_spans[0].clone(), req.resource_spans[2].clone()]
+    );
 }
 
 #[test]
@@ -104,7 +110,10 @@ fn non_string_attribute_is_reported() {
             ..Default::default()
         });
     }
-    let bytes = ExportTraceServiceRequest { resource_spans: vec![rs] }.encode_to_vec();
+    let bytes = ExportTraceServiceRequest {
+        resource_spans: vec![rs],
+    }
+    .encode_to_vec();
     let entries = resource_entries(Signal::Traces, &bytes).unwrap();
     assert_eq!(
         resource_attribute(&bytes[entries[0].span.clone()], "tenant.id").unwrap(),
@@ -164,7 +173,10 @@ fn counts_log_records() {
 #[test]
 fn garbage_is_malformed() {
     for garbage in [&b"\xff\xff\xff"[..], b"not a protobuf at all", b"\x0a\x7f"] {
-        assert!(resource_entries(Signal::Traces, garbage).is_err(), "{garbage:?}");
+        assert!(
+            resource_entries(Signal::Traces, garbage).is_err(),
+            "{garbage:?}"
+        );
     }
     assert_eq!(resource_entries(Signal::Traces, b"").unwrap(), vec![]);
 }

@@ -60,11 +60,17 @@ impl OtlpReceiverConfig {
             ));
         }
         let Some(grpc) = &self.protocols.grpc else {
-            return Err(FieldError::new("protocols", "enable at least one protocol, e.g. `grpc: {}`"));
+            return Err(FieldError::new(
+                "protocols",
+                "enable at least one protocol, e.g. `grpc: {}`",
+            ));
         };
-        grpc.endpoint
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| FieldError::new("protocols.grpc.endpoint", format!("{:?} is not host:port: {e}", grpc.endpoint)))?;
+        grpc.endpoint.parse::<std::net::SocketAddr>().map_err(|e| {
+            FieldError::new(
+                "protocols.grpc.endpoint",
+                format!("{:?} is not host:port: {e}", grpc.endpoint),
+            )
+        })?;
         if grpc.max_recv_msg_size_mib == 0 || grpc.max_recv_msg_size_mib > 1024 {
             return Err(FieldError::new(
                 "protocols.grpc.max_recv_msg_size_mib",

@@ -37,7 +37,10 @@ pub async fn serve(
     config: &GrpcConfig,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>)> {
+) -> std::io::Result<(
+    SocketAddr,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+)> {
     let listener = tokio::net::TcpListener::bind(&config.endpoint).await?;
     let local = listener.local_addr()?;
     let shared = Arc::new(Shared {
@@ -53,7 +56,8 @@ pub async fn serve(
         .add_service(OtlpService::<Metrics>::new(shared.clone()))
         .add_service(OtlpService::<Logs>::new(shared));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()));
+    let task =
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()));
     Ok((local, task))
 }
 
@@ -124,9 +128,14 @@ impl<K: SignalKind> tower::Service<http::Request<Body>> for OtlpService<K> {
     }
 }
 
-async fn handle(shared: &Shared, signal: Signal, request: http::Request<Body>) -> http::Response<Body> {
+async fn handle(
+    shared: &Shared,
+    signal: Signal,
+    request: http::Request<Body>,
+) -> http::Response<Body> {
     if request.uri().path() != signal.grpc_path() {
-        return tonic::Status::unimplemented(format!("unknown method {}", request.uri().path())).into_http();
+        return tonic::Status::unimplemented(format!("unknown method {}", request.uri().path()))
+            .into_http();
     }
     let (parts, body) = request.into_parts();
     let payload = match read_message(&parts.headers, body, shared.max_bytes).await {
@@ -136,7 +145,11 @@ async fn handle(shared: &Shared, signal: Signal, request: http::Request<Body>) -
             return e.to_grpc_status().into_http();
         }
     };
-    match shared.ingest.accept(TRANSPORT, signal, payload, &parts.headers).await {
+    match shared
+        .ingest
+        .accept(TRANSPORT, signal, payload, &parts.headers)
+        .await
+    {
         Ok(_) => ok_response(),
         Err(e) => e.to_grpc_status().into_http(),
     }
@@ -144,7 +157,11 @@ async fn handle(shared: &Shared, signal: Signal, request: http::Request<Body>) -
 
 /// Reads the single length-prefixed message of a unary call, bounded by `limit` both on the
 /// wire and after decompression.
-async fn read_message(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ReceiveError> {
+async fn read_message(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ReceiveError> {
     let encoding = match headers.get("grpc-encoding").map(HeaderValue::to_str) {
         None => "identity",
         Some(Ok(e @ ("identity" | "gzip" | "zstd" | "deflate"))) => e,
@@ -168,7 +185,9 @@ async fn read_message(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
         })?;
     let mut frame = collected.to_bytes();
     if frame.len() < GRPC_HEADER_LEN {
-        return Err(ReceiveError::BadFrame("fewer than 5 bytes, no message header"));
+        return Err(ReceiveError::BadFrame(
+            "fewer than 5 bytes, no message header",
+        ));
     }
     let compressed = frame.get_u8();
     let length = frame.get_u32() as usize;
@@ -193,14 +212,27 @@ fn decompress(encoding: &str, data: &[u8], limit: usize) -> Result<Bytes, Receiv
     // inflating a zip bomb any further.
     let cap = limit as u64 + 1;
     let (name, read): (&'static str, std::io::Result<usize>) = match encoding {
-        "gzip" => ("gzip", flate2::read::GzDecoder::new(data).take(cap).read_to_end(&mut out)),
-        "deflate" => ("deflate", flate2::read::ZlibDecoder::new(data).take(cap).read_to_end(&mut out)),
+        "gzip" => (
+            "gzip",
+            flate2::read::GzDecoder::new(data)
+                .take(cap)
+                .read_to_end(&mut out),
+        ),
+        "deflate" => (
+            "deflate",
+            flate2::read::ZlibDecoder::new(data)
+                .take(cap)
+                .read_to_end(&mut out),
+        ),
         _ => (
             "zstd",
             zstd::stream::read::Decoder::new(data).and_then(|d| d.take(cap).read_to_end(&mut out)),
         ),
     };
-    read.map_err(|source| ReceiveError::Decompression { encoding: name, source })?;
+    read.map_err(|source| ReceiveError::Decompression {
+        encoding: name,
+        source,
+    })?;
     if out.len() > limit {
         return Err(ReceiveError::TooLarge {
             limit,
@@ -219,9 +251,16 @@ fn ok_response() -> http::Response<Body> {
         Ok::<_, Infallible>(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
         Ok(Frame::trailers(trailers)),
     ];
-    let mut response = http::Response::new(Body::new(StreamBody::new(futures::stream::iter(frames))));
+    let mut response =
+        http::Response::new(Body::new(StreamBody::new(futures::stream::iter(frames))));
     let headers = response.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-accept-encoding", HeaderValue::from_static("gzip,zstd,deflate,identity"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static("gzip,zstd,deflate,identity"),
+    );
     response
 }

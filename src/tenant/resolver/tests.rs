@@ -32,10 +32,19 @@ fn rs(tenant: Option<&str>, spans: usize) -> ResourceSpans {
 }
 
 fn request(parts: Vec<ResourceSpans>) -> Bytes {
-    Bytes::from(ExportTraceServiceRequest { resource_spans: parts }.encode_to_vec())
+    Bytes::from(
+        ExportTraceServiceRequest {
+            resource_spans: parts,
+        }
+        .encode_to_vec(),
+    )
 }
 
-fn split(cfg: &TenancyConfig, headers: &HeaderMap, payload: Bytes) -> Result<Vec<Batch>, ResolveError> {
+fn split(
+    cfg: &TenancyConfig,
+    headers: &HeaderMap,
+    payload: Bytes,
+) -> Result<Vec<Batch>, ResolveError> {
     TenantResolver::new(cfg).unwrap().split(
         Signal::Traces,
         payload,
@@ -48,7 +57,10 @@ fn split(cfg: &TenancyConfig, headers: &HeaderMap, payload: Bytes) -> Result<Vec
 }
 
 fn summary(batches: &[Batch]) -> Vec<(String, u32)> {
-    batches.iter().map(|b| (b.tenant.to_string(), b.items)).collect()
+    batches
+        .iter()
+        .map(|b| (b.tenant.to_string(), b.items))
+        .collect()
 }
 
 #[test]
@@ -63,7 +75,12 @@ fn header_wins_for_the_whole_request_and_keeps_the_bytes() {
 
 #[test]
 fn resource_attributes_split_the_request_per_tenant() {
-    let payload = request(vec![rs(Some("a"), 2), rs(Some("b"), 3), rs(Some("a"), 1), rs(None, 4)]);
+    let payload = request(vec![
+        rs(Some("a"), 2),
+        rs(Some("b"), 3),
+        rs(Some("a"), 1),
+        rs(None, 4),
+    ]);
     let out = split(&TenancyConfig::default(), &HeaderMap::new(), payload).unwrap();
     assert_eq!(
         summary(&out),
@@ -76,7 +93,12 @@ fn resource_attributes_split_the_request_per_tenant() {
 #[test]
 fn one_tenant_by_attribute_keeps_the_original_bytes() {
     let payload = request(vec![rs(Some("a"), 2), rs(Some("a"), 1)]);
-    let out = split(&TenancyConfig::default(), &HeaderMap::new(), payload.clone()).unwrap();
+    let out = split(
+        &TenancyConfig::default(),
+        &HeaderMap::new(),
+        payload.clone(),
+    )
+    .unwrap();
     assert_eq!(out[0].payload, payload);
 }
 
@@ -84,11 +106,21 @@ fn one_tenant_by_attribute_keeps_the_original_bytes() {
 fn invalid_ids_are_refused_never_rewritten() {
     let mut headers = HeaderMap::new();
     headers.insert("x-scope-orgid", HeaderValue::from_static("a/b"));
-    let err = split(&TenancyConfig::default(), &headers, request(vec![rs(None, 1)])).unwrap_err();
+    let err = split(
+        &TenancyConfig::default(),
+        &headers,
+        request(vec![rs(None, 1)]),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("header x-scope-orgid"), "{err}");
     assert!(err.to_string().contains("a/b"), "{err}");
 
-    let err = split(&TenancyConfig::default(), &HeaderMap::new(), request(vec![rs(Some("../x"), 1)])).unwrap_err();
+    let err = split(
+        &TenancyConfig::default(),
+        &HeaderMap::new(),
+        request(vec![rs(Some("../x"), 1)]),
+    )
+    .unwrap_err();
     assert!(matches!(err, ResolveError::InvalidTenant { .. }), "{err}");
 }
 
@@ -98,14 +130,24 @@ fn without_a_default_unassigned_data_is_refused() {
         default: None,
         ..TenancyConfig::default()
     };
-    let err = split(&cfg, &HeaderMap::new(), request(vec![rs(Some("a"), 1), rs(None, 1)])).unwrap_err();
+    let err = split(
+        &cfg,
+        &HeaderMap::new(),
+        request(vec![rs(Some("a"), 1), rs(None, 1)]),
+    )
+    .unwrap_err();
     assert!(matches!(err, ResolveError::NoTenant { .. }));
     assert!(err.to_string().contains("x-scope-orgid"), "{err}");
 }
 
 #[test]
 fn empty_requests_yield_no_batches() {
-    let out = split(&TenancyConfig::default(), &HeaderMap::new(), request(vec![])).unwrap();
+    let out = split(
+        &TenancyConfig::default(),
+        &HeaderMap::new(),
+        request(vec![]),
+    )
+    .unwrap();
     assert!(out.is_empty());
 }
 
