@@ -41,7 +41,7 @@ lint: tools ## clippy on every target, warnings are errors
 # The integration tests under tests/ run the real binary against real OTLP clients (the Rust
 # SDK, and the Python SDK from the venv, located through SLUICE_TEST_PYTHON).
 test: tools python-env fmt-check lint ## fmt check, clippy, all tests, bench smoke runs
-	SLUICE_TEST_PYTHON="$$(bash $(SCRIPTS)/python-env.sh)" $(CARGO) test --all-targets
+	SLUICE_TEST_PYTHON="$$(bash $(SCRIPTS)/python-env.sh)" $(CARGO) test --all-targets --no-fail-fast
 	$(MAKE) --no-print-directory bench-smoke
 
 bench-smoke: tools ## run each benchmark once, as a test

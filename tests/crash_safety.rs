@@ -102,6 +102,11 @@ async fn acknowledged_spans_survive_sigkill() {
             )
         };
         assert!(acked_requests >= ACKED_BEFORE_KILL);
+        eprintln!(
+            "{tenant}: {acked_requests} requests ({} spans) acknowledged before the SIGKILL, {} spans attempted",
+            acked.len(),
+            attempted.len()
+        );
         let what = format!("every acknowledged span of {tenant}");
         wait_for(&what, Duration::from_secs(45), || {
             let got: BTreeSet<String> = backend.spans(tenant).into_iter().map(|s| s.name).collect();

@@ -10,10 +10,15 @@ use http::HeaderMap;
 
 use crate::batch::now_ms;
 use crate::buffer::Buffer;
+use crate::otlp::walk;
 use crate::receiver::ReceiveError;
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
 use crate::tenant::{RequestMeta, TenantResolver};
+
+/// `tenant` label of items refused before a tenant could be assigned. The leading underscore
+/// keeps it apart from every valid tenant id.
+pub const UNKNOWN_TENANT: &str = "_unknown";
 
 /// Where one signal goes: the buffer of the pipeline fed by the receiver.
 #[derive(Clone)]
@@ -81,7 +86,20 @@ impl Ingest {
             received_at_ms: now_ms(),
             traceparent,
         };
-        let batches = self.resolver.split(signal, payload, meta)?;
+        let batches = match self.resolver.split(signal, payload.clone(), meta) {
+            Ok(batches) => batches,
+            Err(e) => {
+                let e = ReceiveError::from(e);
+                // The request was readable but belongs to no acceptable tenant: its items can
+                // still be counted, under a tenant label that no real tenant can have.
+                if let Ok(entries) = walk::resource_entries(signal, &payload) {
+                    let items: u64 = entries.iter().map(|e| u64::from(e.items)).sum();
+                    metrics::counter!("sluice_receiver_refused_items_total", "transport" => transport, "signal" => signal.as_str(), "tenant" => UNKNOWN_TENANT, "reason" => e.reason())
+                        .increment(items);
+                }
+                return Err(e);
+            }
+        };
 
         // Tenants' parts are appended concurrently; the client hears success only if all of
         // them are durable. A part that did land is not rolled back: the client's retry then

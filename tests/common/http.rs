@@ -30,7 +30,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Str
         .map_err(|_| format!("GET {path} on {addr} timed out"))?
 }
 
-fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
+/// Splits a raw HTTP/1 response into its status code and (de-chunked) body.
+pub fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -167,29 +168,4 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .map(|s| s.value)
         .sum()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sums_matching_series() {
-        let text = "# HELP x_total things\n# TYPE x_total counter\n\
-            x_total{signal=\"traces\",tenant=\"a\"} 3\n\
-            x_total{signal=\"traces\",tenant=\"b\"} 4\n\
-            x_total{signal=\"logs\",tenant=\"a\",reason=\"q\\\"uote\"} 5\n\
-            y_total 7\n";
-        assert_eq!(metric_sum(text, "x_total", &[]), 12.0);
-        assert_eq!(metric_sum(text, "x_total", &[("tenant", "a")]), 8.0);
-        assert_eq!(metric_sum(text, "x_total", &[("reason", "q\"uote")]), 5.0);
-        assert_eq!(metric_sum(text, "y_total", &[]), 7.0);
-        assert_eq!(metric_sum(text, "z_total", &[]), 0.0);
-    }
-
-    #[test]
-    fn reads_chunked_bodies() {
-        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_response(raw).unwrap(), (200, "abcde".to_string()));
-    }
 }
