@@ -85,6 +85,14 @@ impl ReadLimits {
     }
 }
 
+/// What [`BufferStream::give_up`] did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaveUp {
+    DeadLettered,
+    /// It will be delivered again later, possibly to another consumer.
+    Redeliver,
+}
+
 /// Records read from a stream, merged into one batch, not yet acknowledged.
 #[derive(Debug)]
 pub struct Delivery {
@@ -138,4 +146,14 @@ pub trait BufferStream: Send {
 
     /// Keeps the delivery's records in the dead-letter store with `reason`, then acks them.
     async fn dead_letter(&mut self, delivery: &Delivery, reason: &str) -> Result<(), BufferError>;
+
+    /// The exporters kept failing with retryable errors until their retry budget ran out.
+    /// A buffer that can redeliver later (Pulsar: negative acknowledgement, with its own
+    /// redelivery limit before dead-lettering) does so; by default the delivery is
+    /// dead-lettered, so it is kept and never silently dropped.
+    async fn give_up(&mut self, delivery: &Delivery, reason: &str) -> Result<GaveUp, BufferError> {
+        self.dead_letter(delivery, reason)
+            .await
+            .map(|()| GaveUp::DeadLettered)
+    }
 }

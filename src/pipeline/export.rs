@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::buffer::{BufferStream, Delivery, ReadLimits};
+use crate::batch::Batch;
+use crate::buffer::{BufferStream, Delivery, GaveUp, ReadLimits};
 use crate::exporter::retry::{send_with_retry, RetryOutcome};
 use crate::exporter::ExporterHandle;
 use crate::receiver::error_chain;
@@ -99,29 +100,41 @@ async fn deliver(
         .map(|h| send_with_retry(h, batch, stop));
     let outcomes = futures::future::join_all(sends).await;
 
-    let mut failures = Vec::new();
+    let mut permanent = Vec::new();
+    let mut exhausted = Vec::new();
     for (handle, outcome) in plan.exporters.iter().zip(outcomes) {
         match outcome {
             RetryOutcome::Sent => {}
             // Not acknowledged: the delivery stays in the buffer and comes back after restart.
             RetryOutcome::Cancelled => return false,
-            RetryOutcome::Permanent(e) | RetryOutcome::RetriesExhausted(e) => {
-                failures.push(format!("{}: {}", handle.id, error_chain(&e)));
+            RetryOutcome::Permanent(e) => {
+                permanent.push(format!("{}: {}", handle.id, error_chain(&e)))
+            }
+            RetryOutcome::RetriesExhausted(e) => {
+                exhausted.push(format!("{}: {}", handle.id, error_chain(&e)))
             }
         }
     }
 
-    let settled = if failures.is_empty() {
+    let settled = if permanent.is_empty() && exhausted.is_empty() {
         stream.ack(&delivery).await
+    } else if permanent.is_empty() {
+        let reason = exhausted.join("; ");
+        tracing::warn!(tenant = %batch.tenant, signal = %batch.signal, items = batch.items, %reason, "export retries exhausted; handing back to the buffer");
+        stream.give_up(&delivery, &reason).await.map(|gave_up| {
+            if gave_up == GaveUp::DeadLettered {
+                count_dead_letters(batch, &tenant);
+            }
+        })
     } else {
-        let reason = failures.join("; ");
+        // One permanent failure decides: retrying can never make that exporter accept it.
+        permanent.extend(exhausted);
+        let reason = permanent.join("; ");
         tracing::warn!(tenant = %batch.tenant, signal = %batch.signal, items = batch.items, %reason, "export failed permanently; moving to dead letters");
-        let result = stream.dead_letter(&delivery, &reason).await;
-        if result.is_ok() {
-            metrics::counter!("sluice_dead_lettered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant)
-                .increment(u64::from(batch.items));
-        }
-        result
+        stream
+            .dead_letter(&delivery, &reason)
+            .await
+            .map(|()| count_dead_letters(batch, &tenant))
     };
     if let Err(e) = settled {
         // The persisted position did not move, so the delivery is offered again after a
@@ -129,4 +142,9 @@ async fn deliver(
         tracing::error!(tenant = %batch.tenant, signal = %batch.signal, error = %error_chain(&e), "could not settle delivery with the buffer");
     }
     true
+}
+
+fn count_dead_letters(batch: &Batch, tenant: &str) {
+    metrics::counter!("sluice_dead_lettered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant.to_string())
+        .increment(u64::from(batch.items));
 }
