@@ -7,6 +7,7 @@
 //! Streams are independent, so one slow tenant never holds up another.
 
 pub mod disk;
+pub mod pulsar;
 mod registry;
 
 pub use registry::BufferConfig;
@@ -41,6 +42,15 @@ pub enum BufferError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// The service behind the buffer (the Pulsar broker) cannot take or hand out data right
+    /// now: clients must back off and retry, nothing is dropped.
+    #[error("{what}; retry after {retry_after:?}")]
+    Unavailable {
+        what: String,
+        retry_after: Duration,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("buffer is closed")]
     Closed,

@@ -99,7 +99,7 @@ pub fn resource_attribute<'a>(
 }
 
 /// The body of an entry given with its tag and length prefix.
-fn entry_body(entry: &[u8]) -> Result<&[u8], WireError> {
+pub fn entry_body(entry: &[u8]) -> Result<&[u8], WireError> {
     match Fields::new(entry).next() {
         Some(field) => field?.expect_len(),
         None => Ok(&[]),

@@ -169,6 +169,22 @@ pub fn check_message(buf: &[u8]) -> Result<(), WireError> {
     Ok(())
 }
 
+/// Appends a varint.
+pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Appends a length-delimited field: tag, length, bytes.
+pub fn put_len_field(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
+    put_varint(out, (u64::from(number) << 3) | u64::from(LEN));
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +201,17 @@ mod tests {
         assert_eq!(fields[1].bytes, b"hi");
         assert_eq!(fields[1].span(), 3..7);
         assert_eq!(fields[3].end, buf.len());
+    }
+
+    #[test]
+    fn writes_what_it_reads() {
+        let long = vec![7u8; 300];
+        let mut out = Vec::new();
+        put_len_field(&mut out, 2, b"hi");
+        put_len_field(&mut out, 17, &long);
+        let fields: Vec<_> = Fields::new(&out).collect::<Result<_, _>>().unwrap();
+        assert_eq!((fields[0].number, fields[0].bytes), (2, &b"hi"[..]));
+        assert_eq!((fields[1].number, fields[1].bytes.len()), (17, 300));
     }
 
     #[test]

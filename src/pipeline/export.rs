@@ -16,6 +16,7 @@ use crate::batch::Batch;
 use crate::buffer::{BufferStream, Delivery, GaveUp, ReadLimits};
 use crate::exporter::retry::{send_with_retry, RetryOutcome};
 use crate::exporter::ExporterHandle;
+use crate::processor::{run_all, BatchProcessor};
 use crate::receiver::error_chain;
 use crate::telemetry::tenant_label;
 
@@ -24,6 +25,8 @@ pub struct ExportPlan {
     pub pipeline: String,
     pub exporters: Vec<ExporterHandle>,
     pub limits: ReadLimits,
+    /// Data-changing processors, only for export-only pipelines (otherwise they ran at ingest).
+    pub processors: Vec<Arc<dyn BatchProcessor>>,
 }
 
 /// Pause after a buffer read error before trying again, so a failing disk does not spin.
@@ -94,14 +97,22 @@ async fn deliver(
         metrics::counter!("sluice_redelivered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant.clone())
             .increment(u64::from(batch.items));
     }
-    let sends = plan
-        .exporters
-        .iter()
-        .map(|h| send_with_retry(h, batch, stop));
-    let outcomes = futures::future::join_all(sends).await;
-
     let mut permanent = Vec::new();
     let mut exhausted = Vec::new();
+    // Cloning a batch clones a reference to its bytes, not the bytes.
+    let outcomes = match run_all(&plan.processors, batch.clone()) {
+        Ok(to_send) => {
+            let sends = plan
+                .exporters
+                .iter()
+                .map(|h| send_with_retry(h, &to_send, stop));
+            futures::future::join_all(sends).await
+        }
+        Err(e) => {
+            permanent.push(format!("processors: {}", error_chain(&e)));
+            Vec::new()
+        }
+    };
     for (handle, outcome) in plan.exporters.iter().zip(outcomes) {
         match outcome {
             RetryOutcome::Sent => {}

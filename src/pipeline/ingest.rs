@@ -11,6 +11,7 @@ use http::HeaderMap;
 use crate::batch::now_ms;
 use crate::buffer::Buffer;
 use crate::otlp::walk;
+use crate::processor::{run_all, BatchProcessor};
 use crate::receiver::ReceiveError;
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
@@ -24,6 +25,8 @@ pub const UNKNOWN_TENANT: &str = "_unknown";
 #[derive(Clone)]
 pub struct Route {
     pub buffer: Arc<dyn Buffer>,
+    /// Data-changing processors of the pipeline, applied to each tenant's part.
+    pub processors: Vec<Arc<dyn BatchProcessor>>,
 }
 
 /// Shared by all connections of one receiver.
@@ -104,6 +107,10 @@ impl Ingest {
         // Tenants' parts are appended concurrently; the client hears success only if all of
         // them are durable. A part that did land is not rolled back: the client's retry then
         // duplicates it, which at-least-once delivery allows.
+        let batches = batches
+            .into_iter()
+            .map(|b| run_all(&route.processors, b))
+            .collect::<Result<Vec<_>, _>>()?;
         let appends = batches.into_iter().map(|batch| {
             let buffer = route.buffer.clone();
             async move {

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::buffer::{Buffer, BufferError, ReadLimits};
 use crate::config::{ComponentId, Config, PipelineConfig};
 use crate::exporter::{BuildError, ExporterHandle};
-use crate::processor::ProcessorConfig;
+use crate::processor::{BatchProcessor, ProcessorConfig};
 use crate::receiver::{error_chain, ReceiverConfig};
 use crate::telemetry::health::Readiness;
 use crate::tenant::{ResolveError, TenantResolver};
@@ -101,10 +101,12 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
         let mut ingest = Ingest::new(resolver.clone());
         for pipeline in config.pipelines.iter().filter(|p| p.receivers.contains(id)) {
             if let Some(buffer) = buffers.get(&pipeline.buffer) {
+                let processors = data_processors(config, pipeline);
                 ingest.set_route(
                     pipeline.signal,
                     Route {
                         buffer: buffer.clone(),
+                        processors,
                     },
                 );
             }
@@ -161,16 +163,33 @@ fn export_plan(config: &Config, pipeline: &PipelineConfig) -> Result<ExportPlan,
         .processors
         .iter()
         .filter_map(|id| config.processors.get(id))
-        .map(|p| match p {
-            ProcessorConfig::Batch(batch) => batch.read_limits(),
+        .filter_map(|p| match p {
+            ProcessorConfig::Batch(batch) => Some(batch.read_limits()),
+            _ => None,
         })
         .next_back()
         .unwrap_or_else(ReadLimits::single_record);
+    // Data-changing processors run once: at ingest when this pipeline has receivers.
+    let processors = if pipeline.receivers.is_empty() {
+        data_processors(config, pipeline)
+    } else {
+        Vec::new()
+    };
     Ok(ExportPlan {
         pipeline: pipeline.id.to_string(),
         exporters,
         limits,
+        processors,
     })
+}
+
+fn data_processors(config: &Config, pipeline: &PipelineConfig) -> Vec<Arc<dyn BatchProcessor>> {
+    pipeline
+        .processors
+        .iter()
+        .filter_map(|id| config.processors.get(id))
+        .filter_map(ProcessorConfig::build)
+        .collect()
 }
 
 impl Running {

@@ -7,6 +7,7 @@ use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::buffer::BufferError;
+use crate::processor::ProcessError;
 use crate::signal::Signal;
 use crate::tenant::ResolveError;
 
@@ -26,6 +27,8 @@ pub enum ReceiveError {
     BadFrame(&'static str),
     #[error(transparent)]
     Tenant(#[from] ResolveError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
     #[error("no pipeline takes {0} from this receiver")]
     NoPipeline(Signal),
     #[error("buffer is full; retry after {retry_after:?}")]
@@ -57,6 +60,7 @@ impl ReceiveError {
             ReceiveError::Tenant(ResolveError::Malformed(_)) => "malformed",
             ReceiveError::Tenant(ResolveError::NoTenant { .. }) => "no_tenant",
             ReceiveError::Tenant(_) => "invalid_tenant",
+            ReceiveError::Process(_) => "malformed",
             ReceiveError::NoPipeline(_) => "no_pipeline",
             ReceiveError::BufferFull { .. } => "buffer_full",
             ReceiveError::Buffer(BufferError::RecordTooLarge { .. }) => "too_large",
@@ -79,7 +83,8 @@ impl ReceiveError {
             }
             ReceiveError::Decompression { .. }
             | ReceiveError::BadFrame(_)
-            | ReceiveError::Tenant(_) => tonic::Status::new(Code::InvalidArgument, message),
+            | ReceiveError::Tenant(_)
+            | ReceiveError::Process(_) => tonic::Status::new(Code::InvalidArgument, message),
             ReceiveError::BufferFull { retry_after } => retry_later(message, *retry_after),
             ReceiveError::Buffer(_) => retry_later(message, UNAVAILABLE_RETRY_AFTER),
         }

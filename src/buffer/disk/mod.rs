@@ -8,16 +8,17 @@
 //! ```
 //!
 //! * Append: [`DiskBuffer::append`] reserves room under the size cap, then hands the framed
-//!   record to the log's writer task ([`writer`]), which writes queued records as one group
+//!   record to the log's writer task (`writer.rs`), which writes queued records as one group
 //!   and fsyncs once (group commit). Logs never share a lock or a task.
 //! * Read: each log has one [`BufferStream`] that reads committed records from the files
-//!   ([`reader`]) and merges them into deliveries. Positions are record sequence numbers.
+//!   (`reader.rs`) and merges them into deliveries. Positions are record sequence numbers.
 //! * Ack: persists the cursor, then deletes closed segments wholly behind it (retention).
 //! * Open: every log's last segment is scanned and a torn or corrupt tail is cut
-//!   ([`segment`]), so damaged records are never delivered.
+//!   (`segment.rs`), so damaged records are never delivered.
 
 mod config;
 mod cursor;
+mod open;
 mod reader;
 mod record;
 mod segment;
@@ -38,13 +39,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use config::{DiskBufferConfig, FsyncPolicy};
 
-use self::segment::{Recovery, SegmentWriter};
+use self::open::{discover, open_log, OpenedLog};
 use self::stream::DiskStream;
 use self::writer::WriterMsg;
 use super::{Buffer, BufferError, BufferStream};
 use crate::batch::Batch;
 use crate::signal::Signal;
-use crate::telemetry::tenant_label;
 use crate::tenant::TenantId;
 
 /// Largest record [`DiskBuffer::append`] accepts, frame included. A record larger than a
@@ -147,17 +147,6 @@ impl Drop for Reservation {
     }
 }
 
-/// A log as found (or created) on disk, ready to be started.
-struct OpenedLog {
-    tenant: TenantId,
-    signal: Signal,
-    dir: PathBuf,
-    writer: SegmentWriter,
-    acked: u64,
-    /// Records below this were handed out in an earlier lifetime of the process.
-    redeliver_below: u64,
-}
-
 impl DiskBuffer {
     /// Opens (or creates) the buffer in `config.directory`, recovering every existing log.
     /// Must be called inside a tokio runtime.
@@ -251,6 +240,8 @@ impl DiskBuffer {
         if self.shared.reclaiming.swap(true, Ordering::AcqRel) {
             return 0;
         }
+        // Cleared on drop, so a cancelled append cannot leave the flag set.
+        let _running = ClearOnDrop(&self.shared.reclaiming);
         let writers: Vec<mpsc::Sender<WriterMsg>> = self
             .logs
             .read()
@@ -267,7 +258,6 @@ impl DiskBuffer {
             }
         }))
         .await;
-        self.shared.reclaiming.store(false, Ordering::Release);
         freed.into_iter().sum()
     }
 
@@ -393,94 +383,12 @@ impl Buffer for DiskBuffer {
     }
 }
 
-/// Finds and recovers every log under the buffer's directory.
-fn discover(config: &DiskBufferConfig) -> Result<Vec<OpenedLog>, BufferError> {
-    let root = &config.directory;
-    std::fs::create_dir_all(root).map_err(|e| BufferError::io(root, e))?;
-    let mut logs = Vec::new();
-    for signal in Signal::ALL {
-        let signal_dir = root.join(signal.as_str());
-        let entries = match std::fs::read_dir(&signal_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(BufferError::io(&signal_dir, e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| BufferError::io(&signal_dir, e))?;
-            let path = entry.path();
-            if !path.is_dir() {
-                continue;
-            }
-            let name = entry.file_name();
-            let Some(tenant) = name.to_str().and_then(|n| TenantId::parse(n).ok()) else {
-                tracing::warn!(path = %path.display(), "ignoring a directory that is not a valid tenant id");
-                continue;
-            };
-            logs.push(open_log(config, tenant, signal, path)?);
-        }
-    }
-    Ok(logs)
-}
+struct ClearOnDrop<'a>(&'a AtomicBool);
 
-/// Opens one log: loads its positions, recovers its segments and applies retention.
-fn open_log(
-    config: &DiskBufferConfig,
-    tenant: TenantId,
-    signal: Signal,
-    dir: PathBuf,
-) -> Result<OpenedLog, BufferError> {
-    std::fs::create_dir_all(&dir).map_err(|e| BufferError::io(&dir, e))?;
-    let acked = load_position(&dir, cursor::CURSOR_FILE)?.unwrap_or(0);
-    let handed_out = load_position(&dir, cursor::HANDED_OUT_FILE)?.unwrap_or(0);
-    let always = config.fsync == FsyncPolicy::Always;
-    let (writer, recovery) =
-        SegmentWriter::recover(&dir, config.segment_size_bytes(), always, acked)
-            .map_err(|e| BufferError::io(&dir, e))?;
-    report_recovery(&tenant, signal, &dir, &recovery);
-    segment::delete_behind(&dir, writer.index(), acked);
-    let redeliver_below = handed_out.clamp(acked, writer.committed().next_seq.max(acked));
-    Ok(OpenedLog {
-        tenant,
-        signal,
-        dir,
-        writer,
-        acked,
-        redeliver_below,
-    })
-}
-
-fn load_position(dir: &Path, name: &str) -> Result<Option<u64>, BufferError> {
-    match cursor::load(dir, name) {
-        Ok(value) => Ok(value),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            // Starting over from the oldest record keeps at-least-once.
-            tracing::warn!(dir = %dir.display(), file = name, error = %e, "damaged position file; starting from the oldest record");
-            Ok(None)
-        }
-        Err(e) => Err(BufferError::io(dir.join(name), e)),
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
-}
-
-/// Logs and counts a tail cut during recovery.
-fn report_recovery(tenant: &TenantId, signal: Signal, dir: &Path, recovery: &Recovery) {
-    if recovery.truncated_bytes == 0 {
-        return;
-    }
-    tracing::warn!(
-        tenant = %tenant,
-        signal = %signal,
-        dir = %dir.display(),
-        bytes = recovery.truncated_bytes,
-        "disk buffer cut the tail of a log: {}",
-        recovery.reason.unwrap_or("damaged tail")
-    );
-    metrics::counter!(
-        "sluice_buffer_truncated_bytes_total",
-        "buffer" => "disk",
-        "signal" => signal.as_str(),
-        "tenant" => tenant_label(tenant),
-    )
-    .increment(recovery.truncated_bytes);
 }
 
 fn join_error(path: &Path, e: tokio::task::JoinError) -> BufferError {

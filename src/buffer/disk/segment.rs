@@ -116,6 +116,25 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Creates `dir` and its missing parents, making every new directory entry durable (a new
+/// log must not vanish with its directory after a power loss).
+pub(super) fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    create_dir_durable(parent)?;
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    sync_dir(parent)
+}
+
 /// What recovery found wrong at the end of the last segment.
 #[derive(Debug, Default)]
 pub(super) struct Recovery {
@@ -164,7 +183,7 @@ impl SegmentWriter {
         sync_every_group: bool,
         min_next_seq: u64,
     ) -> io::Result<(SegmentWriter, Recovery)> {
-        fs::create_dir_all(dir)?;
+        create_dir_durable(dir)?;
         let segments = list_segments(dir)?;
         let index = Arc::new(SegmentIndex::default());
         index.lock().extend(segments.iter().copied());
@@ -389,7 +408,7 @@ fn scan(file: &File, len: u64) -> io::Result<(u64, u64, Option<&'static str>)> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let (mut count, mut pos) = (0u64, 0u64);
     loop {
-        match record::read_frame(&mut reader, Some(len - pos))? {
+        match record::read_frame(&mut reader, Some(len.saturating_sub(pos)))? {
             Frame::Record { len: frame, .. } => {
                 count += 1;
                 pos += frame;

@@ -19,9 +19,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::cursor::{self, HandedOutMark};
+use super::open::report_recovery;
 use super::reader::{LogReader, ReadRecord};
 use super::segment::{self, Committed, SegmentIndex, SegmentWriter};
-use super::{record, report_recovery, Shared, DEAD_LETTER_DIR};
+use super::{record, Shared, DEAD_LETTER_DIR};
 use crate::batch::Batch;
 use crate::buffer::{BufferError, BufferStream, Delivery, ReadLimits};
 use crate::signal::Signal;
@@ -257,19 +258,27 @@ impl BufferStream for DiskStream {
                 return Ok(None);
             }
             let committed = *self.committed.borrow_and_update();
-            let fill = Fill::of(&self.readahead, limits);
-            if !fill.complete && self.read_position() < committed.next_seq {
+            let mut fill = Fill::of(&self.readahead, limits);
+            let mut more = self.read_position() < committed.next_seq;
+            if !fill.complete && more {
                 self.read_more(committed, limits, &fill).await?;
-                continue;
+                fill = Fill::of(&self.readahead, limits);
+                more = self.read_position() < committed.next_seq;
             }
             if fill.count > 0 {
+                // Linger counts from the moment there is something to deliver.
                 let until = *deadline.get_or_insert_with(|| Instant::now() + limits.linger);
+                // Ready after at most one read: reading on while appends keep arriving
+                // could otherwise hold a delivery back indefinitely.
                 if fill.complete
                     || fill.items >= u64::from(limits.min_items)
                     || Instant::now() >= until
                 {
                     return self.hand_out(fill.count).await.map(Some);
                 }
+            }
+            if !fill.complete && more {
+                continue; // one read stopped at its record cap: read on without waiting
             }
             self.wait(deadline).await;
         }
