@@ -48,10 +48,22 @@ impl ExportError {
     }
 }
 
+/// What a backend said when it took a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Items the backend refused for good inside an otherwise successful call (OTLP
+    /// `partial_success`). They can never be accepted, so they are counted, not retried.
+    pub rejected_items: u64,
+}
+
+impl Accepted {
+    pub const ALL: Accepted = Accepted { rejected_items: 0 };
+}
+
 #[async_trait]
 pub trait Exporter: Send + Sync + 'static {
     /// Sends the batch; `Ok` means the backend has accepted it.
-    async fn send(&self, batch: &Batch) -> Result<(), ExportError>;
+    async fn send(&self, batch: &Batch) -> Result<Accepted, ExportError>;
 }
 
 /// A built exporter with the retry policy configured for it.

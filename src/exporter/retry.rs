@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{now_ms, Batch};
 use crate::config::FieldError;
-use crate::exporter::{ExportError, ExporterHandle};
+use crate::exporter::{Accepted, ExportError, ExporterHandle};
 use crate::telemetry::tenant_label;
 
 #[cfg(test)]
@@ -224,8 +224,8 @@ pub async fn send_with_retry(
         .record(attempt_started.elapsed().as_secs_f64());
 
         let error = match result {
-            Ok(()) => {
-                record_sent(&labels, batch);
+            Ok(accepted) => {
+                record_sent(&labels, batch, accepted);
                 return RetryOutcome::Sent;
             }
             Err(e @ ExportError::Permanent { .. }) => {
@@ -285,14 +285,25 @@ pub async fn send_with_retry(
     }
 }
 
-fn record_sent(labels: &Labels, batch: &Batch) {
+fn record_sent(labels: &Labels, batch: &Batch, accepted: Accepted) {
+    let rejected = accepted.rejected_items.min(u64::from(batch.items));
     metrics::counter!(
         "sluice_exporter_sent_items_total",
         "exporter" => labels.exporter.clone(),
         "signal" => labels.signal,
         "tenant" => labels.tenant.clone(),
     )
-    .increment(u64::from(batch.items));
+    .increment(u64::from(batch.items) - rejected);
+    if rejected > 0 {
+        metrics::counter!(
+            "sluice_exporter_failed_items_total",
+            "exporter" => labels.exporter.clone(),
+            "signal" => labels.signal,
+            "tenant" => labels.tenant.clone(),
+            "reason" => "partial_success",
+        )
+        .increment(rejected);
+    }
     // Wall clock, because `received_at_ms` was stamped by the receiver, maybe in another
     // process; saturating, so clock skew between hosts cannot record a negative latency.
     let latency_ms = now_ms().saturating_sub(batch.received_at_ms);

@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::batch::Batch;
-use crate::exporter::{ExportError, Exporter};
+use crate::exporter::{Accepted, ExportError, Exporter};
 use crate::signal::Signal;
 
 pub struct DebugExporter {
@@ -33,7 +33,7 @@ impl DebugExporter {
 
 #[async_trait]
 impl Exporter for DebugExporter {
-    async fn send(&self, batch: &Batch) -> Result<(), ExportError> {
+    async fn send(&self, batch: &Batch) -> Result<Accepted, ExportError> {
         tracing::info!(
             tenant = %batch.tenant, signal = %batch.signal, items = batch.items,
             bytes = batch.payload.len(), "debug exporter: batch"
@@ -56,7 +56,7 @@ impl Exporter for DebugExporter {
                 );
             }
         }
-        Ok(())
+        Ok(Accepted::ALL)
     }
 }
 

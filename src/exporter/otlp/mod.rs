@@ -32,9 +32,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use self::codec::RawCodec;
 use self::config::{HeaderTemplate, HeaderValue};
 use crate::batch::Batch;
-use crate::exporter::{BuildError, ExportError, Exporter};
+use crate::exporter::{Accepted, BuildError, ExportError, Exporter};
 use crate::signal::Signal;
-use crate::telemetry::tenant_label;
 
 /// Longest backend `partial_success.error_message` put into a log line.
 const MAX_LOGGED_MESSAGE: usize = 1024;
@@ -133,43 +132,39 @@ impl OtlpExporter {
         }
     }
 
-    /// Reads `partial_success` from the response. Rejected items are counted and logged but
-    /// not retried: the backend has told us they can never be accepted.
-    fn check_partial_success(&self, batch: &Batch, response: &[u8]) {
+    /// Reads `partial_success` from the response. Rejected items are logged and reported to
+    /// the retry layer, which counts them; they are not retried: the backend has told us they
+    /// can never be accepted.
+    fn check_partial_success(&self, batch: &Batch, response: &[u8]) -> Accepted {
         let (rejected, message) = match decode_partial_success(batch.signal, response) {
             Ok(Some(partial)) => partial,
-            Ok(None) => return,
+            Ok(None) => return Accepted::ALL,
             Err(e) => {
                 // The call succeeded; an unreadable response only costs us the detail.
                 tracing::debug!(exporter = %self.id, error = %e, "cannot decode export response");
-                return;
+                return Accepted::ALL;
             }
         };
         if rejected <= 0 {
             if !message.is_empty() {
                 tracing::debug!(exporter = %self.id, message = %truncate(&message), "backend warning");
             }
-            return;
+            return Accepted::ALL;
         }
         tracing::warn!(
             exporter = %self.id, tenant = %batch.tenant, signal = %batch.signal,
             rejected, items = batch.items, message = %truncate(&message),
             "backend rejected part of the batch ({})", batch.signal.item_name()
         );
-        metrics::counter!(
-            "sluice_exporter_failed_items_total",
-            "exporter" => self.id.clone(),
-            "signal" => batch.signal.as_str(),
-            "tenant" => tenant_label(&batch.tenant),
-            "reason" => "partial_success",
-        )
-        .increment(rejected.unsigned_abs());
+        Accepted {
+            rejected_items: rejected.unsigned_abs().min(u64::from(batch.items)),
+        }
     }
 }
 
 #[async_trait]
 impl Exporter for OtlpExporter {
-    async fn send(&self, batch: &Batch) -> Result<(), ExportError> {
+    async fn send(&self, batch: &Batch) -> Result<Accepted, ExportError> {
         // The local deadline covers connecting too, which the gRPC deadline does not.
         let response = match tokio::time::timeout(self.timeout, self.call(batch)).await {
             Ok(result) => result?,
@@ -181,8 +176,7 @@ impl Exporter for OtlpExporter {
                 })
             }
         };
-        self.check_partial_success(batch, &response);
-        Ok(())
+        Ok(self.check_partial_success(batch, &response))
     }
 }
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::exporter::test_metrics::TestRecorder;
-use crate::exporter::Exporter;
+use crate::exporter::{Accepted, Exporter};
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
@@ -24,14 +24,14 @@ struct ScriptedExporter {
 
 #[async_trait]
 impl Exporter for ScriptedExporter {
-    async fn send(&self, _batch: &Batch) -> Result<(), ExportError> {
+    async fn send(&self, _batch: &Batch) -> Result<Accepted, ExportError> {
         self.calls.lock().unwrap().push(Instant::now());
         if self.hang {
             std::future::pending::<()>().await;
         }
         match self.script.lock().unwrap().pop_front() {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(Accepted::ALL),
         }
     }
 }
@@ -66,9 +66,8 @@ fn invalid() -> ExportError {
     }
 }
 
-/// No jitter, so waits are predictable. Intervals are in milliseconds: tokio's paused clock
-/// needs its `test-util` feature, which the crate does not enable (yet), so these tests run
-/// in real time and assert lower bounds and orderings rather than exact instants.
+/// No jitter, so waits are predictable. Intervals are in milliseconds and the tests run in
+/// real time, asserting lower bounds and orderings rather than exact instants.
 fn steady(initial_ms: u64, multiplier: f64, max_ms: u64) -> RetryConfig {
     RetryConfig {
         initial_interval: Duration::from_millis(initial_ms),
@@ -387,4 +386,39 @@ fn validate_names_the_wrong_field() {
         let config: RetryConfig = serde_yaml::from_str(yaml).unwrap();
         assert_eq!(config.validate().unwrap_err().field, field, "{yaml}");
     }
+}
+
+struct PartlyRejecting;
+
+#[async_trait]
+impl Exporter for PartlyRejecting {
+    async fn send(&self, _batch: &Batch) -> Result<Accepted, ExportError> {
+        Ok(Accepted { rejected_items: 3 })
+    }
+}
+
+#[tokio::test]
+async fn partial_success_counts_only_accepted_items_as_sent() {
+    let recorder = TestRecorder::default();
+    let _guard = recorder.install();
+    let handle = ExporterHandle {
+        id: "otlp/test".to_string(),
+        exporter: Arc::new(PartlyRejecting),
+        retry: RetryConfig::default(),
+    };
+    let outcome = send_with_retry(&handle, &batch(), &CancellationToken::new()).await;
+    assert!(matches!(outcome, RetryOutcome::Sent));
+    assert_eq!(
+        recorder.counter("sluice_exporter_sent_items_total", LABELS),
+        4
+    );
+    let failed: Vec<(&str, &str)> = LABELS
+        .iter()
+        .copied()
+        .chain([("reason", "partial_success")])
+        .collect();
+    assert_eq!(
+        recorder.counter("sluice_exporter_failed_items_total", &failed),
+        3
+    );
 }
