@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod buffer;
 pub mod config;
+pub mod error;
 pub mod exporter;
 pub mod otlp;
 pub mod pipeline;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{now_ms, Batch};
 use crate::config::FieldError;
+use crate::error::error_chain;
 use crate::exporter::{Accepted, ExportError, ExporterHandle};
 use crate::telemetry::tenant_label;
 
@@ -232,7 +233,7 @@ pub async fn send_with_retry(
                 record_failed(&labels, batch, &e);
                 tracing::warn!(
                     exporter = %labels.exporter, tenant = %batch.tenant, signal = labels.signal,
-                    items = batch.items, error = %ErrorChain(&e),
+                    items = batch.items, error = %error_chain(&e),
                     "backend refused the batch permanently"
                 );
                 return RetryOutcome::Permanent(e);
@@ -248,7 +249,7 @@ pub async fn send_with_retry(
             record_failed(&labels, batch, &error);
             tracing::warn!(
                 exporter = %labels.exporter, tenant = %batch.tenant, signal = labels.signal,
-                items = batch.items, retries, elapsed = ?elapsed, error = %ErrorChain(&error),
+                items = batch.items, retries, elapsed = ?elapsed, error = %error_chain(&error),
                 "giving up on the batch after retryable failures"
             );
             return RetryOutcome::RetriesExhausted(error);
@@ -266,13 +267,13 @@ pub async fn send_with_retry(
         if retries.is_power_of_two() {
             tracing::warn!(
                 exporter = %labels.exporter, tenant = %batch.tenant, signal = labels.signal,
-                retry = retries, delay = ?delay, error = %ErrorChain(&error),
+                retry = retries, delay = ?delay, error = %error_chain(&error),
                 "export failed, will retry"
             );
         } else {
             tracing::debug!(
                 exporter = %labels.exporter, tenant = %batch.tenant, signal = labels.signal,
-                retry = retries, delay = ?delay, error = %ErrorChain(&error),
+                retry = retries, delay = ?delay, error = %error_chain(&error),
                 "export failed, will retry"
             );
         }
@@ -325,20 +326,4 @@ fn record_failed(labels: &Labels, batch: &Batch, error: &ExportError) {
         "reason" => error.reason(),
     )
     .increment(u64::from(batch.items));
-}
-
-/// Displays an error with all its sources, `outer: inner: innermost`, so one log line shows
-/// why a send failed, not just that it did.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
-    }
 }

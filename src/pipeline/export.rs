@@ -14,10 +14,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch::Batch;
 use crate::buffer::{BufferStream, Delivery, GaveUp, ReadLimits};
+use crate::error::error_chain;
 use crate::exporter::retry::{send_with_retry, RetryOutcome};
 use crate::exporter::ExporterHandle;
 use crate::processor::{run_all, BatchProcessor};
-use crate::receiver::error_chain;
 use crate::telemetry::tenant_label;
 
 /// What the workers of one pipeline share.

@@ -150,5 +150,5 @@ impl Ingest {
 pub fn count_refused_request(transport: &'static str, signal: Signal, e: &ReceiveError) {
     metrics::counter!("sluice_receiver_refused_requests_total", "transport" => transport, "signal" => signal.as_str(), "reason" => e.reason())
         .increment(1);
-    tracing::debug!(transport, %signal, reason = e.reason(), error = %crate::receiver::error_chain(e), "refused request");
+    tracing::debug!(transport, %signal, reason = e.reason(), error = %crate::error::error_chain(e), "refused request");
 }

@@ -25,9 +25,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::buffer::{Buffer, BufferError, ReadLimits};
 use crate::config::{ComponentId, Config, PipelineConfig};
+use crate::error::error_chain;
 use crate::exporter::{BuildError, ExporterHandle};
 use crate::processor::{BatchProcessor, ProcessorConfig};
-use crate::receiver::{error_chain, ReceiverConfig};
+use crate::receiver::ReceiverConfig;
 use crate::telemetry::health::Readiness;
 use crate::tenant::{ResolveError, TenantResolver};
 use export::{spawn_dispatcher, ExportPlan};

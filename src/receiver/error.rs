@@ -7,6 +7,7 @@ use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::buffer::BufferError;
+use crate::error::error_chain;
 use crate::processor::ProcessError;
 use crate::signal::Signal;
 use crate::tenant::ResolveError;
@@ -97,19 +98,4 @@ fn retry_later(message: String, after: Duration) -> tonic::Status {
         message,
         ErrorDetails::with_retry_info(Some(after)),
     )
-}
-
-/// "outer: inner: innermost", so the client sees the cause and not only the headline.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }

@@ -4,7 +4,8 @@
 mod error;
 pub mod otlp;
 
-pub use error::{error_chain, ReceiveError};
+pub use crate::error::error_chain;
+pub use error::ReceiveError;
 
 use crate::config::{parse_component, FieldError};
 

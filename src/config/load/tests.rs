@@ -161,10 +161,6 @@ fn not_yet_available_components_are_errors_not_ignored() {
         "grpc: {}\n      http: {}",
     );
     assert!(errors(&text)[0].starts_with("receivers.otlp.protocols.http: "));
-    let text = BASE.replace("  disk: { directory: /tmp/sluice-test }", "  pulsar: {}");
-    assert!(errors(&text)
-        .iter()
-        .any(|e| e.starts_with("buffers.pulsar: ")));
 }
 
 #[test]

@@ -215,7 +215,7 @@ async fn invalid_argument_is_permanent() {
         ),
         "{err:?}"
     );
-    let chain = crate::exporter::retry::ErrorChain(&err).to_string();
+    let chain = crate::error::error_chain(&err);
     assert!(chain.contains("bad spans"), "{chain}");
 }
 
