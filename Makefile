@@ -8,8 +8,9 @@ SHELL := bash
 CARGO ?= cargo
 CONFIG ?= config.yaml
 SCRIPTS := deploy/scripts
+PULSAR := deploy/pulsar/standalone.sh
 
-.PHONY: help tools python-env build run test fmt fmt-check lint bench bench-smoke validate clean
+.PHONY: help tools python-env build run test fmt fmt-check lint bench bench-smoke validate clean pulsar pulsar-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,11 +39,30 @@ fmt-check: ## fail when the code is not formatted
 lint: tools ## clippy on every target, warnings are errors
 	$(CARGO) clippy --all-targets -- -D warnings
 
+pulsar: ## start a local Apache Pulsar standalone broker (pulsar://127.0.0.1:6650, admin :8080)
+	@bash $(PULSAR) start
+	@echo "Pulsar is up: pulsar://127.0.0.1:6650 (admin http://127.0.0.1:8080); stop it with make pulsar-stop"
+
+pulsar-stop: ## stop the local Pulsar broker
+	@bash $(PULSAR) stop
+
 # The integration tests under tests/ run the real binary against real OTLP clients (the Rust
-# SDK, and the Python SDK from the venv, located through SLUICE_TEST_PYTHON).
+# SDK, and the Python SDK from the venv, located through SLUICE_TEST_PYTHON) and a real Pulsar
+# broker: started here with fresh data and stopped afterwards, also when the tests fail (one
+# already running, e.g. from `make pulsar`, is left running). The Pulsar tests find it through
+# SLUICE_PULSAR_URL / SLUICE_PULSAR_ADMIN_URL and fail without them.
 # --all-targets also runs every criterion bench once in test mode, so a broken bench fails here
 # without paying for a release build.
-test: tools python-env fmt-check lint ## fmt check, clippy, all tests (benches run once as tests)
+test: tools python-env fmt-check lint ## fmt check, clippy, all tests with a Pulsar broker (benches run once as tests)
+	@was_running=0; bash $(PULSAR) status >/dev/null 2>&1 && was_running=1; \
+	if ! bash $(PULSAR) start; then \
+		echo "make test: the Pulsar broker did not start; last lines of its log:" >&2; \
+		bash $(PULSAR) logs 60 >&2 || true; \
+		exit 1; \
+	fi; \
+	[ "$$was_running" = 1 ] || trap 'bash $(PULSAR) stop' EXIT; \
+	eval "$$(bash $(PULSAR) env)"; \
+	SLUICE_PULSAR_URL="$$PULSAR_SERVICE_URL" SLUICE_PULSAR_ADMIN_URL="$$PULSAR_ADMIN_URL" \
 	SLUICE_TEST_PYTHON="$$(bash $(SCRIPTS)/python-env.sh)" $(CARGO) test --all-targets --no-fail-fast
 
 bench-smoke: tools ## run each benchmark once, as a test

@@ -12,6 +12,7 @@ PACKAGES=(
     "opentelemetry-api==${OTEL_PYTHON_VERSION}"
     "opentelemetry-sdk==${OTEL_PYTHON_VERSION}"
     "opentelemetry-exporter-otlp-proto-grpc==${OTEL_PYTHON_VERSION}"
+    "opentelemetry-exporter-otlp-proto-http==${OTEL_PYTHON_VERSION}"
 )
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -53,6 +54,6 @@ fi
 log "installing ${want}"
 "$python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
 "$python" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}" >&2
-"$python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc.trace_exporter' >&2
+"$python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, opentelemetry.exporter.otlp.proto.http.trace_exporter' >&2
 echo "$want" >"$stamp"
 echo "$python"

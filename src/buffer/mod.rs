@@ -45,7 +45,7 @@ pub enum BufferError {
     },
     /// The service behind the buffer (the Pulsar broker) cannot take or hand out data right
     /// now: clients must back off and retry, nothing is dropped.
-    #[error("{what}; retry after {retry_after:?}")]
+    #[error("{what}")]
     Unavailable {
         what: String,
         retry_after: Duration,

@@ -3,7 +3,9 @@
 //! says whether a failure is worth retrying.
 
 pub mod debug;
+pub(crate) mod headers;
 pub mod otlp;
+pub mod otlp_http;
 pub mod registry;
 pub mod retry;
 

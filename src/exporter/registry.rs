@@ -7,14 +7,12 @@ use std::sync::Arc;
 use crate::config::{parse_component, FieldError};
 use crate::exporter::debug::{DebugExporter, DebugExporterConfig};
 use crate::exporter::otlp::{OtlpExporter, OtlpExporterConfig};
+use crate::exporter::otlp_http::{OtlpHttpExporter, OtlpHttpExporterConfig};
 use crate::exporter::retry::RetryConfig;
 use crate::exporter::ExporterHandle;
 
 /// Exporter types that can be configured, for error messages.
-pub const KNOWN_EXPORTERS: &[&str] = &["debug", "otlp"];
-
-/// Planned exporter types: named in the error, so users know they are coming, not misspelt.
-const NOT_YET_AVAILABLE: &[&str] = &["otlp_http"];
+pub const KNOWN_EXPORTERS: &[&str] = &["debug", "otlp", "otlp_http"];
 
 /// The config of one exporter, by type.
 // There is one value per configured exporter, read once at startup, so the size difference
@@ -23,6 +21,7 @@ const NOT_YET_AVAILABLE: &[&str] = &["otlp_http"];
 #[derive(Clone, Debug)]
 pub enum ExporterConfig {
     Otlp(OtlpExporterConfig),
+    OtlpHttp(OtlpHttpExporterConfig),
     Debug(DebugExporterConfig),
 }
 
@@ -32,11 +31,8 @@ impl ExporterConfig {
     pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
         match kind {
             "otlp" => parse_component(value).map(ExporterConfig::Otlp),
+            "otlp_http" => parse_component(value).map(ExporterConfig::OtlpHttp),
             "debug" => parse_component(value).map(ExporterConfig::Debug),
-            planned if NOT_YET_AVAILABLE.contains(&planned) => Err(FieldError::new(
-                "",
-                format!("exporter type {planned:?} is not available yet"),
-            )),
             unknown => Err(FieldError::new(
                 "",
                 format!(
@@ -51,6 +47,7 @@ impl ExporterConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         match self {
             ExporterConfig::Otlp(c) => c.validate(),
+            ExporterConfig::OtlpHttp(c) => c.validate(),
             ExporterConfig::Debug(c) => c.validate(),
         }
     }
@@ -63,6 +60,10 @@ impl ExporterConfig {
         let (exporter, retry): (Arc<dyn crate::exporter::Exporter>, RetryConfig) = match self {
             ExporterConfig::Otlp(c) => (
                 Arc::new(OtlpExporter::new(c)?.with_id(id)),
+                c.retry_on_failure.clone(),
+            ),
+            ExporterConfig::OtlpHttp(c) => (
+                Arc::new(OtlpHttpExporter::new(c)?.with_id(id)),
                 c.retry_on_failure.clone(),
             ),
             // Logging cannot fail transiently, so there is nothing to configure.
@@ -93,6 +94,15 @@ pub enum BuildError {
     Tls(#[source] tonic::transport::Error),
     #[error("cannot set up the gRPC channel")]
     Channel(#[source] tonic::transport::Error),
+    #[error("{field} {}: not a usable PEM file", path.display())]
+    Pem {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("cannot set up the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
 }
 
 #[cfg(test)]
@@ -113,15 +123,17 @@ mod tests {
             ExporterConfig::parse("otlp", yaml("endpoint: b:4317")),
             Ok(ExporterConfig::Otlp(_))
         ));
+        assert!(matches!(
+            ExporterConfig::parse("otlp_http", yaml("endpoint: http://b:4318")),
+            Ok(ExporterConfig::OtlpHttp(_))
+        ));
         let err = ExporterConfig::parse("kafka", yaml("{}")).unwrap_err();
         assert_eq!(
             err,
-            FieldError::new("", "unknown exporter type \"kafka\"; known: debug, otlp")
-        );
-        let err = ExporterConfig::parse("otlp_http", yaml("{}")).unwrap_err();
-        assert_eq!(
-            err.message,
-            "exporter type \"otlp_http\" is not available yet"
+            FieldError::new(
+                "",
+                "unknown exporter type \"kafka\"; known: debug, otlp, otlp_http"
+            )
         );
     }
 

@@ -8,13 +8,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::HeaderMap;
 
-use crate::batch::now_ms;
+use crate::batch::{now_ms, Batch};
 use crate::buffer::Buffer;
 use crate::otlp::walk;
 use crate::processor::{run_all, BatchProcessor};
 use crate::receiver::ReceiveError;
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
+use crate::tenant::limits::{Admission, Limiter};
 use crate::tenant::{RequestMeta, TenantResolver};
 
 /// `tenant` label of items refused before a tenant could be assigned. The leading underscore
@@ -32,13 +33,15 @@ pub struct Route {
 /// Shared by all connections of one receiver.
 pub struct Ingest {
     resolver: Arc<TenantResolver>,
+    limiter: Arc<Limiter>,
     routes: [Option<Route>; 3],
 }
 
 impl Ingest {
-    pub fn new(resolver: Arc<TenantResolver>) -> Self {
+    pub fn new(resolver: Arc<TenantResolver>, limiter: Arc<Limiter>) -> Self {
         Ingest {
             resolver,
+            limiter,
             routes: [None, None, None],
         }
     }
@@ -107,6 +110,9 @@ impl Ingest {
         // Tenants' parts are appended concurrently; the client hears success only if all of
         // them are durable. A part that did land is not rolled back: the client's retry then
         // duplicates it, which at-least-once delivery allows.
+        // Limits apply to what the client sent, before processors add to it. The admissions
+        // hold the tenants' in-flight slots until the appends are done.
+        let _admissions = self.admit(transport, signal, &batches)?;
         let batches = batches
             .into_iter()
             .map(|b| run_all(&route.processors, b))
@@ -142,6 +148,35 @@ impl Ingest {
             Some(e) => Err(e),
             None => Ok(accepted),
         }
+    }
+}
+
+impl Ingest {
+    /// Admits every tenant's part, or none: a refused request is not partly charged.
+    fn admit(
+        &self,
+        transport: &'static str,
+        signal: Signal,
+        batches: &[Batch],
+    ) -> Result<Vec<Admission>, ReceiveError> {
+        let mut admitted = Vec::with_capacity(batches.len());
+        for batch in batches {
+            match self
+                .limiter
+                .admit(&batch.tenant, batch.items, batch.payload.len())
+            {
+                Ok(a) => admitted.push(a),
+                Err(e) => {
+                    admitted.into_iter().for_each(Admission::refund);
+                    for b in batches {
+                        metrics::counter!("sluice_receiver_refused_items_total", "transport" => transport, "signal" => signal.as_str(), "tenant" => tenant_label(&b.tenant), "reason" => e.reason())
+                            .increment(u64::from(b.items));
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(admitted)
     }
 }
 

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,6 +31,7 @@ use crate::exporter::{BuildError, ExporterHandle};
 use crate::processor::{BatchProcessor, ProcessorConfig};
 use crate::receiver::ReceiverConfig;
 use crate::telemetry::health::Readiness;
+use crate::tenant::limits::Limiter;
 use crate::tenant::{ResolveError, TenantResolver};
 use export::{spawn_dispatcher, ExportPlan};
 use ingest::{Ingest, Route};
@@ -59,16 +61,36 @@ pub enum StartError {
     Tenancy(#[source] ResolveError),
 }
 
+/// A receiver's server task; its error type differs per transport.
+type ServerTask = BoxFuture<'static, Result<(), ServerError>>;
+type ServerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Waits for a server task, with its error boxed (a panic is an error too).
+fn server_task<E>(task: JoinHandle<Result<(), E>>) -> ServerTask
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    Box::pin(async move {
+        match task.await {
+            Ok(result) => result.map_err(|e| Box::new(e) as ServerError),
+            Err(join) => Err(Box::new(join) as ServerError),
+        }
+    })
+}
+
 /// A started pipeline graph.
 pub struct Running {
     readiness: Readiness,
     receivers_stop: CancellationToken,
-    receivers: Vec<(ComponentId, JoinHandle<Result<(), tonic::transport::Error>>)>,
+    /// (receiver id, transport, server task)
+    receivers: Vec<(ComponentId, &'static str, ServerTask)>,
     exporters_stop: CancellationToken,
     workers: TaskTracker,
     buffers: Vec<(ComponentId, Arc<dyn Buffer>)>,
     /// Where each gRPC receiver listens (useful when the config asked for port 0).
     pub grpc_addresses: BTreeMap<ComponentId, SocketAddr>,
+    /// Where each HTTP receiver listens.
+    pub http_addresses: BTreeMap<ComponentId, SocketAddr>,
 }
 
 pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, StartError> {
@@ -95,11 +117,14 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
     }
 
     let resolver = Arc::new(TenantResolver::new(&config.tenancy).map_err(StartError::Tenancy)?);
+    // One limiter for all receivers: a tenant's limits hold whatever transport it uses.
+    let limiter = Arc::new(Limiter::new(config.tenancy.limits.clone()));
     let receivers_stop = CancellationToken::new();
     let mut receivers = Vec::new();
     let mut grpc_addresses = BTreeMap::new();
+    let mut http_addresses = BTreeMap::new();
     for (id, cfg) in &config.receivers {
-        let mut ingest = Ingest::new(resolver.clone());
+        let mut ingest = Ingest::new(resolver.clone(), limiter.clone());
         for pipeline in config.pipelines.iter().filter(|p| p.receivers.contains(id)) {
             if let Some(buffer) = buffers.get(&pipeline.buffer) {
                 let processors = data_processors(config, pipeline);
@@ -119,18 +144,33 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
             continue;
         }
         let ReceiverConfig::Otlp(otlp) = cfg;
+        // Both transports of a receiver feed the same routes.
+        let ingest = Arc::new(ingest);
+        let listen_error = |endpoint: &str| {
+            let (id, endpoint) = (id.clone(), endpoint.to_string());
+            move |source| StartError::Listen {
+                id,
+                endpoint,
+                source,
+            }
+        };
         if let Some(grpc) = &otlp.protocols.grpc {
             let (address, task) =
-                crate::receiver::otlp::grpc::serve(grpc, Arc::new(ingest), receivers_stop.clone())
+                crate::receiver::otlp::grpc::serve(grpc, ingest.clone(), receivers_stop.clone())
                     .await
-                    .map_err(|source| StartError::Listen {
-                        id: id.clone(),
-                        endpoint: grpc.endpoint.clone(),
-                        source,
-                    })?;
+                    .map_err(listen_error(&grpc.endpoint))?;
             tracing::info!(receiver = %id, %address, "OTLP/gRPC receiver listening");
             grpc_addresses.insert(id.clone(), address);
-            receivers.push((id.clone(), task));
+            receivers.push((id.clone(), "grpc", server_task(task)));
+        }
+        if let Some(http) = &otlp.protocols.http {
+            let (address, task) =
+                crate::receiver::otlp::http::serve(http, ingest.clone(), receivers_stop.clone())
+                    .await
+                    .map_err(listen_error(&http.endpoint))?;
+            tracing::info!(receiver = %id, %address, "OTLP/HTTP receiver listening");
+            http_addresses.insert(id.clone(), address);
+            receivers.push((id.clone(), "http", server_task(task)));
         }
     }
 
@@ -143,6 +183,7 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
         workers,
         buffers: buffers.into_iter().collect(),
         grpc_addresses,
+        http_addresses,
     })
 }
 
@@ -201,15 +242,14 @@ impl Running {
         self.readiness.set(false);
 
         self.receivers_stop.cancel();
-        for (id, task) in self.receivers {
+        for (id, transport, task) in self.receivers {
             match tokio::time::timeout_at(deadline, task).await {
-                Ok(Ok(Ok(()))) => tracing::info!(receiver = %id, "receiver stopped"),
-                Ok(Ok(Err(e))) => {
-                    tracing::error!(receiver = %id, error = %error_chain(&e), "receiver failed")
+                Ok(Ok(())) => tracing::info!(receiver = %id, transport, "receiver stopped"),
+                Ok(Err(e)) => {
+                    tracing::error!(receiver = %id, transport, error = %error_chain(e.as_ref()), "receiver failed")
                 }
-                Ok(Err(e)) => tracing::error!(receiver = %id, error = %e, "receiver task failed"),
                 Err(_) => {
-                    tracing::warn!(receiver = %id, "receiver did not drain before the shutdown timeout")
+                    tracing::warn!(receiver = %id, transport, "receiver did not drain before the shutdown timeout")
                 }
             }
         }

@@ -1,23 +1,30 @@
 //! Why a request was refused, and the one place that maps each reason to the status code the
-//! OTLP specification prescribes (gRPC here; HTTP gets its own mapping beside it).
+//! OTLP specification prescribes: [`ReceiveError::to_grpc_status`] for OTLP/gRPC and
+//! [`ReceiveError::to_http_status`] for OTLP/HTTP, side by side so they cannot drift apart.
 
 use std::time::Duration;
 
+use http::StatusCode;
 use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
 
+use super::otlp::decompress::Encoding;
+use super::otlp::http::JsonError;
 use crate::buffer::BufferError;
 use crate::error::error_chain;
 use crate::processor::ProcessError;
 use crate::signal::Signal;
+use crate::tenant::limits::LimitExceeded;
 use crate::tenant::ResolveError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {
     #[error("request is larger than the limit of {limit} bytes{}", if *.decompressed { " after decompression" } else { "" })]
     TooLarge { limit: usize, decompressed: bool },
-    #[error("unsupported grpc-encoding {0:?}; supported: identity, gzip, zstd")]
-    UnsupportedEncoding(String),
+    #[error("unsupported {header} {value:?}; supported: {}", Encoding::SUPPORTED)]
+    UnsupportedEncoding { header: &'static str, value: String },
+    #[error("unsupported Content-Type {0:?}; use application/x-protobuf or application/json")]
+    UnsupportedContentType(String),
     #[error("request body could not be decompressed as {encoding}")]
     Decompression {
         encoding: &'static str,
@@ -26,10 +33,20 @@ pub enum ReceiveError {
     },
     #[error("malformed gRPC message framing: {0}")]
     BadFrame(&'static str),
+    #[error("the request body could not be read")]
+    BodyRead(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    #[error("method {0} is not allowed; OTLP/HTTP takes POST")]
+    MethodNotAllowed(String),
+    #[error("no OTLP endpoint at {path:?}; OTLP/HTTP paths are {}", .known.join(", "))]
+    UnknownPath { path: String, known: Vec<String> },
     #[error(transparent)]
     Tenant(#[from] ResolveError),
     #[error(transparent)]
     Process(#[from] ProcessError),
+    #[error(transparent)]
+    Limited(#[from] LimitExceeded),
     #[error("no pipeline takes {0} from this receiver")]
     NoPipeline(Signal),
     #[error("buffer is full; retry after {retry_after:?}")]
@@ -55,12 +72,19 @@ impl ReceiveError {
     pub fn reason(&self) -> &'static str {
         match self {
             ReceiveError::TooLarge { .. } => "too_large",
-            ReceiveError::UnsupportedEncoding(_) => "unsupported_encoding",
+            ReceiveError::UnsupportedEncoding { .. } => "unsupported_encoding",
+            ReceiveError::UnsupportedContentType(_) => "unsupported_content_type",
             ReceiveError::Decompression { .. } => "decompression",
-            ReceiveError::BadFrame(_) => "malformed",
+            ReceiveError::BadFrame(_) | ReceiveError::Json(_) => "malformed",
+            ReceiveError::BodyRead(_) => "body_read",
+            ReceiveError::MethodNotAllowed(_) => "method_not_allowed",
+            ReceiveError::UnknownPath { .. } => "unknown_path",
             ReceiveError::Tenant(ResolveError::Malformed(_)) => "malformed",
             ReceiveError::Tenant(ResolveError::NoTenant { .. }) => "no_tenant",
+            ReceiveError::Tenant(ResolveError::Unauthenticated(_)) => "unauthenticated",
+            ReceiveError::Tenant(ResolveError::PermissionDenied { .. }) => "permission_denied",
             ReceiveError::Tenant(_) => "invalid_tenant",
+            ReceiveError::Limited(e) => e.reason(),
             ReceiveError::Process(_) => "malformed",
             ReceiveError::NoPipeline(_) => "no_pipeline",
             ReceiveError::BufferFull { .. } => "buffer_full",
@@ -69,33 +93,92 @@ impl ReceiveError {
         }
     }
 
-    /// The gRPC status per the OTLP spec: `INVALID_ARGUMENT` for data that can never be
-    /// accepted, `UNAVAILABLE` with RetryInfo when the client should come back, and
-    /// `RESOURCE_EXHAUSTED` without RetryInfo (so not retried) for oversized requests.
-    pub fn to_grpc_status(&self) -> tonic::Status {
-        let message = error_chain(self);
+    /// How long the client should wait before retrying, for the refusals worth retrying;
+    /// `None` means the same request will never be accepted.
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ReceiveError::TooLarge { .. }
-            | ReceiveError::Buffer(BufferError::RecordTooLarge { .. }) => {
-                tonic::Status::new(Code::ResourceExhausted, message)
+            ReceiveError::BufferFull { retry_after }
+            | ReceiveError::Buffer(BufferError::Unavailable { retry_after, .. }) => {
+                Some(*retry_after)
             }
-            ReceiveError::UnsupportedEncoding(_) | ReceiveError::NoPipeline(_) => {
-                tonic::Status::new(Code::Unimplemented, message)
-            }
-            ReceiveError::Decompression { .. }
-            | ReceiveError::BadFrame(_)
-            | ReceiveError::Tenant(_)
-            | ReceiveError::Process(_) => tonic::Status::new(Code::InvalidArgument, message),
-            ReceiveError::BufferFull { retry_after } => retry_later(message, *retry_after),
-            ReceiveError::Buffer(_) => retry_later(message, UNAVAILABLE_RETRY_AFTER),
+            ReceiveError::Buffer(BufferError::RecordTooLarge { .. }) => None,
+            ReceiveError::Buffer(_) => Some(UNAVAILABLE_RETRY_AFTER),
+            ReceiveError::Limited(e) => e.retry_after(),
+            _ => None,
         }
     }
-}
 
-fn retry_later(message: String, after: Duration) -> tonic::Status {
-    tonic::Status::with_error_details(
-        Code::Unavailable,
-        message,
-        ErrorDetails::with_retry_info(Some(after)),
-    )
+    /// The gRPC status per the OTLP spec: `INVALID_ARGUMENT` for data that can never be
+    /// accepted, `UNAVAILABLE` with RetryInfo when the buffer asks the client to come back,
+    /// `RESOURCE_EXHAUSTED` with RetryInfo when the tenant is over its limits, and without
+    /// RetryInfo (so not retried) for oversized requests; `UNAUTHENTICATED` and
+    /// `PERMISSION_DENIED` for token authentication.
+    pub fn to_grpc_status(&self) -> tonic::Status {
+        let message = error_chain(self);
+        if let Some(after) = self.retry_after() {
+            let code = match self {
+                ReceiveError::Limited(_) => Code::ResourceExhausted,
+                _ => Code::Unavailable,
+            };
+            return tonic::Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_retry_info(Some(after)),
+            );
+        }
+        let code = match self {
+            ReceiveError::TooLarge { .. }
+            | ReceiveError::Limited(_)
+            | ReceiveError::Buffer(BufferError::RecordTooLarge { .. }) => Code::ResourceExhausted,
+            ReceiveError::Tenant(ResolveError::Unauthenticated(_)) => Code::Unauthenticated,
+            ReceiveError::Tenant(ResolveError::PermissionDenied { .. }) => Code::PermissionDenied,
+            ReceiveError::UnsupportedEncoding { .. }
+            | ReceiveError::UnsupportedContentType(_)
+            | ReceiveError::MethodNotAllowed(_)
+            | ReceiveError::UnknownPath { .. }
+            | ReceiveError::NoPipeline(_) => Code::Unimplemented,
+            ReceiveError::Decompression { .. }
+            | ReceiveError::BadFrame(_)
+            | ReceiveError::BodyRead(_)
+            | ReceiveError::Json(_)
+            | ReceiveError::Tenant(_)
+            | ReceiveError::Process(_) => Code::InvalidArgument,
+            // Retryable: answered above with RetryInfo.
+            ReceiveError::BufferFull { .. } | ReceiveError::Buffer(_) => Code::Unavailable,
+        };
+        tonic::Status::new(code, message)
+    }
+
+    /// The HTTP status per the OTLP/HTTP spec: 400 for data that can never be accepted (the
+    /// client must not retry), 503 with `Retry-After` ([`Self::retry_after`]) when it should
+    /// come back (the spec allows 429 or 503 for throttling; 503 also fits a buffer that is
+    /// down), 413 for oversized requests, 415 for an encoding or content type Sluice does not
+    /// speak, and 404 / 405 for requests that are not OTLP export calls at all.
+    pub fn to_http_status(&self) -> StatusCode {
+        match self {
+            ReceiveError::TooLarge { .. }
+            | ReceiveError::Limited(LimitExceeded::RequestTooLarge { .. })
+            | ReceiveError::Buffer(BufferError::RecordTooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ReceiveError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ReceiveError::Tenant(ResolveError::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
+            ReceiveError::Tenant(ResolveError::PermissionDenied { .. }) => StatusCode::FORBIDDEN,
+            ReceiveError::UnsupportedEncoding { .. } | ReceiveError::UnsupportedContentType(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ReceiveError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            // A signal without a pipeline has no endpoint, as in the Collector.
+            ReceiveError::UnknownPath { .. } | ReceiveError::NoPipeline(_) => StatusCode::NOT_FOUND,
+            ReceiveError::Decompression { .. }
+            | ReceiveError::BadFrame(_)
+            | ReceiveError::BodyRead(_)
+            | ReceiveError::Json(_)
+            | ReceiveError::Tenant(_)
+            | ReceiveError::Process(_) => StatusCode::BAD_REQUEST,
+            ReceiveError::BufferFull { .. } | ReceiveError::Buffer(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
 }

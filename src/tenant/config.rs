@@ -2,7 +2,9 @@
 
 use serde::Deserialize;
 
+use super::auth::AuthConfig;
 use super::id::TenantId;
+use super::limits::LimitsConfig;
 use crate::config::FieldError;
 
 pub const DEFAULT_TENANT_HEADER: &str = "x-scope-orgid";
@@ -11,7 +13,7 @@ pub const DEFAULT_TENANT_ATTRIBUTE: &str = "tenant.id";
 /// How each request's tenant is found. Sources are tried in order and the first that names a
 /// tenant wins; when none does, `default` is used, and without a default the request is
 /// refused.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TenancyConfig {
     /// Ordered sources. Default: `[{header: x-scope-orgid}, {resource_attribute: tenant.id}]`.
@@ -21,6 +23,14 @@ pub struct TenancyConfig {
     /// `INVALID_ARGUMENT`.
     #[serde(default)]
     pub default: Option<String>,
+    /// Bearer-token authentication. When set, every request needs a token, the token's
+    /// tenant is the tenant of the whole request, and a header or resource attribute naming
+    /// another tenant is refused with `PERMISSION_DENIED` / 403.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Per-tenant ingest limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// One tenant source, written `{ header: NAME }` or `{ resource_attribute: KEY }`.
@@ -68,6 +78,8 @@ impl Default for TenancyConfig {
         TenancyConfig {
             resolve: default_sources(),
             default: Some("default".into()),
+            auth: None,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -98,6 +110,12 @@ impl TenancyConfig {
         if let Some(default) = &self.default {
             TenantId::parse(default).map_err(|e| FieldError::new("default", e.to_string()))?;
         }
-        Ok(())
+        if let Some(auth) = &self.auth {
+            auth.validate()
+                .map_err(|e| FieldError::new(format!("auth.{}", e.field), e.message))?;
+        }
+        self.limits
+            .validate()
+            .map_err(|e| FieldError::new(format!("limits.{}", e.field), e.message))
     }
 }

@@ -1,8 +1,10 @@
 //! Tenancy: validated tenant ids, and the ordered chain that decides which tenant each part
 //! of a request belongs to (DESIGN.md §3).
 
+pub mod auth;
 mod config;
 mod id;
+pub mod limits;
 mod resolver;
 
 pub use config::{TenancyConfig, TenantSourceConfig};

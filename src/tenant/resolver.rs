@@ -3,6 +3,7 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName};
 
+use super::auth::{AuthError, AuthLoadError, Authenticator};
 use super::config::{TenancyConfig, TenantSourceConfig};
 use super::id::{InvalidTenantId, TenantId};
 use crate::batch::Batch;
@@ -24,6 +25,17 @@ pub enum ResolveError {
     AttributeNotString { key: String },
     #[error("no tenant given: set the {hint} and no default tenant is configured")]
     NoTenant { hint: String },
+    #[error(transparent)]
+    Unauthenticated(#[from] AuthError),
+    /// The request is authenticated as one tenant but names another.
+    #[error("the token is for tenant {authenticated}, but the {origin} names tenant {claimed:?}")]
+    PermissionDenied {
+        authenticated: TenantId,
+        origin: String,
+        claimed: String,
+    },
+    #[error(transparent)]
+    AuthSetup(#[from] AuthLoadError),
 }
 
 enum Source {
@@ -35,6 +47,7 @@ enum Source {
 pub struct TenantResolver {
     sources: Vec<Source>,
     default: Option<TenantId>,
+    auth: Option<Authenticator>,
 }
 
 /// What the receiver hands over besides the payload.
@@ -68,7 +81,12 @@ impl TenantResolver {
             ),
             None => None,
         };
-        Ok(TenantResolver { sources, default })
+        let auth = config.auth.as_ref().map(Authenticator::new).transpose()?;
+        Ok(TenantResolver {
+            sources,
+            default,
+            auth,
+        })
     }
 
     /// Splits an export request into one batch per tenant, each keeping the original bytes of
@@ -91,6 +109,16 @@ impl TenantResolver {
         let total: u32 = entries
             .iter()
             .fold(0u32, |acc, e| acc.saturating_add(e.items));
+
+        if let Some(auth) = &self.auth {
+            let tenant = auth.authenticate(
+                meta.headers
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+            )?;
+            self.check_claims(signal, &tenant, meta.headers, &payload, &entries)?;
+            return Ok(whole(entries, || make(tenant, payload.clone(), total)));
+        }
 
         // A header that comes before every attribute source decides for the whole request,
         // so the resources need not be looked at.
@@ -185,6 +213,55 @@ impl TenantResolver {
         self.default
             .clone()
             .ok_or_else(|| ResolveError::NoTenant { hint: self.hint() })
+    }
+
+    /// With authentication on, every tenant the request names (by header or resource
+    /// attribute) must be the token's tenant: obeying another would let one tenant write as
+    /// another, and silently ignoring it would hide the mistake.
+    fn check_claims(
+        &self,
+        signal: Signal,
+        authenticated: &TenantId,
+        headers: &HeaderMap,
+        payload: &[u8],
+        entries: &[ResourceEntry],
+    ) -> Result<(), ResolveError> {
+        let denied = |origin: String, claimed: &str| ResolveError::PermissionDenied {
+            authenticated: authenticated.clone(),
+            origin,
+            claimed: claimed.chars().take(80).collect(),
+        };
+        for source in &self.sources {
+            match source {
+                Source::Header(name) => {
+                    if let Some(value) = headers.get(name) {
+                        let claimed = String::from_utf8_lossy(value.as_bytes());
+                        if claimed != authenticated.as_str() {
+                            return Err(denied(format!("header {}", name.as_str()), &claimed));
+                        }
+                    }
+                }
+                Source::Attribute(key) => {
+                    for entry in entries {
+                        let bytes = &payload[entry.span.clone()];
+                        match walk::resource_attribute(bytes, key)
+                            .map_err(malformed_entry(signal))?
+                        {
+                            Some(AttributeValue::String(claimed))
+                                if claimed != authenticated.as_str() =>
+                            {
+                                return Err(denied(format!("resource attribute {key}"), claimed));
+                            }
+                            Some(AttributeValue::NotAString) => {
+                                return Err(ResolveError::AttributeNotString { key: key.clone() })
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn hint(&self) -> String {

@@ -23,6 +23,32 @@ pub struct SluiceConfig {
     pub shutdown_timeout: String,
     /// Extra `key: value` lines under `buffers.disk`.
     pub disk_extra: Vec<String>,
+    /// Buffer through Pulsar (`buffers.pulsar`) instead of the disk.
+    pub pulsar: Option<PulsarBuffer>,
+    /// Whether the pipelines take data from the `otlp` receiver (false: export only; the
+    /// receiver stays configured but does not listen).
+    pub receive: bool,
+    /// Whether the pipelines export (false: ingest only).
+    pub export: bool,
+    /// `retry_on_failure` of the `otlp` exporter (a YAML flow mapping).
+    pub otlp_retry: String,
+    /// Also listen for OTLP/HTTP (`protocols.http`) on this port.
+    pub http_port: Option<u16>,
+    /// Extra `key: value` lines under `protocols.http`.
+    pub http_extra: Vec<String>,
+    /// Extra exporters, one `name: { … }` line each, under `exporters:`.
+    pub extra_exporters: Vec<String>,
+    /// The `exporters:` list of every pipeline when `export` is on.
+    pub pipeline_exporters: String,
+}
+
+/// `buffers.pulsar` of a test config.
+#[derive(Clone, Debug)]
+pub struct PulsarBuffer {
+    pub service_url: String,
+    /// Extra lines under `buffers.pulsar`, e.g. `send_timeout: 5s` or
+    /// `consumer: { max_redeliveries: 2 }`.
+    pub extra: Vec<String>,
 }
 
 impl SluiceConfig {
@@ -40,7 +66,31 @@ impl SluiceConfig {
             fsync: "always".to_string(),
             shutdown_timeout: "10s".to_string(),
             disk_extra: Vec::new(),
+            pulsar: None,
+            receive: true,
+            export: true,
+            otlp_retry: "{ initial_interval: 50ms, max_interval: 500ms }".to_string(),
+            http_port: None,
+            http_extra: Vec::new(),
+            extra_exporters: Vec::new(),
+            pipeline_exporters: "[otlp]".to_string(),
         }
+    }
+
+    /// Also listens for OTLP/HTTP, on a fresh port, with `extra` lines under `protocols.http`.
+    pub fn with_http(mut self, extra: &[&str]) -> Self {
+        self.http_port = Some(free_port());
+        self.http_extra = extra.iter().map(|l| l.to_string()).collect();
+        self
+    }
+
+    /// Buffers through the Pulsar broker at `service_url`.
+    pub fn with_pulsar(mut self, service_url: &str, extra: &[&str]) -> Self {
+        self.pulsar = Some(PulsarBuffer {
+            service_url: service_url.to_string(),
+            extra: extra.iter().map(|l| l.to_string()).collect(),
+        });
+        self
     }
 
     /// The same config on new ports (for a restart right after a SIGKILL).
@@ -59,6 +109,12 @@ impl SluiceConfig {
         if let Some(mib) = self.max_recv_msg_size_mib {
             let _ = writeln!(w, "        max_recv_msg_size_mib: {mib}");
         }
+        if let Some(port) = self.http_port {
+            let _ = writeln!(w, "      http:\n        endpoint: 127.0.0.1:{port}");
+            for line in &self.http_extra {
+                let _ = writeln!(w, "        {line}");
+            }
+        }
         let _ = writeln!(w, "tenancy:");
         let _ = writeln!(
             w,
@@ -67,16 +123,29 @@ impl SluiceConfig {
         if let Some(tenant) = &self.default_tenant {
             let _ = writeln!(w, "  default: {tenant}");
         }
-        let _ = writeln!(w, "buffers:\n  disk:");
-        let _ = writeln!(
-            w,
-            "    directory: {:?}",
-            self.buffer_dir.display().to_string()
-        );
-        let _ = writeln!(w, "    fsync: {}", self.fsync);
-        for line in &self.disk_extra {
-            let _ = writeln!(w, "    {line}");
-        }
+        let buffer = match &self.pulsar {
+            Some(pulsar) => {
+                let _ = writeln!(w, "buffers:\n  pulsar:");
+                let _ = writeln!(w, "    service_url: {:?}", pulsar.service_url);
+                for line in &pulsar.extra {
+                    let _ = writeln!(w, "    {line}");
+                }
+                "pulsar"
+            }
+            None => {
+                let _ = writeln!(w, "buffers:\n  disk:");
+                let _ = writeln!(
+                    w,
+                    "    directory: {:?}",
+                    self.buffer_dir.display().to_string()
+                );
+                let _ = writeln!(w, "    fsync: {}", self.fsync);
+                for line in &self.disk_extra {
+                    let _ = writeln!(w, "    {line}");
+                }
+                "disk"
+            }
+        };
         let _ = writeln!(
             w,
             "processors:\n  batch: {{ send_batch_size: 512, timeout: 50ms }}"
@@ -84,24 +153,30 @@ impl SluiceConfig {
         let _ = writeln!(w, "exporters:\n  otlp:");
         let _ = writeln!(w, "    endpoint: http://127.0.0.1:{}", self.backend_port);
         let _ = writeln!(w, "    headers: {{ x-scope-orgid: \"{{tenant}}\" }}");
-        let _ = writeln!(
-            w,
-            "    retry_on_failure: {{ initial_interval: 50ms, max_interval: 500ms }}"
-        );
+        let _ = writeln!(w, "    retry_on_failure: {}", self.otlp_retry);
         let _ = writeln!(w, "  debug: {{}}");
+        for line in &self.extra_exporters {
+            let _ = writeln!(w, "  {line}");
+        }
         let _ = writeln!(w, "service:\n  pipelines:");
         let processors = if self.batch_traces { "[batch]" } else { "[]" };
+        let receivers = if self.receive { "[otlp]" } else { "[]" };
+        let exporters = if self.export {
+            self.pipeline_exporters.as_str()
+        } else {
+            "[]"
+        };
         let _ = writeln!(
             w,
-            "    traces:  {{ receivers: [otlp], processors: {processors}, buffer: disk, exporters: [otlp] }}"
+            "    traces:  {{ receivers: {receivers}, processors: {processors}, buffer: {buffer}, exporters: {exporters} }}"
         );
         let _ = writeln!(
             w,
-            "    metrics: {{ receivers: [otlp], buffer: disk, exporters: [otlp] }}"
+            "    metrics: {{ receivers: {receivers}, buffer: {buffer}, exporters: {exporters} }}"
         );
         let _ = writeln!(
             w,
-            "    logs:    {{ receivers: [otlp], buffer: disk, exporters: [otlp] }}"
+            "    logs:    {{ receivers: {receivers}, buffer: {buffer}, exporters: {exporters} }}"
         );
         let _ = writeln!(w, "  telemetry:");
         let _ = writeln!(

@@ -6,14 +6,18 @@
 //! * [`config`]: the YAML config the tests run sluice with
 //! * [`backend`]: a tonic OTLP backend that records requests per tenant and can fail on demand
 //! * [`http`]: a tiny HTTP/1 client for `/readyz` and `/metrics`, and a Prometheus text parser
+//! * [`http_client`]: OTLP/HTTP requests by hand (any method, headers, body) and their answers
 //! * [`otlp`]: building OTLP requests, raw gRPC calls (for malformed input), SDK set-up
+//! * [`pulsar`]: the test broker (`make test` starts it), its admin API, a direct consumer
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
 pub mod config;
 pub mod http;
+pub mod http_client;
 pub mod otlp;
 pub mod process;
+pub mod pulsar;
 
 use std::future::Future;
 use std::net::TcpListener;

@@ -17,6 +17,8 @@ static STARTS: AtomicUsize = AtomicUsize::new(0);
 pub struct SluiceProcess {
     child: Option<Child>,
     pub grpc_addr: SocketAddr,
+    /// `protocols.http.endpoint`, when the config has one.
+    pub http_addr: Option<SocketAddr>,
     pub metrics_addr: SocketAddr,
     pub health_addr: SocketAddr,
     pub config_path: PathBuf,
@@ -46,6 +48,10 @@ impl SluiceProcess {
                 .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", path.join(".")))
         };
         let grpc_addr = addr(&["receivers", "otlp", "protocols", "grpc", "endpoint"]);
+        let http_path = ["receivers", "otlp", "protocols", "http", "endpoint"];
+        let http_addr = config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+            .as_str()
+            .map(|_| addr(&http_path));
         let metrics_addr = addr(&["service", "telemetry", "metrics", "address"]);
         let health_addr = addr(&["service", "telemetry", "health", "address"]);
 
@@ -62,6 +68,7 @@ impl SluiceProcess {
         let mut process = SluiceProcess {
             child: Some(child),
             grpc_addr,
+            http_addr,
             metrics_addr,
             health_addr,
             config_path,

@@ -155,12 +155,12 @@ fn one_consumer_per_buffer_stream() {
 }
 
 #[test]
-fn not_yet_available_components_are_errors_not_ignored() {
+fn http_receiver_errors_name_their_path() {
     let text = BASE.replace(
         "grpc: { endpoint: \"127.0.0.1:4317\" }",
-        "grpc: {}\n      http: {}",
+        "grpc: {}\n      http: { endpoint: nowhere }",
     );
-    assert!(errors(&text)[0].starts_with("receivers.otlp.protocols.http: "));
+    assert!(errors(&text)[0].starts_with("receivers.otlp.protocols.http.endpoint: "));
 }
 
 #[test]

@@ -14,10 +14,8 @@ use serde::Deserialize;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 
 use crate::config::FieldError;
+use crate::exporter::headers;
 use crate::exporter::retry::RetryConfig;
-
-/// Placeholders a header value may contain, resolved per batch.
-pub const HEADER_PLACEHOLDERS: [&str; 2] = ["{tenant}", "{signal}"];
 
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +87,40 @@ pub struct TlsSettings {
 }
 
 impl TlsSettings {
+    /// Checks the settings for a connection that is `plaintext` or not. Field names in
+    /// errors are relative to `tls`.
+    pub(crate) fn validate(&self, plaintext: bool) -> Result<(), FieldError> {
+        if plaintext {
+            if let Some(field) = self.any_file_or_name() {
+                return Err(FieldError::new(
+                    field,
+                    "has no effect: the connection is plaintext (http:// endpoint or \
+                     tls.insecure: true)",
+                ));
+            }
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            let missing = if self.cert_file.is_some() {
+                "key_file"
+            } else {
+                "cert_file"
+            };
+            return Err(FieldError::new(
+                missing,
+                "cert_file and key_file must be given together",
+            ));
+        }
+        if let Some(name) = &self.server_name_override {
+            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '/') {
+                return Err(FieldError::new(
+                    "server_name_override",
+                    "must be a host name",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn any_file_or_name(&self) -> Option<&'static str> {
         if self.ca_file.is_some() {
             Some("ca_file")
@@ -123,34 +155,9 @@ pub(crate) struct ParsedEndpoint {
 impl OtlpExporterConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         let endpoint = self.parsed_endpoint()?;
-        if !endpoint.tls {
-            if let Some(field) = self.tls.any_file_or_name() {
-                return Err(FieldError::new(
-                    format!("tls.{field}"),
-                    "has no effect: the connection is plaintext (http:// endpoint or \
-                     tls.insecure: true)",
-                ));
-            }
-        }
-        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            let missing = if self.tls.cert_file.is_some() {
-                "key_file"
-            } else {
-                "cert_file"
-            };
-            return Err(FieldError::new(
-                format!("tls.{missing}"),
-                "cert_file and key_file must be given together",
-            ));
-        }
-        if let Some(name) = &self.tls.server_name_override {
-            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '/') {
-                return Err(FieldError::new(
-                    "tls.server_name_override",
-                    "must be a host name",
-                ));
-            }
-        }
+        self.tls
+            .validate(!endpoint.tls)
+            .map_err(|e| FieldError::new(format!("tls.{}", e.field), e.message))?;
         for (name, value) in &self.headers {
             parse_header(name, value).map_err(|m| FieldError::new(format!("headers.{name}"), m))?;
         }
@@ -238,39 +245,14 @@ pub(crate) fn parse_header(name: &str, value: &str) -> Result<HeaderTemplate, St
     }
     let key = AsciiMetadataKey::from_bytes(lower.as_bytes())
         .map_err(|_| "is not a valid header name (ASCII letters, digits, - _ .)".to_string())?;
-    check_placeholders(value)?;
-    // Placeholders expand to tenant ids and signal names, which are valid header characters,
-    // so checking the template itself proves every expansion valid.
-    let fixed = AsciiMetadataValue::try_from(value).map_err(|_| {
-        "value must be visible ASCII characters and spaces (no control characters)".to_string()
-    })?;
-    let value = if HEADER_PLACEHOLDERS.iter().any(|p| value.contains(p)) {
+    headers::check_value(value)?;
+    let value = if headers::has_placeholder(value) {
         HeaderValue::Template(value.to_string())
     } else {
-        HeaderValue::Fixed(fixed)
+        // `check_value` allows only what ASCII metadata carries, so this does not fail.
+        HeaderValue::Fixed(AsciiMetadataValue::try_from(value).map_err(|e| e.to_string())?)
     };
     Ok(HeaderTemplate { name: key, value })
-}
-
-/// Refuses `{word}` placeholders other than the known ones: `{tenat}` would otherwise be
-/// sent literally and route every tenant's data to the same place.
-fn check_placeholders(value: &str) -> Result<(), String> {
-    let mut rest = value;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('}') else { break };
-        let word = &after[..close];
-        let looks_like_placeholder =
-            !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if looks_like_placeholder && !HEADER_PLACEHOLDERS.contains(&&rest[open..open + close + 2]) {
-            return Err(format!(
-                "unknown placeholder {{{word}}}; known: {}",
-                HEADER_PLACEHOLDERS.join(", ")
-            ));
-        }
-        rest = &after[close + 1..];
-    }
-    Ok(())
 }
 
 #[cfg(test)]

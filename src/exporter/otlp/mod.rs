@@ -132,33 +132,40 @@ impl OtlpExporter {
         }
     }
 
-    /// Reads `partial_success` from the response. Rejected items are logged and reported to
-    /// the retry layer, which counts them; they are not retried: the backend has told us they
-    /// can never be accepted.
+    /// Reads `partial_success` from the response.
     fn check_partial_success(&self, batch: &Batch, response: &[u8]) -> Accepted {
-        let (rejected, message) = match decode_partial_success(batch.signal, response) {
-            Ok(Some(partial)) => partial,
-            Ok(None) => return Accepted::ALL,
+        match decode_partial_success(batch.signal, response) {
+            Ok(partial) => accepted(&self.id, batch, partial),
             Err(e) => {
                 // The call succeeded; an unreadable response only costs us the detail.
                 tracing::debug!(exporter = %self.id, error = %e, "cannot decode export response");
-                return Accepted::ALL;
+                Accepted::ALL
             }
-        };
-        if rejected <= 0 {
-            if !message.is_empty() {
-                tracing::debug!(exporter = %self.id, message = %truncate(&message), "backend warning");
-            }
-            return Accepted::ALL;
         }
-        tracing::warn!(
-            exporter = %self.id, tenant = %batch.tenant, signal = %batch.signal,
-            rejected, items = batch.items, message = %truncate(&message),
-            "backend rejected part of the batch ({})", batch.signal.item_name()
-        );
-        Accepted {
-            rejected_items: rejected.unsigned_abs().min(u64::from(batch.items)),
+    }
+}
+
+/// What a successful export call's `partial_success` (rejected items, message) means.
+/// Rejected items are logged and reported to the retry layer, which counts them; they are
+/// not retried: the backend has told us they can never be accepted. Shared with the
+/// OTLP/HTTP exporter.
+pub(crate) fn accepted(exporter: &str, batch: &Batch, partial: Option<(i64, String)>) -> Accepted {
+    let Some((rejected, message)) = partial else {
+        return Accepted::ALL;
+    };
+    if rejected <= 0 {
+        if !message.is_empty() {
+            tracing::debug!(exporter, message = %truncate(&message), "backend warning");
         }
+        return Accepted::ALL;
+    }
+    tracing::warn!(
+        exporter, tenant = %batch.tenant, signal = %batch.signal,
+        rejected, items = batch.items, message = %truncate(&message),
+        "backend rejected part of the batch ({})", batch.signal.item_name()
+    );
+    Accepted {
+        rejected_items: rejected.unsigned_abs().min(u64::from(batch.items)),
     }
 }
 
@@ -185,9 +192,7 @@ impl Exporter for OtlpExporter {
 /// the batch fails rather than going out without its tenant header, which a backend would
 /// file under its default tenant.
 fn expand(template: &str, batch: &Batch) -> Result<AsciiMetadataValue, ExportError> {
-    let value = template
-        .replace("{tenant}", batch.tenant.as_str())
-        .replace("{signal}", batch.signal.as_str());
+    let value = crate::exporter::headers::substitute(template, batch);
     AsciiMetadataValue::try_from(value.as_str()).map_err(|e| ExportError::Permanent {
         reason: "invalid_header",
         source: Box::new(e),
@@ -212,7 +217,8 @@ fn tls_config(tls: &TlsSettings) -> Result<ClientTlsConfig, BuildError> {
     Ok(config)
 }
 
-fn read(path: &std::path::Path, field: &'static str) -> Result<Vec<u8>, BuildError> {
+/// Reads a file named by the config field `field` (e.g. `tls.ca_file`).
+pub(crate) fn read(path: &std::path::Path, field: &'static str) -> Result<Vec<u8>, BuildError> {
     std::fs::read(path).map_err(|source| BuildError::ReadFile {
         field,
         path: path.to_path_buf(),
@@ -221,7 +227,7 @@ fn read(path: &std::path::Path, field: &'static str) -> Result<Vec<u8>, BuildErr
 }
 
 /// `(rejected items, error message)` of the response's `partial_success`, if it has one.
-fn decode_partial_success(
+pub(crate) fn decode_partial_success(
     signal: Signal,
     response: &[u8],
 ) -> Result<Option<(i64, String)>, prost::DecodeError> {

@@ -1,4 +1,5 @@
-//! Config of the `otlp` receiver.
+//! Config of the `otlp` receiver, shaped like the Collector's. The doc comments on the fields
+//! are the user reference.
 
 use serde::Deserialize;
 
@@ -17,9 +18,9 @@ pub struct Protocols {
     /// OTLP/gRPC. `grpc: {}` listens on the default endpoint.
     #[serde(default)]
     pub grpc: Option<GrpcConfig>,
-    /// OTLP/HTTP: not available yet; configuring it is an error rather than silently ignored.
+    /// OTLP/HTTP. `http: {}` listens on the default endpoint.
     #[serde(default)]
-    pub http: Option<serde_yaml::Value>,
+    pub http: Option<HttpConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -30,53 +31,326 @@ pub struct GrpcConfig {
     pub endpoint: String,
     /// Largest request accepted, in MiB, both as sent and after decompression. Larger
     /// requests get `RESOURCE_EXHAUSTED`. Default 16.
-    #[serde(default = "default_max_recv_msg_size_mib")]
+    #[serde(default = "default_max_size_mib")]
     pub max_recv_msg_size_mib: u64,
     /// Concurrent HTTP/2 streams per client connection. Default: no limit.
     #[serde(default)]
     pub max_concurrent_streams: Option<u32>,
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on, `host:port`. Default `0.0.0.0:4318`. HTTP/1.1 and cleartext
+    /// HTTP/2 (prior knowledge) are both served.
+    #[serde(default = "default_http_endpoint")]
+    pub endpoint: String,
+    /// Largest request body accepted, in MiB, both as sent and after decompression. Larger
+    /// requests get `413 Payload Too Large`. Default 16.
+    #[serde(default = "default_max_size_mib")]
+    pub max_request_body_size_mib: u64,
+    /// Path of trace export requests. Default `/v1/traces`.
+    #[serde(default = "default_traces_path")]
+    pub traces_url_path: String,
+    /// Path of metric export requests. Default `/v1/metrics`.
+    #[serde(default = "default_metrics_path")]
+    pub metrics_url_path: String,
+    /// Path of log export requests. Default `/v1/logs`.
+    #[serde(default = "default_logs_path")]
+    pub logs_url_path: String,
+    /// OTLP/JSON fields whose names Sluice does not know: `ignore` (the default) drops them,
+    /// as the OTLP/JSON spec requires so that clients of a newer OTLP version keep working,
+    /// and names them in the response's `partial_success.error_message` (0 rejected items), so
+    /// the drop is never silent; `refuse` answers `400 Bad Request` naming them instead.
+    #[serde(default)]
+    pub unknown_json_fields: UnknownJsonFields,
+    /// Cross-origin requests from browsers (OpenTelemetry JS). Default: no CORS headers, and
+    /// `OPTIONS` preflight requests get `405`.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownJsonFields {
+    Refuse,
+    #[default]
+    Ignore,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed to send, e.g. `https://app.example.com`. One `*` in an origin matches
+    /// any characters (`https://*.example.com`); `"*"` alone allows every origin.
+    pub allowed_origins: Vec<String>,
+    /// Request headers allowed besides `Content-Type`, `Content-Encoding`, `Accept` and
+    /// `X-Requested-With`, e.g. the tenant header `X-Scope-OrgID`. `"*"` allows any.
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    /// How long, in seconds, browsers may cache a preflight answer. Default: not sent (the
+    /// browser's default, 5 seconds).
+    #[serde(default)]
+    pub max_age: Option<u64>,
+}
+
 fn default_grpc_endpoint() -> String {
     "0.0.0.0:4317".into()
 }
 
-fn default_max_recv_msg_size_mib() -> u64 {
+fn default_http_endpoint() -> String {
+    "0.0.0.0:4318".into()
+}
+
+fn default_max_size_mib() -> u64 {
     16
+}
+
+fn default_traces_path() -> String {
+    "/v1/traces".into()
+}
+
+fn default_metrics_path() -> String {
+    "/v1/metrics".into()
+}
+
+fn default_logs_path() -> String {
+    "/v1/logs".into()
+}
+
+fn mib_to_bytes(mib: u64) -> usize {
+    (mib as usize).saturating_mul(1024 * 1024)
 }
 
 impl GrpcConfig {
     pub fn max_recv_msg_size_bytes(&self) -> usize {
-        (self.max_recv_msg_size_mib as usize).saturating_mul(1024 * 1024)
+        mib_to_bytes(self.max_recv_msg_size_mib)
     }
+}
+
+impl HttpConfig {
+    pub fn max_request_body_size_bytes(&self) -> usize {
+        mib_to_bytes(self.max_request_body_size_mib)
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        check_endpoint("protocols.http.endpoint", &self.endpoint)?;
+        check_size_mib(
+            "protocols.http.max_request_body_size_mib",
+            self.max_request_body_size_mib,
+        )?;
+        let paths = [
+            ("traces_url_path", &self.traces_url_path),
+            ("metrics_url_path", &self.metrics_url_path),
+            ("logs_url_path", &self.logs_url_path),
+        ];
+        for (i, (field, path)) in paths.iter().enumerate() {
+            let valid = path.starts_with('/')
+                && path.parse::<http::uri::PathAndQuery>().is_ok()
+                && !path.contains(['?', '#']);
+            if !valid {
+                return Err(FieldError::new(
+                    format!("protocols.http.{field}"),
+                    format!("{path:?} is not a URL path starting with /"),
+                ));
+            }
+            if paths[..i].iter().any(|(_, other)| other == path) {
+                return Err(FieldError::new(
+                    format!("protocols.http.{field}"),
+                    format!("{path:?} is already the path of another signal"),
+                ));
+            }
+        }
+        if let Some(cors) = &self.cors {
+            cors.validate().map_err(|e| {
+                FieldError::new(format!("protocols.http.cors.{}", e.field), e.message)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl CorsConfig {
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.allowed_origins.is_empty() {
+            return Err(FieldError::new(
+                "allowed_origins",
+                "list at least one origin, or remove cors",
+            ));
+        }
+        for (i, origin) in self.allowed_origins.iter().enumerate() {
+            let field = format!("allowed_origins[{i}]");
+            if origin == "*" {
+                continue;
+            }
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "{origin:?} must be scheme://host[:port], e.g. https://app.example.com"
+                    ),
+                ));
+            }
+            if origin.matches('*').count() > 1 || http::HeaderValue::from_str(origin).is_err() {
+                return Err(FieldError::new(
+                    field,
+                    format!("{origin:?} may hold at most one * and only visible ASCII characters"),
+                ));
+            }
+        }
+        for (i, header) in self.allowed_headers.iter().enumerate() {
+            if header != "*" && http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(FieldError::new(
+                    format!("allowed_headers[{i}]"),
+                    format!("{header:?} is not a valid header name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_endpoint(field: &str, endpoint: &str) -> Result<(), FieldError> {
+    endpoint
+        .parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|e| FieldError::new(field, format!("{endpoint:?} is not host:port: {e}")))
+}
+
+fn check_size_mib(field: &str, mib: u64) -> Result<(), FieldError> {
+    if mib == 0 || mib > 1024 {
+        return Err(FieldError::new(field, "must be between 1 and 1024"));
+    }
+    Ok(())
 }
 
 impl OtlpReceiverConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
-        if self.protocols.http.is_some() {
-            return Err(FieldError::new(
-                "protocols.http",
-                "the OTLP/HTTP receiver is not available in this version of sluice yet; remove it and use protocols.grpc",
-            ));
-        }
-        let Some(grpc) = &self.protocols.grpc else {
+        let Protocols { grpc, http } = &self.protocols;
+        if grpc.is_none() && http.is_none() {
             return Err(FieldError::new(
                 "protocols",
-                "enable at least one protocol, e.g. `grpc: {}`",
-            ));
-        };
-        grpc.endpoint.parse::<std::net::SocketAddr>().map_err(|e| {
-            FieldError::new(
-                "protocols.grpc.endpoint",
-                format!("{:?} is not host:port: {e}", grpc.endpoint),
-            )
-        })?;
-        if grpc.max_recv_msg_size_mib == 0 || grpc.max_recv_msg_size_mib > 1024 {
-            return Err(FieldError::new(
-                "protocols.grpc.max_recv_msg_size_mib",
-                "must be between 1 and 1024",
+                "enable at least one protocol, e.g. `grpc: {}` or `http: {}`",
             ));
         }
+        if let Some(grpc) = grpc {
+            check_endpoint("protocols.grpc.endpoint", &grpc.endpoint)?;
+            check_size_mib(
+                "protocols.grpc.max_recv_msg_size_mib",
+                grpc.max_recv_msg_size_mib,
+            )?;
+        }
+        if let Some(http) = http {
+            http.validate()?;
+        }
+        if let (Some(grpc), Some(http)) = (grpc, http) {
+            if grpc.endpoint == http.endpoint {
+                return Err(FieldError::new(
+                    "protocols.http.endpoint",
+                    format!("{:?} is also the gRPC endpoint", http.endpoint),
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<OtlpReceiverConfig, FieldError> {
+        crate::config::parse_component(serde_yaml::from_str(yaml).unwrap())
+    }
+
+    fn invalid_field(yaml: &str) -> String {
+        parse(yaml).unwrap().validate().unwrap_err().field
+    }
+
+    #[test]
+    fn http_defaults() {
+        let c = parse("protocols: { http: {} }").unwrap();
+        c.validate().unwrap();
+        let http = c.protocols.http.unwrap();
+        assert_eq!(http.endpoint, "0.0.0.0:4318");
+        assert_eq!(http.max_request_body_size_bytes(), 16 * 1024 * 1024);
+        assert_eq!(
+            [
+                http.traces_url_path,
+                http.metrics_url_path,
+                http.logs_url_path
+            ],
+            ["/v1/traces", "/v1/metrics", "/v1/logs"]
+        );
+        assert_eq!(http.unknown_json_fields, UnknownJsonFields::Ignore);
+        assert!(http.cors.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(invalid_field("protocols: {}"), "protocols");
+        for (yaml, field) in [
+            ("{http: {endpoint: nope}}", "protocols.http.endpoint"),
+            (
+                "{http: {max_request_body_size_mib: 0}}",
+                "protocols.http.max_request_body_size_mib",
+            ),
+            (
+                "{http: {traces_url_path: v1/traces}}",
+                "protocols.http.traces_url_path",
+            ),
+            (
+                "{http: {logs_url_path: /v1/traces}}",
+                "protocols.http.logs_url_path",
+            ),
+            (
+                "{http: {cors: {allowed_origins: []}}}",
+                "protocols.http.cors.allowed_origins",
+            ),
+            (
+                "{http: {cors: {allowed_origins: [example.com]}}}",
+                "protocols.http.cors.allowed_origins[0]",
+            ),
+            (
+                "{http: {cors: {allowed_origins: ['https://*.*.x']}}}",
+                "protocols.http.cors.allowed_origins[0]",
+            ),
+            (
+                "{http: {cors: {allowed_origins: ['*'], allowed_headers: ['a b']}}}",
+                "protocols.http.cors.allowed_headers[0]",
+            ),
+            (
+                "{grpc: {endpoint: '127.0.0.1:4000'}, http: {endpoint: '127.0.0.1:4000'}}",
+                "protocols.http.endpoint",
+            ),
+        ] {
+            assert_eq!(
+                invalid_field(&format!("protocols: {yaml}")),
+                field,
+                "{yaml}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err =
+            parse("protocols: { http: { endpoint: '0.0.0.0:4318', include_metadata: true } }")
+                .unwrap_err();
+        assert_eq!(err.field, "protocols.http.include_metadata");
+        let err = parse("protocols: { http: { unknown_json_fields: keep } }").unwrap_err();
+        assert_eq!(err.field, "protocols.http.unknown_json_fields");
+    }
+
+    #[test]
+    fn cors_parses() {
+        let c = parse(
+            "protocols: { http: { cors: { allowed_origins: ['https://*.example.com'], \
+             allowed_headers: [X-Scope-OrgID], max_age: 7200 } } }",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let cors = c.protocols.http.unwrap().cors.unwrap();
+        assert_eq!(cors.max_age, Some(7200));
     }
 }

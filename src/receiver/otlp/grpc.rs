@@ -7,7 +7,6 @@
 //! spec prescribes and counted.
 
 use std::convert::Infallible;
-use std::io::Read;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +22,7 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 
+use super::decompress::{decompress, Encoding};
 use super::GrpcConfig;
 use crate::pipeline::ingest::{count_refused_request, Ingest};
 use crate::receiver::ReceiveError;
@@ -163,11 +163,13 @@ async fn read_message(
     limit: usize,
 ) -> Result<Bytes, ReceiveError> {
     let encoding = match headers.get("grpc-encoding").map(HeaderValue::to_str) {
-        None => "identity",
-        Some(Ok(e @ ("identity" | "gzip" | "zstd" | "deflate"))) => e,
-        Some(other) => {
-            let shown = other.unwrap_or("<not text>").chars().take(40).collect();
-            return Err(ReceiveError::UnsupportedEncoding(shown));
+        None => Encoding::Identity,
+        Some(name) => {
+            let name = name.unwrap_or("<not text>");
+            Encoding::from_name(name).ok_or_else(|| ReceiveError::UnsupportedEncoding {
+                header: "grpc-encoding",
+                value: name.chars().take(40).collect(),
+            })?
         }
     };
     let collected = Limited::new(body, limit.saturating_add(GRPC_HEADER_LEN))
@@ -198,48 +200,12 @@ async fn read_message(
     }
     match (compressed, encoding) {
         (0, _) => Ok(frame),
-        (1, "identity") => Err(ReceiveError::BadFrame(
+        (1, Encoding::Identity) => Err(ReceiveError::BadFrame(
             "message is flagged compressed but no grpc-encoding was given",
         )),
-        (1, encoding) => decompress(encoding, &frame, limit),
+        (1, encoding) => decompress(encoding, frame, limit),
         _ => Err(ReceiveError::BadFrame("invalid compressed flag")),
     }
-}
-
-fn decompress(encoding: &str, data: &[u8], limit: usize) -> Result<Bytes, ReceiveError> {
-    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(limit));
-    // Reading one byte past the limit tells "exactly at the limit" from "over it" without
-    // inflating a zip bomb any further.
-    let cap = limit as u64 + 1;
-    let (name, read): (&'static str, std::io::Result<usize>) = match encoding {
-        "gzip" => (
-            "gzip",
-            flate2::read::GzDecoder::new(data)
-                .take(cap)
-                .read_to_end(&mut out),
-        ),
-        "deflate" => (
-            "deflate",
-            flate2::read::ZlibDecoder::new(data)
-                .take(cap)
-                .read_to_end(&mut out),
-        ),
-        _ => (
-            "zstd",
-            zstd::stream::read::Decoder::new(data).and_then(|d| d.take(cap).read_to_end(&mut out)),
-        ),
-    };
-    read.map_err(|source| ReceiveError::Decompression {
-        encoding: name,
-        source,
-    })?;
-    if out.len() > limit {
-        return Err(ReceiveError::TooLarge {
-            limit,
-            decompressed: true,
-        });
-    }
-    Ok(Bytes::from(out))
 }
 
 fn ok_response() -> http::Response<Body> {

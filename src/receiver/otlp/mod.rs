@@ -1,7 +1,12 @@
-//! The `otlp` receiver. gRPC is served by [`grpc`]; requests are framed, decompressed and
-//! size-checked here, then handed whole (still protobuf bytes) to the ingest path.
+//! The `otlp` receiver. gRPC is served by [`grpc`], HTTP by [`http`]; requests are framed,
+//! decompressed ([`decompress`], shared) and size-checked there, then handed whole (as
+//! protobuf bytes) to the ingest path.
 
 mod config;
+pub mod decompress;
 pub mod grpc;
+pub mod http;
 
-pub use config::{GrpcConfig, OtlpReceiverConfig, Protocols};
+pub use config::{
+    CorsConfig, GrpcConfig, HttpConfig, OtlpReceiverConfig, Protocols, UnknownJsonFields,
+};

@@ -159,9 +159,86 @@ fn attribute_first_then_header() {
             TenantSourceConfig::Header("X-Scope-OrgID".into()),
         ],
         default: None,
+        ..TenancyConfig::default()
     };
     let mut headers = HeaderMap::new();
     headers.insert("x-scope-orgid", HeaderValue::from_static("h"));
     let out = split(&cfg, &headers, request(vec![rs(Some("a"), 1), rs(None, 2)])).unwrap();
     assert_eq!(summary(&out), vec![("a".into(), 1), ("h".into(), 2)]);
+}
+
+fn auth_config() -> TenancyConfig {
+    use crate::tenant::auth::{AuthConfig, Secret, TokenConfig};
+    TenancyConfig {
+        auth: Some(AuthConfig {
+            bearer_tokens: vec![TokenConfig {
+                tenant: "team-a".into(),
+                token: Some(Secret::new("token-for-team-a-0001")),
+                token_env: None,
+                token_file: None,
+            }],
+        }),
+        ..TenancyConfig::default()
+    }
+}
+
+fn with_token(token: &'static str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("authorization", HeaderValue::from_static(token));
+    headers
+}
+
+#[test]
+fn the_token_decides_the_tenant() {
+    let payload = request(vec![rs(None, 2), rs(Some("team-a"), 1)]);
+    let out = split(
+        &auth_config(),
+        &with_token("Bearer token-for-team-a-0001"),
+        payload.clone(),
+    )
+    .unwrap();
+    assert_eq!(summary(&out), vec![("team-a".into(), 3)]);
+    assert_eq!(out[0].payload, payload);
+}
+
+#[test]
+fn naming_another_tenant_is_refused() {
+    let mut headers = with_token("Bearer token-for-team-a-0001");
+    headers.insert("x-scope-orgid", HeaderValue::from_static("team-b"));
+    let err = split(&auth_config(), &headers, request(vec![rs(None, 1)])).unwrap_err();
+    assert!(
+        matches!(err, ResolveError::PermissionDenied { .. }),
+        "{err}"
+    );
+
+    let headers = with_token("Bearer token-for-team-a-0001");
+    let err = split(
+        &auth_config(),
+        &headers,
+        request(vec![rs(Some("team-b"), 1)]),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("resource attribute tenant.id"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_or_wrong_tokens_are_unauthenticated() {
+    let err = split(
+        &auth_config(),
+        &HeaderMap::new(),
+        request(vec![rs(None, 1)]),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ResolveError::Unauthenticated(_)));
+    let err = split(
+        &auth_config(),
+        &with_token("Bearer nope-nope-nope-nope"),
+        request(vec![rs(None, 1)]),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ResolveError::Unauthenticated(_)));
+    assert!(!err.to_string().contains("nope"), "{err}");
 }

@@ -1,0 +1,470 @@
+//! Export from Pulsar: the [`BufferStream`] of one tenant+signal topic, backed by one
+//! consumer on the shared subscription.
+//!
+//! * `next` merges received messages into one delivery within the read limits and keeps
+//!   their message ids under the delivery's `end_position` (a per-stream counter).
+//! * `ack` acknowledges each message individually; `give_up` negatively acknowledges them
+//!   after `redelivery_delay` (the client library nacks at once, so the delay is kept here);
+//!   `dead_letter` publishes each original message, with `reason` and `original-topic`
+//!   added, to the tenant's dead-letter topic, then acknowledges it.
+//! * Redeliveries are counted per message in this process. A message given up more than
+//!   `max_redeliveries` times here is dead-lettered; the client library's dead-letter policy
+//!   (the broker's redelivery count, which also sees other processes' attempts) is the
+//!   backstop one attempt later.
+//! * Watchdog: the consumer is created lazily and again, with backoff, whenever it fails or
+//!   a periodic stats request (which also reports the backlog) gets no answer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use pulsar::consumer::{DeadLetterPolicy, InitialPosition, Message};
+use pulsar::proto::MessageIdData;
+use pulsar::{Consumer, ConsumerOptions, SubType, TokioExecutor};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::config::SubscriptionType;
+use super::dead_letter::DeadLetters;
+use super::message::{self, Decoded};
+use super::{unavailable, within, Context, GaugeGuard, SharedError};
+use crate::batch::Batch;
+use crate::buffer::{BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
+use crate::error::error_chain;
+use crate::signal::Signal;
+use crate::telemetry::tenant_label;
+use crate::tenant::TenantId;
+
+/// How often an idle or busy stream checks its consumer (and reads the backlog).
+const CHECK_INTERVAL: Duration = Duration::from_secs(15);
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// In-process redelivery counts kept at most; beyond it they are forgotten (the broker's
+/// count still applies), so messages nacked to other processes cannot grow the map forever.
+const MAX_TRACKED: usize = 100_000;
+
+/// One received message, kept until its delivery is settled.
+struct Held {
+    id: MessageIdData,
+    batch: Batch,
+    properties: HashMap<String, String>,
+    key: Option<String>,
+    event_time: Option<u64>,
+    attempts: u32,
+}
+
+enum Event {
+    Message(Box<Held>),
+    Timeout,
+    Closed,
+    /// The consumer failed; a new one is needed.
+    Lost,
+}
+
+pub(super) struct PulsarStream {
+    ctx: Arc<Context>,
+    tenant: TenantId,
+    signal: Signal,
+    label: String,
+    topic: String,
+    dead_letter_topic: String,
+    closed: watch::Receiver<bool>,
+    consumer: Option<(Consumer<Vec<u8>, TokioExecutor>, GaugeGuard)>,
+    dead_letters: DeadLetters,
+    readahead: Option<Box<Held>>,
+    deliveries: HashMap<u64, Vec<Held>>,
+    next_position: u64,
+    attempts: HashMap<MessageIdData, u32>,
+    nacks: VecDeque<(Instant, Vec<MessageIdData>)>,
+    next_check: Instant,
+    failures: u32,
+}
+
+impl PulsarStream {
+    pub(super) fn new(ctx: Arc<Context>, tenant: TenantId, signal: Signal) -> PulsarStream {
+        let dead_letter_topic = ctx.dead_letter.render(&tenant, signal);
+        PulsarStream {
+            topic: ctx.topic.render(&tenant, signal),
+            dead_letters: DeadLetters::new(Arc::clone(&ctx), dead_letter_topic.clone()),
+            dead_letter_topic,
+            closed: ctx.closed.clone(),
+            label: tenant_label(&tenant),
+            ctx,
+            tenant,
+            signal,
+            consumer: None,
+            readahead: None,
+            deliveries: HashMap::new(),
+            next_position: 1,
+            attempts: HashMap::new(),
+            nacks: VecDeque::new(),
+            next_check: Instant::now() + CHECK_INTERVAL,
+            failures: 0,
+        }
+    }
+
+    /// Creates the consumer, retrying with backoff. False when the buffer closed meanwhile.
+    async fn connect(&mut self) -> bool {
+        while self.consumer.is_none() {
+            if *self.closed.borrow() {
+                return false;
+            }
+            match self.build_consumer().await {
+                Ok(consumer) => {
+                    if self.failures > 0 {
+                        tracing::info!(topic = %self.topic, "Pulsar consumer connected again");
+                    }
+                    self.failures = 0;
+                    self.next_check = Instant::now() + CHECK_INTERVAL;
+                    self.consumer = Some((consumer, GaugeGuard::new("sluice_pulsar_consumers")));
+                }
+                Err(e) => {
+                    self.failures += 1;
+                    if self.failures == 1 || self.failures.is_multiple_of(10) {
+                        tracing::warn!(topic = %self.topic, attempts = self.failures, error = %error_chain(&e), "cannot subscribe to the Pulsar topic; retrying");
+                    }
+                    let pause = (Duration::from_millis(200) * 2u32.saturating_pow(self.failures))
+                        .min(MAX_BACKOFF);
+                    tokio::select! {
+                        _ = self.closed.changed() => {}
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    async fn build_consumer(&self) -> Result<Consumer<Vec<u8>, TokioExecutor>, SharedError> {
+        let c = &self.ctx.config.consumer;
+        let sub_type = match c.subscription_type {
+            SubscriptionType::Shared => SubType::Shared,
+            SubscriptionType::KeyShared => SubType::KeyShared,
+            SubscriptionType::Failover => SubType::Failover,
+            SubscriptionType::Exclusive => SubType::Exclusive,
+        };
+        let build = self
+            .ctx
+            .client
+            .consumer()
+            .with_topic(&self.topic)
+            .with_subscription(&c.subscription)
+            .with_subscription_type(sub_type)
+            .with_batch_size(c.receiver_queue_size)
+            .with_options(
+                ConsumerOptions::default()
+                    .durable(true)
+                    // A subscription created after messages were published must still get
+                    // them: nothing acknowledged to a client may be skipped.
+                    .with_initial_position(InitialPosition::Earliest)
+                    .with_receiver_queue_size(c.receiver_queue_size),
+            )
+            .with_dead_letter_policy(DeadLetterPolicy {
+                max_redeliver_count: c.max_redeliveries as usize + 1,
+                dead_letter_topic: self.dead_letter_topic.clone(),
+            })
+            .build::<Vec<u8>>();
+        within(self.ctx.config.send_timeout, build).await
+    }
+
+    /// Waits for the next message, a due nack or check, `until`, or the buffer closing.
+    async fn receive(&mut self, until: Option<Instant>) -> Event {
+        loop {
+            self.flush_nacks().await;
+            if Instant::now() >= self.next_check {
+                self.check().await;
+            }
+            let Some((consumer, _)) = self.consumer.as_mut() else {
+                return Event::Lost;
+            };
+            let nack_due = self.nacks.front().map(|(due, _)| *due);
+            let far = Instant::now() + Duration::from_secs(3600);
+            let received = tokio::select! {
+                biased;
+                _ = self.closed.changed() => return Event::Closed,
+                m = consumer.next() => m,
+                _ = tokio::time::sleep_until(nack_due.unwrap_or(far)), if nack_due.is_some() => continue,
+                _ = tokio::time::sleep_until(self.next_check) => continue,
+                _ = tokio::time::sleep_until(until.unwrap_or(far)), if until.is_some() => return Event::Timeout,
+            };
+            match received {
+                Some(Ok(m)) => match self.hold(m).await {
+                    Some(held) => return Event::Message(Box::new(held)),
+                    None => continue,
+                },
+                Some(Err(e)) => {
+                    tracing::warn!(topic = %self.topic, error = %error_chain(&e), "Pulsar consumer failed; subscribing again");
+                    self.consumer = None;
+                    return Event::Lost;
+                }
+                None => {
+                    tracing::warn!(topic = %self.topic, "Pulsar consumer stopped; subscribing again");
+                    self.consumer = None;
+                    return Event::Lost;
+                }
+            }
+        }
+    }
+
+    /// Decodes a message; one that is not OTLP is dead-lettered at once (`None`).
+    async fn hold(&mut self, m: Message<Vec<u8>>) -> Option<Held> {
+        let metadata = m.payload.metadata;
+        let properties: HashMap<String, String> = metadata
+            .properties
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
+        let id = m.message_id.id;
+        let payload = Bytes::from(m.payload.data);
+        let attempts = {
+            if self.attempts.len() >= MAX_TRACKED {
+                self.attempts.clear();
+            }
+            let n = self.attempts.entry(id.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let decoded = message::decode(
+            &self.tenant,
+            self.signal,
+            payload.clone(),
+            &properties,
+            metadata.event_time,
+            metadata.publish_time,
+        );
+        let key = metadata.partition_key;
+        match decoded {
+            Ok(Decoded { batch }) => Some(Held {
+                id,
+                batch,
+                properties,
+                key,
+                event_time: metadata.event_time,
+                attempts,
+            }),
+            Err(e) => {
+                let reason = error_chain(&e);
+                tracing::error!(topic = %self.topic, %reason, "undecodable message; moving it to the dead-letter topic");
+                metrics::counter!("sluice_pulsar_undecodable_messages_total", "signal" => self.signal.as_str(), "tenant" => self.label.clone())
+                    .increment(1);
+                let held = Held {
+                    id,
+                    batch: Batch {
+                        tenant: self.tenant.clone(),
+                        signal: self.signal,
+                        payload,
+                        items: 0,
+                        received_at_ms: metadata.publish_time,
+                        traceparent: None,
+                    },
+                    properties,
+                    key,
+                    event_time: metadata.event_time,
+                    attempts,
+                };
+                if let Err(e) = self.bury(vec![held], &reason).await {
+                    tracing::error!(topic = %self.topic, error = %error_chain(&e), "cannot dead-letter an undecodable message; it will be redelivered");
+                }
+                None
+            }
+        }
+    }
+
+    /// Watchdog: a consumer whose broker does not answer a stats request is replaced.
+    async fn check(&mut self) {
+        self.next_check = Instant::now() + CHECK_INTERVAL;
+        let Some((consumer, _)) = self.consumer.as_mut() else {
+            return;
+        };
+        match tokio::time::timeout(CHECK_TIMEOUT, consumer.get_stats()).await {
+            Ok(Ok(stats)) => {
+                let backlog: u64 = stats.iter().filter_map(|s| s.msg_backlog).sum();
+                metrics::gauge!("sluice_pulsar_backlog_messages", "signal" => self.signal.as_str(), "tenant" => self.label.clone())
+                    .set(backlog as f64);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(topic = %self.topic, error = %error_chain(&e), "Pulsar consumer check failed; subscribing again");
+                self.consumer = None;
+            }
+            Err(_) => {
+                tracing::warn!(topic = %self.topic, "Pulsar consumer check got no answer; subscribing again");
+                self.consumer = None;
+            }
+        }
+    }
+
+    /// Sends the negative acknowledgements whose delay is over. Without a consumer they are
+    /// dropped: the broker redelivers everything unacknowledged to the next one anyway.
+    async fn flush_nacks(&mut self) {
+        let now = Instant::now();
+        while self.nacks.front().is_some_and(|(due, _)| *due <= now) {
+            let Some((_, ids)) = self.nacks.pop_front() else {
+                break;
+            };
+            let Some((consumer, _)) = self.consumer.as_mut() else {
+                continue;
+            };
+            for id in ids {
+                if let Err(e) = consumer.nack_with_id(&self.topic, id).await {
+                    tracing::debug!(topic = %self.topic, error = %e, "nack failed; the message comes back with the next consumer");
+                }
+            }
+        }
+    }
+
+    fn hand_out(&mut self, parts: Vec<Held>) -> Option<Delivery> {
+        let batch = Batch::concat(parts.iter().map(|h| h.batch.clone()).collect())?;
+        let position = self.next_position;
+        self.next_position += 1;
+        let delivery = Delivery {
+            batch,
+            records: u32::try_from(parts.len()).unwrap_or(u32::MAX),
+            redelivered: parts.iter().any(|h| h.attempts > 1),
+            end_position: position,
+        };
+        self.deliveries.insert(position, parts);
+        Some(delivery)
+    }
+
+    async fn ack_ids(&mut self, parts: &[Held]) -> Result<(), BufferError> {
+        if self.consumer.is_none() && !self.connect().await {
+            return Err(BufferError::Closed);
+        }
+        let Some((consumer, _)) = self.consumer.as_mut() else {
+            return Err(BufferError::Closed);
+        };
+        for held in parts {
+            self.attempts.remove(&held.id);
+            if let Err(e) = consumer.ack_with_id(&self.topic, held.id.clone()).await {
+                // The engine is gone: the broker redelivers the message to the next consumer.
+                self.consumer = None;
+                return Err(unavailable(
+                    "cannot acknowledge to Pulsar",
+                    SharedError::new(e),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes each message to the dead-letter topic (waiting for every receipt), then
+    /// acknowledges them all. On failure they are nacked, so they come back and are retried.
+    async fn bury(&mut self, parts: Vec<Held>, reason: &str) -> Result<(), BufferError> {
+        let letters = parts
+            .iter()
+            .map(|held| {
+                message::dead_letter(
+                    &held.batch.payload,
+                    &held.properties,
+                    held.key.clone(),
+                    held.event_time,
+                    reason,
+                    &self.topic,
+                )
+            })
+            .collect();
+        match self.dead_letters.publish(letters).await {
+            Ok(()) => self.ack_ids(&parts).await,
+            Err(e) => {
+                let due = Instant::now() + self.ctx.config.consumer.redelivery_delay;
+                self.nacks
+                    .push_back((due, parts.into_iter().map(|h| h.id).collect()));
+                Err(unavailable(
+                    "cannot publish to the Pulsar dead-letter topic",
+                    e,
+                ))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BufferStream for PulsarStream {
+    fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    async fn next(&mut self, limits: &ReadLimits) -> Result<Option<Delivery>, BufferError> {
+        let max_items = u64::from(limits.max_items);
+        let max_bytes = limits.max_bytes as u64;
+        let mut parts: Vec<Held> = Vec::new();
+        let (mut items, mut bytes) = (0u64, 0u64);
+        let mut until: Option<Instant> = None;
+        loop {
+            if let Some(until) = until {
+                let complete = items >= max_items || bytes >= max_bytes;
+                if complete || items >= u64::from(limits.min_items) || Instant::now() >= until {
+                    break;
+                }
+            }
+            if self.consumer.is_none() && !self.connect().await {
+                return Ok(None);
+            }
+            let event = match self.readahead.take() {
+                Some(held) => Event::Message(held),
+                None => self.receive(until).await,
+            };
+            match event {
+                Event::Message(held) => {
+                    let len = held.batch.payload.len() as u64;
+                    if !parts.is_empty() && (items >= max_items || bytes + len > max_bytes) {
+                        self.readahead = Some(held);
+                        break;
+                    }
+                    items += u64::from(held.batch.items);
+                    bytes += len;
+                    parts.push(*held);
+                    until.get_or_insert_with(|| Instant::now() + limits.linger);
+                }
+                Event::Timeout => break,
+                // Unacknowledged messages go back to the subscription when the consumer closes.
+                Event::Closed => return Ok(None),
+                Event::Lost if parts.is_empty() => continue,
+                // Hand out what arrived; acknowledging it through the next consumer works.
+                Event::Lost => break,
+            }
+        }
+        Ok(self.hand_out(parts))
+    }
+
+    async fn ack(&mut self, delivery: &Delivery) -> Result<(), BufferError> {
+        let Some(parts) = self.deliveries.remove(&delivery.end_position) else {
+            return Ok(());
+        };
+        self.ack_ids(&parts).await
+    }
+
+    async fn dead_letter(&mut self, delivery: &Delivery, reason: &str) -> Result<(), BufferError> {
+        let Some(parts) = self.deliveries.remove(&delivery.end_position) else {
+            return Ok(());
+        };
+        self.bury(parts, reason).await
+    }
+
+    async fn give_up(&mut self, delivery: &Delivery, reason: &str) -> Result<GaveUp, BufferError> {
+        let max = self.ctx.config.consumer.max_redeliveries;
+        let Some(parts) = self.deliveries.remove(&delivery.end_position) else {
+            return Ok(GaveUp::Redeliver);
+        };
+        if parts.iter().any(|h| h.attempts > max) {
+            let reason = format!("{reason} (given up after {max} redeliveries)");
+            return self
+                .bury(parts, &reason)
+                .await
+                .map(|()| GaveUp::DeadLettered);
+        }
+        metrics::counter!("sluice_pulsar_redeliveries_total", "signal" => self.signal.as_str(), "tenant" => self.label.clone())
+            .increment(parts.len() as u64);
+        let due = Instant::now() + self.ctx.config.consumer.redelivery_delay;
+        self.nacks
+            .push_back((due, parts.into_iter().map(|h| h.id).collect()));
+        Ok(GaveUp::Redeliver)
+    }
+}

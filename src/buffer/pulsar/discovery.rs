@@ -1,0 +1,184 @@
+//! Which tenant+signal topics the export side consumes, and announcing a stream for each.
+//!
+//! With `consumer.tenants`, exactly those tenants' topics. Otherwise the topics matching the
+//! template are listed in its namespace (binary protocol, no admin API needed) every
+//! `topic_refresh_interval`; dead-letter topics and partitions are skipped. A tenant whose
+//! first append goes through this process is announced at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pulsar::proto::command_get_topics_of_namespace::Mode;
+use tokio::sync::mpsc;
+
+use super::consumer::PulsarStream;
+use super::topic::{is_partition, DeadLetterTemplate, TopicTemplate};
+use super::Context;
+use crate::buffer::BufferStream;
+use crate::error::error_chain;
+use crate::signal::Signal;
+use crate::tenant::TenantId;
+
+type StreamSender = mpsc::UnboundedSender<Box<dyn BufferStream>>;
+pub(super) type StreamReceiver = mpsc::UnboundedReceiver<Box<dyn BufferStream>>;
+
+struct Announcer {
+    tx: StreamSender,
+    known: HashSet<TenantId>,
+}
+
+pub(super) struct Discovery {
+    ctx: Arc<Context>,
+    announcers: Mutex<HashMap<Signal, Announcer>>,
+    taken: Mutex<HashSet<Signal>>,
+}
+
+impl Discovery {
+    pub fn new(ctx: Arc<Context>) -> Arc<Discovery> {
+        Arc::new(Discovery {
+            ctx,
+            announcers: Mutex::new(HashMap::new()),
+            taken: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Starts announcing the streams of `signal`; `None` after the first call.
+    pub fn take_streams(self: &Arc<Self>, signal: Signal) -> Option<StreamReceiver> {
+        if !self
+            .taken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(signal)
+        {
+            return None;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.announcers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                signal,
+                Announcer {
+                    tx,
+                    known: HashSet::new(),
+                },
+            );
+        match &self.ctx.tenants {
+            Some(tenants) => {
+                for tenant in tenants {
+                    self.announce(signal, tenant);
+                }
+            }
+            None => match self.ctx.topic.namespace(signal) {
+                Some(namespace) => {
+                    tokio::spawn(Arc::clone(self).refresh(signal, namespace));
+                }
+                None => tracing::error!(
+                    topic = %self.ctx.topic,
+                    %signal,
+                    "the topic template puts the tenant into the Pulsar namespace, where topics cannot be discovered; list the tenants in consumer.tenants (only tenants appended through this process are exported)"
+                ),
+            },
+        }
+        Some(rx)
+    }
+
+    /// A tenant's data was appended through this process: export it without waiting for the
+    /// next refresh (unless a fixed tenant list leaves it out).
+    pub fn appended(&self, signal: Signal, tenant: &TenantId) {
+        if self.ctx.tenants.is_none() {
+            self.announce(signal, tenant);
+        }
+    }
+
+    fn announce(&self, signal: Signal, tenant: &TenantId) {
+        let mut announcers = self
+            .announcers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(announcer) = announcers.get_mut(&signal) else {
+            return;
+        };
+        if announcer.known.contains(tenant) {
+            return;
+        }
+        announcer.known.insert(tenant.clone());
+        let stream = PulsarStream::new(Arc::clone(&self.ctx), tenant.clone(), signal);
+        tracing::info!(%tenant, %signal, topic = %self.ctx.topic.render(tenant, signal), "exporting a Pulsar topic");
+        // Nobody listening (shutting down) is fine.
+        let _ = announcer.tx.send(Box::new(stream));
+    }
+
+    /// Lists the namespace now and every `topic_refresh_interval`, until the buffer closes.
+    async fn refresh(self: Arc<Self>, signal: Signal, namespace: String) {
+        let mut closed = self.ctx.closed.clone();
+        let interval = self.ctx.config.consumer.topic_refresh_interval;
+        let mut failed = false;
+        loop {
+            if *closed.borrow() {
+                break;
+            }
+            let listed = tokio::time::timeout(
+                self.ctx.config.send_timeout,
+                self.ctx
+                    .client
+                    .get_topics_of_namespace(namespace.clone(), Mode::Persistent),
+            )
+            .await;
+            match listed {
+                Ok(Ok(topics)) => {
+                    if failed {
+                        tracing::info!(%namespace, "listing Pulsar topics works again");
+                        failed = false;
+                    }
+                    for tenant in self.tenants_in(signal, &topics) {
+                        self.announce(signal, &tenant);
+                    }
+                }
+                Ok(Err(e)) if !failed => {
+                    failed = true;
+                    tracing::warn!(%namespace, error = %error_chain(&e), "cannot list the Pulsar namespace's topics; retrying");
+                }
+                Err(_) if !failed => {
+                    failed = true;
+                    tracing::warn!(%namespace, "listing the Pulsar namespace's topics timed out; retrying");
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = closed.changed() => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+        self.announcers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&signal);
+    }
+
+    fn tenants_in(&self, signal: Signal, topics: &[String]) -> Vec<TenantId> {
+        tenants_in(&self.ctx.topic, &self.ctx.dead_letter, signal, topics)
+    }
+
+    /// Stops announcing (the export dispatchers then end).
+    pub fn close(&self) {
+        self.announcers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// The tenants whose `signal` topics are among `topics` (as listed by the broker).
+pub(super) fn tenants_in(
+    topic: &TopicTemplate,
+    dead_letter: &DeadLetterTemplate,
+    signal: Signal,
+    topics: &[String],
+) -> Vec<TenantId> {
+    topics
+        .iter()
+        .filter(|t| !is_partition(t) && !dead_letter.is_dead_letter_topic(t, signal))
+        .filter_map(|t| topic.tenant_of(t, signal))
+        .collect()
+}

@@ -1,0 +1,279 @@
+//! The Apache Pulsar buffer: one persistent topic per tenant and signal (DESIGN.md §4).
+//!
+//! ```text
+//! append ─ split (≤ max_message_bytes, at resource boundaries) ─► topic task ─► producer ─► broker
+//!          (producer.rs: one task + producer per topic, coalescing, receipts)       │
+//! take_streams ─ discovery.rs (fixed tenants, or namespace listing) ─► PulsarStream ◄┘
+//!                (consumer.rs: one consumer per topic on the shared subscription)
+//! ```
+//!
+//! * `append` answers only after the broker's send receipt for every part, within
+//!   `send_timeout`; an unreachable broker is [`BufferError::Unavailable`], which clients see
+//!   as `UNAVAILABLE` with a retry hint.
+//! * Streams are independent: a tenant whose backend is down only holds up its own topic.
+//! * The message contract (payload, key, properties) lives in [`message`].
+//! * Close: appends stop, queued appends finish, producers close, streams end.
+
+mod auth;
+mod client;
+mod config;
+mod consumer;
+mod dead_letter;
+mod discovery;
+mod message;
+mod producer;
+mod topic;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pulsar::{Pulsar, TokioExecutor};
+use tokio::sync::watch;
+
+pub use auth::{AuthConfig, OAuth2Config, Secret, TokenConfig};
+pub use config::{
+    CoalesceConfig, CompressionConfig, ConsumerConfig, PulsarBufferConfig, SubscriptionType,
+    TlsConfig,
+};
+pub use message::{
+    CONTENT_TYPE, ITEMS, ORIGINAL_TOPIC, PROTOBUF, REASON, SIGNAL, TENANT, TRACEPARENT,
+};
+pub use topic::TopicTemplate;
+
+use self::discovery::{Discovery, StreamReceiver};
+use self::producer::Producers;
+use self::topic::DeadLetterTemplate;
+use super::{Buffer, BufferError};
+use crate::batch::Batch;
+use crate::signal::Signal;
+use crate::tenant::TenantId;
+
+/// How long clients are told to wait when the broker cannot take their data.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// What the producers, streams and discovery of one buffer share.
+struct Context {
+    client: Pulsar<TokioExecutor>,
+    config: Arc<PulsarBufferConfig>,
+    topic: TopicTemplate,
+    dead_letter: DeadLetterTemplate,
+    tenants: Option<Vec<TenantId>>,
+    /// Becomes true when the buffer closes; streams and discovery then end.
+    closed: watch::Receiver<bool>,
+}
+
+/// The Pulsar buffer. See the module documentation.
+pub struct PulsarBuffer {
+    ctx: Arc<Context>,
+    producers: Producers,
+    discovery: Arc<Discovery>,
+    closed: watch::Sender<bool>,
+    accepting: AtomicBool,
+}
+
+impl PulsarBuffer {
+    /// Connects to the broker (within `send_timeout`). Must be called inside a tokio runtime.
+    pub async fn open(config: &PulsarBufferConfig) -> Result<Arc<PulsarBuffer>, BufferError> {
+        let invalid = |e: crate::config::FieldError| {
+            BufferError::io(
+                "buffers.pulsar",
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            )
+        };
+        config.validate().map_err(invalid)?;
+        describe_metrics();
+        let topic = config.topic_template().map_err(invalid)?;
+        let dead_letter = config.dead_letter_template(&topic).map_err(invalid)?;
+        let tenants = config.consumer.tenant_ids().map_err(invalid)?;
+        let client = client::connect(config).await?;
+        tracing::info!(service_url = %config.service_url, %topic, "connected to Pulsar");
+        let config = Arc::new(config.clone());
+        let (closed, closed_rx) = watch::channel(false);
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            config: Arc::clone(&config),
+            topic,
+            dead_letter,
+            tenants,
+            closed: closed_rx,
+        });
+        Ok(Arc::new(PulsarBuffer {
+            producers: Producers::new(client, config),
+            discovery: Discovery::new(Arc::clone(&ctx)),
+            ctx,
+            closed,
+            accepting: AtomicBool::new(true),
+        }))
+    }
+}
+
+#[async_trait]
+impl Buffer for PulsarBuffer {
+    fn kind(&self) -> &'static str {
+        "pulsar"
+    }
+
+    async fn append(&self, batch: Batch) -> Result<(), BufferError> {
+        if !self.is_ready() {
+            return Err(BufferError::Closed);
+        }
+        let config = &self.ctx.config;
+        let (tenant, signal) = (batch.tenant.clone(), batch.signal);
+        let topic = self.ctx.topic.render(&tenant, signal);
+        let parts = message::split(batch, config.max_message_bytes)?;
+        let publish = async {
+            let mut receipts = Vec::with_capacity(parts.len());
+            for part in parts {
+                receipts.push(self.producers.submit(&topic, part).await?);
+            }
+            for receipt in receipts {
+                receipt.await.map_err(|_| BufferError::Closed)??;
+            }
+            Ok::<_, BufferError>(())
+        };
+        match tokio::time::timeout(config.send_timeout, publish).await {
+            Ok(Ok(())) => {
+                self.discovery.appended(signal, &tenant);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unavailable(
+                &format!("cannot publish to {topic}"),
+                SharedError::timed_out(config.send_timeout),
+            )),
+        }
+    }
+
+    fn take_streams(&self, signal: Signal) -> Option<StreamReceiver> {
+        self.discovery.take_streams(signal)
+    }
+
+    async fn close(&self) -> Result<(), BufferError> {
+        if !self.accepting.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.producers.close().await;
+        self.closed.send_replace(true);
+        self.discovery.close();
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+}
+
+/// A client error shared by several waiters (every request coalesced into one message gets
+/// the same failure), with its source chain intact.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl SharedError {
+    fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        SharedError(Arc::new(e))
+    }
+
+    fn timed_out(limit: Duration) -> Self {
+        SharedError::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from the Pulsar broker within {limit:?}"),
+        ))
+    }
+}
+
+/// Runs a client operation with a time limit; its error, or the time running out, becomes
+/// a [`SharedError`].
+async fn within<T, E>(
+    limit: Duration,
+    operation: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, SharedError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(limit, operation).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(SharedError::new(e)),
+        Err(_) => Err(SharedError::timed_out(limit)),
+    }
+}
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+fn unavailable(what: &str, source: SharedError) -> BufferError {
+    BufferError::Unavailable {
+        what: what.to_string(),
+        retry_after: RETRY_AFTER,
+        source: Box::new(source),
+    }
+}
+
+/// Counts a live producer or consumer in a gauge for as long as it is held.
+struct GaugeGuard(&'static str);
+
+impl GaugeGuard {
+    fn new(name: &'static str) -> Self {
+        metrics::gauge!(name).increment(1.0);
+        GaugeGuard(name)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
+    }
+}
+
+/// HELP texts of the metrics only this buffer reports (the pipeline counts published, sent
+/// and dead-lettered items for every buffer).
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_histogram!(
+        "sluice_buffer_publish_latency_seconds",
+        Unit::Seconds,
+        "Time from sending a message to the buffer's broker to its send receipt."
+    );
+    describe_gauge!(
+        "sluice_pulsar_producers",
+        "Pulsar producers open (one per active tenant+signal topic, plus dead-letter producers)."
+    );
+    describe_gauge!(
+        "sluice_pulsar_consumers",
+        "Pulsar consumers open (one per exported tenant+signal topic)."
+    );
+    describe_counter!(
+        "sluice_pulsar_redeliveries_total",
+        "Messages handed back to Pulsar (negative acknowledgement) after failed exports."
+    );
+    describe_counter!(
+        "sluice_pulsar_published_messages_total",
+        "Messages published to Pulsar, after coalescing small and splitting large requests."
+    );
+    describe_counter!(
+        "sluice_pulsar_published_bytes_total",
+        Unit::Bytes,
+        "Payload bytes published to Pulsar (before compression)."
+    );
+    describe_counter!(
+        "sluice_pulsar_undecodable_messages_total",
+        "Messages on a tenant topic that are not OTLP; they go straight to the dead-letter topic."
+    );
+    describe_gauge!(
+        "sluice_pulsar_backlog_messages",
+        "Messages of the subscription not yet acknowledged, per topic (consumer lag), refreshed every 15s."
+    );
+}

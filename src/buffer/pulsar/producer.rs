@@ -1,0 +1,367 @@
+//! Ingest into Pulsar: one producer per topic, each owned by its own task and fed through a
+//! channel (never a producer behind a lock), created on the first append and closed after
+//! `producer_idle_timeout` without one.
+//!
+//! A topic task takes the first waiting request, lets others of the same tenant+signal join
+//! it for up to `coalesce.max_linger` (while the message stays under `coalesce.max_bytes`),
+//! and publishes them as one message. Receipts are awaited concurrently, so a slow receipt
+//! never holds up the next message; each request is answered once its message's receipt is
+//! in. A send that fails drops the producer, and the next message creates a new one, which
+//! is how publishing comes back after a broker restart.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use pulsar::{Producer, ProducerOptions, Pulsar, TokioExecutor};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use super::config::PulsarBufferConfig;
+use super::message::{self, Coalescer};
+use super::{unavailable, within, GaugeGuard, SharedError};
+use crate::batch::Batch;
+use crate::buffer::BufferError;
+use crate::signal::Signal;
+
+/// Appends waiting for a topic task. Enough to keep a producer busy; beyond it appends wait
+/// (within `send_timeout`), which is the back-pressure towards clients.
+const QUEUE: usize = 1024;
+/// How long closing a producer may wait for the broker.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Reply = oneshot::Sender<Result<(), BufferError>>;
+/// Topic -> (task id, queue of the task).
+type Topics = Arc<Mutex<HashMap<String, (u64, mpsc::Sender<Request>)>>>;
+
+static TASK_IDS: AtomicU64 = AtomicU64::new(0);
+
+struct Request {
+    batch: Batch,
+    reply: Reply,
+}
+
+/// The topic tasks of one buffer.
+pub(super) struct Producers {
+    client: Pulsar<TokioExecutor>,
+    config: Arc<PulsarBufferConfig>,
+    options: ProducerOptions,
+    topics: Topics,
+    tasks: TaskTracker,
+}
+
+impl Producers {
+    pub fn new(client: Pulsar<TokioExecutor>, config: Arc<PulsarBufferConfig>) -> Self {
+        let options = ProducerOptions {
+            // No client-side batching (DESIGN.md §4): one message per publish, so each message
+            // is acknowledged and redelivered on its own.
+            batch_size: None,
+            batch_byte_size: None,
+            batch_timeout: None,
+            compression: Some(super::client::compression(config.compression)),
+            // Wait for room in the client's pending queue instead of failing with SlowDown.
+            block_queue_if_full: true,
+            ..Default::default()
+        };
+        Producers {
+            client,
+            config,
+            options,
+            topics: Arc::new(Mutex::new(HashMap::new())),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Queues `batch` on its topic's task; the receiver resolves with the broker's verdict.
+    pub async fn submit(
+        &self,
+        topic: &str,
+        batch: Batch,
+    ) -> Result<oneshot::Receiver<Result<(), BufferError>>, BufferError> {
+        let (reply, done) = oneshot::channel();
+        let mut request = Request { batch, reply };
+        // A task that just closed (idle) refuses the request: start a new one and try again.
+        for _ in 0..3 {
+            let tx = self.sender(topic, request.batch.signal)?;
+            match tx.send(request).await {
+                Ok(()) => return Ok(done),
+                Err(mpsc::error::SendError(back)) => {
+                    request = back;
+                    let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+                    if topics.get(topic).is_some_and(|(_, t)| t.same_channel(&tx)) {
+                        topics.remove(topic);
+                    }
+                }
+            }
+        }
+        Err(BufferError::Closed)
+    }
+
+    fn sender(&self, topic: &str, signal: Signal) -> Result<mpsc::Sender<Request>, BufferError> {
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, tx)) = topics.get(topic) {
+            return Ok(tx.clone());
+        }
+        if self.tasks.is_closed() {
+            return Err(BufferError::Closed);
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let id = TASK_IDS.fetch_add(1, Ordering::Relaxed);
+        let task = TopicTask {
+            client: self.client.clone(),
+            config: Arc::clone(&self.config),
+            options: self.options.clone(),
+            topic: topic.to_string(),
+            signal,
+            topics: Arc::clone(&self.topics),
+            id,
+            producer: None,
+            generation: 0,
+        };
+        self.tasks.spawn(task.run(rx));
+        topics.insert(topic.to_string(), (id, tx.clone()));
+        Ok(tx)
+    }
+
+    /// Stops taking appends; every queued append is still published (or failed) and every
+    /// producer closed before this returns.
+    pub async fn close(&self) {
+        self.tasks.close();
+        // Dropping the senders ends each task once its queue is empty.
+        self.topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.tasks.wait().await;
+    }
+}
+
+/// A message sent and waiting for its receipt.
+struct InFlight {
+    generation: u64,
+    replies: Vec<Reply>,
+    result: Result<(), SharedError>,
+    elapsed: Duration,
+}
+
+struct TopicTask {
+    client: Pulsar<TokioExecutor>,
+    config: Arc<PulsarBufferConfig>,
+    options: ProducerOptions,
+    topic: String,
+    signal: Signal,
+    topics: Topics,
+    /// Identifies this task's entry in `topics`, to unregister only itself when idle. (Not
+    /// a sender clone: holding one would keep its own queue open forever.)
+    id: u64,
+    producer: Option<(Producer<TokioExecutor>, GaugeGuard)>,
+    /// Bumped whenever the producer is dropped, so late failures of an old producer's
+    /// messages do not drop its successor.
+    generation: u64,
+}
+
+impl TopicTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut inflight = FuturesUnordered::new();
+        let mut carry: Option<Request> = None;
+        let idle = self.config.producer_idle_timeout;
+        let mut idle_since = Instant::now();
+        loop {
+            let first = match carry.take() {
+                Some(request) => request,
+                None => tokio::select! {
+                    biased;
+                    Some(done) = inflight.next(), if !inflight.is_empty() => {
+                        self.settle(done);
+                        idle_since = Instant::now();
+                        continue;
+                    }
+                    request = rx.recv() => match request {
+                        Some(request) => request,
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(idle_since + idle), if inflight.is_empty() => {
+                        self.go_idle(&mut rx);
+                        idle_since = Instant::now() + Duration::from_secs(3600);
+                        continue;
+                    }
+                },
+            };
+            idle_since = Instant::now();
+            if first.reply.is_closed() {
+                // Its append already gave up (send_timeout): publishing it now would only
+                // make a duplicate of the client's retry.
+                continue;
+            }
+            let (batch, replies);
+            (batch, replies, carry) = self.gather(first, &mut rx).await;
+            if let Some(sent) = self.publish(batch, replies).await {
+                inflight.push(sent);
+            }
+        }
+        while let Some(done) = inflight.next().await {
+            self.settle(done);
+        }
+        self.close_producer().await;
+    }
+
+    /// Lets waiting requests join `first` (see the module documentation). Returns the merged
+    /// batch, the replies of its requests, and a request that did not fit.
+    async fn gather(
+        &self,
+        first: Request,
+        rx: &mut mpsc::Receiver<Request>,
+    ) -> (Batch, Vec<Reply>, Option<Request>) {
+        let limit = self.config.coalesce_limit();
+        let deadline = Instant::now() + self.config.coalesce.max_linger;
+        let mut merged = Coalescer::new(first.batch, first.reply, limit);
+        let mut carry = None;
+        while !merged.is_full() {
+            let next = match rx.try_recv() {
+                Ok(request) => request,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(request)) => request,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
+            if next.reply.is_closed() {
+                continue;
+            }
+            if let Err((batch, reply)) = merged.try_add(next.batch, next.reply) {
+                carry = Some(Request { batch, reply });
+                break;
+            }
+        }
+        let (batch, replies) = merged.finish();
+        (batch, replies, carry)
+    }
+
+    /// Sends one message. Returns the wait for its receipt, or `None` when it failed at once
+    /// (the requests are answered then).
+    async fn publish(
+        &mut self,
+        batch: Batch,
+        replies: Vec<Reply>,
+    ) -> Option<impl std::future::Future<Output = InFlight>> {
+        let started = Instant::now();
+        if let Err(e) = self.ensure_producer().await {
+            fail(replies, &e, "cannot create a Pulsar producer");
+            return None;
+        }
+        let (producer, _) = self.producer.as_mut()?;
+        let bytes = batch.payload.len() as u64;
+        let limit = self.config.send_timeout;
+        let sent = within(limit, producer.send_non_blocking(message::encode(&batch))).await;
+        let receipt = match sent {
+            Ok(receipt) => receipt,
+            Err(e) => {
+                fail(replies, &e, "cannot publish to Pulsar");
+                self.discard_producer();
+                return None;
+            }
+        };
+        metrics::counter!("sluice_pulsar_published_messages_total", "signal" => self.signal.as_str())
+            .increment(1);
+        metrics::counter!("sluice_pulsar_published_bytes_total", "signal" => self.signal.as_str())
+            .increment(bytes);
+        let generation = self.generation;
+        // The client fails the receipt itself after `send_timeout` (its operation timeout);
+        // this limit only guards against a receipt that never resolves.
+        let left = limit.saturating_sub(started.elapsed());
+        Some(async move {
+            let result = within(left, receipt).await.map(drop);
+            InFlight {
+                generation,
+                replies,
+                result,
+                elapsed: started.elapsed(),
+            }
+        })
+    }
+
+    fn settle(&mut self, done: InFlight) {
+        match done.result {
+            Ok(()) => {
+                metrics::histogram!("sluice_buffer_publish_latency_seconds", "buffer" => "pulsar", "signal" => self.signal.as_str())
+                    .record(done.elapsed.as_secs_f64());
+                for reply in done.replies {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                fail(done.replies, &e, "no receipt from the Pulsar broker");
+                if done.generation == self.generation && self.producer.is_some() {
+                    tracing::warn!(topic = %self.topic, error = %crate::error::error_chain(&e), "publish failed; the producer will be created again");
+                    self.discard_producer();
+                }
+            }
+        }
+    }
+
+    async fn ensure_producer(&mut self) -> Result<(), SharedError> {
+        if self.producer.is_some() {
+            return Ok(());
+        }
+        let build = self
+            .client
+            .producer()
+            .with_topic(&self.topic)
+            .with_options(self.options.clone())
+            .build();
+        let producer = within(self.config.send_timeout, build).await?;
+        tracing::debug!(topic = %self.topic, "Pulsar producer created");
+        self.producer = Some((producer, GaugeGuard::new("sluice_pulsar_producers")));
+        Ok(())
+    }
+
+    /// Closes the producer on the way out, waiting (briefly) for the broker.
+    async fn close_producer(&mut self) {
+        if let Some((mut producer, _gauge)) = self.producer.take() {
+            self.generation += 1;
+            let closing = tokio::time::timeout(CLOSE_TIMEOUT, producer.close());
+            if let Ok(Err(e)) = closing.await {
+                tracing::debug!(topic = %self.topic, error = %e, "closing the Pulsar producer failed");
+            }
+        }
+    }
+
+    /// Replaces a producer that failed: the next message creates a new one. The old one is
+    /// closed aside, because on a dead connection closing waits for the operation timeout.
+    fn discard_producer(&mut self) {
+        if let Some((mut producer, gauge)) = self.producer.take() {
+            self.generation += 1;
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, producer.close()).await;
+                drop(gauge);
+            });
+        }
+    }
+
+    /// No append for `producer_idle_timeout`: unregister, so the next append starts a new
+    /// task, and end once the requests already queued are done.
+    fn go_idle(&mut self, rx: &mut mpsc::Receiver<Request>) {
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        if topics
+            .get(&self.topic)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            topics.remove(&self.topic);
+        }
+        drop(topics);
+        tracing::debug!(topic = %self.topic, "Pulsar producer idle; closing");
+        rx.close();
+    }
+}
+
+fn fail(replies: Vec<Reply>, error: &SharedError, what: &str) {
+    for reply in replies {
+        let _ = reply.send(Err(unavailable(what, error.clone())));
+    }
+}
