@@ -58,9 +58,22 @@ struct State {
     recorded: Mutex<Recorded>,
     /// Tenant -> the code every request of that tenant is answered with.
     failures: Mutex<HashMap<String, Code>>,
+    /// Tenants whose requests are never answered (a hung backend).
+    hanging: Mutex<std::collections::HashSet<String>>,
 }
 
 impl State {
+    /// Never returns for a hanging tenant, like a backend that accepted the connection and
+    /// then stopped answering.
+    async fn hang_if_asked(&self, tenant: &Option<String>) {
+        let hang = tenant
+            .as_ref()
+            .is_some_and(|t| self.hanging.lock().unwrap().contains(t));
+        if hang {
+            std::future::pending::<()>().await;
+        }
+    }
+
     fn admit<T>(
         &self,
         signal: &'static str,
@@ -100,6 +113,7 @@ impl TraceService for Svc {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let tenant = self.0.admit("traces", &request)?;
+        self.0.hang_if_asked(&tenant).await;
         let request = request.into_inner();
         self.0
             .recorded
@@ -118,6 +132,7 @@ impl MetricsService for Svc {
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let tenant = self.0.admit("metrics", &request)?;
+        self.0.hang_if_asked(&tenant).await;
         let request = request.into_inner();
         self.0
             .recorded
@@ -136,6 +151,7 @@ impl LogsService for Svc {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let tenant = self.0.admit("logs", &request)?;
+        self.0.hang_if_asked(&tenant).await;
         let request = request.into_inner();
         self.0
             .recorded
@@ -225,6 +241,15 @@ impl Backend {
             .lock()
             .unwrap()
             .insert(tenant.to_string(), code);
+    }
+
+    /// Every later request of `tenant` hangs: it is never answered.
+    pub fn hang_tenant(&self, tenant: &str) {
+        self.state
+            .hanging
+            .lock()
+            .unwrap()
+            .insert(tenant.to_string());
     }
 
     /// Runs `f` on what was recorded so far.

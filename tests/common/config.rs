@@ -40,6 +40,8 @@ pub struct SluiceConfig {
     pub extra_exporters: Vec<String>,
     /// The `exporters:` list of every pipeline when `export` is on.
     pub pipeline_exporters: String,
+    /// Extra lines under `tenancy:` (e.g. `auth: …`, `limits: …`).
+    pub tenancy_extra: Vec<String>,
 }
 
 /// `buffers.pulsar` of a test config.
@@ -74,6 +76,7 @@ impl SluiceConfig {
             http_extra: Vec::new(),
             extra_exporters: Vec::new(),
             pipeline_exporters: "[otlp]".to_string(),
+            tenancy_extra: Vec::new(),
         }
     }
 
@@ -122,6 +125,9 @@ impl SluiceConfig {
         );
         if let Some(tenant) = &self.default_tenant {
             let _ = writeln!(w, "  default: {tenant}");
+        }
+        for line in &self.tenancy_extra {
+            let _ = writeln!(w, "  {line}");
         }
         let buffer = match &self.pulsar {
             Some(pulsar) => {

@@ -1,0 +1,252 @@
+//! Tenant isolation end to end: a token's tenant cannot write as another tenant, a noisy
+//! tenant is throttled without slowing a quiet one, and a tenant whose backend hangs does not
+//! hold up another tenant's export.
+
+mod common;
+
+use std::time::Duration;
+
+use common::http_client::request;
+use common::otlp::{channel, expect_code, named_spans, trace_request};
+use common::{temp_dir, Backend, SluiceConfig, SluiceProcess};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+const WAIT: Duration = Duration::from_secs(30);
+const TOKEN_A: &str = "token-of-team-a-0123456789";
+const TOKEN_B: &str = "token-of-team-b-0123456789";
+
+/// One export call with the given metadata.
+async fn export(
+    channel: &Channel,
+    metadata: &[(&'static str, &str)],
+    request: ExportTraceServiceRequest,
+) -> Result<(), Status> {
+    let mut client = TraceServiceClient::new(channel.clone());
+    let mut request = tonic::Request::new(request);
+    for (name, value) in metadata {
+        request
+            .metadata_mut()
+            .insert(*name, value.parse().expect("ascii"));
+    }
+    client.export(request).await.map(|_| ())
+}
+
+fn spans(prefix: &str, n: usize) -> ExportTraceServiceRequest {
+    trace_request("iso-svc", None, named_spans(prefix, 0, n))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_cannot_write_as_another_tenant() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let mut config = SluiceConfig::new(dir.path(), backend.port()).with_http(&[]);
+    config.tenancy_extra = vec![
+        "auth:".into(),
+        "    bearer_tokens:".into(),
+        format!("      - {{ tenant: team-a, token: {TOKEN_A} }}"),
+        "      - { tenant: team-b, token_env: SLUICE_TEST_TOKEN_B }".into(),
+    ];
+    // The second token comes from the environment of the sluice process.
+    std::env::set_var("SLUICE_TEST_TOKEN_B", TOKEN_B);
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let client = channel(&sluice.otlp_endpoint()).await;
+    let bearer_a = format!("Bearer {TOKEN_A}");
+
+    // gRPC: token A naming tenant B, by header or by resource attribute.
+    let status = export(
+        &client,
+        &[("authorization", &bearer_a), ("x-scope-orgid", "team-b")],
+        spans("spoof", 2),
+    )
+    .await
+    .unwrap_err();
+    let message = expect_code("token A + header B", &status, Code::PermissionDenied);
+    assert!(
+        message.contains("team-a") && message.contains("team-b"),
+        "{message}"
+    );
+    let by_attribute = trace_request("iso-svc", Some("team-b"), named_spans("spoof-attr", 0, 2));
+    let status = export(&client, &[("authorization", &bearer_a)], by_attribute)
+        .await
+        .unwrap_err();
+    expect_code("token A + attribute B", &status, Code::PermissionDenied);
+    // No token, or an unknown one.
+    let status = export(&client, &[("x-scope-orgid", "team-a")], spans("anon", 1))
+        .await
+        .unwrap_err();
+    expect_code("no token", &status, Code::Unauthenticated);
+    let status = export(
+        &client,
+        &[("authorization", "Bearer not-a-real-token-at-all")],
+        spans("bad", 1),
+    )
+    .await
+    .unwrap_err();
+    let message = expect_code("unknown token", &status, Code::Unauthenticated);
+    assert!(
+        !message.contains("not-a-real"),
+        "the token must not be echoed: {message}"
+    );
+
+    // HTTP: the same refusals with their status codes.
+    let http = sluice.http_addr.expect("http receiver");
+    let body = spans("spoof-http", 2).encode_to_vec();
+    let proto = ("content-type", "application/x-protobuf");
+    let reply = request(
+        http,
+        "POST",
+        "/v1/traces",
+        &[
+            proto,
+            ("authorization", &bearer_a),
+            ("x-scope-orgid", "team-b"),
+        ],
+        body.clone(),
+    )
+    .await;
+    reply.expect("token A + header B over HTTP", 403);
+    let reply = request(http, "POST", "/v1/traces", &[proto], body).await;
+    reply.expect("no token over HTTP", 401);
+
+    // Accepted: token A alone, and token B (from the environment) alone.
+    export(&client, &[("authorization", &bearer_a)], spans("a-ok", 3))
+        .await
+        .expect("token A accepted");
+    let bearer_b = format!("Bearer {TOKEN_B}");
+    let reply = request(
+        http,
+        "POST",
+        "/v1/traces",
+        &[proto, ("authorization", &bearer_b)],
+        spans("b-ok", 4).encode_to_vec(),
+    )
+    .await;
+    reply.expect("token B over HTTP", 200);
+
+    backend.wait_spans("team-a", 3, WAIT).await;
+    backend.wait_spans("team-b", 4, WAIT).await;
+    let names = |tenant: &str| {
+        backend
+            .spans(tenant)
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        names("team-a").iter().all(|n| n.starts_with("a-ok")),
+        "{:?}",
+        names("team-a")
+    );
+    assert!(
+        names("team-b").iter().all(|n| n.starts_with("b-ok")),
+        "nothing spoofed reached team-b: {:?}",
+        names("team-b")
+    );
+    assert_eq!(
+        sluice
+            .metric(
+                "sluice_receiver_refused_requests_total",
+                &[("reason", "permission_denied")]
+            )
+            .await,
+        3.0
+    );
+    assert_eq!(
+        sluice
+            .metric(
+                "sluice_receiver_refused_requests_total",
+                &[("reason", "unauthenticated")]
+            )
+            .await,
+        3.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_noisy_tenant_is_throttled_and_a_quiet_one_is_not() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let mut config = SluiceConfig::new(dir.path(), backend.port());
+    config.tenancy_extra = vec![
+        "limits:".into(),
+        "    tenants:".into(),
+        "      noisy: { items_per_second: 100 }".into(),
+    ];
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let client = channel(&sluice.otlp_endpoint()).await;
+
+    // Ten requests of 100 spans, back to back: ten times the noisy tenant's limit.
+    let mut noisy_refused = 0;
+    let mut noisy_accepted = 0;
+    for r in 0..10 {
+        match export(
+            &client,
+            &[("x-scope-orgid", "noisy")],
+            spans(&format!("noisy-{r}"), 100),
+        )
+        .await
+        {
+            Ok(()) => noisy_accepted += 100,
+            Err(status) => {
+                expect_code("over the limit", &status, Code::ResourceExhausted);
+                let retry = status.get_details_retry_info().and_then(|r| r.retry_delay);
+                assert!(
+                    retry.is_some_and(|d| d > Duration::ZERO),
+                    "RetryInfo expected: {status:?}"
+                );
+                noisy_refused += 100;
+            }
+        }
+        export(
+            &client,
+            &[("x-scope-orgid", "quiet")],
+            spans(&format!("quiet-{r}"), 100),
+        )
+        .await
+        .expect("the quiet tenant is never throttled");
+    }
+    assert!(
+        noisy_refused >= 500,
+        "the noisy tenant was throttled: {noisy_refused} refused"
+    );
+    backend.wait_spans("quiet", 1000, WAIT).await;
+    backend.wait_spans("noisy", noisy_accepted, WAIT).await;
+    let refused = sluice
+        .metric(
+            "sluice_receiver_refused_items_total",
+            &[("tenant", "noisy"), ("reason", "rate_limited")],
+        )
+        .await;
+    assert_eq!(refused, noisy_refused as f64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_backend_for_one_tenant_does_not_hold_up_another() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    backend.hang_tenant("stuck");
+    let config = SluiceConfig::new(dir.path(), backend.port());
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let client = channel(&sluice.otlp_endpoint()).await;
+
+    export(&client, &[("x-scope-orgid", "stuck")], spans("stuck", 10))
+        .await
+        .expect("accepted");
+    // Once the stuck tenant's export is hanging, the other tenant's data still flows.
+    for r in 0..20 {
+        export(
+            &client,
+            &[("x-scope-orgid", "flowing")],
+            spans(&format!("flowing-{r}"), 10),
+        )
+        .await
+        .expect("accepted");
+    }
+    backend.wait_spans("flowing", 200, WAIT).await;
+    assert_eq!(backend.span_count("stuck"), 0);
+}
