@@ -10,7 +10,7 @@ CONFIG ?= config.yaml
 SCRIPTS := deploy/scripts
 PULSAR := deploy/pulsar/standalone.sh
 
-.PHONY: help tools python-env build run test fmt fmt-check lint bench bench-smoke validate clean pulsar pulsar-stop
+.PHONY: help tools python-env build run test fmt fmt-check lint bench bench-smoke validate clean pulsar pulsar-stop deploy-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,10 @@ test: tools python-env fmt-check lint ## fmt check, clippy, all tests with a Pul
 	eval "$$(bash $(PULSAR) env)"; \
 	SLUICE_PULSAR_URL="$$PULSAR_SERVICE_URL" SLUICE_PULSAR_ADMIN_URL="$$PULSAR_ADMIN_URL" \
 	SLUICE_TEST_PYTHON="$$(bash $(SCRIPTS)/python-env.sh)" $(CARGO) test --all-targets --no-fail-fast
+	$(MAKE) --no-print-directory deploy-check
+
+deploy-check: tools ## validate deploy/ offline: Dockerfile, Kubernetes manifests, Helm chart, compose, embedded configs
+	bash $(SCRIPTS)/validate-deploy.sh
 
 bench-smoke: tools ## run each benchmark once, as a test
 	$(CARGO) bench --bench receive_path -- --test

@@ -207,6 +207,17 @@ pub enum SubscriptionType {
     Exclusive,
 }
 
+impl SubscriptionType {
+    pub fn to_pulsar(self) -> pulsar::SubType {
+        match self {
+            SubscriptionType::Shared => pulsar::SubType::Shared,
+            SubscriptionType::KeyShared => pulsar::SubType::KeyShared,
+            SubscriptionType::Failover => pulsar::SubType::Failover,
+            SubscriptionType::Exclusive => pulsar::SubType::Exclusive,
+        }
+    }
+}
+
 impl Default for PulsarBufferConfig {
     fn default() -> Self {
         PulsarBufferConfig {

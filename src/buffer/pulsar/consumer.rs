@@ -23,11 +23,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pulsar::consumer::{DeadLetterPolicy, InitialPosition, Message};
 use pulsar::proto::MessageIdData;
-use pulsar::{Consumer, ConsumerOptions, SubType, TokioExecutor};
+use pulsar::{Consumer, ConsumerOptions, TokioExecutor};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::config::SubscriptionType;
 use super::dead_letter::DeadLetters;
 use super::message::{self, Decoded};
 use super::{unavailable, within, Context, GaugeGuard, SharedError};
@@ -140,19 +139,13 @@ impl PulsarStream {
 
     async fn build_consumer(&self) -> Result<Consumer<Vec<u8>, TokioExecutor>, SharedError> {
         let c = &self.ctx.config.consumer;
-        let sub_type = match c.subscription_type {
-            SubscriptionType::Shared => SubType::Shared,
-            SubscriptionType::KeyShared => SubType::KeyShared,
-            SubscriptionType::Failover => SubType::Failover,
-            SubscriptionType::Exclusive => SubType::Exclusive,
-        };
         let build = self
             .ctx
             .client
             .consumer()
             .with_topic(&self.topic)
             .with_subscription(&c.subscription)
-            .with_subscription_type(sub_type)
+            .with_subscription_type(c.subscription_type.to_pulsar())
             .with_batch_size(c.receiver_queue_size)
             .with_options(
                 ConsumerOptions::default()

@@ -16,12 +16,13 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use pulsar::{Producer, ProducerOptions, Pulsar, TokioExecutor};
+use pulsar::consumer::InitialPosition;
+use pulsar::{ConsumerOptions, Producer, ProducerOptions, Pulsar, TokioExecutor};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::config::PulsarBufferConfig;
+use super::config::{PulsarBufferConfig, SubscriptionType};
 use super::message::{self, Coalescer};
 use super::{unavailable, within, GaugeGuard, SharedError};
 use crate::batch::Batch;
@@ -121,6 +122,7 @@ impl Producers {
             id,
             producer: None,
             generation: 0,
+            subscribed: false,
         };
         self.tasks.spawn(task.run(rx));
         topics.insert(topic.to_string(), (id, tx.clone()));
@@ -162,6 +164,8 @@ struct TopicTask {
     /// Bumped whenever the producer is dropped, so late failures of an old producer's
     /// messages do not drop its successor.
     generation: u64,
+    /// Whether the export side's subscription is known to exist on this topic.
+    subscribed: bool,
 }
 
 impl TopicTask {
@@ -309,6 +313,10 @@ impl TopicTask {
         if self.producer.is_some() {
             return Ok(());
         }
+        if !self.subscribed {
+            self.ensure_subscription().await?;
+            self.subscribed = true;
+        }
         let build = self
             .client
             .producer()
@@ -319,6 +327,38 @@ impl TopicTask {
         tracing::debug!(topic = %self.topic, "Pulsar producer created");
         self.producer = Some((producer, GaugeGuard::new("sluice_pulsar_producers")));
         Ok(())
+    }
+
+    /// Pulsar keeps messages only for the subscriptions a topic has. An ingest-only agent may
+    /// publish to a new tenant's topic before any exporter has subscribed, so the export
+    /// side's durable subscription is created before the first publish (a consumer joins and
+    /// leaves at once); otherwise data acknowledged to a client could be trimmed unread.
+    async fn ensure_subscription(&mut self) -> Result<(), SharedError> {
+        let c = &self.config.consumer;
+        let build = self
+            .client
+            .consumer()
+            .with_topic(&self.topic)
+            .with_subscription(&c.subscription)
+            .with_subscription_type(c.subscription_type.to_pulsar())
+            .with_options(
+                ConsumerOptions::default()
+                    .durable(true)
+                    .with_initial_position(InitialPosition::Earliest),
+            )
+            .build::<Vec<u8>>();
+        match within(self.config.send_timeout, build).await {
+            Ok(mut consumer) => {
+                if let Err(e) = consumer.close().await {
+                    tracing::debug!(topic = %self.topic, error = %e, "closing the subscription probe failed");
+                }
+                Ok(())
+            }
+            // An exclusive subscription held by an exporter refuses a second consumer, which
+            // proves that it exists.
+            Err(_) if c.subscription_type == SubscriptionType::Exclusive => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Closes the producer on the way out, waiting (briefly) for the broker.

@@ -84,6 +84,13 @@ pub struct TlsSettings {
     /// Name to verify the backend's certificate against (and send as SNI) instead of the
     /// endpoint's host, e.g. when connecting by IP address.
     pub server_name_override: Option<String>,
+    /// Accept any certificate from the backend: expired, self-signed, for another name.
+    /// The connection is still encrypted, but anyone who can intercept it can pose as the
+    /// backend and read the telemetry and the headers (credentials included), so it is
+    /// logged as a warning at start. For tests and trusted networks; prefer `ca_file`.
+    /// Default `false`.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 impl TlsSettings {
@@ -110,6 +117,12 @@ impl TlsSettings {
                 "cert_file and key_file must be given together",
             ));
         }
+        if self.insecure_skip_verify && self.ca_file.is_some() {
+            return Err(FieldError::new(
+                "insecure_skip_verify",
+                "contradicts ca_file, which would not be checked; remove one of them",
+            ));
+        }
         if let Some(name) = &self.server_name_override {
             if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '/') {
                 return Err(FieldError::new(
@@ -130,6 +143,8 @@ impl TlsSettings {
             Some("key_file")
         } else if self.server_name_override.is_some() {
             Some("server_name_override")
+        } else if self.insecure_skip_verify {
+            Some("insecure_skip_verify")
         } else {
             None
         }
@@ -322,6 +337,18 @@ mod tests {
                 "{endpoint: 'b:1', headers: {grpc-timeout: 1S}}",
                 "headers.grpc-timeout",
             ),
+            (
+                "{endpoint: 'b:1', tls: {insecure: true, insecure_skip_verify: true}}",
+                "tls.insecure_skip_verify",
+            ),
+            (
+                "{endpoint: 'http://b:1', tls: {insecure_skip_verify: true}}",
+                "tls.insecure_skip_verify",
+            ),
+            (
+                "{endpoint: 'b:1', tls: {insecure_skip_verify: true, ca_file: /ca.pem}}",
+                "tls.insecure_skip_verify",
+            ),
             ("{endpoint: 'b:1', timeout: 0s}", "timeout"),
             (
                 "{endpoint: 'b:1', retry_on_failure: {multiplier: 0}}",
@@ -331,6 +358,17 @@ mod tests {
         for (yaml, field) in cases {
             assert_eq!(config(yaml).validate().unwrap_err().field, field, "{yaml}");
         }
+    }
+
+    #[test]
+    fn skip_verify_takes_a_client_certificate() {
+        let c = config(
+            "{endpoint: 'https://b:1', tls: {insecure_skip_verify: true, cert_file: /c.pem, \
+             key_file: /k.pem, server_name_override: backend}}",
+        );
+        c.validate().unwrap();
+        assert!(c.tls.insecure_skip_verify);
+        assert!(!config("endpoint: b:1").tls.insecure_skip_verify);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 mod codec;
 mod config;
+mod skip_verify;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use self::codec::RawCodec;
 use self::config::{HeaderTemplate, HeaderValue};
+use self::skip_verify::SkipVerifyConnector;
 use crate::batch::Batch;
 use crate::exporter::{Accepted, BuildError, ExportError, Exporter};
 use crate::signal::Signal;
@@ -46,6 +48,8 @@ pub struct OtlpExporter {
     headers: Vec<HeaderTemplate>,
     compression: Option<CompressionEncoding>,
     timeout: Duration,
+    /// `tls.insecure_skip_verify` is in effect (warned about once, in [`Self::with_id`]).
+    skip_verify: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,15 +62,27 @@ impl OtlpExporter {
     pub fn new(config: &OtlpExporterConfig) -> Result<Self, BuildError> {
         config.validate().map_err(BuildError::Invalid)?;
         let parsed = config.parsed_endpoint().map_err(BuildError::Invalid)?;
-        let mut endpoint = Endpoint::from(parsed.uri)
+        let skip_verify = parsed.tls && config.tls.insecure_skip_verify;
+        let uri = if skip_verify {
+            // The connector does TLS itself; tonic refuses https:// without its own.
+            without_tls(&parsed.uri)?
+        } else {
+            parsed.uri
+        };
+        let endpoint = Endpoint::from(uri)
             .connect_timeout(config.timeout)
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .map_err(BuildError::Channel)?;
-        if parsed.tls {
-            endpoint = endpoint
+        let channel = if skip_verify {
+            endpoint.connect_with_connector_lazy(SkipVerifyConnector::from_settings(&config.tls)?)
+        } else if parsed.tls {
+            endpoint
                 .tls_config(tls_config(&config.tls)?)
-                .map_err(BuildError::Tls)?;
-        }
+                .map_err(BuildError::Tls)?
+                .connect_lazy()
+        } else {
+            endpoint.connect_lazy()
+        };
         let headers = config
             .headers
             .iter()
@@ -81,7 +97,7 @@ impl OtlpExporter {
             .collect::<Result<_, _>>()?;
         Ok(OtlpExporter {
             id: "otlp".to_string(),
-            channel: endpoint.connect_lazy(),
+            channel,
             headers,
             compression: match config.compression {
                 Compression::Gzip => Some(CompressionEncoding::Gzip),
@@ -89,12 +105,18 @@ impl OtlpExporter {
                 Compression::None => None,
             },
             timeout: config.timeout,
+            skip_verify,
         })
     }
 
-    /// Sets the component id (e.g. `otlp/tempo`) used as the `exporter` metric label.
+    /// Sets the component id (e.g. `otlp/tempo`) used as the `exporter` metric label. The
+    /// registry calls it once per exporter at start, so this is where an exporter that does
+    /// not authenticate its backend says so, by name.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = id.into();
+        if self.skip_verify {
+            warn_skip_verify(&self.id);
+        }
         self
     }
 
@@ -196,6 +218,28 @@ fn expand(template: &str, batch: &Batch) -> Result<AsciiMetadataValue, ExportErr
     AsciiMetadataValue::try_from(value.as_str()).map_err(|e| ExportError::Permanent {
         reason: "invalid_header",
         source: Box::new(e),
+    })
+}
+
+/// Logged once per exporter at start: with `tls.insecure_skip_verify` anyone on the path
+/// can pose as the backend. Shared with the OTLP/HTTP exporter.
+pub(crate) fn warn_skip_verify(exporter: &str) {
+    tracing::warn!(
+        exporter,
+        "tls.insecure_skip_verify is on: the backend's certificate is not checked, so the \
+         backend is not authenticated and anyone on the network path can receive this \
+         exporter's data and headers"
+    );
+}
+
+/// `http://host:port` for an endpoint whose TLS the skip-verify connector does.
+fn without_tls(uri: &http::Uri) -> Result<http::Uri, BuildError> {
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    format!("http://{authority}").parse().map_err(|e| {
+        BuildError::Invalid(crate::config::FieldError::new(
+            "endpoint",
+            format!("{uri}: {e}"),
+        ))
     })
 }
 

@@ -291,6 +291,14 @@ mod tests {
                 "tls.server_name_override",
             ),
             (
+                "{endpoint: 'http://b', tls: {insecure_skip_verify: true}}",
+                "tls.insecure_skip_verify",
+            ),
+            (
+                "{endpoint: 'https://b', tls: {insecure_skip_verify: true, ca_file: /ca.pem}}",
+                "tls.insecure_skip_verify",
+            ),
+            (
                 "{endpoint: 'http://b', headers: {Content-Type: x}}",
                 "headers.Content-Type",
             ),

@@ -35,7 +35,9 @@ use reqwest::{Certificate, Client, Identity, Url};
 use crate::batch::Batch;
 use crate::config::FieldError;
 use crate::exporter::headers::HttpHeader;
-use crate::exporter::otlp::{accepted, decode_partial_success, read, Compression, TlsSettings};
+use crate::exporter::otlp::{
+    accepted, decode_partial_success, read, warn_skip_verify, Compression, TlsSettings,
+};
 use crate::exporter::{Accepted, BuildError, ExportError, Exporter};
 use crate::signal::Signal;
 
@@ -53,6 +55,8 @@ pub struct OtlpHttpExporter {
     headers: Vec<HttpHeader>,
     encoding: Encoding,
     compression: Compression,
+    /// `tls.insecure_skip_verify` is in effect (warned about once, in [`Self::with_id`]).
+    skip_verify: bool,
 }
 
 impl OtlpHttpExporter {
@@ -80,6 +84,8 @@ impl OtlpHttpExporter {
         Ok(OtlpHttpExporter {
             id: "otlp_http".to_string(),
             client,
+            skip_verify: config.tls.insecure_skip_verify
+                && urls.iter().any(|u| u.scheme() == "https"),
             urls,
             headers,
             encoding: config.encoding,
@@ -87,9 +93,14 @@ impl OtlpHttpExporter {
         })
     }
 
-    /// Sets the component id (e.g. `otlp_http/vendor`) used in metrics and logs.
+    /// Sets the component id (e.g. `otlp_http/vendor`) used in metrics and logs. The registry
+    /// calls it once per exporter at start, so this is where an exporter that does not
+    /// authenticate its backend says so, by name.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = id.into();
+        if self.skip_verify {
+            warn_skip_verify(&self.id);
+        }
         self
     }
 
@@ -300,6 +311,10 @@ fn tls(
         for cert in certs {
             builder = builder.add_root_certificate(cert);
         }
+    }
+    if tls.insecure_skip_verify {
+        // Validation made sure no ca_file is given that this would silently ignore.
+        builder = builder.danger_accept_invalid_certs(true);
     }
     if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
         let mut pem = read(cert, "tls.cert_file")?;

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::tls::ReceiverTlsConfig;
 use crate::config::FieldError;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -36,13 +37,16 @@ pub struct GrpcConfig {
     /// Concurrent HTTP/2 streams per client connection. Default: no limit.
     #[serde(default)]
     pub max_concurrent_streams: Option<u32>,
+    /// Serve TLS (ALPN `h2`) instead of plaintext. Default: plaintext.
+    #[serde(default)]
+    pub tls: Option<ReceiverTlsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address to listen on, `host:port`. Default `0.0.0.0:4318`. HTTP/1.1 and cleartext
-    /// HTTP/2 (prior knowledge) are both served.
+    /// Address to listen on, `host:port`. Default `0.0.0.0:4318`. HTTP/1.1 and HTTP/2 are
+    /// both served: over plaintext, HTTP/2 with prior knowledge; over TLS, as ALPN chooses.
     #[serde(default = "default_http_endpoint")]
     pub endpoint: String,
     /// Largest request body accepted, in MiB, both as sent and after decompression. Larger
@@ -68,6 +72,9 @@ pub struct HttpConfig {
     /// `OPTIONS` preflight requests get `405`.
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+    /// Serve TLS (ALPN `h2` and `http/1.1`) instead of plaintext. Default: plaintext.
+    #[serde(default)]
+    pub tls: Option<ReceiverTlsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -166,7 +173,7 @@ impl HttpConfig {
                 FieldError::new(format!("protocols.http.cors.{}", e.field), e.message)
             })?;
         }
-        Ok(())
+        check_tls("http", self.tls.as_ref())
     }
 }
 
@@ -217,6 +224,16 @@ fn check_endpoint(field: &str, endpoint: &str) -> Result<(), FieldError> {
         .map_err(|e| FieldError::new(field, format!("{endpoint:?} is not host:port: {e}")))
 }
 
+/// `tls` of the transport `protocol`, with the field path made absolute.
+fn check_tls(protocol: &str, tls: Option<&ReceiverTlsConfig>) -> Result<(), FieldError> {
+    match tls {
+        Some(tls) => tls.validate().map_err(|e| {
+            FieldError::new(format!("protocols.{protocol}.tls.{}", e.field), e.message)
+        }),
+        None => Ok(()),
+    }
+}
+
 fn check_size_mib(field: &str, mib: u64) -> Result<(), FieldError> {
     if mib == 0 || mib > 1024 {
         return Err(FieldError::new(field, "must be between 1 and 1024"));
@@ -239,6 +256,7 @@ impl OtlpReceiverConfig {
                 "protocols.grpc.max_recv_msg_size_mib",
                 grpc.max_recv_msg_size_mib,
             )?;
+            check_tls("grpc", grpc.tls.as_ref())?;
         }
         if let Some(http) = http {
             http.validate()?;

@@ -23,6 +23,7 @@ use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 
 use super::decompress::{decompress, Encoding};
+use super::tls::TlsIncoming;
 use super::GrpcConfig;
 use crate::pipeline::ingest::{count_refused_request, Ingest};
 use crate::receiver::ReceiveError;
@@ -32,7 +33,8 @@ const TRANSPORT: &str = "grpc";
 const GRPC_HEADER_LEN: usize = 5;
 
 /// Binds the listener (so a busy port fails startup) and serves until `shutdown`; in-flight
-/// calls are finished before the returned task ends.
+/// calls are finished before the returned task ends. With `tls`, the certificate files are
+/// read first: an unusable one fails startup too, naming its path.
 pub async fn serve(
     config: &GrpcConfig,
     ingest: Arc<Ingest>,
@@ -41,6 +43,14 @@ pub async fn serve(
     SocketAddr,
     tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 )> {
+    let tls = match &config.tls {
+        // gRPC is HTTP/2 only; grpc-go and others refuse a server that does not say so.
+        Some(tls) => Some(
+            tls.server_config("protocols.grpc.tls", &[b"h2"])
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        ),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&config.endpoint).await?;
     let local = listener.local_addr()?;
     let shared = Arc::new(Shared {
@@ -55,9 +65,21 @@ pub async fn serve(
         .add_service(OtlpService::<Traces>::new(shared.clone()))
         .add_service(OtlpService::<Metrics>::new(shared.clone()))
         .add_service(OtlpService::<Logs>::new(shared));
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let task =
-        tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()));
+    let task = match tls {
+        Some(tls) => {
+            let incoming = TlsIncoming::spawn(listener, tls, TRANSPORT, shutdown.clone())?;
+            tokio::spawn(
+                router.serve_with_incoming_shutdown(
+                    incoming.into_stream(),
+                    shutdown.cancelled_owned(),
+                ),
+            )
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()))
+        }
+    };
     Ok((local, task))
 }
 

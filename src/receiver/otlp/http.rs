@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::body::Format;
 use super::decompress::{decompress, Encoding};
+use super::tls::TlsIncoming;
 use super::{HttpConfig, UnknownJsonFields};
 use crate::pipeline::ingest::{count_refused_request, Ingest};
 use crate::receiver::ReceiveError;
@@ -47,23 +48,44 @@ const TRANSPORT: &str = "http";
 const INLINE_WORK_BYTES: usize = 64 * 1024;
 
 /// Binds the listener (so a busy port fails startup) and serves until `shutdown`; in-flight
-/// requests are finished before the returned task ends.
+/// requests are finished before the returned task ends. With `tls`, the certificate files
+/// are read first: an unusable one fails startup too, naming its path.
 pub async fn serve(
     config: &HttpConfig,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let tls = match &config.tls {
+        // Both versions stay available over TLS; the client picks one by ALPN.
+        Some(tls) => Some(
+            tls.server_config("protocols.http.tls", &[b"h2", b"http/1.1"])
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        ),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&config.endpoint).await?;
     let local = listener.local_addr()?;
-    let listener = listener.tap_io(|tcp| {
-        // Responses are small and written once; waiting to coalesce them only adds latency.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an OTLP/HTTP connection");
-        }
-    });
     let router = router(config, ingest);
-    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
-    Ok((local, tokio::spawn(async move { server.await })))
+    let stop = shutdown.clone().cancelled_owned();
+    let task = match tls {
+        Some(tls) => {
+            let listener = TlsIncoming::spawn(listener, tls, TRANSPORT, shutdown)?;
+            let server = axum::serve(listener, router).with_graceful_shutdown(stop);
+            tokio::spawn(async move { server.await })
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                // Responses are small and written once; waiting to coalesce them only adds
+                // latency.
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on an OTLP/HTTP connection");
+                }
+            });
+            let server = axum::serve(listener, router).with_graceful_shutdown(stop);
+            tokio::spawn(async move { server.await })
+        }
+    };
+    Ok((local, task))
 }
 
 /// The whole HTTP application, without the listener (tests drive it directly).
