@@ -354,3 +354,34 @@ async fn a_request_larger_than_a_message_is_split_and_fully_delivered() {
     .expect_err("a single resource over the limit is refused");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ingest_only_agent_keeps_data_for_exporters_that_start_later() {
+    let tenant = pulsar::tenant("early");
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let mut ingest = pulsar_config(dir.path(), backend.port(), "early", "");
+    ingest.export = false;
+    let ingest = SluiceProcess::start(&ingest.yaml(), dir.path()).await;
+
+    // Pulsar keeps messages only for existing subscriptions: by the time the client has its
+    // answer, the exporters' subscription must already be on the new topic.
+    let sent = send(&ingest, &tenant, 5, 4).await;
+    let stats = pulsar::topic_stats(&topic("early", &tenant)).await;
+    let subscription = pulsar::tenant("early");
+    let backlog = &stats["subscriptions"][subscription.as_str()]["msgBacklog"];
+    assert!(
+        backlog.as_u64().is_some_and(|n| n > 0),
+        "the subscription holds the acknowledged messages: {stats}"
+    );
+
+    let mut export = pulsar_config(
+        dir.path(),
+        backend.port(),
+        "early",
+        "topic_refresh_interval: 1s",
+    );
+    export.receive = false;
+    let _exporter = SluiceProcess::start(&export.yaml(), dir.path()).await;
+    wait_names(&backend, &tenant, &sent).await;
+}
