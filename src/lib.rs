@@ -14,6 +14,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod processor;
 pub mod receiver;
+pub mod secret;
 pub mod signal;
 pub mod telemetry;
 pub mod tenant;

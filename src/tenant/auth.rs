@@ -4,40 +4,15 @@
 //! Tokens are compared in constant time against every configured token (no early exit on the
 //! first match), and never printed: they live in [`Secret`].
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+pub use crate::secret::Secret;
 use subtle::ConstantTimeEq;
 
 use super::id::TenantId;
 use crate::config::FieldError;
-
-/// A credential. `Debug` and `Display` print `***`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// `tenancy.auth`: when present, every request must carry `authorization: Bearer <token>`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

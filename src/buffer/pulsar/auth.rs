@@ -2,7 +2,6 @@
 //! the config, or a file re-read on every connection so rotated tokens are picked up), or
 //! OAuth2 client credentials. Credentials are held in [`Secret`], which never prints.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -11,31 +10,10 @@ use pulsar::authentication::Authentication;
 use pulsar::error::AuthenticationError;
 use serde::Deserialize;
 
+pub use crate::secret::Secret;
+
 use crate::buffer::BufferError;
 use crate::config::FieldError;
-
-/// A credential: `Debug` and `Display` print `***`.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// Exactly one of `token` or `oauth2`.
 #[derive(Debug, Clone, Deserialize)]
@@ -139,7 +117,7 @@ impl TokenConfig {
                     std::io::Error::new(std::io::ErrorKind::NotFound, e),
                 )
             })?;
-            TokenSource::Fixed(Secret(value.trim().to_string()))
+            TokenSource::Fixed(Secret::new(value.trim()))
         } else if let Some(file) = &self.file {
             // Read once now, so a missing file fails the start rather than every connection.
             read_token(file).map_err(|e| BufferError::io(file, e))?;
