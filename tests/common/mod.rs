@@ -9,6 +9,7 @@
 //! * [`http_client`]: OTLP/HTTP requests by hand (any method, headers, body) and their answers
 //! * [`otlp`]: building OTLP requests, raw gRPC calls (for malformed input), SDK set-up
 //! * [`pulsar`]: the test broker (`make test` starts it), its admin API, a direct consumer
+//! * [`tls`]: a throwaway PKI (rcgen), a TLS proxy in front of a test backend, TLS clients
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
@@ -18,6 +19,7 @@ pub mod http_client;
 pub mod otlp;
 pub mod process;
 pub mod pulsar;
+pub mod tls;
 
 use std::future::Future;
 use std::net::TcpListener;

@@ -107,7 +107,9 @@ impl Pki {
         params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().expect("a key");
-        let cert = params.signed_by(&key, &self.ca).expect("a signed certificate");
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .expect("a signed certificate");
         let files = CertFiles {
             cert_file: self.dir.join(format!("{}-{name}.crt", self.name)),
             key_file: self.dir.join(format!("{}-{name}.key", self.name)),
@@ -281,8 +283,8 @@ pub async fn grpc_channel(
         .await
 }
 
-/// An HTTP client trusting only `ca_pem`, with a client certificate when given.
-pub fn https_client(ca_pem: &str, identity: Option<&CertFiles>) -> reqwest::Client {
+/// An HTTP client builder trusting only `ca_pem`, with a client certificate when given.
+pub fn https_client(ca_pem: &str, identity: Option<&CertFiles>) -> reqwest::ClientBuilder {
     let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("a PEM CA");
     let mut builder = reqwest::Client::builder()
         .no_proxy()
@@ -292,5 +294,35 @@ pub fn https_client(ca_pem: &str, identity: Option<&CertFiles>) -> reqwest::Clie
     if let Some(identity) = identity {
         builder = builder.identity(identity.reqwest_identity());
     }
-    builder.build().expect("an HTTP client")
+    builder
+}
+
+/// The certificate a TLS server at `addr` presents to a client trusting `ca_pem` and
+/// asking for `localhost`.
+pub async fn presented_cert(
+    addr: SocketAddr,
+    ca_pem: &str,
+) -> Result<CertificateDer<'static>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der(ca_pem)).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first().cloned())
+        .ok_or_else(|| "no certificate presented".to_string())
 }

@@ -13,6 +13,8 @@ mod skip_verify;
 mod status;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 pub use config::{Compression, OtlpExporterConfig, TlsSettings};
 
@@ -222,14 +224,23 @@ fn expand(template: &str, batch: &Batch) -> Result<AsciiMetadataValue, ExportErr
 }
 
 /// Logged once per exporter at start: with `tls.insecure_skip_verify` anyone on the path
-/// can pose as the backend. Shared with the OTLP/HTTP exporter.
+/// can pose as the backend. An exporter used by several pipelines is built once for each,
+/// so the ids already warned about are remembered. Shared with the OTLP/HTTP exporter.
 pub(crate) fn warn_skip_verify(exporter: &str) {
-    tracing::warn!(
-        exporter,
-        "tls.insecure_skip_verify is on: the backend's certificate is not checked, so the \
-         backend is not authenticated and anyone on the network path can receive this \
-         exporter's data and headers"
-    );
+    static WARNED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let first = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(exporter.to_string());
+    if first {
+        tracing::warn!(
+            exporter,
+            "tls.insecure_skip_verify is on: the backend's certificate is not checked, so \
+             the backend is not authenticated and anyone on the network path can receive \
+             this exporter's data and headers"
+        );
+    }
 }
 
 /// `http://host:port` for an endpoint whose TLS the skip-verify connector does.

@@ -14,6 +14,8 @@
 mod listener;
 mod reload;
 #[cfg(test)]
+pub(crate) mod test_pki;
+#[cfg(test)]
 mod tests;
 
 pub(crate) use listener::TlsIncoming;
@@ -132,13 +134,14 @@ impl ReceiverTlsConfig {
                 let roots = client_roots(section, path)?;
                 // Without `allow_unauthenticated`, a client that sends no certificate fails
                 // the handshake: mTLS is all or nothing on a listener.
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|source| TlsError::ClientVerifier {
-                        section,
-                        path: path.clone(),
-                        source,
-                    })?;
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|source| TlsError::ClientVerifier {
+                            section,
+                            path: path.clone(),
+                            source,
+                        })?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),

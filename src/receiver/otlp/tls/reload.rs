@@ -134,13 +134,11 @@ impl Files {
     fn certified_key(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
         let chain = parse_certs(cert_pem).map_err(|e| self.error("cert_file", e))?;
         let key = parse_key(key_pem).map_err(|e| self.error("key_file", e))?;
-        CertifiedKey::from_der(chain, key, &self.provider).map_err(|source| {
-            TlsError::KeyMismatch {
-                section: self.section,
-                cert: self.cert_file.clone(),
-                key: self.key_file.clone(),
-                source,
-            }
+        CertifiedKey::from_der(chain, key, &self.provider).map_err(|source| TlsError::KeyMismatch {
+            section: self.section,
+            cert: self.cert_file.clone(),
+            key: self.key_file.clone(),
+            source,
         })
     }
 

@@ -58,8 +58,14 @@ fn validation_names_the_field() {
         ("{cert_file: a.crt}", "key_file"),
         ("{key_file: a.key}", "cert_file"),
         ("{cert_file: '', key_file: a.key}", "cert_file"),
-        ("{cert_file: a, key_file: b, client_ca_file: ''}", "client_ca_file"),
-        ("{cert_file: a, key_file: b, reload_interval: 0s}", "reload_interval"),
+        (
+            "{cert_file: a, key_file: b, client_ca_file: ''}",
+            "client_ca_file",
+        ),
+        (
+            "{cert_file: a, key_file: b, reload_interval: 0s}",
+            "reload_interval",
+        ),
         (
             "{cert_file: a, key_file: b, reload_interval: 500ms}",
             "reload_interval",
@@ -82,13 +88,35 @@ fn load_errors_name_the_path() {
     let other_key = write(dir.path(), "other.key", &other_key);
 
     let cases = [
-        (settings(&missing, &key_path), "protocols.grpc.tls.cert_file", &missing, "cannot read"),
-        (settings(&cert_path, &not_pem), "protocols.grpc.tls.key_file", &not_pem, "no private key"),
-        (settings(&not_pem, &key_path), "protocols.grpc.tls.cert_file", &not_pem, "no certificate"),
-        (settings(&cert_path, &other_key), "does not belong", &other_key, "does not belong"),
+        (
+            settings(&missing, &key_path),
+            "protocols.grpc.tls.cert_file",
+            &missing,
+            "cannot read",
+        ),
+        (
+            settings(&cert_path, &not_pem),
+            "protocols.grpc.tls.key_file",
+            &not_pem,
+            "no private key",
+        ),
+        (
+            settings(&not_pem, &key_path),
+            "protocols.grpc.tls.cert_file",
+            &not_pem,
+            "no certificate",
+        ),
+        (
+            settings(&cert_path, &other_key),
+            "does not belong",
+            &other_key,
+            "does not belong",
+        ),
     ];
     for (config, field, path, why) in cases {
-        let err = config.server_config("protocols.grpc.tls", &[b"h2"]).unwrap_err();
+        let err = config
+            .server_config("protocols.grpc.tls", &[b"h2"])
+            .unwrap_err();
         let text = error_chain(&err);
         assert!(text.contains(field), "{text}");
         assert!(text.contains(&path.display().to_string()), "{text}");
@@ -97,13 +125,20 @@ fn load_errors_name_the_path() {
 
     let mut with_ca = settings(&cert_path, &key_path);
     with_ca.client_ca_file = Some(not_pem.clone());
-    let err = with_ca.server_config("protocols.http.tls", &[]).unwrap_err();
+    let err = with_ca
+        .server_config("protocols.http.tls", &[])
+        .unwrap_err();
     let text = error_chain(&err);
     assert!(text.contains("protocols.http.tls.client_ca_file"), "{text}");
 
     with_ca.client_ca_file = Some(cert_path.clone());
-    let config = with_ca.server_config("protocols.http.tls", &[b"h2", b"http/1.1"]).unwrap();
-    assert_eq!(config.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+    let config = with_ca
+        .server_config("protocols.http.tls", &[b"h2", b"http/1.1"])
+        .unwrap();
+    assert_eq!(
+        config.alpn_protocols,
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
 }
 
 #[test]
@@ -142,8 +177,7 @@ fn resolver_without_interval_never_rereads() {
     let (cert, key) = self_signed();
     let cert_path = write(dir.path(), "tls.crt", &cert);
     let key_path = write(dir.path(), "tls.key", &key);
-    let resolver =
-        CertResolver::load("s", cert_path.clone(), key_path, provider(), None).unwrap();
+    let resolver = CertResolver::load("s", cert_path.clone(), key_path, provider(), None).unwrap();
     let first = resolver.current().cert[0].clone();
     let (new_cert, new_key) = self_signed();
     write(dir.path(), "tls.crt", &new_cert);
@@ -151,5 +185,8 @@ fn resolver_without_interval_never_rereads() {
     assert_eq!(resolver.current().cert[0], first);
     // Debug never shows the key material.
     let shown = format!("{resolver:?}");
-    assert!(shown.contains("tls.crt") && !shown.contains("PRIVATE"), "{shown}");
+    assert!(
+        shown.contains("tls.crt") && !shown.contains("PRIVATE"),
+        "{shown}"
+    );
 }
