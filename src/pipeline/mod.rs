@@ -50,7 +50,7 @@ pub enum StartError {
         #[source]
         source: BuildError,
     },
-    #[error("receivers.{id}: cannot listen on {endpoint}")]
+    #[error("receivers.{id}: cannot start serving on {endpoint}")]
     Listen {
         id: ComponentId,
         endpoint: String,

@@ -208,11 +208,14 @@ impl Drop for TlsProxy {
     }
 }
 
+/// `(path, x-scope-orgid)` of each request an [`HttpSink`] got.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
 /// A plaintext OTLP/HTTP backend that answers every request `200` with an empty protobuf
 /// body (a valid Export response) and records its path and `x-scope-orgid`.
 pub struct HttpSink {
     pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(String, String)>>>,
+    seen: Seen,
     task: JoinHandle<()>,
 }
 
@@ -238,10 +241,7 @@ impl HttpSink {
     }
 }
 
-async fn record(
-    State(seen): State<Arc<Mutex<Vec<(String, String)>>>>,
-    request: Request<Body>,
-) -> axum::response::Response {
+async fn record(State(seen): State<Seen>, request: Request<Body>) -> axum::response::Response {
     let tenant = request
         .headers()
         .get("x-scope-orgid")

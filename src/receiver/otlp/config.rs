@@ -341,6 +341,18 @@ mod tests {
                 "{grpc: {endpoint: '127.0.0.1:4000'}, http: {endpoint: '127.0.0.1:4000'}}",
                 "protocols.http.endpoint",
             ),
+            (
+                "{grpc: {tls: {cert_file: a.crt}}}",
+                "protocols.grpc.tls.key_file",
+            ),
+            (
+                "{http: {tls: {key_file: a.key}}}",
+                "protocols.http.tls.cert_file",
+            ),
+            (
+                "{http: {tls: {cert_file: a, key_file: b, reload_interval: 0s}}}",
+                "protocols.http.tls.reload_interval",
+            ),
         ] {
             assert_eq!(
                 invalid_field(&format!("protocols: {yaml}")),
@@ -358,6 +370,9 @@ mod tests {
         assert_eq!(err.field, "protocols.http.include_metadata");
         let err = parse("protocols: { http: { unknown_json_fields: keep } }").unwrap_err();
         assert_eq!(err.field, "protocols.http.unknown_json_fields");
+        let err = parse("protocols: { grpc: { tls: { cert_file: a, key_file: b, ca_file: c } } }")
+            .unwrap_err();
+        assert_eq!(err.field, "protocols.grpc.tls.ca_file");
     }
 
     #[test]

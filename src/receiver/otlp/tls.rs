@@ -128,7 +128,10 @@ impl ReceiverTlsConfig {
         )?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|source| TlsError::Config { section, source })?;
+            .map_err(|e| TlsError::Config {
+                section,
+                source: Box::new(e),
+            })?;
         let builder = match &self.client_ca_file {
             Some(path) => {
                 let roots = client_roots(section, path)?;
@@ -158,7 +161,8 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Why the TLS settings of a receiver could not be put to use at start.
+/// Why the TLS settings of a receiver could not be put to use at start. (rustls errors are
+/// boxed: they are large, and this travels in `Result`s.)
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{section}: cert_file and key_file are required")]
@@ -182,7 +186,7 @@ pub enum TlsError {
         cert: PathBuf,
         key: PathBuf,
         #[source]
-        source: rustls::Error,
+        source: Box<rustls::Error>,
     },
     #[error("{section}.client_ca_file {}: certificate {index} is not a usable CA certificate", path.display())]
     ClientCa {
@@ -191,7 +195,7 @@ pub enum TlsError {
         /// 1-based position in the file.
         index: usize,
         #[source]
-        source: rustls::Error,
+        source: Box<rustls::Error>,
     },
     #[error("{section}.client_ca_file {}: cannot verify client certificates with it", path.display())]
     ClientVerifier {
@@ -204,7 +208,7 @@ pub enum TlsError {
     Config {
         section: &'static str,
         #[source]
-        source: rustls::Error,
+        source: Box<rustls::Error>,
     },
 }
 
@@ -257,11 +261,11 @@ fn client_roots(section: &'static str, path: &Path) -> Result<RootCertStore, Tls
         .map_err(file_error)?;
     let mut roots = RootCertStore::empty();
     for (i, cert) in certs.into_iter().enumerate() {
-        roots.add(cert).map_err(|source| TlsError::ClientCa {
+        roots.add(cert).map_err(|e| TlsError::ClientCa {
             section,
             path: path.to_path_buf(),
             index: i + 1,
-            source,
+            source: Box::new(e),
         })?;
     }
     Ok(roots)

@@ -138,7 +138,7 @@ impl Files {
             section: self.section,
             cert: self.cert_file.clone(),
             key: self.key_file.clone(),
-            source,
+            source: Box::new(source),
         })
     }
 
