@@ -46,6 +46,28 @@ pulsar: ## start a local Apache Pulsar standalone broker (pulsar://127.0.0.1:665
 pulsar-stop: ## stop the local Pulsar broker
 	@bash $(PULSAR) stop
 
+# The OpenTelemetry Collector as a peer (interop tests, bench comparison): telemetrygen and a
+# Collector built with the collector builder from deploy/peers/otelcol-builder.yaml, pinned,
+# installed through the Go module proxy into .cache/peers/bin/ (needs Go >= 1.24). A cold build
+# takes ~3–5 min on 2 cores; afterwards it is a no-op until the manifest or the Go version changes.
+.PHONY: peers interop
+peers: ## build the OpenTelemetry Collector peer and telemetrygen (pinned, cached in .cache/peers/)
+	@bash deploy/peers/install.sh
+
+# Sluice <-> Collector through a real Pulsar broker, both directions (tests/interop_collector.rs;
+# `make test` runs it too). Broker handling as in `make test`.
+interop: tools peers ## Sluice <-> OpenTelemetry Collector through Pulsar (pulsarexporter/pulsarreceiver)
+	@was_running=0; bash $(PULSAR) status >/dev/null 2>&1 && was_running=1; \
+	if ! bash $(PULSAR) start; then \
+		echo "make interop: the Pulsar broker did not start; last lines of its log:" >&2; \
+		bash $(PULSAR) logs 60 >&2 || true; \
+		exit 1; \
+	fi; \
+	[ "$$was_running" = 1 ] || trap 'bash $(PULSAR) stop' EXIT; \
+	eval "$$(bash $(PULSAR) env)"; \
+	SLUICE_PULSAR_URL="$$PULSAR_SERVICE_URL" SLUICE_PULSAR_ADMIN_URL="$$PULSAR_ADMIN_URL" \
+	$(CARGO) test --test interop_collector --no-fail-fast
+
 # The integration tests under tests/ run the real binary against real OTLP clients (the Rust
 # SDK, and the Python SDK from the venv, located through SLUICE_TEST_PYTHON) and a real Pulsar
 # broker: started here with fresh data and stopped afterwards, also when the tests fail (one
@@ -53,7 +75,7 @@ pulsar-stop: ## stop the local Pulsar broker
 # SLUICE_PULSAR_URL / SLUICE_PULSAR_ADMIN_URL and fail without them.
 # --all-targets also runs every criterion bench once in test mode, so a broken bench fails here
 # without paying for a release build.
-test: tools python-env fmt-check lint ## fmt check, clippy, all tests with a Pulsar broker (benches run once as tests)
+test: tools python-env fmt-check lint peers ## fmt check, clippy, all tests with a Pulsar broker (benches run once as tests)
 	@was_running=0; bash $(PULSAR) status >/dev/null 2>&1 && was_running=1; \
 	if ! bash $(PULSAR) start; then \
 		echo "make test: the Pulsar broker did not start; last lines of its log:" >&2; \
@@ -73,8 +95,13 @@ bench-smoke: tools ## run each benchmark once, as a test
 	$(CARGO) bench --bench receive_path -- --test
 	$(CARGO) bench --bench disk_buffer -- --test
 
-bench: tools ## criterion benchmarks
-	$(CARGO) bench
+# The criterion benches, then Sluice against the OpenTelemetry Collector measured in the same
+# run (deploy/bench/run.py; the Collector comes from `make peers`). BENCH_QUICK=1: criterion's
+# --quick and one short repetition of the comparison (~3 min instead of ~15).
+bench: tools ## criterion benches, then Sluice vs the Collector (needs `make peers`; BENCH_QUICK=1 for ~3 min)
+	$(CARGO) bench $(if $(filter-out 0,$(BENCH_QUICK)),--bench '*' -- --quick)
+	nice -n 10 $(CARGO) build --release --bin sluice --example loadgen
+	python3 deploy/bench/run.py
 
 clean: ## remove build output and the local caches (venv)
 	$(CARGO) clean

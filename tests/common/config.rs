@@ -187,7 +187,9 @@ impl SluiceConfig {
         let _ = writeln!(w, "  telemetry:");
         let _ = writeln!(
             w,
-            "    metrics: {{ address: 127.0.0.1:{} }}",
+            // Tests share one broker and discover each other's tenants: keep every tenant's
+            // own label, so per-tenant counters stay exact.
+            "    metrics: {{ address: 127.0.0.1:{}, max_tenant_labels: 100000 }}",
             self.metrics_port
         );
         let _ = writeln!(

@@ -48,6 +48,9 @@ const MAX_TRACKED: usize = 100_000;
 /// One received message, kept until its delivery is settled.
 struct Held {
     id: MessageIdData,
+    /// Messages in the broker entry this one came in: more than 1 when another producer
+    /// (e.g. the Collector's pulsarexporter) batched them.
+    entry_size: u32,
     batch: Batch,
     properties: HashMap<String, String>,
     key: Option<String>,
@@ -78,6 +81,8 @@ pub(super) struct PulsarStream {
     next_position: u64,
     attempts: HashMap<MessageIdData, u32>,
     nacks: VecDeque<(Instant, Vec<MessageIdData>)>,
+    /// Batched broker entries with some, not yet all, of their messages settled.
+    entries: HashMap<(u64, u64), Vec<MessageIdData>>,
     next_check: Instant,
     failures: u32,
 }
@@ -100,6 +105,7 @@ impl PulsarStream {
             next_position: 1,
             attempts: HashMap::new(),
             nacks: VecDeque::new(),
+            entries: HashMap::new(),
             next_check: Instant::now() + CHECK_INTERVAL,
             failures: 0,
         }
@@ -211,6 +217,10 @@ impl PulsarStream {
             .map(|kv| (kv.key, kv.value))
             .collect();
         let id = m.message_id.id;
+        let entry_size = match (id.batch_index, m.message_id.batch_size) {
+            (Some(_), Some(n)) => u32::try_from(n).unwrap_or(1).max(1),
+            _ => 1,
+        };
         let payload = Bytes::from(m.payload.data);
         let attempts = {
             if self.attempts.len() >= MAX_TRACKED {
@@ -232,6 +242,7 @@ impl PulsarStream {
         match decoded {
             Ok(Decoded { batch }) => Some(Held {
                 id,
+                entry_size,
                 batch,
                 properties,
                 key,
@@ -245,6 +256,7 @@ impl PulsarStream {
                     .increment(1);
                 let held = Held {
                     id,
+                    entry_size,
                     batch: Batch {
                         tenant: self.tenant.clone(),
                         signal: self.signal,
@@ -322,16 +334,38 @@ impl PulsarStream {
         Some(delivery)
     }
 
+    /// Acknowledges settled messages. The broker acknowledges a batched entry as a whole (the
+    /// client does not send batch-index acknowledgements), so the messages of a batched entry
+    /// are acknowledged only once every one of them is settled; acknowledging the first alone
+    /// would drop the others, even after a crash or a negative acknowledgement.
     async fn ack_ids(&mut self, parts: &[Held]) -> Result<(), BufferError> {
+        let mut ready = Vec::with_capacity(parts.len());
+        for held in parts {
+            self.attempts.remove(&held.id);
+            if held.entry_size <= 1 {
+                ready.push(held.id.clone());
+                continue;
+            }
+            let key = (held.id.ledger_id, held.id.entry_id);
+            let settled = self.entries.entry(key).or_default();
+            if !settled.contains(&held.id) {
+                settled.push(held.id.clone());
+            }
+            if settled.len() >= held.entry_size as usize {
+                ready.extend(self.entries.remove(&key).unwrap_or_default());
+            }
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
         if self.consumer.is_none() && !self.connect().await {
             return Err(BufferError::Closed);
         }
         let Some((consumer, _)) = self.consumer.as_mut() else {
             return Err(BufferError::Closed);
         };
-        for held in parts {
-            self.attempts.remove(&held.id);
-            if let Err(e) = consumer.ack_with_id(&self.topic, held.id.clone()).await {
+        for id in ready {
+            if let Err(e) = consumer.ack_with_id(&self.topic, id).await {
                 // The engine is gone: the broker redelivers the message to the next consumer.
                 self.consumer = None;
                 return Err(unavailable(
@@ -341,6 +375,18 @@ impl PulsarStream {
             }
         }
         Ok(())
+    }
+
+    /// Schedules negative acknowledgements. A batched entry comes back whole, so what was
+    /// settled of it so far is forgotten (those messages are delivered again: duplicates,
+    /// never losses).
+    fn schedule_nacks(&mut self, parts: Vec<Held>) {
+        for held in &parts {
+            self.entries.remove(&(held.id.ledger_id, held.id.entry_id));
+        }
+        let due = Instant::now() + self.ctx.config.consumer.redelivery_delay;
+        self.nacks
+            .push_back((due, parts.into_iter().map(|h| h.id).collect()));
     }
 
     /// Publishes each message to the dead-letter topic (waiting for every receipt), then
@@ -362,9 +408,7 @@ impl PulsarStream {
         match self.dead_letters.publish(letters).await {
             Ok(()) => self.ack_ids(&parts).await,
             Err(e) => {
-                let due = Instant::now() + self.ctx.config.consumer.redelivery_delay;
-                self.nacks
-                    .push_back((due, parts.into_iter().map(|h| h.id).collect()));
+                self.schedule_nacks(parts);
                 Err(unavailable(
                     "cannot publish to the Pulsar dead-letter topic",
                     e,
@@ -455,9 +499,7 @@ impl BufferStream for PulsarStream {
         }
         metrics::counter!("sluice_pulsar_redeliveries_total", "signal" => self.signal.as_str(), "tenant" => self.label.clone())
             .increment(parts.len() as u64);
-        let due = Instant::now() + self.ctx.config.consumer.redelivery_delay;
-        self.nacks
-            .push_back((due, parts.into_iter().map(|h| h.id).collect()));
+        self.schedule_nacks(parts);
         Ok(GaveUp::Redeliver)
     }
 }

@@ -1,0 +1,68 @@
+//! Load client and latency sink for the daemon comparison of `make bench`
+//! (`deploy/bench/run.py`). Not a criterion bench: an example binary, built with
+//! `cargo build --release --example loadgen`.
+//!
+//! ```text
+//! loadgen sink --listen 127.0.0.1:14317 --control 127.0.0.1:14319
+//! loadgen send --endpoint http://127.0.0.1:4317 --spans 100 --rate 20000 --duration 10 \
+//!              --sink-control http://127.0.0.1:14319 --pids 1234
+//! ```
+//!
+//! `send` stamps every span with its send time and a per-run sequence number
+//! (`template.rs`); `sink` records which spans arrived and when (`sink.rs`), so one run yields
+//! throughput, end-to-end latency percentiles and an exact count of lost and duplicated spans,
+//! plus the CPU time and peak RSS of the processes named with `--pids` (`procfs.rs`).
+
+mod hist;
+mod procfs;
+mod send;
+mod sink;
+mod template;
+mod wire;
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "OTLP load client and latency sink for Sluice's daemon comparison")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve OTLP/gRPC traces and count what arrives (the backend of both daemons).
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:14317")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:14319")]
+        control: SocketAddr,
+    },
+    /// Send load to a daemon and report one run as JSON on stdout.
+    Send(send::SendArgs),
+}
+
+/// Wall-clock nanoseconds: what the sender writes into spans and the sink compares with.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Two workers: the machine the comparison runs on has two cores, shared with the daemons.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Sink { listen, control } => sink::run(listen, control).await,
+            Command::Send(args) => send::run(args).await,
+        }
+    })
+}

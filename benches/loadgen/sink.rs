@@ -1,0 +1,262 @@
+//! The backend both daemons export to: an OTLP/gRPC trace server that answers OK at once and
+//! records, per span of the current run, that it arrived (a bitset by sequence number, so
+//! duplicates are told apart from new spans) and how long after its send it arrived.
+//!
+//! Control API (HTTP/1.1, for the sender):
+//!
+//! * `POST /reset?run=N` — start counting run `N` (spans of other runs count as `stale`);
+//! * `GET /stats` — JSON counts and end-to-end latency percentiles of the current run;
+//! * `GET /received` — the received bitset (little-endian `u64` words, bit = sequence number).
+//!
+//! Requests are walked, not decoded (`wire.rs`), so the sink costs little CPU beside the
+//! daemon under test. `grpc-encoding: gzip` and `zstd` are accepted.
+
+use std::convert::Infallible;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderValue};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use tonic::body::Body;
+use tonic::server::NamedService;
+
+use crate::hist::Hist;
+use crate::template::parse_span_id;
+use crate::{now_ns, wire};
+
+#[derive(Default)]
+struct RunState {
+    run: u16,
+    received: Vec<u64>,
+    spans: u64,
+    unique: u64,
+    duplicates: u64,
+    stale: u64,
+    requests: u64,
+    malformed: u64,
+    latency: Hist,
+    first_ns: u64,
+    last_ns: u64,
+}
+
+impl RunState {
+    fn mark(&mut self, seq: u64) -> bool {
+        let word = (seq / 64) as usize;
+        if word >= self.received.len() {
+            self.received.resize((word + 1).next_power_of_two(), 0);
+        }
+        let bit = 1u64 << (seq % 64);
+        let new = self.received[word] & bit == 0;
+        self.received[word] |= bit;
+        new
+    }
+}
+
+#[derive(Clone, Default)]
+struct Sink {
+    state: Arc<Mutex<RunState>>,
+}
+
+pub async fn run(listen: SocketAddr, control: SocketAddr) -> anyhow::Result<()> {
+    let sink = Sink::default();
+    let grpc_listener = tokio::net::TcpListener::bind(listen).await?;
+    let control_listener = tokio::net::TcpListener::bind(control).await?;
+    eprintln!("loadgen sink: OTLP/gRPC on {listen}, control on http://{control}");
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .max_frame_size(Some(1 << 20))
+        .add_service(TraceSink(sink.clone()))
+        .serve_with_incoming(incoming);
+    let app = axum::Router::new()
+        .route("/reset", axum::routing::post(reset))
+        .route("/stats", axum::routing::get(stats))
+        .route("/received", axum::routing::get(received))
+        .with_state(sink);
+    let control = axum::serve(control_listener, app);
+    tokio::select! {
+        r = grpc => r?,
+        r = control => r?,
+    }
+    Ok(())
+}
+
+// === control ===
+
+async fn reset(
+    axum::extract::State(sink): axum::extract::State<Sink>,
+    uri: http::Uri,
+) -> (http::StatusCode, String) {
+    let run = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("run="))
+        .and_then(|v| v.parse::<u16>().ok());
+    let Some(run) = run else {
+        return (
+            http::StatusCode::BAD_REQUEST,
+            "run=N (1..65535) required\n".into(),
+        );
+    };
+    *sink.state.lock().unwrap() = RunState {
+        run,
+        ..RunState::default()
+    };
+    (http::StatusCode::OK, format!("run {run}\n"))
+}
+
+async fn stats(axum::extract::State(sink): axum::extract::State<Sink>) -> String {
+    let s = sink.state.lock().unwrap();
+    serde_json::json!({
+        "run": s.run,
+        "spans": s.spans,
+        "unique": s.unique,
+        "duplicates": s.duplicates,
+        "stale": s.stale,
+        "requests": s.requests,
+        "malformed": s.malformed,
+        "first_ns": s.first_ns,
+        "last_ns": s.last_ns,
+        "latency": s.latency.summary(),
+    })
+    .to_string()
+}
+
+async fn received(axum::extract::State(sink): axum::extract::State<Sink>) -> Vec<u8> {
+    let s = sink.state.lock().unwrap();
+    s.received.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+// === OTLP/gRPC ===
+
+#[derive(Clone)]
+struct TraceSink(Sink);
+
+impl NamedService for TraceSink {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl tower::Service<http::Request<Body>> for TraceSink {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let sink = self.0.clone();
+        Box::pin(async move { Ok(handle(&sink, request).await) })
+    }
+}
+
+async fn handle(sink: &Sink, request: http::Request<Body>) -> http::Response<Body> {
+    let (parts, body) = request.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return tonic::Status::unavailable("body read failed").into_http(),
+    };
+    let received_ns = now_ns();
+    let message = match unframe(&parts.headers, body) {
+        Some(m) => m,
+        None => {
+            sink.state.lock().unwrap().malformed += 1;
+            return tonic::Status::invalid_argument("bad frame").into_http();
+        }
+    };
+    let mut seen: Vec<(u16, u64, u64)> = Vec::new();
+    let walked = wire::for_each_span(&message, |s| {
+        let id = s
+            .span_id
+            .as_ref()
+            .and_then(|r| parse_span_id(&message[r.clone()]));
+        let start = s.start_time.map(|at| wire::read_u64_le(&message, at));
+        if let (Some((run, seq)), Some(start)) = (id, start) {
+            seen.push((run, seq, start));
+        } else {
+            seen.push((0, 0, 0));
+        }
+    });
+    let mut state = sink.state.lock().unwrap();
+    state.requests += 1;
+    if walked.is_err() {
+        state.malformed += 1;
+        return tonic::Status::invalid_argument("not an ExportTraceServiceRequest").into_http();
+    }
+    for (run, seq, start) in seen {
+        state.spans += 1;
+        if run != state.run || run == 0 {
+            state.stale += 1;
+            continue;
+        }
+        if !state.mark(seq) {
+            state.duplicates += 1;
+            continue;
+        }
+        state.unique += 1;
+        let micros = received_ns.saturating_sub(start) / 1_000;
+        state.latency.record_n(micros, 1);
+        if state.first_ns == 0 {
+            state.first_ns = received_ns;
+        }
+        state.last_ns = received_ns;
+    }
+    drop(state);
+    ok_response()
+}
+
+fn unframe(headers: &HeaderMap, mut frame: Bytes) -> Option<Bytes> {
+    if frame.len() < 5 {
+        return None;
+    }
+    let compressed = frame.get_u8();
+    let len = frame.get_u32() as usize;
+    if len != frame.len() {
+        return None;
+    }
+    if compressed == 0 {
+        return Some(frame);
+    }
+    let mut out = Vec::new();
+    match headers.get("grpc-encoding").and_then(|v| v.to_str().ok()) {
+        Some("gzip") => flate2::read::GzDecoder::new(&frame[..])
+            .read_to_end(&mut out)
+            .ok()?,
+        Some("zstd") => zstd::stream::read::Decoder::new(&frame[..])
+            .ok()?
+            .read_to_end(&mut out)
+            .ok()?,
+        _ => return None,
+    };
+    Some(Bytes::from(out))
+}
+
+fn ok_response() -> http::Response<Body> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames = [
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let mut response =
+        http::Response::new(Body::new(StreamBody::new(futures::stream::iter(frames))));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static("gzip,zstd,identity"),
+    );
+    response
+}
