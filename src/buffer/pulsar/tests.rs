@@ -409,3 +409,16 @@ fn coalescing_merges_up_to_the_limit() {
     assert!(alone.is_full());
     assert_eq!(alone.finish().0, big);
 }
+
+#[test]
+fn snappy_is_refused_because_other_clients_cannot_read_it() {
+    let err = config("compression: snappy").validate().unwrap_err();
+    assert_eq!(err.field, "compression");
+    assert!(err.message.contains("Collector"), "{}", err.message);
+    for ok in ["none", "lz4", "zstd", "zlib"] {
+        assert!(
+            config(&format!("compression: {ok}")).validate().is_ok(),
+            "{ok}"
+        );
+    }
+}
