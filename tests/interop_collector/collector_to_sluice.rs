@@ -1,0 +1,308 @@
+use super::*;
+
+// =============================================================================================
+// B: the Collector writes, Sluice reads
+// =============================================================================================
+
+/// An export-only Sluice reading a fresh tenant's topics into the test backend, and a
+/// Collector (OTLP in) writing them.
+pub(crate) struct CollectorToSluice {
+    pub(crate) collector: Collector,
+    pub(crate) sluice: SluiceProcess,
+    pub(crate) backend: Backend,
+    pub(crate) tenant: String,
+    /// The Collector's OTLP/gRPC endpoint, `host:port`.
+    pub(crate) otlp: String,
+    pub(crate) out: PathBuf,
+    pub(crate) _dir: tempfile::TempDir,
+}
+
+impl CollectorToSluice {
+    /// `env`: extra environment of the Collector (PEER_COMPRESSION, PEER_BATCHING_DELAY, …).
+    pub(crate) async fn start(
+        peers: &Peers,
+        name: &str,
+        env: &[(&str, String)],
+    ) -> CollectorToSluice {
+        let tenant = pulsar::tenant(name);
+        let dir = temp_dir();
+        let out = dir.path().join("collector-out");
+        std::fs::create_dir_all(&out).unwrap();
+        let backend = Backend::start().await;
+
+        // Sluice, export only, reading this tenant's topics (they do not exist yet: its
+        // consumers create them, and start at the earliest message).
+        let consumer = format!(
+            "consumer: {{ subscription: {}, tenants: [{tenant}] }}",
+            pulsar::tenant("sluice")
+        );
+        let mut config = SluiceConfig::new(dir.path(), backend.port())
+            .with_pulsar(&pulsar::service_url(), &["send_timeout: 10s", &consumer]);
+        config.receive = false;
+        let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+
+        let otlp = format!("127.0.0.1:{}", free_port());
+        let mut collector_env = vec![
+            ("PEER_PULSAR_URL", pulsar::service_url()),
+            ("PEER_TENANT", tenant.clone()),
+            ("PEER_OTLP_ENDPOINT", otlp.clone()),
+            ("PEER_OUT_DIR", out.display().to_string()),
+        ];
+        collector_env.extend(env.iter().cloned());
+        let collector = Collector::start(
+            &peers.collector,
+            "collector-otlp-to-pulsar.yaml",
+            &collector_env,
+            dir.path(),
+        )
+        .await;
+        CollectorToSluice {
+            collector,
+            sluice,
+            backend,
+            tenant,
+            otlp,
+            out,
+            _dir: dir,
+        }
+    }
+
+    /// The spans the Collector recorded sending, once there are at least `n`.
+    pub(crate) async fn sent_spans(&self, n: usize) -> Vec<Item> {
+        let file = self.out.join("sent-traces.pb");
+        wait_items("the Collector's record of the spans it sent", n, || {
+            read_proto_file::<ExportTraceServiceRequest>(&file)
+                .iter()
+                .flat_map(span_items)
+                .collect()
+        })
+        .await
+    }
+
+    /// The spans the backend got, once there are at least `n`.
+    pub(crate) async fn delivered_spans(&self, n: usize) -> Vec<Item> {
+        wait_items("Sluice to deliver every span", n, || {
+            self.backend.with(|r| {
+                r.traces
+                    .iter()
+                    .flat_map(|x| span_items(&x.request))
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    pub(crate) fn assert_no_collector_problems(&self) {
+        let problems = self.collector.problems();
+        assert!(
+            problems.is_empty(),
+            "the Collector logged problems:\n{}",
+            problems.join("\n")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn sluice_exports_what_the_collector_pulsarexporter_wrote() {
+    let peers = preflight();
+    // Wider than the 10 ms default, so that messages share broker entries for sure.
+    let env = [("PEER_BATCHING_DELAY", "200ms".to_string())];
+    let b = CollectorToSluice::start(&peers, "interop-b", &env).await;
+    let (tenant, otlp, out, backend, sluice) = (&b.tenant, &b.otlp, &b.out, &b.backend, &b.sluice);
+
+    // Known data from this test's OTLP client (no tenant header: the Collector would not
+    // forward it anyway; the topic is what names the tenant), then telemetrygen's.
+    let sent = Sent::new("interop-b");
+    sent.send(&format!("http://{otlp}"), None).await;
+    for signal in ["traces", "metrics", "logs"] {
+        telemetrygen(&peers.telemetrygen, signal, TELEMETRYGEN_ITEMS, otlp).await;
+    }
+
+    // What the Collector sent (its file exporter, next to the pulsarexporter in the same
+    // pipelines). telemetrygen makes 2 spans per trace (a root and one child).
+    let tee = |name: &str| out.join(name);
+    let sent_spans = wait_items(
+        "the Collector's record of the spans it sent",
+        sent.spans().len() + 2 * TELEMETRYGEN_ITEMS,
+        || {
+            read_proto_file::<ExportTraceServiceRequest>(&tee("sent-traces.pb"))
+                .iter()
+                .flat_map(span_items)
+                .collect()
+        },
+    )
+    .await;
+    let sent_points = wait_items(
+        "the Collector's record of the data points it sent",
+        sent.points().len() + TELEMETRYGEN_ITEMS,
+        || {
+            read_proto_file::<ExportMetricsServiceRequest>(&tee("sent-metrics.pb"))
+                .iter()
+                .flat_map(point_items)
+                .collect()
+        },
+    )
+    .await;
+    let sent_records = wait_items(
+        "the Collector's record of the log records it sent",
+        sent.records().len() + TELEMETRYGEN_ITEMS,
+        || {
+            read_proto_file::<ExportLogsServiceRequest>(&tee("sent-logs.pb"))
+                .iter()
+                .flat_map(record_items)
+                .collect()
+        },
+    )
+    .await;
+
+    // Sluice delivers every item with the topic's tenant.
+    let got_spans = wait_items("Sluice to deliver every span", sent_spans.len(), || {
+        backend.with(|r| {
+            r.traces
+                .iter()
+                .flat_map(|x| span_items(&x.request))
+                .collect()
+        })
+    })
+    .await;
+    let got_points = wait_items(
+        "Sluice to deliver every data point",
+        sent_points.len(),
+        || {
+            backend.with(|r| {
+                r.metrics
+                    .iter()
+                    .flat_map(|x| point_items(&x.request))
+                    .collect()
+            })
+        },
+    )
+    .await;
+    let got_records = wait_items(
+        "Sluice to deliver every log record",
+        sent_records.len(),
+        || {
+            backend.with(|r| {
+                r.logs
+                    .iter()
+                    .flat_map(|x| record_items(&x.request))
+                    .collect()
+            })
+        },
+    )
+    .await;
+    assert_same_items("spans Sluice delivered", &sent_spans, &got_spans);
+    assert_same_items("data points Sluice delivered", &sent_points, &got_points);
+    assert_same_items("log records Sluice delivered", &sent_records, &got_records);
+
+    // The test's own items are among them exactly (the Collector changed nothing either).
+    let contains = |what: &str, want: Vec<Item>, got: &[Item]| {
+        let got: Vec<Item> = got
+            .iter()
+            .filter(|g| want.iter().any(|w| w.bytes == g.bytes))
+            .cloned()
+            .collect();
+        assert_same_items(what, &want, &got);
+    };
+    contains("the test's spans", sent.spans(), &got_spans);
+    contains("the test's data points", sent.points(), &got_points);
+    contains("the test's log records", sent.records(), &got_records);
+
+    let tenants = backend.with(|r| {
+        let mut t: Vec<Option<String>> = r.traces.iter().map(|x| x.tenant.clone()).collect();
+        t.extend(r.metrics.iter().map(|x| x.tenant.clone()));
+        t.extend(r.logs.iter().map(|x| x.tenant.clone()));
+        t
+    });
+    assert!(
+        tenants
+            .iter()
+            .all(|t| t.as_deref() == Some(tenant.as_str())),
+        "every request must carry the topic's tenant {tenant}: {tenants:?}"
+    );
+
+    // The item counts Sluice derived (the Collector's messages carry no `items` property, so
+    // Sluice walks the payload) and no message refused as undecodable.
+    for (signal, n) in [
+        ("traces", sent_spans.len()),
+        ("metrics", sent_points.len()),
+        ("logs", sent_records.len()),
+    ] {
+        let labels = [("signal", signal), ("tenant", tenant.as_str())];
+        let exported = sluice
+            .metric("sluice_exporter_sent_items_total", &labels)
+            .await;
+        assert_eq!(
+            exported, n as f64,
+            "sluice_exporter_sent_items_total of {signal}"
+        );
+        let undecodable = sluice
+            .metric("sluice_pulsar_undecodable_messages_total", &labels)
+            .await;
+        assert_eq!(undecodable, 0.0, "undecodable {signal} messages");
+    }
+
+    // What the Collector's messages look like next to Sluice's contract (for the record), and
+    // that its producer did batch (so batched entries were read above).
+    for signal in ["traces", "metrics", "logs"] {
+        let topic = pulsar::topic(signal, tenant);
+        let messages = pulsar::read_topic(&topic, usize::MAX, Duration::from_secs(2)).await;
+        let keys: BTreeSet<Option<String>> = messages.iter().map(|m| m.key.clone()).collect();
+        let properties: BTreeSet<BTreeMap<String, String>> = messages
+            .iter()
+            .map(|m| m.properties.clone().into_iter().collect())
+            .collect();
+        let entries = entries(&topic).await;
+        if signal == "traces" {
+            assert!(
+                entries < messages.len() as u64,
+                "the Collector's producer should have batched ({} messages in {entries} entries)",
+                messages.len()
+            );
+        }
+        eprintln!(
+            "B: {topic}: {} messages in {entries} broker entries; keys {:?}; properties {:?}",
+            messages.len(),
+            keys,
+            properties,
+        );
+    }
+
+    b.assert_no_collector_problems();
+    eprintln!(
+        "B: Sluice delivered {} spans, {} data points, {} log records that the Collector wrote, \
+         all as sent",
+        got_spans.len(),
+        got_points.len(),
+        got_records.len()
+    );
+}
+
+/// Every compression the pulsarexporter offers is one Sluice's consumer reads.
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn sluice_reads_every_collector_compression() {
+    let peers = preflight();
+    for compression in ["none", "lz4", "zlib", "zstd"] {
+        let env = [("PEER_COMPRESSION", compression.to_string())];
+        let run = CollectorToSluice::start(&peers, &format!("interop-y-{compression}"), &env).await;
+        let sent = trace_requests(0x5111_ce00_7900_0000, compression, 2, 2);
+        let channel = channel(&format!("http://{}", run.otlp)).await;
+        for request in &sent {
+            export_traces(&channel, None, request.clone())
+                .await
+                .unwrap_or_else(|status| panic!("the Collector refused: {status:?}"));
+        }
+        let n = sent.iter().flat_map(span_items).count();
+        let written = run.sent_spans(n).await;
+        let delivered = run.delivered_spans(written.len()).await;
+        let what = format!("spans the Collector wrote with compression {compression}");
+        assert_same_items(&what, &written, &delivered);
+        let labels = [("signal", "traces"), ("tenant", run.tenant.as_str())];
+        let undecodable = run
+            .sluice
+            .metric("sluice_pulsar_undecodable_messages_total", &labels)
+            .await;
+        assert_eq!(undecodable, 0.0, "undecodable messages with {compression}");
+        run.assert_no_collector_problems();
+    }
+}
