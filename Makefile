@@ -54,7 +54,7 @@ pulsar-stop: ## stop the local Pulsar broker
 peers: ## build the OpenTelemetry Collector peer and telemetrygen (pinned, cached in .cache/peers/)
 	@bash deploy/peers/install.sh
 
-# Sluice <-> Collector through a real Pulsar broker, both directions (tests/interop_collector.rs;
+# Sluice <-> Collector through a real Pulsar broker, both directions (tests/interop_collector/;
 # `make test` runs it too). Broker handling as in `make test`.
 interop: tools peers ## Sluice <-> OpenTelemetry Collector through Pulsar (pulsarexporter/pulsarreceiver)
 	@was_running=0; bash $(PULSAR) status >/dev/null 2>&1 && was_running=1; \
