@@ -31,6 +31,7 @@ spans refused, lost (acknowledged, never received) and duplicated.
 Environment: BENCH_QUICK=1 (one repetition, shorter windows, 100 spans/request only: ~3 min),
 BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,S2,S3),
 BENCH_OUT (results directory; default target/sluice-bench), BENCH_PORT_BASE (default 24300).
+`run.py --report results-XXX.json` prints the tables of an earlier run again.
 Python 3.11 standard library only.
 """
 
@@ -496,9 +497,9 @@ def main() -> int:
         sink.wait()
     elapsed = time.monotonic() - t0
 
-    report = render(results, failures, elapsed)
+    report = render(results, failures, elapsed, versions())
     print(report)
-    (OUT / f"results-{stamp}.json").write_text(json.dumps({"results": results, "failures": failures}, indent=1))
+    (OUT / f"results-{stamp}.json").write_text(json.dumps({"results": results, "failures": failures, "elapsed_s": elapsed, "versions": versions()}, indent=1))
     (OUT / f"results-{stamp}.md").write_text(report)
     (OUT / "latest.md").write_text(report)
     log(f"results: {OUT / f'results-{stamp}.md'} and .json ({elapsed / 60:.1f} min)")
@@ -517,7 +518,10 @@ def med(rs: list[dict], f) -> float | None:
 def summarize(rs: list[dict], mode: str) -> dict:
     s = {
         "n": len(rs),
-        "sps": med(rs, lambda r: r["delivered_sps"]),
+        # Saturation: delivered end to end (first send -> last receipt). Fixed rate: the rate
+        # the daemon took on schedule (delivery is checked by `lost`); the end-to-end figure
+        # would be short of it by the last batch's linger.
+        "sps": med(rs, lambda r: r["delivered_sps"] if mode == "saturation" else r["accepted_sps"]),
         "cpu": med(rs, lambda r: r["cpu_s_per_million"]),
         "rss": med(rs, lambda r: r["rss_peak_kib"] / 1024),
         "p50": med(rs, lambda r: r["latency"]["p50_us"] / 1000),
@@ -549,7 +553,7 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}"
 
 
-def render(results: list[dict], failures: list[str], elapsed: float) -> str:
+def render(results: list[dict], failures: list[str], elapsed: float, measured: dict[str, str] | None = None) -> str:
     by: dict[tuple[str, int, str], list[dict]] = {}
     for r in results:
         by.setdefault((r["variant"], r["spans_per_request"], r["mode"]), []).append(r)
@@ -562,6 +566,8 @@ def render(results: list[dict], failures: list[str], elapsed: float) -> str:
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     lines.append(f"Machine: {os.cpu_count()} vCPU ({cpu}), {mem_gib:.0f} GiB RAM, {os.uname().sysname} {os.uname().release}. "
                  f"{REPS} repetition(s) of {DURATION:g} s per run, medians; {elapsed / 60:.1f} min in all.")
+    if measured:
+        lines.append(f"Sluice {measured.get('sluice', '?')}; {measured.get('otelcol', 'Collector ?')}.")
     others = sorted(r["machine_cores"]["other"] for r in results if "machine_cores" in r)
     if others:
         lines.append(f"CPU taken by other processes on the machine during the runs (noise): median "
@@ -616,9 +622,34 @@ def render(results: list[dict], failures: list[str], elapsed: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def versions() -> dict[str, str]:
+    """What was measured: the Sluice commit (+ "dirty" with local changes) and the Collector build."""
+    out = {}
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if commit:
+            out["sluice"] = commit + (" (with local changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        out["otelcol"] = subprocess.run([str(OTELCOL_BIN), "--version"], capture_output=True, text=True,
+                                        timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
 def load_label(mode: str, spans: int) -> str:
     return "saturation" if mode == "saturation" else f"fixed {FIXED_RATES[spans]:,}/s"
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--report":
+        # Render the tables again from a results-*.json of an earlier run.
+        saved = json.loads(Path(sys.argv[2]).read_text())
+        print(render(saved["results"], saved["failures"], saved.get("elapsed_s", 0.0), saved.get("versions")))
+        sys.exit(0)
     sys.exit(main())
