@@ -7,7 +7,7 @@
 //! the backend is down; a failed connect is a retryable error like any other, and the shared
 //! retry loop ([`crate::exporter::retry`]) waits and tries again.
 
-mod codec;
+pub mod codec;
 mod config;
 mod skip_verify;
 mod status;
