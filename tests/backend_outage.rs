@@ -7,36 +7,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::otlp::{channel, export_traces, named_spans, trace_request};
-use common::{free_port, temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
+use common::{
+    free_port, send_named_spans, temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess,
+};
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Sends `requests` requests of `per_request` spans named `{tenant}-r{r}-{i}` for `tenant`;
-/// returns the names sent.
-async fn send(
-    sluice: &SluiceProcess,
-    tenant: &str,
-    requests: usize,
-    per_request: usize,
-) -> BTreeSet<String> {
-    let client = channel(&sluice.otlp_endpoint()).await;
-    let mut names = BTreeSet::new();
-    for r in 0..requests {
-        let spans = named_spans(
-            &format!("{tenant}-r{r}"),
-            (r * per_request) as u64,
-            per_request,
-        );
-        names.extend(spans.iter().map(|s| s.name.clone()));
-        let request = trace_request("outage-svc", None, spans);
-        if let Err(status) = export_traces(&client, Some(tenant), request).await {
-            panic!("request {r} of {tenant} refused: {status:?}");
-        }
-    }
-    names
-}
 
 async fn wait_metric(sluice: &SluiceProcess, name: &str, labels: &[(&str, &str)], at_least: f64) {
     let what = format!("{name}{labels:?} >= {at_least}");
@@ -59,7 +35,7 @@ async fn backend_down_then_up_gets_everything() {
     let config = SluiceConfig::new(dir.path(), backend_port);
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
 
-    let sent = send(&sluice, TENANT, 20, 10).await;
+    let sent = send_named_spans(&sluice, TENANT, 20, 10).await;
     let retries = [
         ("exporter", "otlp"),
         ("signal", "traces"),
@@ -106,8 +82,8 @@ async fn permanent_refusal_dead_letters_only_that_tenant() {
     let config = SluiceConfig::new(dir.path(), backend.port());
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
 
-    let bad = send(&sluice, "bad", REQUESTS, PER_REQUEST).await;
-    let good = send(&sluice, "good", REQUESTS, PER_REQUEST).await;
+    let bad = send_named_spans(&sluice, "bad", REQUESTS, PER_REQUEST).await;
+    let good = send_named_spans(&sluice, "good", REQUESTS, PER_REQUEST).await;
 
     backend.wait_spans("good", good.len(), WAIT).await;
     let dead = [("signal", "traces"), ("tenant", "bad")];

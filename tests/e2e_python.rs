@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{temp_dir, Backend, SluiceConfig, SluiceProcess};
@@ -17,38 +16,17 @@ const TENANT: &str = "pyteam";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_spans_arrive_under_their_tenant() {
-    let python = std::env::var("SLUICE_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "SLUICE_TEST_PYTHON is not set: run the tests with `make test`, or set it to the \
-             python of the venv that deploy/scripts/python-env.sh prints"
-        )
-    });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/send_traces.py");
-
     let dir = temp_dir();
     let backend = Backend::start().await;
     let config = SluiceConfig::new(dir.path(), backend.port());
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
 
     let endpoint = sluice.otlp_endpoint();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(&python)
-            .arg(script)
-            .arg(&endpoint)
-            .arg(SPANS.to_string())
-            .arg(TENANT)
-            .output()
-            .unwrap_or_else(|e| panic!("run {python}: {e}"))
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "send_traces.py failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::python::run_client(
+        "send_traces.py",
+        vec![endpoint, SPANS.to_string(), TENANT.to_string()],
+    )
+    .await;
 
     backend
         .wait_spans(TENANT, SPANS, Duration::from_secs(30))

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{temp_dir, Backend, SluiceConfig, SluiceProcess};
@@ -19,38 +18,17 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_http_exports_arrive_under_their_tenant() {
-    let python = std::env::var("SLUICE_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "SLUICE_TEST_PYTHON is not set: run the tests with `make test`, or set it to the \
-             python of the venv that deploy/scripts/python-env.sh prints"
-        )
-    });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/send_http.py");
-
     let dir = temp_dir();
     let backend = Backend::start().await;
     let config = SluiceConfig::new(dir.path(), backend.port()).with_http(&[]);
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
 
     let base = format!("http://{}", sluice.http_addr.expect("an http endpoint"));
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(&python)
-            .arg(script)
-            .arg(&base)
-            .arg(COUNT.to_string())
-            .arg(TENANT)
-            .output()
-            .unwrap_or_else(|e| panic!("run {python}: {e}"))
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "send_http.py failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::python::run_client(
+        "send_http.py",
+        vec![base, COUNT.to_string(), TENANT.to_string()],
+    )
+    .await;
 
     backend.wait_spans(TENANT, COUNT, WAIT).await;
     backend.wait_log_records(TENANT, COUNT, WAIT).await;

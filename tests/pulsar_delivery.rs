@@ -17,37 +17,12 @@ use std::time::Duration;
 
 use common::otlp::{channel, export_traces, named_spans, trace_request};
 use common::pulsar;
-use common::{temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
+use common::{send_named_spans, temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Sends `requests` requests of `per_request` spans named `{tenant}-r{r}-{i}`; returns the
-/// names (every request must be accepted).
-async fn send(
-    sluice: &SluiceProcess,
-    tenant: &str,
-    requests: usize,
-    per_request: usize,
-) -> BTreeSet<String> {
-    let client = channel(&sluice.otlp_endpoint()).await;
-    let mut names = BTreeSet::new();
-    for r in 0..requests {
-        let spans = named_spans(
-            &format!("{tenant}-r{r}"),
-            (r * per_request) as u64,
-            per_request,
-        );
-        names.extend(spans.iter().map(|s| s.name.clone()));
-        let request = trace_request("pulsar-it", None, spans);
-        if let Err(status) = export_traces(&client, Some(tenant), request).await {
-            panic!("request {r} of {tenant} refused: {status:?}");
-        }
-    }
-    names
-}
 
 async fn wait_names(backend: &Backend, tenant: &str, want: &BTreeSet<String>) {
     let what = format!("every span of {tenant} at the backend");
@@ -126,10 +101,10 @@ async fn exporter_sigkilled_mid_stream_delivers_everything_after_restart() {
 
     // Half the data is exported; then the backend refuses (retryably) the rest, so deliveries
     // are in flight (handed out, unacknowledged) when the exporter is killed.
-    let first = send(&ingest, &tenant, 40, 5).await;
+    let first = send_named_spans(&ingest, &tenant, 40, 5).await;
     wait_names(&first_backend, &tenant, &first).await;
     first_backend.fail_tenant(&tenant, Code::Unavailable);
-    let second = send(&ingest, &tenant, 40, 5).await;
+    let second = send_named_spans(&ingest, &tenant, 40, 5).await;
     let retries = [("signal", "traces"), ("tenant", tenant.as_str())];
     wait_metric(&exporter, "sluice_exporter_retries_total", &retries, 1.0).await;
     exporter.kill();
@@ -176,9 +151,9 @@ async fn permanent_failures_go_to_the_tenants_dead_letter_topic_others_unaffecte
         "{ initial_interval: 20ms, max_interval: 50ms, max_elapsed_time: 200ms }".to_string();
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
 
-    let sent_bad = send(&sluice, &bad, 5, 4).await;
-    let sent_good = send(&sluice, &good, 5, 4).await;
-    let sent_flaky = send(&sluice, &flaky, 2, 3).await;
+    let sent_bad = send_named_spans(&sluice, &bad, 5, 4).await;
+    let sent_good = send_named_spans(&sluice, &good, 5, 4).await;
+    let sent_flaky = send_named_spans(&sluice, &flaky, 2, 3).await;
     wait_names(&backend, &good, &sent_good).await;
 
     // Permanent: straight to the dead letters, with the original properties plus why.
@@ -278,7 +253,7 @@ async fn two_exporters_share_the_subscription_and_both_work() {
 
     let mut sent = Vec::new();
     for tenant in &tenants {
-        sent.push(send(&ingest, tenant, 60, 3).await);
+        sent.push(send_named_spans(&ingest, tenant, 60, 3).await);
     }
     for (tenant, names) in tenants.iter().zip(&sent) {
         wait_names(&backend, tenant, names).await;
@@ -366,7 +341,7 @@ async fn an_ingest_only_agent_keeps_data_for_exporters_that_start_later() {
 
     // Pulsar keeps messages only for existing subscriptions: by the time the client has its
     // answer, the exporters' subscription must already be on the new topic.
-    let sent = send(&ingest, &tenant, 5, 4).await;
+    let sent = send_named_spans(&ingest, &tenant, 5, 4).await;
     let stats = pulsar::topic_stats(&topic("early", &tenant)).await;
     let subscription = pulsar::tenant("early");
     let backlog = &stats["subscriptions"][subscription.as_str()]["msgBacklog"];

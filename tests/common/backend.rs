@@ -74,6 +74,20 @@ impl State {
         }
     }
 
+    /// Admits (or refuses, or hangs on) a request, then keeps it in the list `list` picks.
+    async fn record<T>(
+        &self,
+        signal: &'static str,
+        request: Request<T>,
+        list: impl FnOnce(&mut Recorded) -> &mut Vec<Received<T>>,
+    ) -> Result<(), Status> {
+        let tenant = self.admit(signal, &request)?;
+        self.hang_if_asked(&tenant).await;
+        let request = request.into_inner();
+        list(&mut self.recorded.lock().unwrap()).push(Received { tenant, request });
+        Ok(())
+    }
+
     fn admit<T>(
         &self,
         signal: &'static str,
@@ -112,15 +126,7 @@ impl TraceService for Svc {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let tenant = self.0.admit("traces", &request)?;
-        self.0.hang_if_asked(&tenant).await;
-        let request = request.into_inner();
-        self.0
-            .recorded
-            .lock()
-            .unwrap()
-            .traces
-            .push(Received { tenant, request });
+        self.0.record("traces", request, |r| &mut r.traces).await?;
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -131,15 +137,9 @@ impl MetricsService for Svc {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let tenant = self.0.admit("metrics", &request)?;
-        self.0.hang_if_asked(&tenant).await;
-        let request = request.into_inner();
         self.0
-            .recorded
-            .lock()
-            .unwrap()
-            .metrics
-            .push(Received { tenant, request });
+            .record("metrics", request, |r| &mut r.metrics)
+            .await?;
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -150,15 +150,7 @@ impl LogsService for Svc {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let tenant = self.0.admit("logs", &request)?;
-        self.0.hang_if_asked(&tenant).await;
-        let request = request.into_inner();
-        self.0
-            .recorded
-            .lock()
-            .unwrap()
-            .logs
-            .push(Received { tenant, request });
+        self.0.record("logs", request, |r| &mut r.logs).await?;
         Ok(Response::new(ExportLogsServiceResponse::default()))
     }
 }

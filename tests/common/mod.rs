@@ -19,6 +19,7 @@ pub mod http_client;
 pub mod otlp;
 pub mod process;
 pub mod pulsar;
+pub mod python;
 pub mod tls;
 
 use std::future::Future;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 pub use backend::Backend;
 pub use config::SluiceConfig;
 pub use http::{metric_sum, metrics_text};
-pub use process::SluiceProcess;
+pub use process::{send_named_spans, SluiceProcess};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -182,3 +182,29 @@ impl Drop for SluiceProcess {
         self.kill();
     }
 }
+
+/// Sends `requests` requests of `per_request` spans named `{tenant}-r{r}-{i}` as `tenant`;
+/// returns the names. Every request must be accepted.
+pub async fn send_named_spans(
+    sluice: &SluiceProcess,
+    tenant: &str,
+    requests: usize,
+    per_request: usize,
+) -> std::collections::BTreeSet<String> {
+    use super::otlp::{channel, export_traces, named_spans, trace_request};
+    let client = channel(&sluice.otlp_endpoint()).await;
+    let mut names = std::collections::BTreeSet::new();
+    for r in 0..requests {
+        let spans = named_spans(
+            &format!("{tenant}-r{r}"),
+            (r * per_request) as u64,
+            per_request,
+        );
+        names.extend(spans.iter().map(|s| s.name.clone()));
+        let request = trace_request("sluice-it", None, spans);
+        if let Err(status) = export_traces(&client, Some(tenant), request).await {
+            panic!("request {r} of {tenant} refused: {status:?}");
+        }
+    }
+    names
+}
