@@ -1,23 +1,28 @@
-//! The persisted positions of a log's stream, each a small file of `[u64 LE][u32 LE crc32c]`:
+//! The persisted positions of a log's stream, each a small file of `[u64 LE][u32 LE crc32c]`,
+//! overwritten in place:
 //!
-//! * `cursor`: every record before it is acknowledged. Replaced atomically (temporary file,
-//!   fsync, rename, fsync of the directory), so it is never torn.
-//! * `handed-out`: every record before it was handed to an exporter at some point. Overwritten
-//!   in place without fsync: it only tells which records are redeliveries after a restart, so
-//!   losing its last update in an OS crash merely under-reports redeliveries.
+//! * `cursor`: every record before it is acknowledged. Fsynced on every ack with
+//!   `fsync: always`, at most once per interval with `fsync: interval`. A cursor that is stale
+//!   after an OS crash only means redelivery (at-least-once), and one torn by a crash fails its
+//!   checksum and is treated as missing, so it never needs the cost of an atomic replace.
+//! * `handed-out`: every record before it was handed to an exporter at some point. Never
+//!   fsynced: it only tells which records are redeliveries after a restart, so losing its last
+//!   update in an OS crash merely under-reports redeliveries.
+//!
+//! A cursor that falls behind the oldest segment (acknowledged segments are deleted while the
+//! cursor's last write is not yet on disk) is moved up to it when the log is opened.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use super::segment::sync_dir;
 
 pub(super) const CURSOR_FILE: &str = "cursor";
-const CURSOR_TMP: &str = "cursor.tmp";
 pub(super) const HANDED_OUT_FILE: &str = "handed-out";
 const LEN: usize = 12;
 
-fn encode(value: u64) -> [u8; LEN] {
+pub(super) fn encode(value: u64) -> [u8; LEN] {
     let mut buf = [0u8; LEN];
     buf[..8].copy_from_slice(&value.to_le_bytes());
     let crc = crc32c::crc32c(&buf[..8]);
@@ -50,36 +55,36 @@ pub(super) fn load(dir: &Path, name: &str) -> io::Result<Option<u64>> {
     Ok(Some(u64::from_le_bytes(value)))
 }
 
-/// Durably replaces the `cursor` file with `value`.
-pub(super) fn store_cursor(dir: &Path, value: u64) -> io::Result<()> {
-    let tmp = dir.join(CURSOR_TMP);
-    let mut file = File::create(&tmp)?;
-    file.write_all(&encode(value))?;
-    file.sync_data()?;
-    drop(file);
-    fs::rename(&tmp, dir.join(CURSOR_FILE))?;
-    sync_dir(dir)
-}
-
-/// The `handed-out` file, kept open for cheap updates.
+/// A position file, kept open for cheap updates.
 #[derive(Debug)]
-pub(super) struct HandedOutMark {
+pub(super) struct PositionFile {
     file: File,
 }
 
-impl HandedOutMark {
-    pub(super) fn open(dir: &Path) -> io::Result<HandedOutMark> {
+impl PositionFile {
+    /// Opens (or creates) the file `name` in `dir`. A newly created file's name is made
+    /// durable once, so later fsyncs of the file alone keep it.
+    pub(super) fn open(dir: &Path, name: &str) -> io::Result<PositionFile> {
+        let path = dir.join(name);
+        let existed = path.exists();
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join(HANDED_OUT_FILE))?;
-        Ok(HandedOutMark { file })
+            .open(&path)?;
+        if !existed {
+            sync_dir(dir)?;
+        }
+        Ok(PositionFile { file })
     }
 
-    /// Records that everything before `value` was handed out. Reaches the OS, not the disk.
+    /// Records `value`. Reaches the OS, not the disk: see [`PositionFile::sync`].
     pub(super) fn store(&mut self, value: u64) -> io::Result<()> {
         self.file.seek(SeekFrom::Start(0))?;
         self.file.write_all(&encode(value))
+    }
+
+    pub(super) fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
     }
 }

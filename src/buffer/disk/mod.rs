@@ -333,6 +333,7 @@ impl Buffer for DiskBuffer {
         let (reply, done) = oneshot::channel();
         let msg = WriterMsg::Append {
             record,
+            items: batch.items,
             reservation,
             reply,
         };

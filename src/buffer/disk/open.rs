@@ -67,6 +67,11 @@ pub(super) fn open_log(
         SegmentWriter::recover(&dir, config.segment_size_bytes(), always, acked)
             .map_err(|e| BufferError::io(&dir, e))?;
     report_recovery(&tenant, signal, &dir, &recovery);
+    // Segments are deleted only behind the cursor, but the cursor's last write may not have
+    // reached the disk before they did (`fsync: interval`): everything before the oldest
+    // segment was acknowledged.
+    let oldest = writer.index().lock().keys().next().copied();
+    let acked = oldest.map_or(acked, |oldest| acked.max(oldest));
     segment::delete_behind(&dir, writer.index(), acked);
     let redeliver_below = handed_out.clamp(acked, writer.committed().next_seq.max(acked));
     Ok(OpenedLog {

@@ -76,6 +76,10 @@ pub(super) struct Committed {
     pub active_first: u64,
     /// Bytes of complete records in the active segment.
     pub active_len: u64,
+    /// Items and framed bytes of the records committed since the writer task started. Lets
+    /// a stream tell whether enough is waiting for its next delivery without reading it.
+    pub appended_items: u64,
+    pub appended_bytes: u64,
 }
 
 pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -284,6 +288,8 @@ impl SegmentWriter {
             next_seq: self.next_seq,
             active_first: self.active_first,
             active_len: self.active_len,
+            appended_items: 0,
+            appended_bytes: 0,
         }
     }
 

@@ -2,8 +2,10 @@
 //! cursor on ack, applies retention, and writes dead letters.
 //!
 //! Records are read ahead only as far as the next delivery needs (plus the one record that
-//! shows the limits are reached). Positions are sequence numbers; `end_position` of a delivery
-//! is the sequence number after its last record.
+//! shows the limits are reached), and only once that delivery is due: the writer publishes
+//! how many items and bytes it committed, so a stream waiting for a batch to fill up counts
+//! them instead of reading every new record back from the file as it arrives. Positions are
+//! sequence numbers; `end_position` of a delivery is the sequence number after its last record.
 //!
 //! `redelivered` is exact up to the last `handed-out` mark that reached the OS: a record is a
 //! redelivery when an earlier lifetime of the process handed it out and never acknowledged it.
@@ -18,7 +20,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::cursor::{self, HandedOutMark};
+use super::config::FsyncPolicy;
+use super::cursor::{self, PositionFile};
 use super::open::report_recovery;
 use super::reader::{LogReader, ReadRecord};
 use super::segment::{self, Committed, SegmentIndex, SegmentWriter};
@@ -53,11 +56,20 @@ pub(super) struct DiskStream {
     /// `None` only while a blocking read runs (or after one panicked).
     reader: Option<LogReader>,
     readahead: VecDeque<ReadRecord>,
+    /// Records before this were in the log when the stream started; the writer's totals do
+    /// not cover them, so they are read without waiting for a batch to fill.
+    backlog_end: u64,
+    /// The writer's `appended_items` / `appended_bytes` up to the read position.
+    read_items: u64,
+    read_bytes: u64,
     acked: Arc<AtomicU64>,
     handed_out: u64,
     redeliver_below: u64,
     /// `None` until first used, and while a blocking section holds it.
-    mark: Option<HandedOutMark>,
+    mark: Option<PositionFile>,
+    /// The cursor file, like `mark`, and when it was last fsynced.
+    cursor: Option<PositionFile>,
+    cursor_synced: std::time::Instant,
     mark_failed: bool,
     dead_letters: Option<SegmentWriter>,
 }
@@ -102,7 +114,11 @@ impl DiskStream {
             init.signal,
             acked,
         );
+        let start = *init.committed.borrow();
         DiskStream {
+            backlog_end: start.next_seq,
+            read_items: start.appended_items,
+            read_bytes: start.appended_bytes,
             committed: init.committed.subscribe(),
             closed: init.shared.closed.subscribe(),
             _committed_tx: init.committed,
@@ -118,6 +134,8 @@ impl DiskStream {
             redeliver_below: init.redeliver_below,
             mark: None,
             mark_failed: false,
+            cursor: None,
+            cursor_synced: std::time::Instant::now(),
             dead_letters: None,
         }
     }
@@ -162,6 +180,10 @@ impl DiskStream {
             Ok((reader, result)) => {
                 self.reader = Some(reader);
                 let records = result.map_err(|e| BufferError::io(&self.dir, e))?;
+                for rec in records.iter().filter(|r| r.seq >= self.backlog_end) {
+                    self.read_items += u64::from(rec.batch.items);
+                    self.read_bytes += record::framed_len(&rec.batch) as u64;
+                }
                 self.readahead.extend(records);
                 Ok(())
             }
@@ -206,7 +228,7 @@ impl DiskStream {
         let stored = tokio::task::spawn_blocking(move || {
             let mut mark = match mark {
                 Some(mark) => mark,
-                None => HandedOutMark::open(&dir)?,
+                None => PositionFile::open(&dir, cursor::HANDED_OUT_FILE)?,
             };
             mark.store(value)?;
             Ok::<_, io::Error>(mark)
@@ -222,6 +244,17 @@ impl DiskStream {
             }
             Err(_) => {}
         }
+    }
+
+    /// Whether what is committed but unread would complete the next delivery: always for
+    /// the backlog the stream started with, otherwise by the writer's totals.
+    fn worth_reading(&self, committed: &Committed, fill: &Fill, limits: &ReadLimits) -> bool {
+        if self.read_position() < self.backlog_end {
+            return true;
+        }
+        let items = fill.items + committed.appended_items.saturating_sub(self.read_items);
+        let bytes = fill.bytes + committed.appended_bytes.saturating_sub(self.read_bytes);
+        items >= u64::from(limits.min_items) || bytes >= limits.max_bytes as u64
     }
 
     async fn wait(&mut self, deadline: Option<Instant>) {
@@ -252,6 +285,7 @@ impl BufferStream for DiskStream {
     }
 
     async fn next(&mut self, limits: &ReadLimits) -> Result<Option<Delivery>, BufferError> {
+        // Linger counts from the moment there is something to deliver, read or not.
         let mut deadline: Option<Instant> = None;
         loop {
             if *self.closed.borrow_and_update() {
@@ -259,28 +293,34 @@ impl BufferStream for DiskStream {
             }
             let committed = *self.committed.borrow_and_update();
             let mut fill = Fill::of(&self.readahead, limits);
-            let mut more = self.read_position() < committed.next_seq;
-            if !fill.complete && more {
+            let mut unread = self.read_position() < committed.next_seq;
+            if fill.count == 0 && !unread {
+                deadline = None;
+                self.wait(None).await;
+                continue;
+            }
+            let until = *deadline.get_or_insert_with(|| Instant::now() + limits.linger);
+            let due = Instant::now() >= until;
+            let ready = |fill: &Fill| {
+                fill.count > 0
+                    && (fill.complete || fill.items >= u64::from(limits.min_items) || due)
+            };
+            if !fill.complete && unread && (due || self.worth_reading(&committed, &fill, limits)) {
                 self.read_more(committed, limits, &fill).await?;
                 fill = Fill::of(&self.readahead, limits);
-                more = self.read_position() < committed.next_seq;
-            }
-            if fill.count > 0 {
-                // Linger counts from the moment there is something to deliver.
-                let until = *deadline.get_or_insert_with(|| Instant::now() + limits.linger);
-                // Ready after at most one read: reading on while appends keep arriving
-                // could otherwise hold a delivery back indefinitely.
-                if fill.complete
-                    || fill.items >= u64::from(limits.min_items)
-                    || Instant::now() >= until
-                {
+                unread = self.read_position() < committed.next_seq;
+                // Ready after at most one read once due: reading on while appends keep
+                // arriving could otherwise hold a delivery back indefinitely.
+                if ready(&fill) {
                     return self.hand_out(fill.count).await.map(Some);
                 }
+                if unread && !fill.complete {
+                    continue; // one read stopped at its record cap: read on without waiting
+                }
+            } else if ready(&fill) {
+                return self.hand_out(fill.count).await.map(Some);
             }
-            if !fill.complete && more {
-                continue; // one read stopped at its record cap: read on without waiting
-            }
-            self.wait(deadline).await;
+            self.wait(Some(until)).await;
         }
     }
 
@@ -298,15 +338,39 @@ impl BufferStream for DiskStream {
         if end <= self.acked.load(Ordering::Acquire) {
             return Ok(());
         }
-        let (dir, index) = (self.dir.clone(), Arc::clone(&self.index));
-        let freed = tokio::task::spawn_blocking(move || {
-            cursor::store_cursor(&dir, end)?;
-            Ok::<_, io::Error>(segment::delete_behind(&dir, &index, end))
+        let config = &self.shared.config;
+        let sync = match config.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval => self.cursor_synced.elapsed() >= config.fsync_interval,
+        };
+        let (dir, index, file) = (
+            self.dir.clone(),
+            Arc::clone(&self.index),
+            self.cursor.take(),
+        );
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut file = match file {
+                Some(file) => file,
+                None => PositionFile::open(&dir, cursor::CURSOR_FILE)?,
+            };
+            file.store(end)?;
+            if sync {
+                file.sync()?;
+            }
+            // Under `fsync: interval` a deleted segment may outlive the cursor's last write
+            // in an OS crash; opening the log moves such a cursor up to the oldest segment.
+            let freed = segment::delete_behind(&dir, &index, end);
+            Ok::<_, io::Error>((file, freed))
         })
         .await
         .map_err(io::Error::other)
         .and_then(|r| r)
         .map_err(|e| BufferError::io(self.dir.join(cursor::CURSOR_FILE), e))?;
+        let (file, freed) = stored;
+        self.cursor = Some(file);
+        if sync {
+            self.cursor_synced = std::time::Instant::now();
+        }
         self.acked.store(end, Ordering::Release);
         self.shared.release(freed);
         Ok(())

@@ -34,6 +34,8 @@ pub(super) enum WriterMsg {
     /// A framed record, with the room reserved for it under the size cap.
     Append {
         record: Bytes,
+        /// Telemetry items in the record.
+        items: u32,
         reservation: Reservation,
         reply: Reply,
     },
@@ -63,6 +65,8 @@ pub(super) fn spawn(
         shared,
         dirty: false,
         last_sync: Instant::now(),
+        appended_items: 0,
+        appended_bytes: 0,
     };
     tokio::spawn(task.run());
     tx
@@ -71,6 +75,7 @@ pub(super) fn spawn(
 /// An append taken off the queue.
 struct Pending {
     record: Bytes,
+    items: u32,
     reservation: Reservation,
     reply: Reply,
 }
@@ -86,6 +91,9 @@ struct WriterTask {
     /// Written to the OS but not fsynced yet (`fsync: interval` only).
     dirty: bool,
     last_sync: Instant,
+    /// Totals of the records committed so far, published with [`Committed`].
+    appended_items: u64,
+    appended_bytes: u64,
 }
 
 /// What to do after a message other than an append.
@@ -117,10 +125,12 @@ impl WriterTask {
             let (group, held) = match msg {
                 WriterMsg::Append {
                     record,
+                    items,
                     reservation,
                     reply,
                 } => self.gather(Pending {
                     record,
+                    items,
                     reservation,
                     reply,
                 }),
@@ -169,12 +179,14 @@ impl WriterTask {
             match self.rx.try_recv() {
                 Ok(WriterMsg::Append {
                     record,
+                    items,
                     reservation,
                     reply,
                 }) => {
                     bytes += record.len();
                     group.push(Pending {
                         record,
+                        items,
                         reservation,
                         reply,
                     });
@@ -238,6 +250,10 @@ impl WriterTask {
                 (outcome, *self.committed.borrow(), PathBuf::new())
             }
         };
+        for pending in group.iter().take(outcome.durable) {
+            self.appended_items += u64::from(pending.items);
+            self.appended_bytes += pending.record.len() as u64;
+        }
         self.publish(committed);
         if self.fsync == FsyncPolicy::Interval && outcome.durable > 0 {
             self.dirty = true;
@@ -283,6 +299,11 @@ impl WriterTask {
     }
 
     fn publish(&self, committed: Committed) {
+        let committed = Committed {
+            appended_items: self.appended_items,
+            appended_bytes: self.appended_bytes,
+            ..committed
+        };
         self.committed.send_if_modified(|c| {
             let changed = *c != committed;
             *c = committed;

@@ -206,3 +206,41 @@ async fn damaged_cursor_starts_over_from_the_oldest_record() {
         "at least once: everything still on disk again"
     );
 }
+
+#[tokio::test]
+async fn stale_cursor_behind_deleted_segments_resumes_at_the_oldest_segment() {
+    // Under `fsync: interval` the cursor's last write can be lost in an OS crash while the
+    // segments it let retention delete are gone for good. Everything before the oldest
+    // segment was acknowledged: reading resumes there.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = DiskBufferConfig {
+        fsync: FsyncPolicy::Interval,
+        ..config(dir.path())
+    };
+    let len = 100 * KIB;
+    {
+        let buffer = open(&cfg).await;
+        for id in 0..25 {
+            buffer.append(batch("acme", id, len)).await.expect("append");
+        }
+        let mut stream = only_stream(&buffer, "acme");
+        assert_eq!(
+            drain_ids(&mut stream, 12).await,
+            (0..12).collect::<Vec<_>>()
+        );
+        buffer.close().await.expect("close");
+    }
+    let log = log_dir(dir.path(), "acme");
+    assert_eq!(
+        segment_files(&log).len(),
+        2,
+        "segment 0 deleted behind the cursor"
+    );
+    std::fs::write(log.join("cursor"), super::super::cursor::encode(3)).expect("stale cursor");
+
+    let buffer = open(&cfg).await;
+    let mut stream = only_stream(&buffer, "acme");
+    let d = next(&mut stream, &unlimited()).await;
+    assert_eq!(ids(&d, len), (10..25).collect::<Vec<_>>());
+    assert_eq!(d.end_position, 25);
+}

@@ -125,7 +125,18 @@ async fn waits_for_min_items_up_to_linger() {
 
 #[tokio::test]
 async fn restart_resumes_from_persisted_cursor() {
+    restart_resumes_from_persisted_cursor_with(FsyncPolicy::Always).await;
+    // The cursor reaches the OS on every ack under `interval` too; only its fsync waits.
+    restart_resumes_from_persisted_cursor_with(FsyncPolicy::Interval).await;
+}
+
+async fn restart_resumes_from_persisted_cursor_with(fsync: FsyncPolicy) {
     let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = DiskBufferConfig {
+        fsync,
+        ..config(dir.path())
+    };
+    let config = |_: &Path| cfg.clone();
     let buffer = open(&config(dir.path())).await;
     for id in 0..5 {
         buffer.append(batch("acme", id, 200)).await.expect("append");
