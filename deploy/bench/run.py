@@ -181,8 +181,8 @@ COMPARISONS = [
     Comparison("S1", "sluice-always", "otelcol-file", (1, 100, 1000), "fsync: always vs file_storage (default fsync: false)"),
     Comparison("S1", "sluice-interval", "otelcol-file", (1, 100, 1000), "fsync: interval vs file_storage (default fsync: false)"),
     Comparison("S1", "sluice-always", "otelcol-file-fsync", (100,), "fsync: always vs file_storage fsync: true"),
-    Comparison("S3", "sluice-interval", "otelcol-memory", (100,), "disk buffer, fsync: interval vs in-memory queue"),
-    Comparison("S2", "sluice-pulsar", "otelcol-pulsar", (100,), "Pulsar buffer vs pulsarexporter/pulsarreceiver"),
+    Comparison("S3", "sluice-interval", "otelcol-memory", (1, 100, 1000), "disk buffer, fsync: interval vs in-memory queue"),
+    Comparison("S2", "sluice-pulsar", "otelcol-pulsar", (1, 100, 1000), "Pulsar buffer vs pulsarexporter/pulsarreceiver"),
 ]
 if QUICK:
     COMPARISONS = [

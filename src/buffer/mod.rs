@@ -151,6 +151,12 @@ pub trait BufferStream: Send {
     /// `limits`. Waits until there is at least one record; `Ok(None)` once the buffer closes.
     async fn next(&mut self, limits: &ReadLimits) -> Result<Option<Delivery>, BufferError>;
 
+    /// Whether a `next` dropped before it completes loses nothing (what it read is returned
+    /// by the next call). Only then are several deliveries of the stream exported at once.
+    fn next_is_cancel_safe(&self) -> bool {
+        false
+    }
+
     /// Every record up to the end of `delivery` is done and will not be delivered again.
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BufferError>;
 

@@ -8,12 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batch::Batch;
-use crate::buffer::{BufferStream, Delivery, GaveUp, ReadLimits};
+use crate::buffer::{BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
 use crate::error::error_chain;
 use crate::exporter::retry::{send_with_retry, RetryOutcome};
 use crate::exporter::ExporterHandle;
@@ -56,49 +57,84 @@ pub fn spawn_dispatcher(
     });
 }
 
+/// Deliveries of one stream exported at the same time, for buffers whose `next` may be
+/// abandoned halfway. More than one lets the next read overlap with the backend's answer to
+/// the previous delivery, which otherwise caps a stream at one round trip per delivery.
+/// Results are settled in read order, so a buffer whose ack covers everything before a
+/// position never skips an unsettled delivery.
+const IN_FLIGHT_PER_STREAM: usize = 4;
+
+/// A delivery and what each exporter of the pipeline made of it.
+struct Exported {
+    delivery: Delivery,
+    outcomes: Result<Vec<RetryOutcome>, String>,
+}
+
+/// What a worker turn ended with.
+enum Turn {
+    Read(Result<Option<Delivery>, BufferError>),
+    /// The oldest delivery in flight finished.
+    Finished(Exported),
+    Stop,
+}
+
 async fn run_worker(
     plan: Arc<ExportPlan>,
     mut stream: Box<dyn BufferStream>,
     stop: CancellationToken,
 ) {
+    let plan = plan.as_ref();
+    // Otherwise one delivery at a time: a send that finished could not be settled before
+    // `next` returns, which may be long after.
+    let depth = if stream.next_is_cancel_safe() {
+        IN_FLIGHT_PER_STREAM
+    } else {
+        1
+    };
+    let mut in_flight = FuturesOrdered::new();
     loop {
-        let next = tokio::select! {
+        // `next` runs beside sends in flight only when it is cancel-safe (depth > 1), so it
+        // may be dropped to settle a send that finished.
+        let turn = tokio::select! {
             biased;
-            _ = stop.cancelled() => return,
-            next = stream.next(&plan.limits) => next,
+            _ = stop.cancelled() => Turn::Stop,
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => Turn::Finished(done),
+            read = stream.next(&plan.limits), if in_flight.len() < depth => Turn::Read(read),
         };
-        let delivery = match next {
-            Ok(Some(d)) => d,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(tenant = %stream.tenant(), signal = %stream.signal(), error = %error_chain(&e), "buffer read failed");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(READ_ERROR_PAUSE) => continue,
+        match turn {
+            Turn::Finished(done) => {
+                if !settle(plan, stream.as_mut(), done).await {
+                    return;
                 }
             }
-        };
-        if !deliver(&plan, stream.as_mut(), delivery, &stop).await {
-            return;
+            Turn::Read(Ok(Some(delivery))) => in_flight.push_back(export(plan, delivery, &stop)),
+            Turn::Read(Err(e)) => {
+                tracing::error!(tenant = %stream.tenant(), signal = %stream.signal(), error = %error_chain(&e), "buffer read failed");
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(READ_ERROR_PAUSE) => {}
+                }
+            }
+            Turn::Read(Ok(None)) | Turn::Stop => {
+                // Settle, in order, what the exporters answer before they see the shutdown.
+                while let Some(done) = in_flight.next().await {
+                    if !settle(plan, stream.as_mut(), done).await {
+                        return;
+                    }
+                }
+                return;
+            }
         }
     }
 }
 
-/// Exports one delivery and settles it with the buffer. Returns false when shutting down.
-async fn deliver(
-    plan: &ExportPlan,
-    stream: &mut dyn BufferStream,
-    delivery: Delivery,
-    stop: &CancellationToken,
-) -> bool {
+/// Offers one delivery to every exporter of the pipeline, each with the shared retry.
+async fn export(plan: &ExportPlan, delivery: Delivery, stop: &CancellationToken) -> Exported {
     let batch = &delivery.batch;
-    let tenant = tenant_label(&batch.tenant);
     if delivery.redelivered {
-        metrics::counter!("sluice_redelivered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant.clone())
+        metrics::counter!("sluice_redelivered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant_label(&batch.tenant))
             .increment(u64::from(batch.items));
     }
-    let mut permanent = Vec::new();
-    let mut exhausted = Vec::new();
     // Cloning a batch clones a reference to its bytes, not the bytes.
     let outcomes = match run_all(&plan.processors, batch.clone()) {
         Ok(to_send) => {
@@ -106,27 +142,40 @@ async fn deliver(
                 .exporters
                 .iter()
                 .map(|h| send_with_retry(h, &to_send, stop));
-            futures::future::join_all(sends).await
+            Ok(futures::future::join_all(sends).await)
         }
-        Err(e) => {
-            permanent.push(format!("processors: {}", error_chain(&e)));
-            Vec::new()
-        }
+        Err(e) => Err(format!("processors: {}", error_chain(&e))),
     };
-    for (handle, outcome) in plan.exporters.iter().zip(outcomes) {
-        match outcome {
-            RetryOutcome::Sent => {}
-            // Not acknowledged: the delivery stays in the buffer and comes back after restart.
-            RetryOutcome::Cancelled => return false,
-            RetryOutcome::Permanent(e) => {
-                permanent.push(format!("{}: {}", handle.id, error_chain(&e)))
-            }
-            RetryOutcome::RetriesExhausted(e) => {
-                exhausted.push(format!("{}: {}", handle.id, error_chain(&e)))
+    Exported { delivery, outcomes }
+}
+
+/// Settles an exported delivery with the buffer: ack, give up, or dead-letter. Returns false
+/// when an export was cancelled by shutdown; nothing after it may then be settled.
+async fn settle(plan: &ExportPlan, stream: &mut dyn BufferStream, exported: Exported) -> bool {
+    let Exported { delivery, outcomes } = exported;
+    let batch = &delivery.batch;
+    let mut permanent = Vec::new();
+    let mut exhausted = Vec::new();
+    match outcomes {
+        Ok(outcomes) => {
+            for (handle, outcome) in plan.exporters.iter().zip(outcomes) {
+                match outcome {
+                    RetryOutcome::Sent => {}
+                    // Not acknowledged: the delivery stays in the buffer and comes back later.
+                    RetryOutcome::Cancelled => return false,
+                    RetryOutcome::Permanent(e) => {
+                        permanent.push(format!("{}: {}", handle.id, error_chain(&e)))
+                    }
+                    RetryOutcome::RetriesExhausted(e) => {
+                        exhausted.push(format!("{}: {}", handle.id, error_chain(&e)))
+                    }
+                }
             }
         }
+        Err(processors) => permanent.push(processors),
     }
 
+    let tenant = tenant_label(&batch.tenant);
     let settled = if permanent.is_empty() && exhausted.is_empty() {
         stream.ack(&delivery).await
     } else if permanent.is_empty() {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::config::FsyncPolicy;
@@ -55,6 +56,11 @@ pub(super) struct DiskStream {
     closed: watch::Receiver<bool>,
     /// `None` only while a blocking read runs (or after one panicked).
     reader: Option<LogReader>,
+    /// A blocking read whose `next` was dropped before it finished; the next call takes its
+    /// records, which keeps `next` cancel-safe without re-reading.
+    pending_read: Option<JoinHandle<(LogReader, io::Result<Vec<ReadRecord>>)>>,
+    /// When the delivery being gathered is due, kept across cancelled `next` calls.
+    linger_until: Option<Instant>,
     readahead: VecDeque<ReadRecord>,
     /// Records before this were in the log when the stream started; the writer's totals do
     /// not cover them, so they are read without waiting for a batch to fill.
@@ -128,6 +134,8 @@ impl DiskStream {
             index: init.index,
             shared: init.shared,
             reader: Some(reader),
+            pending_read: None,
+            linger_until: None,
             readahead: VecDeque::new(),
             acked: init.acked,
             handed_out: acked,
@@ -170,12 +178,21 @@ impl DiskStream {
         let need_items = u64::from(limits.max_items).saturating_sub(fill.items);
         let need_bytes = (limits.max_bytes as u64).saturating_sub(fill.bytes);
         let mut reader = self.take_reader();
-        let read = tokio::task::spawn_blocking(move || {
+        self.pending_read = Some(tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             let result = reader.read(committed, need_items, need_bytes, &mut out);
             (reader, result.map(|()| out))
-        })
-        .await;
+        }));
+        self.finish_read().await
+    }
+
+    /// Waits for the blocking read in progress, if any, and keeps what it read.
+    async fn finish_read(&mut self) -> Result<(), BufferError> {
+        let Some(handle) = self.pending_read.as_mut() else {
+            return Ok(());
+        };
+        let read = handle.await;
+        self.pending_read = None;
         match read {
             Ok((reader, result)) => {
                 self.reader = Some(reader);
@@ -212,6 +229,7 @@ impl DiskStream {
             ));
         };
         self.handed_out = end_position;
+        self.linger_until = None;
         Ok(Delivery {
             batch,
             records,
@@ -284,9 +302,12 @@ impl BufferStream for DiskStream {
         self.signal
     }
 
+    fn next_is_cancel_safe(&self) -> bool {
+        true
+    }
+
     async fn next(&mut self, limits: &ReadLimits) -> Result<Option<Delivery>, BufferError> {
-        // Linger counts from the moment there is something to deliver, read or not.
-        let mut deadline: Option<Instant> = None;
+        self.finish_read().await?;
         loop {
             if *self.closed.borrow_and_update() {
                 return Ok(None);
@@ -295,11 +316,14 @@ impl BufferStream for DiskStream {
             let mut fill = Fill::of(&self.readahead, limits);
             let mut unread = self.read_position() < committed.next_seq;
             if fill.count == 0 && !unread {
-                deadline = None;
+                self.linger_until = None;
                 self.wait(None).await;
                 continue;
             }
-            let until = *deadline.get_or_insert_with(|| Instant::now() + limits.linger);
+            // Linger counts from the moment there is something to deliver, read or not.
+            let until = *self
+                .linger_until
+                .get_or_insert_with(|| Instant::now() + limits.linger);
             let due = Instant::now() >= until;
             let ready = |fill: &Fill| {
                 fill.count > 0

@@ -487,3 +487,44 @@ async fn interval_policy_writes_before_acknowledging() {
     let mut stream = only_stream(&buffer, "acme");
     assert_eq!(drain_ids(&mut stream, 3).await, vec![0, 1, 2]);
 }
+
+#[tokio::test]
+async fn next_dropped_halfway_loses_and_repeats_nothing() {
+    // The export worker drops a pending `next` to settle a send that finished, so records a
+    // dropped call already read must come back from the following call, once, in order.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let buffer = open(&config(dir.path())).await;
+    buffer.append(batch("acme", 0, 2 * KIB)).await.expect("append");
+    let mut stream = only_stream(&buffer, "acme");
+    let limits = ReadLimits {
+        max_items: 30,
+        min_items: 30,
+        linger: Duration::from_millis(50),
+        ..unlimited()
+    };
+    let mut seen = Vec::new();
+    let mut dropped = 0;
+    for id in 1..200 {
+        buffer
+            .append(batch("acme", id, 2 * KIB))
+            .await
+            .expect("append");
+        // A zero timeout polls `next` once, then drops it wherever it stopped.
+        match tokio::time::timeout(Duration::ZERO, stream.next(&limits)).await {
+            Ok(read) => {
+                let d = read.expect("next").expect("open");
+                seen.extend(ids(&d, 2 * KIB));
+                stream.ack(&d).await.expect("ack");
+            }
+            Err(_) => dropped += 1,
+        }
+    }
+    while seen.len() < 200 {
+        let d = next(&mut stream, &limits).await;
+        seen.extend(ids(&d, 2 * KIB));
+        stream.ack(&d).await.expect("ack");
+    }
+    assert!(dropped > 0, "some calls were dropped halfway");
+    assert_eq!(seen, (0..200).collect::<Vec<_>>());
+    assert_nothing(&mut stream).await;
+}
