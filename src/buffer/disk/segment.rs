@@ -293,6 +293,12 @@ impl SegmentWriter {
         }
     }
 
+    /// Whether `bytes` more go into the active segment without starting a new one (which
+    /// fsyncs the active one), on a log that is still usable.
+    pub(super) fn fits_active(&self, bytes: u64) -> bool {
+        self.broken.is_none() && self.active_len + bytes <= self.segment_size
+    }
+
     /// Writes a group of framed records, rolling to new segments as needed, and fsyncs at the
     /// end with `fsync: always`. A segment is always fsynced before a new one is started, so
     /// closed segments are durable under both policies.
