@@ -32,6 +32,10 @@ use crate::buffer::{BufferError, BufferStream, Delivery, ReadLimits};
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
+/// Unread records that are read without waiting for the delivery to be due (see
+/// [`DiskStream::worth_reading`]).
+const READ_AHEAD_RECORDS: u64 = 256;
+
 pub(super) struct StreamInit {
     pub tenant: TenantId,
     pub signal: Signal,
@@ -264,10 +268,13 @@ impl DiskStream {
         }
     }
 
-    /// Whether what is committed but unread would complete the next delivery: always for
-    /// the backlog the stream started with, otherwise by the writer's totals.
+    /// Whether to read what is committed now rather than when the delivery is due: for the
+    /// backlog the stream started with, once the writer's totals show that it completes the
+    /// delivery, or once enough small records piled up that reading them all when due would
+    /// delay the delivery.
     fn worth_reading(&self, committed: &Committed, fill: &Fill, limits: &ReadLimits) -> bool {
-        if self.read_position() < self.backlog_end {
+        let position = self.read_position();
+        if position < self.backlog_end || committed.next_seq - position >= READ_AHEAD_RECORDS {
             return true;
         }
         let items = fill.items + committed.appended_items.saturating_sub(self.read_items);
