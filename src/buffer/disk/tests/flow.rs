@@ -494,7 +494,10 @@ async fn next_dropped_halfway_loses_and_repeats_nothing() {
     // dropped call already read must come back from the following call, once, in order.
     let dir = tempfile::tempdir().expect("tempdir");
     let buffer = open(&config(dir.path())).await;
-    buffer.append(batch("acme", 0, 2 * KIB)).await.expect("append");
+    buffer
+        .append(batch("acme", 0, 2 * KIB))
+        .await
+        .expect("append");
     let mut stream = only_stream(&buffer, "acme");
     let limits = ReadLimits {
         max_items: 30,
