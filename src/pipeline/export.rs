@@ -3,7 +3,8 @@
 //!
 //! A worker reads a delivery, offers it to every exporter of the pipeline (each with the
 //! shared retry machinery), and only then acknowledges it to the buffer. A permanent failure
-//! moves the delivery to the dead-letter store instead; it is never dropped.
+//! moves the delivery to the dead-letter store instead; it is never dropped. Where the buffer
+//! allows it, a worker keeps several deliveries in flight and settles them in read order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,8 +85,8 @@ async fn run_worker(
     stop: CancellationToken,
 ) {
     let plan = plan.as_ref();
-    // Otherwise one delivery at a time: a send that finished could not be settled before
-    // `next` returns, which may be long after.
+    // A `next` that is not cancel-safe cannot run beside sends in flight: a send finishing
+    // meanwhile could only be settled once `next` returns, which may be long after.
     let depth = if stream.next_is_cancel_safe() {
         IN_FLIGHT_PER_STREAM
     } else {
