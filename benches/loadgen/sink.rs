@@ -19,11 +19,12 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderValue};
-use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
+use http::HeaderMap;
+use http_body_util::BodyExt;
 use tonic::body::Body;
 use tonic::server::NamedService;
+
+use sluice::receiver::otlp::grpc::export_ok_response;
 
 use crate::hist::Hist;
 use crate::template::parse_span_id;
@@ -211,7 +212,7 @@ async fn handle(sink: &Sink, request: http::Request<Body>) -> http::Response<Bod
         state.last_ns = received_ns;
     }
     drop(state);
-    ok_response()
+    export_ok_response("gzip,zstd,identity")
 }
 
 fn unframe(headers: &HeaderMap, mut frame: Bytes) -> Option<Bytes> {
@@ -238,25 +239,4 @@ fn unframe(headers: &HeaderMap, mut frame: Bytes) -> Option<Bytes> {
         _ => return None,
     };
     Some(Bytes::from(out))
-}
-
-fn ok_response() -> http::Response<Body> {
-    let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    let frames = [
-        Ok::<_, Infallible>(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
-        Ok(Frame::trailers(trailers)),
-    ];
-    let mut response =
-        http::Response::new(Body::new(StreamBody::new(futures::stream::iter(frames))));
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert(
-        "grpc-accept-encoding",
-        HeaderValue::from_static("gzip,zstd,identity"),
-    );
-    response
 }

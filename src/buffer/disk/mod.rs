@@ -234,6 +234,16 @@ impl DiskBuffer {
         Ok(self.start_log(opened))
     }
 
+    /// The writer queues of every open log.
+    fn writers(&self) -> Vec<mpsc::Sender<WriterMsg>> {
+        self.logs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Asks every log to give back space whose records are all acknowledged but still sit in
     /// its active segment. Returns the bytes freed; 0 at once if a pass is already running.
     async fn reclaim(&self) -> u64 {
@@ -242,13 +252,7 @@ impl DiskBuffer {
         }
         // Cleared on drop, so a cancelled append cannot leave the flag set.
         let _running = ClearOnDrop(&self.shared.reclaiming);
-        let writers: Vec<mpsc::Sender<WriterMsg>> = self
-            .logs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let writers = self.writers();
         let freed = futures::future::join_all(writers.into_iter().map(|tx| async move {
             let (reply, done) = oneshot::channel();
             match tx.try_send(WriterMsg::Reclaim { reply }) {
@@ -356,13 +360,7 @@ impl Buffer for DiskBuffer {
                 return Ok(());
             }
         }
-        let writers: Vec<mpsc::Sender<WriterMsg>> = self
-            .logs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let writers = self.writers();
         let results = futures::future::join_all(writers.into_iter().map(|tx| async move {
             let (reply, done) = oneshot::channel();
             if tx.send(WriterMsg::Close { reply }).await.is_err() {

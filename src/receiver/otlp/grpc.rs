@@ -172,7 +172,7 @@ async fn handle(
         .accept(TRANSPORT, signal, payload, &parts.headers)
         .await
     {
-        Ok(_) => ok_response(),
+        Ok(_) => export_ok_response(ACCEPT_ENCODING),
         Err(e) => e.to_grpc_status().into_http(),
     }
 }
@@ -230,7 +230,12 @@ async fn read_message(
     }
 }
 
-fn ok_response() -> http::Response<Body> {
+/// What the receiver can decompress, advertised with every answer.
+const ACCEPT_ENCODING: &str = "gzip,zstd,deflate,identity";
+
+/// The gRPC answer to an accepted OTLP export: an empty `Export*ServiceResponse` with OK
+/// status, advertising `accept_encoding`. Public for the bench's sink, which answers alike.
+pub fn export_ok_response(accept_encoding: &'static str) -> http::Response<Body> {
     // An Export*ServiceResponse without partial_success encodes to zero bytes: the reply is
     // a bare message header followed by the OK trailers.
     let mut trailers = HeaderMap::new();
@@ -248,7 +253,7 @@ fn ok_response() -> http::Response<Body> {
     );
     headers.insert(
         "grpc-accept-encoding",
-        HeaderValue::from_static("gzip,zstd,deflate,identity"),
+        HeaderValue::from_static(accept_encoding),
     );
     response
 }
