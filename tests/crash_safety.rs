@@ -107,23 +107,9 @@ async fn acknowledged_spans_survive_sigkill() {
             acked.len(),
             attempted.len()
         );
-        let what = format!("every acknowledged span of {tenant}");
-        wait_for(&what, Duration::from_secs(45), || {
-            let got: BTreeSet<String> = backend.spans(tenant).into_iter().map(|s| s.name).collect();
-            let missing: Vec<&String> = acked.difference(&got).collect();
-            let result = if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} of {} missing, e.g. {:?}",
-                    missing.len(),
-                    acked.len(),
-                    &missing[..missing.len().min(5)]
-                ))
-            };
-            async move { result }
-        })
-        .await;
+        backend
+            .wait_span_names(tenant, &acked, Duration::from_secs(45))
+            .await;
         // Nothing arrives that was never sent (an unacknowledged request may or may not).
         let got: BTreeSet<String> = backend.spans(tenant).into_iter().map(|s| s.name).collect();
         let strays: Vec<&String> = got.difference(&attempted).collect();

@@ -161,27 +161,9 @@ async fn broker_restart_refuses_then_resumes_and_loses_nothing_acknowledged() {
         refused.iter().all(|c| *c == Code::Unavailable),
         "refusals other than UNAVAILABLE: {refused:?}"
     );
-    wait_for(
-        "every acknowledged span at the backend",
-        Duration::from_secs(90),
-        || {
-            let got: BTreeSet<String> =
-                backend.spans(&tenant).into_iter().map(|s| s.name).collect();
-            let missing: Vec<&String> = acked.difference(&got).collect();
-            let result = if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} of {} missing, e.g. {:?}",
-                    missing.len(),
-                    acked.len(),
-                    &missing[..missing.len().min(3)]
-                ))
-            };
-            async move { result }
-        },
-    )
-    .await;
+    backend
+        .wait_span_names(&tenant, &acked, Duration::from_secs(90))
+        .await;
     eprintln!(
         "{tenant}: {} spans acknowledged, {} requests refused with UNAVAILABLE during the outage",
         acked.len(),

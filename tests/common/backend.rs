@@ -2,7 +2,7 @@
 //! request with its `x-scope-orgid`, and answers per tenant as told (accept, or fail with a
 //! given gRPC code).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -326,6 +326,28 @@ impl Backend {
         let what = format!("{n} spans of tenant {tenant} at the backend");
         self.wait_count(&what, n, timeout, |b| b.span_count(tenant))
             .await
+    }
+
+    /// Waits until every span named in `names` reached the backend under `tenant`; names
+    /// a few missing ones on timeout.
+    pub async fn wait_span_names(&self, tenant: &str, names: &BTreeSet<String>, timeout: Duration) {
+        let what = format!("every acknowledged span of {tenant} at the backend");
+        wait_for(&what, timeout, || {
+            let got: BTreeSet<String> = self.spans(tenant).into_iter().map(|s| s.name).collect();
+            let missing: Vec<&String> = names.difference(&got).collect();
+            let result = if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} missing, e.g. {:?}",
+                    missing.len(),
+                    names.len(),
+                    &missing[..missing.len().min(5)]
+                ))
+            };
+            async move { result }
+        })
+        .await
     }
 
     pub async fn wait_data_points(&self, tenant: &str, n: usize, timeout: Duration) -> usize {
