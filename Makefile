@@ -9,6 +9,7 @@ CARGO ?= cargo
 CONFIG ?= config.yaml
 SCRIPTS := deploy/scripts
 PULSAR := deploy/pulsar/standalone.sh
+WITH_BROKER := deploy/pulsar/with-broker.sh
 
 .PHONY: help tools python-env build run test fmt fmt-check lint bench bench-smoke validate clean pulsar pulsar-stop deploy-check
 
@@ -55,37 +56,21 @@ peers: ## build the OpenTelemetry Collector peer and telemetrygen (pinned, cache
 	@bash deploy/peers/install.sh
 
 # Sluice <-> Collector through a real Pulsar broker, both directions (tests/interop_collector/;
-# `make test` runs it too). Broker handling as in `make test`.
+# `make test` runs it too). Broker handling as in `make test`: deploy/pulsar/with-broker.sh.
 interop: tools peers ## Sluice <-> OpenTelemetry Collector through Pulsar (pulsarexporter/pulsarreceiver)
-	@was_running=0; bash $(PULSAR) status >/dev/null 2>&1 && was_running=1; \
-	if ! bash $(PULSAR) start; then \
-		echo "make interop: the Pulsar broker did not start; last lines of its log:" >&2; \
-		bash $(PULSAR) logs 60 >&2 || true; \
-		exit 1; \
-	fi; \
-	[ "$$was_running" = 1 ] || trap 'bash $(PULSAR) stop' EXIT; \
-	eval "$$(bash $(PULSAR) env)"; \
-	SLUICE_PULSAR_URL="$$PULSAR_SERVICE_URL" SLUICE_PULSAR_ADMIN_URL="$$PULSAR_ADMIN_URL" \
-	$(CARGO) test --test interop_collector --no-fail-fast
+	@bash $(WITH_BROKER) $(CARGO) test --test interop_collector --no-fail-fast
 
 # The integration tests under tests/ run the real binary against real OTLP clients (the Rust
 # SDK, and the Python SDK from the venv, located through SLUICE_TEST_PYTHON) and a real Pulsar
-# broker: started here with fresh data and stopped afterwards, also when the tests fail (one
-# already running, e.g. from `make pulsar`, is left running). The Pulsar tests find it through
-# SLUICE_PULSAR_URL / SLUICE_PULSAR_ADMIN_URL and fail without them.
+# broker: deploy/pulsar/with-broker.sh starts it with fresh data and stops it afterwards, also
+# when the tests fail (one already running, e.g. from `make pulsar`, is left running), and
+# fails loudly if it cannot start. The Pulsar tests find it through SLUICE_PULSAR_URL /
+# SLUICE_PULSAR_ADMIN_URL and fail without them.
 # --all-targets also runs every criterion bench once in test mode, so a broken bench fails here
 # without paying for a release build.
 test: tools python-env fmt-check lint peers ## fmt check, clippy, all tests with a Pulsar broker (benches run once as tests)
-	@was_running=0; bash $(PULSAR) status >/dev/null 2>&1 && was_running=1; \
-	if ! bash $(PULSAR) start; then \
-		echo "make test: the Pulsar broker did not start; last lines of its log:" >&2; \
-		bash $(PULSAR) logs 60 >&2 || true; \
-		exit 1; \
-	fi; \
-	[ "$$was_running" = 1 ] || trap 'bash $(PULSAR) stop' EXIT; \
-	eval "$$(bash $(PULSAR) env)"; \
-	SLUICE_PULSAR_URL="$$PULSAR_SERVICE_URL" SLUICE_PULSAR_ADMIN_URL="$$PULSAR_ADMIN_URL" \
-	SLUICE_TEST_PYTHON="$$(bash $(SCRIPTS)/python-env.sh)" $(CARGO) test --all-targets --no-fail-fast
+	@SLUICE_TEST_PYTHON="$$(bash $(SCRIPTS)/python-env.sh)" \
+	bash $(WITH_BROKER) $(CARGO) test --all-targets --no-fail-fast
 	$(MAKE) --no-print-directory deploy-check
 
 deploy-check: tools ## validate deploy/ offline: Dockerfile, Kubernetes manifests, Helm chart, compose, embedded configs
@@ -97,7 +82,7 @@ bench-smoke: tools ## run each benchmark once, as a test
 
 # The criterion benches, then Sluice against the OpenTelemetry Collector measured in the same
 # run (deploy/bench/run.py; the Collector comes from `make peers`). BENCH_QUICK=1: criterion's
-# --quick and one short repetition of the comparison (~3 min instead of ~15).
+# --quick and one short repetition of the comparison (~3 min instead of ~20).
 bench: tools ## criterion benches, then Sluice vs the Collector (needs `make peers`; BENCH_QUICK=1 for ~3 min)
 	$(CARGO) bench $(if $(filter-out 0,$(BENCH_QUICK)),--bench '*' -- --quick)
 	nice -n 10 $(CARGO) build --release --bin sluice --example loadgen
