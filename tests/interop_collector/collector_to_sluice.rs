@@ -82,23 +82,9 @@ impl CollectorToSluice {
     /// The spans the backend got, once there are at least `n`.
     pub(crate) async fn delivered_spans(&self, n: usize) -> Vec<Item> {
         wait_items("Sluice to deliver every span", n, || {
-            self.backend.with(|r| {
-                r.traces
-                    .iter()
-                    .flat_map(|x| span_items(&x.request))
-                    .collect()
-            })
+            backend_spans(&self.backend)
         })
         .await
-    }
-
-    pub(crate) fn assert_no_collector_problems(&self) {
-        let problems = self.collector.problems();
-        assert!(
-            problems.is_empty(),
-            "the Collector logged problems:\n{}",
-            problems.join("\n")
-        );
     }
 }
 
@@ -157,38 +143,19 @@ pub(crate) async fn sluice_exports_what_the_collector_pulsarexporter_wrote() {
 
     // Sluice delivers every item with the topic's tenant.
     let got_spans = wait_items("Sluice to deliver every span", sent_spans.len(), || {
-        backend.with(|r| {
-            r.traces
-                .iter()
-                .flat_map(|x| span_items(&x.request))
-                .collect()
-        })
+        backend_spans(backend)
     })
     .await;
     let got_points = wait_items(
         "Sluice to deliver every data point",
         sent_points.len(),
-        || {
-            backend.with(|r| {
-                r.metrics
-                    .iter()
-                    .flat_map(|x| point_items(&x.request))
-                    .collect()
-            })
-        },
+        || backend_points(backend),
     )
     .await;
     let got_records = wait_items(
         "Sluice to deliver every log record",
         sent_records.len(),
-        || {
-            backend.with(|r| {
-                r.logs
-                    .iter()
-                    .flat_map(|x| record_items(&x.request))
-                    .collect()
-            })
-        },
+        || backend_records(backend),
     )
     .await;
     assert_same_items("spans Sluice delivered", &sent_spans, &got_spans);
@@ -268,7 +235,7 @@ pub(crate) async fn sluice_exports_what_the_collector_pulsarexporter_wrote() {
         );
     }
 
-    b.assert_no_collector_problems();
+    b.collector.assert_no_problems();
     eprintln!(
         "B: Sluice delivered {} spans, {} data points, {} log records that the Collector wrote, \
          all as sent",
@@ -303,6 +270,6 @@ pub(crate) async fn sluice_reads_every_collector_compression() {
             .metric("sluice_pulsar_undecodable_messages_total", &labels)
             .await;
         assert_eq!(undecodable, 0.0, "undecodable messages with {compression}");
-        run.assert_no_collector_problems();
+        run.collector.assert_no_problems();
     }
 }

@@ -119,6 +119,36 @@ pub(crate) fn record_items(request: &ExportLogsServiceRequest) -> Vec<Item> {
 
 /// Panics unless `got` holds exactly the items of `want`, each as often: lists what is
 /// missing and what is extra (or duplicated).
+/// Every span the test backend received so far, as items.
+pub(crate) fn backend_spans(backend: &Backend) -> Vec<Item> {
+    backend.with(|r| {
+        r.traces
+            .iter()
+            .flat_map(|x| span_items(&x.request))
+            .collect()
+    })
+}
+
+/// Every data point the test backend received so far, as items.
+pub(crate) fn backend_points(backend: &Backend) -> Vec<Item> {
+    backend.with(|r| {
+        r.metrics
+            .iter()
+            .flat_map(|x| point_items(&x.request))
+            .collect()
+    })
+}
+
+/// Every log record the test backend received so far, as items.
+pub(crate) fn backend_records(backend: &Backend) -> Vec<Item> {
+    backend.with(|r| {
+        r.logs
+            .iter()
+            .flat_map(|x| record_items(&x.request))
+            .collect()
+    })
+}
+
 pub(crate) fn assert_same_items(what: &str, want: &[Item], got: &[Item]) {
     let mut counts: BTreeMap<&[u8], (i64, &Item)> = BTreeMap::new();
     for i in want {

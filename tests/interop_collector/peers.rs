@@ -116,6 +116,16 @@ impl Collector {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Fails the test if the Collector logged anything at warning level or above.
+    pub(crate) fn assert_no_problems(&self) {
+        let problems = self.problems();
+        assert!(
+            problems.is_empty(),
+            "the Collector logged problems:\n{}",
+            problems.join("\n")
+        );
+    }
+
     /// Log lines at warning level or above (the Collector logs tab-separated, level second).
     pub(crate) fn problems(&self) -> Vec<String> {
         self.log()

@@ -312,14 +312,7 @@ pub(crate) async fn exporter_killed(name: &str, batching: bool) {
     b.assert_rest_arrives(
         "spans the restarted exporter delivered (everything exporter 1 had not)",
         &accepted,
-        || {
-            backend.with(|r| {
-                r.traces
-                    .iter()
-                    .flat_map(|x| span_items(&x.request))
-                    .collect()
-            })
-        },
+        || backend_spans(&backend),
     )
     .await;
 }

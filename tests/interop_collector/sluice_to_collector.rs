@@ -74,15 +74,6 @@ impl SluiceToCollector {
         .await;
         assert_same_items(what, &want, &got);
     }
-
-    pub(crate) fn assert_no_collector_problems(&self) {
-        let problems = self.collector.problems();
-        assert!(
-            problems.is_empty(),
-            "the Collector logged problems:\n{}",
-            problems.join("\n")
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -128,7 +119,7 @@ pub(crate) async fn collector_pulsarreceiver_reads_what_sluice_wrote() {
     .await;
     assert_same_items("log records the Collector read", &want, &got);
 
-    a.assert_no_collector_problems();
+    a.collector.assert_no_problems();
     eprintln!(
         "A: the Collector read {} spans, {} data points, {} log records from {tenant}'s topics, \
          all as sent",
@@ -152,7 +143,7 @@ pub(crate) async fn sluice_compression_is_read_by_the_collector(peers: &Peers, c
     }
     let what = format!("spans Sluice wrote with compression {compression}");
     run.assert_spans(&what, &sent).await;
-    run.assert_no_collector_problems();
+    run.collector.assert_no_problems();
 }
 
 /// The compressions of Sluice's producer that the Collector's Pulsar (Go) client reads.
