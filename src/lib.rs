@@ -1,9 +1,11 @@
 //! Sluice: a multi-tenant OpenTelemetry pipeline daemon.
 //!
-//! OTLP requests come in through [`receiver`], are assigned to a tenant by [`tenant`]
-//! resolution, and are appended to a durable [`buffer`] before the client is answered.
-//! Exporter workers in [`pipeline`] read each tenant+signal stream of the buffer and hand
-//! the batches to [`exporter`]s, acknowledging the buffer only after the backend accepted.
+//! OTLP requests come in through a [`receiver`], are assigned to a tenant by [`tenant`]
+//! resolution, and are appended to a durable [`buffer`] before the client is answered
+//! ([`pipeline::ingest`]). Export workers ([`pipeline::export`]) read each tenant+signal
+//! stream of the buffer and hand the batches to [`exporter`]s, acknowledging the buffer only
+//! after the backend accepted. [`service`] assembles all of it from the config. The layers
+//! and contracts are described in docs/architecture.md and docs/contracts.md.
 
 pub mod batch;
 pub mod buffer;
@@ -15,6 +17,8 @@ pub mod pipeline;
 pub mod processor;
 pub mod receiver;
 pub mod secret;
+pub mod service;
 pub mod signal;
 pub mod telemetry;
 pub mod tenant;
+pub mod tls;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sluice::config::Config;
+use sluice::service::Config;
 use sluice::telemetry::config::LogEncoding;
 use sluice::telemetry::health::Readiness;
 use sluice::telemetry::{health, labels, logging, metrics};
@@ -101,7 +101,7 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot serve health on {}", telemetry.health.address))?;
 
-        let running = sluice::pipeline::start(&config, readiness).await?;
+        let running = sluice::service::start(&config, readiness).await?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             metrics = %telemetry.metrics.address,

@@ -10,15 +10,18 @@ pub mod disk;
 pub mod pulsar;
 mod registry;
 
-pub use registry::BufferConfig;
+pub use registry::BUFFERS;
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::batch::Batch;
+use crate::config::FieldError;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
@@ -54,6 +57,10 @@ pub enum BufferError {
     },
     #[error("buffer is closed")]
     Closed,
+    /// The config does not describe a usable buffer (checked again at open, since a buffer
+    /// can be opened without going through `sluice validate`).
+    #[error("invalid buffer config")]
+    Config(#[from] FieldError),
 }
 
 impl BufferError {
@@ -114,6 +121,13 @@ pub struct Delivery {
     pub redelivered: bool,
     /// Stream-private position just past the last record of this delivery.
     pub end_position: u64,
+}
+
+/// A buffer's validated config, as the registry holds it.
+#[async_trait]
+pub trait BufferConfig: fmt::Debug + Send + Sync {
+    /// Opens (or connects to) the buffer. Must run inside a tokio runtime.
+    async fn open(&self) -> Result<Arc<dyn Buffer>, BufferError>;
 }
 
 #[async_trait]

@@ -1,41 +1,31 @@
-//! Buffer registry: type names to configs, and opening a configured buffer.
+//! The buffer types that can be configured: one line each.
 
 use std::sync::Arc;
 
-use super::disk::{DiskBuffer, DiskBufferConfig};
-use super::pulsar::{PulsarBuffer, PulsarBufferConfig};
-use super::{Buffer, BufferError};
-use crate::config::{parse_component, FieldError};
+use serde::de::DeserializeOwned;
 
-#[derive(Debug, Clone)]
-pub enum BufferConfig {
-    Disk(DiskBufferConfig),
-    Pulsar(Box<PulsarBufferConfig>),
-}
+use super::disk::DiskBufferConfig;
+use super::pulsar::PulsarBufferConfig;
+use super::BufferConfig;
+use crate::config::{parse_validated, Factory, FieldError, Registry, Validate};
 
-impl BufferConfig {
-    pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
-        match kind {
-            "disk" => Ok(BufferConfig::Disk(parse_component(value)?)),
-            "pulsar" => Ok(BufferConfig::Pulsar(Box::new(parse_component(value)?))),
-            other => Err(FieldError::new(
-                "",
-                format!("unknown buffer type {other:?}; known: disk, pulsar"),
-            )),
-        }
-    }
+pub static BUFFERS: Registry<Arc<dyn BufferConfig>> = Registry {
+    kind: "buffer",
+    factories: &[
+        Factory {
+            type_name: "disk",
+            parse: entry::<DiskBufferConfig>,
+        },
+        Factory {
+            type_name: "pulsar",
+            parse: entry::<PulsarBufferConfig>,
+        },
+    ],
+};
 
-    pub fn validate(&self) -> Result<(), FieldError> {
-        match self {
-            BufferConfig::Disk(c) => c.validate(),
-            BufferConfig::Pulsar(c) => c.validate(),
-        }
-    }
-
-    pub async fn open(&self) -> Result<Arc<dyn Buffer>, BufferError> {
-        match self {
-            BufferConfig::Disk(c) => Ok(DiskBuffer::open(c).await? as Arc<dyn Buffer>),
-            BufferConfig::Pulsar(c) => Ok(PulsarBuffer::open(c).await? as Arc<dyn Buffer>),
-        }
-    }
+fn entry<C>(value: serde_yaml::Value) -> Result<Arc<dyn BufferConfig>, FieldError>
+where
+    C: BufferConfig + DeserializeOwned + Validate + 'static,
+{
+    Ok(Arc::new(parse_validated::<C>(value)?))
 }

@@ -1,4 +1,6 @@
-//! Collector-shaped YAML config: loading, `${VAR}` expansion and validation into a typed model.
+//! The generic pieces of Collector-shaped YAML config that every component uses: component
+//! ids, errors with paths, `${VAR}` expansion, and the [`Registry`] of component types. The
+//! typed config of a whole process is assembled above the components, in `service::config`.
 //!
 //! Validation is pure: it checks every component's config and the pipeline graph without
 //! opening a socket or a file, so `sluice validate` can check a file anywhere. Every error
@@ -7,9 +9,9 @@
 mod component_id;
 mod error;
 mod expand;
-mod load;
+mod registry;
 
 pub use component_id::ComponentId;
 pub use error::{parse_component, ConfigError, FieldError};
 pub use expand::expand;
-pub use load::{Config, PipelineConfig};
+pub use registry::{parse_validated, Factory, Registry, Validate};

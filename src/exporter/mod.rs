@@ -9,15 +9,15 @@ pub mod otlp_http;
 pub mod registry;
 pub mod retry;
 
-#[cfg(test)]
-mod test_metrics;
-
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::batch::Batch;
+use crate::config::FieldError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -77,4 +77,40 @@ pub struct ExporterHandle {
     pub retry: retry::RetryConfig,
 }
 
-pub use registry::{BuildError, ExporterConfig, KNOWN_EXPORTERS};
+pub use registry::EXPORTERS;
+
+/// An exporter's validated config, as the registry holds it.
+pub trait ExporterConfig: fmt::Debug + Send + Sync {
+    /// Builds the exporter named `id` (e.g. `otlp/tempo`, the `exporter` metric label) with
+    /// its retry policy. May read files (certificates), never connects. Must run inside a
+    /// tokio runtime: the OTLP channel spawns its background task here.
+    fn build(&self, id: &str) -> Result<ExporterHandle, BuildError>;
+}
+
+/// Why an exporter could not be built from a config that parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Invalid(FieldError),
+    #[error("cannot read {field} {}", path.display())]
+    ReadFile {
+        /// The config field that named the file, e.g. `tls.ca_file`.
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid TLS settings")]
+    Tls(#[source] tonic::transport::Error),
+    #[error("cannot set up the gRPC channel")]
+    Channel(#[source] tonic::transport::Error),
+    #[error("{field} {}: not a usable PEM file", path.display())]
+    Pem {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("cannot set up the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+}

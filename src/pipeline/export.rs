@@ -19,7 +19,7 @@ use crate::buffer::{BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
 use crate::error::error_chain;
 use crate::exporter::retry::{send_with_retry, RetryOutcome};
 use crate::exporter::ExporterHandle;
-use crate::processor::{run_all, BatchProcessor};
+use crate::processor::{Chain, ProcessError};
 use crate::telemetry::tenant_label;
 
 /// What the workers of one pipeline share.
@@ -28,7 +28,7 @@ pub struct ExportPlan {
     pub exporters: Vec<ExporterHandle>,
     pub limits: ReadLimits,
     /// Data-changing processors, only for export-only pipelines (otherwise they ran at ingest).
-    pub processors: Vec<Arc<dyn BatchProcessor>>,
+    pub processors: Chain,
 }
 
 /// Pause after a buffer read error before trying again, so a failing disk does not spin.
@@ -65,10 +65,11 @@ pub fn spawn_dispatcher(
 /// position never skips an unsettled delivery.
 const IN_FLIGHT_PER_STREAM: usize = 4;
 
-/// A delivery and what each exporter of the pipeline made of it.
+/// A delivery and what each exporter of the pipeline made of it (in the order of
+/// `ExportPlan::exporters`), or why the processors refused it.
 struct Exported {
     delivery: Delivery,
-    outcomes: Result<Vec<RetryOutcome>, String>,
+    outcomes: Result<Vec<RetryOutcome>, ProcessError>,
 }
 
 /// What a worker turn ended with.
@@ -137,17 +138,30 @@ async fn export(plan: &ExportPlan, delivery: Delivery, stop: &CancellationToken)
             .increment(u64::from(batch.items));
     }
     // Cloning a batch clones a reference to its bytes, not the bytes.
-    let outcomes = match run_all(&plan.processors, batch.clone()) {
-        Ok(to_send) => {
-            let sends = plan
-                .exporters
-                .iter()
-                .map(|h| send_with_retry(h, &to_send, stop));
+    let outcomes = match plan.processors.run(batch.clone()) {
+        Ok(parts) => {
+            let sends = plan.exporters.iter().map(|h| send_parts(h, &parts, stop));
             Ok(futures::future::join_all(sends).await)
         }
-        Err(e) => Err(format!("processors: {}", error_chain(&e))),
+        Err(e) => Err(e),
     };
     Exported { delivery, outcomes }
+}
+
+/// Sends what the processors kept of a delivery (usually one batch; none when they dropped
+/// it all) through one exporter. The first part that is not sent decides the outcome.
+async fn send_parts(
+    handle: &ExporterHandle,
+    parts: &[Batch],
+    stop: &CancellationToken,
+) -> RetryOutcome {
+    for part in parts {
+        match send_with_retry(handle, part, stop).await {
+            RetryOutcome::Sent => {}
+            other => return other,
+        }
+    }
+    RetryOutcome::Sent
 }
 
 /// Settles an exported delivery with the buffer: ack, give up, or dead-letter. Returns false
@@ -173,7 +187,7 @@ async fn settle(plan: &ExportPlan, stream: &mut dyn BufferStream, exported: Expo
                 }
             }
         }
-        Err(processors) => permanent.push(processors),
+        Err(e) => permanent.push(format!("processors: {}", error_chain(&e))),
     }
 
     let tenant = tenant_label(&batch.tenant);

@@ -1,22 +1,67 @@
-//! The ingest half of a pipeline: tenant resolution, then a durable append per tenant. A
-//! receiver hands every decoded-from-transport request here and answers its client with
-//! whatever this returns.
+//! The ingest half of a pipeline: tenant resolution, limits, processors, then a durable
+//! append per tenant. A receiver hands every decoded-from-transport request here and answers
+//! its client with whatever this returns (docs/architecture.md, "Ingest").
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::batch::{now_ms, Batch};
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, BufferError};
 use crate::otlp::walk;
-use crate::processor::{run_all, BatchProcessor};
-use crate::receiver::ReceiveError;
+use crate::processor::{Chain, ProcessError};
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
-use crate::tenant::limits::{Admission, Limiter};
-use crate::tenant::{RequestMeta, TenantResolver};
+use crate::tenant::limits::{Admission, LimitExceeded, Limiter};
+use crate::tenant::{RequestMeta, ResolveError, TenantResolver};
+
+/// Why the pipeline refused a request. Receivers map it to their transport's status codes
+/// (`ReceiveError`), in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Tenant(#[from] ResolveError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Limited(#[from] LimitExceeded),
+    #[error("no pipeline takes {0} from this receiver")]
+    NoPipeline(Signal),
+    #[error("buffer is full; retry after {retry_after:?}")]
+    BufferFull { retry_after: Duration },
+    #[error("buffer refused the data")]
+    Buffer(#[source] BufferError),
+}
+
+impl IngestError {
+    /// Fixed label for `sluice_receiver_refused_*{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Tenant(ResolveError::Malformed(_)) => "malformed",
+            IngestError::Tenant(ResolveError::NoTenant { .. }) => "no_tenant",
+            IngestError::Tenant(ResolveError::Unauthenticated(_)) => "unauthenticated",
+            IngestError::Tenant(ResolveError::PermissionDenied { .. }) => "permission_denied",
+            IngestError::Tenant(_) => "invalid_tenant",
+            IngestError::Limited(e) => e.reason(),
+            IngestError::Process(_) => "malformed",
+            IngestError::NoPipeline(_) => "no_pipeline",
+            IngestError::BufferFull { .. } => "buffer_full",
+            IngestError::Buffer(BufferError::RecordTooLarge { .. }) => "too_large",
+            IngestError::Buffer(_) => "buffer_unavailable",
+        }
+    }
+}
+
+impl From<BufferError> for IngestError {
+    fn from(e: BufferError) -> Self {
+        match e {
+            BufferError::Full { retry_after, .. } => IngestError::BufferFull { retry_after },
+            other => IngestError::Buffer(other),
+        }
+    }
+}
 
 /// `tenant` label of items refused before a tenant could be assigned. The leading underscore
 /// keeps it apart from every valid tenant id.
@@ -27,7 +72,7 @@ pub const UNKNOWN_TENANT: &str = "_unknown";
 pub struct Route {
     pub buffer: Arc<dyn Buffer>,
     /// Data-changing processors of the pipeline, applied to each tenant's part.
-    pub processors: Vec<Arc<dyn BatchProcessor>>,
+    pub processors: Chain,
 }
 
 /// Shared by all connections of one receiver.
@@ -62,13 +107,13 @@ impl Ingest {
         signal: Signal,
         payload: Bytes,
         headers: &HeaderMap,
-    ) -> Result<u32, ReceiveError> {
+    ) -> Result<u32, IngestError> {
         let started = Instant::now();
         let result = self.store(transport, signal, payload, headers).await;
         match &result {
             Ok(_) => metrics::histogram!("sluice_receiver_durable_latency_seconds", "transport" => transport, "signal" => signal.as_str())
                 .record(started.elapsed().as_secs_f64()),
-            Err(e) => count_refused_request(transport, signal, e),
+            Err(e) => count_refused_request(transport, signal, e.reason(), e),
         }
         result
     }
@@ -79,9 +124,9 @@ impl Ingest {
         signal: Signal,
         payload: Bytes,
         headers: &HeaderMap,
-    ) -> Result<u32, ReceiveError> {
+    ) -> Result<u32, IngestError> {
         let Some(route) = &self.routes[signal as usize] else {
-            return Err(ReceiveError::NoPipeline(signal));
+            return Err(IngestError::NoPipeline(signal));
         };
         let traceparent = headers
             .get("traceparent")
@@ -95,7 +140,7 @@ impl Ingest {
         let batches = match self.resolver.split(signal, payload.clone(), meta) {
             Ok(batches) => batches,
             Err(e) => {
-                let e = ReceiveError::from(e);
+                let e = IngestError::from(e);
                 // The request was readable but belongs to no acceptable tenant: its items can
                 // still be counted, under a tenant label that no real tenant can have.
                 if let Ok(entries) = walk::resource_entries(signal, &payload) {
@@ -113,15 +158,25 @@ impl Ingest {
         // Limits apply to what the client sent, before processors add to it. The admissions
         // hold the tenants' in-flight slots until the appends are done.
         let _admissions = self.admit(transport, signal, &batches)?;
-        let batches = batches
-            .into_iter()
-            .map(|b| run_all(&route.processors, b))
-            .collect::<Result<Vec<_>, _>>()?;
-        let appends = batches.into_iter().map(|batch| {
+        // Each tenant's part goes through the processors, which may change, split or drop
+        // it. Items they drop count as accepted: the client hears success for them.
+        let mut parts = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let (tenant, items) = (batch.tenant.clone(), batch.items);
+            parts.push((tenant, items, route.processors.run(batch)?));
+        }
+        let appends = parts.into_iter().map(|(tenant, items, kept)| {
             let buffer = route.buffer.clone();
             async move {
-                let (tenant, items) = (batch.tenant.clone(), batch.items);
-                (tenant, items, buffer.append(batch).await)
+                let mut published = 0u32;
+                for batch in kept {
+                    let n = batch.items;
+                    if let Err(e) = buffer.append(batch).await {
+                        return (tenant, items, Err(e));
+                    }
+                    published = published.saturating_add(n);
+                }
+                (tenant, items, Ok(published))
             }
         });
         let mut accepted = 0u32;
@@ -129,15 +184,15 @@ impl Ingest {
         for (tenant, items, outcome) in futures::future::join_all(appends).await {
             let tenant = tenant_label(&tenant);
             match outcome {
-                Ok(()) => {
+                Ok(published) => {
                     accepted = accepted.saturating_add(items);
                     metrics::counter!("sluice_receiver_accepted_items_total", "transport" => transport, "signal" => signal.as_str(), "tenant" => tenant.clone())
                         .increment(u64::from(items));
                     metrics::counter!("sluice_buffer_published_items_total", "buffer" => route.buffer.kind(), "signal" => signal.as_str(), "tenant" => tenant)
-                        .increment(u64::from(items));
+                        .increment(u64::from(published));
                 }
                 Err(e) => {
-                    let e = ReceiveError::from(e);
+                    let e = IngestError::from(e);
                     metrics::counter!("sluice_receiver_refused_items_total", "transport" => transport, "signal" => signal.as_str(), "tenant" => tenant, "reason" => e.reason())
                         .increment(u64::from(items));
                     first_error.get_or_insert(e);
@@ -158,7 +213,7 @@ impl Ingest {
         transport: &'static str,
         signal: Signal,
         batches: &[Batch],
-    ) -> Result<Vec<Admission>, ReceiveError> {
+    ) -> Result<Vec<Admission>, IngestError> {
         let mut admitted = Vec::with_capacity(batches.len());
         for batch in batches {
             match self
@@ -182,8 +237,13 @@ impl Ingest {
 
 /// Counts a refused request. Used by receivers too, for refusals that happen before a request
 /// reaches [`Ingest::accept`] (framing, size, decompression).
-pub fn count_refused_request(transport: &'static str, signal: Signal, e: &ReceiveError) {
-    metrics::counter!("sluice_receiver_refused_requests_total", "transport" => transport, "signal" => signal.as_str(), "reason" => e.reason())
+pub fn count_refused_request(
+    transport: &'static str,
+    signal: Signal,
+    reason: &'static str,
+    error: &dyn std::error::Error,
+) {
+    metrics::counter!("sluice_receiver_refused_requests_total", "transport" => transport, "signal" => signal.as_str(), "reason" => reason)
         .increment(1);
-    tracing::debug!(transport, %signal, reason = e.reason(), error = %crate::error::error_chain(e), "refused request");
+    tracing::debug!(transport, %signal, reason, error = %crate::error::error_chain(error), "refused request");
 }

@@ -1,55 +1,44 @@
-//! Processors.
+//! Processors: what a pipeline does to data on the way.
 //!
-//! `batch` shapes how export workers read the buffer (the data is already durable, so it
-//! batches by reading more at once). Processors that change the data implement
-//! [`BatchProcessor`] and run once per batch: before the buffer when the pipeline has
-//! receivers, otherwise (an export-only pipeline) after reading it. They work on the
-//! protobuf bytes and decode only what they must.
+//! Two roles, told apart by [`ProcessorConfig::build`]:
+//! - `batch` is the export workers' read policy ([`ReadLimits`]): the data is already durable,
+//!   so it batches by reading more of a buffer stream at once, not by holding requests.
+//! - Every other processor is a [`Processor`]: it may keep a batch as it is, change it, split
+//!   it, or drop some or all of its items. It runs once per batch: before the buffer when the
+//!   pipeline has receivers, otherwise (an export-only pipeline) after reading it
+//!   (docs/architecture.md, "Processors"). Processors work on the protobuf bytes and decode
+//!   only what they must; a batch no processor changed keeps its received bytes.
+//!
+//! Items dropped by policy are not an error: the client is answered with success, and the
+//! drop is counted in `sluice_processor_dropped_items_total{processor,reason}` by [`Chain`].
 
 pub mod batch;
+mod registry;
 pub mod resource;
 
+pub use registry::PROCESSORS;
+
+use std::fmt;
 use std::sync::Arc;
 
 use crate::batch::Batch;
-use crate::config::{parse_component, FieldError};
+use crate::buffer::ReadLimits;
 use crate::otlp::walk::MalformedRequest;
+use crate::telemetry::tenant_label;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProcessorConfig {
-    Batch(batch::BatchConfig),
-    Resource(resource::ResourceConfig),
+/// A processor's validated config, as the registry holds it.
+pub trait ProcessorConfig: fmt::Debug + Send + Sync {
+    /// Builds the processor. Pure: a processor needs no I/O to start.
+    fn build(&self) -> Processing;
 }
 
-pub const KNOWN_PROCESSORS: &str = "batch, resource";
-
-impl ProcessorConfig {
-    /// Registry: the processor type name selects its config.
-    pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
-        match kind {
-            "batch" => Ok(ProcessorConfig::Batch(parse_component(value)?)),
-            "resource" => Ok(ProcessorConfig::Resource(parse_component(value)?)),
-            other => Err(FieldError::new(
-                "",
-                format!("unknown processor type {other:?}; known: {KNOWN_PROCESSORS}"),
-            )),
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), FieldError> {
-        match self {
-            ProcessorConfig::Batch(c) => c.validate(),
-            ProcessorConfig::Resource(c) => c.validate(),
-        }
-    }
-
-    /// The data-changing processor, if this is one.
-    pub fn build(&self) -> Option<Arc<dyn BatchProcessor>> {
-        match self {
-            ProcessorConfig::Batch(_) => None,
-            ProcessorConfig::Resource(c) => Some(Arc::new(resource::ResourceProcessor::new(c))),
-        }
-    }
+/// What a configured processor does in a pipeline.
+#[derive(Clone, Debug)]
+pub enum Processing {
+    /// How export workers read the buffer (`batch`).
+    ReadPolicy(ReadLimits),
+    /// Runs on each batch.
+    Transform(Arc<dyn Processor>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,18 +47,81 @@ pub enum ProcessError {
     Malformed(#[from] MalformedRequest),
 }
 
-/// Transforms a batch's payload. Cheap and synchronous: it runs on the request path.
-pub trait BatchProcessor: Send + Sync + 'static {
-    fn process(&self, batch: Batch) -> Result<Batch, ProcessError>;
+/// What a processor made of one batch.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Processed {
+    /// What goes on: nothing (all dropped), the batch (changed or not), or several parts.
+    pub kept: Vec<Batch>,
+    /// Items removed by policy, with why; zero when nothing was dropped.
+    pub dropped: u32,
+    /// The `reason` label of the drop, e.g. `filtered`, `sampled`.
+    pub reason: &'static str,
 }
 
-/// Runs processors in order.
-pub fn run_all(
-    processors: &[Arc<dyn BatchProcessor>],
-    mut batch: Batch,
-) -> Result<Batch, ProcessError> {
-    for p in processors {
-        batch = p.process(batch)?;
+impl Processed {
+    /// The batch goes on, changed or not, whole.
+    pub fn keep(batch: Batch) -> Self {
+        Processed {
+            kept: vec![batch],
+            dropped: 0,
+            reason: "",
+        }
     }
-    Ok(batch)
+
+    /// Some items of the batch were dropped; `batch` holds the rest (if any remain).
+    pub fn reduced(batch: Option<Batch>, dropped: u32, reason: &'static str) -> Self {
+        Processed {
+            kept: batch.into_iter().collect(),
+            dropped,
+            reason,
+        }
+    }
 }
+
+/// Changes, splits or drops batches. Cheap and synchronous: it runs on the request path.
+pub trait Processor: fmt::Debug + Send + Sync + 'static {
+    fn process(&self, batch: Batch) -> Result<Processed, ProcessError>;
+}
+
+/// The processors of one pipeline, in order, each with its component id (the `processor`
+/// label of the drop counter).
+#[derive(Clone, Debug, Default)]
+pub struct Chain {
+    stages: Vec<(String, Arc<dyn Processor>)>,
+}
+
+impl Chain {
+    pub fn new(stages: Vec<(String, Arc<dyn Processor>)>) -> Self {
+        Chain { stages }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// Runs every processor on every part the previous one kept, counting what each drops.
+    /// Returns what is left to buffer or export: possibly nothing.
+    pub fn run(&self, batch: Batch) -> Result<Vec<Batch>, ProcessError> {
+        let mut parts = vec![batch];
+        for (id, processor) in &self.stages {
+            let mut next = Vec::with_capacity(parts.len());
+            for part in parts {
+                let (tenant, signal) = (part.tenant.clone(), part.signal);
+                let processed = processor.process(part)?;
+                if processed.dropped > 0 {
+                    metrics::counter!("sluice_processor_dropped_items_total", "processor" => id.clone(), "reason" => processed.reason, "signal" => signal.as_str(), "tenant" => tenant_label(&tenant))
+                        .increment(u64::from(processed.dropped));
+                }
+                next.extend(processed.kept);
+            }
+            parts = next;
+            if parts.is_empty() {
+                break;
+            }
+        }
+        Ok(parts)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -12,8 +12,7 @@ use super::otlp::decompress::Encoding;
 use super::otlp::http::JsonError;
 use crate::buffer::BufferError;
 use crate::error::error_chain;
-use crate::processor::ProcessError;
-use crate::signal::Signal;
+use crate::pipeline::ingest::IngestError;
 use crate::tenant::limits::LimitExceeded;
 use crate::tenant::ResolveError;
 
@@ -41,26 +40,14 @@ pub enum ReceiveError {
     MethodNotAllowed(String),
     #[error("no OTLP endpoint at {path:?}; OTLP/HTTP paths are {}", .known.join(", "))]
     UnknownPath { path: String, known: Vec<String> },
+    /// Refused by the pipeline behind the receiver: tenancy, limits, processors, buffer.
     #[error(transparent)]
-    Tenant(#[from] ResolveError),
-    #[error(transparent)]
-    Process(#[from] ProcessError),
-    #[error(transparent)]
-    Limited(#[from] LimitExceeded),
-    #[error("no pipeline takes {0} from this receiver")]
-    NoPipeline(Signal),
-    #[error("buffer is full; retry after {retry_after:?}")]
-    BufferFull { retry_after: Duration },
-    #[error("buffer refused the data")]
-    Buffer(#[source] BufferError),
+    Ingest(#[from] IngestError),
 }
 
-impl From<BufferError> for ReceiveError {
-    fn from(e: BufferError) -> Self {
-        match e {
-            BufferError::Full { retry_after, .. } => ReceiveError::BufferFull { retry_after },
-            other => ReceiveError::Buffer(other),
-        }
+impl From<ResolveError> for ReceiveError {
+    fn from(e: ResolveError) -> Self {
+        ReceiveError::Ingest(IngestError::Tenant(e))
     }
 }
 
@@ -79,17 +66,7 @@ impl ReceiveError {
             ReceiveError::BodyRead(_) => "body_read",
             ReceiveError::MethodNotAllowed(_) => "method_not_allowed",
             ReceiveError::UnknownPath { .. } => "unknown_path",
-            ReceiveError::Tenant(ResolveError::Malformed(_)) => "malformed",
-            ReceiveError::Tenant(ResolveError::NoTenant { .. }) => "no_tenant",
-            ReceiveError::Tenant(ResolveError::Unauthenticated(_)) => "unauthenticated",
-            ReceiveError::Tenant(ResolveError::PermissionDenied { .. }) => "permission_denied",
-            ReceiveError::Tenant(_) => "invalid_tenant",
-            ReceiveError::Limited(e) => e.reason(),
-            ReceiveError::Process(_) => "malformed",
-            ReceiveError::NoPipeline(_) => "no_pipeline",
-            ReceiveError::BufferFull { .. } => "buffer_full",
-            ReceiveError::Buffer(BufferError::RecordTooLarge { .. }) => "too_large",
-            ReceiveError::Buffer(_) => "buffer_unavailable",
+            ReceiveError::Ingest(e) => e.reason(),
         }
     }
 
@@ -97,13 +74,14 @@ impl ReceiveError {
     /// `None` means the same request will never be accepted.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ReceiveError::BufferFull { retry_after }
-            | ReceiveError::Buffer(BufferError::Unavailable { retry_after, .. }) => {
-                Some(*retry_after)
-            }
-            ReceiveError::Buffer(BufferError::RecordTooLarge { .. }) => None,
-            ReceiveError::Buffer(_) => Some(UNAVAILABLE_RETRY_AFTER),
-            ReceiveError::Limited(e) => e.retry_after(),
+            ReceiveError::Ingest(IngestError::BufferFull { retry_after })
+            | ReceiveError::Ingest(IngestError::Buffer(BufferError::Unavailable {
+                retry_after,
+                ..
+            })) => Some(*retry_after),
+            ReceiveError::Ingest(IngestError::Buffer(BufferError::RecordTooLarge { .. })) => None,
+            ReceiveError::Ingest(IngestError::Buffer(_)) => Some(UNAVAILABLE_RETRY_AFTER),
+            ReceiveError::Ingest(IngestError::Limited(e)) => e.retry_after(),
             _ => None,
         }
     }
@@ -117,7 +95,7 @@ impl ReceiveError {
         let message = error_chain(self);
         if let Some(after) = self.retry_after() {
             let code = match self {
-                ReceiveError::Limited(_) => Code::ResourceExhausted,
+                ReceiveError::Ingest(IngestError::Limited(_)) => Code::ResourceExhausted,
                 _ => Code::Unavailable,
             };
             return tonic::Status::with_error_details(
@@ -128,23 +106,30 @@ impl ReceiveError {
         }
         let code = match self {
             ReceiveError::TooLarge { .. }
-            | ReceiveError::Limited(_)
-            | ReceiveError::Buffer(BufferError::RecordTooLarge { .. }) => Code::ResourceExhausted,
-            ReceiveError::Tenant(ResolveError::Unauthenticated(_)) => Code::Unauthenticated,
-            ReceiveError::Tenant(ResolveError::PermissionDenied { .. }) => Code::PermissionDenied,
+            | ReceiveError::Ingest(IngestError::Limited(_))
+            | ReceiveError::Ingest(IngestError::Buffer(BufferError::RecordTooLarge { .. })) => {
+                Code::ResourceExhausted
+            }
+            ReceiveError::Ingest(IngestError::Tenant(ResolveError::Unauthenticated(_))) => {
+                Code::Unauthenticated
+            }
+            ReceiveError::Ingest(IngestError::Tenant(ResolveError::PermissionDenied {
+                ..
+            })) => Code::PermissionDenied,
             ReceiveError::UnsupportedEncoding { .. }
             | ReceiveError::UnsupportedContentType(_)
             | ReceiveError::MethodNotAllowed(_)
             | ReceiveError::UnknownPath { .. }
-            | ReceiveError::NoPipeline(_) => Code::Unimplemented,
+            | ReceiveError::Ingest(IngestError::NoPipeline(_)) => Code::Unimplemented,
             ReceiveError::Decompression { .. }
             | ReceiveError::BadFrame(_)
             | ReceiveError::BodyRead(_)
             | ReceiveError::Json(_)
-            | ReceiveError::Tenant(_)
-            | ReceiveError::Process(_) => Code::InvalidArgument,
+            | ReceiveError::Ingest(IngestError::Tenant(_))
+            | ReceiveError::Ingest(IngestError::Process(_)) => Code::InvalidArgument,
             // Retryable: answered above with RetryInfo.
-            ReceiveError::BufferFull { .. } | ReceiveError::Buffer(_) => Code::Unavailable,
+            ReceiveError::Ingest(IngestError::BufferFull { .. })
+            | ReceiveError::Ingest(IngestError::Buffer(_)) => Code::Unavailable,
         };
         tonic::Status::new(code, message)
     }
@@ -157,28 +142,35 @@ impl ReceiveError {
     pub fn to_http_status(&self) -> StatusCode {
         match self {
             ReceiveError::TooLarge { .. }
-            | ReceiveError::Limited(LimitExceeded::RequestTooLarge { .. })
-            | ReceiveError::Buffer(BufferError::RecordTooLarge { .. }) => {
+            | ReceiveError::Ingest(IngestError::Limited(LimitExceeded::RequestTooLarge {
+                ..
+            }))
+            | ReceiveError::Ingest(IngestError::Buffer(BufferError::RecordTooLarge { .. })) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            ReceiveError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ReceiveError::Tenant(ResolveError::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
-            ReceiveError::Tenant(ResolveError::PermissionDenied { .. }) => StatusCode::FORBIDDEN,
+            ReceiveError::Ingest(IngestError::Limited(_)) => StatusCode::TOO_MANY_REQUESTS,
+            ReceiveError::Ingest(IngestError::Tenant(ResolveError::Unauthenticated(_))) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ReceiveError::Ingest(IngestError::Tenant(ResolveError::PermissionDenied {
+                ..
+            })) => StatusCode::FORBIDDEN,
             ReceiveError::UnsupportedEncoding { .. } | ReceiveError::UnsupportedContentType(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             ReceiveError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             // A signal without a pipeline has no endpoint, as in the Collector.
-            ReceiveError::UnknownPath { .. } | ReceiveError::NoPipeline(_) => StatusCode::NOT_FOUND,
+            ReceiveError::UnknownPath { .. } | ReceiveError::Ingest(IngestError::NoPipeline(_)) => {
+                StatusCode::NOT_FOUND
+            }
             ReceiveError::Decompression { .. }
             | ReceiveError::BadFrame(_)
             | ReceiveError::BodyRead(_)
             | ReceiveError::Json(_)
-            | ReceiveError::Tenant(_)
-            | ReceiveError::Process(_) => StatusCode::BAD_REQUEST,
-            ReceiveError::BufferFull { .. } | ReceiveError::Buffer(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | ReceiveError::Ingest(IngestError::Tenant(_))
+            | ReceiveError::Ingest(IngestError::Process(_)) => StatusCode::BAD_REQUEST,
+            ReceiveError::Ingest(IngestError::BufferFull { .. })
+            | ReceiveError::Ingest(IngestError::Buffer(_)) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -78,9 +78,54 @@ fn describe() {
         Unit::Seconds,
         "Time from receiving items to a backend accepting them (buffer to exported)."
     );
+    describe_counter!(
+        "sluice_processor_dropped_items_total",
+        Unit::Count,
+        "Items a processor dropped by policy (never an error to the client), by processor, reason, signal and tenant."
+    );
     describe_gauge!(
         "sluice_buffer_size_bytes",
         Unit::Bytes,
         "Bytes held by a buffer on disk."
+    );
+    describe_counter!(
+        "sluice_receiver_tls_handshake_failures_total",
+        Unit::Count,
+        "TLS handshakes that failed on a receiver, by transport."
+    );
+    describe_histogram!(
+        "sluice_buffer_fsync_duration_seconds",
+        Unit::Seconds,
+        "Time the disk buffer spent in fsync."
+    );
+    describe_histogram!(
+        "sluice_buffer_publish_latency_seconds",
+        Unit::Seconds,
+        "Time from a Pulsar send to the broker's receipt, by signal."
+    );
+    describe_counter!(
+        "sluice_pulsar_published_messages_total",
+        Unit::Count,
+        "Messages sent to Pulsar (after coalescing and splitting), by signal."
+    );
+    describe_counter!(
+        "sluice_pulsar_published_bytes_total",
+        Unit::Bytes,
+        "Payload bytes sent to Pulsar, by signal."
+    );
+    describe_counter!(
+        "sluice_pulsar_redeliveries_total",
+        Unit::Count,
+        "Pulsar messages negatively acknowledged for redelivery, by signal and tenant."
+    );
+    describe_counter!(
+        "sluice_pulsar_undecodable_messages_total",
+        Unit::Count,
+        "Messages on a tenant's topic that were not OTLP (sent to the dead-letter topic)."
+    );
+    describe_gauge!(
+        "sluice_pulsar_backlog_messages",
+        Unit::Count,
+        "Consumer lag of each tenant's topic, by signal and tenant."
     );
 }

@@ -1,12 +1,14 @@
 //! Self-telemetry: Prometheus metrics, health endpoints and logging.
 //!
-//! Metric names are a contract (DESIGN.md §7) and are all described in [`metrics`]; the
-//! `tenant` label is bounded by [`labels::tenant_label`].
+//! Metric names are a contract (docs/contracts.md, "Metrics") and are described in
+//! [`metrics`]; the `tenant` label is bounded by [`labels::tenant_label`].
 
 pub mod config;
 pub mod health;
 pub mod labels;
 pub mod logging;
 pub mod metrics;
+#[cfg(test)]
+pub(crate) mod test_recorder;
 
 pub use labels::tenant_label;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::FieldError;
+use crate::config::{FieldError, Validate};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -79,9 +79,9 @@ impl Default for DiskBufferConfig {
     }
 }
 
-impl DiskBufferConfig {
+impl Validate for DiskBufferConfig {
     /// Checks the values without touching the disk.
-    pub fn validate(&self) -> Result<(), FieldError> {
+    fn validate(&self) -> Result<(), FieldError> {
         if self.directory.as_os_str().is_empty() {
             return Err(FieldError::new("directory", "must not be empty"));
         }
@@ -117,7 +117,9 @@ impl DiskBufferConfig {
         }
         Ok(())
     }
+}
 
+impl DiskBufferConfig {
     pub(super) fn segment_size_bytes(&self) -> u64 {
         self.segment_size_mib.saturating_mul(MIB)
     }

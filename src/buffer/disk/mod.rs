@@ -42,8 +42,9 @@ pub use config::{DiskBufferConfig, FsyncPolicy};
 use self::open::{discover, open_log, OpenedLog};
 use self::stream::DiskStream;
 use self::writer::WriterMsg;
-use super::{Buffer, BufferError, BufferStream};
+use super::{Buffer, BufferConfig, BufferError, BufferStream};
 use crate::batch::Batch;
+use crate::config::Validate;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
@@ -147,16 +148,18 @@ impl Drop for Reservation {
     }
 }
 
+#[async_trait]
+impl BufferConfig for DiskBufferConfig {
+    async fn open(&self) -> Result<Arc<dyn Buffer>, BufferError> {
+        Ok(DiskBuffer::open(self).await?)
+    }
+}
+
 impl DiskBuffer {
     /// Opens (or creates) the buffer in `config.directory`, recovering every existing log.
     /// Must be called inside a tokio runtime.
     pub async fn open(config: &DiskBufferConfig) -> Result<Arc<DiskBuffer>, BufferError> {
-        config.validate().map_err(|e| {
-            BufferError::io(
-                &config.directory,
-                io::Error::new(io::ErrorKind::InvalidInput, e),
-            )
-        })?;
+        config.validate()?;
         let cfg = config.clone();
         let opened = tokio::task::spawn_blocking(move || discover(&cfg))
             .await

@@ -14,7 +14,7 @@ use super::record::{self, Frame};
 use super::{DiskBuffer, DiskBufferConfig, FsyncPolicy, DEAD_LETTER_DIR};
 use crate::batch::Batch;
 use crate::buffer::{Buffer, BufferStream, Delivery, ReadLimits};
-use crate::config::parse_component;
+use crate::config::{parse_component, Validate};
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::auth::AuthConfig;
 use super::topic::{DeadLetterTemplate, TopicTemplate};
-use crate::config::FieldError;
+use crate::config::{FieldError, Validate};
 use crate::tenant::TenantId;
 
 const KIB: usize = 1024;
@@ -236,9 +236,9 @@ impl Default for PulsarBufferConfig {
     }
 }
 
-impl PulsarBufferConfig {
+impl Validate for PulsarBufferConfig {
     /// Checks the values without any I/O.
-    pub fn validate(&self) -> Result<(), FieldError> {
+    fn validate(&self) -> Result<(), FieldError> {
         if self.compression == CompressionConfig::Snappy {
             // Found by the interop tests: the Collector's pulsarreceiver discards such messages.
             return Err(FieldError::new(
@@ -309,7 +309,9 @@ impl PulsarBufferConfig {
             .validate()
             .map_err(|e| FieldError::new(format!("consumer.{}", e.field), e.message))
     }
+}
 
+impl PulsarBufferConfig {
     /// Whether the service URL asks for TLS (`pulsar+ssl://`).
     pub(super) fn uses_tls(&self) -> Result<bool, FieldError> {
         let fail = |m: &str| FieldError::new("service_url", format!("{:?}: {m}", self.service_url));

@@ -48,8 +48,9 @@ pub use topic::TopicTemplate;
 use self::discovery::{Discovery, StreamReceiver};
 use self::producer::Producers;
 use self::topic::DeadLetterTemplate;
-use super::{Buffer, BufferError};
+use super::{Buffer, BufferConfig, BufferError};
 use crate::batch::Batch;
+use crate::config::Validate;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
@@ -76,20 +77,21 @@ pub struct PulsarBuffer {
     accepting: AtomicBool,
 }
 
+#[async_trait]
+impl BufferConfig for PulsarBufferConfig {
+    async fn open(&self) -> Result<Arc<dyn Buffer>, BufferError> {
+        Ok(PulsarBuffer::open(self).await?)
+    }
+}
+
 impl PulsarBuffer {
     /// Connects to the broker (within `send_timeout`). Must be called inside a tokio runtime.
     pub async fn open(config: &PulsarBufferConfig) -> Result<Arc<PulsarBuffer>, BufferError> {
-        let invalid = |e: crate::config::FieldError| {
-            BufferError::io(
-                "buffers.pulsar",
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-            )
-        };
-        config.validate().map_err(invalid)?;
+        config.validate()?;
         describe_metrics();
-        let topic = config.topic_template().map_err(invalid)?;
-        let dead_letter = config.dead_letter_template(&topic).map_err(invalid)?;
-        let tenants = config.consumer.tenant_ids().map_err(invalid)?;
+        let topic = config.topic_template()?;
+        let dead_letter = config.dead_letter_template(&topic)?;
+        let tenants = config.consumer.tenant_ids()?;
         let client = client::connect(config).await?;
         tracing::info!(service_url = %config.service_url, %topic, "connected to Pulsar");
         let config = Arc::new(config.clone());

@@ -16,6 +16,7 @@ use super::message::{self, Coalescer};
 use super::topic::{is_partition, DeadLetterTemplate, TopicTemplate};
 use crate::batch::Batch;
 use crate::buffer::BufferError;
+use crate::config::Validate;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::config::FieldError;
+use crate::config::{FieldError, Validate};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,10 +23,10 @@ pub enum Verbosity {
     Detailed,
 }
 
-impl DebugExporterConfig {
+impl Validate for DebugExporterConfig {
     /// Nothing can be wrong beyond what deserializing checks; here for the uniform
     /// component shape.
-    pub fn validate(&self) -> Result<(), FieldError> {
+    fn validate(&self) -> Result<(), FieldError> {
         Ok(())
     }
 }

@@ -6,6 +6,8 @@ mod config;
 
 pub use config::{DebugExporterConfig, Verbosity};
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
@@ -16,11 +18,25 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::batch::Batch;
-use crate::exporter::{Accepted, ExportError, Exporter};
+use crate::exporter::retry::RetryConfig;
+use crate::exporter::{
+    Accepted, BuildError, ExportError, Exporter, ExporterConfig, ExporterHandle,
+};
 use crate::signal::Signal;
 
 pub struct DebugExporter {
     verbosity: Verbosity,
+}
+
+impl ExporterConfig for DebugExporterConfig {
+    fn build(&self, id: &str) -> Result<ExporterHandle, BuildError> {
+        Ok(ExporterHandle {
+            id: id.to_string(),
+            exporter: Arc::new(DebugExporter::new(self)),
+            // Logging cannot fail transiently, so there is nothing to configure.
+            retry: RetryConfig::default(),
+        })
+    }
 }
 
 impl DebugExporter {

@@ -13,7 +13,7 @@ use http::Uri;
 use serde::Deserialize;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 
-use crate::config::FieldError;
+use crate::config::{FieldError, Validate};
 use crate::exporter::headers;
 use crate::exporter::retry::RetryConfig;
 
@@ -167,8 +167,8 @@ pub(crate) struct ParsedEndpoint {
     pub tls: bool,
 }
 
-impl OtlpExporterConfig {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Validate for OtlpExporterConfig {
+    fn validate(&self) -> Result<(), FieldError> {
         let endpoint = self.parsed_endpoint()?;
         self.tls
             .validate(!endpoint.tls)
@@ -183,7 +183,9 @@ impl OtlpExporterConfig {
             .validate()
             .map_err(|e| FieldError::new(format!("retry_on_failure.{}", e.field), e.message))
     }
+}
 
+impl OtlpExporterConfig {
     /// The endpoint as a URI with its scheme made explicit.
     pub(crate) fn parsed_endpoint(&self) -> Result<ParsedEndpoint, FieldError> {
         parse_endpoint(&self.endpoint, self.tls.insecure)

@@ -20,6 +20,8 @@ pub use config::{Compression, OtlpExporterConfig, TlsSettings};
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -36,7 +38,10 @@ use self::codec::RawCodec;
 use self::config::{HeaderTemplate, HeaderValue};
 use self::skip_verify::SkipVerifyConnector;
 use crate::batch::Batch;
-use crate::exporter::{Accepted, BuildError, ExportError, Exporter};
+use crate::config::Validate;
+use crate::exporter::{
+    Accepted, BuildError, ExportError, Exporter, ExporterConfig, ExporterHandle,
+};
 use crate::signal::Signal;
 
 /// Longest backend `partial_success.error_message` put into a log line.
@@ -57,6 +62,16 @@ pub struct OtlpExporter {
 #[derive(Debug, thiserror::Error)]
 #[error("no answer from the backend within {0:?}")]
 struct TimedOut(Duration);
+
+impl ExporterConfig for OtlpExporterConfig {
+    fn build(&self, id: &str) -> Result<ExporterHandle, BuildError> {
+        Ok(ExporterHandle {
+            id: id.to_string(),
+            exporter: Arc::new(OtlpExporter::new(self)?.with_id(id)),
+            retry: self.retry_on_failure.clone(),
+        })
+    }
+}
 
 impl OtlpExporter {
     /// Validates the config, reads the TLS files and prepares a lazily connecting channel.

@@ -25,7 +25,7 @@ use tokio_rustls::TlsConnector;
 use super::TlsSettings;
 use crate::config::FieldError;
 use crate::exporter::{BoxError, BuildError};
-use crate::receiver::otlp::tls::{parse_certs, parse_key, PemError};
+use crate::tls::{parse_certs, parse_key, PemError};
 
 const ALPN_H2: &[u8] = b"h2";
 
@@ -83,7 +83,7 @@ impl SkipVerifyConnector {
         server_name: Option<ServerName<'static>>,
         identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     ) -> Result<Self, rustls::Error> {
-        let provider = crate::receiver::otlp::tls::provider();
+        let provider = crate::tls::provider();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .dangerous()

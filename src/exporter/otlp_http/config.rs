@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
-use crate::config::FieldError;
+use crate::config::{FieldError, Validate};
 use crate::exporter::headers::HttpHeader;
 use crate::exporter::otlp::{Compression, TlsSettings};
 use crate::exporter::retry::RetryConfig;
@@ -104,8 +104,8 @@ pub(crate) fn reserved_header(lower: &str) -> Option<&'static str> {
     }
 }
 
-impl OtlpHttpExporterConfig {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Validate for OtlpHttpExporterConfig {
+    fn validate(&self) -> Result<(), FieldError> {
         let urls = self.urls()?;
         let any_tls = urls.iter().any(|u| u.scheme() == "https");
         let all_tls = urls.iter().all(|u| u.scheme() == "https");
@@ -143,7 +143,9 @@ impl OtlpHttpExporterConfig {
             .validate()
             .map_err(|e| FieldError::new(format!("retry_on_failure.{}", e.field), e.message))
     }
+}
 
+impl OtlpHttpExporterConfig {
     /// The URL of each signal, in [`Signal::ALL`] order.
     pub(crate) fn urls(&self) -> Result<[Url; 3], FieldError> {
         let base = match &self.endpoint {

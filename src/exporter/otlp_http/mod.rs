@@ -21,6 +21,8 @@ pub use config::{Encoding, OtlpHttpExporterConfig};
 
 use std::io::Write;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
@@ -34,11 +36,14 @@ use reqwest::{Certificate, Client, Identity, Url};
 
 use crate::batch::Batch;
 use crate::config::FieldError;
+use crate::config::Validate;
 use crate::exporter::headers::HttpHeader;
 use crate::exporter::otlp::{
     accepted, decode_partial_success, read, warn_skip_verify, Compression, TlsSettings,
 };
-use crate::exporter::{Accepted, BuildError, ExportError, Exporter};
+use crate::exporter::{
+    Accepted, BuildError, ExportError, Exporter, ExporterConfig, ExporterHandle,
+};
 use crate::signal::Signal;
 
 /// The most of a response body read: plenty for a `partial_success` or an error `Status`,
@@ -57,6 +62,16 @@ pub struct OtlpHttpExporter {
     compression: Compression,
     /// `tls.insecure_skip_verify` is in effect (warned about once, in [`Self::with_id`]).
     skip_verify: bool,
+}
+
+impl ExporterConfig for OtlpHttpExporterConfig {
+    fn build(&self, id: &str) -> Result<ExporterHandle, BuildError> {
+        Ok(ExporterHandle {
+            id: id.to_string(),
+            exporter: Arc::new(OtlpHttpExporter::new(self)?.with_id(id)),
+            retry: self.retry_on_failure.clone(),
+        })
+    }
 }
 
 impl OtlpHttpExporter {

@@ -8,9 +8,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::exporter::test_metrics::TestRecorder;
 use crate::exporter::{Accepted, Exporter};
 use crate::signal::Signal;
+use crate::telemetry::test_recorder::TestRecorder;
 use crate::tenant::TenantId;
 
 /// Fails with the scripted errors in order, then succeeds; records when each call started.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::FieldError;
+use crate::config::{FieldError, Validate};
 
 /// Merges buffered requests of one tenant+signal into larger export requests. The buffer
 /// already holds the data, so batching happens when reading it: no extra copy, no extra
@@ -38,8 +38,8 @@ fn default_send_batch_max_mib() -> u32 {
     4
 }
 
-impl BatchConfig {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Validate for BatchConfig {
+    fn validate(&self) -> Result<(), FieldError> {
         if self.send_batch_size == 0 {
             return Err(FieldError::new("send_batch_size", "must be at least 1"));
         }

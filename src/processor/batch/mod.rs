@@ -1,10 +1,18 @@
 //! The `batch` processor: decides how much of a buffer stream goes into one export request.
+//! It is the export workers' read policy, not a step that holds data (see [`super`]).
 
 mod config;
 
 pub use config::BatchConfig;
 
+use super::{Processing, ProcessorConfig};
 use crate::buffer::ReadLimits;
+
+impl ProcessorConfig for BatchConfig {
+    fn build(&self) -> Processing {
+        Processing::ReadPolicy(self.read_limits())
+    }
+}
 
 impl BatchConfig {
     pub fn read_limits(&self) -> ReadLimits {

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::config::FieldError;
+use crate::config::{FieldError, Validate};
 
 /// Adds attributes to every resource, e.g. where the telemetry came from
 /// (`k8s.node.name` from the downward API).
@@ -31,8 +31,8 @@ pub enum Action {
     Insert,
 }
 
-impl ResourceConfig {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Validate for ResourceConfig {
+    fn validate(&self) -> Result<(), FieldError> {
         if self.attributes.is_empty() {
             return Err(FieldError::new("attributes", "list at least one attribute"));
         }

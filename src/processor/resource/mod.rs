@@ -15,7 +15,9 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use prost::Message;
 
-use super::{BatchProcessor, ProcessError};
+use std::sync::Arc;
+
+use super::{ProcessError, Processed, Processing, Processor, ProcessorConfig};
 use crate::batch::Batch;
 use crate::otlp::walk;
 use crate::otlp::wire::{put_len_field, WireError};
@@ -26,6 +28,7 @@ const RESOURCE_FIELD: u32 = 1;
 /// `Export*ServiceRequest.resource_*`.
 const ENTRY_FIELD: u32 = 1;
 
+#[derive(Debug)]
 pub struct ResourceProcessor {
     /// Key, and the encoded `KeyValue` to insert.
     attributes: Vec<(String, Vec<u8>)>,
@@ -51,12 +54,25 @@ impl ResourceProcessor {
     }
 }
 
-impl BatchProcessor for ResourceProcessor {
-    fn process(&self, mut batch: Batch) -> Result<Batch, ProcessError> {
+impl ProcessorConfig for ResourceConfig {
+    fn build(&self) -> Processing {
+        Processing::Transform(Arc::new(ResourceProcessor::new(self)))
+    }
+}
+
+impl Processor for ResourceProcessor {
+    fn process(&self, batch: Batch) -> Result<Processed, ProcessError> {
+        self.insert_missing(batch).map(Processed::keep)
+    }
+}
+
+impl ResourceProcessor {
+    fn insert_missing(&self, mut batch: Batch) -> Result<Batch, ProcessError> {
         let payload = &batch.payload;
         let entries = walk::resource_entries(batch.signal, payload)?;
         let mut out = Vec::with_capacity(payload.len() + entries.len() * 64);
         let mut missing = Vec::new();
+        let mut changed = false;
         for entry in &entries {
             let bytes = &payload[entry.span.clone()];
             missing.clear();
@@ -72,6 +88,7 @@ impl BatchProcessor for ResourceProcessor {
                 out.extend_from_slice(bytes);
                 continue;
             }
+            changed = true;
             let body = walk::entry_body(bytes).map_err(|source| malformed(&batch, source))?;
             let mut resource = Vec::new();
             for kv in &missing {
@@ -82,7 +99,10 @@ impl BatchProcessor for ResourceProcessor {
             put_len_field(&mut new_body, RESOURCE_FIELD, &resource);
             put_len_field(&mut out, ENTRY_FIELD, &new_body);
         }
-        batch.payload = Bytes::from(out);
+        // Unchanged data keeps its received bytes (docs/contracts.md, "Processors").
+        if changed {
+            batch.payload = Bytes::from(out);
+        }
         Ok(batch)
     }
 }

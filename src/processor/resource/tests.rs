@@ -5,6 +5,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 use super::*;
+use crate::config::Validate;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
@@ -71,7 +72,7 @@ fn inserts_missing_attributes_and_keeps_existing_ones() {
         }),
         None,
     ]);
-    let out = processor().process(input).unwrap();
+    let out = processor().insert_missing(input).unwrap();
     let decoded = ExportTraceServiceRequest::decode(out.payload).unwrap();
     let attrs = |i: usize| {
         decoded.resource_spans[i]
@@ -105,7 +106,7 @@ fn leaves_the_bytes_alone_when_nothing_is_missing() {
         ..Default::default()
     })]);
     let before = input.payload.clone();
-    assert_eq!(processor().process(input).unwrap().payload, before);
+    assert_eq!(processor().insert_missing(input).unwrap().payload, before);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::tls::ReceiverTlsConfig;
-use crate::config::FieldError;
+use crate::config::{FieldError, Validate};
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -241,8 +241,8 @@ fn check_size_mib(field: &str, mib: u64) -> Result<(), FieldError> {
     Ok(())
 }
 
-impl OtlpReceiverConfig {
-    pub fn validate(&self) -> Result<(), FieldError> {
+impl Validate for OtlpReceiverConfig {
+    fn validate(&self) -> Result<(), FieldError> {
         let Protocols { grpc, http } = &self.protocols;
         if grpc.is_none() && http.is_none() {
             return Err(FieldError::new(

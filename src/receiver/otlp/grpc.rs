@@ -8,7 +8,6 @@
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -26,7 +25,7 @@ use super::decompress::{decompress, Encoding};
 use super::tls::TlsIncoming;
 use super::GrpcConfig;
 use crate::pipeline::ingest::{count_refused_request, Ingest};
-use crate::receiver::ReceiveError;
+use crate::receiver::{bind, server_task, Listening, ReceiveError, StartError};
 use crate::signal::Signal;
 
 const TRANSPORT: &str = "grpc";
@@ -39,20 +38,13 @@ pub async fn serve(
     config: &GrpcConfig,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
-) -> std::io::Result<(
-    SocketAddr,
-    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-)> {
+) -> Result<Listening, StartError> {
     let tls = match &config.tls {
         // gRPC is HTTP/2 only; grpc-go and others refuse a server that does not say so.
-        Some(tls) => Some(
-            tls.server_config("protocols.grpc.tls", &[b"h2"])
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
-        ),
+        Some(tls) => Some(tls.server_config("protocols.grpc.tls", &[b"h2"])?),
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(&config.endpoint).await?;
-    let local = listener.local_addr()?;
+    let (listener, address) = bind(&config.endpoint).await?;
     let shared = Arc::new(Shared {
         ingest,
         max_bytes: config.max_recv_msg_size_bytes(),
@@ -67,7 +59,12 @@ pub async fn serve(
         .add_service(OtlpService::<Logs>::new(shared));
     let task = match tls {
         Some(tls) => {
-            let incoming = TlsIncoming::spawn(listener, tls, TRANSPORT, shutdown.clone())?;
+            let incoming = TlsIncoming::spawn(listener, tls, TRANSPORT, shutdown.clone()).map_err(
+                |source| StartError::Listen {
+                    endpoint: config.endpoint.clone(),
+                    source,
+                },
+            )?;
             tokio::spawn(
                 router.serve_with_incoming_shutdown(
                     incoming.into_stream(),
@@ -80,7 +77,11 @@ pub async fn serve(
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()))
         }
     };
-    Ok((local, task))
+    Ok(Listening {
+        transport: TRANSPORT,
+        address,
+        task: server_task(task),
+    })
 }
 
 struct Shared {
@@ -163,7 +164,7 @@ async fn handle(
     let payload = match read_message(&parts.headers, body, shared.max_bytes).await {
         Ok(payload) => payload,
         Err(e) => {
-            count_refused_request(TRANSPORT, signal, &e);
+            count_refused_request(TRANSPORT, signal, e.reason(), &e);
             return e.to_grpc_status().into_http();
         }
     };
@@ -173,7 +174,7 @@ async fn handle(
         .await
     {
         Ok(_) => export_ok_response(ACCEPT_ENCODING),
-        Err(e) => e.to_grpc_status().into_http(),
+        Err(e) => ReceiveError::from(e).to_grpc_status().into_http(),
     }
 }
 

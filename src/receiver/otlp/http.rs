@@ -19,7 +19,6 @@ mod tests;
 
 pub use json::JsonError;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -36,8 +35,8 @@ use self::body::Format;
 use super::decompress::{decompress, Encoding};
 use super::tls::TlsIncoming;
 use super::{HttpConfig, UnknownJsonFields};
-use crate::pipeline::ingest::{count_refused_request, Ingest};
-use crate::receiver::ReceiveError;
+use crate::pipeline::ingest::{count_refused_request, Ingest, IngestError};
+use crate::receiver::{bind, server_task, Listening, ReceiveError, StartError};
 use crate::signal::Signal;
 
 const TRANSPORT: &str = "http";
@@ -54,22 +53,24 @@ pub async fn serve(
     config: &HttpConfig,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+) -> Result<Listening, StartError> {
     let tls = match &config.tls {
         // Both versions stay available over TLS; the client picks one by ALPN.
-        Some(tls) => Some(
-            tls.server_config("protocols.http.tls", &[b"h2", b"http/1.1"])
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
-        ),
+        Some(tls) => Some(tls.server_config("protocols.http.tls", &[b"h2", b"http/1.1"])?),
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(&config.endpoint).await?;
-    let local = listener.local_addr()?;
+    let (listener, address) = bind(&config.endpoint).await?;
     let router = router(config, ingest);
     let stop = shutdown.clone().cancelled_owned();
     let task = match tls {
         Some(tls) => {
-            let listener = TlsIncoming::spawn(listener, tls, TRANSPORT, shutdown)?;
+            let listener =
+                TlsIncoming::spawn(listener, tls, TRANSPORT, shutdown).map_err(|source| {
+                    StartError::Listen {
+                        endpoint: config.endpoint.clone(),
+                        source,
+                    }
+                })?;
             let server = axum::serve(listener, router).with_graceful_shutdown(stop);
             tokio::spawn(async move { server.await })
         }
@@ -85,7 +86,11 @@ pub async fn serve(
             tokio::spawn(async move { server.await })
         }
     };
-    Ok((local, task))
+    Ok(Listening {
+        transport: TRANSPORT,
+        address,
+        task: server_task(task),
+    })
 }
 
 /// The whole HTTP application, without the listener (tests drive it directly).
@@ -157,7 +162,7 @@ async fn handle(shared: &Shared, signal: Signal, request: Request<Body>) -> Resp
     let received = match receive(shared, signal, &parts, body).await {
         Ok(received) => received,
         Err(e) => {
-            count_refused_request(TRANSPORT, signal, &e);
+            count_refused_request(TRANSPORT, signal, e.reason(), &e);
             let mut response = response::refusal(&e, reply_format);
             if matches!(e, ReceiveError::MethodNotAllowed(_)) {
                 response
@@ -179,7 +184,7 @@ async fn handle(shared: &Shared, signal: Signal, request: Request<Body>) -> Resp
             &received.ignored,
             received.ignored_total,
         ),
-        Err(e) => response::refusal(&e, reply_format),
+        Err(e) => response::refusal(&ReceiveError::from(e), reply_format),
     }
 }
 
@@ -209,7 +214,9 @@ async fn receive(
         // A panic while decoding is a bug; it propagates as it would have inline.
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // Cancelled: the runtime is shutting down, so the client should come back.
-        Err(_) => Err(ReceiveError::Buffer(crate::buffer::BufferError::Closed)),
+        Err(_) => Err(ReceiveError::Ingest(IngestError::Buffer(
+            crate::buffer::BufferError::Closed,
+        ))),
     }
 }
 

@@ -12,3 +12,41 @@ pub use config::{
     CorsConfig, GrpcConfig, HttpConfig, OtlpReceiverConfig, Protocols, UnknownJsonFields,
 };
 pub use tls::ReceiverTlsConfig;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::{Listening, Receiver, StartError};
+use crate::pipeline::ingest::Ingest;
+
+/// The `otlp` receiver: gRPC, HTTP or both, feeding the same ingest.
+#[derive(Debug)]
+pub struct OtlpReceiver {
+    config: OtlpReceiverConfig,
+}
+
+impl OtlpReceiver {
+    pub fn new(config: OtlpReceiverConfig) -> Self {
+        OtlpReceiver { config }
+    }
+}
+
+#[async_trait]
+impl Receiver for OtlpReceiver {
+    async fn start(
+        &self,
+        ingest: Arc<Ingest>,
+        stop: CancellationToken,
+    ) -> Result<Vec<Listening>, StartError> {
+        let mut listening = Vec::new();
+        if let Some(grpc) = &self.config.protocols.grpc {
+            listening.push(grpc::serve(grpc, ingest.clone(), stop.clone()).await?);
+        }
+        if let Some(http) = &self.config.protocols.http {
+            listening.push(http::serve(http, ingest, stop).await?);
+        }
+        Ok(listening)
+    }
+}

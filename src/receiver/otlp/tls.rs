@@ -24,14 +24,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use serde::Deserialize;
 
 use crate::config::FieldError;
+pub(crate) use crate::tls::{parse_certs, parse_key, provider, read_file, PemError};
 
 /// The shortest `reload_interval`: each check reads two files during a handshake.
 const MIN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -155,12 +153,6 @@ impl ReceiverTlsConfig {
     }
 }
 
-/// The one crypto provider Sluice uses, chosen explicitly rather than through rustls's
-/// process-wide default, which is ambiguous when several providers are compiled in.
-pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// Why the TLS settings of a receiver could not be put to use at start. (rustls errors are
 /// boxed: they are large, and this travels in `Result`s.)
 #[derive(Debug, thiserror::Error)]
@@ -210,43 +202,6 @@ pub enum TlsError {
         #[source]
         source: Box<rustls::Error>,
     },
-}
-
-/// What is wrong with one PEM file.
-#[derive(Debug, thiserror::Error)]
-pub enum PemError {
-    #[error("cannot read the file")]
-    Read(#[source] std::io::Error),
-    #[error("is not valid PEM")]
-    Pem(#[source] rustls::pki_types::pem::Error),
-    #[error("holds no {0} (expected PEM `-----BEGIN {1}-----`)")]
-    Missing(&'static str, &'static str),
-}
-
-/// The file's bytes; TLS files are small, so they are read whole.
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, PemError> {
-    std::fs::read(path).map_err(PemError::Read)
-}
-
-/// Every certificate in a PEM file; at least one.
-pub(crate) fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(PemError::Pem)?;
-    if certs.is_empty() {
-        return Err(PemError::Missing("certificate", "CERTIFICATE"));
-    }
-    Ok(certs)
-}
-
-/// The first private key in a PEM file.
-pub(crate) fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, PemError> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => {
-            PemError::Missing("private key", "PRIVATE KEY")
-        }
-        other => PemError::Pem(other),
-    })
 }
 
 fn client_roots(section: &'static str, path: &Path) -> Result<RootCertStore, TlsError> {

@@ -161,6 +161,7 @@ mod tests {
 
     use super::*;
     use crate::buffer::BufferError;
+    use crate::pipeline::ingest::IngestError;
 
     async fn body_of(response: Response) -> Vec<u8> {
         response
@@ -190,9 +191,9 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_carry_a_status_in_the_request_format() {
-        let full = ReceiveError::BufferFull {
+        let full = ReceiveError::Ingest(IngestError::BufferFull {
             retry_after: Duration::from_millis(1500),
-        };
+        });
         let r = refusal(&full, Some(Format::Protobuf));
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[RETRY_AFTER], "2");
@@ -207,7 +208,10 @@ mod tests {
         assert_eq!(body["code"], 14);
         assert_eq!(body["details"][0]["retryDelay"], "1.5s");
 
-        let too_large = ReceiveError::Buffer(BufferError::RecordTooLarge { size: 2, max: 1 });
+        let too_large = ReceiveError::Ingest(IngestError::Buffer(BufferError::RecordTooLarge {
+            size: 2,
+            max: 1,
+        }));
         let r = refusal(&too_large, None);
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert!(r.headers().get(RETRY_AFTER).is_none());

@@ -74,7 +74,7 @@ fn app(yaml: &str) -> App {
     for signal in [Signal::Traces, Signal::Logs] {
         let route = Route {
             buffer: buffer.clone(),
-            processors: Vec::new(),
+            processors: Default::default(),
         };
         ingest.set_route(signal, route);
     }

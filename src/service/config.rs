@@ -1,15 +1,17 @@
-//! From YAML text to a validated [`Config`].
+//! From YAML text to a validated [`Config`]: each component's body is read by its kind's
+//! registry, then the pipeline graph is checked.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{expand, ComponentId, ConfigError, FieldError};
-use crate::buffer::BufferConfig;
-use crate::exporter::ExporterConfig;
-use crate::processor::ProcessorConfig;
-use crate::receiver::ReceiverConfig;
+use crate::buffer::{BufferConfig, BUFFERS};
+use crate::config::{expand, parse_component, ComponentId, ConfigError, FieldError, Registry};
+use crate::exporter::{ExporterConfig, EXPORTERS};
+use crate::processor::{ProcessorConfig, PROCESSORS};
+use crate::receiver::{Receiver, RECEIVERS};
 use crate::signal::Signal;
 use crate::telemetry::config::TelemetryConfig;
 use crate::tenant::TenancyConfig;
@@ -17,10 +19,10 @@ use crate::tenant::TenancyConfig;
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub receivers: BTreeMap<ComponentId, ReceiverConfig>,
-    pub processors: BTreeMap<ComponentId, ProcessorConfig>,
-    pub buffers: BTreeMap<ComponentId, BufferConfig>,
-    pub exporters: BTreeMap<ComponentId, ExporterConfig>,
+    pub receivers: BTreeMap<ComponentId, Arc<dyn Receiver>>,
+    pub processors: BTreeMap<ComponentId, Arc<dyn ProcessorConfig>>,
+    pub buffers: BTreeMap<ComponentId, Arc<dyn BufferConfig>>,
+    pub exporters: BTreeMap<ComponentId, Arc<dyn ExporterConfig>>,
     pub tenancy: TenancyConfig,
     pub pipelines: Vec<PipelineConfig>,
     pub telemetry: TelemetryConfig,
@@ -115,7 +117,7 @@ impl Config {
     }
 
     /// Buffers that some pipeline uses, so unused ones are not opened.
-    pub fn used_buffers(&self) -> impl Iterator<Item = (&ComponentId, &BufferConfig)> {
+    pub fn used_buffers(&self) -> impl Iterator<Item = (&ComponentId, &Arc<dyn BufferConfig>)> {
         self.buffers
             .iter()
             .filter(|(id, _)| self.pipelines.iter().any(|p| &p.buffer == *id))
@@ -134,30 +136,10 @@ struct Validator {
 
 impl Validator {
     fn run(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let receivers = self.components(
-            "receivers",
-            raw.receivers,
-            ReceiverConfig::parse,
-            ReceiverConfig::validate,
-        );
-        let processors = self.components(
-            "processors",
-            raw.processors,
-            ProcessorConfig::parse,
-            ProcessorConfig::validate,
-        );
-        let buffers = self.components(
-            "buffers",
-            raw.buffers,
-            BufferConfig::parse,
-            BufferConfig::validate,
-        );
-        let exporters = self.components(
-            "exporters",
-            raw.exporters,
-            ExporterConfig::parse,
-            ExporterConfig::validate,
-        );
+        let receivers = self.components("receivers", raw.receivers, &RECEIVERS);
+        let processors = self.components("processors", raw.processors, &PROCESSORS);
+        let buffers = self.components("buffers", raw.buffers, &BUFFERS);
+        let exporters = self.components("exporters", raw.exporters, &EXPORTERS);
         let tenancy = self.section("tenancy", raw.tenancy, TenancyConfig::validate);
         let telemetry = self.section(
             "service.telemetry",
@@ -210,8 +192,7 @@ impl Validator {
         &mut self,
         section: &str,
         raw: BTreeMap<String, serde_yaml::Value>,
-        parse: fn(&str, serde_yaml::Value) -> Result<T, FieldError>,
-        validate: fn(&T) -> Result<(), FieldError>,
+        registry: &Registry<T>,
     ) -> BTreeMap<ComponentId, T> {
         let mut out = BTreeMap::new();
         for (key, value) in raw {
@@ -223,7 +204,7 @@ impl Validator {
                     continue;
                 }
             };
-            match parse(id.kind(), value).and_then(|c| validate(&c).map(|()| c)) {
+            match registry.parse(id.kind(), value) {
                 Ok(c) => {
                     out.insert(id, c);
                 }
@@ -243,7 +224,7 @@ impl Validator {
         validate: fn(&T) -> Result<(), FieldError>,
     ) -> Option<T> {
         let raw = raw?;
-        match super::parse_component::<T>(raw).and_then(|c| validate(&c).map(|()| c)) {
+        match parse_component::<T>(raw).and_then(|c| validate(&c).map(|()| c)) {
             Ok(c) => Some(c),
             Err(e) => {
                 self.nested(path, e);
@@ -257,10 +238,10 @@ impl Validator {
         &mut self,
         key: &str,
         raw: RawPipeline,
-        receivers: &BTreeMap<ComponentId, ReceiverConfig>,
-        processors: &BTreeMap<ComponentId, ProcessorConfig>,
-        buffers: &BTreeMap<ComponentId, BufferConfig>,
-        exporters: &BTreeMap<ComponentId, ExporterConfig>,
+        receivers: &BTreeMap<ComponentId, Arc<dyn Receiver>>,
+        processors: &BTreeMap<ComponentId, Arc<dyn ProcessorConfig>>,
+        buffers: &BTreeMap<ComponentId, Arc<dyn BufferConfig>>,
+        exporters: &BTreeMap<ComponentId, Arc<dyn ExporterConfig>>,
     ) -> Option<PipelineConfig> {
         let path = format!("service.pipelines.{key}");
         let id = match ComponentId::parse(key) {

@@ -1,5 +1,5 @@
-//! A tiny in-memory `metrics` recorder for the exporter tests, so they can check that the
-//! self-telemetry contract (DESIGN §7) is kept. Install it on the test's thread with
+//! A tiny in-memory `metrics` recorder for unit tests, so they can check that the
+//! self-telemetry contract (docs/contracts.md, "Metrics") is kept. Install it on the test's thread with
 //! [`TestRecorder::install`]; `#[tokio::test]` runs everything on that one thread.
 
 use std::collections::BTreeMap;

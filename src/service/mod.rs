@@ -1,0 +1,231 @@
+//! The service: assembles the configured components into running pipelines, and takes them
+//! down again. It sits above everything else (docs/architecture.md, "Layers"): [`config`]
+//! reads the YAML through each kind's registry, and [`start`] wires buffers, exporters,
+//! export workers and receivers together.
+//!
+//! Start order: buffers open, exporters are built, export workers start, then receivers
+//! listen, and only then is the process ready.
+//!
+//! Shutdown order, within `service.shutdown_timeout`:
+//! 1. not ready any more;
+//! 2. receivers stop accepting and finish their in-flight calls, each answered only after
+//!    its data is durable;
+//! 3. export workers stop: a send or retry in progress is abandoned unacknowledged, so
+//!    it is exported again after the next start (at-least-once, never lost);
+//! 4. buffers flush and close, persisting their positions.
+
+pub mod config;
+
+pub use config::{Config, PipelineConfig};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::buffer::{Buffer, BufferError, ReadLimits};
+use crate::config::ComponentId;
+use crate::error::error_chain;
+use crate::exporter::{BuildError, ExporterHandle};
+use crate::pipeline::export::{spawn_dispatcher, ExportPlan};
+use crate::pipeline::ingest::{Ingest, Route};
+use crate::processor::{Chain, Processing};
+use crate::receiver::{ServerTask, StartError as ReceiverStartError};
+use crate::signal::Signal;
+use crate::telemetry::health::Readiness;
+use crate::tenant::limits::Limiter;
+use crate::tenant::{ResolveError, TenantResolver};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("buffers.{id}: cannot open")]
+    Buffer {
+        id: ComponentId,
+        #[source]
+        source: BufferError,
+    },
+    #[error("exporters.{id}: cannot build")]
+    Exporter {
+        id: ComponentId,
+        #[source]
+        source: BuildError,
+    },
+    #[error("receivers.{id}: cannot start")]
+    Receiver {
+        id: ComponentId,
+        #[source]
+        source: ReceiverStartError,
+    },
+    #[error("tenancy")]
+    Tenancy(#[source] ResolveError),
+}
+
+/// A started pipeline graph.
+pub struct Running {
+    readiness: Readiness,
+    receivers_stop: CancellationToken,
+    /// (receiver id, transport, server task)
+    receivers: Vec<(ComponentId, &'static str, ServerTask)>,
+    exporters_stop: CancellationToken,
+    workers: TaskTracker,
+    buffers: Vec<(ComponentId, Arc<dyn Buffer>)>,
+}
+
+pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, StartError> {
+    let mut buffers = BTreeMap::new();
+    for (id, cfg) in config.used_buffers() {
+        let buffer = cfg.open().await.map_err(|source| StartError::Buffer {
+            id: id.clone(),
+            source,
+        })?;
+        buffers.insert(id.clone(), buffer);
+    }
+
+    let exporters_stop = CancellationToken::new();
+    let workers = TaskTracker::new();
+    for pipeline in config.pipelines.iter().filter(|p| !p.exporters.is_empty()) {
+        let plan = Arc::new(export_plan(config, pipeline)?);
+        let Some(streams) = buffers
+            .get(&pipeline.buffer)
+            .and_then(|b| b.take_streams(pipeline.signal))
+        else {
+            continue;
+        };
+        spawn_dispatcher(plan, streams, exporters_stop.clone(), workers.clone());
+    }
+
+    let resolver = Arc::new(TenantResolver::new(&config.tenancy).map_err(StartError::Tenancy)?);
+    // One limiter for all receivers: a tenant's limits hold whatever transport it uses.
+    let limiter = Arc::new(Limiter::new(config.tenancy.limits.clone()));
+    let receivers_stop = CancellationToken::new();
+    let mut receivers = Vec::new();
+    for (id, receiver) in &config.receivers {
+        let mut ingest = Ingest::new(resolver.clone(), limiter.clone());
+        for pipeline in config.pipelines.iter().filter(|p| p.receivers.contains(id)) {
+            if let Some(buffer) = buffers.get(&pipeline.buffer) {
+                ingest.set_route(
+                    pipeline.signal,
+                    Route {
+                        buffer: buffer.clone(),
+                        processors: stages(config, pipeline).1,
+                    },
+                );
+            }
+        }
+        if !Signal::ALL.iter().any(|s| ingest.accepts(*s)) {
+            continue;
+        }
+        // Every transport of a receiver feeds the same routes.
+        let started = receiver
+            .start(Arc::new(ingest), receivers_stop.clone())
+            .await
+            .map_err(|source| StartError::Receiver {
+                id: id.clone(),
+                source,
+            })?;
+        for serving in started {
+            tracing::info!(receiver = %id, transport = serving.transport, address = %serving.address, "receiver listening");
+            receivers.push((id.clone(), serving.transport, serving.task));
+        }
+    }
+
+    readiness.set(buffers.values().all(|b| b.is_ready()));
+    Ok(Running {
+        readiness,
+        receivers_stop,
+        receivers,
+        exporters_stop,
+        workers,
+        buffers: buffers.into_iter().collect(),
+    })
+}
+
+fn export_plan(config: &Config, pipeline: &PipelineConfig) -> Result<ExportPlan, StartError> {
+    let mut exporters: Vec<ExporterHandle> = Vec::new();
+    for id in &pipeline.exporters {
+        let Some(cfg) = config.exporters.get(id) else {
+            continue;
+        };
+        let handle = cfg
+            .build(&id.to_string())
+            .map_err(|source| StartError::Exporter {
+                id: id.clone(),
+                source,
+            })?;
+        exporters.push(handle);
+    }
+    let (limits, processors) = stages(config, pipeline);
+    Ok(ExportPlan {
+        pipeline: pipeline.id.to_string(),
+        exporters,
+        limits,
+        // Data-changing processors run once: at ingest when this pipeline has receivers.
+        processors: if pipeline.receivers.is_empty() {
+            processors
+        } else {
+            Chain::default()
+        },
+    })
+}
+
+/// A pipeline's processors by role: the export workers' read policy (the last `batch`
+/// listed; one record per delivery without one) and the chain of data-changing processors.
+fn stages(config: &Config, pipeline: &PipelineConfig) -> (ReadLimits, Chain) {
+    let mut limits = ReadLimits::single_record();
+    let mut chain = Vec::new();
+    for id in &pipeline.processors {
+        let Some(processor) = config.processors.get(id) else {
+            continue;
+        };
+        match processor.build() {
+            Processing::ReadPolicy(read) => limits = read,
+            Processing::Transform(p) => chain.push((id.to_string(), p)),
+        }
+    }
+    (limits, Chain::new(chain))
+}
+
+impl Running {
+    /// Graceful shutdown in the documented order; whatever is still running at `timeout` is
+    /// abandoned (nothing acknowledged is lost: it is in the buffer).
+    pub async fn shutdown(self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.readiness.set(false);
+
+        self.receivers_stop.cancel();
+        for (id, transport, task) in self.receivers {
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(())) => tracing::info!(receiver = %id, transport, "receiver stopped"),
+                Ok(Err(e)) => {
+                    tracing::error!(receiver = %id, transport, error = %error_chain(e.as_ref()), "receiver failed")
+                }
+                Err(_) => {
+                    tracing::warn!(receiver = %id, transport, "receiver did not drain before the shutdown timeout")
+                }
+            }
+        }
+
+        self.exporters_stop.cancel();
+        self.workers.close();
+        if tokio::time::timeout_at(deadline, self.workers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("export workers did not stop before the shutdown timeout");
+        }
+
+        for (id, buffer) in self.buffers {
+            match tokio::time::timeout_at(deadline, buffer.close()).await {
+                Ok(Ok(())) => tracing::info!(buffer = %id, "buffer closed"),
+                Ok(Err(e)) => {
+                    tracing::error!(buffer = %id, error = %error_chain(&e), "buffer close failed")
+                }
+                Err(_) => {
+                    tracing::warn!(buffer = %id, "buffer did not close before the shutdown timeout")
+                }
+            }
+        }
+    }
+}
