@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use sluice::signal::Signal;
-use sluice::tenant::{RequestMeta, TenancyConfig, TenantResolver};
+use sluice::tenant::{TenancyConfig, TenantResolver};
 
 fn attr(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -75,13 +75,8 @@ fn bench(c: &mut Criterion) {
             b.iter_batched(
                 || payload.clone(),
                 |p| {
-                    let meta = RequestMeta {
-                        headers,
-                        received_at_ms: 0,
-                        traceparent: None,
-                    };
                     resolver
-                        .split(Signal::Traces, p, meta)
+                        .split(Signal::Traces, p, headers)
                         .expect("valid request")
                 },
                 BatchSize::SmallInput,

@@ -1,7 +1,7 @@
 //! End to end through Pulsar with the OpenTelemetry Rust SDK: three tenants send traces,
 //! metrics and logs; each tenant+signal gets its own topic (as the admin REST API shows);
 //! each topic holds only its tenant's data, keyed and labelled per the message contract
-//! (DESIGN.md §4); and the backend receives everything with the right tenant header.
+//! (docs/contracts.md, "Pulsar message format"); and the backend receives everything with the right tenant header.
 //!
 //! Needs the broker that `make test` starts (SLUICE_PULSAR_URL, SLUICE_PULSAR_ADMIN_URL).
 

@@ -1,4 +1,4 @@
-//! `sluice validate` and `sluice version`: the CLI contract (DESIGN.md §6).
+//! `sluice validate` and `sluice version`: the CLI contract (docs/contracts.md, "Configuration").
 
 mod common;
 

@@ -212,7 +212,7 @@ diskUsageThreshold=0.99
 diskUsageWarnThreshold=0.99
 # Tests only: no fsync per journal write (durability across power loss is irrelevant here).
 journalSyncData=false
-# DESIGN.md section 4: sluice splits its messages to stay under the 5 MiB default; pin it.
+# docs/contracts.md, "Pulsar message format": sluice splits its messages to stay under the 5 MiB default; pin it.
 maxMessageSize=5242880
 # Tests must still find their topics after a quiet minute.
 brokerDeleteInactiveTopicsEnabled=false

@@ -223,3 +223,6 @@ fn count_dead_letters(batch: &Batch, tenant: &str) {
     metrics::counter!("sluice_dead_lettered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant.to_string())
         .increment(u64::from(batch.items));
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,7 +15,7 @@ use crate::processor::{Chain, ProcessError};
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
 use crate::tenant::limits::{Admission, LimitExceeded, Limiter};
-use crate::tenant::{RequestMeta, ResolveError, TenantResolver};
+use crate::tenant::{ResolveError, TenantResolver};
 
 /// Why the pipeline refused a request. Receivers map it to their transport's status codes
 /// (`ReceiveError`), in one place.
@@ -132,13 +132,9 @@ impl Ingest {
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let meta = RequestMeta {
-            headers,
-            received_at_ms: now_ms(),
-            traceparent,
-        };
-        let batches = match self.resolver.split(signal, payload.clone(), meta) {
-            Ok(batches) => batches,
+        let received_at_ms = now_ms();
+        let parts = match self.resolver.split(signal, payload.clone(), headers) {
+            Ok(parts) => parts,
             Err(e) => {
                 let e = IngestError::from(e);
                 // The request was readable but belongs to no acceptable tenant: its items can
@@ -151,6 +147,18 @@ impl Ingest {
                 return Err(e);
             }
         };
+
+        let batches: Vec<Batch> = parts
+            .into_iter()
+            .map(|part| Batch {
+                tenant: part.tenant,
+                signal,
+                payload: part.payload,
+                items: part.items,
+                received_at_ms,
+                traceparent: traceparent.clone(),
+            })
+            .collect();
 
         // Tenants' parts are appended concurrently; the client hears success only if all of
         // them are durable. A part that did land is not rolled back: the client's retry then

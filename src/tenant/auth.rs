@@ -1,5 +1,5 @@
 //! Bearer-token authentication: each token is bound to one tenant, and the token's tenant is
-//! authoritative for the whole request (DESIGN.md §3).
+//! authoritative for the whole request (docs/contracts.md, "Tenancy").
 //!
 //! Tokens are compared in constant time against every configured token (no early exit on the
 //! first match), and never printed: they live in [`Secret`].

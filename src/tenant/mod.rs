@@ -1,5 +1,5 @@
 //! Tenancy: validated tenant ids, and the ordered chain that decides which tenant each part
-//! of a request belongs to (DESIGN.md §3).
+//! of a request belongs to (docs/contracts.md, "Tenancy").
 
 pub mod auth;
 mod config;
@@ -9,4 +9,4 @@ mod resolver;
 
 pub use config::{TenancyConfig, TenantSourceConfig};
 pub use id::{InvalidTenantId, TenantId, MAX_TENANT_LEN};
-pub use resolver::{RequestMeta, ResolveError, TenantResolver};
+pub use resolver::{ResolveError, TenantPart, TenantResolver};

@@ -1,4 +1,4 @@
-//! Applies the tenancy chain to one request and splits it into one batch per tenant.
+//! Applies the tenancy chain to one request and splits it into one part per tenant.
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName};
@@ -6,7 +6,6 @@ use http::{HeaderMap, HeaderName};
 use super::auth::{AuthError, AuthLoadError, Authenticator};
 use super::config::{TenancyConfig, TenantSourceConfig};
 use super::id::{InvalidTenantId, TenantId};
-use crate::batch::Batch;
 use crate::otlp::walk::{self, AttributeValue, MalformedRequest, ResourceEntry};
 use crate::otlp::wire::WireError;
 use crate::signal::Signal;
@@ -50,11 +49,14 @@ pub struct TenantResolver {
     auth: Option<Authenticator>,
 }
 
-/// What the receiver hands over besides the payload.
-pub struct RequestMeta<'a> {
-    pub headers: &'a HeaderMap,
-    pub received_at_ms: u64,
-    pub traceparent: Option<String>,
+/// The resource entries of a request that belong to one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantPart {
+    pub tenant: TenantId,
+    /// A valid export request of the same signal: the original bytes of those entries.
+    pub payload: Bytes,
+    /// Spans, data points or log records in `payload`.
+    pub items: u32,
 }
 
 impl TenantResolver {
@@ -89,22 +91,19 @@ impl TenantResolver {
         })
     }
 
-    /// Splits an export request into one batch per tenant, each keeping the original bytes of
-    /// its resource entries. A request with no resources yields no batches.
+    /// Splits an export request into one part per tenant, each keeping the original bytes of
+    /// its resource entries. A request with no resources yields no parts.
     pub fn split(
         &self,
         signal: Signal,
         payload: Bytes,
-        meta: RequestMeta<'_>,
-    ) -> Result<Vec<Batch>, ResolveError> {
+        headers: &HeaderMap,
+    ) -> Result<Vec<TenantPart>, ResolveError> {
         let entries = walk::resource_entries(signal, &payload)?;
-        let make = |tenant: TenantId, payload: Bytes, items: u32| Batch {
+        let make = |tenant: TenantId, payload: Bytes, items: u32| TenantPart {
             tenant,
-            signal,
             payload,
             items,
-            received_at_ms: meta.received_at_ms,
-            traceparent: meta.traceparent.clone(),
         };
         let total: u32 = entries
             .iter()
@@ -112,11 +111,11 @@ impl TenantResolver {
 
         if let Some(auth) = &self.auth {
             let tenant = auth.authenticate(
-                meta.headers
+                headers
                     .get(http::header::AUTHORIZATION)
                     .map(|v| v.as_bytes()),
             )?;
-            self.check_claims(signal, &tenant, meta.headers, &payload, &entries)?;
+            self.check_claims(signal, &tenant, headers, &payload, &entries)?;
             return Ok(whole(entries, || make(tenant, payload.clone(), total)));
         }
 
@@ -125,7 +124,7 @@ impl TenantResolver {
         for source in &self.sources {
             match source {
                 Source::Header(name) => {
-                    if let Some(tenant) = self.header_tenant(meta.headers, name)? {
+                    if let Some(tenant) = self.header_tenant(headers, name)? {
                         return Ok(whole(entries, || make(tenant, payload.clone(), total)));
                     }
                 }
@@ -135,7 +134,7 @@ impl TenantResolver {
 
         let mut groups: Vec<(TenantId, Vec<&ResourceEntry>)> = Vec::new();
         for entry in &entries {
-            let tenant = self.entry_tenant(signal, meta.headers, &payload[entry.span.clone()])?;
+            let tenant = self.entry_tenant(signal, headers, &payload[entry.span.clone()])?;
             match groups.iter_mut().find(|(t, _)| *t == tenant) {
                 Some((_, list)) => list.push(entry),
                 None => groups.push((tenant, vec![entry])),
@@ -281,8 +280,8 @@ impl TenantResolver {
     }
 }
 
-/// A request that goes whole to one tenant: no batch when it holds no resources.
-fn whole(entries: Vec<ResourceEntry>, make: impl FnOnce() -> Batch) -> Vec<Batch> {
+/// A request that goes whole to one tenant: no part when it holds no resources.
+fn whole(entries: Vec<ResourceEntry>, make: impl FnOnce() -> TenantPart) -> Vec<TenantPart> {
     if entries.is_empty() {
         Vec::new()
     } else {

@@ -1,4 +1,4 @@
-//! The sluice configuration the integration tests run with (the shape of DESIGN.md §6).
+//! The sluice configuration the integration tests run with (the shape of docs/contracts.md, "Configuration").
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

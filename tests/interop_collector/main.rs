@@ -1,4 +1,4 @@
-//! Interoperability with the OpenTelemetry Collector through Pulsar (DESIGN.md §4, §9): the
+//! Interoperability with the OpenTelemetry Collector through Pulsar (docs/contracts.md, "Pulsar message format"): the
 //! message contract is meant to be byte-compatible with the Collector's `pulsarexporter` /
 //! `pulsarreceiver` `otlp_proto` encoding, and these tests check it against the real thing.
 //!

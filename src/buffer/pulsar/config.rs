@@ -21,7 +21,7 @@ pub const BROKER_DEFAULT_MAX_MESSAGE_BYTES: usize = 5 * MIB;
 /// Room left under the broker's limit for the message metadata (key, properties).
 const HEADROOM: usize = 64 * KIB;
 
-/// The Pulsar buffer: one persistent topic per tenant and signal (DESIGN.md §4).
+/// The Pulsar buffer: one persistent topic per tenant and signal (docs/contracts.md, "Pulsar message format").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PulsarBufferConfig {

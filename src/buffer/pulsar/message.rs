@@ -1,4 +1,4 @@
-//! The Pulsar message contract (DESIGN.md §4), in one place: what a batch becomes on a topic
+//! The Pulsar message contract (docs/contracts.md, "Pulsar message format"), in one place: what a batch becomes on a topic
 //! and back, how a large request is split at resource boundaries, and how small ones are
 //! coalesced.
 //!

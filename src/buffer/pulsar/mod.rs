@@ -1,4 +1,4 @@
-//! The Apache Pulsar buffer: one persistent topic per tenant and signal (DESIGN.md §4).
+//! The Apache Pulsar buffer: one persistent topic per tenant and signal (docs/contracts.md, "Pulsar message format").
 //!
 //! ```text
 //! append ─ split (≤ max_message_bytes, at resource boundaries) ─► topic task ─► producer ─► broker

@@ -58,7 +58,7 @@ pub(super) struct Producers {
 impl Producers {
     pub fn new(client: Pulsar<TokioExecutor>, config: Arc<PulsarBufferConfig>) -> Self {
         let options = ProducerOptions {
-            // No client-side batching (DESIGN.md §4): one message per publish, so each message
+            // No client-side batching (docs/contracts.md, "Pulsar message format"): one message per publish, so each message
             // is acknowledged and redelivered on its own.
             batch_size: None,
             batch_byte_size: None,

@@ -44,19 +44,13 @@ fn split(
     cfg: &TenancyConfig,
     headers: &HeaderMap,
     payload: Bytes,
-) -> Result<Vec<Batch>, ResolveError> {
-    TenantResolver::new(cfg).unwrap().split(
-        Signal::Traces,
-        payload,
-        RequestMeta {
-            headers,
-            received_at_ms: 1,
-            traceparent: None,
-        },
-    )
+) -> Result<Vec<TenantPart>, ResolveError> {
+    TenantResolver::new(cfg)
+        .unwrap()
+        .split(Signal::Traces, payload, headers)
 }
 
-fn summary(batches: &[Batch]) -> Vec<(String, u32)> {
+fn summary(batches: &[TenantPart]) -> Vec<(String, u32)> {
     batches
         .iter()
         .map(|b| (b.tenant.to_string(), b.items))
