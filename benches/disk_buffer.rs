@@ -9,7 +9,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sluice::batch::Batch;
 use sluice::buffer::disk::{DiskBuffer, DiskBufferConfig, FsyncPolicy};
-use sluice::buffer::{Buffer, BufferStream, ReadLimits};
+use sluice::buffer::{Buffer, BufferContext, BufferStream, ReadLimits};
 use sluice::signal::Signal;
 use sluice::tenant::TenantId;
 use tokio::runtime::Runtime;
@@ -54,7 +54,9 @@ fn fixture(rt: &Runtime, fsync: FsyncPolicy) -> Fixture {
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
     };
     rt.block_on(async {
-        let buffer = DiskBuffer::open(&config).await.expect("open buffer");
+        let buffer = DiskBuffer::open(&config, &BufferContext::default())
+            .await
+            .expect("open buffer");
         // Create the log so that its stream exists before the timed part.
         buffer.append(batch.clone()).await.expect("first append");
         let mut streams = buffer.take_streams(Signal::Traces).expect("streams");

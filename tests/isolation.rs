@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::http_client::request;
-use common::otlp::{channel, expect_code, named_spans, trace_request};
+use common::otlp::{channel, expect_code, kv_str, named_spans, trace_request};
 use common::{temp_dir, Backend, SluiceConfig, SluiceProcess};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -238,6 +238,11 @@ async fn a_hung_backend_for_one_tenant_does_not_hold_up_another() {
         .await
         .expect("accepted");
     // Once the stuck tenant's export is hanging, the other tenant's data still flows.
+    backend
+        .wait_count("the stuck tenant's export to hang", 1, WAIT, |b| {
+            b.hanging_count("stuck")
+        })
+        .await;
     for r in 0..20 {
         export(
             &client,
@@ -248,5 +253,109 @@ async fn a_hung_backend_for_one_tenant_does_not_hold_up_another() {
         .expect("accepted");
     }
     backend.wait_spans("flowing", 200, WAIT).await;
-    assert_eq!(backend.span_count("stuck"), 0);
+    assert!(backend.hanging_count("stuck") >= 1, "still hanging");
+}
+
+/// `n` spans of about 1 KiB each, so a few requests fill a small buffer.
+fn heavy_spans(prefix: &str, n: usize) -> ExportTraceServiceRequest {
+    let mut spans = named_spans(prefix, 0, n);
+    for span in &mut spans {
+        span.attributes.push(kv_str("padding", &"x".repeat(1024)));
+    }
+    trace_request("iso-svc", None, spans)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_whose_backend_refuses_everything_fills_only_its_share_of_the_disk_buffer() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    // Retryable refusals: the noisy tenant's data stays in the buffer, retried forever.
+    backend.fail_tenant("noisy", Code::Unavailable);
+    let mut config = SluiceConfig::new(dir.path(), backend.port()).with_http(&[]);
+    // The default sharing policy on a small buffer, so the test fills it quickly.
+    config.disk_extra = vec!["max_size_mib: 4".into(), "segment_size_mib: 1".into()];
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let client = channel(&sluice.otlp_endpoint()).await;
+
+    // The noisy tenant sends ~200 KiB requests until it is refused.
+    let mut noisy_accepted = 0;
+    let status = loop {
+        assert!(noisy_accepted < 100, "the noisy tenant must be stopped");
+        match export(
+            &client,
+            &[("x-scope-orgid", "noisy")],
+            heavy_spans(&format!("noisy-{noisy_accepted}"), 200),
+        )
+        .await
+        {
+            Ok(()) => noisy_accepted += 1,
+            Err(status) => break status,
+        }
+    };
+    assert!(noisy_accepted >= 10, "it had most of the buffer first");
+    let message = expect_code("over its share", &status, Code::ResourceExhausted);
+    assert!(
+        message.contains("noisy") && message.contains("share"),
+        "{message}"
+    );
+    let retry = status.get_details_retry_info().and_then(|r| r.retry_delay);
+    assert!(
+        retry.is_some_and(|d| d > Duration::ZERO),
+        "RetryInfo: {status:?}"
+    );
+    // Over HTTP: 429 with Retry-After.
+    let http = sluice.http_addr.expect("http receiver");
+    let reply = request(
+        http,
+        "POST",
+        "/v1/traces",
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("x-scope-orgid", "noisy"),
+        ],
+        heavy_spans("noisy-http", 200).encode_to_vec(),
+    )
+    .await;
+    reply.expect("noisy tenant over HTTP", 429);
+    assert!(
+        reply.header("retry-after").is_some(),
+        "Retry-After expected"
+    );
+
+    // Two quiet tenants are still accepted and delivered, every span.
+    for r in 0..5 {
+        for tenant in ["quiet-a", "quiet-b"] {
+            export(
+                &client,
+                &[("x-scope-orgid", tenant)],
+                spans(&format!("{tenant}-{r}"), 100),
+            )
+            .await
+            .unwrap_or_else(|s| panic!("{tenant} must be accepted: {s:?}"));
+        }
+    }
+    backend.wait_spans("quiet-a", 500, WAIT).await;
+    backend.wait_spans("quiet-b", 500, WAIT).await;
+    assert!(
+        backend.refused_count("noisy") > 0,
+        "the noisy backend was tried"
+    );
+
+    let refused = sluice
+        .metric(
+            "sluice_receiver_refused_items_total",
+            &[("tenant", "noisy"), ("reason", "tenant_buffer_full")],
+        )
+        .await;
+    assert_eq!(refused, 400.0, "two refused requests of 200 spans");
+    let held = sluice
+        .metric(
+            "sluice_buffer_tenant_size_bytes",
+            &[("buffer", "disk"), ("tenant", "noisy")],
+        )
+        .await;
+    assert!(
+        held > 0.0 && held <= 0.9 * 4.0 * 1024.0 * 1024.0,
+        "held {held} bytes"
+    );
 }

@@ -9,6 +9,7 @@
 pub mod disk;
 pub mod pulsar;
 mod registry;
+pub mod share;
 
 pub use registry::BUFFERS;
 
@@ -34,6 +35,17 @@ pub enum BufferError {
     Full {
         used_bytes: u64,
         cap_bytes: u64,
+        retry_after: Duration,
+    },
+    /// This tenant holds its share of the buffer; others still have room. The tenant must
+    /// back off alone.
+    #[error(
+        "tenant {tenant} holds {held_bytes} bytes of the buffer and its share is {share_bytes}; retry after {retry_after:?}"
+    )]
+    TenantFull {
+        tenant: TenantId,
+        held_bytes: u64,
+        share_bytes: u64,
         retry_after: Duration,
     },
     #[error(
@@ -127,7 +139,14 @@ pub struct Delivery {
 #[async_trait]
 pub trait BufferConfig: fmt::Debug + Send + Sync {
     /// Opens (or connects to) the buffer. Must run inside a tokio runtime.
-    async fn open(&self) -> Result<Arc<dyn Buffer>, BufferError>;
+    async fn open(&self, context: &BufferContext) -> Result<Arc<dyn Buffer>, BufferError>;
+}
+
+/// What a buffer is told, besides its own config, when it opens.
+#[derive(Debug, Clone, Default)]
+pub struct BufferContext {
+    /// Explicit caps on the bytes each tenant may hold (`tenancy.limits.*.buffer_max_mib`).
+    pub tenant_caps: share::ExplicitCaps,
 }
 
 #[async_trait]

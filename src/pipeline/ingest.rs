@@ -15,7 +15,7 @@ use crate::processor::{Chain, ProcessError};
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
 use crate::tenant::limits::{Admission, LimitExceeded, Limiter};
-use crate::tenant::{ResolveError, TenantResolver};
+use crate::tenant::{ResolveError, TenantId, TenantResolver};
 
 /// Why the pipeline refused a request. Receivers map it to their transport's status codes
 /// (`ReceiveError`), in one place.
@@ -31,6 +31,14 @@ pub enum IngestError {
     NoPipeline(Signal),
     #[error("buffer is full; retry after {retry_after:?}")]
     BufferFull { retry_after: Duration },
+    /// The tenant holds its share of the buffer; other tenants are still accepted.
+    #[error("tenant {tenant} holds its share of the buffer ({held_bytes} of {share_bytes} bytes); retry after {retry_after:?}")]
+    TenantBufferFull {
+        tenant: TenantId,
+        held_bytes: u64,
+        share_bytes: u64,
+        retry_after: Duration,
+    },
     #[error("buffer refused the data")]
     Buffer(#[source] BufferError),
 }
@@ -48,6 +56,7 @@ impl IngestError {
             IngestError::Process(_) => "malformed",
             IngestError::NoPipeline(_) => "no_pipeline",
             IngestError::BufferFull { .. } => "buffer_full",
+            IngestError::TenantBufferFull { .. } => "tenant_buffer_full",
             IngestError::Buffer(BufferError::RecordTooLarge { .. }) => "too_large",
             IngestError::Buffer(_) => "buffer_unavailable",
         }
@@ -58,6 +67,17 @@ impl From<BufferError> for IngestError {
     fn from(e: BufferError) -> Self {
         match e {
             BufferError::Full { retry_after, .. } => IngestError::BufferFull { retry_after },
+            BufferError::TenantFull {
+                tenant,
+                held_bytes,
+                share_bytes,
+                retry_after,
+            } => IngestError::TenantBufferFull {
+                tenant,
+                held_bytes,
+                share_bytes,
+                retry_after,
+            },
             other => IngestError::Buffer(other),
         }
     }

@@ -75,6 +75,7 @@ impl ReceiveError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ReceiveError::Ingest(IngestError::BufferFull { retry_after })
+            | ReceiveError::Ingest(IngestError::TenantBufferFull { retry_after, .. })
             | ReceiveError::Ingest(IngestError::Buffer(BufferError::Unavailable {
                 retry_after,
                 ..
@@ -88,14 +89,17 @@ impl ReceiveError {
 
     /// The gRPC status per the OTLP spec: `INVALID_ARGUMENT` for data that can never be
     /// accepted, `UNAVAILABLE` with RetryInfo when the buffer asks the client to come back,
-    /// `RESOURCE_EXHAUSTED` with RetryInfo when the tenant is over its limits, and without
+    /// `RESOURCE_EXHAUSTED` with RetryInfo when the tenant is over its limits or its share of
+    /// the buffer, and without
     /// RetryInfo (so not retried) for oversized requests; `UNAUTHENTICATED` and
     /// `PERMISSION_DENIED` for token authentication.
     pub fn to_grpc_status(&self) -> tonic::Status {
         let message = error_chain(self);
         if let Some(after) = self.retry_after() {
             let code = match self {
-                ReceiveError::Ingest(IngestError::Limited(_)) => Code::ResourceExhausted,
+                ReceiveError::Ingest(
+                    IngestError::Limited(_) | IngestError::TenantBufferFull { .. },
+                ) => Code::ResourceExhausted,
                 _ => Code::Unavailable,
             };
             return tonic::Status::with_error_details(
@@ -107,6 +111,7 @@ impl ReceiveError {
         let code = match self {
             ReceiveError::TooLarge { .. }
             | ReceiveError::Ingest(IngestError::Limited(_))
+            | ReceiveError::Ingest(IngestError::TenantBufferFull { .. })
             | ReceiveError::Ingest(IngestError::Buffer(BufferError::RecordTooLarge { .. })) => {
                 Code::ResourceExhausted
             }
@@ -135,9 +140,9 @@ impl ReceiveError {
     }
 
     /// The HTTP status per the OTLP/HTTP spec: 400 for data that can never be accepted (the
-    /// client must not retry), 503 with `Retry-After` ([`Self::retry_after`]) when it should
-    /// come back (the spec allows 429 or 503 for throttling; 503 also fits a buffer that is
-    /// down), 413 for oversized requests, 415 for an encoding or content type Sluice does not
+    /// client must not retry), 429 with `Retry-After` ([`Self::retry_after`]) when this
+    /// tenant is over its limits or its share of the buffer, 503 with `Retry-After` when the
+    /// buffer as a whole cannot take data, 413 for oversized requests, 415 for an encoding or content type Sluice does not
     /// speak, and 404 / 405 for requests that are not OTLP export calls at all.
     pub fn to_http_status(&self) -> StatusCode {
         match self {
@@ -148,7 +153,9 @@ impl ReceiveError {
             | ReceiveError::Ingest(IngestError::Buffer(BufferError::RecordTooLarge { .. })) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            ReceiveError::Ingest(IngestError::Limited(_)) => StatusCode::TOO_MANY_REQUESTS,
+            ReceiveError::Ingest(
+                IngestError::Limited(_) | IngestError::TenantBufferFull { .. },
+            ) => StatusCode::TOO_MANY_REQUESTS,
             ReceiveError::Ingest(IngestError::Tenant(ResolveError::Unauthenticated(_))) => {
                 StatusCode::UNAUTHORIZED
             }

@@ -25,7 +25,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::buffer::{Buffer, BufferError, ReadLimits};
+use crate::buffer::share::ExplicitCaps;
+use crate::buffer::{Buffer, BufferContext, BufferError, ReadLimits};
 use crate::config::ComponentId;
 use crate::error::error_chain;
 use crate::exporter::{BuildError, ExporterHandle};
@@ -74,12 +75,22 @@ pub struct Running {
 }
 
 pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, StartError> {
+    let (default_cap, tenant_caps) = config.tenancy.limits.buffer_caps();
+    let context = BufferContext {
+        tenant_caps: ExplicitCaps {
+            default: default_cap,
+            tenants: tenant_caps.into_iter().collect(),
+        },
+    };
     let mut buffers = BTreeMap::new();
     for (id, cfg) in config.used_buffers() {
-        let buffer = cfg.open().await.map_err(|source| StartError::Buffer {
-            id: id.clone(),
-            source,
-        })?;
+        let buffer = cfg
+            .open(&context)
+            .await
+            .map_err(|source| StartError::Buffer {
+                id: id.clone(),
+                source,
+            })?;
         buffers.insert(id.clone(), buffer);
     }
 

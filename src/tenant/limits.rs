@@ -47,9 +47,28 @@ pub struct TenantLimits {
     /// Requests of this tenant being stored at the same time.
     #[serde(default)]
     pub max_in_flight: usize,
+    /// Most data of this tenant, in MiB, that a buffer may hold (all signals together);
+    /// more is refused with `RESOURCE_EXHAUSTED` / 429, reason `tenant_buffer_full`, until
+    /// the tenant's backlog drains. Applies on top of the fair share of the disk buffer.
+    #[serde(default)]
+    pub buffer_max_mib: u64,
 }
 
 impl LimitsConfig {
+    /// The explicit buffer cap of every tenant that has one, in bytes: the default (for
+    /// tenants not listed) and each listed tenant's own (`None`: unlimited).
+    pub fn buffer_caps(&self) -> (Option<u64>, Vec<(TenantId, Option<u64>)>) {
+        let bytes = |l: &TenantLimits| {
+            (l.buffer_max_mib > 0).then(|| l.buffer_max_mib.saturating_mul(1024 * 1024))
+        };
+        let tenants = self
+            .tenants
+            .iter()
+            .filter_map(|(t, l)| Some((TenantId::parse(t).ok()?, bytes(l))))
+            .collect();
+        (bytes(&self.default), tenants)
+    }
+
     pub fn validate(&self) -> Result<(), FieldError> {
         self.default.validate("default")?;
         for (tenant, limits) in &self.tenants {

@@ -51,6 +51,8 @@ pub struct Recorded {
     pub logs: Vec<Received<ExportLogsServiceRequest>>,
     /// Requests answered with an error (tenant header, signal).
     pub refused: Vec<(Option<String>, &'static str)>,
+    /// Requests of hanging tenants that arrived and are being held (tenant header).
+    pub hanging: Vec<Option<String>>,
 }
 
 #[derive(Default)]
@@ -70,6 +72,7 @@ impl State {
             .as_ref()
             .is_some_and(|t| self.hanging.lock().unwrap().contains(t));
         if hang {
+            self.recorded.lock().unwrap().hanging.push(tenant.clone());
             std::future::pending::<()>().await;
         }
     }
@@ -292,6 +295,16 @@ impl Backend {
     }
 
     /// How many requests were answered with an error for `tenant`.
+    /// Requests of `tenant` held without an answer so far.
+    pub fn hanging_count(&self, tenant: &str) -> usize {
+        self.with(|r| {
+            r.hanging
+                .iter()
+                .filter(|t| t.as_deref() == Some(tenant))
+                .count()
+        })
+    }
+
     pub fn refused_count(&self, tenant: &str) -> usize {
         self.with(|r| {
             r.refused

@@ -49,6 +49,15 @@ pub struct DiskBufferConfig {
     #[serde(default = "default_max_size_mib")]
     pub max_size_mib: u64,
 
+    /// Share of `max_size_mib`, in percent, kept for tenants that hold less than their fair
+    /// share, so one tenant whose backend refuses everything cannot take the room the others
+    /// need. A tenant's fair share is `max_size_mib × (100 − tenant_headroom_percent) % / n`
+    /// for `n` tenants holding data; a tenant at or over it is refused alone
+    /// (`RESOURCE_EXHAUSTED` / HTTP 429, reason `tenant_buffer_full`) once the buffer is that
+    /// full. `0` turns fair sharing off: one cap, first come first served. Default: `10`.
+    #[serde(default = "default_tenant_headroom_percent")]
+    pub tenant_headroom_percent: u8,
+
     /// How long clients are told to wait before retrying when the buffer is full (gRPC
     /// `RetryInfo`, HTTP `Retry-After`), e.g. `1s`. Default: `1s`.
     #[serde(default = "default_retry_after", with = "humantime_serde")]
@@ -75,6 +84,7 @@ impl Default for DiskBufferConfig {
             segment_size_mib: default_segment_size_mib(),
             max_size_mib: default_max_size_mib(),
             retry_after: default_retry_after(),
+            tenant_headroom_percent: default_tenant_headroom_percent(),
         }
     }
 }
@@ -107,6 +117,12 @@ impl Validate for DiskBufferConfig {
                     "must be at least segment_size_mib ({}), or no segment could ever fill",
                     self.segment_size_mib
                 ),
+            ));
+        }
+        if self.tenant_headroom_percent > 50 {
+            return Err(FieldError::new(
+                "tenant_headroom_percent",
+                "must be between 0 and 50",
             ));
         }
         if self.fsync == FsyncPolicy::Interval && self.fsync_interval.is_zero() {
@@ -143,6 +159,10 @@ fn default_segment_size_mib() -> u64 {
 
 fn default_max_size_mib() -> u64 {
     2048
+}
+
+fn default_tenant_headroom_percent() -> u8 {
+    10
 }
 
 fn default_retry_after() -> Duration {

@@ -42,7 +42,8 @@ pub use config::{DiskBufferConfig, FsyncPolicy};
 use self::open::{discover, open_log, OpenedLog};
 use self::stream::DiskStream;
 use self::writer::WriterMsg;
-use super::{Buffer, BufferConfig, BufferError, BufferStream};
+use super::share::{Refusal, TenantShares, TenantUsage};
+use super::{Buffer, BufferConfig, BufferContext, BufferError, BufferStream};
 use crate::batch::Batch;
 use crate::config::Validate;
 use crate::signal::Signal;
@@ -72,9 +73,9 @@ pub struct DiskBuffer {
 /// State shared by the buffer, its writer tasks and its streams.
 struct Shared {
     config: DiskBufferConfig,
-    cap: u64,
-    /// Bytes of all main-log segment files, plus appends reserved but not yet written.
-    used: AtomicU64,
+    /// Bytes of all main-log segment files, plus appends reserved but not yet written, per
+    /// tenant and in all, under the size cap and the tenants' shares of it.
+    shares: TenantShares,
     /// Becomes true when the buffer is closed; streams then end.
     closed: watch::Sender<bool>,
     /// A reclaim pass is running (at most one at a time).
@@ -82,49 +83,33 @@ struct Shared {
 }
 
 impl Shared {
-    fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, BufferError> {
-        let reserved = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&total| total <= self.cap)
-            });
-        match reserved {
-            Ok(_) => {
-                self.report_size();
-                Ok(Reservation {
-                    shared: Arc::clone(self),
-                    bytes,
-                })
-            }
-            Err(used) => Err(BufferError::Full {
+    fn reserve(
+        self: &Arc<Self>,
+        usage: &Arc<TenantUsage>,
+        bytes: u64,
+    ) -> Result<Reservation, BufferError> {
+        match self.shares.reserve(usage, bytes) {
+            Ok(()) => Ok(Reservation {
+                shared: Arc::clone(self),
+                usage: Arc::clone(usage),
+                bytes,
+            }),
+            Err(Refusal::BufferFull { used, cap }) => Err(BufferError::Full {
                 used_bytes: used,
-                cap_bytes: self.cap,
+                cap_bytes: cap,
+                retry_after: self.config.retry_after,
+            }),
+            Err(Refusal::TenantOverShare {
+                tenant,
+                held,
+                share,
+            }) => Err(BufferError::TenantFull {
+                tenant,
+                held_bytes: held,
+                share_bytes: share,
                 retry_after: self.config.retry_after,
             }),
         }
-    }
-
-    fn add(&self, bytes: u64) {
-        self.used.fetch_add(bytes, Ordering::AcqRel);
-        self.report_size();
-    }
-
-    fn release(&self, bytes: u64) {
-        if bytes == 0 {
-            return;
-        }
-        // Saturating: after an fsync failure the count may be off until the next restart.
-        let _ = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                Some(u.saturating_sub(bytes))
-            });
-        self.report_size();
-    }
-
-    fn report_size(&self) {
-        metrics::gauge!("sluice_buffer_size_bytes", "buffer" => "disk")
-            .set(self.used.load(Ordering::Acquire) as f64);
     }
 }
 
@@ -133,6 +118,7 @@ impl Shared {
 /// room back.
 struct Reservation {
     shared: Arc<Shared>,
+    usage: Arc<TenantUsage>,
     bytes: u64,
 }
 
@@ -144,21 +130,24 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.shared.release(self.bytes);
+        self.shared.shares.release(&self.usage, self.bytes);
     }
 }
 
 #[async_trait]
 impl BufferConfig for DiskBufferConfig {
-    async fn open(&self) -> Result<Arc<dyn Buffer>, BufferError> {
-        Ok(DiskBuffer::open(self).await?)
+    async fn open(&self, context: &BufferContext) -> Result<Arc<dyn Buffer>, BufferError> {
+        Ok(DiskBuffer::open(self, context).await?)
     }
 }
 
 impl DiskBuffer {
     /// Opens (or creates) the buffer in `config.directory`, recovering every existing log.
     /// Must be called inside a tokio runtime.
-    pub async fn open(config: &DiskBufferConfig) -> Result<Arc<DiskBuffer>, BufferError> {
+    pub async fn open(
+        config: &DiskBufferConfig,
+        context: &BufferContext,
+    ) -> Result<Arc<DiskBuffer>, BufferError> {
         config.validate()?;
         let cfg = config.clone();
         let opened = tokio::task::spawn_blocking(move || discover(&cfg))
@@ -176,8 +165,12 @@ impl DiskBuffer {
         let buffer = Arc::new(DiskBuffer {
             shared: Arc::new(Shared {
                 config: config.clone(),
-                cap: config.max_size_bytes(),
-                used: AtomicU64::new(0),
+                shares: TenantShares::new(
+                    "disk",
+                    config.max_size_bytes(),
+                    config.tenant_headroom_percent,
+                    context.tenant_caps.clone(),
+                ),
                 closed,
                 reclaiming: AtomicBool::new(false),
             }),
@@ -187,7 +180,6 @@ impl DiskBuffer {
             announce: Mutex::new(announce),
             streams: Mutex::new(streams),
         });
-        buffer.shared.report_size();
         for log in opened {
             buffer.start_log(log);
         }
@@ -196,7 +188,7 @@ impl DiskBuffer {
 
     /// Bytes counted against `max_size_mib` right now.
     pub fn used_bytes(&self) -> u64 {
-        self.shared.used.load(Ordering::Acquire)
+        self.shared.shares.used()
     }
 
     fn log_dir(&self, signal: Signal, tenant: &TenantId) -> PathBuf {
@@ -278,7 +270,8 @@ impl DiskBuffer {
             acked,
             redeliver_below,
         } = log;
-        self.shared.add(writer.index().total_bytes());
+        let usage = self.shared.shares.usage(&tenant);
+        self.shared.shares.add(&usage, writer.index().total_bytes());
         let (committed, _) = watch::channel(writer.committed());
         let committed = Arc::new(committed);
         let acked = Arc::new(AtomicU64::new(acked));
@@ -291,8 +284,9 @@ impl DiskBuffer {
             shared: Arc::clone(&self.shared),
             acked: Arc::clone(&acked),
             redeliver_below,
+            usage: Arc::clone(&usage),
         });
-        let tx = writer::spawn(writer, committed, acked, Arc::clone(&self.shared));
+        let tx = writer::spawn(writer, committed, acked, Arc::clone(&self.shared), usage);
         self.logs
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -327,12 +321,14 @@ impl Buffer for DiskBuffer {
             size,
             max: MAX_RECORD_BYTES,
         })?;
-        let reservation = match self.shared.reserve(record.len() as u64) {
-            Err(full @ BufferError::Full { .. }) => {
+        let usage = self.shared.shares.usage(&batch.tenant);
+        let reservation = match self.shared.reserve(&usage, record.len() as u64) {
+            // Acknowledged records may still sit in active segments: give them back first.
+            Err(full @ (BufferError::Full { .. } | BufferError::TenantFull { .. })) => {
                 if self.reclaim().await == 0 {
                     return Err(full);
                 }
-                self.shared.reserve(record.len() as u64)?
+                self.shared.reserve(&usage, record.len() as u64)?
             }
             other => other?,
         };

@@ -26,7 +26,7 @@ use super::cursor::{self, PositionFile};
 use super::open::report_recovery;
 use super::reader::{LogReader, ReadRecord};
 use super::segment::{self, Committed, SegmentIndex, SegmentWriter};
-use super::{record, Shared, DEAD_LETTER_DIR};
+use super::{record, Shared, TenantUsage, DEAD_LETTER_DIR};
 use crate::batch::Batch;
 use crate::buffer::{BufferError, BufferStream, Delivery, ReadLimits};
 use crate::signal::Signal;
@@ -46,6 +46,8 @@ pub(super) struct StreamInit {
     /// The persisted cursor, shared with the writer task (which reclaims space behind it).
     pub acked: Arc<AtomicU64>,
     pub redeliver_below: u64,
+    /// The tenant's share of the buffer, given back as acknowledged segments are deleted.
+    pub usage: Arc<TenantUsage>,
 }
 
 pub(super) struct DiskStream {
@@ -54,6 +56,7 @@ pub(super) struct DiskStream {
     dir: PathBuf,
     index: Arc<SegmentIndex>,
     shared: Arc<Shared>,
+    usage: Arc<TenantUsage>,
     /// Kept so that `committed` never reports a dropped sender once the writer has stopped.
     _committed_tx: Arc<watch::Sender<Committed>>,
     committed: watch::Receiver<Committed>,
@@ -137,6 +140,7 @@ impl DiskStream {
             dir: init.dir,
             index: init.index,
             shared: init.shared,
+            usage: init.usage,
             reader: Some(reader),
             pending_read: None,
             linger_until: None,
@@ -403,7 +407,7 @@ impl BufferStream for DiskStream {
             self.cursor_synced = std::time::Instant::now();
         }
         self.acked.store(end, Ordering::Release);
-        self.shared.release(freed);
+        self.shared.shares.release(&self.usage, freed);
         Ok(())
     }
 

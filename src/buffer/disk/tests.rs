@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::record::{self, Frame};
 use super::{DiskBuffer, DiskBufferConfig, FsyncPolicy, DEAD_LETTER_DIR};
 use crate::batch::Batch;
-use crate::buffer::{Buffer, BufferStream, Delivery, ReadLimits};
+use crate::buffer::{Buffer, BufferContext, BufferStream, Delivery, ReadLimits};
 use crate::config::{parse_component, Validate};
 use crate::signal::Signal;
 use crate::tenant::TenantId;
@@ -159,7 +159,9 @@ fn read_log(dir: &Path, tenant_id: &str) -> Vec<record::Decoded> {
 }
 
 async fn open(cfg: &DiskBufferConfig) -> Arc<DiskBuffer> {
-    DiskBuffer::open(cfg).await.expect("open buffer")
+    DiskBuffer::open(cfg, &BufferContext::default())
+        .await
+        .expect("open buffer")
 }
 
 #[test]

@@ -19,7 +19,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::config::FsyncPolicy;
 use super::segment::{self, Committed, GroupOutcome, SegmentWriter};
-use super::{Reservation, Shared};
+use super::{Reservation, Shared, TenantUsage};
 use crate::buffer::BufferError;
 
 /// How many appends may wait for the writer before `append` itself waits.
@@ -53,6 +53,7 @@ pub(super) fn spawn(
     committed: Arc<watch::Sender<Committed>>,
     acked: Arc<AtomicU64>,
     shared: Arc<Shared>,
+    usage: Arc<TenantUsage>,
 ) -> mpsc::Sender<WriterMsg> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let task = WriterTask {
@@ -63,6 +64,7 @@ pub(super) fn spawn(
         fsync: shared.config.fsync,
         fsync_interval: shared.config.fsync_interval,
         shared,
+        usage,
         dirty: false,
         last_sync: Instant::now(),
         appended_items: 0,
@@ -85,6 +87,8 @@ struct WriterTask {
     committed: Arc<watch::Sender<Committed>>,
     acked: Arc<AtomicU64>,
     shared: Arc<Shared>,
+    /// The tenant's share of the buffer, given back as acknowledged space is reclaimed.
+    usage: Arc<TenantUsage>,
     rx: mpsc::Receiver<WriterMsg>,
     fsync: FsyncPolicy,
     fsync_interval: Duration,
@@ -223,7 +227,7 @@ impl WriterTask {
                     tracing::warn!(path = %path.display(), error = %e, "cannot close an acknowledged segment to free space");
                 }
                 self.publish(committed);
-                self.shared.release(freed);
+                self.shared.shares.release(&self.usage, freed);
                 freed
             }
             Err(_) => 0,

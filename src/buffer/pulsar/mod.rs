@@ -48,7 +48,7 @@ pub use topic::TopicTemplate;
 use self::discovery::{Discovery, StreamReceiver};
 use self::producer::Producers;
 use self::topic::DeadLetterTemplate;
-use super::{Buffer, BufferConfig, BufferError};
+use super::{Buffer, BufferConfig, BufferContext, BufferError};
 use crate::batch::Batch;
 use crate::config::Validate;
 use crate::signal::Signal;
@@ -79,7 +79,9 @@ pub struct PulsarBuffer {
 
 #[async_trait]
 impl BufferConfig for PulsarBufferConfig {
-    async fn open(&self) -> Result<Arc<dyn Buffer>, BufferError> {
+    // Per-tenant shares of the broker's storage are not enforced by Sluice yet: the
+    // context's caps are for the disk buffer (docs/contracts.md, "Tenant isolation").
+    async fn open(&self, _context: &BufferContext) -> Result<Arc<dyn Buffer>, BufferError> {
         Ok(PulsarBuffer::open(self).await?)
     }
 }

@@ -216,6 +216,25 @@ mod tests {
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert!(r.headers().get(RETRY_AFTER).is_none());
         assert_eq!(r.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+
+        // A tenant over its share of the buffer backs off alone: 429, not 503.
+        let over_share = ReceiveError::Ingest(IngestError::TenantBufferFull {
+            tenant: crate::tenant::TenantId::parse("noisy").unwrap(),
+            held_bytes: 9,
+            share_bytes: 8,
+            retry_after: Duration::from_secs(3),
+        });
+        assert_eq!(over_share.reason(), "tenant_buffer_full");
+        let r = refusal(&over_share, Some(Format::Protobuf));
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[RETRY_AFTER], "3");
+        let grpc = over_share.to_grpc_status();
+        assert_eq!(grpc.code(), tonic::Code::ResourceExhausted);
+        assert!(grpc.message().contains("noisy"), "{grpc:?}");
+        assert_eq!(
+            tonic_types::StatusExt::get_details_retry_info(&grpc).and_then(|i| i.retry_delay),
+            Some(Duration::from_secs(3))
+        );
     }
 
     #[test]
