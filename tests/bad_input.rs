@@ -223,6 +223,8 @@ async fn full_buffer_answers_unavailable_with_retry_info() {
         "segment_size_mib: 1".to_string(),
         "max_size_mib: 1".to_string(),
         "retry_after: 2s".to_string(),
+        // One tenant fills the buffer as a whole (no share kept for others).
+        "tenant_headroom_percent: 0".to_string(),
     ];
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
     let client = channel(&sluice.otlp_endpoint()).await;

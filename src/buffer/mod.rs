@@ -48,6 +48,10 @@ pub enum BufferError {
         share_bytes: u64,
         retry_after: Duration,
     },
+    /// The tenant's id cannot be stored apart from every other tenant's data in this buffer's
+    /// layout (its Pulsar topic is another tenant's dead-letter topic). Never retryable.
+    #[error("tenant id {tenant} cannot be buffered: {why}")]
+    TenantNameConflict { tenant: TenantId, why: String },
     #[error(
         "batch of {size} bytes is larger than the buffer's maximum record size of {max} bytes"
     )]
@@ -85,7 +89,10 @@ impl BufferError {
 
     /// Whether the client may succeed by retrying the same request later.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, BufferError::RecordTooLarge { .. })
+        !matches!(
+            self,
+            BufferError::RecordTooLarge { .. } | BufferError::TenantNameConflict { .. }
+        )
     }
 }
 

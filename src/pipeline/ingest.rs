@@ -58,6 +58,7 @@ impl IngestError {
             IngestError::BufferFull { .. } => "buffer_full",
             IngestError::TenantBufferFull { .. } => "tenant_buffer_full",
             IngestError::Buffer(BufferError::RecordTooLarge { .. }) => "too_large",
+            IngestError::Buffer(BufferError::TenantNameConflict { .. }) => "invalid_tenant",
             IngestError::Buffer(_) => "buffer_unavailable",
         }
     }

@@ -80,7 +80,9 @@ impl ReceiveError {
                 retry_after,
                 ..
             })) => Some(*retry_after),
-            ReceiveError::Ingest(IngestError::Buffer(BufferError::RecordTooLarge { .. })) => None,
+            ReceiveError::Ingest(IngestError::Buffer(
+                BufferError::RecordTooLarge { .. } | BufferError::TenantNameConflict { .. },
+            )) => None,
             ReceiveError::Ingest(IngestError::Buffer(_)) => Some(UNAVAILABLE_RETRY_AFTER),
             ReceiveError::Ingest(IngestError::Limited(e)) => e.retry_after(),
             _ => None,
@@ -131,6 +133,9 @@ impl ReceiveError {
             | ReceiveError::BodyRead(_)
             | ReceiveError::Json(_)
             | ReceiveError::Ingest(IngestError::Tenant(_))
+            | ReceiveError::Ingest(IngestError::Buffer(BufferError::TenantNameConflict {
+                ..
+            }))
             | ReceiveError::Ingest(IngestError::Process(_)) => Code::InvalidArgument,
             // Retryable: answered above with RetryInfo.
             ReceiveError::Ingest(IngestError::BufferFull { .. })
@@ -175,6 +180,9 @@ impl ReceiveError {
             | ReceiveError::BodyRead(_)
             | ReceiveError::Json(_)
             | ReceiveError::Ingest(IngestError::Tenant(_))
+            | ReceiveError::Ingest(IngestError::Buffer(BufferError::TenantNameConflict {
+                ..
+            }))
             | ReceiveError::Ingest(IngestError::Process(_)) => StatusCode::BAD_REQUEST,
             ReceiveError::Ingest(IngestError::BufferFull { .. })
             | ReceiveError::Ingest(IngestError::Buffer(_)) => StatusCode::SERVICE_UNAVAILABLE,

@@ -3,23 +3,38 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// A validated tenant id: `^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`.
+/// A validated tenant id: 1 to 150 characters of `A-Z a-z 0-9 ! - _ . * ' ( )`, and not `.`
+/// or `..` (the ids Grafana Mimir, Loki and Tempo accept; docs/contracts.md, "Tenant ids").
 ///
 /// The only way to get one is [`TenantId::parse`], so anything that builds a path or a topic
-/// from a `TenantId` can rely on it containing no separators. Ids are never rewritten: two
-/// mangled ids could otherwise merge two tenants' data.
+/// from a `TenantId` can rely on it containing no separator, no whitespace and no control
+/// character. Ids are never rewritten: two mangled ids could otherwise merge two tenants'
+/// data. Where a character is not allowed in a name (Pulsar topics), it is encoded
+/// reversibly there ([`TenantId::encoded`]).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TenantId(Arc<str>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid tenant id {shown:?}: {why} (a tenant id is 1 to 63 characters of A-Z a-z 0-9 _ . -, starting with a letter or digit)")]
+#[error("invalid tenant id {shown:?}: {why} (a tenant id is 1 to 150 characters of A-Z a-z 0-9 ! - _ . * ' ( ), and not . or ..)")]
 pub struct InvalidTenantId {
     /// The offending id, cut short so a hostile header cannot flood the logs.
     shown: String,
     why: &'static str,
 }
 
-pub const MAX_TENANT_LEN: usize = 63;
+pub const MAX_TENANT_LEN: usize = 150;
+
+/// The characters of a tenant id besides ASCII letters and digits.
+const PUNCTUATION: &[u8] = b"!-_.*'()";
+
+/// The escape character of [`TenantId::encoded`]: allowed in Pulsar names (tenant,
+/// namespace and topic), never in a tenant id.
+const ESCAPE: u8 = b'=';
+
+/// Characters of a tenant id that Pulsar does not allow in tenant and namespace names.
+fn needs_escape(b: u8) -> bool {
+    matches!(b, b'!' | b'*' | b'\'' | b'(' | b')')
+}
 
 impl InvalidTenantId {
     /// For a header value that is not even visible ASCII.
@@ -38,26 +53,76 @@ impl TenantId {
             why,
         };
         let bytes = raw.as_bytes();
-        let Some(&first) = bytes.first() else {
+        if bytes.is_empty() {
             return Err(fail("it is empty"));
-        };
-        if bytes.len() > MAX_TENANT_LEN {
-            return Err(fail("it is longer than 63 characters"));
         }
-        if !first.is_ascii_alphanumeric() {
-            return Err(fail("it must start with a letter or digit"));
+        if bytes.len() > MAX_TENANT_LEN {
+            return Err(fail("it is longer than 150 characters"));
+        }
+        if raw == "." || raw == ".." {
+            return Err(fail("it would name a directory's self or parent"));
         }
         if !bytes
             .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            .all(|b| b.is_ascii_alphanumeric() || PUNCTUATION.contains(b))
         {
-            return Err(fail("it contains a character outside A-Z a-z 0-9 _ . -"));
+            return Err(fail(
+                "it contains a character outside A-Z a-z 0-9 ! - _ . * ' ( )",
+            ));
         }
         Ok(TenantId(Arc::from(raw)))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id with `! * ' ( )` written as `=XX` (hex), for names that allow only
+    /// `A-Z a-z 0-9 _ - . = :` (Pulsar tenants, namespaces and topics). Reversible
+    /// ([`TenantId::decode`]) and collision-free, since `=` is never part of an id; ids made
+    /// of the common characters only are unchanged.
+    pub fn encoded(&self) -> std::borrow::Cow<'_, str> {
+        if !self.0.bytes().any(needs_escape) {
+            return std::borrow::Cow::Borrowed(&self.0);
+        }
+        let mut out = String::with_capacity(self.0.len() + 8);
+        for b in self.0.bytes() {
+            if needs_escape(b) {
+                out.push(ESCAPE as char);
+                out.push_str(&format!("{b:02X}"));
+            } else {
+                out.push(b as char);
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// The id whose [`TenantId::encoded`] form is `encoded`, if there is one.
+    pub fn decode(encoded: &str) -> Option<TenantId> {
+        let bytes = encoded.as_bytes();
+        let mut raw = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == ESCAPE {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                // Upper-case hex only, so every id has exactly one encoding.
+                if hex.bytes().any(|c| c.is_ascii_lowercase()) {
+                    return None;
+                }
+                let b = u8::from_str_radix(hex, 16).ok()?;
+                if !needs_escape(b) {
+                    return None;
+                }
+                raw.push(b);
+                i += 3;
+            } else if needs_escape(bytes[i]) {
+                return None;
+            } else {
+                raw.push(bytes[i]);
+                i += 1;
+            }
+        }
+        TenantId::parse(std::str::from_utf8(&raw).ok()?).ok()
     }
 }
 
@@ -78,8 +143,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accepts_valid_ids() {
-        for ok in ["a", "A1", "team-a", "team_a.prod", "0", &"x".repeat(63)] {
+    fn accepts_every_character_mimir_accepts() {
+        let longest = "x".repeat(150);
+        for ok in [
+            "a",
+            "A1",
+            "team-a",
+            "team_a.prod",
+            "0",
+            "-a",
+            ".a",
+            "_a",
+            "...",
+            "a!b*c'd(e)f",
+            "!-_.*'()",
+            &longest,
+        ] {
             assert_eq!(
                 TenantId::parse(ok).map(|t| t.to_string()),
                 Ok(ok.to_string())
@@ -89,19 +168,36 @@ mod tests {
 
     #[test]
     fn refuses_invalid_ids() {
+        let too_long = "x".repeat(151);
         for bad in [
-            "",
-            "-a",
-            ".a",
-            "_a",
-            "a/b",
-            "a b",
-            "ä",
-            "../etc",
-            &"x".repeat(64),
-            "a\n",
+            "", ".", "..", "a/b", "a\\b", "a b", "ä", "../etc", "a=b", "a%2F", "a:b", &too_long,
+            "a\n", "a\0",
         ] {
             assert!(TenantId::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn encoding_is_reversible_and_leaves_common_ids_alone() {
+        for raw in ["team-a", "a.b_c", "a!b", "*", "(x)", "it's", "!-_.*'()"] {
+            let id = TenantId::parse(raw).unwrap();
+            let encoded = id.encoded();
+            assert!(
+                encoded
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.=".contains(&b)),
+                "{encoded}"
+            );
+            assert_eq!(TenantId::decode(&encoded), Some(id.clone()), "{raw}");
+        }
+        assert_eq!(TenantId::parse("team-a").unwrap().encoded(), "team-a");
+        assert_eq!(TenantId::parse("a!(b)").unwrap().encoded(), "a=21=28b=29");
+    }
+
+    #[test]
+    fn only_canonical_encodings_decode() {
+        for bad in ["a=2", "a=zz", "a=2a", "a=41", "a!", "a=3D", "=2F", ""] {
+            assert_eq!(TenantId::decode(bad), None, "{bad:?}");
         }
     }
 }

@@ -129,6 +129,13 @@ impl Buffer for PulsarBuffer {
         let config = &self.ctx.config;
         let (tenant, signal) = (batch.tenant.clone(), batch.signal);
         let topic = self.ctx.topic.render(&tenant, signal);
+        if let Some(owner) = self.ctx.dead_letter.owner_of(&topic, signal) {
+            // Its data would land among another tenant's dead letters and never be exported.
+            return Err(BufferError::TenantNameConflict {
+                tenant,
+                why: format!("its topic {topic} is the dead-letter topic of tenant {owner}"),
+            });
+        }
         let parts = message::split(batch, config.max_message_bytes)?;
         let publish = async {
             let mut receipts = Vec::with_capacity(parts.len());

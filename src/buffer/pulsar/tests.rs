@@ -175,6 +175,15 @@ fn topics_render_from_tenant_and_signal_and_parse_back() {
         None
     );
 
+    // Characters Pulsar names do not take are encoded, and decoded back.
+    let odd = tenant("o'brien(eu)!*");
+    let rendered = topic.render(&odd, Signal::Traces);
+    assert_eq!(
+        rendered,
+        "persistent://public/default/otlp-traces-o=27brien=28eu=29=21=2A"
+    );
+    assert_eq!(topic.tenant_of(&rendered, Signal::Traces), Some(odd));
+
     let in_namespace = TopicTemplate::parse("persistent://{tenant}/telemetry/{signal}").unwrap();
     assert_eq!(
         in_namespace.render(&acme, Signal::Traces),
@@ -196,7 +205,8 @@ fn discovery_skips_dead_letters_partitions_and_foreign_topics() {
         "persistent://public/default/otlp-traces-acme-DLQ",
         "persistent://public/default/otlp-traces-big-partition-0",
         "persistent://public/default/otlp-logs-globex",
-        "persistent://public/default/otlp-traces-.bad",
+        "persistent://public/default/otlp-traces-bad=zz",
+        "persistent://public/default/otlp-traces-it=27s",
         "persistent://public/default/__change_events",
         "persistent://public/default/otlp-traces-globex",
     ]
@@ -204,7 +214,10 @@ fn discovery_skips_dead_letters_partitions_and_foreign_topics() {
     .map(|s| s.to_string())
     .collect();
     let found = tenants_in(&topic, &dlq, Signal::Traces, &listed);
-    assert_eq!(found, vec![tenant("acme"), tenant("globex")]);
+    assert_eq!(
+        found,
+        vec![tenant("acme"), tenant("it's"), tenant("globex")]
+    );
     assert!(is_partition("x-partition-12") && !is_partition("x-partition-") && !is_partition("x"));
 }
 

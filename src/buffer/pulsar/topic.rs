@@ -2,7 +2,8 @@
 //!
 //! A template is parsed once, at config validation, into literal text and placeholders. Topic
 //! names are rendered only from a validated [`TenantId`] and a [`Signal`], so no request data
-//! ever reaches a topic name unchecked. The reverse direction ([`TopicTemplate::tenant_of`])
+//! ever reaches a topic name unchecked; the characters of a tenant id that Pulsar names do not
+//! allow (`! * ' ( )`) are written as `=XX` there. The reverse direction ([`TopicTemplate::tenant_of`])
 //! lets topic discovery find the tenant of a topic listed by the broker.
 
 use std::fmt;
@@ -137,9 +138,10 @@ impl TopicTemplate {
         out
     }
 
-    /// The topic of one tenant and signal.
+    /// The topic of one tenant and signal. The tenant is written in its encoded form
+    /// ([`TenantId::encoded`]), which Pulsar accepts wherever the template puts it.
     pub fn render(&self, tenant: &TenantId, signal: Signal) -> String {
-        self.render_str(tenant.as_str(), signal.as_str())
+        self.render_str(&tenant.encoded(), signal.as_str())
     }
 
     /// The text around `{tenant}` once `{signal}` is filled in.
@@ -162,7 +164,7 @@ impl TopicTemplate {
     pub fn tenant_of(&self, topic: &str, signal: Signal) -> Option<TenantId> {
         let (before, after) = self.around_tenant(signal);
         let middle = topic.strip_prefix(&before)?.strip_suffix(&after)?;
-        TenantId::parse(middle).ok()
+        TenantId::decode(middle)
     }
 
     /// The namespace (`pulsar-tenant/namespace`) that holds the `signal` topics of every
@@ -204,7 +206,14 @@ impl DeadLetterTemplate {
     /// Whether `topic` is the dead-letter topic of some tenant (so discovery must skip it,
     /// even when it also looks like a tenant topic: `otlp-traces-acme-DLQ`).
     pub fn is_dead_letter_topic(&self, topic: &str, signal: Signal) -> bool {
-        self.0.tenant_of(topic, signal).is_some()
+        self.owner_of(topic, signal).is_some()
+    }
+
+    /// The tenant whose dead-letter topic `topic` is. Ingest refuses a tenant whose own topic
+    /// is one (tenant `acme-DLQ` under the default templates), so no tenant's data ever lands
+    /// among another's dead letters.
+    pub fn owner_of(&self, topic: &str, signal: Signal) -> Option<TenantId> {
+        self.0.tenant_of(topic, signal)
     }
 }
 
