@@ -8,6 +8,7 @@ pub mod otlp;
 pub mod otlp_http;
 pub mod registry;
 pub mod retry;
+pub mod sending;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -75,6 +76,8 @@ pub struct ExporterHandle {
     pub id: String,
     pub exporter: Arc<dyn Exporter>,
     pub retry: retry::RetryConfig,
+    /// The exporter's concurrent sends, shared fairly by all tenants; `None`: unbounded.
+    pub slots: Option<Arc<sending::FairSlots>>,
 }
 
 pub use registry::EXPORTERS;

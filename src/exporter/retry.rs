@@ -209,12 +209,22 @@ pub async fn send_with_retry(
     let mut retries: u64 = 0;
 
     loop {
-        let attempt_started = Instant::now();
-        let result = tokio::select! {
+        let attempt = async {
+            // A slot of the exporter's `sending_queue` for this attempt only, not for the
+            // wait before a retry (exporter::sending).
+            let _slot = match &handle.slots {
+                Some(slots) => Some(slots.acquire(&batch.tenant).await),
+                None => None,
+            };
+            let attempt_started = Instant::now();
+            let result = handle.exporter.send(batch).await;
+            (result, attempt_started.elapsed())
+        };
+        let (result, took) = tokio::select! {
             // Biased: once shutdown begins, no new attempt starts.
             biased;
             _ = shutdown.cancelled() => return RetryOutcome::Cancelled,
-            result = handle.exporter.send(batch) => result,
+            done = attempt => done,
         };
         metrics::histogram!(
             "sluice_exporter_send_duration_seconds",
@@ -222,7 +232,7 @@ pub async fn send_with_retry(
             "signal" => labels.signal,
             "tenant" => labels.tenant.clone(),
         )
-        .record(attempt_started.elapsed().as_secs_f64());
+        .record(took.as_secs_f64());
 
         let error = match result {
             Ok(accepted) => {

@@ -128,4 +128,14 @@ fn describe() {
         Unit::Count,
         "Consumer lag of each tenant's topic, by signal and tenant."
     );
+    describe_gauge!(
+        "sluice_exporter_sends_in_flight",
+        Unit::Count,
+        "Sends an exporter has in flight (its sending_queue slots in use), by exporter."
+    );
+    describe_gauge!(
+        "sluice_buffer_tenant_size_bytes",
+        Unit::Bytes,
+        "Bytes one tenant holds in a buffer (all signals), against its share, by buffer and tenant."
+    );
 }

@@ -35,6 +35,8 @@ impl ExporterConfig for DebugExporterConfig {
             exporter: Arc::new(DebugExporter::new(self)),
             // Logging cannot fail transiently, so there is nothing to configure.
             retry: RetryConfig::default(),
+            // Writing log lines needs no bound on concurrency.
+            slots: None,
         })
     }
 }

@@ -39,6 +39,7 @@ use self::config::{HeaderTemplate, HeaderValue};
 use self::skip_verify::SkipVerifyConnector;
 use crate::batch::Batch;
 use crate::config::Validate;
+use crate::exporter::sending::FairSlots;
 use crate::exporter::{
     Accepted, BuildError, ExportError, Exporter, ExporterConfig, ExporterHandle,
 };
@@ -69,6 +70,7 @@ impl ExporterConfig for OtlpExporterConfig {
             id: id.to_string(),
             exporter: Arc::new(OtlpExporter::new(self)?.with_id(id)),
             retry: self.retry_on_failure.clone(),
+            slots: Some(FairSlots::new(id, self.sending_queue.num_consumers)),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! Validation is pure: it parses the URLs and headers but opens no file and no socket;
 //! [`super::OtlpHttpExporter::new`] does the I/O (reading certificates).
 
+use crate::exporter::sending::SendingQueueConfig;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -57,6 +58,10 @@ pub struct OtlpHttpExporterConfig {
     /// How to retry batches the backend refused for a transient reason.
     #[serde(default)]
     pub retry_on_failure: RetryConfig,
+    /// `num_consumers`: sends in flight to this backend at most, shared fairly by all
+    /// tenants (default 10).
+    #[serde(default)]
+    pub sending_queue: SendingQueueConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -87,6 +92,7 @@ impl fmt::Debug for OtlpHttpExporterConfig {
             .field("timeout", &self.timeout)
             .field("tls", &self.tls)
             .field("retry_on_failure", &self.retry_on_failure)
+            .field("sending_queue", &self.sending_queue)
             .finish()
     }
 }
@@ -139,6 +145,9 @@ impl Validate for OtlpHttpExporterConfig {
         if self.timeout.is_zero() {
             return Err(FieldError::new("timeout", "must be above zero"));
         }
+        self.sending_queue
+            .validate()
+            .map_err(|e| FieldError::new(format!("sending_queue.{}", e.field), e.message))?;
         self.retry_on_failure
             .validate()
             .map_err(|e| FieldError::new(format!("retry_on_failure.{}", e.field), e.message))

@@ -41,6 +41,7 @@ use crate::exporter::headers::HttpHeader;
 use crate::exporter::otlp::{
     accepted, decode_partial_success, read, warn_skip_verify, Compression, TlsSettings,
 };
+use crate::exporter::sending::FairSlots;
 use crate::exporter::{
     Accepted, BuildError, ExportError, Exporter, ExporterConfig, ExporterHandle,
 };
@@ -70,6 +71,7 @@ impl ExporterConfig for OtlpHttpExporterConfig {
             id: id.to_string(),
             exporter: Arc::new(OtlpHttpExporter::new(self)?.with_id(id)),
             retry: self.retry_on_failure.clone(),
+            slots: Some(FairSlots::new(id, self.sending_queue.num_consumers)),
         })
     }
 }

@@ -83,6 +83,7 @@ fn handle(exporter: Arc<ScriptedExporter>, retry: RetryConfig) -> ExporterHandle
         id: "otlp/test".to_string(),
         exporter,
         retry,
+        slots: None,
     }
 }
 
@@ -405,6 +406,7 @@ async fn partial_success_counts_only_accepted_items_as_sent() {
         id: "otlp/test".to_string(),
         exporter: Arc::new(PartlyRejecting),
         retry: RetryConfig::default(),
+        slots: None,
     };
     let outcome = send_with_retry(&handle, &batch(), &CancellationToken::new()).await;
     assert!(matches!(outcome, RetryOutcome::Sent));

@@ -46,10 +46,10 @@ struct FakeStream {
     journal: Arc<Journal>,
 }
 
-fn delivery(name: &str, position: u64) -> Delivery {
+fn delivery(tenant: &TenantId, name: &str, position: u64) -> Delivery {
     Delivery {
         batch: Batch {
-            tenant: TenantId::parse("t").unwrap(),
+            tenant: tenant.clone(),
             signal: Signal::Traces,
             payload: Bytes::copy_from_slice(name.as_bytes()),
             items: 1,
@@ -114,6 +114,10 @@ enum Step {
 struct Scripted {
     script: Mutex<HashMap<String, VecDeque<Step>>>,
     attempts: Mutex<Vec<String>>,
+    /// How long an unscripted batch takes to be accepted.
+    latency: Duration,
+    /// Sends in progress now, and the most there ever were.
+    in_flight: Mutex<(usize, usize)>,
 }
 
 impl Scripted {
@@ -149,9 +153,15 @@ impl Exporter for Scripted {
                 None => None,
             }
         };
-        match step.unwrap_or(Step::Accept(Duration::ZERO)) {
+        match step.unwrap_or(Step::Accept(self.latency)) {
             Step::Accept(after) => {
+                {
+                    let mut n = self.in_flight.lock().unwrap();
+                    n.0 += 1;
+                    n.1 = n.1.max(n.0);
+                }
                 tokio::time::sleep(after).await;
+                self.in_flight.lock().unwrap().0 -= 1;
                 Ok(Accepted::ALL)
             }
             Step::Retryable => Err(ExportError::Retryable {
@@ -182,6 +192,7 @@ fn handle(id: &str, exporter: Arc<Scripted>, retry: RetryConfig) -> ExporterHand
         id: id.into(),
         exporter,
         retry,
+        slots: None,
     }
 }
 
@@ -193,31 +204,46 @@ fn fast_retry() -> RetryConfig {
     }
 }
 
+/// One stream of tenant `t` with a delivery per name.
 fn start(
     names: &[&str],
     cancel_safe: bool,
     exporters: Vec<ExporterHandle>,
     processors: Chain,
 ) -> Harness {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    start_streams(&[("t", names)], cancel_safe, exporters, processors)
+}
+
+/// A stream per tenant, each with a delivery per name.
+fn start_streams(
+    streams: &[(&str, Vec<String>)],
+    cancel_safe: bool,
+    exporters: Vec<ExporterHandle>,
+    processors: Chain,
+) -> Harness {
     let journal = Arc::new(Journal::default());
-    let stream = FakeStream {
-        tenant: TenantId::parse("t").unwrap(),
-        queue: names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| delivery(n, i as u64 + 1))
-            .collect(),
-        cancel_safe,
-        journal: journal.clone(),
-    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    for (tenant, names) in streams {
+        let tenant = TenantId::parse(tenant).unwrap();
+        let stream = FakeStream {
+            queue: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| delivery(&tenant, n, i as u64 + 1))
+                .collect(),
+            tenant,
+            cancel_safe,
+            journal: journal.clone(),
+        };
+        tx.send(Box::new(stream) as Box<dyn BufferStream>).unwrap();
+    }
     let plan = Arc::new(ExportPlan {
         pipeline: "traces".into(),
         exporters,
         limits: ReadLimits::single_record(),
         processors,
     });
-    let (tx, rx) = mpsc::unbounded_channel();
-    tx.send(Box::new(stream) as Box<dyn BufferStream>).unwrap();
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     spawn_dispatcher(plan, rx, stop.clone(), tracker.clone());
@@ -428,5 +454,47 @@ async fn export_side_processors_that_drop_a_delivery_still_ack_it() {
     );
     assert_eq!(h.settled(2).await, acks(&["drop-me", "keep-me"]));
     assert_eq!(exporter.attempts(), ["keep-me"]);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_backlog_gets_no_more_turns_at_the_backend_than_small_ones() {
+    // After an outage: one tenant with 40 batches waiting, five with 2 each, and an exporter
+    // that takes two sends at a time, 100 ms each.
+    let exporter = Arc::new(Scripted {
+        latency: Duration::from_millis(100),
+        ..Scripted::default()
+    });
+    let backlog =
+        |tenant: &str, n: usize| (0..n).map(|i| format!("{tenant}/{i}")).collect::<Vec<_>>();
+    let mut streams = vec![("big", backlog("big", 40))];
+    for small in ["s1", "s2", "s3", "s4", "s5"] {
+        streams.push((small, backlog(small, 2)));
+    }
+    let handle = ExporterHandle {
+        slots: Some(crate::exporter::sending::FairSlots::new("otlp", 2)),
+        ..handle("otlp", exporter.clone(), fast_retry())
+    };
+    let h = start_streams(&streams, true, vec![handle], Chain::default());
+    h.settled(50).await;
+
+    let attempts = exporter.attempts();
+    let last_small = attempts
+        .iter()
+        .rposition(|a| !a.starts_with("big/"))
+        .expect("small tenants were sent");
+    let big_before = attempts[..last_small]
+        .iter()
+        .filter(|a| a.starts_with("big/"))
+        .count();
+    assert!(
+        big_before < 10,
+        "the small backlogs waited for {big_before} of the big tenant's 40 batches: {attempts:?}"
+    );
+    assert_eq!(
+        exporter.in_flight.lock().unwrap().1,
+        2,
+        "never more than num_consumers"
+    );
     h.stop().await;
 }
