@@ -138,4 +138,9 @@ fn describe() {
         Unit::Bytes,
         "Bytes one tenant holds in a buffer (all signals), against its share, by buffer and tenant."
     );
+    describe_counter!(
+        "sluice_dead_letters_expired_items_total",
+        Unit::Count,
+        "Dead letters removed by their size or age cap, by reason, signal and tenant."
+    );
 }

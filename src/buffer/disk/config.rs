@@ -58,10 +58,60 @@ pub struct DiskBufferConfig {
     #[serde(default = "default_tenant_headroom_percent")]
     pub tenant_headroom_percent: u8,
 
+    /// Caps on each tenant+signal's dead letters (`<log>/dead-letter/`), so a tenant whose
+    /// backend refuses everything cannot fill the disk. The oldest are removed first, and
+    /// every removal is counted in `sluice_dead_letters_expired_items_total{reason}`.
+    #[serde(default)]
+    pub dead_letter: DeadLetterConfig,
+
     /// How long clients are told to wait before retrying when the buffer is full (gRPC
     /// `RetryInfo`, HTTP `Retry-After`), e.g. `1s`. Default: `1s`.
     #[serde(default = "default_retry_after", with = "humantime_serde")]
     pub retry_after: Duration,
+}
+
+/// `dead_letter`: size and age caps of each tenant+signal's dead-letter log.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// Most dead letters of one tenant and signal, in MiB; past it the oldest are removed.
+    /// `0`: no size cap. Default: `256`.
+    pub max_mib: u64,
+    /// Dead letters older than this are removed, e.g. `168h` (the default, a week).
+    /// `0`: kept until the size cap removes them.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            max_mib: 256,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl DeadLetterConfig {
+    pub(super) fn max_bytes(&self) -> Option<u64> {
+        (self.max_mib > 0).then(|| self.max_mib.saturating_mul(MIB))
+    }
+
+    pub(super) fn max_age(&self) -> Option<Duration> {
+        (!self.max_age.is_zero()).then_some(self.max_age)
+    }
+
+    /// How often logs no longer written to are checked: a tenth of `max_age`, between 1 s
+    /// and a minute; a minute for a size cap alone.
+    pub(super) fn sweep_interval(&self) -> Option<Duration> {
+        match (self.max_age(), self.max_bytes()) {
+            (Some(age), _) => {
+                Some((age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)))
+            }
+            (None, Some(_)) => Some(Duration::from_secs(60)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// When appended records are made durable. See [`DiskBufferConfig::fsync`].
@@ -85,6 +135,7 @@ impl Default for DiskBufferConfig {
             max_size_mib: default_max_size_mib(),
             retry_after: default_retry_after(),
             tenant_headroom_percent: default_tenant_headroom_percent(),
+            dead_letter: DeadLetterConfig::default(),
         }
     }
 }

@@ -18,6 +18,7 @@
 
 mod config;
 mod cursor;
+mod dead_letters;
 mod open;
 mod reader;
 mod record;
@@ -37,8 +38,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use config::{DiskBufferConfig, FsyncPolicy};
+pub use config::{DeadLetterConfig, DiskBufferConfig, FsyncPolicy};
 
+use self::dead_letters::DeadLetters;
 use self::open::{discover, open_log, OpenedLog};
 use self::stream::DiskStream;
 use self::writer::WriterMsg;
@@ -76,6 +78,8 @@ struct Shared {
     /// Bytes of all main-log segment files, plus appends reserved but not yet written, per
     /// tenant and in all, under the size cap and the tenants' shares of it.
     shares: TenantShares,
+    /// Every tenant+signal's dead-letter log, capped in size and age.
+    dead_letters: Arc<DeadLetters>,
     /// Becomes true when the buffer is closed; streams then end.
     closed: watch::Sender<bool>,
     /// A reclaim pass is running (at most one at a time).
@@ -171,6 +175,7 @@ impl DiskBuffer {
                     config.tenant_headroom_percent,
                     context.tenant_caps.clone(),
                 ),
+                dead_letters: DeadLetters::new(&config.directory, &config.dead_letter),
                 closed,
                 reclaiming: AtomicBool::new(false),
             }),
@@ -183,6 +188,10 @@ impl DiskBuffer {
         for log in opened {
             buffer.start_log(log);
         }
+        buffer
+            .shared
+            .dead_letters
+            .spawn_sweeper(buffer.shared.closed.subscribe());
         Ok(buffer)
     }
 

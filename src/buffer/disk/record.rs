@@ -76,6 +76,14 @@ fn truncate_at_char(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// The item count in a checksummed body's header, without decoding the rest.
+pub(super) fn items_of(body: &[u8]) -> Option<u32> {
+    if body.first() != Some(&VERSION) {
+        return None;
+    }
+    Some(u32::from_le_bytes(body.get(1..5)?.try_into().ok()?))
+}
+
 /// A decoded record body.
 #[derive(Debug)]
 pub(super) struct Decoded {

@@ -87,7 +87,7 @@ pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
 }
 
 /// The segments in `dir` as (first sequence number, size), oldest first.
-fn list_segments(dir: &Path) -> io::Result<Vec<(u64, u64)>> {
+pub(super) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, u64)>> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;

@@ -23,10 +23,9 @@ use tokio::time::Instant;
 
 use super::config::FsyncPolicy;
 use super::cursor::{self, PositionFile};
-use super::open::report_recovery;
 use super::reader::{LogReader, ReadRecord};
-use super::segment::{self, Committed, SegmentIndex, SegmentWriter};
-use super::{record, Shared, TenantUsage, DEAD_LETTER_DIR};
+use super::segment::{self, Committed, SegmentIndex};
+use super::{record, Shared, TenantUsage};
 use crate::batch::Batch;
 use crate::buffer::{BufferError, BufferStream, Delivery, ReadLimits};
 use crate::signal::Signal;
@@ -84,7 +83,6 @@ pub(super) struct DiskStream {
     cursor: Option<PositionFile>,
     cursor_synced: std::time::Instant,
     mark_failed: bool,
-    dead_letters: Option<SegmentWriter>,
 }
 
 /// How much of the read-ahead the next delivery takes.
@@ -152,7 +150,6 @@ impl DiskStream {
             mark_failed: false,
             cursor: None,
             cursor_synced: std::time::Instant::now(),
-            dead_letters: None,
         }
     }
 
@@ -417,35 +414,11 @@ impl BufferStream for DiskStream {
                 size: record::framed_len(&delivery.batch),
                 max: u32::MAX as usize,
             })?;
-        let dir = self.dir.join(DEAD_LETTER_DIR);
-        let segment_size = self.shared.config.segment_size_bytes();
-        let writer = self.dead_letters.take();
-        let (tenant, signal) = (self.tenant.clone(), self.signal);
-        let blocking_dir = dir.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let mut writer = match writer {
-                Some(writer) => writer,
-                // Dead letters are always fsynced: they are rare and nothing else keeps them.
-                None => match SegmentWriter::recover(&blocking_dir, segment_size, true, 0) {
-                    Ok((writer, recovery)) => {
-                        report_recovery(&tenant, signal, &blocking_dir, &recovery);
-                        writer
-                    }
-                    Err(e) => return (None, Err(e)),
-                },
-            };
-            let outcome = writer.append_group(&[record]);
-            (Some(writer), outcome.error.map_or(Ok(()), Err))
-        })
-        .await;
-        let result = match written {
-            Ok((writer, result)) => {
-                self.dead_letters = writer;
-                result
-            }
-            Err(join) => Err(io::Error::other(join)),
-        };
-        result.map_err(|e| BufferError::io(&dir, e))?;
+        self.shared
+            .dead_letters
+            .append(&self.tenant, self.signal, record)
+            .await
+            .map_err(|(dir, e)| BufferError::io(dir, e))?;
         self.ack(delivery).await
     }
 }
