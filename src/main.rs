@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use sluice::service::Config;
 use sluice::telemetry::config::LogEncoding;
 use sluice::telemetry::health::Readiness;
-use sluice::telemetry::{health, labels, logging, metrics};
+use sluice::telemetry::{health, labels, logging, metrics, usage};
 use tokio_util::sync::CancellationToken;
 
 /// Sluice: a multi-tenant OpenTelemetry pipeline. OTLP in, tenant resolved, buffered durably
@@ -93,6 +93,8 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
             .with_context(|| format!("cannot serve metrics on {}", telemetry.metrics.address))?;
         let readiness = Readiness::default();
         let health_stop = CancellationToken::new();
+        let lag_gauges =
+            usage::spawn_lag_gauges(std::time::Duration::from_secs(5), health_stop.clone());
         let health_task = health::serve(
             telemetry.health.address,
             readiness.clone(),
@@ -114,6 +116,7 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
         running.shutdown(config.shutdown_timeout).await;
         health_stop.cancel();
         let _ = health_task.await;
+        let _ = lag_gauges.await;
         tracing::info!("sluice stopped");
         Ok(())
     })

@@ -6,9 +6,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::http::http_get;
 use common::http_client::request;
 use common::otlp::{channel, expect_code, kv_str, named_spans, trace_request};
-use common::{temp_dir, Backend, SluiceConfig, SluiceProcess};
+use common::{temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -358,4 +359,51 @@ async fn a_tenant_whose_backend_refuses_everything_fills_only_its_share_of_the_d
         held > 0.0 && held <= 0.9 * 4.0 * 1024.0 * 1024.0,
         "held {held} bytes"
     );
+
+    // The usage table has every tenant: what each sent, was refused, stored and exported,
+    // and how long the noisy tenant's oldest batch has waited.
+    let table = wait_for(
+        "the quiet tenants' exports in the usage table",
+        WAIT,
+        || async {
+            let (status, body) = http_get(sluice.health_addr, "/tenants").await?;
+            let table: serde_json::Value =
+                serde_json::from_str(&body).map_err(|e| format!("{status} {body}: {e}"))?;
+            let exported = row(&table, "quiet-b", "traces")["exported_items"].clone();
+            if exported == 500 {
+                Ok(table)
+            } else {
+                Err(format!("quiet-b exported {exported}"))
+            }
+        },
+    )
+    .await;
+    let noisy = row(&table, "noisy", "traces");
+    assert_eq!(noisy["refused_items"]["tenant_buffer_full"], 400, "{noisy}");
+    assert_eq!(noisy["accepted_items"], 200 * noisy_accepted, "{noisy}");
+    assert_eq!(noisy["exported_items"], 0, "{noisy}");
+    assert!(
+        noisy["oldest_unexported_age_seconds"].as_f64().is_some(),
+        "the noisy tenant's backlog waits: {noisy}"
+    );
+    let quiet = row(&table, "quiet-a", "traces");
+    assert_eq!(quiet["accepted_items"], 500, "{quiet}");
+    assert_eq!(quiet["stored_items"], 500, "{quiet}");
+    let held_by_noisy = table["buffers"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["tenant"] == "noisy"))
+        .map(|r| r["held_bytes"].as_f64().unwrap_or(0.0));
+    assert_eq!(held_by_noisy, Some(held), "the table and the gauge agree");
+}
+
+/// The row of one tenant and signal in `GET /tenants`.
+fn row(table: &serde_json::Value, tenant: &str, signal: &str) -> serde_json::Value {
+    table["tenants"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["tenant"] == tenant && r["signal"] == signal)
+        })
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
 }

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::telemetry::labels::OTHER_TENANT;
 use crate::telemetry::tenant_label;
+use crate::telemetry::usage::usage;
 use crate::tenant::TenantId;
 
 /// Why room was not granted.
@@ -46,6 +47,8 @@ pub struct TenantUsage {
     tenant: TenantId,
     label: String,
     held: AtomicU64,
+    /// The same number in the usage table (`GET /tenants`), which has no label cap.
+    reported: Arc<AtomicU64>,
 }
 
 impl TenantUsage {
@@ -121,6 +124,7 @@ impl TenantShares {
                     tenant: tenant.clone(),
                     label: tenant_label(tenant),
                     held: AtomicU64::new(0),
+                    reported: usage().held_bytes(self.buffer, tenant),
                 })
             })
             .clone()
@@ -207,6 +211,7 @@ impl TenantShares {
 
     fn report(&self, state: &State, usage: &TenantUsage) {
         metrics::gauge!("sluice_buffer_size_bytes", "buffer" => self.buffer).set(state.used as f64);
+        usage.reported.store(usage.held(), Ordering::Relaxed);
         // Tenants past the label cap share `_other`, where one tenant's value would overwrite
         // another's: their bytes are in the total only.
         if usage.label != OTHER_TENANT {

@@ -6,6 +6,7 @@
 //! moves the delivery to the dead-letter store instead; it is never dropped. Where the buffer
 //! allows it, a worker keeps several deliveries in flight and settles them in read order.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::exporter::retry::{send_with_retry, RetryOutcome};
 use crate::exporter::ExporterHandle;
 use crate::processor::{Chain, ProcessError};
 use crate::telemetry::tenant_label;
+use crate::telemetry::usage::usage;
 
 /// What the workers of one pipeline share.
 pub struct ExportPlan {
@@ -94,6 +96,10 @@ async fn run_worker(
         1
     };
     let mut in_flight = FuturesOrdered::new();
+    // Receive times of the deliveries in flight, in read order: the first is the oldest
+    // item not yet exported, the lag the usage table reports.
+    let mut waiting: VecDeque<u64> = VecDeque::new();
+    let usage = usage().tenant(stream.tenant(), stream.signal());
     loop {
         // `next` runs beside sends in flight only when it is cancel-safe (depth > 1), so it
         // may be dropped to settle a send that finished.
@@ -108,8 +114,14 @@ async fn run_worker(
                 if !settle(plan, stream.as_mut(), done).await {
                     return;
                 }
+                waiting.pop_front();
+                usage.set_oldest_unexported(waiting.front().copied());
             }
-            Turn::Read(Ok(Some(delivery))) => in_flight.push_back(export(plan, delivery, &stop)),
+            Turn::Read(Ok(Some(delivery))) => {
+                waiting.push_back(delivery.batch.received_at_ms);
+                usage.set_oldest_unexported(waiting.front().copied());
+                in_flight.push_back(export(plan, delivery, &stop));
+            }
             Turn::Read(Err(e)) => {
                 tracing::error!(tenant = %stream.tenant(), signal = %stream.signal(), error = %error_chain(&e), "buffer read failed");
                 tokio::select! {
@@ -192,7 +204,11 @@ async fn settle(plan: &ExportPlan, stream: &mut dyn BufferStream, exported: Expo
 
     let tenant = tenant_label(&batch.tenant);
     let settled = if permanent.is_empty() && exhausted.is_empty() {
-        stream.ack(&delivery).await
+        stream.ack(&delivery).await.map(|()| {
+            usage()
+                .tenant(&batch.tenant, batch.signal)
+                .exported(batch.items)
+        })
     } else if permanent.is_empty() {
         let reason = exhausted.join("; ");
         tracing::warn!(tenant = %batch.tenant, signal = %batch.signal, items = batch.items, %reason, "export retries exhausted; handing back to the buffer");
@@ -220,6 +236,9 @@ async fn settle(plan: &ExportPlan, stream: &mut dyn BufferStream, exported: Expo
 }
 
 fn count_dead_letters(batch: &Batch, tenant: &str) {
+    usage()
+        .tenant(&batch.tenant, batch.signal)
+        .dead_lettered(batch.items);
     metrics::counter!("sluice_dead_lettered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant.to_string())
         .increment(u64::from(batch.items));
 }

@@ -14,6 +14,7 @@ use crate::otlp::walk;
 use crate::processor::{Chain, ProcessError};
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
+use crate::telemetry::usage::usage;
 use crate::tenant::limits::{Admission, LimitExceeded, Limiter};
 use crate::tenant::{ResolveError, TenantId, TenantResolver};
 
@@ -82,6 +83,13 @@ impl From<BufferError> for IngestError {
             other => IngestError::Buffer(other),
         }
     }
+}
+
+/// What the client sent for one tenant, before processors.
+struct Part {
+    tenant: TenantId,
+    items: u32,
+    bytes: usize,
 }
 
 /// `tenant` label of items refused before a tenant could be assigned. The leading underscore
@@ -191,39 +199,48 @@ impl Ingest {
         // it. Items they drop count as accepted: the client hears success for them.
         let mut parts = Vec::with_capacity(batches.len());
         for batch in batches {
-            let (tenant, items) = (batch.tenant.clone(), batch.items);
-            parts.push((tenant, items, route.processors.run(batch)?));
+            let part = Part {
+                tenant: batch.tenant.clone(),
+                items: batch.items,
+                bytes: batch.payload.len(),
+            };
+            parts.push((part, route.processors.run(batch)?));
         }
-        let appends = parts.into_iter().map(|(tenant, items, kept)| {
+        let appends = parts.into_iter().map(|(part, kept)| {
             let buffer = route.buffer.clone();
             async move {
-                let mut published = 0u32;
+                let (mut items, mut bytes) = (0u32, 0usize);
                 for batch in kept {
-                    let n = batch.items;
+                    let (n, len) = (batch.items, batch.payload.len());
                     if let Err(e) = buffer.append(batch).await {
-                        return (tenant, items, Err(e));
+                        return (part, Err(e));
                     }
-                    published = published.saturating_add(n);
+                    items = items.saturating_add(n);
+                    bytes = bytes.saturating_add(len);
                 }
-                (tenant, items, Ok(published))
+                (part, Ok((items, bytes)))
             }
         });
         let mut accepted = 0u32;
         let mut first_error = None;
-        for (tenant, items, outcome) in futures::future::join_all(appends).await {
-            let tenant = tenant_label(&tenant);
+        for (part, outcome) in futures::future::join_all(appends).await {
+            let usage = usage().tenant(&part.tenant, signal);
+            let tenant = tenant_label(&part.tenant);
             match outcome {
-                Ok(published) => {
-                    accepted = accepted.saturating_add(items);
+                Ok((stored_items, stored_bytes)) => {
+                    accepted = accepted.saturating_add(part.items);
+                    usage.accepted(part.items, part.bytes);
+                    usage.stored(stored_items, stored_bytes);
                     metrics::counter!("sluice_receiver_accepted_items_total", "transport" => transport, "signal" => signal.as_str(), "tenant" => tenant.clone())
-                        .increment(u64::from(items));
+                        .increment(u64::from(part.items));
                     metrics::counter!("sluice_buffer_published_items_total", "buffer" => route.buffer.kind(), "signal" => signal.as_str(), "tenant" => tenant)
-                        .increment(u64::from(published));
+                        .increment(u64::from(stored_items));
                 }
                 Err(e) => {
                     let e = IngestError::from(e);
+                    usage.refused(e.reason(), u64::from(part.items));
                     metrics::counter!("sluice_receiver_refused_items_total", "transport" => transport, "signal" => signal.as_str(), "tenant" => tenant, "reason" => e.reason())
-                        .increment(u64::from(items));
+                        .increment(u64::from(part.items));
                     first_error.get_or_insert(e);
                 }
             }
@@ -253,6 +270,9 @@ impl Ingest {
                 Err(e) => {
                     admitted.into_iter().for_each(Admission::refund);
                     for b in batches {
+                        usage()
+                            .tenant(&b.tenant, signal)
+                            .refused(e.reason(), u64::from(b.items));
                         metrics::counter!("sluice_receiver_refused_items_total", "transport" => transport, "signal" => signal.as_str(), "tenant" => tenant_label(&b.tenant), "reason" => e.reason())
                             .increment(u64::from(b.items));
                     }

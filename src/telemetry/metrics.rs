@@ -143,4 +143,9 @@ fn describe() {
         Unit::Count,
         "Dead letters removed by their size or age cap, by reason, signal and tenant."
     );
+    describe_gauge!(
+        "sluice_export_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest item read from the buffer and not yet exported (0 when none waits), by signal and tenant; refreshed every 5 s."
+    );
 }

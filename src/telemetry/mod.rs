@@ -10,5 +10,6 @@ pub mod logging;
 pub mod metrics;
 #[cfg(test)]
 pub(crate) mod test_recorder;
+pub mod usage;
 
 pub use labels::tenant_label;
