@@ -81,6 +81,7 @@ fn main() -> ExitCode {
 fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
     let logs = &config.telemetry.logs;
     logging::init(&logs.level, log_format.unwrap_or(logs.encoding));
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sluice")
@@ -120,6 +121,31 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
         tracing::info!("sluice stopped");
         Ok(())
     })
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go programs do at start: every
+/// tenant+signal log holds files open, and the common soft default of 1024 runs out near 250
+/// tenant streams while the hard limit is usually far higher.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (limit.current, limit.maximum) else {
+        return; // already unlimited
+    };
+    let target = hard.unwrap_or(u64::MAX);
+    if soft >= target {
+        return;
+    }
+    match setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(target),
+            maximum: hard,
+        },
+    ) {
+        Ok(()) => tracing::info!(from = soft, to = target, "raised the open files limit"),
+        Err(e) => tracing::warn!(soft, error = %e, "cannot raise the open files limit"),
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {

@@ -234,7 +234,8 @@ impl DiskBuffer {
         let (t, d) = (tenant.clone(), dir.clone());
         let opened = tokio::task::spawn_blocking(move || open_log(&config, t, signal, d))
             .await
-            .map_err(|e| join_error(&dir, e))??;
+            .map_err(|e| join_error(&dir, e))?
+            .inspect_err(|e| count_descriptor_shortage(e, tenant, signal))?;
         Ok(self.start_log(opened))
     }
 
@@ -395,6 +396,20 @@ struct ClearOnDrop<'a>(&'a AtomicBool);
 impl Drop for ClearOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Logs and counts a new log that could not be opened for lack of file descriptors: the new
+/// tenant+signal is refused (`UNAVAILABLE`, retryable) while every open log keeps its files.
+fn count_descriptor_shortage(e: &BufferError, tenant: &TenantId, signal: Signal) {
+    let BufferError::Io { source, .. } = e else {
+        return;
+    };
+    // EMFILE (this process) or ENFILE (the whole system).
+    if matches!(source.raw_os_error(), Some(24) | Some(23)) {
+        metrics::counter!("sluice_buffer_descriptors_exhausted_total", "buffer" => "disk")
+            .increment(1);
+        tracing::warn!(%tenant, %signal, error = %source, "no file descriptor left for a new tenant's log; the tenant is refused until one frees up (raise the open files limit)");
     }
 }
 
