@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::Batch;
+use crate::batch::{now_ms, Batch};
 use crate::buffer::{BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
 use crate::error::error_chain;
 use crate::exporter::retry::{send_with_retry, RetryOutcome};
@@ -23,6 +23,7 @@ use crate::exporter::ExporterHandle;
 use crate::processor::{Chain, ProcessError};
 use crate::telemetry::tenant_label;
 use crate::telemetry::usage::usage;
+use crate::tenant::limits::LimitsConfig;
 
 /// What the workers of one pipeline share.
 pub struct ExportPlan {
@@ -31,6 +32,8 @@ pub struct ExportPlan {
     pub limits: ReadLimits,
     /// Data-changing processors, only for export-only pipelines (otherwise they ran at ingest).
     pub processors: Chain,
+    /// Each tenant's `buffer_max_age`: older data is dead-lettered instead of retried on.
+    pub tenant_limits: Arc<LimitsConfig>,
 }
 
 /// Pause after a buffer read error before trying again, so a failing disk does not spin.
@@ -68,10 +71,20 @@ pub fn spawn_dispatcher(
 const IN_FLIGHT_PER_STREAM: usize = 4;
 
 /// A delivery and what each exporter of the pipeline made of it (in the order of
-/// `ExportPlan::exporters`), or why the processors refused it.
+/// `ExportPlan::exporters`), or why it could not be sent at all.
 struct Exported {
     delivery: Delivery,
-    outcomes: Result<Vec<RetryOutcome>, ProcessError>,
+    outcomes: Result<Vec<RetryOutcome>, NotSent>,
+}
+
+/// Why a delivery goes to the dead letters without every exporter's verdict.
+#[derive(Debug, thiserror::Error)]
+enum NotSent {
+    #[error("processors")]
+    Processors(#[from] ProcessError),
+    /// Older than the tenant's `buffer_max_age` before every exporter took it.
+    #[error("older than the tenant's buffer_max_age of {max:?}")]
+    Expired { max: Duration },
 }
 
 /// What a worker turn ended with.
@@ -149,13 +162,26 @@ async fn export(plan: &ExportPlan, delivery: Delivery, stop: &CancellationToken)
         metrics::counter!("sluice_redelivered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant_label(&batch.tenant))
             .increment(u64::from(batch.items));
     }
+    // How long the delivery may still wait for its backends (`buffer_max_age`): the receive
+    // time is wall-clock milliseconds, stamped by the receiver.
+    let max_age = plan.tenant_limits.buffer_max_age(&batch.tenant);
+    let left = max_age.map(|max| {
+        let age = Duration::from_millis(now_ms().saturating_sub(batch.received_at_ms));
+        (max, max.saturating_sub(age))
+    });
     // Cloning a batch clones a reference to its bytes, not the bytes.
     let outcomes = match plan.processors.run(batch.clone()) {
         Ok(parts) => {
             let sends = plan.exporters.iter().map(|h| send_parts(h, &parts, stop));
-            Ok(futures::future::join_all(sends).await)
+            let all = futures::future::join_all(sends);
+            match left {
+                Some((max, left)) => tokio::time::timeout(left, all)
+                    .await
+                    .map_err(|_| NotSent::Expired { max }),
+                None => Ok(all.await),
+            }
         }
-        Err(e) => Err(e),
+        Err(e) => Err(NotSent::from(e)),
     };
     Exported { delivery, outcomes }
 }
@@ -199,7 +225,7 @@ async fn settle(plan: &ExportPlan, stream: &mut dyn BufferStream, exported: Expo
                 }
             }
         }
-        Err(e) => permanent.push(format!("processors: {}", error_chain(&e))),
+        Err(e) => permanent.push(error_chain(&e)),
     }
 
     let tenant = tenant_label(&batch.tenant);

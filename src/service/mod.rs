@@ -178,6 +178,7 @@ fn export_plan(config: &Config, pipeline: &PipelineConfig) -> Result<ExportPlan,
         } else {
             Chain::default()
         },
+        tenant_limits: Arc::new(config.tenancy.limits.clone()),
     })
 }
 

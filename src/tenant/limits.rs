@@ -52,6 +52,11 @@ pub struct TenantLimits {
     /// the tenant's backlog drains. Applies on top of the fair share of the disk buffer.
     #[serde(default)]
     pub buffer_max_mib: u64,
+    /// Longest this tenant's data may wait in a buffer for its backends, e.g. `24h`; older
+    /// data goes to the dead letters (counted, never silently dropped) instead of being
+    /// retried on. `0`: no limit.
+    #[serde(default, with = "humantime_serde")]
+    pub buffer_max_age: Duration,
 }
 
 impl LimitsConfig {
@@ -67,6 +72,12 @@ impl LimitsConfig {
             .filter_map(|(t, l)| Some((TenantId::parse(t).ok()?, bytes(l))))
             .collect();
         (bytes(&self.default), tenants)
+    }
+
+    /// The `buffer_max_age` of `tenant`, if it has one.
+    pub fn buffer_max_age(&self, tenant: &TenantId) -> Option<Duration> {
+        let limits = self.tenants.get(tenant.as_str()).unwrap_or(&self.default);
+        (!limits.buffer_max_age.is_zero()).then_some(limits.buffer_max_age)
     }
 
     pub fn validate(&self) -> Result<(), FieldError> {

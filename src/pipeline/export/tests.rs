@@ -53,7 +53,7 @@ fn delivery(tenant: &TenantId, name: &str, position: u64) -> Delivery {
             signal: Signal::Traces,
             payload: Bytes::copy_from_slice(name.as_bytes()),
             items: 1,
-            received_at_ms: 0,
+            received_at_ms: crate::batch::now_ms(),
             traceparent: None,
         },
         records: 1,
@@ -212,7 +212,13 @@ fn start(
     processors: Chain,
 ) -> Harness {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    start_streams(&[("t", names)], cancel_safe, exporters, processors)
+    start_streams(
+        &[("t", names)],
+        cancel_safe,
+        exporters,
+        processors,
+        LimitsConfig::default(),
+    )
 }
 
 /// A stream per tenant, each with a delivery per name.
@@ -221,6 +227,7 @@ fn start_streams(
     cancel_safe: bool,
     exporters: Vec<ExporterHandle>,
     processors: Chain,
+    tenant_limits: LimitsConfig,
 ) -> Harness {
     let journal = Arc::new(Journal::default());
     let (tx, rx) = mpsc::unbounded_channel();
@@ -243,6 +250,7 @@ fn start_streams(
         exporters,
         limits: ReadLimits::single_record(),
         processors,
+        tenant_limits: Arc::new(tenant_limits),
     });
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -475,7 +483,13 @@ async fn a_large_backlog_gets_no_more_turns_at_the_backend_than_small_ones() {
         slots: Some(crate::exporter::sending::FairSlots::new("otlp", 2)),
         ..handle("otlp", exporter.clone(), fast_retry())
     };
-    let h = start_streams(&streams, true, vec![handle], Chain::default());
+    let h = start_streams(
+        &streams,
+        true,
+        vec![handle],
+        Chain::default(),
+        LimitsConfig::default(),
+    );
     h.settled(50).await;
 
     let attempts = exporter.attempts();
@@ -496,5 +510,36 @@ async fn a_large_backlog_gets_no_more_turns_at_the_backend_than_small_ones() {
         2,
         "never more than num_consumers"
     );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_older_than_the_tenants_buffer_max_age_is_dead_lettered_not_retried_forever() {
+    let exporter = Scripted::with(&[("stale", &[Step::Retryable])]);
+    let limits: LimitsConfig =
+        serde_yaml::from_str("tenants: { t: { buffer_max_age: 30s } }").unwrap();
+    let h = start_streams(
+        &[("t", vec!["stale".to_string(), "next".to_string()])],
+        false,
+        vec![handle("otlp", exporter.clone(), fast_retry())],
+        Chain::default(),
+        limits,
+    );
+    let began = tokio::time::Instant::now();
+    let settled = h.settled(2).await;
+    match &settled[0] {
+        Settled::DeadLetter(name, reason) => {
+            assert_eq!(name, "stale");
+            assert!(reason.contains("buffer_max_age"), "{reason}");
+        }
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+    assert!(
+        began.elapsed() >= Duration::from_secs(30),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(exporter.attempts().len() > 3, "retried until it expired");
+    assert_eq!(settled[1], Settled::Ack("next".into()));
     h.stop().await;
 }
