@@ -407,3 +407,59 @@ fn row(table: &serde_json::Value, tenant: &str, signal: &str) -> serde_json::Val
         .cloned()
         .unwrap_or(serde_json::Value::Null)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_an_outage_small_backlogs_are_not_stuck_behind_a_large_one() {
+    const SMALL: [&str; 5] = ["small-1", "small-2", "small-3", "small-4", "small-5"];
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    backend.set_down(true);
+    let mut config = SluiceConfig::new(dir.path(), backend.port());
+    config.otlp_extra = vec!["sending_queue: { num_consumers: 2 }".into()];
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let client = channel(&sluice.otlp_endpoint()).await;
+
+    // During the outage: one tenant buffers 100 000 spans, five buffer 1 000 each.
+    for r in 0..100 {
+        export(
+            &client,
+            &[("x-scope-orgid", "large")],
+            spans(&format!("large-{r}"), 1000),
+        )
+        .await
+        .expect("accepted while the backend is down");
+    }
+    for tenant in SMALL {
+        export(&client, &[("x-scope-orgid", tenant)], spans(tenant, 1000))
+            .await
+            .expect("accepted while the backend is down");
+    }
+    for tenant in SMALL.iter().chain(&["large"]) {
+        backend
+            .wait_count(
+                &format!("{tenant} retrying against the outage"),
+                1,
+                WAIT,
+                |b| b.refused_count(tenant),
+            )
+            .await;
+    }
+
+    // The backend comes back, taking 50 ms per request.
+    backend.set_latency(Duration::from_millis(50));
+    backend.set_down(false);
+    for tenant in SMALL {
+        backend.wait_spans(tenant, 1000, WAIT).await;
+    }
+    let large_before_the_small_ones = backend.span_count("large");
+    assert!(
+        large_before_the_small_ones < 25_000,
+        "the small backlogs waited for {large_before_the_small_ones} of the large tenant's 100 000 spans"
+    );
+    backend.wait_spans("large", 100_000, WAIT).await;
+    assert!(
+        backend.max_in_flight() <= 2,
+        "{} requests at once, over num_consumers = 2",
+        backend.max_in_flight()
+    );
+}

@@ -62,6 +62,12 @@ struct State {
     failures: Mutex<HashMap<String, Code>>,
     /// Tenants whose requests are never answered (a hung backend).
     hanging: Mutex<std::collections::HashSet<String>>,
+    /// Every request is answered UNAVAILABLE (a backend that is down).
+    down: std::sync::atomic::AtomicBool,
+    /// How long every request takes.
+    latency: Mutex<Duration>,
+    /// Requests being handled now, and the most there ever were at once.
+    in_flight: Mutex<(usize, usize)>,
 }
 
 impl State {
@@ -84,6 +90,11 @@ impl State {
         request: Request<T>,
         list: impl FnOnce(&mut Recorded) -> &mut Vec<Received<T>>,
     ) -> Result<(), Status> {
+        let _counted = InFlight::enter(self);
+        let latency = *self.latency.lock().unwrap();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         let tenant = self.admit(signal, &request)?;
         self.hang_if_asked(&tenant).await;
         let request = request.into_inner();
@@ -100,9 +111,13 @@ impl State {
             .metadata()
             .get(TENANT_HEADER)
             .map(|v| v.to_str().unwrap_or("<non-ascii>").to_string());
-        let failure = tenant
-            .as_ref()
-            .and_then(|t| self.failures.lock().unwrap().get(t).copied());
+        let failure = if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            Some(Code::Unavailable)
+        } else {
+            tenant
+                .as_ref()
+                .and_then(|t| self.failures.lock().unwrap().get(t).copied())
+        };
         match failure {
             Some(code) => {
                 self.recorded
@@ -117,6 +132,24 @@ impl State {
             }
             None => Ok(tenant),
         }
+    }
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a State) -> Self {
+        let mut n = state.in_flight.lock().unwrap();
+        n.0 += 1;
+        n.1 = n.1.max(n.0);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.lock().unwrap().0 -= 1;
     }
 }
 
@@ -236,6 +269,23 @@ impl Backend {
             .lock()
             .unwrap()
             .insert(tenant.to_string(), code);
+    }
+
+    /// While `down`, every request is answered UNAVAILABLE, whatever its tenant.
+    pub fn set_down(&self, down: bool) {
+        self.state
+            .down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every later request takes `latency` before it is answered.
+    pub fn set_latency(&self, latency: Duration) {
+        *self.state.latency.lock().unwrap() = latency;
+    }
+
+    /// The most requests that were ever being handled at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.in_flight.lock().unwrap().1
     }
 
     /// Every later request of `tenant` hangs: it is never answered.

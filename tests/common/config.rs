@@ -32,6 +32,8 @@ pub struct SluiceConfig {
     pub export: bool,
     /// `retry_on_failure` of the `otlp` exporter (a YAML flow mapping).
     pub otlp_retry: String,
+    /// Extra `key: value` lines under `exporters.otlp`.
+    pub otlp_extra: Vec<String>,
     /// Also listen for OTLP/HTTP (`protocols.http`) on this port.
     pub http_port: Option<u16>,
     /// Extra `key: value` lines under `protocols.http`.
@@ -72,6 +74,7 @@ impl SluiceConfig {
             receive: true,
             export: true,
             otlp_retry: "{ initial_interval: 50ms, max_interval: 500ms }".to_string(),
+            otlp_extra: Vec::new(),
             http_port: None,
             http_extra: Vec::new(),
             extra_exporters: Vec::new(),
@@ -160,6 +163,9 @@ impl SluiceConfig {
         let _ = writeln!(w, "    endpoint: http://127.0.0.1:{}", self.backend_port);
         let _ = writeln!(w, "    headers: {{ x-scope-orgid: \"{{tenant}}\" }}");
         let _ = writeln!(w, "    retry_on_failure: {}", self.otlp_retry);
+        for line in &self.otlp_extra {
+            let _ = writeln!(w, "    {line}");
+        }
         let _ = writeln!(w, "  debug: {{}}");
         for line in &self.extra_exporters {
             let _ = writeln!(w, "  {line}");
