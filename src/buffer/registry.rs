@@ -2,30 +2,15 @@
 
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
-
 use super::disk::DiskBufferConfig;
 use super::pulsar::PulsarBufferConfig;
 use super::BufferConfig;
-use crate::config::{parse_validated, Factory, FieldError, Registry, Validate};
+use crate::config::{factory, Registry};
 
 pub static BUFFERS: Registry<Arc<dyn BufferConfig>> = Registry {
     kind: "buffer",
     factories: &[
-        Factory {
-            type_name: "disk",
-            parse: entry::<DiskBufferConfig>,
-        },
-        Factory {
-            type_name: "pulsar",
-            parse: entry::<PulsarBufferConfig>,
-        },
+        factory!("disk", DiskBufferConfig => dyn BufferConfig),
+        factory!("pulsar", PulsarBufferConfig => dyn BufferConfig),
     ],
 };
-
-fn entry<C>(value: serde_yaml::Value) -> Result<Arc<dyn BufferConfig>, FieldError>
-where
-    C: BufferConfig + DeserializeOwned + Validate + 'static,
-{
-    Ok(Arc::new(parse_validated::<C>(value)?))
-}

@@ -14,4 +14,5 @@ mod registry;
 pub use component_id::ComponentId;
 pub use error::{parse_component, ConfigError, FieldError};
 pub use expand::expand;
+pub(crate) use registry::factory;
 pub use registry::{parse_validated, Factory, Registry, Validate};

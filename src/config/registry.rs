@@ -29,6 +29,22 @@ pub struct Factory<T> {
     pub parse: fn(serde_yaml::Value) -> Result<T, FieldError>,
 }
 
+/// The [`Factory`] of a component type whose config struct implements its kind's trait:
+/// `factory!("disk", DiskBufferConfig => dyn BufferConfig)` parses the body as a
+/// `DiskBufferConfig`, validates it, and hands it on as an `Arc<dyn BufferConfig>`.
+macro_rules! factory {
+    ($type_name:literal, $config:ty => $kind:ty) => {
+        $crate::config::Factory {
+            type_name: $type_name,
+            parse: |value| {
+                let config = $crate::config::parse_validated::<$config>(value)?;
+                Ok(std::sync::Arc::new(config) as std::sync::Arc<$kind>)
+            },
+        }
+    };
+}
+pub(crate) use factory;
+
 /// Every type of one kind of component.
 pub struct Registry<T: 'static> {
     /// `receiver`, `processor`, `buffer` or `exporter`, for error messages.

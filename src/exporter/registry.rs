@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
-
-use crate::config::{parse_validated, Factory, FieldError, Registry, Validate};
+use crate::config::{factory, Registry};
 use crate::exporter::debug::DebugExporterConfig;
 use crate::exporter::otlp::OtlpExporterConfig;
 use crate::exporter::otlp_http::OtlpHttpExporterConfig;
@@ -13,31 +11,16 @@ use crate::exporter::ExporterConfig;
 pub static EXPORTERS: Registry<Arc<dyn ExporterConfig>> = Registry {
     kind: "exporter",
     factories: &[
-        Factory {
-            type_name: "debug",
-            parse: entry::<DebugExporterConfig>,
-        },
-        Factory {
-            type_name: "otlp",
-            parse: entry::<OtlpExporterConfig>,
-        },
-        Factory {
-            type_name: "otlp_http",
-            parse: entry::<OtlpHttpExporterConfig>,
-        },
+        factory!("debug", DebugExporterConfig => dyn ExporterConfig),
+        factory!("otlp", OtlpExporterConfig => dyn ExporterConfig),
+        factory!("otlp_http", OtlpHttpExporterConfig => dyn ExporterConfig),
     ],
 };
-
-fn entry<C>(value: serde_yaml::Value) -> Result<Arc<dyn ExporterConfig>, FieldError>
-where
-    C: ExporterConfig + DeserializeOwned + Validate + 'static,
-{
-    Ok(Arc::new(parse_validated::<C>(value)?))
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::FieldError;
     use crate::exporter::retry::RetryConfig;
     use crate::exporter::BuildError;
 
