@@ -12,6 +12,8 @@
 //! Items dropped by policy are not an error: the client is answered with success, and the
 //! drop is counted in `sluice_processor_dropped_items_total{processor,reason}` by [`Chain`].
 
+pub mod attraction;
+pub mod attributes;
 pub mod batch;
 mod registry;
 pub mod resource;
@@ -45,6 +47,13 @@ pub enum Processing {
 pub enum ProcessError {
     #[error(transparent)]
     Malformed(#[from] MalformedRequest),
+    /// A processor that decodes the items found the request malformed.
+    #[error("malformed OTLP {signal} request")]
+    Decode {
+        signal: crate::signal::Signal,
+        #[source]
+        source: prost::DecodeError,
+    },
 }
 
 /// What a processor made of one batch.

@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
+use super::attributes::AttributesConfig;
 use super::{batch::BatchConfig, resource::ResourceConfig, ProcessorConfig};
 use crate::config::{factory, Registry};
 
 pub static PROCESSORS: Registry<Arc<dyn ProcessorConfig>> = Registry {
     kind: "processor",
     factories: &[
+        factory!("attributes", AttributesConfig => dyn ProcessorConfig),
         factory!("batch", BatchConfig => dyn ProcessorConfig),
         factory!("resource", ResourceConfig => dyn ProcessorConfig),
     ],

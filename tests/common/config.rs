@@ -19,6 +19,9 @@ pub struct SluiceConfig {
     pub max_recv_msg_size_mib: Option<u32>,
     /// Whether the traces pipeline runs the `batch` processor.
     pub batch_traces: bool,
+    /// Extra processors, one `name: { … }` line each, run by the traces pipeline before
+    /// `batch`.
+    pub trace_processors: Vec<String>,
     pub fsync: String,
     pub shutdown_timeout: String,
     /// Extra `key: value` lines under `buffers.disk`.
@@ -67,6 +70,7 @@ impl SluiceConfig {
             default_tenant: Some("default".to_string()),
             max_recv_msg_size_mib: None,
             batch_traces: true,
+            trace_processors: Vec::new(),
             fsync: "always".to_string(),
             shutdown_timeout: "10s".to_string(),
             disk_extra: Vec::new(),
@@ -159,6 +163,9 @@ impl SluiceConfig {
             w,
             "processors:\n  batch: {{ send_batch_size: 512, timeout: 50ms }}"
         );
+        for line in &self.trace_processors {
+            let _ = writeln!(w, "  {line}");
+        }
         let _ = writeln!(w, "exporters:\n  otlp:");
         let _ = writeln!(w, "    endpoint: http://127.0.0.1:{}", self.backend_port);
         let _ = writeln!(w, "    headers: {{ x-scope-orgid: \"{{tenant}}\" }}");
@@ -171,7 +178,15 @@ impl SluiceConfig {
             let _ = writeln!(w, "  {line}");
         }
         let _ = writeln!(w, "service:\n  pipelines:");
-        let processors = if self.batch_traces { "[batch]" } else { "[]" };
+        let mut names: Vec<&str> = self
+            .trace_processors
+            .iter()
+            .filter_map(|l| l.split(':').next())
+            .collect();
+        if self.batch_traces {
+            names.push("batch");
+        }
+        let processors = format!("[{}]", names.join(", "));
         let receivers = if self.receive { "[otlp]" } else { "[]" };
         let exporters = if self.export {
             self.pipeline_exporters.as_str()

@@ -1,0 +1,369 @@
+//! Attribute actions shared by the `attributes` and `resource` processors, with the
+//! OpenTelemetry Collector's keys and semantics (its `attraction` package): `insert`,
+//! `update`, `upsert`, `delete`, `hash`, `extract` and `convert`, applied in order to one
+//! attribute list.
+//!
+//! One difference, refused with a config error rather than ignored: `from_context` (the
+//! Collector's client metadata) is not available, because processors run on batches whose
+//! request headers are not kept.
+
+use std::fmt::Write as _;
+
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use regex::Regex;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::FieldError;
+
+/// One entry of `actions:`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    /// The attribute to act on (for `delete` and `hash`, `pattern` may be used instead).
+    #[serde(default)]
+    pub key: String,
+    /// `insert`, `update`, `upsert`, `delete`, `hash`, `extract` or `convert` (any case).
+    pub action: String,
+    /// A literal value: string, integer, float or boolean.
+    #[serde(default)]
+    pub value: Option<serde_yaml::Value>,
+    /// Take the value from this attribute of the same list.
+    #[serde(default)]
+    pub from_attribute: Option<String>,
+    /// The Collector's client-metadata source; refused (see the module documentation).
+    #[serde(default)]
+    pub from_context: Option<String>,
+    /// `delete`/`hash`: a regex over keys; `extract`: a regex with named groups over the value.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// `convert`: `int`, `double` or `string`.
+    #[serde(default)]
+    pub converted_type: Option<String>,
+}
+
+/// A validated, compiled action.
+#[derive(Debug, Clone)]
+pub struct Action {
+    key: String,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Insert(Source),
+    Update(Source),
+    Upsert(Source),
+    Delete(Option<Regex>),
+    Hash(Option<Regex>),
+    /// The regex and its group names (every group is named).
+    Extract(Regex, Vec<String>),
+    Convert(Target),
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Value(any_value::Value),
+    Attribute(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Int,
+    Double,
+    Str,
+}
+
+impl ActionConfig {
+    /// Checks the action as the Collector does, naming the field that is wrong (`at` is the
+    /// action's path, e.g. `actions[2]`).
+    pub fn compile(&self, at: &str) -> Result<Action, FieldError> {
+        let fail = |field: &str, message: String| FieldError::new(format!("{at}.{field}"), message);
+        let action = self.action.to_ascii_lowercase();
+        if self.from_context.is_some() {
+            return Err(fail(
+                "from_context",
+                "is not supported: processors run on buffered batches, which do not keep the request's metadata".into(),
+            ));
+        }
+        let needs_key = !matches!(action.as_str(), "delete" | "hash");
+        if self.key.is_empty() && (needs_key || self.pattern.is_none()) {
+            return Err(fail("key", "is required".into()));
+        }
+        let sources =
+            usize::from(self.value.is_some()) + usize::from(self.from_attribute.is_some());
+        let no_pattern = |what: &str| match self.pattern {
+            Some(_) => Err(fail("pattern", format!("is not used by {what}"))),
+            None => Ok(()),
+        };
+        let no_type = |what: &str| match self.converted_type {
+            Some(_) => Err(fail("converted_type", format!("is not used by {what}"))),
+            None => Ok(()),
+        };
+        let kind = match action.as_str() {
+            "insert" | "update" | "upsert" => {
+                no_pattern(&action)?;
+                no_type(&action)?;
+                let source = match (&self.value, &self.from_attribute) {
+                    _ if sources > 1 => {
+                        return Err(fail(
+                            "value",
+                            "set one of value and from_attribute, not both".into(),
+                        ))
+                    }
+                    (Some(v), _) => Source::Value(literal(v).map_err(|m| fail("value", m))?),
+                    (_, Some(a)) => Source::Attribute(a.clone()),
+                    _ => {
+                        return Err(fail(
+                            "value",
+                            format!("{action} needs value or from_attribute"),
+                        ))
+                    }
+                };
+                match action.as_str() {
+                    "insert" => Kind::Insert(source),
+                    "update" => Kind::Update(source),
+                    _ => Kind::Upsert(source),
+                }
+            }
+            "delete" | "hash" => {
+                if sources > 0 {
+                    return Err(fail("value", format!("is not used by {action}")));
+                }
+                no_type(&action)?;
+                let regex = self
+                    .pattern
+                    .as_deref()
+                    .map(|p| Regex::new(p).map_err(|e| fail("pattern", e.to_string())))
+                    .transpose()?;
+                if action == "delete" {
+                    Kind::Delete(regex)
+                } else {
+                    Kind::Hash(regex)
+                }
+            }
+            "extract" => {
+                if sources > 0 {
+                    return Err(fail("value", "is not used by extract".into()));
+                }
+                no_type("extract")?;
+                let Some(pattern) = &self.pattern else {
+                    return Err(fail("pattern", "extract needs a pattern".into()));
+                };
+                let regex = Regex::new(pattern).map_err(|e| fail("pattern", e.to_string()))?;
+                let names: Vec<Option<&str>> = regex.capture_names().skip(1).collect();
+                if names.is_empty() {
+                    return Err(fail("pattern", "has no named group".into()));
+                }
+                let Some(names) = names
+                    .into_iter()
+                    .map(|n| n.map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                else {
+                    return Err(fail("pattern", "every group must be named".into()));
+                };
+                Kind::Extract(regex, names)
+            }
+            "convert" => {
+                if sources > 0 {
+                    return Err(fail("value", "is not used by convert".into()));
+                }
+                no_pattern("convert")?;
+                let target = match self.converted_type.as_deref() {
+                    Some("int") => Target::Int,
+                    Some("double") => Target::Double,
+                    Some("string") => Target::Str,
+                    Some(other) => {
+                        return Err(fail(
+                            "converted_type",
+                            format!("{other:?} is not one of int, double, string"),
+                        ))
+                    }
+                    None => return Err(fail("converted_type", "is required by convert".into())),
+                };
+                Kind::Convert(target)
+            }
+            other => {
+                return Err(fail(
+                    "action",
+                    format!("unknown action {other:?}; known: insert, update, upsert, delete, hash, extract, convert"),
+                ))
+            }
+        };
+        Ok(Action {
+            key: self.key.clone(),
+            kind,
+        })
+    }
+}
+
+/// A YAML scalar as an attribute value.
+fn literal(v: &serde_yaml::Value) -> Result<any_value::Value, String> {
+    match v {
+        serde_yaml::Value::String(s) => Ok(any_value::Value::StringValue(s.clone())),
+        serde_yaml::Value::Bool(b) => Ok(any_value::Value::BoolValue(*b)),
+        serde_yaml::Value::Number(n) => match n.as_i64() {
+            Some(i) => Ok(any_value::Value::IntValue(i)),
+            None => n
+                .as_f64()
+                .map(any_value::Value::DoubleValue)
+                .ok_or_else(|| format!("{n} is not a usable number")),
+        },
+        other => Err(format!(
+            "must be a string, number or boolean, not {other:?}"
+        )),
+    }
+}
+
+fn position(attrs: &[KeyValue], key: &str) -> Option<usize> {
+    attrs.iter().position(|kv| kv.key == key)
+}
+
+fn value_of(attrs: &[KeyValue], key: &str) -> Option<any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.clone())
+}
+
+fn set(attrs: &mut Vec<KeyValue>, key: &str, value: any_value::Value) {
+    let value = Some(AnyValue { value: Some(value) });
+    match position(attrs, key) {
+        Some(i) => attrs[i].value = value,
+        None => attrs.push(KeyValue {
+            key: key.to_string(),
+            value,
+            ..Default::default()
+        }),
+    }
+}
+
+impl Action {
+    fn source(source: &Source, attrs: &[KeyValue]) -> Option<any_value::Value> {
+        match source {
+            Source::Value(v) => Some(v.clone()),
+            Source::Attribute(key) => value_of(attrs, key),
+        }
+    }
+
+    /// Applies the action to one attribute list.
+    pub fn apply(&self, attrs: &mut Vec<KeyValue>) {
+        let key = self.key.as_str();
+        match &self.kind {
+            Kind::Insert(source) => {
+                if position(attrs, key).is_none() {
+                    if let Some(v) = Action::source(source, attrs) {
+                        set(attrs, key, v);
+                    }
+                }
+            }
+            Kind::Update(source) => {
+                if position(attrs, key).is_some() {
+                    if let Some(v) = Action::source(source, attrs) {
+                        set(attrs, key, v);
+                    }
+                }
+            }
+            Kind::Upsert(source) => {
+                if let Some(v) = Action::source(source, attrs) {
+                    set(attrs, key, v);
+                }
+            }
+            Kind::Delete(pattern) => attrs.retain(|kv| {
+                kv.key != key && !pattern.as_ref().is_some_and(|p| p.is_match(&kv.key))
+            }),
+            Kind::Hash(pattern) => {
+                for kv in attrs.iter_mut() {
+                    if kv.key == key || pattern.as_ref().is_some_and(|p| p.is_match(&kv.key)) {
+                        if let Some(v) = kv.value.as_mut().and_then(|v| v.value.as_mut()) {
+                            *v = any_value::Value::StringValue(hash(v));
+                        }
+                    }
+                }
+            }
+            Kind::Extract(regex, names) => {
+                let Some(any_value::Value::StringValue(s)) = value_of(attrs, key) else {
+                    return;
+                };
+                let Some(caps) = regex.captures(&s) else {
+                    return;
+                };
+                for (i, name) in names.iter().enumerate() {
+                    let found = caps.get(i + 1).map_or("", |m| m.as_str());
+                    set(
+                        attrs,
+                        name,
+                        any_value::Value::StringValue(found.to_string()),
+                    );
+                }
+            }
+            Kind::Convert(target) => {
+                if let Some(v) = attrs
+                    .iter_mut()
+                    .find(|kv| kv.key == key)
+                    .and_then(|kv| kv.value.as_mut())
+                    .and_then(|v| v.value.as_mut())
+                {
+                    if let Some(converted) = convert(v, *target) {
+                        *v = converted;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SHA-256 of the value's bytes, as lowercase hex: a string's UTF-8, a boolean as one byte,
+/// an integer or a double as 8 little-endian bytes (the Collector's encoding). Other types
+/// hash to the empty string, as in the Collector.
+fn hash(v: &any_value::Value) -> String {
+    let bytes: Vec<u8> = match v {
+        any_value::Value::StringValue(s) => s.as_bytes().to_vec(),
+        any_value::Value::BoolValue(b) => vec![u8::from(*b)],
+        any_value::Value::IntValue(i) => i.to_le_bytes().to_vec(),
+        any_value::Value::DoubleValue(d) => d.to_bits().to_le_bytes().to_vec(),
+        _ => Vec::new(),
+    };
+    if bytes.is_empty() {
+        return String::new();
+    }
+    let digest = Sha256::digest(&bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The Collector's conversions; `None` leaves the value as it is.
+fn convert(v: &any_value::Value, target: Target) -> Option<any_value::Value> {
+    use any_value::Value as V;
+    match (target, v) {
+        (Target::Int, V::DoubleValue(d)) => Some(V::IntValue(*d as i64)),
+        (Target::Int, V::BoolValue(b)) => Some(V::IntValue(i64::from(*b))),
+        (Target::Int, V::StringValue(s)) => s.parse().ok().map(V::IntValue),
+        (Target::Double, V::IntValue(i)) => Some(V::DoubleValue(*i as f64)),
+        (Target::Double, V::BoolValue(b)) => Some(V::DoubleValue(f64::from(u8::from(*b)))),
+        (Target::Double, V::StringValue(s)) => s.parse().ok().map(V::DoubleValue),
+        (Target::Str, V::IntValue(i)) => Some(V::StringValue(i.to_string())),
+        (Target::Str, V::DoubleValue(d)) => Some(V::StringValue(d.to_string())),
+        (Target::Str, V::BoolValue(b)) => Some(V::StringValue(b.to_string())),
+        _ => None,
+    }
+}
+
+/// Compiles a list of actions (`actions[i]` paths).
+pub fn compile_all(actions: &[ActionConfig]) -> Result<Vec<Action>, FieldError> {
+    if actions.is_empty() {
+        return Err(FieldError::new("actions", "list at least one action"));
+    }
+    actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| a.compile(&format!("actions[{i}]")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

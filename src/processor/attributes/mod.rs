@@ -1,0 +1,193 @@
+//! The `attributes` processor: the OpenTelemetry Collector's attribute actions on span, log
+//! record and metric data point attributes (see [`super::attraction`]), for the items that
+//! `include` / `exclude` select.
+//!
+//! It has to look inside the items, so it decodes the request; when no attribute changed,
+//! the batch keeps its received bytes.
+
+mod config;
+mod matcher;
+
+pub use config::{AttributeMatch, AttributesConfig, MatchConfig, MatchType};
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use prost::Message;
+
+use super::attraction::{compile_all, Action};
+use super::{ProcessError, Processed, Processing, Processor, ProcessorConfig};
+use crate::batch::Batch;
+use crate::signal::Signal;
+use matcher::{Item, Matcher};
+
+#[derive(Debug)]
+pub struct AttributesProcessor {
+    actions: Vec<Action>,
+    include: Option<Matcher>,
+    exclude: Option<Matcher>,
+}
+
+impl ProcessorConfig for AttributesConfig {
+    fn build(&self) -> Processing {
+        // `validate` already compiled all of it: a config that reaches here compiles.
+        let matcher = |m: &Option<MatchConfig>| m.as_ref().and_then(|m| Matcher::new(m).ok());
+        Processing::Transform(Arc::new(AttributesProcessor {
+            actions: compile_all(&self.actions).unwrap_or_default(),
+            include: matcher(&self.include),
+            exclude: matcher(&self.exclude),
+        }))
+    }
+}
+
+impl AttributesProcessor {
+    /// Applies the actions to `attrs` when the item (whose attributes before any change
+    /// are `item.attributes`) is selected; whether anything changed.
+    fn apply(&self, item: &Item<'_>, attrs: &mut Vec<KeyValue>) -> bool {
+        if self.include.as_ref().is_some_and(|m| !m.matches(item))
+            || self.exclude.as_ref().is_some_and(|m| m.matches(item))
+        {
+            return false;
+        }
+        for action in &self.actions {
+            action.apply(attrs);
+        }
+        attrs.as_slice() != item.attributes
+    }
+
+    fn traces(&self, request: &mut ExportTraceServiceRequest) -> bool {
+        let mut changed = false;
+        for rs in &mut request.resource_spans {
+            let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+            for ss in &mut rs.scope_spans {
+                for span in &mut ss.spans {
+                    let current = span.attributes.clone();
+                    let item = Item {
+                        resource,
+                        span_name: Some(&span.name),
+                        metric_name: None,
+                        attributes: &current,
+                    };
+                    changed |= self.apply(&item, &mut span.attributes);
+                }
+            }
+        }
+        changed
+    }
+
+    fn logs(&self, request: &mut ExportLogsServiceRequest) -> bool {
+        let mut changed = false;
+        for rl in &mut request.resource_logs {
+            let resource = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+            for sl in &mut rl.scope_logs {
+                for record in &mut sl.log_records {
+                    let current = record.attributes.clone();
+                    let item = Item {
+                        resource,
+                        span_name: None,
+                        metric_name: None,
+                        attributes: &current,
+                    };
+                    changed |= self.apply(&item, &mut record.attributes);
+                }
+            }
+        }
+        changed
+    }
+
+    fn metrics(&self, request: &mut ExportMetricsServiceRequest) -> bool {
+        let mut changed = false;
+        for rm in &mut request.resource_metrics {
+            let resource = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+            for sm in &mut rm.scope_metrics {
+                for metric in &mut sm.metrics {
+                    let name = metric.name.clone();
+                    for attrs in data_point_attributes(metric.data.as_mut()) {
+                        let current = attrs.clone();
+                        let item = Item {
+                            resource,
+                            span_name: None,
+                            metric_name: Some(&name),
+                            attributes: &current,
+                        };
+                        changed |= self.apply(&item, attrs);
+                    }
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// The attribute list of every data point of a metric, whatever its type.
+fn data_point_attributes(data: Option<&mut Data>) -> Vec<&mut Vec<KeyValue>> {
+    match data {
+        Some(Data::Gauge(g)) => g
+            .data_points
+            .iter_mut()
+            .map(|p| &mut p.attributes)
+            .collect(),
+        Some(Data::Sum(s)) => s
+            .data_points
+            .iter_mut()
+            .map(|p| &mut p.attributes)
+            .collect(),
+        Some(Data::Histogram(h)) => h
+            .data_points
+            .iter_mut()
+            .map(|p| &mut p.attributes)
+            .collect(),
+        Some(Data::ExponentialHistogram(h)) => h
+            .data_points
+            .iter_mut()
+            .map(|p| &mut p.attributes)
+            .collect(),
+        Some(Data::Summary(s)) => s
+            .data_points
+            .iter_mut()
+            .map(|p| &mut p.attributes)
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+fn malformed(signal: Signal, source: prost::DecodeError) -> ProcessError {
+    ProcessError::Decode { signal, source }
+}
+
+impl Processor for AttributesProcessor {
+    fn process(&self, mut batch: Batch) -> Result<Processed, ProcessError> {
+        let signal = batch.signal;
+        let bytes = &batch.payload[..];
+        let encoded = match signal {
+            Signal::Traces => {
+                let mut r =
+                    ExportTraceServiceRequest::decode(bytes).map_err(|e| malformed(signal, e))?;
+                self.traces(&mut r).then(|| r.encode_to_vec())
+            }
+            Signal::Logs => {
+                let mut r =
+                    ExportLogsServiceRequest::decode(bytes).map_err(|e| malformed(signal, e))?;
+                self.logs(&mut r).then(|| r.encode_to_vec())
+            }
+            Signal::Metrics => {
+                let mut r =
+                    ExportMetricsServiceRequest::decode(bytes).map_err(|e| malformed(signal, e))?;
+                self.metrics(&mut r).then(|| r.encode_to_vec())
+            }
+        };
+        // Unchanged data keeps its received bytes (docs/contracts.md, "Processors").
+        if let Some(encoded) = encoded {
+            batch.payload = Bytes::from(encoded);
+        }
+        Ok(Processed::keep(batch))
+    }
+}
+
+#[cfg(test)]
+mod tests;
