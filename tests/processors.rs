@@ -65,3 +65,49 @@ async fn an_attributes_block_hashes_pii_and_tags_the_selected_service_on_disk() 
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filter_drops_health_check_spans_counts_them_and_answers_success() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let mut config = SluiceConfig::new(dir.path(), backend.port());
+    config.trace_processors = vec![
+        r#"filter/health: { error_mode: ignore, traces: { span: ['attributes["http.route"] == "/healthz"'] } }"#.into(),
+    ];
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let tracers = sdk_tracer_provider(&sluice.otlp_endpoint(), "acme", "api");
+    let tracer = tracers.tracer("sluice-processors");
+    for i in 0..10 {
+        let route = if i % 2 == 0 { "/healthz" } else { "/orders" };
+        let mut span = tracer.start(format!("GET {route} {i}"));
+        span.set_attribute(KeyValue::new("http.route", route));
+        span.end();
+    }
+    // The SDK's export succeeds: dropping by policy is not an error to the client.
+    let shut = blocking(move || tracers.shutdown()).await;
+    assert!(shut.is_ok(), "{shut:?}");
+
+    backend.wait_spans("acme", 5, WAIT).await;
+    assert!(backend
+        .spans("acme")
+        .iter()
+        .all(|s| s.name.starts_with("GET /orders")));
+    let dropped = sluice
+        .metric(
+            "sluice_processor_dropped_items_total",
+            &[
+                ("processor", "filter/health"),
+                ("reason", "filter"),
+                ("tenant", "acme"),
+            ],
+        )
+        .await;
+    assert_eq!(dropped, 5.0);
+    let accepted = sluice
+        .metric(
+            "sluice_receiver_accepted_items_total",
+            &[("tenant", "acme")],
+        )
+        .await;
+    assert_eq!(accepted, 10.0, "every span sent was accepted");
+}

@@ -15,6 +15,7 @@
 pub mod attraction;
 pub mod attributes;
 pub mod batch;
+pub mod filter;
 mod registry;
 pub mod resource;
 

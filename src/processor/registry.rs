@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::attributes::AttributesConfig;
+use super::filter::FilterConfig;
 use super::{batch::BatchConfig, resource::ResourceConfig, ProcessorConfig};
 use crate::config::{factory, Registry};
 
@@ -11,6 +12,7 @@ pub static PROCESSORS: Registry<Arc<dyn ProcessorConfig>> = Registry {
     factories: &[
         factory!("attributes", AttributesConfig => dyn ProcessorConfig),
         factory!("batch", BatchConfig => dyn ProcessorConfig),
+        factory!("filter", FilterConfig => dyn ProcessorConfig),
         factory!("resource", ResourceConfig => dyn ProcessorConfig),
     ],
 };

@@ -1,0 +1,219 @@
+//! The `filter` processor: drops spans, span events, metrics, data points and log records for
+//! which any condition of their kind is true, with the OpenTelemetry Collector's keys and
+//! condition syntax for the common cases ([`condition`]).
+//!
+//! Dropped items are counted by the processor chain (`reason="filter"`) and are never an
+//! error to the client. Scopes and resources left empty are removed, as in the Collector. A
+//! batch from which nothing is dropped keeps its received bytes.
+
+pub mod condition;
+mod config;
+mod subjects;
+
+pub use config::{ErrorMode, FilterConfig, LogConditions, MetricConditions, TraceConditions};
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+use super::{ProcessError, Processed, Processing, Processor, ProcessorConfig};
+use crate::batch::Batch;
+use crate::signal::Signal;
+use condition::Condition;
+use config::parse_all;
+use subjects::{
+    data_point_count, retain_data_points, LogSubject, MetricSubject, SpanEventSubject, SpanSubject,
+};
+
+/// The `reason` label of what this processor drops.
+const REASON: &str = "filter";
+
+#[derive(Debug)]
+pub struct FilterProcessor {
+    span: Vec<Condition>,
+    spanevent: Vec<Condition>,
+    metric: Vec<Condition>,
+    datapoint: Vec<Condition>,
+    log_record: Vec<Condition>,
+}
+
+impl ProcessorConfig for FilterConfig {
+    fn build(&self) -> Processing {
+        // `validate` parsed every condition already.
+        let parsed = |path, list: &Vec<String>| parse_all(path, list).unwrap_or_default();
+        let [span, spanevent, metric, datapoint, log_record] =
+            self.lists().map(|(path, list)| parsed(path, list));
+        Processing::Transform(Arc::new(FilterProcessor {
+            span,
+            spanevent,
+            metric,
+            datapoint,
+            log_record,
+        }))
+    }
+}
+
+fn any(conditions: &[Condition], subject: &dyn condition::Subject) -> bool {
+    conditions.iter().any(|c| c.eval(subject))
+}
+
+impl FilterProcessor {
+    /// Returns (items dropped, whether anything changed).
+    fn traces(&self, request: &mut ExportTraceServiceRequest) -> (u32, bool) {
+        let (mut dropped, mut changed) = (0u32, false);
+        for rs in &mut request.resource_spans {
+            let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+            for ss in &mut rs.scope_spans {
+                let scope = ss.scope.as_ref();
+                let before = ss.spans.len();
+                ss.spans.retain(|span| {
+                    !any(
+                        &self.span,
+                        &SpanSubject {
+                            span,
+                            resource,
+                            scope,
+                        },
+                    )
+                });
+                dropped += (before - ss.spans.len()) as u32;
+                if !self.spanevent.is_empty() {
+                    for span in &mut ss.spans {
+                        let events = span.events.len();
+                        span.events.retain(|event| {
+                            !any(
+                                &self.spanevent,
+                                &SpanEventSubject {
+                                    event,
+                                    resource,
+                                    scope,
+                                },
+                            )
+                        });
+                        changed |= span.events.len() != events;
+                    }
+                }
+            }
+            rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+        }
+        request
+            .resource_spans
+            .retain(|rs| !rs.scope_spans.is_empty());
+        (dropped, changed || dropped > 0)
+    }
+
+    fn logs(&self, request: &mut ExportLogsServiceRequest) -> (u32, bool) {
+        let mut dropped = 0u32;
+        for rl in &mut request.resource_logs {
+            let resource = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+            for sl in &mut rl.scope_logs {
+                let scope = sl.scope.as_ref();
+                let before = sl.log_records.len();
+                sl.log_records.retain(|record| {
+                    !any(
+                        &self.log_record,
+                        &LogSubject {
+                            record,
+                            resource,
+                            scope,
+                        },
+                    )
+                });
+                dropped += (before - sl.log_records.len()) as u32;
+            }
+            rl.scope_logs.retain(|sl| !sl.log_records.is_empty());
+        }
+        request.resource_logs.retain(|rl| !rl.scope_logs.is_empty());
+        (dropped, dropped > 0)
+    }
+
+    fn metrics(&self, request: &mut ExportMetricsServiceRequest) -> (u32, bool) {
+        let mut dropped = 0u32;
+        for rm in &mut request.resource_metrics {
+            let resource = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+            for sm in &mut rm.scope_metrics {
+                let scope = sm.scope.as_ref();
+                sm.metrics.retain_mut(|metric| {
+                    let subject = MetricSubject {
+                        metric,
+                        resource,
+                        scope,
+                        point: None,
+                    };
+                    if any(&self.metric, &subject) {
+                        dropped += data_point_count(metric) as u32;
+                        return false;
+                    }
+                    if !self.datapoint.is_empty() {
+                        dropped += retain_data_points(
+                            metric,
+                            |subject| !any(&self.datapoint, subject),
+                            resource,
+                            scope,
+                        ) as u32;
+                        // A metric left without data points goes too.
+                        return data_point_count(metric) > 0;
+                    }
+                    true
+                });
+            }
+            rm.scope_metrics.retain(|sm| !sm.metrics.is_empty());
+        }
+        request
+            .resource_metrics
+            .retain(|rm| !rm.scope_metrics.is_empty());
+        (dropped, dropped > 0)
+    }
+}
+
+impl Processor for FilterProcessor {
+    fn process(&self, mut batch: Batch) -> Result<Processed, ProcessError> {
+        let signal = batch.signal;
+        let bytes = &batch.payload[..];
+        let decode_error = |source| ProcessError::Decode { signal, source };
+        let (dropped, encoded, empty) = match signal {
+            Signal::Traces if !self.span.is_empty() || !self.spanevent.is_empty() => {
+                let mut r = ExportTraceServiceRequest::decode(bytes).map_err(decode_error)?;
+                let (dropped, changed) = self.traces(&mut r);
+                (
+                    dropped,
+                    changed.then(|| r.encode_to_vec()),
+                    r.resource_spans.is_empty(),
+                )
+            }
+            Signal::Logs if !self.log_record.is_empty() => {
+                let mut r = ExportLogsServiceRequest::decode(bytes).map_err(decode_error)?;
+                let (dropped, changed) = self.logs(&mut r);
+                (
+                    dropped,
+                    changed.then(|| r.encode_to_vec()),
+                    r.resource_logs.is_empty(),
+                )
+            }
+            Signal::Metrics if !self.metric.is_empty() || !self.datapoint.is_empty() => {
+                let mut r = ExportMetricsServiceRequest::decode(bytes).map_err(decode_error)?;
+                let (dropped, changed) = self.metrics(&mut r);
+                (
+                    dropped,
+                    changed.then(|| r.encode_to_vec()),
+                    r.resource_metrics.is_empty(),
+                )
+            }
+            // No condition for this signal: nothing to look at.
+            _ => return Ok(Processed::keep(batch)),
+        };
+        if let Some(encoded) = encoded {
+            batch.payload = Bytes::from(encoded);
+        }
+        batch.items = batch.items.saturating_sub(dropped);
+        let kept = (!empty).then_some(batch);
+        Ok(Processed::reduced(kept, dropped, REASON))
+    }
+}
+
+#[cfg(test)]
+mod tests;
