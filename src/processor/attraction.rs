@@ -353,15 +353,15 @@ fn convert(v: &any_value::Value, target: Target) -> Option<any_value::Value> {
     }
 }
 
-/// Compiles a list of actions (`actions[i]` paths).
-pub fn compile_all(actions: &[ActionConfig]) -> Result<Vec<Action>, FieldError> {
+/// Compiles the list of actions under `field` (errors name `field[i]`).
+pub fn compile_all(actions: &[ActionConfig], field: &str) -> Result<Vec<Action>, FieldError> {
     if actions.is_empty() {
-        return Err(FieldError::new("actions", "list at least one action"));
+        return Err(FieldError::new(field, "list at least one action"));
     }
     actions
         .iter()
         .enumerate()
-        .map(|(i, a)| a.compile(&format!("actions[{i}]")))
+        .map(|(i, a)| a.compile(&format!("{field}[{i}]")))
         .collect()
 }
 

@@ -14,7 +14,7 @@ fn kv(key: &str, value: any_value::Value) -> KeyValue {
 
 fn actions(yaml: &str) -> Vec<Action> {
     let configs: Vec<ActionConfig> = serde_yaml::from_str(yaml).unwrap();
-    compile_all(&configs).unwrap()
+    compile_all(&configs, "actions").unwrap()
 }
 
 fn run(yaml: &str, mut attrs: Vec<KeyValue>) -> Vec<(String, any_value::Value)> {
@@ -152,7 +152,7 @@ fn extract_convert_and_delete_by_pattern() {
 fn invalid_actions_name_their_field() {
     let err = |yaml: &str| {
         let configs: Vec<ActionConfig> = serde_yaml::from_str(yaml).unwrap();
-        compile_all(&configs).unwrap_err()
+        compile_all(&configs, "actions").unwrap_err()
     };
     assert_eq!(
         err("- { key: k, action: insert }").field,

@@ -73,7 +73,7 @@ impl MatchConfig {
 
 impl Validate for AttributesConfig {
     fn validate(&self) -> Result<(), FieldError> {
-        compile_all(&self.actions)?;
+        compile_all(&self.actions, "actions")?;
         for (name, m) in [("include", &self.include), ("exclude", &self.exclude)] {
             let Some(m) = m else { continue };
             if m.is_empty() {

@@ -38,7 +38,7 @@ impl ProcessorConfig for AttributesConfig {
         // `validate` already compiled all of it: a config that reaches here compiles.
         let matcher = |m: &Option<MatchConfig>| m.as_ref().and_then(|m| Matcher::new(m).ok());
         Processing::Transform(Arc::new(AttributesProcessor {
-            actions: compile_all(&self.actions).unwrap_or_default(),
+            actions: compile_all(&self.actions, "actions").unwrap_or_default(),
             include: matcher(&self.include),
             exclude: matcher(&self.exclude),
         }))

@@ -47,20 +47,18 @@ fn batch(resources: Vec<Option<Resource>>) -> Batch {
 }
 
 fn processor() -> ResourceProcessor {
-    ResourceProcessor::new(&ResourceConfig {
-        attributes: vec![
-            AttributeAction {
-                key: "k8s.node.name".into(),
-                value: "node-1".into(),
-                action: Action::Insert,
-            },
-            AttributeAction {
-                key: "service.name".into(),
-                value: "from-agent".into(),
-                action: Action::Insert,
-            },
-        ],
-    })
+    let config: ResourceConfig = serde_yaml::from_str(
+        r#"
+attributes:
+  - { key: k8s.node.name, value: node-1, action: insert }
+  - { key: service.name, value: from-agent, action: insert }
+"#,
+    )
+    .unwrap();
+    config.validate().unwrap();
+    ResourceProcessor {
+        actions: compile_all(&config.attributes, "attributes").unwrap(),
+    }
 }
 
 #[test]
@@ -72,7 +70,7 @@ fn inserts_missing_attributes_and_keeps_existing_ones() {
         }),
         None,
     ]);
-    let out = processor().insert_missing(input).unwrap();
+    let out = processor().apply(input).unwrap();
     let decoded = ExportTraceServiceRequest::decode(out.payload).unwrap();
     let attrs = |i: usize| {
         decoded.resource_spans[i]
@@ -100,24 +98,63 @@ fn inserts_missing_attributes_and_keeps_existing_ones() {
 }
 
 #[test]
-fn leaves_the_bytes_alone_when_nothing_is_missing() {
+fn leaves_the_bytes_alone_when_nothing_changes() {
     let input = batch(vec![Some(Resource {
         attributes: vec![kv("service.name", "a"), kv("k8s.node.name", "n")],
         ..Default::default()
     })]);
     let before = input.payload.clone();
-    assert_eq!(processor().insert_missing(input).unwrap().payload, before);
+    let out = processor().apply(input).unwrap();
+    assert_eq!(out.payload.as_ptr(), before.as_ptr());
 }
 
 #[test]
-fn config_needs_unique_non_empty_keys() {
-    let mut config = ResourceConfig { attributes: vec![] };
-    assert!(config.validate().is_err());
-    let a = AttributeAction {
-        key: "k".into(),
-        value: "v".into(),
-        action: Action::Insert,
+fn every_action_applies_to_resource_attributes() {
+    let config: ResourceConfig = serde_yaml::from_str(
+        r#"
+attributes:
+  - { key: cloud.account.id, action: hash }
+  - { key: host.ip, action: delete }
+  - { key: deployment.environment, value: prod, action: upsert }
+"#,
+    )
+    .unwrap();
+    let p = ResourceProcessor {
+        actions: compile_all(&config.attributes, "attributes").unwrap(),
     };
-    config.attributes = vec![a.clone(), a];
-    assert!(config.validate().is_err());
+    let out = p
+        .apply(batch(vec![Some(Resource {
+            attributes: vec![
+                kv("cloud.account.id", "hello"),
+                kv("host.ip", "10.0.0.1"),
+                kv("deployment.environment", "dev"),
+            ],
+            ..Default::default()
+        })]))
+        .unwrap();
+    let decoded = ExportTraceServiceRequest::decode(out.payload).unwrap();
+    assert_eq!(
+        decoded.resource_spans[0]
+            .resource
+            .clone()
+            .unwrap()
+            .attributes,
+        vec![
+            kv(
+                "cloud.account.id",
+                "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+            ),
+            kv("deployment.environment", "prod"),
+        ]
+    );
+    assert_eq!(decoded.resource_spans[0].scope_spans[0].spans[0].name, "s");
+}
+
+#[test]
+fn config_needs_at_least_one_valid_action() {
+    let config: ResourceConfig = serde_yaml::from_str("attributes: []").unwrap();
+    assert_eq!(config.validate().unwrap_err().field, "attributes");
+    let config: ResourceConfig =
+        serde_yaml::from_str("attributes: [ { key: k, action: insert } ]").unwrap();
+    assert_eq!(config.validate().unwrap_err().field, "attributes[0].value");
 }
