@@ -116,6 +116,9 @@ impl TenantShares {
     /// The usage record of a tenant, created on first use.
     pub fn usage(&self, tenant: &TenantId) -> Arc<TenantUsage> {
         let mut state = self.state();
+        if let Some(usage) = state.tenants.get(tenant) {
+            return Arc::clone(usage);
+        }
         state
             .tenants
             .entry(tenant.clone())
