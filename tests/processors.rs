@@ -111,3 +111,53 @@ async fn a_filter_drops_health_check_spans_counts_them_and_answers_success() {
         .await;
     assert_eq!(accepted, 10.0, "every span sent was accepted");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_its_memory_limit_sluice_refuses_with_unavailable_and_retry_info() {
+    use common::otlp::{channel, expect_code, export_traces, named_spans, trace_request};
+    use tonic_types::StatusExt;
+
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let mut config = SluiceConfig::new(dir.path(), backend.port()).with_http(&[]);
+    // A soft limit of 1 MiB: any running process is over it.
+    config.trace_processors =
+        vec!["memory_limiter: { check_interval: 1s, limit_mib: 2, spike_limit_mib: 1 }".into()];
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let client = channel(&sluice.otlp_endpoint()).await;
+
+    let status = export_traces(
+        &client,
+        Some("acme"),
+        trace_request("svc", None, named_spans("flood", 0, 10)),
+    )
+    .await
+    .expect_err("refused while over the limit");
+    let message = expect_code("over the memory limit", &status, tonic::Code::Unavailable);
+    assert!(message.contains("soft limit"), "{message}");
+    assert!(
+        status
+            .get_details_retry_info()
+            .and_then(|r| r.retry_delay)
+            .is_some_and(|d| d >= Duration::from_secs(1)),
+        "RetryInfo: {status:?}"
+    );
+    let reply = common::http_client::post(
+        sluice.http_addr.expect("http"),
+        "/v1/traces",
+        "application/x-protobuf",
+        Some("acme"),
+        prost::Message::encode_to_vec(&trace_request("svc", None, named_spans("h", 0, 3))),
+    )
+    .await;
+    reply.expect("over the memory limit over HTTP", 503);
+    assert!(reply.header("retry-after").is_some());
+    let refused = sluice
+        .metric(
+            "sluice_receiver_refused_items_total",
+            &[("tenant", "acme"), ("reason", "memory_limited")],
+        )
+        .await;
+    assert_eq!(refused, 13.0);
+    assert_eq!(backend.span_count("acme"), 0, "nothing was accepted");
+}

@@ -11,6 +11,7 @@ use http::HeaderMap;
 use crate::batch::{now_ms, Batch};
 use crate::buffer::{Buffer, BufferError};
 use crate::otlp::walk;
+use crate::processor::memory_limiter::{MemoryLimited, MemoryLimiter};
 use crate::processor::{Chain, ProcessError};
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
@@ -30,6 +31,8 @@ pub enum IngestError {
     Limited(#[from] LimitExceeded),
     #[error("no pipeline takes {0} from this receiver")]
     NoPipeline(Signal),
+    #[error(transparent)]
+    MemoryLimited(#[from] MemoryLimited),
     #[error("buffer is full; retry after {retry_after:?}")]
     BufferFull { retry_after: Duration },
     /// The tenant holds its share of the buffer; other tenants are still accepted.
@@ -56,6 +59,7 @@ impl IngestError {
             IngestError::Limited(e) => e.reason(),
             IngestError::Process(_) => "malformed",
             IngestError::NoPipeline(_) => "no_pipeline",
+            IngestError::MemoryLimited(_) => "memory_limited",
             IngestError::BufferFull { .. } => "buffer_full",
             IngestError::TenantBufferFull { .. } => "tenant_buffer_full",
             IngestError::Buffer(BufferError::RecordTooLarge { .. }) => "too_large",
@@ -102,6 +106,8 @@ pub struct Route {
     pub buffer: Arc<dyn Buffer>,
     /// Data-changing processors of the pipeline, applied to each tenant's part.
     pub processors: Chain,
+    /// Checks that may refuse a request before anything is stored (`memory_limiter`).
+    pub guards: Vec<Arc<MemoryLimiter>>,
 }
 
 /// Shared by all connections of one receiver.
@@ -188,6 +194,19 @@ impl Ingest {
                 traceparent: traceparent.clone(),
             })
             .collect();
+
+        // Short of memory: refuse before anything is stored, counting each tenant's items.
+        if let Err(limited) = route.guards.iter().try_for_each(|g| g.check()) {
+            let e = IngestError::from(limited);
+            for b in &batches {
+                usage()
+                    .tenant(&b.tenant, signal)
+                    .refused(e.reason(), u64::from(b.items));
+                metrics::counter!("sluice_receiver_refused_items_total", "transport" => transport, "signal" => signal.as_str(), "tenant" => tenant_label(&b.tenant), "reason" => e.reason())
+                    .increment(u64::from(b.items));
+            }
+            return Err(e);
+        }
 
         // Tenants' parts are appended concurrently; the client hears success only if all of
         // them are durable. A part that did land is not rolled back: the client's retry then

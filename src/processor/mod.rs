@@ -16,6 +16,7 @@ pub mod attraction;
 pub mod attributes;
 pub mod batch;
 pub mod filter;
+pub mod memory_limiter;
 mod registry;
 pub mod resource;
 
@@ -42,6 +43,8 @@ pub enum Processing {
     ReadPolicy(ReadLimits),
     /// Runs on each batch.
     Transform(Arc<dyn Processor>),
+    /// Refuses new requests at ingest while memory is short (`memory_limiter`).
+    Guard(Arc<memory_limiter::MemoryLimiter>),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::attributes::AttributesConfig;
 use super::filter::FilterConfig;
+use super::memory_limiter::MemoryLimiterConfig;
 use super::{batch::BatchConfig, resource::ResourceConfig, ProcessorConfig};
 use crate::config::{factory, Registry};
 
@@ -13,6 +14,7 @@ pub static PROCESSORS: Registry<Arc<dyn ProcessorConfig>> = Registry {
         factory!("attributes", AttributesConfig => dyn ProcessorConfig),
         factory!("batch", BatchConfig => dyn ProcessorConfig),
         factory!("filter", FilterConfig => dyn ProcessorConfig),
+        factory!("memory_limiter", MemoryLimiterConfig => dyn ProcessorConfig),
         factory!("resource", ResourceConfig => dyn ProcessorConfig),
     ],
 };

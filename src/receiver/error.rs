@@ -13,6 +13,7 @@ use super::otlp::http::JsonError;
 use crate::buffer::BufferError;
 use crate::error::error_chain;
 use crate::pipeline::ingest::IngestError;
+use crate::processor::memory_limiter::MemoryLimited;
 use crate::tenant::limits::LimitExceeded;
 use crate::tenant::ResolveError;
 
@@ -75,6 +76,9 @@ impl ReceiveError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ReceiveError::Ingest(IngestError::BufferFull { retry_after })
+            | ReceiveError::Ingest(IngestError::MemoryLimited(MemoryLimited {
+                retry_after, ..
+            }))
             | ReceiveError::Ingest(IngestError::TenantBufferFull { retry_after, .. })
             | ReceiveError::Ingest(IngestError::Buffer(BufferError::Unavailable {
                 retry_after,
@@ -138,7 +142,8 @@ impl ReceiveError {
             }))
             | ReceiveError::Ingest(IngestError::Process(_)) => Code::InvalidArgument,
             // Retryable: answered above with RetryInfo.
-            ReceiveError::Ingest(IngestError::BufferFull { .. })
+            ReceiveError::Ingest(IngestError::MemoryLimited(_))
+            | ReceiveError::Ingest(IngestError::BufferFull { .. })
             | ReceiveError::Ingest(IngestError::Buffer(_)) => Code::Unavailable,
         };
         tonic::Status::new(code, message)
@@ -184,7 +189,8 @@ impl ReceiveError {
                 ..
             }))
             | ReceiveError::Ingest(IngestError::Process(_)) => StatusCode::BAD_REQUEST,
-            ReceiveError::Ingest(IngestError::BufferFull { .. })
+            ReceiveError::Ingest(IngestError::MemoryLimited(_))
+            | ReceiveError::Ingest(IngestError::BufferFull { .. })
             | ReceiveError::Ingest(IngestError::Buffer(_)) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -32,6 +32,7 @@ use crate::error::error_chain;
 use crate::exporter::{BuildError, ExporterHandle};
 use crate::pipeline::export::{spawn_dispatcher, ExportPlan};
 use crate::pipeline::ingest::{Ingest, Route};
+use crate::processor::memory_limiter::MemoryLimiter;
 use crate::processor::{Chain, Processing};
 use crate::receiver::{ServerTask, StartError as ReceiverStartError};
 use crate::signal::Signal;
@@ -94,10 +95,15 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
         buffers.insert(id.clone(), buffer);
     }
 
+    let stages: BTreeMap<ComponentId, Stages> = config
+        .pipelines
+        .iter()
+        .map(|p| (p.id.clone(), stages(config, p)))
+        .collect();
     let exporters_stop = CancellationToken::new();
     let workers = TaskTracker::new();
     for pipeline in config.pipelines.iter().filter(|p| !p.exporters.is_empty()) {
-        let plan = Arc::new(export_plan(config, pipeline)?);
+        let plan = Arc::new(export_plan(config, pipeline, &stages[&pipeline.id])?);
         let Some(streams) = buffers
             .get(&pipeline.buffer)
             .and_then(|b| b.take_streams(pipeline.signal))
@@ -120,7 +126,8 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
                     pipeline.signal,
                     Route {
                         buffer: buffer.clone(),
-                        processors: stages(config, pipeline).1,
+                        processors: stages[&pipeline.id].chain.clone(),
+                        guards: stages[&pipeline.id].guards.clone(),
                     },
                 );
             }
@@ -153,7 +160,11 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
     })
 }
 
-fn export_plan(config: &Config, pipeline: &PipelineConfig) -> Result<ExportPlan, StartError> {
+fn export_plan(
+    config: &Config,
+    pipeline: &PipelineConfig,
+    stages: &Stages,
+) -> Result<ExportPlan, StartError> {
     let mut exporters: Vec<ExporterHandle> = Vec::new();
     for id in &pipeline.exporters {
         let Some(cfg) = config.exporters.get(id) else {
@@ -167,14 +178,13 @@ fn export_plan(config: &Config, pipeline: &PipelineConfig) -> Result<ExportPlan,
             })?;
         exporters.push(handle);
     }
-    let (limits, processors) = stages(config, pipeline);
     Ok(ExportPlan {
         pipeline: pipeline.id.to_string(),
         exporters,
-        limits,
+        limits: stages.limits.clone(),
         // Data-changing processors run once: at ingest when this pipeline has receivers.
         processors: if pipeline.receivers.is_empty() {
-            processors
+            stages.chain.clone()
         } else {
             Chain::default()
         },
@@ -184,19 +194,36 @@ fn export_plan(config: &Config, pipeline: &PipelineConfig) -> Result<ExportPlan,
 
 /// A pipeline's processors by role: the export workers' read policy (the last `batch`
 /// listed; one record per delivery without one) and the chain of data-changing processors.
-fn stages(config: &Config, pipeline: &PipelineConfig) -> (ReadLimits, Chain) {
-    let mut limits = ReadLimits::single_record();
+/// A pipeline's processors by role, built once per pipeline.
+struct Stages {
+    /// The export workers' read policy: the last `batch` listed; one record per delivery
+    /// without one.
+    limits: ReadLimits,
+    /// The data-changing processors, in order.
+    chain: Chain,
+    /// Checks that refuse new requests at ingest (`memory_limiter`).
+    guards: Vec<Arc<MemoryLimiter>>,
+}
+
+fn stages(config: &Config, pipeline: &PipelineConfig) -> Stages {
+    let mut stages = Stages {
+        limits: ReadLimits::single_record(),
+        chain: Chain::default(),
+        guards: Vec::new(),
+    };
     let mut chain = Vec::new();
     for id in &pipeline.processors {
         let Some(processor) = config.processors.get(id) else {
             continue;
         };
         match processor.build() {
-            Processing::ReadPolicy(read) => limits = read,
+            Processing::ReadPolicy(read) => stages.limits = read,
             Processing::Transform(p) => chain.push((id.to_string(), p)),
+            Processing::Guard(g) => stages.guards.push(g),
         }
     }
-    (limits, Chain::new(chain))
+    stages.chain = Chain::new(chain);
+    stages
 }
 
 impl Running {

@@ -153,4 +153,9 @@ fn describe() {
         Unit::Count,
         "New tenant+signal logs that could not be opened for lack of file descriptors (the tenant was refused, retryably)."
     );
+    describe_gauge!(
+        "sluice_memory_limiter_used_bytes",
+        Unit::Bytes,
+        "Resident memory as the memory_limiter processor last sampled it."
+    );
 }

@@ -43,7 +43,7 @@ fn processor(yaml: &str) -> Arc<dyn Processor> {
     config.validate().unwrap();
     match config.build() {
         Processing::Transform(p) => p,
-        Processing::ReadPolicy(_) => panic!("attributes is a transform"),
+        _ => panic!("attributes is a transform"),
     }
 }
 

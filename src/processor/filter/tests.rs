@@ -37,7 +37,7 @@ fn filter(yaml: &str) -> Arc<dyn Processor> {
     config.validate().unwrap();
     match config.build() {
         Processing::Transform(p) => p,
-        Processing::ReadPolicy(_) => panic!("filter is a transform"),
+        _ => panic!("filter is a transform"),
     }
 }
 

@@ -172,3 +172,20 @@ fn unset_environment_variables_are_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn a_memory_limiter_needs_a_pipeline_with_receivers() {
+    let text = BASE
+        .replace(
+            "processors:\n  batch: {}",
+            "processors:\n  batch: {}\n  memory_limiter: { check_interval: 1s, limit_mib: 512 }",
+        )
+        .replace(
+            "logs: { receivers: [otlp], exporters: [debug] }",
+            "logs: { processors: [memory_limiter], exporters: [debug] }",
+        );
+    assert_eq!(
+        errors(&text),
+        vec!["service.pipelines.logs.processors[0]: memory_limiter refuses data at ingest, and this pipeline has no receivers"]
+    );
+}

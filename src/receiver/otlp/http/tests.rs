@@ -75,6 +75,7 @@ fn app(yaml: &str) -> App {
         let route = Route {
             buffer: buffer.clone(),
             processors: Default::default(),
+            guards: Vec::new(),
         };
         ingest.set_route(signal, route);
     }
