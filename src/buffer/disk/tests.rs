@@ -2,6 +2,7 @@
 
 mod faults;
 mod flow;
+mod shares;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
