@@ -1,6 +1,7 @@
 //! The Pulsar broker stops in the middle of a load and comes back: clients get `UNAVAILABLE`
-//! (with a retry hint) while it is down, sending resumes once it is up again without
-//! restarting Sluice, and every item acknowledged to a client reaches the backend.
+//! (with a retry hint) while it is down and `/readyz` says so (with the reason) while
+//! `/healthz` stays up, sending resumes once it is up again without restarting Sluice,
+//! `/readyz` is ready again, and every item acknowledged to a client reaches the backend.
 //!
 //! This binary stops and starts the shared test broker (`deploy/pulsar/standalone.sh`), so
 //! it holds a single test; cargo runs test binaries one after another.
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::http::http_get;
 use common::otlp::{channel, export_traces, named_spans, trace_request};
 use common::pulsar;
 use common::{temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
@@ -140,6 +142,27 @@ async fn broker_restart_refuses_then_resumes_and_loses_nothing_acknowledged() {
         |s| s.refused.contains(&Code::Unavailable),
     )
     .await;
+    // Readiness follows the broker (after a short grace); liveness stays about the process.
+    wait_for(
+        "/readyz to say the broker is unreachable",
+        Duration::from_secs(30),
+        || {
+            let addr = sluice.health_addr;
+            async move {
+                match http_get(addr, "/readyz").await {
+                    Ok((503, body)) if body.contains("buffers.pulsar") => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        http_get(sluice.health_addr, "/healthz")
+            .await
+            .map(|(code, _)| code),
+        Ok(200)
+    );
     tokio::task::spawn_blocking(|| pulsar::script("start"))
         .await
         .expect("start the broker");
@@ -149,6 +172,16 @@ async fn broker_restart_refuses_then_resumes_and_loses_nothing_acknowledged() {
         Duration::from_secs(90),
         |s| s.acked_requests >= acked_at_stop + 20,
     )
+    .await;
+    wait_for("/readyz to be ready again", Duration::from_secs(30), || {
+        let addr = sluice.health_addr;
+        async move {
+            match http_get(addr, "/readyz").await {
+                Ok((200, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
     .await;
     stop.store(true, Ordering::Relaxed);
     client.await.expect("client task");

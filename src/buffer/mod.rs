@@ -179,6 +179,57 @@ pub trait Buffer: Send + Sync + 'static {
 
     /// True once the buffer is open and accepting appends.
     fn is_ready(&self) -> bool;
+
+    /// Whether the buffer can take appends now, and why not. Used by `/readyz`.
+    fn health(&self) -> Result<(), String> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err("buffer is closed".into())
+        }
+    }
+}
+
+/// Follows a buffer's appends: failing since when, and why. An append that fails because
+/// the service behind the buffer is down or the disk refuses writes starts the clock; any
+/// append that succeeds stops it. Refusals that are about one request or one tenant (full,
+/// too large) say nothing about the buffer's health.
+#[derive(Debug, Default)]
+pub struct HealthTracker {
+    failing: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+}
+
+impl HealthTracker {
+    pub fn record(&self, outcome: &Result<(), BufferError>) {
+        let mut failing = self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match outcome {
+            Ok(()) => *failing = None,
+            Err(e @ (BufferError::Unavailable { .. } | BufferError::Io { .. })) => {
+                if failing.is_none() {
+                    *failing = Some((std::time::Instant::now(), crate::error::error_chain(e)));
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// `Err` once appends have failed for longer than `grace` without a success since.
+    pub fn check(&self, grace: Duration) -> Result<(), String> {
+        let failing = self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*failing {
+            Some((since, why)) if since.elapsed() >= grace => Err(format!(
+                "appends failing for {}s: {why}",
+                since.elapsed().as_secs()
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One tenant+signal sequence of records, consumed in order by exactly one worker.

@@ -67,6 +67,9 @@ pub enum StartError {
 /// A started pipeline graph.
 pub struct Running {
     readiness: Readiness,
+    /// Stops the task that keeps `readiness` in step with the buffers' health.
+    health_stop: CancellationToken,
+    health_task: tokio::task::JoinHandle<()>,
     receivers_stop: CancellationToken,
     /// (receiver id, transport, server task)
     receivers: Vec<(ComponentId, &'static str, ServerTask)>,
@@ -149,9 +152,20 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
         }
     }
 
-    readiness.set(buffers.values().all(|b| b.is_ready()));
+    // From now on `/readyz` follows the buffers' health.
+    let health_stop = CancellationToken::new();
+    let health_task = tokio::spawn(follow_health(
+        buffers
+            .iter()
+            .map(|(id, b)| (id.clone(), b.clone()))
+            .collect(),
+        readiness.clone(),
+        health_stop.clone(),
+    ));
     Ok(Running {
         readiness,
+        health_stop,
+        health_task,
         receivers_stop,
         receivers,
         exporters_stop,
@@ -194,6 +208,29 @@ fn export_plan(
 
 /// A pipeline's processors by role: the export workers' read policy (the last `batch`
 /// listed; one record per delivery without one) and the chain of data-changing processors.
+/// How often `/readyz` is brought in step with the buffers' health.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps `readiness` in step with every buffer's health until `stop`: ready while all can
+/// take appends, not ready (naming the buffer and why) while one cannot.
+async fn follow_health(
+    buffers: Vec<(ComponentId, Arc<dyn Buffer>)>,
+    readiness: Readiness,
+    stop: CancellationToken,
+) {
+    loop {
+        let state = buffers
+            .iter()
+            .find_map(|(id, b)| b.health().err().map(|why| format!("buffers.{id}: {why}")))
+            .map_or(Ok(()), Err);
+        readiness.set(state);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {}
+        }
+    }
+}
+
 /// A pipeline's processors by role, built once per pipeline.
 struct Stages {
     /// The export workers' read policy: the last `batch` listed; one record per delivery
@@ -231,7 +268,9 @@ impl Running {
     /// abandoned (nothing acknowledged is lost: it is in the buffer).
     pub async fn shutdown(self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        self.readiness.set(false);
+        self.health_stop.cancel();
+        let _ = self.health_task.await;
+        self.readiness.set(Err("shutting down".into()));
 
         self.receivers_stop.cancel();
         for (id, transport, task) in self.receivers {

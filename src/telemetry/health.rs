@@ -1,10 +1,10 @@
-//! Health endpoints: `GET /` and `/healthz` answer while the process is alive; `/readyz`
-//! answers 200 only while the buffers are open and the pipelines are running. Beside them,
+//! Health endpoints: `GET /` and `/healthz` answer while the process is alive (they are about
+//! the process); `/readyz` answers 200 only while the pipelines run and every buffer can take
+//! appends, and 503 with the reason otherwise. Beside them,
 //! `GET /tenants`: every tenant's usage as JSON.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -12,16 +12,34 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-/// Shared readiness flag, set by the pipeline once everything runs and cleared at shutdown.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Shared readiness, set by the service once everything runs, kept up to date with the
+/// buffers' health, and cleared at shutdown. Not ready always comes with a reason.
+#[derive(Clone)]
+pub struct Readiness(Arc<Mutex<Result<(), String>>>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness(Arc::new(Mutex::new(Err("starting".into()))))
+    }
+}
 
 impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+    pub fn set(&self, state: Result<(), String>) {
+        let mut current = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if *current != state {
+            match &state {
+                Ok(()) => tracing::info!("ready"),
+                Err(why) => tracing::warn!(reason = %why, "not ready"),
+            }
+            *current = state;
+        }
     }
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+
+    pub fn get(&self) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -69,10 +87,12 @@ async fn alive() -> &'static str {
     "ok\n"
 }
 
-async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
-    if readiness.get() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+async fn ready(State(readiness): State<Readiness>) -> (StatusCode, String) {
+    match readiness.get() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }

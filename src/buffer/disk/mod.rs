@@ -34,6 +34,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -45,7 +46,7 @@ use self::open::{discover, open_log, OpenedLog};
 use self::stream::DiskStream;
 use self::writer::WriterMsg;
 use super::share::{Refusal, TenantShares, TenantUsage};
-use super::{Buffer, BufferConfig, BufferContext, BufferError, BufferStream};
+use super::{Buffer, BufferConfig, BufferContext, BufferError, BufferStream, HealthTracker};
 use crate::batch::Batch;
 use crate::config::Validate;
 use crate::signal::Signal;
@@ -70,6 +71,7 @@ pub struct DiskBuffer {
     accepting: AtomicBool,
     announce: Mutex<HashMap<Signal, StreamSender>>,
     streams: Mutex<HashMap<Signal, StreamReceiver>>,
+    health: HealthTracker,
 }
 
 /// State shared by the buffer, its writer tasks and its streams.
@@ -138,6 +140,9 @@ impl Drop for Reservation {
     }
 }
 
+/// How long appends may fail before the buffer reports itself unhealthy. A disk that refuses a write refuses the next ones too: not ready at once.
+const HEALTH_GRACE: Duration = Duration::ZERO;
+
 #[async_trait]
 impl BufferConfig for DiskBufferConfig {
     async fn open(&self, context: &BufferContext) -> Result<Arc<dyn Buffer>, BufferError> {
@@ -184,6 +189,7 @@ impl DiskBuffer {
             accepting: AtomicBool::new(true),
             announce: Mutex::new(announce),
             streams: Mutex::new(streams),
+            health: HealthTracker::default(),
         });
         for log in opened {
             buffer.start_log(log);
@@ -310,13 +316,9 @@ impl DiskBuffer {
     }
 }
 
-#[async_trait]
-impl Buffer for DiskBuffer {
-    fn kind(&self) -> &'static str {
-        "disk"
-    }
-
-    async fn append(&self, batch: Batch) -> Result<(), BufferError> {
+impl DiskBuffer {
+    /// The append itself; [`Buffer::append`] records its outcome for [`Buffer::health`].
+    async fn store(&self, batch: Batch) -> Result<(), BufferError> {
         if !self.is_ready() {
             return Err(BufferError::Closed);
         }
@@ -353,6 +355,26 @@ impl Buffer for DiskBuffer {
         tx.send(msg).await.map_err(|_| BufferError::Closed)?;
         // A dropped reply means the writer stopped (closed) before reaching this record.
         done.await.map_err(|_| BufferError::Closed)?
+    }
+}
+
+#[async_trait]
+impl Buffer for DiskBuffer {
+    fn kind(&self) -> &'static str {
+        "disk"
+    }
+
+    async fn append(&self, batch: Batch) -> Result<(), BufferError> {
+        let outcome = self.store(batch).await;
+        self.health.record(&outcome);
+        outcome
+    }
+
+    fn health(&self) -> Result<(), String> {
+        if !self.is_ready() {
+            return Err("buffer is closed".into());
+        }
+        self.health.check(HEALTH_GRACE)
     }
 
     fn take_streams(&self, signal: Signal) -> Option<StreamReceiver> {

@@ -10,7 +10,7 @@ use pulsar::compression::{
 use pulsar::{ConnectionRetryOptions, OperationRetryOptions, Pulsar, TokioExecutor};
 
 use super::config::{CompressionConfig, PulsarBufferConfig};
-use super::{unavailable, within};
+use super::{detached, unavailable};
 use crate::buffer::BufferError;
 
 /// Connects to the broker. Fails with [`BufferError::Unavailable`] when it cannot be reached
@@ -47,7 +47,7 @@ pub(super) async fn connect(
         "cannot connect to the Pulsar broker at {}",
         config.service_url
     );
-    within(config.send_timeout, builder.build())
+    detached(config.send_timeout, builder.build())
         .await
         .map_err(|e| unavailable(&what, e))
 }

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::dead_letter::DeadLetters;
 use super::message::{self, Decoded};
-use super::{unavailable, within, Context, GaugeGuard, SharedError};
+use super::{detached, unavailable, Context, GaugeGuard, SharedError};
 use crate::batch::Batch;
 use crate::buffer::{BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
 use crate::error::error_chain;
@@ -166,7 +166,7 @@ impl PulsarStream {
                 dead_letter_topic: self.dead_letter_topic.clone(),
             })
             .build::<Vec<u8>>();
-        within(self.ctx.config.send_timeout, build).await
+        detached(self.ctx.config.send_timeout, build).await
     }
 
     /// Waits for the next message, a due nack or check, `until`, or the buffer closing.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pulsar::{producer, Producer, ProducerOptions, TokioExecutor};
 
-use super::{within, Context, GaugeGuard, SharedError};
+use super::{detached, within, Context, GaugeGuard, SharedError};
 
 /// The dead-letter producer of one stream, created on first use.
 pub(super) struct DeadLetters {
@@ -50,7 +50,7 @@ impl DeadLetters {
                         ..Default::default()
                     })
                     .build();
-                let producer = within(limit, build).await?;
+                let producer = detached(limit, build).await?;
                 let (producer, _) = self
                     .producer
                     .insert((producer, GaugeGuard::new("sluice_pulsar_producers")));

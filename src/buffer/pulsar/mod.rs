@@ -48,7 +48,7 @@ pub use topic::TopicTemplate;
 use self::discovery::{Discovery, StreamReceiver};
 use self::producer::Producers;
 use self::topic::DeadLetterTemplate;
-use super::{Buffer, BufferConfig, BufferContext, BufferError};
+use super::{Buffer, BufferConfig, BufferContext, BufferError, HealthTracker};
 use crate::batch::Batch;
 use crate::config::Validate;
 use crate::signal::Signal;
@@ -75,7 +75,12 @@ pub struct PulsarBuffer {
     discovery: Arc<Discovery>,
     closed: watch::Sender<bool>,
     accepting: AtomicBool,
+    health: HealthTracker,
 }
+
+/// How long appends may fail before the buffer reports itself unhealthy. A broker briefly unreachable (a reconnect, a leader change) is no reason yet to take the
+/// process out of its load balancer.
+const HEALTH_GRACE: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl BufferConfig for PulsarBufferConfig {
@@ -112,17 +117,14 @@ impl PulsarBuffer {
             ctx,
             closed,
             accepting: AtomicBool::new(true),
+            health: HealthTracker::default(),
         }))
     }
 }
 
-#[async_trait]
-impl Buffer for PulsarBuffer {
-    fn kind(&self) -> &'static str {
-        "pulsar"
-    }
-
-    async fn append(&self, batch: Batch) -> Result<(), BufferError> {
+impl PulsarBuffer {
+    /// The append itself; [`Buffer::append`] records its outcome for [`Buffer::health`].
+    async fn store(&self, batch: Batch) -> Result<(), BufferError> {
         if !self.is_ready() {
             return Err(BufferError::Closed);
         }
@@ -158,6 +160,26 @@ impl Buffer for PulsarBuffer {
                 SharedError::timed_out(config.send_timeout),
             )),
         }
+    }
+}
+
+#[async_trait]
+impl Buffer for PulsarBuffer {
+    fn kind(&self) -> &'static str {
+        "pulsar"
+    }
+
+    async fn append(&self, batch: Batch) -> Result<(), BufferError> {
+        let outcome = self.store(batch).await;
+        self.health.record(&outcome);
+        outcome
+    }
+
+    fn health(&self) -> Result<(), String> {
+        if !self.is_ready() {
+            return Err("buffer is closed".into());
+        }
+        self.health.check(HEALTH_GRACE)
     }
 
     fn take_streams(&self, signal: Signal) -> Option<StreamReceiver> {
@@ -209,6 +231,30 @@ where
     match tokio::time::timeout(limit, operation).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(SharedError::new(e)),
+        Err(_) => Err(SharedError::timed_out(limit)),
+    }
+}
+
+/// Like [`within`], for an operation that may open a connection (creating a client, a
+/// producer or a consumer): it runs on a task of its own and is never dropped halfway. A
+/// connection attempt that pulsar-rs (6.9) sees dropped leaves its broker marked as
+/// "connecting" in the client's connection table, and every later operation on that broker
+/// then waits forever, so a broker outage longer than `send_timeout` was never recovered
+/// from (found by the broker-restart test). Past `limit` the caller gets its error and the
+/// operation finishes in the background; what it then creates is dropped.
+async fn detached<T, E>(
+    limit: Duration,
+    operation: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
+) -> Result<T, SharedError>
+where
+    T: Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let task = tokio::spawn(operation);
+    match tokio::time::timeout(limit, task).await {
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(e))) => Err(SharedError::new(e)),
+        Ok(Err(join)) => Err(SharedError::new(join)),
         Err(_) => Err(SharedError::timed_out(limit)),
     }
 }

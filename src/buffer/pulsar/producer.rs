@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use super::config::{PulsarBufferConfig, SubscriptionType};
 use super::message::{self, Coalescer};
-use super::{unavailable, within, GaugeGuard, SharedError};
+use super::{detached, unavailable, within, GaugeGuard, SharedError};
 use crate::batch::Batch;
 use crate::buffer::BufferError;
 use crate::signal::Signal;
@@ -323,7 +323,7 @@ impl TopicTask {
             .with_topic(&self.topic)
             .with_options(self.options.clone())
             .build();
-        let producer = within(self.config.send_timeout, build).await?;
+        let producer = detached(self.config.send_timeout, build).await?;
         tracing::debug!(topic = %self.topic, "Pulsar producer created");
         self.producer = Some((producer, GaugeGuard::new("sluice_pulsar_producers")));
         Ok(())
@@ -347,7 +347,7 @@ impl TopicTask {
                     .with_initial_position(InitialPosition::Earliest),
             )
             .build::<Vec<u8>>();
-        match within(self.config.send_timeout, build).await {
+        match detached(self.config.send_timeout, build).await {
             Ok(mut consumer) => {
                 if let Err(e) = consumer.close().await {
                     tracing::debug!(topic = %self.topic, error = %e, "closing the subscription probe failed");
