@@ -1,13 +1,16 @@
 //! Processors through the running binary with the OpenTelemetry Rust SDK as the client: an
 //! `attributes` block (the Collector's keys) hashes `user.email` with SHA-256 and tags only
-//! the selected service's spans before the data is buffered, and the backend gets the result.
+//! the selected service's spans before the data is buffered (on disk and in Pulsar), a
+//! `filter` drops health checks, and a `memory_limiter` refuses while memory is short.
+//!
+//! The Pulsar test needs the broker that `make test` starts (SLUICE_PULSAR_URL).
 
 mod common;
 
 use std::time::Duration;
 
 use common::otlp::{blocking, sdk_tracer_provider};
-use common::{temp_dir, Backend, SluiceConfig, SluiceProcess};
+use common::{pulsar, temp_dir, Backend, SluiceConfig, SluiceProcess};
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -27,9 +30,23 @@ fn attr(attributes: &[ProtoKeyValue], key: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attributes_block_hashes_pii_and_tags_the_selected_service_on_disk() {
+    hash_and_tag(None, "acme").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attributes_block_hashes_pii_and_tags_the_selected_service_through_pulsar() {
+    hash_and_tag(Some(&pulsar::service_url()), &pulsar::tenant("attrs")).await;
+}
+
+/// Sends spans of two services for `tenant` through Sluice (buffered in Pulsar at
+/// `pulsar_url`, or on disk) with a hashing and a tagging `attributes` processor.
+async fn hash_and_tag(pulsar_url: Option<&str>, tenant: &str) {
     let dir = temp_dir();
     let backend = Backend::start().await;
     let mut config = SluiceConfig::new(dir.path(), backend.port());
+    if let Some(url) = pulsar_url {
+        config = config.with_pulsar(url, &[]);
+    }
     config.trace_processors = vec![
         "attributes/pii: { actions: [ { key: user.email, action: hash } ] }".into(),
         "attributes/tag: { actions: [ { key: team, value: payments, action: insert } ], include: { match_type: regexp, services: ['^check'] } }".into(),
@@ -38,7 +55,7 @@ async fn an_attributes_block_hashes_pii_and_tags_the_selected_service_on_disk() 
     let endpoint = sluice.otlp_endpoint();
 
     for service in ["checkout", "cart"] {
-        let tracers = sdk_tracer_provider(&endpoint, "acme", service);
+        let tracers = sdk_tracer_provider(&endpoint, tenant, service);
         let tracer = tracers.tracer("sluice-processors");
         for i in 0..5 {
             let mut span = tracer.start(format!("{service}-{i}"));
@@ -49,8 +66,8 @@ async fn an_attributes_block_hashes_pii_and_tags_the_selected_service_on_disk() 
         assert!(shut.is_ok(), "{service}: {shut:?}");
     }
 
-    backend.wait_spans("acme", 10, WAIT).await;
-    for span in backend.spans("acme") {
+    backend.wait_spans(tenant, 10, WAIT).await;
+    for span in backend.spans(tenant) {
         assert_eq!(
             attr(&span.attributes, "user.email"),
             Some(Value::StringValue(ALICE_SHA256.into())),
@@ -68,14 +85,27 @@ async fn an_attributes_block_hashes_pii_and_tags_the_selected_service_on_disk() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_filter_drops_health_check_spans_counts_them_and_answers_success() {
+    drop_health_checks(None, "acme").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filter_drops_health_check_spans_through_pulsar() {
+    drop_health_checks(Some(&pulsar::service_url()), &pulsar::tenant("filter")).await;
+}
+
+/// Sends ten spans for `tenant`, half of them health checks, through a `filter` processor.
+async fn drop_health_checks(pulsar_url: Option<&str>, tenant: &str) {
     let dir = temp_dir();
     let backend = Backend::start().await;
     let mut config = SluiceConfig::new(dir.path(), backend.port());
+    if let Some(url) = pulsar_url {
+        config = config.with_pulsar(url, &[]);
+    }
     config.trace_processors = vec![
         r#"filter/health: { error_mode: ignore, traces: { span: ['attributes["http.route"] == "/healthz"'] } }"#.into(),
     ];
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
-    let tracers = sdk_tracer_provider(&sluice.otlp_endpoint(), "acme", "api");
+    let tracers = sdk_tracer_provider(&sluice.otlp_endpoint(), tenant, "api");
     let tracer = tracers.tracer("sluice-processors");
     for i in 0..10 {
         let route = if i % 2 == 0 { "/healthz" } else { "/orders" };
@@ -87,9 +117,9 @@ async fn a_filter_drops_health_check_spans_counts_them_and_answers_success() {
     let shut = blocking(move || tracers.shutdown()).await;
     assert!(shut.is_ok(), "{shut:?}");
 
-    backend.wait_spans("acme", 5, WAIT).await;
+    backend.wait_spans(tenant, 5, WAIT).await;
     assert!(backend
-        .spans("acme")
+        .spans(tenant)
         .iter()
         .all(|s| s.name.starts_with("GET /orders")));
     let dropped = sluice
@@ -98,7 +128,7 @@ async fn a_filter_drops_health_check_spans_counts_them_and_answers_success() {
             &[
                 ("processor", "filter/health"),
                 ("reason", "filter"),
-                ("tenant", "acme"),
+                ("tenant", tenant),
             ],
         )
         .await;
@@ -106,7 +136,7 @@ async fn a_filter_drops_health_check_spans_counts_them_and_answers_success() {
     let accepted = sluice
         .metric(
             "sluice_receiver_accepted_items_total",
-            &[("tenant", "acme")],
+            &[("tenant", tenant)],
         )
         .await;
     assert_eq!(accepted, 10.0, "every span sent was accepted");
