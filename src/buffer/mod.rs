@@ -200,6 +200,24 @@ pub struct HealthTracker {
 }
 
 impl HealthTracker {
+    /// Runs an append and records its outcome.
+    pub async fn watch(
+        &self,
+        append: impl std::future::Future<Output = Result<(), BufferError>>,
+    ) -> Result<(), BufferError> {
+        let outcome = append.await;
+        self.record(&outcome);
+        outcome
+    }
+
+    /// The health of a buffer that is open (`is_ready`) and whose appends this follows.
+    pub fn health(&self, is_ready: bool, grace: Duration) -> Result<(), String> {
+        if !is_ready {
+            return Err("buffer is closed".into());
+        }
+        self.check(grace)
+    }
+
     pub fn record(&self, outcome: &Result<(), BufferError>) {
         let mut failing = self
             .failing

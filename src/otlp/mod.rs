@@ -1,4 +1,5 @@
 //! OTLP wire handling that never decodes more than it must.
 
+pub mod decoded;
 pub mod walk;
 pub mod wire;

@@ -137,4 +137,6 @@ impl Chain {
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

@@ -365,16 +365,11 @@ impl Buffer for DiskBuffer {
     }
 
     async fn append(&self, batch: Batch) -> Result<(), BufferError> {
-        let outcome = self.store(batch).await;
-        self.health.record(&outcome);
-        outcome
+        self.health.watch(self.store(batch)).await
     }
 
     fn health(&self) -> Result<(), String> {
-        if !self.is_ready() {
-            return Err("buffer is closed".into());
-        }
-        self.health.check(HEALTH_GRACE)
+        self.health.health(self.is_ready(), HEALTH_GRACE)
     }
 
     fn take_streams(&self, signal: Signal) -> Option<StreamReceiver> {

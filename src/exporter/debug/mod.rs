@@ -13,7 +13,6 @@ use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
     trace::v1::ExportTraceServiceRequest,
 };
-use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Metric};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
@@ -22,6 +21,7 @@ use crate::exporter::retry::RetryConfig;
 use crate::exporter::{
     Accepted, BuildError, ExportError, Exporter, ExporterConfig, ExporterHandle,
 };
+use crate::otlp::decoded::data_point_count;
 use crate::signal::Signal;
 
 pub struct DebugExporter {
@@ -90,17 +90,6 @@ fn attribute_count(resource: &Option<Resource>) -> usize {
     resource.as_ref().map_or(0, |r| r.attributes.len())
 }
 
-fn data_points(metric: &Metric) -> usize {
-    match &metric.data {
-        Some(Data::Gauge(g)) => g.data_points.len(),
-        Some(Data::Sum(s)) => s.data_points.len(),
-        Some(Data::Histogram(h)) => h.data_points.len(),
-        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
-        Some(Data::Summary(s)) => s.data_points.len(),
-        None => 0,
-    }
-}
-
 /// `(attribute count, item count)` of each resource in the batch.
 fn resources(batch: &Batch) -> Result<Vec<(usize, usize)>, ExportError> {
     let payload = &batch.payload[..];
@@ -123,7 +112,7 @@ fn resources(batch: &Batch) -> Result<Vec<(usize, usize)>, ExportError> {
                     .scope_metrics
                     .iter()
                     .flat_map(|s| &s.metrics)
-                    .map(data_points)
+                    .map(data_point_count)
                     .sum();
                 (attribute_count(&rm.resource), items)
             })

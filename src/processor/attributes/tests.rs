@@ -1,4 +1,3 @@
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
@@ -8,17 +7,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use super::*;
 use crate::config::{parse_component, Validate};
-use crate::tenant::TenantId;
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
+use crate::processor::test_support::{self, kv};
 
 fn resource(service: &str) -> Option<Resource> {
     Some(Resource {
@@ -28,14 +17,7 @@ fn resource(service: &str) -> Option<Resource> {
 }
 
 fn batch(signal: Signal, payload: Vec<u8>) -> Batch {
-    Batch {
-        tenant: TenantId::parse("t").unwrap(),
-        signal,
-        payload: Bytes::from(payload),
-        items: 1,
-        received_at_ms: 0,
-        traceparent: None,
-    }
+    test_support::batch(signal, payload, 1)
 }
 
 fn processor(yaml: &str) -> Arc<dyn Processor> {

@@ -114,16 +114,7 @@ impl Subject for MetricSubject<'_> {
     }
 }
 
-pub fn data_point_count(metric: &Metric) -> usize {
-    match &metric.data {
-        Some(Data::Gauge(g)) => g.data_points.len(),
-        Some(Data::Sum(s)) => s.data_points.len(),
-        Some(Data::Histogram(h)) => h.data_points.len(),
-        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
-        Some(Data::Summary(s)) => s.data_points.len(),
-        None => 0,
-    }
-}
+pub use crate::otlp::decoded::data_point_count;
 
 /// Keeps the data points for which `keep` is true; returns how many were dropped.
 pub fn retain_data_points(

@@ -1,4 +1,3 @@
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric::Data, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
@@ -9,28 +8,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use super::*;
 use crate::config::{parse_component, Validate};
-use crate::tenant::TenantId;
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn batch(signal: Signal, payload: Vec<u8>, items: u32) -> Batch {
-    Batch {
-        tenant: TenantId::parse("t").unwrap(),
-        signal,
-        payload: Bytes::from(payload),
-        items,
-        received_at_ms: 0,
-        traceparent: None,
-    }
-}
+use crate::processor::test_support::{batch, kv};
 
 fn filter(yaml: &str) -> Arc<dyn Processor> {
     let config: FilterConfig = parse_component(serde_yaml::from_str(yaml).unwrap()).unwrap();
