@@ -28,6 +28,23 @@ fn attr(attributes: &[ProtoKeyValue], key: &str) -> Option<Value> {
         .and_then(|v| v.value.clone())
 }
 
+/// A backend and Sluice with these trace processors, buffering in Pulsar at `pulsar_url` or
+/// on disk.
+async fn start(
+    pulsar_url: Option<&str>,
+    processors: &[&str],
+) -> (tempfile::TempDir, Backend, SluiceProcess) {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let mut config = SluiceConfig::new(dir.path(), backend.port());
+    if let Some(url) = pulsar_url {
+        config = config.with_pulsar(url, &[]);
+    }
+    config.trace_processors = processors.iter().map(|p| p.to_string()).collect();
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    (dir, backend, sluice)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attributes_block_hashes_pii_and_tags_the_selected_service_on_disk() {
     hash_and_tag(None, "acme").await;
@@ -41,17 +58,14 @@ async fn an_attributes_block_hashes_pii_and_tags_the_selected_service_through_pu
 /// Sends spans of two services for `tenant` through Sluice (buffered in Pulsar at
 /// `pulsar_url`, or on disk) with a hashing and a tagging `attributes` processor.
 async fn hash_and_tag(pulsar_url: Option<&str>, tenant: &str) {
-    let dir = temp_dir();
-    let backend = Backend::start().await;
-    let mut config = SluiceConfig::new(dir.path(), backend.port());
-    if let Some(url) = pulsar_url {
-        config = config.with_pulsar(url, &[]);
-    }
-    config.trace_processors = vec![
-        "attributes/pii: { actions: [ { key: user.email, action: hash } ] }".into(),
-        "attributes/tag: { actions: [ { key: team, value: payments, action: insert } ], include: { match_type: regexp, services: ['^check'] } }".into(),
-    ];
-    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let (_dir, backend, sluice) = start(
+        pulsar_url,
+        &[
+            "attributes/pii: { actions: [ { key: user.email, action: hash } ] }",
+            "attributes/tag: { actions: [ { key: team, value: payments, action: insert } ], include: { match_type: regexp, services: ['^check'] } }",
+        ],
+    )
+    .await;
     let endpoint = sluice.otlp_endpoint();
 
     for service in ["checkout", "cart"] {
@@ -95,16 +109,11 @@ async fn a_filter_drops_health_check_spans_through_pulsar() {
 
 /// Sends ten spans for `tenant`, half of them health checks, through a `filter` processor.
 async fn drop_health_checks(pulsar_url: Option<&str>, tenant: &str) {
-    let dir = temp_dir();
-    let backend = Backend::start().await;
-    let mut config = SluiceConfig::new(dir.path(), backend.port());
-    if let Some(url) = pulsar_url {
-        config = config.with_pulsar(url, &[]);
-    }
-    config.trace_processors = vec![
-        r#"filter/health: { error_mode: ignore, traces: { span: ['attributes["http.route"] == "/healthz"'] } }"#.into(),
-    ];
-    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let (_dir, backend, sluice) = start(
+        pulsar_url,
+        &[r#"filter/health: { error_mode: ignore, traces: { span: ['attributes["http.route"] == "/healthz"'] } }"#],
+    )
+    .await;
     let tracers = sdk_tracer_provider(&sluice.otlp_endpoint(), tenant, "api");
     let tracer = tracers.tracer("sluice-processors");
     for i in 0..10 {

@@ -68,7 +68,7 @@ fn decode(signal: &str, payload: &[u8]) -> (BTreeSet<String>, usize) {
                 .iter()
                 .flat_map(|x| &x.scope_metrics)
                 .flat_map(|s| &s.metrics)
-                .map(|m| common::backend::data_points(m.data.as_ref()))
+                .map(common::backend::data_points)
                 .sum();
             (services, items)
         }

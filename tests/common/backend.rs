@@ -25,7 +25,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::Metric;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -327,7 +327,7 @@ impl Backend {
                 .flat_map(|x| x.request.resource_metrics.iter())
                 .flat_map(|rm| rm.scope_metrics.iter())
                 .flat_map(|sm| sm.metrics.iter())
-                .map(|m| data_points(m.data.as_ref()))
+                .map(data_points)
                 .sum()
         })
     }
@@ -445,13 +445,6 @@ impl Drop for Backend {
 }
 
 /// Number of data points of one metric, whatever its type.
-pub fn data_points(data: Option<&Data>) -> usize {
-    match data {
-        Some(Data::Gauge(g)) => g.data_points.len(),
-        Some(Data::Sum(s)) => s.data_points.len(),
-        Some(Data::Histogram(h)) => h.data_points.len(),
-        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
-        Some(Data::Summary(s)) => s.data_points.len(),
-        None => 0,
-    }
+pub fn data_points(metric: &Metric) -> usize {
+    sluice::otlp::decoded::data_point_count(metric)
 }
