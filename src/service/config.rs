@@ -291,6 +291,18 @@ impl Validator {
                 None
             }
         };
+        // Judged on the names given, so an invalid receiver does not add this error too.
+        if raw.receivers.is_empty() {
+            if let Some(i) = processors
+                .iter()
+                .position(|id| id.kind() == "memory_limiter")
+            {
+                self.error(
+                    format!("{path}.processors[{i}]"),
+                    "memory_limiter refuses data at ingest, and this pipeline has no receivers",
+                );
+            }
+        }
         if receivers.is_empty()
             && exporters.is_empty()
             && raw.receivers.is_empty()
@@ -343,18 +355,6 @@ impl Validator {
     /// Rules that span pipelines: each buffer stream has one consumer, and a receiver feeds at
     /// most one pipeline per signal.
     fn check_graph(&mut self, pipelines: &[PipelineConfig]) {
-        for p in pipelines.iter().filter(|p| p.receivers.is_empty()) {
-            if let Some(i) = p
-                .processors
-                .iter()
-                .position(|id| id.kind() == "memory_limiter")
-            {
-                self.error(
-                    format!("service.pipelines.{}.processors[{i}]", p.id),
-                    "memory_limiter refuses data at ingest, and this pipeline has no receivers",
-                );
-            }
-        }
         for (i, p) in pipelines.iter().enumerate() {
             for q in &pipelines[..i] {
                 if p.signal != q.signal {
