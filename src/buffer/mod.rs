@@ -152,8 +152,8 @@ pub trait BufferConfig: fmt::Debug + Send + Sync {
 /// What a buffer is told, besides its own config, when it opens.
 #[derive(Debug, Clone, Default)]
 pub struct BufferContext {
-    /// Explicit caps on the bytes each tenant may hold (`tenancy.limits.*.buffer_max_mib`).
-    pub tenant_caps: share::ExplicitCaps,
+    /// Each tenant's limits; buffers apply `buffer_max_mib`.
+    pub tenant_limits: Arc<crate::tenant::limits::LimitsConfig>,
 }
 
 #[async_trait]

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::telemetry::labels::OTHER_TENANT;
 use crate::telemetry::tenant_label;
 use crate::telemetry::usage::usage;
+use crate::tenant::limits::LimitsConfig;
 use crate::tenant::TenantId;
 
 /// Why room was not granted.
@@ -68,24 +69,9 @@ pub struct TenantShares {
     buffer: &'static str,
     cap: u64,
     headroom: u64,
-    caps: ExplicitCaps,
+    /// Each tenant's explicit cap (`buffer_max_mib`).
+    limits: Arc<LimitsConfig>,
     state: Mutex<State>,
-}
-
-/// Explicit per-tenant caps, in bytes (`tenancy.limits`): the default and the overrides.
-#[derive(Debug, Clone, Default)]
-pub struct ExplicitCaps {
-    pub default: Option<u64>,
-    pub tenants: HashMap<TenantId, Option<u64>>,
-}
-
-impl ExplicitCaps {
-    fn of(&self, tenant: &TenantId) -> Option<u64> {
-        match self.tenants.get(tenant) {
-            Some(cap) => *cap,
-            None => self.default,
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -99,12 +85,17 @@ struct State {
 impl TenantShares {
     /// `headroom_percent` of `cap` is kept for tenants under their fair share; 0 turns fair
     /// sharing off (one cap for all, as a single-tenant deployment wants).
-    pub fn new(buffer: &'static str, cap: u64, headroom_percent: u8, caps: ExplicitCaps) -> Self {
+    pub fn new(
+        buffer: &'static str,
+        cap: u64,
+        headroom_percent: u8,
+        limits: Arc<LimitsConfig>,
+    ) -> Self {
         TenantShares {
             buffer,
             cap,
             headroom: (u128::from(cap) * u128::from(headroom_percent.min(100)) / 100) as u64,
-            caps,
+            limits,
             state: Mutex::new(State::default()),
         }
     }
@@ -144,7 +135,7 @@ impl TenantShares {
         let held = usage.held();
         let after = held.saturating_add(bytes);
         let total = state.used.saturating_add(bytes);
-        if let Some(share) = self.caps.of(&usage.tenant) {
+        if let Some(share) = self.limits.buffer_max_bytes(&usage.tenant) {
             if after > share {
                 return Err(Refusal::TenantOverShare {
                     tenant: usage.tenant.clone(),

@@ -22,7 +22,7 @@ use crate::exporter::retry::{send_with_retry, RetryOutcome};
 use crate::exporter::ExporterHandle;
 use crate::processor::{Chain, ProcessError};
 use crate::telemetry::tenant_label;
-use crate::telemetry::usage::usage;
+use crate::telemetry::usage::{usage, TenantCounters};
 use crate::tenant::limits::LimitsConfig;
 
 /// What the workers of one pipeline share.
@@ -124,7 +124,7 @@ async fn run_worker(
         };
         match turn {
             Turn::Finished(done) => {
-                if !settle(plan, stream.as_mut(), done).await {
+                if !settle(plan, stream.as_mut(), &usage, done).await {
                     return;
                 }
                 waiting.pop_front();
@@ -145,7 +145,7 @@ async fn run_worker(
             Turn::Read(Ok(None)) | Turn::Stop => {
                 // Settle, in order, what the exporters answer before they see the shutdown.
                 while let Some(done) = in_flight.next().await {
-                    if !settle(plan, stream.as_mut(), done).await {
+                    if !settle(plan, stream.as_mut(), &usage, done).await {
                         return;
                     }
                 }
@@ -204,7 +204,12 @@ async fn send_parts(
 
 /// Settles an exported delivery with the buffer: ack, give up, or dead-letter. Returns false
 /// when an export was cancelled by shutdown; nothing after it may then be settled.
-async fn settle(plan: &ExportPlan, stream: &mut dyn BufferStream, exported: Exported) -> bool {
+async fn settle(
+    plan: &ExportPlan,
+    stream: &mut dyn BufferStream,
+    usage: &TenantCounters,
+    exported: Exported,
+) -> bool {
     let Exported { delivery, outcomes } = exported;
     let batch = &delivery.batch;
     let mut permanent = Vec::new();
@@ -228,19 +233,17 @@ async fn settle(plan: &ExportPlan, stream: &mut dyn BufferStream, exported: Expo
         Err(e) => permanent.push(error_chain(&e)),
     }
 
-    let tenant = tenant_label(&batch.tenant);
     let settled = if permanent.is_empty() && exhausted.is_empty() {
-        stream.ack(&delivery).await.map(|()| {
-            usage()
-                .tenant(&batch.tenant, batch.signal)
-                .exported(batch.items)
-        })
+        stream
+            .ack(&delivery)
+            .await
+            .map(|()| usage.exported(batch.items))
     } else if permanent.is_empty() {
         let reason = exhausted.join("; ");
         tracing::warn!(tenant = %batch.tenant, signal = %batch.signal, items = batch.items, %reason, "export retries exhausted; handing back to the buffer");
         stream.give_up(&delivery, &reason).await.map(|gave_up| {
             if gave_up == GaveUp::DeadLettered {
-                count_dead_letters(batch, &tenant);
+                count_dead_letters(batch, usage);
             }
         })
     } else {
@@ -251,7 +254,7 @@ async fn settle(plan: &ExportPlan, stream: &mut dyn BufferStream, exported: Expo
         stream
             .dead_letter(&delivery, &reason)
             .await
-            .map(|()| count_dead_letters(batch, &tenant))
+            .map(|()| count_dead_letters(batch, usage))
     };
     if let Err(e) = settled {
         // The persisted position did not move, so the delivery is offered again after a
@@ -261,11 +264,9 @@ async fn settle(plan: &ExportPlan, stream: &mut dyn BufferStream, exported: Expo
     true
 }
 
-fn count_dead_letters(batch: &Batch, tenant: &str) {
-    usage()
-        .tenant(&batch.tenant, batch.signal)
-        .dead_lettered(batch.items);
-    metrics::counter!("sluice_dead_lettered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant.to_string())
+fn count_dead_letters(batch: &Batch, usage: &TenantCounters) {
+    usage.dead_lettered(batch.items);
+    metrics::counter!("sluice_dead_lettered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant_label(&batch.tenant))
         .increment(u64::from(batch.items));
 }
 

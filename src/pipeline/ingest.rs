@@ -198,13 +198,7 @@ impl Ingest {
         // Short of memory: refuse before anything is stored, counting each tenant's items.
         if let Err(limited) = route.guards.iter().try_for_each(|g| g.check()) {
             let e = IngestError::from(limited);
-            for b in &batches {
-                usage()
-                    .tenant(&b.tenant, signal)
-                    .refused(e.reason(), u64::from(b.items));
-                metrics::counter!("sluice_receiver_refused_items_total", "transport" => transport, "signal" => signal.as_str(), "tenant" => tenant_label(&b.tenant), "reason" => e.reason())
-                    .increment(u64::from(b.items));
-            }
+            count_refused_items(transport, &batches, e.reason());
             return Err(e);
         }
 
@@ -213,7 +207,7 @@ impl Ingest {
         // duplicates it, which at-least-once delivery allows.
         // Limits apply to what the client sent, before processors add to it. The admissions
         // hold the tenants' in-flight slots until the appends are done.
-        let _admissions = self.admit(transport, signal, &batches)?;
+        let _admissions = self.admit(transport, &batches)?;
         // Each tenant's part goes through the processors, which may change, split or drop
         // it. Items they drop count as accepted: the client hears success for them.
         let mut parts = Vec::with_capacity(batches.len());
@@ -276,7 +270,6 @@ impl Ingest {
     fn admit(
         &self,
         transport: &'static str,
-        signal: Signal,
         batches: &[Batch],
     ) -> Result<Vec<Admission>, IngestError> {
         let mut admitted = Vec::with_capacity(batches.len());
@@ -288,18 +281,23 @@ impl Ingest {
                 Ok(a) => admitted.push(a),
                 Err(e) => {
                     admitted.into_iter().for_each(Admission::refund);
-                    for b in batches {
-                        usage()
-                            .tenant(&b.tenant, signal)
-                            .refused(e.reason(), u64::from(b.items));
-                        metrics::counter!("sluice_receiver_refused_items_total", "transport" => transport, "signal" => signal.as_str(), "tenant" => tenant_label(&b.tenant), "reason" => e.reason())
-                            .increment(u64::from(b.items));
-                    }
+                    count_refused_items(transport, batches, e.reason());
                     return Err(e.into());
                 }
             }
         }
         Ok(admitted)
+    }
+}
+
+/// Counts the items of every tenant's part of a request refused whole, in the metrics and
+/// the usage table.
+fn count_refused_items(transport: &'static str, batches: &[Batch], reason: &'static str) {
+    for b in batches {
+        let items = u64::from(b.items);
+        usage().tenant(&b.tenant, b.signal).refused(reason, items);
+        metrics::counter!("sluice_receiver_refused_items_total", "transport" => transport, "signal" => b.signal.as_str(), "tenant" => tenant_label(&b.tenant), "reason" => reason)
+            .increment(items);
     }
 }
 

@@ -227,15 +227,23 @@ fn value_of(attrs: &[KeyValue], key: &str) -> Option<any_value::Value> {
         .and_then(|v| v.value.clone())
 }
 
-fn set(attrs: &mut Vec<KeyValue>, key: &str, value: any_value::Value) {
+/// Sets `key` to `value`; whether the list changed.
+fn set(attrs: &mut Vec<KeyValue>, key: &str, value: any_value::Value) -> bool {
     let value = Some(AnyValue { value: Some(value) });
     match position(attrs, key) {
-        Some(i) => attrs[i].value = value,
-        None => attrs.push(KeyValue {
-            key: key.to_string(),
-            value,
-            ..Default::default()
-        }),
+        Some(i) if attrs[i].value == value => false,
+        Some(i) => {
+            attrs[i].value = value;
+            true
+        }
+        None => {
+            attrs.push(KeyValue {
+                key: key.to_string(),
+                value,
+                ..Default::default()
+            });
+            true
+        }
     }
 }
 
@@ -247,67 +255,71 @@ impl Action {
         }
     }
 
-    /// Applies the action to one attribute list.
-    pub fn apply(&self, attrs: &mut Vec<KeyValue>) {
+    /// Applies the action to one attribute list; whether it changed anything, so callers
+    /// keep the received bytes of what no action touched.
+    pub fn apply(&self, attrs: &mut Vec<KeyValue>) -> bool {
         let key = self.key.as_str();
         match &self.kind {
             Kind::Insert(source) => {
-                if position(attrs, key).is_none() {
-                    if let Some(v) = Action::source(source, attrs) {
-                        set(attrs, key, v);
-                    }
-                }
+                position(attrs, key).is_none()
+                    && Action::source(source, attrs).is_some_and(|v| set(attrs, key, v))
             }
             Kind::Update(source) => {
-                if position(attrs, key).is_some() {
-                    if let Some(v) = Action::source(source, attrs) {
-                        set(attrs, key, v);
-                    }
-                }
+                position(attrs, key).is_some()
+                    && Action::source(source, attrs).is_some_and(|v| set(attrs, key, v))
             }
             Kind::Upsert(source) => {
-                if let Some(v) = Action::source(source, attrs) {
-                    set(attrs, key, v);
-                }
+                Action::source(source, attrs).is_some_and(|v| set(attrs, key, v))
             }
-            Kind::Delete(pattern) => attrs.retain(|kv| {
-                kv.key != key && !pattern.as_ref().is_some_and(|p| p.is_match(&kv.key))
-            }),
+            Kind::Delete(pattern) => {
+                let before = attrs.len();
+                attrs.retain(|kv| {
+                    kv.key != key && !pattern.as_ref().is_some_and(|p| p.is_match(&kv.key))
+                });
+                attrs.len() != before
+            }
             Kind::Hash(pattern) => {
+                let mut changed = false;
                 for kv in attrs.iter_mut() {
                     if kv.key == key || pattern.as_ref().is_some_and(|p| p.is_match(&kv.key)) {
                         if let Some(v) = kv.value.as_mut().and_then(|v| v.value.as_mut()) {
                             *v = any_value::Value::StringValue(hash(v));
+                            changed = true;
                         }
                     }
                 }
+                changed
             }
             Kind::Extract(regex, names) => {
                 let Some(any_value::Value::StringValue(s)) = value_of(attrs, key) else {
-                    return;
+                    return false;
                 };
                 let Some(caps) = regex.captures(&s) else {
-                    return;
+                    return false;
                 };
+                let mut changed = false;
                 for (i, name) in names.iter().enumerate() {
                     let found = caps.get(i + 1).map_or("", |m| m.as_str());
-                    set(
+                    changed |= set(
                         attrs,
                         name,
                         any_value::Value::StringValue(found.to_string()),
                     );
                 }
+                changed
             }
             Kind::Convert(target) => {
-                if let Some(v) = attrs
+                let value = attrs
                     .iter_mut()
                     .find(|kv| kv.key == key)
                     .and_then(|kv| kv.value.as_mut())
-                    .and_then(|v| v.value.as_mut())
-                {
-                    if let Some(converted) = convert(v, *target) {
+                    .and_then(|v| v.value.as_mut());
+                match value.and_then(|v| convert(v, *target).map(|c| (v, c))) {
+                    Some((v, converted)) => {
                         *v = converted;
+                        true
                     }
+                    None => false,
                 }
             }
         }

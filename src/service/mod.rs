@@ -25,7 +25,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::buffer::share::ExplicitCaps;
 use crate::buffer::{Buffer, BufferContext, BufferError, ReadLimits};
 use crate::config::ComponentId;
 use crate::error::error_chain;
@@ -37,7 +36,7 @@ use crate::processor::{Chain, Processing};
 use crate::receiver::{ServerTask, StartError as ReceiverStartError};
 use crate::signal::Signal;
 use crate::telemetry::health::Readiness;
-use crate::tenant::limits::Limiter;
+use crate::tenant::limits::{Limiter, LimitsConfig};
 use crate::tenant::{ResolveError, TenantResolver};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,12 +78,9 @@ pub struct Running {
 }
 
 pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, StartError> {
-    let (default_cap, tenant_caps) = config.tenancy.limits.buffer_caps();
+    let tenant_limits = Arc::new(config.tenancy.limits.clone());
     let context = BufferContext {
-        tenant_caps: ExplicitCaps {
-            default: default_cap,
-            tenants: tenant_caps.into_iter().collect(),
-        },
+        tenant_limits: Arc::clone(&tenant_limits),
     };
     let mut buffers = BTreeMap::new();
     for (id, cfg) in config.used_buffers() {
@@ -106,7 +102,12 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
     let exporters_stop = CancellationToken::new();
     let workers = TaskTracker::new();
     for pipeline in config.pipelines.iter().filter(|p| !p.exporters.is_empty()) {
-        let plan = Arc::new(export_plan(config, pipeline, &stages[&pipeline.id])?);
+        let plan = Arc::new(export_plan(
+            config,
+            pipeline,
+            &stages[&pipeline.id],
+            &tenant_limits,
+        )?);
         let Some(streams) = buffers
             .get(&pipeline.buffer)
             .and_then(|b| b.take_streams(pipeline.signal))
@@ -118,7 +119,7 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
 
     let resolver = Arc::new(TenantResolver::new(&config.tenancy).map_err(StartError::Tenancy)?);
     // One limiter for all receivers: a tenant's limits hold whatever transport it uses.
-    let limiter = Arc::new(Limiter::new(config.tenancy.limits.clone()));
+    let limiter = Arc::new(Limiter::new(LimitsConfig::clone(&tenant_limits)));
     let receivers_stop = CancellationToken::new();
     let mut receivers = Vec::new();
     for (id, receiver) in &config.receivers {
@@ -178,6 +179,7 @@ fn export_plan(
     config: &Config,
     pipeline: &PipelineConfig,
     stages: &Stages,
+    tenant_limits: &Arc<LimitsConfig>,
 ) -> Result<ExportPlan, StartError> {
     let mut exporters: Vec<ExporterHandle> = Vec::new();
     for id in &pipeline.exporters {
@@ -202,7 +204,7 @@ fn export_plan(
         } else {
             Chain::default()
         },
-        tenant_limits: Arc::new(config.tenancy.limits.clone()),
+        tenant_limits: Arc::clone(tenant_limits),
     })
 }
 

@@ -60,24 +60,21 @@ pub struct TenantLimits {
 }
 
 impl LimitsConfig {
-    /// The explicit buffer cap of every tenant that has one, in bytes: the default (for
-    /// tenants not listed) and each listed tenant's own (`None`: unlimited).
-    pub fn buffer_caps(&self) -> (Option<u64>, Vec<(TenantId, Option<u64>)>) {
-        let bytes = |l: &TenantLimits| {
-            (l.buffer_max_mib > 0).then(|| l.buffer_max_mib.saturating_mul(1024 * 1024))
-        };
-        let tenants = self
-            .tenants
-            .iter()
-            .filter_map(|(t, l)| Some((TenantId::parse(t).ok()?, bytes(l))))
-            .collect();
-        (bytes(&self.default), tenants)
+    /// The limits of `tenant`: its own entry when it is listed, else the default.
+    pub fn of(&self, tenant: &TenantId) -> &TenantLimits {
+        self.tenants.get(tenant.as_str()).unwrap_or(&self.default)
+    }
+
+    /// The `buffer_max_mib` of `tenant` in bytes, if it has one.
+    pub fn buffer_max_bytes(&self, tenant: &TenantId) -> Option<u64> {
+        let mib = self.of(tenant).buffer_max_mib;
+        (mib > 0).then(|| mib.saturating_mul(1024 * 1024))
     }
 
     /// The `buffer_max_age` of `tenant`, if it has one.
     pub fn buffer_max_age(&self, tenant: &TenantId) -> Option<Duration> {
-        let limits = self.tenants.get(tenant.as_str()).unwrap_or(&self.default);
-        (!limits.buffer_max_age.is_zero()).then_some(limits.buffer_max_age)
+        let max = self.of(tenant).buffer_max_age;
+        (!max.is_zero()).then_some(max)
     }
 
     pub fn validate(&self) -> Result<(), FieldError> {
@@ -205,12 +202,7 @@ impl Limiter {
         tenants
             .entry(tenant.clone())
             .or_insert_with(|| {
-                let limits = self
-                    .config
-                    .tenants
-                    .get(tenant.as_str())
-                    .unwrap_or(&self.config.default)
-                    .clone();
+                let limits = self.config.of(tenant).clone();
                 Arc::new(TenantState {
                     items: Mutex::new(Bucket::new(limits.items_per_second, limits.items_burst)),
                     bytes: Mutex::new(Bucket::new(limits.bytes_per_second, limits.bytes_burst)),

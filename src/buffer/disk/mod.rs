@@ -178,7 +178,7 @@ impl DiskBuffer {
                     "disk",
                     config.max_size_bytes(),
                     config.tenant_headroom_percent,
-                    context.tenant_caps.clone(),
+                    Arc::clone(&context.tenant_limits),
                 ),
                 dead_letters: DeadLetters::new(&config.directory, &config.dead_letter),
                 closed,

@@ -8,7 +8,7 @@ fn tenant(name: &str) -> TenantId {
 
 /// 100 MiB, 10 % headroom, no explicit caps.
 fn shares() -> TenantShares {
-    TenantShares::new("test", 100 * MIB, 10, ExplicitCaps::default())
+    TenantShares::new("test", 100 * MIB, 10, Arc::default())
 }
 
 /// Appends `chunk`-sized records for `usage` until refused; returns the refusal.
@@ -79,11 +79,12 @@ fn released_room_is_granted_again_and_tenants_that_hold_nothing_stop_counting() 
 
 #[test]
 fn explicit_caps_apply_per_tenant_with_overrides() {
-    let caps = ExplicitCaps {
-        default: Some(10 * MIB),
-        tenants: HashMap::from([(tenant("big"), None), (tenant("tiny"), Some(MIB))]),
-    };
-    let s = TenantShares::new("test", 100 * MIB, 0, caps);
+    // A listed tenant has only its own limits: `big` has no cap, `tiny` 1 MiB.
+    let limits: LimitsConfig = serde_yaml::from_str(
+        "{ default: { buffer_max_mib: 10 }, tenants: { big: {}, tiny: { buffer_max_mib: 1 } } }",
+    )
+    .unwrap();
+    let s = TenantShares::new("test", 100 * MIB, 0, Arc::new(limits));
     let (plain, big, tiny) = (
         s.usage(&tenant("plain")),
         s.usage(&tenant("big")),
@@ -105,7 +106,7 @@ fn explicit_caps_apply_per_tenant_with_overrides() {
 
 #[test]
 fn without_headroom_one_cap_is_shared_first_come() {
-    let s = TenantShares::new("test", 10 * MIB, 0, ExplicitCaps::default());
+    let s = TenantShares::new("test", 10 * MIB, 0, Arc::default());
     let a = s.usage(&tenant("a"));
     assert!(matches!(fill(&s, &a, MIB), Refusal::BufferFull { .. }));
     assert_eq!(a.held(), 10 * MIB);

@@ -46,18 +46,17 @@ impl ProcessorConfig for AttributesConfig {
 }
 
 impl AttributesProcessor {
-    /// Applies the actions to `attrs` when the item (whose attributes before any change
-    /// are `item.attributes`) is selected; whether anything changed.
-    fn apply(&self, item: &Item<'_>, attrs: &mut Vec<KeyValue>) -> bool {
-        if self.include.as_ref().is_some_and(|m| !m.matches(item))
-            || self.exclude.as_ref().is_some_and(|m| m.matches(item))
-        {
-            return false;
-        }
-        for action in &self.actions {
-            action.apply(attrs);
-        }
-        attrs.as_slice() != item.attributes
+    /// Whether `include` selects the item and `exclude` does not.
+    fn selects(&self, item: &Item<'_>) -> bool {
+        self.include.as_ref().is_none_or(|m| m.matches(item))
+            && !self.exclude.as_ref().is_some_and(|m| m.matches(item))
+    }
+
+    /// Applies every action to `attrs`; whether anything changed.
+    fn apply(&self, attrs: &mut Vec<KeyValue>) -> bool {
+        self.actions
+            .iter()
+            .fold(false, |changed, action| action.apply(attrs) | changed)
     }
 
     fn traces(&self, request: &mut ExportTraceServiceRequest) -> bool {
@@ -66,14 +65,13 @@ impl AttributesProcessor {
             let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
             for ss in &mut rs.scope_spans {
                 for span in &mut ss.spans {
-                    let current = span.attributes.clone();
-                    let item = Item {
+                    let selected = self.selects(&Item {
                         resource,
                         span_name: Some(&span.name),
                         metric_name: None,
-                        attributes: &current,
-                    };
-                    changed |= self.apply(&item, &mut span.attributes);
+                        attributes: &span.attributes,
+                    });
+                    changed |= selected && self.apply(&mut span.attributes);
                 }
             }
         }
@@ -86,14 +84,13 @@ impl AttributesProcessor {
             let resource = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
             for sl in &mut rl.scope_logs {
                 for record in &mut sl.log_records {
-                    let current = record.attributes.clone();
-                    let item = Item {
+                    let selected = self.selects(&Item {
                         resource,
                         span_name: None,
                         metric_name: None,
-                        attributes: &current,
-                    };
-                    changed |= self.apply(&item, &mut record.attributes);
+                        attributes: &record.attributes,
+                    });
+                    changed |= selected && self.apply(&mut record.attributes);
                 }
             }
         }
@@ -106,16 +103,15 @@ impl AttributesProcessor {
             let resource = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
             for sm in &mut rm.scope_metrics {
                 for metric in &mut sm.metrics {
-                    let name = metric.name.clone();
+                    let name = &metric.name;
                     for attrs in data_point_attributes(metric.data.as_mut()) {
-                        let current = attrs.clone();
-                        let item = Item {
+                        let selected = self.selects(&Item {
                             resource,
                             span_name: None,
-                            metric_name: Some(&name),
-                            attributes: &current,
-                        };
-                        changed |= self.apply(&item, attrs);
+                            metric_name: Some(name),
+                            attributes: attrs,
+                        });
+                        changed |= selected && self.apply(attrs);
                     }
                 }
             }

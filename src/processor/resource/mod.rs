@@ -76,11 +76,10 @@ impl ResourceProcessor {
                     rest.extend_from_slice(&body[field.span()]);
                 }
             }
-            let before = resource.attributes.clone();
-            for action in &self.actions {
-                action.apply(&mut resource.attributes);
-            }
-            if resource.attributes == before {
+            let touched = self.actions.iter().fold(false, |touched, action| {
+                action.apply(&mut resource.attributes) | touched
+            });
+            if !touched {
                 out.extend_from_slice(bytes);
                 continue;
             }
