@@ -200,3 +200,42 @@ async fn over_its_memory_limit_sluice_refuses_with_unavailable_and_retry_info() 
     assert_eq!(refused, 13.0);
     assert_eq!(backend.span_count("acme"), 0, "nothing was accepted");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probabilistic_sampler_keeps_about_half_and_records_the_sampling_in_the_tracestate() {
+    let tenant = "sampled";
+    let (_dir, backend, sluice) = start(
+        None,
+        &["probabilistic_sampler: { sampling_percentage: 50 }"],
+    )
+    .await;
+    let tracers = sdk_tracer_provider(&sluice.otlp_endpoint(), tenant, "api");
+    let tracer = tracers.tracer("sluice-processors");
+    for i in 0..200 {
+        tracer.start(format!("op-{i}")).end();
+    }
+    let shut = blocking(move || tracers.shutdown()).await;
+    assert!(shut.is_ok(), "{shut:?}");
+
+    // Answered only after processing: the drops are counted by now.
+    let dropped = sluice
+        .metric(
+            "sluice_processor_dropped_items_total",
+            &[
+                ("processor", "probabilistic_sampler"),
+                ("reason", "sampled_out"),
+                ("tenant", tenant),
+            ],
+        )
+        .await as usize;
+    assert!((40..=160).contains(&dropped), "dropped {dropped} of 200");
+    backend.wait_spans(tenant, 200 - dropped, WAIT).await;
+    let spans = backend.spans(tenant);
+    assert_eq!(spans.len(), 200 - dropped);
+    // hash_seed at 50 %: the hashed randomness and a threshold of 8 (one half), as the
+    // Collector writes them.
+    let recorded = regex::Regex::new("^ot=rv:[0-9a-f]{14};th:8$").expect("regex");
+    for span in &spans {
+        assert!(recorded.is_match(&span.trace_state), "{}", span.trace_state);
+    }
+}

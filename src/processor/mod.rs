@@ -17,6 +17,7 @@ pub mod attributes;
 pub mod batch;
 pub mod filter;
 pub mod memory_limiter;
+pub mod probabilistic_sampler;
 mod registry;
 pub mod resource;
 
@@ -34,6 +35,11 @@ use crate::telemetry::tenant_label;
 pub trait ProcessorConfig: fmt::Debug + Send + Sync {
     /// Builds the processor. Pure: a processor needs no I/O to start.
     fn build(&self) -> Processing;
+
+    /// Whether it can run in a pipeline of `signal`; naming it in another is a config error.
+    fn supports(&self, _signal: crate::signal::Signal) -> bool {
+        true
+    }
 }
 
 /// What a configured processor does in a pipeline.
@@ -67,7 +73,7 @@ pub struct Processed {
     pub kept: Vec<Batch>,
     /// Items removed by policy, with why; zero when nothing was dropped.
     pub dropped: u32,
-    /// The `reason` label of the drop, e.g. `filtered`, `sampled`.
+    /// The `reason` label of the drop, e.g. `filter`, `sampled_out`.
     pub reason: &'static str,
 }
 

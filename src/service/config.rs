@@ -259,12 +259,13 @@ impl Validator {
             }
         };
         let receivers = self.references(&path, "receivers", "receiver", &raw.receivers, receivers);
+        let processor_configs = processors;
         let processors = self.references(
             &path,
             "processors",
             "processor",
             &raw.processors,
-            processors,
+            processor_configs,
         );
         let exporters = self.references(&path, "exporters", "exporter", &raw.exporters, exporters);
         let buffer = match raw.buffer {
@@ -291,6 +292,17 @@ impl Validator {
                 None
             }
         };
+        for (i, name) in raw.processors.iter().enumerate() {
+            let config = ComponentId::parse(name)
+                .ok()
+                .and_then(|id| processor_configs.get(&id));
+            if config.is_some_and(|c| !c.supports(signal)) {
+                self.error(
+                    format!("{path}.processors[{i}]"),
+                    format!("{name} does not process {signal}"),
+                );
+            }
+        }
         // Judged on the names given, so an invalid receiver does not add this error too.
         if raw.receivers.is_empty() {
             if let Some(i) = processors

@@ -189,3 +189,20 @@ fn a_memory_limiter_needs_a_pipeline_with_receivers() {
         vec!["service.pipelines.logs.processors[0]: memory_limiter refuses data at ingest, and this pipeline has no receivers"]
     );
 }
+
+#[test]
+fn a_processor_named_in_a_pipeline_of_a_signal_it_cannot_process_is_an_error() {
+    let text = BASE
+        .replace(
+            "processors:\n  batch: {}",
+            "processors:\n  batch: {}\n  probabilistic_sampler: { sampling_percentage: 10 }",
+        )
+        .replace(
+            "logs: { receivers: [otlp], exporters: [debug] }",
+            "logs: { receivers: [otlp], processors: [probabilistic_sampler], exporters: [debug] }\n    metrics/s: { processors: [probabilistic_sampler], exporters: [debug] }",
+        );
+    assert_eq!(
+        errors(&text),
+        vec!["service.pipelines.metrics/s.processors[0]: probabilistic_sampler does not process metrics"]
+    );
+}
