@@ -149,6 +149,11 @@ fn describe() {
         "Age of the oldest item read from the buffer and not yet exported (0 when none waits), by signal and tenant; refreshed every 5 s."
     );
     describe_counter!(
+        "sluice_buffer_file_waits_total",
+        Unit::Count,
+        "Disk log writes that waited for the open-files budget (buffers.disk.max_open_files) while other logs closed their files."
+    );
+    describe_counter!(
         "sluice_buffer_descriptors_exhausted_total",
         Unit::Count,
         "New tenant+signal logs that could not be opened for lack of file descriptors (the tenant was refused, retryably)."

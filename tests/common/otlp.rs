@@ -123,6 +123,36 @@ pub async fn export_traces(
     client.export(request).await.map(|_| ())
 }
 
+/// One `LogsService/Export` call of one log record with `body`, with `x-scope-orgid: tenant`.
+pub async fn export_log(channel: &Channel, tenant: &str, body: &str) -> Result<(), Status> {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    let record = LogRecord {
+        body: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(body.into())),
+        }),
+        ..Default::default()
+    };
+    let mut request = tonic::Request::new(ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![record],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    });
+    request
+        .metadata_mut()
+        .insert(TENANT_HEADER, tenant.parse().expect("ascii tenant"));
+    LogsServiceClient::new(channel.clone())
+        .export(request)
+        .await
+        .map(|_| ())
+}
+
 // === raw gRPC ===
 
 /// A unary gRPC call with `payload` framed as is: `compressed` sets the frame's compression

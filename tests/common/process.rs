@@ -29,6 +29,34 @@ impl SluiceProcess {
     /// Writes `config_yaml` into `data_dir`, runs `sluice run --config` there and waits until
     /// it is ready. Panics with the tail of its stderr when it exits or is not ready in 30 s.
     pub async fn start(config_yaml: &str, data_dir: &Path) -> SluiceProcess {
+        Self::start_command(
+            config_yaml,
+            data_dir,
+            Command::new(env!("CARGO_BIN_EXE_sluice")),
+        )
+        .await
+    }
+
+    /// As [`SluiceProcess::start`], with soft and hard open-files limits of `limit` (set by
+    /// util-linux `prlimit`, which then runs Sluice in its own process).
+    pub async fn start_with_open_files_limit(
+        config_yaml: &str,
+        data_dir: &Path,
+        limit: u64,
+    ) -> SluiceProcess {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={limit}:{limit}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_sluice"));
+        Self::start_command(config_yaml, data_dir, command).await
+    }
+
+    async fn start_command(
+        config_yaml: &str,
+        data_dir: &Path,
+        mut command: Command,
+    ) -> SluiceProcess {
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let config_path = data_dir.join(format!("sluice-{n}.yaml"));
         let stderr_path = data_dir.join(format!("sluice-{n}.stderr"));
@@ -55,7 +83,7 @@ impl SluiceProcess {
         let metrics_addr = addr(&["service", "telemetry", "metrics", "address"]);
         let health_addr = addr(&["service", "telemetry", "health", "address"]);
 
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&config_path)

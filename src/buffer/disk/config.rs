@@ -64,6 +64,12 @@ pub struct DiskBufferConfig {
     #[serde(default)]
     pub dead_letter: DeadLetterConfig,
 
+    /// Most log files the writers keep open at once, across all tenants; past it, the files
+    /// of idle logs are closed to open others (reopened on demand). `0`: half of the
+    /// process's open-files limit. Default: `0`.
+    #[serde(default)]
+    pub max_open_files: usize,
+
     /// How long clients are told to wait before retrying when the buffer is full (gRPC
     /// `RetryInfo`, HTTP `Retry-After`), e.g. `1s`. Default: `1s`.
     #[serde(default = "default_retry_after", with = "humantime_serde")]
@@ -136,6 +142,7 @@ impl Default for DiskBufferConfig {
             retry_after: default_retry_after(),
             tenant_headroom_percent: default_tenant_headroom_percent(),
             dead_letter: DeadLetterConfig::default(),
+            max_open_files: 0,
         }
     }
 }

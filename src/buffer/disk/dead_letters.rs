@@ -234,6 +234,9 @@ impl Log {
             }
         };
         let outcome = writer.append_group(std::slice::from_ref(record));
+        // Dead letters are rare: their file is not kept open (fsynced above, so closing
+        // cannot fail), which keeps them out of the buffer's file budget.
+        let _ = writer.close_file();
         self.writer = Some(writer);
         outcome.error.map_or(Ok(()), Err)
     }

@@ -19,6 +19,7 @@
 mod config;
 mod cursor;
 mod dead_letters;
+mod files;
 mod open;
 mod reader;
 mod record;
@@ -86,6 +87,8 @@ struct Shared {
     closed: watch::Sender<bool>,
     /// A reclaim pass is running (at most one at a time).
     reclaiming: AtomicBool,
+    /// The open files the logs' writers may hold, all logs together.
+    files: Arc<files::FileBudget>,
 }
 
 impl Shared {
@@ -183,6 +186,10 @@ impl DiskBuffer {
                 dead_letters: DeadLetters::new(&config.directory, &config.dead_letter),
                 closed,
                 reclaiming: AtomicBool::new(false),
+                files: files::FileBudget::new(match config.max_open_files {
+                    0 => files::default_cap(),
+                    n => n,
+                }),
             }),
             logs: RwLock::new(HashMap::new()),
             create_lock: tokio::sync::Mutex::new(()),

@@ -40,7 +40,8 @@ pub(super) struct LogReader {
 
 struct OpenSegment {
     first: u64,
-    file: File,
+    /// Closed after each read (see [`LogReader::read`]); reopened at `offset`.
+    file: Option<File>,
     /// Where the record `seq` starts; the file's own position is kept equal to it.
     offset: u64,
 }
@@ -88,14 +89,27 @@ impl LogReader {
             && count < MAX_RECORDS_PER_READ
             && (count == 0 || (items < need_items && bytes < need_bytes))
         {
-            if let Step::Record(rec) = self.step(committed)? {
+            let step = self.step(committed);
+            if let Ok(Step::Record(rec)) = step {
                 items += u64::from(rec.batch.items);
                 bytes += rec.batch.payload.len() as u64;
                 count += 1;
                 out.push(rec);
+            } else if let Err(e) = step {
+                self.close_file();
+                return Err(e);
             }
         }
+        // A log's reader holds no file between reads, so idle tenants cost no descriptors
+        // (docs/architecture.md, "Disk buffer"); reopening is one open and one seek.
+        self.close_file();
         Ok(())
+    }
+
+    fn close_file(&mut self) {
+        if let Some(cur) = self.current.as_mut() {
+            cur.file = None;
+        }
     }
 
     fn step(&mut self, committed: Committed) -> io::Result<Step> {
@@ -120,8 +134,16 @@ impl LogReader {
         let Some(cur) = self.current.as_mut() else {
             return Ok(Step::Moved);
         };
+        let file = match &mut cur.file {
+            Some(file) => file,
+            closed => {
+                let mut file = File::open(segment_path(&self.dir, cur.first))?;
+                file.seek(SeekFrom::Start(cur.offset))?;
+                closed.insert(file)
+            }
+        };
         let remaining = segment_len(&self.index, cur.first, committed).saturating_sub(cur.offset);
-        let frame = record::read_frame(&mut (&mut cur.file).take(remaining), Some(remaining))?;
+        let frame = record::read_frame(&mut file.take(remaining), Some(remaining))?;
         match frame {
             Frame::Record { body, len } => {
                 cur.offset += len;
@@ -175,7 +197,7 @@ impl LogReader {
                 Ok(_) | Err(_) => {
                     self.current = Some(OpenSegment {
                         first,
-                        file,
+                        file: Some(file),
                         offset,
                     });
                     self.skip_rest(committed, "damaged record before the read position");
@@ -185,7 +207,7 @@ impl LogReader {
         }
         self.current = Some(OpenSegment {
             first,
-            file,
+            file: Some(file),
             offset,
         });
         Ok(Step::Moved)
@@ -201,19 +223,19 @@ impl LogReader {
             Some(next) => (next, None),
             None if cur.first == committed.active_first => (
                 committed.next_seq,
+                // Reopened (and positioned) by the next step.
                 Some(OpenSegment {
+                    first: cur.first,
+                    file: None,
                     offset: committed.active_len,
-                    ..cur
                 }),
             ),
             None => (committed.next_seq, None),
         };
         self.lost(target.saturating_sub(self.seq), why);
         self.seq = self.seq.max(target);
-        if let Some(mut resume) = resume {
-            if resume.file.seek(SeekFrom::Start(resume.offset)).is_ok() {
-                self.current = Some(resume);
-            }
+        if resume.is_some() {
+            self.current = resume;
         }
     }
 

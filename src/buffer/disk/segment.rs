@@ -165,7 +165,9 @@ pub(super) struct SegmentWriter {
     segment_size: u64,
     /// `fsync: always`: fsync at the end of every group.
     sync_every_group: bool,
-    file: File,
+    /// The active segment, open while the log is in use; closed when idle or when the
+    /// buffer's file budget is short ([`super::files`]), and reopened by the next write.
+    file: Option<File>,
     active_first: u64,
     active_len: u64,
     next_seq: u64,
@@ -194,16 +196,11 @@ impl SegmentWriter {
         let mut recovery = Recovery::default();
 
         let Some(&(first, len)) = segments.last() else {
-            let file = create_segment(dir, min_next_seq)?;
+            // Created now so the log's first segment exists; opened again on first write.
+            drop(create_segment(dir, min_next_seq)?);
             index.lock().insert(min_next_seq, 0);
-            let writer = SegmentWriter::new(
-                dir,
-                index,
-                segment_size,
-                sync_every_group,
-                file,
-                min_next_seq,
-            );
+            let writer =
+                SegmentWriter::new(dir, index, segment_size, sync_every_group, min_next_seq);
             return Ok((writer, recovery));
         };
 
@@ -219,8 +216,8 @@ impl SegmentWriter {
             };
             index.lock().insert(first, valid_len);
         }
-        let mut writer =
-            SegmentWriter::new(dir, index, segment_size, sync_every_group, file, first);
+        drop(file);
+        let mut writer = SegmentWriter::new(dir, index, segment_size, sync_every_group, first);
         writer.active_len = valid_len;
         writer.next_seq = first.saturating_add(count);
 
@@ -243,7 +240,6 @@ impl SegmentWriter {
         index: Arc<SegmentIndex>,
         segment_size: u64,
         sync_every_group: bool,
-        file: File,
         first: u64,
     ) -> SegmentWriter {
         SegmentWriter {
@@ -251,7 +247,7 @@ impl SegmentWriter {
             index,
             segment_size,
             sync_every_group,
-            file,
+            file: None,
             active_first: first,
             active_len: 0,
             next_seq: first,
@@ -293,10 +289,30 @@ impl SegmentWriter {
         }
     }
 
-    /// Whether `bytes` more go into the active segment without starting a new one (which
-    /// fsyncs the active one), on a log that is still usable.
+    /// Whether `bytes` more go into the open active segment without starting a new one
+    /// (which fsyncs the active one) or opening a file, on a log that is still usable.
     pub(super) fn fits_active(&self, bytes: u64) -> bool {
-        self.broken.is_none() && self.active_len + bytes <= self.segment_size
+        self.file.is_some() && self.broken.is_none() && self.active_len + bytes <= self.segment_size
+    }
+
+    /// Fsyncs what was written (if anything) and closes the active segment's file; the next
+    /// write reopens it.
+    pub(super) fn close_file(&mut self) -> io::Result<()> {
+        // Closed even when the fsync fails: the log is unusable until restart then anyway.
+        let synced = self.sync();
+        self.file = None;
+        synced
+    }
+
+    /// The active segment's file, opened if it was closed.
+    fn file(&mut self) -> io::Result<&mut File> {
+        match &mut self.file {
+            Some(file) => Ok(file),
+            slot => {
+                let path = segment_path(&self.dir, self.active_first);
+                Ok(slot.insert(OpenOptions::new().read(true).append(true).open(path)?))
+            }
+        }
     }
 
     /// Writes a group of framed records, rolling to new segments as needed, and fsyncs at the
@@ -356,9 +372,11 @@ impl SegmentWriter {
         if buf.is_empty() {
             return Ok(());
         }
-        if let Err(error) = self.file.write_all(buf) {
+        let active_len = self.active_len;
+        let file = self.file()?;
+        if let Err(error) = file.write_all(buf) {
             // Cut whatever part reached the file, so the log ends with a whole record again.
-            if let Err(cut) = self.file.set_len(self.active_len) {
+            if let Err(cut) = file.set_len(active_len) {
                 self.broken = Some(format!("could not cut a partial write: {cut}"));
             }
             return Err(error);
@@ -376,7 +394,7 @@ impl SegmentWriter {
             return Ok(());
         }
         let started = Instant::now();
-        if let Err(error) = self.file.sync_data() {
+        if let Err(error) = self.file().and_then(|f| f.sync_data()) {
             // After a failed fsync the kernel may have dropped the dirty pages: nothing
             // written since the last good fsync can be trusted any more.
             self.broken = Some(format!("fsync failed: {error}"));
@@ -389,10 +407,11 @@ impl SegmentWriter {
     }
 
     /// Starts a new, empty active segment at `next_seq`. The previous one must be synced.
+    /// The new file stays open only if the previous one was.
     fn roll(&mut self) -> io::Result<()> {
         let first = self.next_seq;
         let file = create_segment(&self.dir, first)?;
-        self.file = file;
+        self.file = self.file.is_some().then_some(file);
         self.active_first = first;
         self.active_len = 0;
         self.index.lock().insert(first, 0);

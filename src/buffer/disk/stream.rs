@@ -77,10 +77,8 @@ pub(super) struct DiskStream {
     acked: Arc<AtomicU64>,
     handed_out: u64,
     redeliver_below: u64,
-    /// `None` until first used, and while a blocking section holds it.
-    mark: Option<PositionFile>,
-    /// The cursor file, like `mark`, and when it was last fsynced.
-    cursor: Option<PositionFile>,
+    /// When the cursor file was last fsynced. Position files are opened for each update and
+    /// closed again, so an idle log holds no descriptor (docs/architecture.md, "Disk buffer").
     cursor_synced: std::time::Instant,
     mark_failed: bool,
 }
@@ -146,9 +144,7 @@ impl DiskStream {
             acked: init.acked,
             handed_out: acked,
             redeliver_below: init.redeliver_below,
-            mark: None,
             mark_failed: false,
-            cursor: None,
             cursor_synced: std::time::Instant::now(),
         }
     }
@@ -246,21 +242,15 @@ impl DiskStream {
     /// Records how far deliveries went, for redelivery detection after a restart. A failure
     /// only makes that detection less precise, so it is logged once and otherwise ignored.
     async fn store_mark(&mut self, value: u64) {
-        let mark = self.mark.take();
         let dir = self.dir.clone();
         let stored = tokio::task::spawn_blocking(move || {
-            let mut mark = match mark {
-                Some(mark) => mark,
-                None => PositionFile::open(&dir, cursor::HANDED_OUT_FILE)?,
-            };
-            mark.store(value)?;
-            Ok::<_, io::Error>(mark)
+            PositionFile::open(&dir, cursor::HANDED_OUT_FILE)?.store(value)
         })
         .await
         .map_err(io::Error::other)
         .and_then(|r| r);
         match stored {
-            Ok(mark) => self.mark = Some(mark),
+            Ok(()) => {}
             Err(error) if !self.mark_failed => {
                 self.mark_failed = true;
                 tracing::warn!(dir = %self.dir.display(), %error, "cannot record handed-out position; redeliveries after a restart may go uncounted");
@@ -375,16 +365,9 @@ impl BufferStream for DiskStream {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval => self.cursor_synced.elapsed() >= config.fsync_interval,
         };
-        let (dir, index, file) = (
-            self.dir.clone(),
-            Arc::clone(&self.index),
-            self.cursor.take(),
-        );
+        let (dir, index) = (self.dir.clone(), Arc::clone(&self.index));
         let stored = tokio::task::spawn_blocking(move || {
-            let mut file = match file {
-                Some(file) => file,
-                None => PositionFile::open(&dir, cursor::CURSOR_FILE)?,
-            };
+            let mut file = PositionFile::open(&dir, cursor::CURSOR_FILE)?;
             file.store(end)?;
             if sync {
                 file.sync()?;
@@ -392,14 +375,13 @@ impl BufferStream for DiskStream {
             // Under `fsync: interval` a deleted segment may outlive the cursor's last write
             // in an OS crash; opening the log moves such a cursor up to the oldest segment.
             let freed = segment::delete_behind(&dir, &index, end);
-            Ok::<_, io::Error>((file, freed))
+            Ok::<_, io::Error>(freed)
         })
         .await
         .map_err(io::Error::other)
         .and_then(|r| r)
         .map_err(|e| BufferError::io(self.dir.join(cursor::CURSOR_FILE), e))?;
-        let (file, freed) = stored;
-        self.cursor = Some(file);
+        let freed = stored;
         if sync {
             self.cursor_synced = std::time::Instant::now();
         }

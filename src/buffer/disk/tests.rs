@@ -1,6 +1,7 @@
 //! Tests of the disk buffer against real files in a temporary directory.
 
 mod faults;
+mod files;
 mod flow;
 mod shares;
 

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
 use super::config::FsyncPolicy;
+use super::files::{FileBudget, FileSlot};
 use super::segment::{self, Committed, GroupOutcome, SegmentWriter};
 use super::{Reservation, Shared, TenantUsage};
 use crate::buffer::BufferError;
@@ -26,6 +27,8 @@ use crate::buffer::BufferError;
 const QUEUE_DEPTH: usize = 1024;
 /// Largest group written at once.
 const MAX_GROUP_RECORDS: usize = 1024;
+/// A log not written to for this long closes its file (reopened by the next append).
+const IDLE_FILE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_GROUP_BYTES: usize = 16 << 20;
 
 pub(super) type Reply = oneshot::Sender<Result<(), BufferError>>;
@@ -58,6 +61,9 @@ pub(super) fn spawn(
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let task = WriterTask {
         writer: Arc::new(Mutex::new(writer)),
+        files: Arc::clone(&shared.files),
+        slot: None,
+        last_append: Instant::now(),
         committed,
         acked,
         rx,
@@ -84,6 +90,10 @@ struct Pending {
 
 struct WriterTask {
     writer: Arc<Mutex<SegmentWriter>>,
+    files: Arc<FileBudget>,
+    /// Held while the active segment's file may be open.
+    slot: Option<FileSlot>,
+    last_append: Instant,
     committed: Arc<watch::Sender<Committed>>,
     acked: Arc<AtomicU64>,
     shared: Arc<Shared>,
@@ -111,13 +121,23 @@ impl WriterTask {
         let mut ticker = tokio::time::interval(self.fsync_interval.max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let interval = self.fsync == FsyncPolicy::Interval;
+        let mut pressure = self.files.pressure();
         loop {
+            let idle_at = tokio::time::Instant::from_std(self.last_append + IDLE_FILE_TIMEOUT);
             let msg = tokio::select! {
                 biased;
                 msg = self.rx.recv() => msg,
                 _ = ticker.tick(), if interval && self.dirty => {
                     // A failure marks the log unusable; the next append reports it.
                     let _ = self.sync().await;
+                    continue;
+                }
+                _ = pressure.changed(), if self.slot.is_some() => {
+                    self.close_file().await;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(idle_at), if self.slot.is_some() => {
+                    self.close_file().await;
                     continue;
                 }
             };
@@ -141,10 +161,18 @@ impl WriterTask {
                 other => (Vec::new(), Some(other)),
             };
             if !group.is_empty() {
+                if self.slot.is_none() {
+                    self.slot = Some(self.files.acquire().await);
+                    // Its own calls while waiting are not a reason to close again.
+                    pressure.borrow_and_update();
+                }
+                self.last_append = Instant::now();
                 self.write_group(group).await;
-                // Under steady load the channel is always ready and the timer branch above
-                // never wins, so the interval is also checked here.
-                if self.dirty && self.last_sync.elapsed() >= self.fsync_interval {
+                if self.files.under_pressure() {
+                    self.close_file().await;
+                } else if self.dirty && self.last_sync.elapsed() >= self.fsync_interval {
+                    // Under steady load the channel is always ready and the timer branch
+                    // above never wins, so the interval is also checked here.
                     let _ = self.sync().await;
                 }
             }
@@ -291,6 +319,23 @@ impl WriterTask {
             };
             let _ = pending.reply.send(result);
         }
+    }
+
+    /// Fsyncs and closes the active segment's file, giving its slot back. On a failed fsync
+    /// the file is closed all the same: the log is unusable until restart then.
+    async fn close_file(&mut self) {
+        let writer = Arc::clone(&self.writer);
+        let closed = tokio::task::spawn_blocking(move || {
+            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let result = w.close_file();
+            (result, w.active_path())
+        })
+        .await;
+        self.dirty = false;
+        if let Ok((Err(e), path)) = closed {
+            tracing::error!(path = %path.display(), error = %e, "disk buffer fsync failed while closing an idle log; the log refuses appends until restart");
+        }
+        self.slot = None;
     }
 
     async fn sync(&mut self) -> Result<(), BufferError> {
