@@ -463,3 +463,106 @@ async fn after_an_outage_small_backlogs_are_not_stuck_behind_a_large_one() {
         backend.max_in_flight()
     );
 }
+
+/// The same promise on Pulsar, against the real broker: a tenant whose backend refuses
+/// everything builds a backlog until it reaches its share of `backlog.max_mib` (read from the
+/// broker's topic stats), then it alone is refused; two quiet tenants keep being accepted and
+/// delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_whose_backend_refuses_everything_fills_only_its_share_of_the_pulsar_backlog() {
+    use common::pulsar;
+
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let (noisy, quiet) = (
+        pulsar::tenant("backlog-noisy"),
+        [
+            pulsar::tenant("backlog-quiet-a"),
+            pulsar::tenant("backlog-quiet-b"),
+        ],
+    );
+    backend.fail_tenant(&noisy, Code::Unavailable);
+    let backlog = format!(
+        "backlog: {{ max_mib: 2, refresh_interval: 500ms, admin_url: '{}' }}",
+        pulsar::admin_url()
+    );
+    // Uncompressed, so the stored backlog is the bytes sent and the test fills it quickly.
+    let config = SluiceConfig::new(dir.path(), backend.port())
+        .with_pulsar(&pulsar::service_url(), &[&backlog, "compression: none"]);
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let client = channel(&sluice.otlp_endpoint()).await;
+
+    let mut noisy_accepted = 0;
+    let status = loop {
+        assert!(noisy_accepted < 100, "the noisy tenant must be stopped");
+        match export(
+            &client,
+            &[("x-scope-orgid", noisy.as_str())],
+            heavy_spans(&format!("noisy-{noisy_accepted}"), 200),
+        )
+        .await
+        {
+            Ok(()) => noisy_accepted += 1,
+            Err(status) => break status,
+        }
+    };
+    assert!(noisy_accepted >= 5, "it had most of the backlog first");
+    let message = expect_code("over its share", &status, Code::ResourceExhausted);
+    assert!(
+        message.contains(&noisy) && message.contains("share"),
+        "{message}"
+    );
+
+    // The broker's reading confirms it: the backlog stays at the share, not the 2 MiB cap,
+    // and the quiet tenants are accepted and delivered, every span.
+    for r in 0..5 {
+        for tenant in &quiet {
+            export(
+                &client,
+                &[("x-scope-orgid", tenant.as_str())],
+                spans(&format!("{tenant}-{r}"), 100),
+            )
+            .await
+            .unwrap_or_else(|s| panic!("{tenant} must be accepted: {s:?}"));
+        }
+    }
+    for tenant in &quiet {
+        backend.wait_spans(tenant, 500, WAIT).await;
+    }
+    let refused = sluice
+        .metric(
+            "sluice_receiver_refused_items_total",
+            &[("tenant", noisy.as_str()), ("reason", "tenant_buffer_full")],
+        )
+        .await;
+    assert!(refused >= 200.0, "refused {refused}");
+    // Still refused after the next readings: the backlog is real, not a count in flight.
+    wait_for(
+        "the noisy tenant's backlog read from the broker",
+        WAIT,
+        || async {
+            let held = sluice
+                .metric(
+                    "sluice_buffer_tenant_size_bytes",
+                    &[("buffer", "pulsar"), ("tenant", noisy.as_str())],
+                )
+                .await;
+            (held > 1_000_000.0)
+                .then_some(())
+                .ok_or(format!("held {held}"))
+        },
+    )
+    .await;
+    let again = export(
+        &client,
+        &[("x-scope-orgid", noisy.as_str())],
+        heavy_spans("noisy-again", 200),
+    )
+    .await
+    .expect_err("still over its share");
+    expect_code("over its share", &again, Code::ResourceExhausted);
+    let failures = sluice
+        .metric("sluice_pulsar_backlog_poll_failures_total", &[])
+        .await;
+    assert_eq!(failures, 0.0, "the admin API was read");
+}

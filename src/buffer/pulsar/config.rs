@@ -81,6 +81,66 @@ pub struct PulsarBufferConfig {
     /// How export workers read the topics.
     #[serde(default)]
     pub consumer: ConsumerConfig,
+
+    /// Each tenant's share of the backlog kept in Pulsar.
+    #[serde(default)]
+    pub backlog: BacklogConfig,
+}
+
+/// `backlog:` bounds on what the tenants keep in Pulsar, read from the broker's admin API
+/// (docs/contracts.md, "Tenant isolation").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BacklogConfig {
+    /// Most backlog (bytes the export subscription has not acknowledged) of all tenants'
+    /// topics together, in MiB; tenants share it as they share the disk buffer's
+    /// `max_size_mib`. `0`: no bound (and no admin API requests). Default: `10240`.
+    pub max_mib: u64,
+    /// Share of `max_mib` kept for tenants under their fair share, in percent (at most 50).
+    /// Default: `10`.
+    pub tenant_headroom_percent: u8,
+    /// The broker's admin REST API. Default: the `service_url`'s host on Pulsar's web port
+    /// (`http://host:8080`, or `https://host:8443` for `pulsar+ssl://`).
+    pub admin_url: Option<String>,
+    /// How often the topics' backlogs are read. Default: `10s`.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for BacklogConfig {
+    fn default() -> Self {
+        BacklogConfig {
+            max_mib: 10240,
+            tenant_headroom_percent: 10,
+            admin_url: None,
+            refresh_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PulsarBufferConfig {
+    /// `backlog.admin_url`, or the service URL's first host on Pulsar's web port.
+    pub fn admin_url(&self) -> String {
+        if let Some(url) = &self.backlog.admin_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let (scheme, port, rest) = match self.service_url.strip_prefix("pulsar+ssl://") {
+            Some(rest) => ("https", 8443, rest),
+            None => (
+                "http",
+                8080,
+                self.service_url
+                    .strip_prefix("pulsar://")
+                    .unwrap_or(&self.service_url),
+            ),
+        };
+        let first = rest.split([',', '/']).next().unwrap_or_default();
+        let host = match first.rsplit_once(':') {
+            Some((host, _port)) => host,
+            None => first,
+        };
+        format!("{scheme}://{host}:{port}")
+    }
 }
 
 /// TLS to the broker. The Pulsar client verifies the broker's certificate chain and host
@@ -232,6 +292,7 @@ impl Default for PulsarBufferConfig {
             max_message_bytes: default_max_message_bytes(),
             producer_idle_timeout: default_producer_idle_timeout(),
             consumer: ConsumerConfig::default(),
+            backlog: BacklogConfig::default(),
         }
     }
 }
@@ -247,6 +308,26 @@ impl Validate for PulsarBufferConfig {
                  Java, Go and C++ clients (and so the Collector's pulsarreceiver) cannot read; \
                  use lz4 or zstd",
             ));
+        }
+        if self.backlog.tenant_headroom_percent > 50 {
+            return Err(FieldError::new(
+                "backlog.tenant_headroom_percent",
+                "must be at most 50",
+            ));
+        }
+        if self.backlog.max_mib > 0 && self.backlog.refresh_interval.is_zero() {
+            return Err(FieldError::new(
+                "backlog.refresh_interval",
+                "must be above zero",
+            ));
+        }
+        if let Some(url) = &self.backlog.admin_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(FieldError::new(
+                    "backlog.admin_url",
+                    "must start with http:// or https://",
+                ));
+            }
         }
         let tls = self.uses_tls()?;
         let topic = self.topic_template()?;

@@ -15,6 +15,7 @@
 //! * Close: appends stop, queued appends finish, producers close, streams end.
 
 mod auth;
+mod backlog;
 mod client;
 mod config;
 mod consumer;
@@ -37,14 +38,15 @@ use tokio::sync::watch;
 
 pub use auth::{AuthConfig, OAuth2Config, Secret, TokenConfig};
 pub use config::{
-    CoalesceConfig, CompressionConfig, ConsumerConfig, PulsarBufferConfig, SubscriptionType,
-    TlsConfig,
+    BacklogConfig, CoalesceConfig, CompressionConfig, ConsumerConfig, PulsarBufferConfig,
+    SubscriptionType, TlsConfig,
 };
 pub use message::{
     CONTENT_TYPE, ITEMS, ORIGINAL_TOPIC, PROTOBUF, REASON, SIGNAL, TENANT, TRACEPARENT,
 };
 pub use topic::TopicTemplate;
 
+use self::backlog::Backlogs;
 use self::discovery::{Discovery, StreamReceiver};
 use self::producer::Producers;
 use self::topic::DeadLetterTemplate;
@@ -73,6 +75,8 @@ pub struct PulsarBuffer {
     ctx: Arc<Context>,
     producers: Producers,
     discovery: Arc<Discovery>,
+    /// Tenants' shares of the backlog; `None` with `backlog.max_mib: 0`.
+    backlogs: Option<Arc<Backlogs>>,
     closed: watch::Sender<bool>,
     accepting: AtomicBool,
     health: HealthTracker,
@@ -84,16 +88,17 @@ const HEALTH_GRACE: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl BufferConfig for PulsarBufferConfig {
-    // Per-tenant shares of the broker's storage are not enforced by Sluice yet: the
-    // context's caps are for the disk buffer (docs/contracts.md, "Tenant isolation").
-    async fn open(&self, _context: &BufferContext) -> Result<Arc<dyn Buffer>, BufferError> {
-        Ok(PulsarBuffer::open(self).await?)
+    async fn open(&self, context: &BufferContext) -> Result<Arc<dyn Buffer>, BufferError> {
+        Ok(PulsarBuffer::open(self, context).await?)
     }
 }
 
 impl PulsarBuffer {
     /// Connects to the broker (within `send_timeout`). Must be called inside a tokio runtime.
-    pub async fn open(config: &PulsarBufferConfig) -> Result<Arc<PulsarBuffer>, BufferError> {
+    pub async fn open(
+        config: &PulsarBufferConfig,
+        context: &BufferContext,
+    ) -> Result<Arc<PulsarBuffer>, BufferError> {
         config.validate()?;
         describe_metrics();
         let topic = config.topic_template()?;
@@ -111,7 +116,19 @@ impl PulsarBuffer {
             tenants,
             closed: closed_rx,
         });
+        let backlogs = (config.backlog.max_mib > 0).then(|| {
+            let backlogs = Backlogs::new(&config.backlog, context);
+            let auth = config.auth.as_ref().and_then(|a| a.provider().ok());
+            backlogs.spawn_poller(
+                &config.backlog,
+                config.admin_url(),
+                auth,
+                closed.subscribe(),
+            );
+            backlogs
+        });
         Ok(Arc::new(PulsarBuffer {
+            backlogs,
             producers: Producers::new(client, config),
             discovery: Discovery::new(Arc::clone(&ctx)),
             ctx,
@@ -138,6 +155,11 @@ impl PulsarBuffer {
                 why: format!("its topic {topic} is the dead-letter topic of tenant {owner}"),
             });
         }
+        let bytes = batch.payload.len() as u64;
+        let reserved = match &self.backlogs {
+            Some(backlogs) => Some(backlogs.reserve(&topic, &tenant, bytes)?),
+            None => None,
+        };
         let parts = message::split(batch, config.max_message_bytes)?;
         let publish = async {
             let mut receipts = Vec::with_capacity(parts.len());
@@ -151,6 +173,9 @@ impl PulsarBuffer {
         };
         match tokio::time::timeout(config.send_timeout, publish).await {
             Ok(Ok(())) => {
+                if let Some(reserved) = reserved {
+                    reserved.keep();
+                }
                 self.discovery.appended(signal, &tenant);
                 Ok(())
             }
@@ -323,6 +348,10 @@ fn describe_metrics() {
     describe_counter!(
         "sluice_pulsar_undecodable_messages_total",
         "Messages on a tenant topic that are not OTLP; they go straight to the dead-letter topic."
+    );
+    describe_counter!(
+        "sluice_pulsar_backlog_poll_failures_total",
+        "Passes reading the tenants' topic backlogs from the Pulsar admin API that failed (the last readings are kept)."
     );
     describe_gauge!(
         "sluice_pulsar_backlog_messages",

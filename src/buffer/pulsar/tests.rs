@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
 
-use super::config::PulsarBufferConfig;
+use super::config::{BacklogConfig, PulsarBufferConfig};
 use super::discovery::tenants_in;
 use super::message::{self, Coalescer};
 use super::topic::{is_partition, DeadLetterTemplate, TopicTemplate};
@@ -435,4 +435,39 @@ fn snappy_is_refused_because_other_clients_cannot_read_it() {
             "{ok}"
         );
     }
+}
+
+#[test]
+fn the_admin_url_defaults_to_the_service_hosts_web_port() {
+    let with = |service_url: &str, admin_url: Option<&str>| PulsarBufferConfig {
+        service_url: service_url.into(),
+        backlog: BacklogConfig {
+            admin_url: admin_url.map(Into::into),
+            ..BacklogConfig::default()
+        },
+        ..PulsarBufferConfig::default()
+    };
+    assert_eq!(
+        with("pulsar://broker.example:6650", None).admin_url(),
+        "http://broker.example:8080"
+    );
+    assert_eq!(
+        with("pulsar+ssl://a:6651,b:6651", None).admin_url(),
+        "https://a:8443"
+    );
+    assert_eq!(
+        with("pulsar://x:6650", Some("http://admin:9090/")).admin_url(),
+        "http://admin:9090"
+    );
+    let mut bad = with("pulsar://x:6650", Some("admin:9090"));
+    assert_eq!(
+        bad.validate().expect_err("scheme").field,
+        "backlog.admin_url"
+    );
+    bad.backlog.admin_url = None;
+    bad.backlog.tenant_headroom_percent = 60;
+    assert_eq!(
+        bad.validate().expect_err("headroom").field,
+        "backlog.tenant_headroom_percent"
+    );
 }

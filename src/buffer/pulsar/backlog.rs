@@ -1,0 +1,300 @@
+//! Each tenant's share of the backlog kept in Pulsar (docs/contracts.md, "Tenant isolation").
+//!
+//! The broker is the only one that knows a topic's backlog (what the export subscription has
+//! not acknowledged, whichever agent published it), so Sluice asks it: every
+//! `backlog.refresh_interval` the topic stats of each topic this process published to are
+//! read from the admin API (`backlogSize`), summed per tenant, and held in the same
+//! [`TenantShares`] accounting as the disk buffer's. Between two readings a tenant's appends
+//! are added as they are published. A tenant at its share is refused alone, before anything
+//! is published (`RESOURCE_EXHAUSTED`, `tenant_buffer_full`), so one tenant whose backend
+//! refuses everything cannot fill the bookies' disks for everyone.
+//!
+//! The admin API being unreachable keeps the last readings (logged once per outage, counted
+//! in `sluice_pulsar_backlog_poll_failures_total`): accounting must not stop ingest.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::StreamExt;
+use pulsar::authentication::Authentication;
+use tokio::sync::watch;
+
+use super::config::BacklogConfig;
+use crate::buffer::share::{Refusal, TenantShares, TenantUsage};
+use crate::buffer::{BufferContext, BufferError};
+use crate::error::error_chain;
+use crate::tenant::TenantId;
+
+/// Topic stats requests in flight at once.
+const CONCURRENCY: usize = 8;
+
+pub(super) struct Backlogs {
+    shares: TenantShares,
+    retry_after: std::time::Duration,
+    topics: Mutex<HashMap<String, Watched>>,
+}
+
+/// A topic published to by this process.
+struct Watched {
+    usage: Arc<TenantUsage>,
+    /// The backlog at the last reading plus what was published since, as counted in `usage`.
+    counted: u64,
+    /// Published since the last reading (so an idle, empty topic is not read again).
+    fresh: bool,
+}
+
+impl Backlogs {
+    pub(super) fn new(config: &BacklogConfig, context: &BufferContext) -> Arc<Backlogs> {
+        Arc::new(Backlogs {
+            shares: TenantShares::new(
+                "pulsar",
+                config.max_mib.saturating_mul(1 << 20),
+                config.tenant_headroom_percent,
+                Arc::clone(&context.tenant_limits),
+            ),
+            retry_after: super::RETRY_AFTER,
+            topics: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes room for `bytes` about to be published to `topic`, or refuses the tenant.
+    pub(super) fn reserve(
+        &self,
+        topic: &str,
+        tenant: &TenantId,
+        bytes: u64,
+    ) -> Result<Reserved<'_>, BufferError> {
+        let usage = self.shares.usage(tenant);
+        self.shares
+            .reserve(&usage, bytes)
+            .map_err(|refusal| match refusal {
+                Refusal::BufferFull { used, cap } => BufferError::Full {
+                    used_bytes: used,
+                    cap_bytes: cap,
+                    retry_after: self.retry_after,
+                },
+                Refusal::TenantOverShare {
+                    tenant,
+                    held,
+                    share,
+                } => BufferError::TenantFull {
+                    tenant,
+                    held_bytes: held,
+                    share_bytes: share,
+                    retry_after: self.retry_after,
+                },
+            })?;
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        let watched = topics.entry(topic.to_owned()).or_insert_with(|| Watched {
+            usage: Arc::clone(&usage),
+            counted: 0,
+            fresh: true,
+        });
+        watched.counted += bytes;
+        watched.fresh = true;
+        Ok(Reserved {
+            backlogs: self,
+            topic: topic.to_owned(),
+            usage,
+            bytes,
+        })
+    }
+
+    /// Replaces what is counted for `topic` by the broker's reading.
+    fn observed(&self, topic: &str, backlog: u64) {
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(watched) = topics.get_mut(topic) else {
+            return;
+        };
+        if backlog > watched.counted {
+            self.shares.add(&watched.usage, backlog - watched.counted);
+        } else {
+            self.shares
+                .release(&watched.usage, watched.counted - backlog);
+        }
+        watched.counted = backlog;
+        watched.fresh = false;
+    }
+
+    /// Topics worth reading: published to since the last reading, or holding a backlog.
+    fn to_read(&self) -> Vec<String> {
+        let topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        topics
+            .iter()
+            .filter(|(_, w)| w.fresh || w.counted > 0)
+            .map(|(topic, _)| topic.clone())
+            .collect()
+    }
+
+    /// Reads the topics' backlogs every `refresh_interval` until `closed`.
+    pub(super) fn spawn_poller(
+        self: &Arc<Self>,
+        config: &BacklogConfig,
+        admin_url: String,
+        auth: Option<Box<dyn Authentication>>,
+        mut closed: watch::Receiver<bool>,
+    ) {
+        let this = Arc::clone(self);
+        let interval = config.refresh_interval;
+        let mut poller = Poller {
+            http: reqwest::Client::new(),
+            admin_url,
+            auth,
+            failing: false,
+        };
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => poller.read_all(&this).await,
+                    _ = closed.changed() => return,
+                }
+            }
+        });
+    }
+}
+
+/// Room taken for a publish; given back unless [`Reserved::keep`] is called.
+pub(super) struct Reserved<'a> {
+    backlogs: &'a Backlogs,
+    topic: String,
+    usage: Arc<TenantUsage>,
+    bytes: u64,
+}
+
+impl Reserved<'_> {
+    /// The messages were published: they stay counted until the next reading.
+    pub(super) fn keep(mut self) {
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        self.backlogs.shares.release(&self.usage, self.bytes);
+        let mut topics = self
+            .backlogs
+            .topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(watched) = topics.get_mut(&self.topic) {
+            watched.counted = watched.counted.saturating_sub(self.bytes);
+        }
+    }
+}
+
+struct Poller {
+    http: reqwest::Client,
+    admin_url: String,
+    auth: Option<Box<dyn Authentication>>,
+    /// The last pass failed (logged once until one succeeds).
+    failing: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    #[error("cannot reach the Pulsar admin API: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the Pulsar admin API answered {status} for {topic}")]
+    Status {
+        status: reqwest::StatusCode,
+        topic: String,
+    },
+    #[error("cannot get a token for the Pulsar admin API: {0}")]
+    Auth(String),
+    #[error("unexpected topic stats from the Pulsar admin API: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+impl Poller {
+    async fn read_all(&mut self, backlogs: &Backlogs) {
+        let token = match self.token().await {
+            Ok(token) => token,
+            Err(e) => return self.failed(&e),
+        };
+        let topics = backlogs.to_read();
+        let this = &*self;
+        let results: Vec<(String, Result<u64, PollError>)> = futures::stream::iter(topics)
+            .map(|topic| {
+                let token = token.clone();
+                async move {
+                    let backlog = this.backlog(&topic, token.as_deref()).await;
+                    (topic, backlog)
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut error = None;
+        for (topic, result) in results {
+            match result {
+                Ok(backlog) => backlogs.observed(&topic, backlog),
+                Err(e) => error = Some(e),
+            }
+        }
+        match error {
+            Some(e) => self.failed(&e),
+            None if self.failing => {
+                self.failing = false;
+                tracing::info!("Pulsar backlog readings work again");
+            }
+            None => {}
+        }
+    }
+
+    fn failed(&mut self, e: &PollError) {
+        metrics::counter!("sluice_pulsar_backlog_poll_failures_total").increment(1);
+        if !self.failing {
+            self.failing = true;
+            tracing::warn!(error = %error_chain(e), "cannot read tenants' Pulsar backlogs; keeping the last readings");
+        }
+    }
+
+    async fn token(&mut self) -> Result<Option<String>, PollError> {
+        let Some(auth) = self.auth.as_mut() else {
+            return Ok(None);
+        };
+        let data = auth
+            .auth_data()
+            .await
+            .map_err(|e| PollError::Auth(e.to_string()))?;
+        String::from_utf8(data)
+            .map(Some)
+            .map_err(|_| PollError::Auth("the token is not UTF-8".into()))
+    }
+
+    /// `backlogSize` of a topic; 0 for a topic the broker does not have (any more).
+    async fn backlog(&self, topic: &str, token: Option<&str>) -> Result<u64, PollError> {
+        let path = topic.replacen("://", "/", 1);
+        let url = format!("{}/admin/v2/{path}/stats", self.admin_url);
+        let mut request = self
+            .http
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(10));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        match response.status() {
+            reqwest::StatusCode::NOT_FOUND => return Ok(0),
+            status if !status.is_success() => {
+                return Err(PollError::Status {
+                    status,
+                    topic: topic.to_owned(),
+                })
+            }
+            _ => {}
+        }
+        let stats: TopicStats = serde_json::from_slice(&response.bytes().await?)?;
+        Ok(stats.backlog_size.max(0) as u64)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TopicStats {
+    #[serde(rename = "backlogSize", default)]
+    backlog_size: i64,
+}
