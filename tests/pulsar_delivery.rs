@@ -188,6 +188,29 @@ async fn permanent_failures_go_to_the_tenants_dead_letter_topic_others_unaffecte
         names, sent_bad,
         "the dead letters hold exactly the refused spans"
     );
+    // The broker deletes what no subscription holds: Sluice's own subscription keeps the
+    // dead letters, bounded by backlog quotas with eviction (`dead_letter` defaults).
+    let dlq_path = format!("/admin/v2/{}", dlq.replacen("://", "/", 1));
+    let subscriptions = pulsar::admin_get(&format!("{dlq_path}/subscriptions"))
+        .await
+        .expect("subscriptions");
+    assert!(
+        subscriptions.contains("sluice-dead-letters"),
+        "{subscriptions}"
+    );
+    common::wait_for("the dead-letter topic's bounds", WAIT, || async {
+        let body = pulsar::admin_get(&format!("{dlq_path}/backlogQuotaMap")).await?;
+        let quotas: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("{body}: {e}"))?;
+        let size = &quotas["destination_storage"];
+        let age = &quotas["message_age"];
+        (size["limitSize"] == 256 << 20
+            && age["limitTime"] == 7 * 24 * 3600
+            && size["policy"] == "consumer_backlog_eviction")
+            .then_some(())
+            .ok_or(body)
+    })
+    .await;
     let labels = [("signal", "traces"), ("tenant", bad.as_str())];
     let dead_items = wait_metric(
         &sluice,

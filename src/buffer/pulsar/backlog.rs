@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt;
-use pulsar::authentication::Authentication;
 use tokio::sync::watch;
 
+use super::admin::{AdminClient, AdminError};
 use super::config::BacklogConfig;
 use crate::buffer::share::{Refusal, TenantShares, TenantUsage};
 use crate::buffer::{BufferContext, BufferError};
@@ -130,16 +130,13 @@ impl Backlogs {
     pub(super) fn spawn_poller(
         self: &Arc<Self>,
         config: &BacklogConfig,
-        admin_url: String,
-        auth: Option<Box<dyn Authentication>>,
+        admin: Arc<AdminClient>,
         mut closed: watch::Receiver<bool>,
     ) {
         let this = Arc::clone(self);
         let interval = config.refresh_interval;
         let mut poller = Poller {
-            http: reqwest::Client::new(),
-            admin_url,
-            auth,
+            admin,
             failing: false,
         };
         tokio::spawn(async move {
@@ -187,47 +184,23 @@ impl Drop for Reserved<'_> {
 }
 
 struct Poller {
-    http: reqwest::Client,
-    admin_url: String,
-    auth: Option<Box<dyn Authentication>>,
+    admin: Arc<AdminClient>,
     /// The last pass failed (logged once until one succeeds).
     failing: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-enum PollError {
-    #[error("cannot reach the Pulsar admin API: {0}")]
-    Http(#[from] reqwest::Error),
-    #[error("the Pulsar admin API answered {status} for {topic}")]
-    Status {
-        status: reqwest::StatusCode,
-        topic: String,
-    },
-    #[error("cannot get a token for the Pulsar admin API: {0}")]
-    Auth(String),
-    #[error("unexpected topic stats from the Pulsar admin API: {0}")]
-    Decode(#[from] serde_json::Error),
-}
-
 impl Poller {
     async fn read_all(&mut self, backlogs: &Backlogs) {
-        let token = match self.token().await {
-            Ok(token) => token,
-            Err(e) => return self.failed(&e),
-        };
-        let topics = backlogs.to_read();
-        let this = &*self;
-        let results: Vec<(String, Result<u64, PollError>)> = futures::stream::iter(topics)
-            .map(|topic| {
-                let token = token.clone();
-                async move {
-                    let backlog = this.backlog(&topic, token.as_deref()).await;
+        let admin = &self.admin;
+        let results: Vec<(String, Result<u64, AdminError>)> =
+            futures::stream::iter(backlogs.to_read())
+                .map(|topic| async move {
+                    let backlog = admin.backlog_bytes(&topic).await;
                     (topic, backlog)
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
         let mut error = None;
         for (topic, result) in results {
             match result {
@@ -236,7 +209,13 @@ impl Poller {
             }
         }
         match error {
-            Some(e) => self.failed(&e),
+            Some(e) => {
+                metrics::counter!("sluice_pulsar_backlog_poll_failures_total").increment(1);
+                if !self.failing {
+                    self.failing = true;
+                    tracing::warn!(error = %error_chain(&e), "cannot read tenants' Pulsar backlogs; keeping the last readings");
+                }
+            }
             None if self.failing => {
                 self.failing = false;
                 tracing::info!("Pulsar backlog readings work again");
@@ -244,57 +223,4 @@ impl Poller {
             None => {}
         }
     }
-
-    fn failed(&mut self, e: &PollError) {
-        metrics::counter!("sluice_pulsar_backlog_poll_failures_total").increment(1);
-        if !self.failing {
-            self.failing = true;
-            tracing::warn!(error = %error_chain(e), "cannot read tenants' Pulsar backlogs; keeping the last readings");
-        }
-    }
-
-    async fn token(&mut self) -> Result<Option<String>, PollError> {
-        let Some(auth) = self.auth.as_mut() else {
-            return Ok(None);
-        };
-        let data = auth
-            .auth_data()
-            .await
-            .map_err(|e| PollError::Auth(e.to_string()))?;
-        String::from_utf8(data)
-            .map(Some)
-            .map_err(|_| PollError::Auth("the token is not UTF-8".into()))
-    }
-
-    /// `backlogSize` of a topic; 0 for a topic the broker does not have (any more).
-    async fn backlog(&self, topic: &str, token: Option<&str>) -> Result<u64, PollError> {
-        let path = topic.replacen("://", "/", 1);
-        let url = format!("{}/admin/v2/{path}/stats", self.admin_url);
-        let mut request = self
-            .http
-            .get(&url)
-            .timeout(std::time::Duration::from_secs(10));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await?;
-        match response.status() {
-            reqwest::StatusCode::NOT_FOUND => return Ok(0),
-            status if !status.is_success() => {
-                return Err(PollError::Status {
-                    status,
-                    topic: topic.to_owned(),
-                })
-            }
-            _ => {}
-        }
-        let stats: TopicStats = serde_json::from_slice(&response.bytes().await?)?;
-        Ok(stats.backlog_size.max(0) as u64)
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct TopicStats {
-    #[serde(rename = "backlogSize", default)]
-    backlog_size: i64,
 }

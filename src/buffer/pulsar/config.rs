@@ -85,6 +85,47 @@ pub struct PulsarBufferConfig {
     /// Each tenant's share of the backlog kept in Pulsar.
     #[serde(default)]
     pub backlog: BacklogConfig,
+
+    /// How much each dead-letter topic keeps. When Sluice first dead-letters to a topic it
+    /// subscribes `sluice-dead-letters` to it (which holds the dead letters: the broker
+    /// deletes what no subscription holds) and sets the topic's backlog quotas, with eviction
+    /// of the oldest, to these bounds, through the admin API.
+    #[serde(default)]
+    pub dead_letter: DeadLetterRetention,
+}
+
+/// `dead_letter:` bounds of the dead-letter topics (the disk buffer's keys and defaults).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadLetterRetention {
+    /// Most dead letters one topic keeps, in MiB; the broker evicts the oldest beyond.
+    /// `0`: no size limit. Default: `256`.
+    pub max_mib: u64,
+    /// Dead letters older than this are evicted by the broker. `0`: no age limit.
+    /// Default: `168h`.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for DeadLetterRetention {
+    fn default() -> Self {
+        DeadLetterRetention {
+            max_mib: 256,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl DeadLetterRetention {
+    /// The bounds to set: size in MiB and age in whole minutes (rounded up), `None` for no
+    /// limit.
+    pub(super) fn limits(&self) -> (Option<u64>, Option<u64>) {
+        let minutes = self.max_age.as_secs().div_ceil(60);
+        (
+            (self.max_mib > 0).then_some(self.max_mib),
+            (minutes > 0).then_some(minutes),
+        )
+    }
 }
 
 /// `backlog:` bounds on what the tenants keep in Pulsar, read from the broker's admin API
@@ -293,6 +334,7 @@ impl Default for PulsarBufferConfig {
             producer_idle_timeout: default_producer_idle_timeout(),
             consumer: ConsumerConfig::default(),
             backlog: BacklogConfig::default(),
+            dead_letter: DeadLetterRetention::default(),
         }
     }
 }

@@ -1,18 +1,27 @@
 //! Publishing dead letters: each stream's messages that can never be exported go, one by one
 //! and unchanged apart from the added `reason` and `original-topic` properties, to its
-//! tenant's dead-letter topic (by default the topic name + `-DLQ`).
+//! tenant's dead-letter topic (by default the topic name + `-DLQ`). Before its first dead
+//! letter, the topic gets the subscription `sluice-dead-letters`, which holds the dead letters
+//! (nothing else reads them, and the broker deletes what no subscription holds), and backlog
+//! quotas with eviction: `dead_letter.max_mib` and `max_age`.
 
 use std::sync::Arc;
 
 use pulsar::{producer, Producer, ProducerOptions, TokioExecutor};
 
 use super::{detached, within, Context, GaugeGuard, SharedError};
+use crate::error::error_chain;
+
+/// The subscription that holds each dead-letter topic's messages.
+pub(super) const DEAD_LETTER_SUBSCRIPTION: &str = "sluice-dead-letters";
 
 /// The dead-letter producer of one stream, created on first use.
 pub(super) struct DeadLetters {
     ctx: Arc<Context>,
     topic: String,
     producer: Option<(Producer<TokioExecutor>, GaugeGuard)>,
+    /// The topic's subscription and bounds are set (once per process and topic).
+    kept: bool,
 }
 
 impl DeadLetters {
@@ -21,6 +30,7 @@ impl DeadLetters {
             ctx,
             topic,
             producer: None,
+            kept: false,
         }
     }
 
@@ -32,6 +42,20 @@ impl DeadLetters {
             self.producer = None;
         }
         result
+    }
+
+    /// Nothing reads a dead-letter topic, and the broker deletes what no subscription holds
+    /// (its retention can only be raised above the namespace's backlog quota, 10 GB by
+    /// default, so it cannot cap them). A subscription of Sluice's own holds the dead
+    /// letters, and the topic's backlog quotas, with eviction, cap them in size and age.
+    async fn keep_dead_letters(ctx: &Context, topic: &str) -> Result<(), super::admin::AdminError> {
+        ctx.admin
+            .create_subscription(topic, DEAD_LETTER_SUBSCRIPTION)
+            .await?;
+        let (size_mib, minutes) = ctx.config.dead_letter.limits();
+        ctx.admin
+            .set_eviction(topic, size_mib.map(|m| m << 20), minutes.map(|m| m * 60))
+            .await
     }
 
     async fn try_publish(&mut self, messages: Vec<producer::Message>) -> Result<(), SharedError> {
@@ -57,6 +81,19 @@ impl DeadLetters {
                 producer
             }
         };
+        if !self.kept {
+            // After the producer: the broker sets topic policies on existing topics only, and
+            // before the first dead letter, which the subscription must hold.
+            match Self::keep_dead_letters(&self.ctx, &self.topic).await {
+                Ok(()) => self.kept = true,
+                Err(e) => {
+                    // The dead letters are still published; the next one tries again.
+                    metrics::counter!("sluice_pulsar_dead_letter_setup_failures_total")
+                        .increment(1);
+                    tracing::warn!(topic = %self.topic, error = %error_chain(&e), "cannot subscribe to or bound a dead-letter topic; without its subscription the broker may delete the dead letters once their ledger closes");
+                }
+            }
+        }
         let mut receipts = Vec::with_capacity(messages.len());
         for message in messages {
             receipts.push(within(limit, producer.send_non_blocking(message)).await?);

@@ -14,6 +14,7 @@
 //! * The message contract (payload, key, properties) lives in [`message`].
 //! * Close: appends stop, queued appends finish, producers close, streams end.
 
+mod admin;
 mod auth;
 mod backlog;
 mod client;
@@ -38,14 +39,15 @@ use tokio::sync::watch;
 
 pub use auth::{AuthConfig, OAuth2Config, Secret, TokenConfig};
 pub use config::{
-    BacklogConfig, CoalesceConfig, CompressionConfig, ConsumerConfig, PulsarBufferConfig,
-    SubscriptionType, TlsConfig,
+    BacklogConfig, CoalesceConfig, CompressionConfig, ConsumerConfig, DeadLetterRetention,
+    PulsarBufferConfig, SubscriptionType, TlsConfig,
 };
 pub use message::{
     CONTENT_TYPE, ITEMS, ORIGINAL_TOPIC, PROTOBUF, REASON, SIGNAL, TENANT, TRACEPARENT,
 };
 pub use topic::TopicTemplate;
 
+use self::admin::AdminClient;
 use self::backlog::Backlogs;
 use self::discovery::{Discovery, StreamReceiver};
 use self::producer::Producers;
@@ -63,6 +65,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 struct Context {
     client: Pulsar<TokioExecutor>,
     config: Arc<PulsarBufferConfig>,
+    /// The broker's admin API (backlog readings, dead-letter retention).
+    admin: Arc<AdminClient>,
     topic: TopicTemplate,
     dead_letter: DeadLetterTemplate,
     tenants: Option<Vec<TenantId>>,
@@ -108,24 +112,23 @@ impl PulsarBuffer {
         tracing::info!(service_url = %config.service_url, %topic, "connected to Pulsar");
         let config = Arc::new(config.clone());
         let (closed, closed_rx) = watch::channel(false);
+        let admin = Arc::new(AdminClient::new(
+            config.admin_url(),
+            config.auth.as_ref().map(AuthConfig::provider).transpose()?,
+        ));
+        let backlogs = (config.backlog.max_mib > 0).then(|| {
+            let backlogs = Backlogs::new(&config.backlog, context);
+            backlogs.spawn_poller(&config.backlog, Arc::clone(&admin), closed.subscribe());
+            backlogs
+        });
         let ctx = Arc::new(Context {
             client: client.clone(),
             config: Arc::clone(&config),
+            admin,
             topic,
             dead_letter,
             tenants,
             closed: closed_rx,
-        });
-        let backlogs = (config.backlog.max_mib > 0).then(|| {
-            let backlogs = Backlogs::new(&config.backlog, context);
-            let auth = config.auth.as_ref().and_then(|a| a.provider().ok());
-            backlogs.spawn_poller(
-                &config.backlog,
-                config.admin_url(),
-                auth,
-                closed.subscribe(),
-            );
-            backlogs
         });
         Ok(Arc::new(PulsarBuffer {
             backlogs,
@@ -348,6 +351,10 @@ fn describe_metrics() {
     describe_counter!(
         "sluice_pulsar_undecodable_messages_total",
         "Messages on a tenant topic that are not OTLP; they go straight to the dead-letter topic."
+    );
+    describe_counter!(
+        "sluice_pulsar_dead_letter_setup_failures_total",
+        "Dead-letter topics whose holding subscription or bounds could not be set through the admin API (retried on the next dead letter)."
     );
     describe_counter!(
         "sluice_pulsar_backlog_poll_failures_total",

@@ -1,0 +1,207 @@
+//! The few calls Sluice makes to the broker's admin REST API: topic stats (each tenant's
+//! backlog, `backlog.rs`), and a subscription with eviction bounds that keeps each
+//! dead-letter topic's messages (`dead_letter.rs`). Requests
+//! carry the buffer's `auth` credentials as a bearer token.
+
+use std::time::Duration;
+
+use pulsar::authentication::Authentication;
+use tokio::sync::Mutex;
+
+/// How long one admin request may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    auth: Mutex<Option<Box<dyn Authentication>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AdminError {
+    #[error("cannot reach the Pulsar admin API: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the Pulsar admin API answered {status} to {what}: {body}")]
+    Status {
+        status: reqwest::StatusCode,
+        what: String,
+        body: String,
+    },
+    #[error("cannot get a token for the Pulsar admin API: {0}")]
+    Auth(String),
+    #[error("unexpected answer from the Pulsar admin API: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+impl AdminClient {
+    pub(super) fn new(base: String, auth: Option<Box<dyn Authentication>>) -> AdminClient {
+        AdminClient {
+            http: reqwest::Client::new(),
+            base,
+            auth: Mutex::new(auth),
+        }
+    }
+
+    /// The admin path of a topic: `persistent/<tenant>/<namespace>/<name>`.
+    fn topic_path(topic: &str) -> String {
+        topic.replacen("://", "/", 1)
+    }
+
+    async fn token(&self) -> Result<Option<String>, AdminError> {
+        let mut auth = self.auth.lock().await;
+        let Some(auth) = auth.as_mut() else {
+            return Ok(None);
+        };
+        let data = auth
+            .auth_data()
+            .await
+            .map_err(|e| AdminError::Auth(e.to_string()))?;
+        String::from_utf8(data)
+            .map(Some)
+            .map_err(|_| AdminError::Auth("the token is not UTF-8".into()))
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: String,
+    ) -> Result<Option<bytes::Bytes>, AdminError> {
+        let mut request = request.timeout(TIMEOUT);
+        if let Some(token) = self.token().await? {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            return Err(AdminError::Status {
+                status,
+                what,
+                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+            });
+        }
+        Ok(Some(body))
+    }
+
+    /// The topic's `backlogSize` (bytes its subscriptions have not acknowledged, as stored),
+    /// or 0 for a topic the broker does not have.
+    pub(super) async fn backlog_bytes(&self, topic: &str) -> Result<u64, AdminError> {
+        #[derive(serde::Deserialize)]
+        struct TopicStats {
+            #[serde(rename = "backlogSize", default)]
+            backlog_size: i64,
+        }
+        let url = format!("{}/admin/v2/{}/stats", self.base, Self::topic_path(topic));
+        match self
+            .send(self.http.get(url), format!("stats of {topic}"))
+            .await?
+        {
+            Some(body) => {
+                let stats: TopicStats = serde_json::from_slice(&body)?;
+                Ok(stats.backlog_size.max(0) as u64)
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Creates a durable subscription at the topic's earliest message; an existing one is
+    /// left as it is.
+    pub(super) async fn create_subscription(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> Result<(), AdminError> {
+        let url = format!(
+            "{}/admin/v2/{}/subscription/{subscription}",
+            self.base,
+            Self::topic_path(topic)
+        );
+        let earliest = serde_json::json!({ "ledgerId": -1, "entryId": -1, "partitionIndex": -1 });
+        let what = format!("subscription {subscription} of {topic}");
+        match self.put(url, &earliest, what).await {
+            Err(AdminError::Status { status, .. }) if status == reqwest::StatusCode::CONFLICT => {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Bounds the topic's backlog: past `size_bytes` (storage) or `age_seconds` (message
+    /// age) the broker evicts the oldest messages of the subscriptions (never blocking
+    /// producers). `None`: that bound is not set.
+    pub(super) async fn set_eviction(
+        &self,
+        topic: &str,
+        size_bytes: Option<u64>,
+        age_seconds: Option<u64>,
+    ) -> Result<(), AdminError> {
+        let quotas = [
+            ("destination_storage", "limitSize", size_bytes),
+            ("message_age", "limitTime", age_seconds),
+        ];
+        for (kind, field, limit) in quotas {
+            let Some(limit) = limit else { continue };
+            let mut body = serde_json::json!({
+                "limitSize": -1,
+                "limitTime": -1,
+                "policy": "consumer_backlog_eviction",
+            });
+            body[field] = serde_json::json!(limit);
+            let url = format!(
+                "{}/admin/v2/{}/backlogQuota?backlogQuotaType={kind}",
+                self.base,
+                Self::topic_path(topic)
+            );
+            self.post(url, &body, format!("{kind} backlog quota of {topic}"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn put(
+        &self,
+        url: String,
+        body: &serde_json::Value,
+        what: String,
+    ) -> Result<(), AdminError> {
+        let request = self
+            .http
+            .put(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(body)?);
+        self.expect_found(request, what).await
+    }
+
+    async fn post(
+        &self,
+        url: String,
+        body: &serde_json::Value,
+        what: String,
+    ) -> Result<(), AdminError> {
+        let request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(body)?);
+        self.expect_found(request, what).await
+    }
+
+    /// Sends a write whose target must exist.
+    async fn expect_found(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: String,
+    ) -> Result<(), AdminError> {
+        match self.send(request, what.clone()).await? {
+            Some(_) => Ok(()),
+            None => Err(AdminError::Status {
+                status: reqwest::StatusCode::NOT_FOUND,
+                what,
+                body: "topic not found".into(),
+            }),
+        }
+    }
+}
