@@ -35,6 +35,12 @@ pub enum ReceiveError {
     BadFrame(&'static str),
     #[error("the request body could not be read")]
     BodyRead(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
+    #[error(
+        "requests in flight hold the receiver's memory budget of {budget_bytes} bytes; retry later"
+    )]
+    InflightFull { budget_bytes: usize },
     #[error(transparent)]
     Json(#[from] JsonError),
     #[error("method {0} is not allowed; OTLP/HTTP takes POST")]
@@ -65,6 +71,8 @@ impl ReceiveError {
             ReceiveError::Decompression { .. } => "decompression",
             ReceiveError::BadFrame(_) | ReceiveError::Json(_) => "malformed",
             ReceiveError::BodyRead(_) => "body_read",
+            ReceiveError::BodyTimeout(_) => "body_timeout",
+            ReceiveError::InflightFull { .. } => "inflight_full",
             ReceiveError::MethodNotAllowed(_) => "method_not_allowed",
             ReceiveError::UnknownPath { .. } => "unknown_path",
             ReceiveError::Ingest(e) => e.reason(),
@@ -89,6 +97,7 @@ impl ReceiveError {
             )) => None,
             ReceiveError::Ingest(IngestError::Buffer(_)) => Some(UNAVAILABLE_RETRY_AFTER),
             ReceiveError::Ingest(IngestError::Limited(e)) => e.retry_after(),
+            ReceiveError::InflightFull { .. } => Some(UNAVAILABLE_RETRY_AFTER),
             _ => None,
         }
     }
@@ -141,8 +150,11 @@ impl ReceiveError {
                 ..
             }))
             | ReceiveError::Ingest(IngestError::Process(_)) => Code::InvalidArgument,
+            // The client sent too slowly; a retry may do better.
+            ReceiveError::BodyTimeout(_) => Code::DeadlineExceeded,
             // Retryable: answered above with RetryInfo.
-            ReceiveError::Ingest(IngestError::MemoryLimited(_))
+            ReceiveError::InflightFull { .. }
+            | ReceiveError::Ingest(IngestError::MemoryLimited(_))
             | ReceiveError::Ingest(IngestError::BufferFull { .. })
             | ReceiveError::Ingest(IngestError::Buffer(_)) => Code::Unavailable,
         };
@@ -189,7 +201,9 @@ impl ReceiveError {
                 ..
             }))
             | ReceiveError::Ingest(IngestError::Process(_)) => StatusCode::BAD_REQUEST,
-            ReceiveError::Ingest(IngestError::MemoryLimited(_))
+            ReceiveError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ReceiveError::InflightFull { .. }
+            | ReceiveError::Ingest(IngestError::MemoryLimited(_))
             | ReceiveError::Ingest(IngestError::BufferFull { .. })
             | ReceiveError::Ingest(IngestError::Buffer(_)) => StatusCode::SERVICE_UNAVAILABLE,
         }

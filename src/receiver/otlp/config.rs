@@ -1,6 +1,8 @@
 //! Config of the `otlp` receiver, shaped like the Collector's. The doc comments on the fields
 //! are the user reference.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::tls::ReceiverTlsConfig;
@@ -11,6 +13,21 @@ use crate::config::{FieldError, Validate};
 pub struct OtlpReceiverConfig {
     /// Transports to listen on. At least one must be given.
     pub protocols: Protocols,
+    /// Memory for requests in flight on both transports together, in MiB: bytes received,
+    /// decompressed and waiting to be durable. A request that would need more is refused
+    /// with `UNAVAILABLE` / `503` and a retry hint. Default: `128`.
+    #[serde(default = "default_max_inflight_mib")]
+    pub max_inflight_mib: u64,
+}
+
+impl OtlpReceiverConfig {
+    pub fn max_inflight_bytes(&self) -> usize {
+        mib_to_bytes(self.max_inflight_mib)
+    }
+}
+
+fn default_max_inflight_mib() -> u64 {
+    128
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -34,9 +51,13 @@ pub struct GrpcConfig {
     /// requests get `RESOURCE_EXHAUSTED`. Default 16.
     #[serde(default = "default_max_size_mib")]
     pub max_recv_msg_size_mib: u64,
-    /// Concurrent HTTP/2 streams per client connection. Default: no limit.
-    #[serde(default)]
+    /// Concurrent HTTP/2 streams (calls) per client connection. Default: `100`.
+    #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: Option<u32>,
+    /// How long a call's request message may take to arrive in full, e.g. `30s`; a slower
+    /// call gets `DEADLINE_EXCEEDED`. Default: `30s`.
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
     /// Serve TLS (ALPN `h2`) instead of plaintext. Default: plaintext.
     #[serde(default)]
     pub tls: Option<ReceiverTlsConfig>,
@@ -75,6 +96,36 @@ pub struct HttpConfig {
     /// Serve TLS (ALPN `h2` and `http/1.1`) instead of plaintext. Default: plaintext.
     #[serde(default)]
     pub tls: Option<ReceiverTlsConfig>,
+    /// How long a client may take to send a request's headers; also how long an idle
+    /// HTTP/1.1 keep-alive connection stays open. Default: `10s`.
+    #[serde(default = "default_read_header_timeout", with = "humantime_serde")]
+    pub read_header_timeout: Duration,
+    /// How long a request body may take to arrive in full; a slower one gets
+    /// `408 Request Timeout`. Default: `30s`.
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Open client connections at most; more are closed at once (counted). Default: `1024`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection. Default: `100`.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: Option<u32>,
+}
+
+fn default_read_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_max_concurrent_streams() -> Option<u32> {
+    Some(100)
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

@@ -11,17 +11,18 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
-use http_body_util::{BodyExt, LengthLimitError, Limited, StreamBody};
+use http_body_util::StreamBody;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 
 use super::decompress::{decompress, Encoding};
+use super::inflight::{Deadline, InflightBudget, InflightBytes};
 use super::tls::TlsIncoming;
 use super::GrpcConfig;
 use crate::pipeline::ingest::{count_refused_request, Ingest};
@@ -30,6 +31,12 @@ use crate::signal::Signal;
 
 const TRANSPORT: &str = "grpc";
 const GRPC_HEADER_LEN: usize = 5;
+/// HTTP/2 pings on idle connections, and how long an answer may take before the connection
+/// is closed.
+const HTTP2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const HTTP2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Request headers per call, all together: OTLP clients send a few hundred bytes.
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
 /// Binds the listener (so a busy port fails startup) and serves until `shutdown`; in-flight
 /// calls are finished before the returned task ends. With `tls`, the certificate files are
@@ -37,6 +44,7 @@ const GRPC_HEADER_LEN: usize = 5;
 pub async fn serve(
     config: &GrpcConfig,
     ingest: Arc<Ingest>,
+    budget: InflightBudget,
     shutdown: CancellationToken,
 ) -> Result<Listening, StartError> {
     let tls = match &config.tls {
@@ -48,11 +56,16 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         ingest,
         max_bytes: config.max_recv_msg_size_bytes(),
+        budget,
+        read_timeout: config.read_timeout,
     });
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(n) = config.max_concurrent_streams {
-        builder = builder.max_concurrent_streams(n);
-    }
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.max_concurrent_streams)
+        // Dead peers are found and their connections closed; hyper's protections against
+        // reset and ping floods stay on (its defaults).
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
     let router = builder
         .add_service(OtlpService::<Traces>::new(shared.clone()))
         .add_service(OtlpService::<Metrics>::new(shared.clone()))
@@ -87,6 +100,8 @@ pub async fn serve(
 struct Shared {
     ingest: Arc<Ingest>,
     max_bytes: usize,
+    budget: InflightBudget,
+    read_timeout: std::time::Duration,
 }
 
 /// Compile-time signal of a service, so tonic can route by [`NamedService::NAME`].
@@ -161,7 +176,9 @@ async fn handle(
             .into_http();
     }
     let (parts, body) = request.into_parts();
-    let payload = match read_message(&parts.headers, body, shared.max_bytes).await {
+    // The request's memory, held until it is answered.
+    let mut held = InflightBytes::default();
+    let payload = match read_message(&parts.headers, body, shared, &mut held).await {
         Ok(payload) => payload,
         Err(e) => {
             count_refused_request(TRANSPORT, signal, e.reason(), &e);
@@ -183,8 +200,10 @@ async fn handle(
 async fn read_message(
     headers: &HeaderMap,
     body: Body,
-    limit: usize,
+    shared: &Shared,
+    held: &mut InflightBytes,
 ) -> Result<Bytes, ReceiveError> {
+    let limit = shared.max_bytes;
     let encoding = match headers.get("grpc-encoding").map(HeaderValue::to_str) {
         None => Encoding::Identity,
         Some(name) => {
@@ -195,20 +214,19 @@ async fn read_message(
             })?
         }
     };
-    let collected = Limited::new(body, limit.saturating_add(GRPC_HEADER_LEN))
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<LengthLimitError>() {
-                ReceiveError::TooLarge {
-                    limit,
-                    decompressed: false,
-                }
-            } else {
-                ReceiveError::BadFrame("the request body could not be read")
-            }
-        })?;
-    let mut frame = collected.to_bytes();
+    let deadline = Deadline::after(shared.read_timeout);
+    let mut body = std::pin::pin!(body);
+    let mut collected = BytesMut::new();
+    while let Some(chunk) = shared.budget.next_chunk(&mut body, held, deadline).await? {
+        if collected.len() + chunk.len() > limit.saturating_add(GRPC_HEADER_LEN) {
+            return Err(ReceiveError::TooLarge {
+                limit,
+                decompressed: false,
+            });
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    let mut frame = collected.freeze();
     if frame.len() < GRPC_HEADER_LEN {
         return Err(ReceiveError::BadFrame(
             "fewer than 5 bytes, no message header",
@@ -226,7 +244,11 @@ async fn read_message(
         (1, Encoding::Identity) => Err(ReceiveError::BadFrame(
             "message is flagged compressed but no grpc-encoding was given",
         )),
-        (1, encoding) => decompress(encoding, frame, limit),
+        (1, encoding) => {
+            let message = decompress(encoding, frame, limit)?;
+            shared.budget.take(held, message.len())?;
+            Ok(message)
+        }
         _ => Err(ReceiveError::BadFrame("invalid compressed flag")),
     }
 }

@@ -10,6 +10,7 @@
 //! `google.rpc.Status` body in the request's encoding, and is counted once.
 
 mod body;
+mod connections;
 mod cors;
 mod json;
 mod lossless;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::body::Format;
 use super::decompress::{decompress, Encoding};
+use super::inflight::{Deadline, InflightBudget, InflightBytes};
 use super::tls::TlsIncoming;
 use super::{HttpConfig, UnknownJsonFields};
 use crate::pipeline::ingest::{count_refused_request, Ingest, IngestError};
@@ -52,6 +54,7 @@ const INLINE_WORK_BYTES: usize = 64 * 1024;
 pub async fn serve(
     config: &HttpConfig,
     ingest: Arc<Ingest>,
+    budget: InflightBudget,
     shutdown: CancellationToken,
 ) -> Result<Listening, StartError> {
     let tls = match &config.tls {
@@ -60,19 +63,21 @@ pub async fn serve(
         None => None,
     };
     let (listener, address) = bind(&config.endpoint).await?;
-    let router = router(config, ingest);
-    let stop = shutdown.clone().cancelled_owned();
+    let router = router(config, ingest, budget);
+    let limits = connections::ConnectionLimits {
+        read_header_timeout: config.read_header_timeout,
+        max_connections: config.max_connections,
+        max_concurrent_streams: config.max_concurrent_streams,
+    };
     let task = match tls {
         Some(tls) => {
-            let listener =
-                TlsIncoming::spawn(listener, tls, TRANSPORT, shutdown).map_err(|source| {
-                    StartError::Listen {
-                        endpoint: config.endpoint.clone(),
-                        source,
-                    }
-                })?;
-            let server = axum::serve(listener, router).with_graceful_shutdown(stop);
-            tokio::spawn(async move { server.await })
+            let listener = TlsIncoming::spawn(listener, tls, TRANSPORT, shutdown.clone()).map_err(
+                |source| StartError::Listen {
+                    endpoint: config.endpoint.clone(),
+                    source,
+                },
+            )?;
+            tokio::spawn(connections::serve(listener, router, limits, shutdown))
         }
         None => {
             let listener = listener.tap_io(|tcp| {
@@ -82,8 +87,7 @@ pub async fn serve(
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY on an OTLP/HTTP connection");
                 }
             });
-            let server = axum::serve(listener, router).with_graceful_shutdown(stop);
-            tokio::spawn(async move { server.await })
+            tokio::spawn(connections::serve(listener, router, limits, shutdown))
         }
     };
     Ok(Listening {
@@ -94,10 +98,12 @@ pub async fn serve(
 }
 
 /// The whole HTTP application, without the listener (tests drive it directly).
-pub fn router(config: &HttpConfig, ingest: Arc<Ingest>) -> Router {
+pub fn router(config: &HttpConfig, ingest: Arc<Ingest>, budget: InflightBudget) -> Router {
     let shared = Arc::new(Shared {
         ingest,
         max_bytes: config.max_request_body_size_bytes(),
+        budget,
+        read_timeout: config.read_timeout,
         paths: [
             (config.traces_url_path.clone(), Signal::Traces),
             (config.metrics_url_path.clone(), Signal::Metrics),
@@ -122,6 +128,8 @@ pub fn router(config: &HttpConfig, ingest: Arc<Ingest>) -> Router {
 struct Shared {
     ingest: Arc<Ingest>,
     max_bytes: usize,
+    budget: InflightBudget,
+    read_timeout: std::time::Duration,
     paths: [(String, Signal); 3],
     unknown_json_fields: UnknownJsonFields,
     /// The `Allow` header of `405` answers.
@@ -159,7 +167,9 @@ async fn handle(shared: &Shared, signal: Signal, request: Request<Body>) -> Resp
     let (parts, body) = request.into_parts();
     // Refusals are answered in the request's format when it is one Sluice speaks.
     let reply_format = body::request_format(&parts.headers).ok();
-    let received = match receive(shared, signal, &parts, body).await {
+    // The request's memory, held until it is answered.
+    let mut held = InflightBytes::default();
+    let received = match receive(shared, signal, &parts, body, &mut held).await {
         Ok(received) => received,
         Err(e) => {
             count_refused_request(TRANSPORT, signal, e.reason(), &e);
@@ -194,30 +204,48 @@ async fn receive(
     signal: Signal,
     parts: &Parts,
     body: Body,
+    held: &mut InflightBytes,
 ) -> Result<Received, ReceiveError> {
     if parts.method != Method::POST {
         return Err(ReceiveError::MethodNotAllowed(parts.method.to_string()));
     }
     let format = body::request_format(&parts.headers)?;
     let encoding = body::content_encoding(&parts.headers)?;
-    let wire = body::read_limited(&parts.headers, body, shared.max_bytes).await?;
+    let deadline = Deadline::after(shared.read_timeout);
+    let budget = &shared.budget;
+    let wire = body::read_limited(
+        &parts.headers,
+        body,
+        shared.max_bytes,
+        budget,
+        held,
+        deadline,
+    )
+    .await?;
+    // A decompressed or decoded payload is a second copy: it needs room too.
+    let copied = encoding != Encoding::Identity || format == Format::Json;
     let limit = shared.max_bytes;
     let unknown = shared.unknown_json_fields;
     let small = (format == Format::Protobuf && encoding == Encoding::Identity)
         || wire.len() <= INLINE_WORK_BYTES;
     let work = move || decode(signal, format, encoding, wire, limit, unknown);
-    if small {
-        return work();
+    let received = if small {
+        work()
+    } else {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(result) => result,
+            // A panic while decoding is a bug; it propagates as it would have inline.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is shutting down, so the client should come back.
+            Err(_) => Err(ReceiveError::Ingest(IngestError::Buffer(
+                crate::buffer::BufferError::Closed,
+            ))),
+        }
+    }?;
+    if copied {
+        budget.take(held, received.payload.len())?;
     }
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        // A panic while decoding is a bug; it propagates as it would have inline.
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // Cancelled: the runtime is shutting down, so the client should come back.
-        Err(_) => Err(ReceiveError::Ingest(IngestError::Buffer(
-            crate::buffer::BufferError::Closed,
-        ))),
-    }
+    Ok(received)
 }
 
 /// Decompresses and, for JSON, decodes: CPU work, possibly on the blocking pool.

@@ -6,6 +6,7 @@ mod config;
 pub mod decompress;
 pub mod grpc;
 pub mod http;
+pub mod inflight;
 pub mod tls;
 
 pub use config::{
@@ -41,11 +42,14 @@ impl Receiver for OtlpReceiver {
         stop: CancellationToken,
     ) -> Result<Vec<Listening>, StartError> {
         let mut listening = Vec::new();
+        // One budget for both transports: memory is one resource.
+        let budget = inflight::InflightBudget::new(self.config.max_inflight_bytes());
         if let Some(grpc) = &self.config.protocols.grpc {
-            listening.push(grpc::serve(grpc, ingest.clone(), stop.clone()).await?);
+            let served = grpc::serve(grpc, ingest.clone(), budget.clone(), stop.clone()).await?;
+            listening.push(served);
         }
         if let Some(http) = &self.config.protocols.http {
-            listening.push(http::serve(http, ingest, stop).await?);
+            listening.push(http::serve(http, ingest, budget, stop).await?);
         }
         Ok(listening)
     }

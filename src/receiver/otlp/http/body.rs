@@ -4,9 +4,9 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::HeaderMap;
-use http_body_util::BodyExt;
 
 use crate::receiver::otlp::decompress::Encoding;
+use crate::receiver::otlp::inflight::{Deadline, InflightBudget, InflightBytes};
 use crate::receiver::ReceiveError;
 
 /// The two OTLP/HTTP payload encodings. Responses use the one of the request.
@@ -73,6 +73,9 @@ pub async fn read_limited<B>(
     headers: &HeaderMap,
     body: B,
     limit: usize,
+    budget: &InflightBudget,
+    held: &mut InflightBytes,
+    deadline: Deadline,
 ) -> Result<Bytes, ReceiveError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -93,11 +96,7 @@ where
     let mut body = std::pin::pin!(body);
     let mut data = BytesMut::new();
     let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ReceiveError::BodyRead(e.into()))?;
-        let Ok(chunk) = frame.into_data() else {
-            continue; // trailers
-        };
+    while let Some(chunk) = budget.next_chunk(&mut body, held, deadline).await? {
         seen = seen.saturating_add(chunk.len());
         if seen > limit {
             too_large = true;
@@ -131,6 +130,25 @@ mod tests {
     use http_body_util::Full;
 
     use super::*;
+
+    /// [`read_limited`] with room to spare and no hurry.
+    async fn read_test<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, ReceiveError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let budget = InflightBudget::new(1 << 20);
+        let deadline = Deadline::after(std::time::Duration::from_secs(60));
+        read_limited(
+            headers,
+            body,
+            limit,
+            &budget,
+            &mut InflightBytes::default(),
+            deadline,
+        )
+        .await
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -186,14 +204,14 @@ mod tests {
     async fn bodies_are_bounded() {
         let body = || Full::new(Bytes::from(vec![7u8; 100]));
         assert_eq!(
-            read_limited(&HeaderMap::new(), body(), 100)
+            read_test(&HeaderMap::new(), body(), 100)
                 .await
                 .unwrap()
                 .len(),
             100
         );
         assert!(matches!(
-            read_limited(&HeaderMap::new(), body(), 99).await,
+            read_test(&HeaderMap::new(), body(), 99).await,
             Err(ReceiveError::TooLarge {
                 limit: 99,
                 decompressed: false
@@ -202,7 +220,7 @@ mod tests {
         // A declared length over twice the limit is refused without reading.
         let declared = headers(&[("content-length", "1000")]);
         assert!(matches!(
-            read_limited(&declared, body(), 400).await,
+            read_test(&declared, body(), 400).await,
             Err(ReceiveError::TooLarge { .. })
         ));
         // A body in many chunks is put together.
@@ -213,9 +231,7 @@ mod tests {
         }));
         let streamed = http_body_util::StreamBody::new(chunks);
         assert_eq!(
-            read_limited(&HeaderMap::new(), streamed, 100)
-                .await
-                .unwrap(),
+            read_test(&HeaderMap::new(), streamed, 100).await.unwrap(),
             b"0123456789".repeat(10)
         );
     }

@@ -80,7 +80,11 @@ fn app(yaml: &str) -> App {
         ingest.set_route(signal, route);
     }
     App {
-        router: router(&config, Arc::new(ingest)),
+        router: router(
+            &config,
+            Arc::new(ingest),
+            crate::receiver::otlp::inflight::InflightBudget::new(64 << 20),
+        ),
         buffer,
     }
 }

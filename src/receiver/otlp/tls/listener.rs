@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest a client may take from connecting to finishing the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once, per listener; more connections are closed at once.
+const MAX_HANDSHAKES: usize = 256;
 /// Finished handshakes waiting for the server to take them.
 const READY_QUEUE: usize = 64;
 /// Pause after a failed `accept` (out of file descriptors, say), so the loop does not spin.
@@ -110,6 +112,13 @@ async fn accept_loop(
                 continue;
             }
         };
+        if handshakes.len() >= MAX_HANDSHAKES {
+            // Each costs a task and TLS state until it ends: a flood of silent connections
+            // must not grow them without bound.
+            metrics::counter!("sluice_receiver_refused_connections_total", "transport" => transport, "reason" => "handshake_limit").increment(1);
+            drop(tcp);
+            continue;
+        }
         // Responses are small and written once; waiting to coalesce them only adds latency.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(transport, error = %e, "cannot set TCP_NODELAY");
