@@ -73,6 +73,16 @@ test: tools python-env fmt-check lint peers ## fmt check, clippy, all tests with
 	bash $(WITH_BROKER) $(CARGO) test --all-targets --no-fail-fast
 	$(MAKE) --no-print-directory deploy-check
 
+# Coverage-guided fuzzing of every parser of untrusted input (tests/fuzz/, src/fuzzing.rs) with
+# cargo fuzz on the nightly toolchain. CI runs fuzz-smoke after make test; a crash fails it.
+FUZZ_SECONDS ?= 30
+.PHONY: fuzz fuzz-smoke
+fuzz-smoke: tools python-env ## a bounded run of every fuzz target (FUZZ_SECONDS each, default 30)
+	@bash $(SCRIPTS)/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz: tools python-env ## every fuzz target for 10 minutes each (FUZZ_SECONDS to change)
+	@bash $(SCRIPTS)/fuzz.sh $(if $(filter command line,$(origin FUZZ_SECONDS)),$(FUZZ_SECONDS),600)
+
 deploy-check: tools ## validate deploy/ offline: Dockerfile, Kubernetes manifests, Helm chart, compose, embedded configs
 	bash $(SCRIPTS)/validate-deploy.sh
 

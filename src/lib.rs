@@ -12,6 +12,8 @@ pub mod buffer;
 pub mod config;
 pub mod error;
 pub mod exporter;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod otlp;
 pub mod pipeline;
 pub mod processor;

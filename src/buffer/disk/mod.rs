@@ -437,6 +437,20 @@ fn count_descriptor_shortage(e: &BufferError, tenant: &TenantId, signal: Signal)
     }
 }
 
+/// Reads `data` as a log segment, record by record, as the reader and recovery do: for the
+/// fuzz targets (tests/fuzz/).
+#[cfg(any(fuzzing, test))]
+pub fn fuzz_segment(data: &[u8]) {
+    let tenant = TenantId::parse("fuzz").expect("valid tenant id");
+    let mut cursor = std::io::Cursor::new(data);
+    let remaining = Some(data.len() as u64);
+    while let Ok(record::Frame::Record { body, .. }) = record::read_frame(&mut cursor, remaining) {
+        let _ = record::decode(body, &tenant, Signal::Traces);
+    }
+    // The body behind a matching checksum too, which random frames rarely reach.
+    let _ = record::decode(bytes::Bytes::copy_from_slice(data), &tenant, Signal::Traces);
+}
+
 fn join_error(path: &Path, e: tokio::task::JoinError) -> BufferError {
     BufferError::io(path, io::Error::other(e))
 }

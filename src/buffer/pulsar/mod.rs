@@ -58,6 +58,17 @@ use crate::config::Validate;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
+/// Decodes a consumed message as a stream does: for the fuzz targets (tests/fuzz/).
+#[cfg(any(fuzzing, test))]
+pub fn fuzz_message(
+    signal: Signal,
+    payload: bytes::Bytes,
+    properties: &std::collections::HashMap<String, String>,
+) {
+    let tenant = TenantId::parse("fuzz").expect("valid tenant id");
+    let _ = message::decode(&tenant, signal, payload, properties, None, 0);
+}
+
 /// How long clients are told to wait when the broker cannot take their data.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 

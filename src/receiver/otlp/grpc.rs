@@ -226,7 +226,21 @@ async fn read_message(
         }
         collected.extend_from_slice(&chunk);
     }
-    let mut frame = collected.freeze();
+    let message = unframe(collected.freeze(), encoding, limit)?;
+    if !message.is_empty() && encoding != Encoding::Identity {
+        // A decompressed message is a second copy: it needs room too.
+        shared.budget.take(held, message.len())?;
+    }
+    Ok(message)
+}
+
+/// The message of a unary call's body: the 5-byte gRPC header checked against the body, and
+/// the message decompressed when flagged, within `limit`. Pure, so it is fuzzed as is.
+pub(crate) fn unframe(
+    mut frame: Bytes,
+    encoding: Encoding,
+    limit: usize,
+) -> Result<Bytes, ReceiveError> {
     if frame.len() < GRPC_HEADER_LEN {
         return Err(ReceiveError::BadFrame(
             "fewer than 5 bytes, no message header",
@@ -244,11 +258,7 @@ async fn read_message(
         (1, Encoding::Identity) => Err(ReceiveError::BadFrame(
             "message is flagged compressed but no grpc-encoding was given",
         )),
-        (1, encoding) => {
-            let message = decompress(encoding, frame, limit)?;
-            shared.budget.take(held, message.len())?;
-            Ok(message)
-        }
+        (1, encoding) => decompress(encoding, frame, limit),
         _ => Err(ReceiveError::BadFrame("invalid compressed flag")),
     }
 }

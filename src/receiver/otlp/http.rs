@@ -286,6 +286,12 @@ fn count_unknown_path(error: &ReceiveError) {
     tracing::debug!(transport = TRANSPORT, reason = error.reason(), error = %crate::error::error_chain(error), "refused request");
 }
 
+/// OTLP/JSON decoding, for the fuzz targets (tests/fuzz/).
+#[cfg(any(fuzzing, test))]
+pub fn fuzz_json(signal: Signal, body: &[u8]) {
+    let _ = json::decode(signal, body, UnknownJsonFields::Ignore);
+}
+
 /// OTLP/JSON into protobuf through the receiver's lossless decoder, so other modules' tests
 /// (the OTLP/HTTP exporter's) can prove their JSON is what the receiver takes.
 #[cfg(test)]
