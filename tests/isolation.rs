@@ -266,6 +266,20 @@ fn heavy_spans(prefix: &str, n: usize) -> ExportTraceServiceRequest {
     trace_request("iso-svc", None, spans)
 }
 
+/// Sends `tenant` requests of ~200 KiB until one is refused; how many were accepted, and the
+/// refusal.
+async fn fill_until_refused(client: &Channel, tenant: &str) -> (usize, Status) {
+    let mut accepted = 0;
+    loop {
+        assert!(accepted < 100, "{tenant} must be stopped");
+        let request = heavy_spans(&format!("{tenant}-{accepted}"), 200);
+        match export(client, &[("x-scope-orgid", tenant)], request).await {
+            Ok(()) => accepted += 1,
+            Err(status) => return (accepted, status),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_whose_backend_refuses_everything_fills_only_its_share_of_the_disk_buffer() {
     let dir = temp_dir();
@@ -279,20 +293,7 @@ async fn a_tenant_whose_backend_refuses_everything_fills_only_its_share_of_the_d
     let client = channel(&sluice.otlp_endpoint()).await;
 
     // The noisy tenant sends ~200 KiB requests until it is refused.
-    let mut noisy_accepted = 0;
-    let status = loop {
-        assert!(noisy_accepted < 100, "the noisy tenant must be stopped");
-        match export(
-            &client,
-            &[("x-scope-orgid", "noisy")],
-            heavy_spans(&format!("noisy-{noisy_accepted}"), 200),
-        )
-        .await
-        {
-            Ok(()) => noisy_accepted += 1,
-            Err(status) => break status,
-        }
-    };
+    let (noisy_accepted, status) = fill_until_refused(&client, "noisy").await;
     assert!(noisy_accepted >= 10, "it had most of the buffer first");
     let message = expect_code("over its share", &status, Code::ResourceExhausted);
     assert!(
@@ -492,20 +493,7 @@ async fn a_tenant_whose_backend_refuses_everything_fills_only_its_share_of_the_p
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
     let client = channel(&sluice.otlp_endpoint()).await;
 
-    let mut noisy_accepted = 0;
-    let status = loop {
-        assert!(noisy_accepted < 100, "the noisy tenant must be stopped");
-        match export(
-            &client,
-            &[("x-scope-orgid", noisy.as_str())],
-            heavy_spans(&format!("noisy-{noisy_accepted}"), 200),
-        )
-        .await
-        {
-            Ok(()) => noisy_accepted += 1,
-            Err(status) => break status,
-        }
-    };
+    let (noisy_accepted, status) = fill_until_refused(&client, &noisy).await;
     assert!(noisy_accepted >= 5, "it had most of the backlog first");
     let message = expect_code("over its share", &status, Code::ResourceExhausted);
     assert!(

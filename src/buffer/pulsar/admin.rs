@@ -167,12 +167,7 @@ impl AdminClient {
         body: &serde_json::Value,
         what: String,
     ) -> Result<(), AdminError> {
-        let request = self
-            .http
-            .put(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(serde_json::to_vec(body)?);
-        self.expect_found(request, what).await
+        self.write(self.http.put(url), body, what).await
     }
 
     async fn post(
@@ -181,20 +176,19 @@ impl AdminClient {
         body: &serde_json::Value,
         what: String,
     ) -> Result<(), AdminError> {
-        let request = self
-            .http
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(serde_json::to_vec(body)?);
-        self.expect_found(request, what).await
+        self.write(self.http.post(url), body, what).await
     }
 
-    /// Sends a write whose target must exist.
-    async fn expect_found(
+    /// Sends a JSON write whose target must exist.
+    async fn write(
         &self,
         request: reqwest::RequestBuilder,
+        body: &serde_json::Value,
         what: String,
     ) -> Result<(), AdminError> {
+        let request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(body)?);
         match self.send(request, what.clone()).await? {
             Some(_) => Ok(()),
             None => Err(AdminError::Status {
