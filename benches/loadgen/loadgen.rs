@@ -12,6 +12,20 @@
 //! (`template.rs`); `sink` records which spans arrived and when (`sink.rs`), so one run yields
 //! throughput, end-to-end latency percentiles and an exact count of lost and duplicated spans,
 //! plus the CPU time and peak RSS of the processes named with `--pids` (`procfs.rs`).
+//!
+//! Processor runs (S4) add `--user-email --healthz-every 10`: the sink must then receive
+//! exactly the spans that are not health checks. Multi-tenant runs (S5) add
+//! `--quiet-tenants 200 --quiet-rate 10` beside the main load (`--tenant noisy`): every quiet
+//! tenant sends on its own fixed schedule with its own `x-scope-orgid`, and the report has
+//! each tenant's delivery and latency (`tenants`).
+//!
+//! ```text
+//! loadgen send --endpoint http://127.0.0.1:4317 --spans 100 --rate 0 --tenant noisy \
+//!              --quiet-tenants 200 --quiet-rate 10 --quiet-spans 1 --pids 1234
+//! ```
+
+// The run report is one large `serde_json::json!` object.
+#![recursion_limit = "256"]
 
 mod hist;
 mod procfs;
@@ -39,6 +53,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:14319")]
         control: SocketAddr,
+        /// The gRPC header recorded per tenant (does the daemon forward the tenant?).
+        #[arg(long, default_value = "x-scope-orgid")]
+        tenant_header: String,
     },
     /// Send load to a daemon and report one run as JSON on stdout.
     Send(send::SendArgs),
@@ -61,7 +78,11 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Sink { listen, control } => sink::run(listen, control).await,
+            Command::Sink {
+                listen,
+                control,
+                tenant_header,
+            } => sink::run(listen, control, tenant_header).await,
             Command::Send(args) => send::run(args).await,
         }
     })

@@ -5,6 +5,13 @@
 //! One run: reset the sink, read the daemons' CPU time, send for `duration`, wait until the
 //! sink has every accepted span (or `drain_timeout`), read the CPU time and peak RSS again,
 //! compare what was accepted with what arrived, print one JSON object on stdout.
+//!
+//! With `--healthz-every N` every N-th span is a health check the daemon's filter should
+//! drop: "every accepted span" then means every accepted span that is not one, and health
+//! checks that arrive anyway are counted (`healthz_received`). With `--quiet-tenants N`, N
+//! more tenants (indices 1..=N, the main load is tenant 0) each send `--quiet-rate` spans/s
+//! on a fixed schedule over their own connections while the main load runs; the report then
+//! lists every tenant's acknowledgements, deliveries and latencies under `tenants`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +30,7 @@ use tonic::Status;
 use crate::hist::Hist;
 use crate::now_ns;
 use crate::procfs::{self, ProcSample};
-use crate::template::{Template, MAX_SEQ};
+use crate::template::{healthz_in, SpanOptions, Templates, MAX_SEQ};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SendArgs {
@@ -70,23 +77,64 @@ pub struct SendArgs {
     /// Clock ticks per second of /proc/<pid>/stat (getconf CLK_TCK).
     #[arg(long, default_value_t = 100)]
     clk_tck: u64,
+    /// Every span carries a `user.email` attribute (for an attributes processor's `hash`).
+    #[arg(long)]
+    user_email: bool,
+    /// Every N-th span (by sequence number) is a health check, `http.route: /healthz`, which
+    /// the daemon is expected to filter out; 0 = none.
+    #[arg(long, default_value_t = 0)]
+    healthz_every: u64,
+    /// Tenant of the main load, sent in `--tenant-header` on its requests.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The gRPC header that names the tenant.
+    #[arg(long, default_value = "x-scope-orgid")]
+    tenant_header: String,
+    /// Quiet tenants sending beside the main load, each on its own fixed schedule.
+    #[arg(long, default_value_t = 0)]
+    quiet_tenants: u32,
+    /// Spans per second of each quiet tenant.
+    #[arg(long, default_value_t = 10.0)]
+    quiet_rate: f64,
+    /// Spans per request of the quiet tenants.
+    #[arg(long, default_value_t = 1)]
+    quiet_spans: usize,
+    /// Quiet tenant i (0-based) is named `<prefix><i, 3 digits>`.
+    #[arg(long, default_value = "quiet-")]
+    quiet_prefix: String,
+    /// HTTP/2 connections the quiet tenants' requests are spread over (apart from the main
+    /// load's).
+    #[arg(long, default_value_t = 8)]
+    quiet_connections: usize,
+    /// Only the quiet tenants send (a baseline without the main load).
+    #[arg(long)]
+    quiet_only: bool,
 }
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
+type Headers = Vec<(
+    MetadataKey<tonic::metadata::Ascii>,
+    MetadataValue<tonic::metadata::Ascii>,
+)>;
+
 /// What all senders share.
 struct Shared {
-    template: Template,
-    spans: u64,
     run: u16,
+    /// One sequence space for all tenants, so the sink's bitset stays dense.
     next_seq: AtomicU64,
     next_request: AtomicU64,
-    headers: Vec<(
-        MetadataKey<tonic::metadata::Ascii>,
-        MetadataValue<tonic::metadata::Ascii>,
-    )>,
+    healthz_every: u64,
     timeout: Duration,
     results: Mutex<Results>,
+}
+
+/// One tenant's requests: what they look like and carry.
+struct Source {
+    templates: Arc<Templates>,
+    spans: u64,
+    tenant: u32,
+    headers: Headers,
 }
 
 #[derive(Default)]
@@ -94,41 +142,123 @@ struct Results {
     /// Accepted sequence ranges `[first, first + n)`.
     accepted: Vec<(u64, u64)>,
     accepted_requests: u64,
+    /// Accepted spans the sink must receive (not health checks).
+    accepted_expected: u64,
     refused: BTreeMap<String, u64>,
+    refused_spans: u64,
+    ack_latency: Hist,
+    /// By tenant index.
+    tenants: Vec<TenantResult>,
+}
+
+#[derive(Default)]
+struct TenantResult {
+    offered_spans: u64,
+    accepted_spans: u64,
     refused_spans: u64,
     ack_latency: Hist,
 }
 
+fn header(
+    k: &str,
+    v: &str,
+) -> anyhow::Result<(
+    MetadataKey<tonic::metadata::Ascii>,
+    MetadataValue<tonic::metadata::Ascii>,
+)> {
+    Ok((
+        MetadataKey::from_bytes(k.as_bytes())?,
+        MetadataValue::try_from(v)?,
+    ))
+}
+
+/// The name of tenant `index` (0 = the main load).
+fn tenant_name(args: &SendArgs, index: u32) -> Option<String> {
+    if index == 0 {
+        args.tenant.clone()
+    } else {
+        Some(format!("{}{:03}", args.quiet_prefix, index - 1))
+    }
+}
+
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.spans > 0, "--spans must be at least 1");
+    anyhow::ensure!(args.quiet_spans > 0, "--quiet-spans must be at least 1");
+    anyhow::ensure!(
+        args.quiet_tenants == 0 || args.quiet_rate > 0.0,
+        "--quiet-rate must be above 0"
+    );
+    anyhow::ensure!(
+        !args.quiet_only || args.quiet_tenants > 0,
+        "--quiet-only wants --quiet-tenants"
+    );
     let run = if args.run == 0 {
         ((now_ns() / 1_000) % 65_000) as u16 + 1
     } else {
         args.run
     };
-    let headers = args
+    let mut headers = args
         .headers
         .iter()
         .map(|h| {
             let (k, v) = h.split_once('=').context("--header wants key=value")?;
-            Ok((
-                MetadataKey::from_bytes(k.as_bytes())?,
-                MetadataValue::try_from(v)?,
-            ))
+            header(k, v)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let channels = connect(&args).await?;
-    let template = Template::new(args.spans);
-    let request_bytes = template.encoded_len();
-    let shared = Arc::new(Shared {
-        template,
+    if let Some(tenant) = &args.tenant {
+        headers.push(header(&args.tenant_header, tenant)?);
+    }
+    let options = SpanOptions {
+        user_email: args.user_email,
+        healthz_every: args.healthz_every,
+    };
+    let channels = connect(&args.endpoint, args.connections).await?;
+    let templates = Arc::new(Templates::new(args.spans, options));
+    let request_bytes = templates.encoded_len();
+    let main = Arc::new(Source {
+        templates,
         spans: args.spans as u64,
+        tenant: 0,
+        headers: headers.clone(),
+    });
+    let mut quiet: Vec<Arc<Source>> = Vec::new();
+    let mut quiet_channels = Vec::new();
+    if args.quiet_tenants > 0 {
+        quiet_channels = connect(&args.endpoint, args.quiet_connections).await?;
+        let templates = Arc::new(Templates::new(args.quiet_spans, options));
+        for i in 1..=args.quiet_tenants {
+            let mut h = args
+                .headers
+                .iter()
+                .map(|h| {
+                    let (k, v) = h.split_once('=').context("--header wants key=value")?;
+                    header(k, v)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            h.push(header(
+                &args.tenant_header,
+                &tenant_name(&args, i).expect("quiet tenants are named"),
+            )?);
+            quiet.push(Arc::new(Source {
+                templates: templates.clone(),
+                spans: args.quiet_spans as u64,
+                tenant: i,
+                headers: h,
+            }));
+        }
+    }
+    let shared = Arc::new(Shared {
         run,
         next_seq: AtomicU64::new(0),
         next_request: AtomicU64::new(0),
-        headers,
+        healthz_every: args.healthz_every,
         timeout: Duration::from_secs_f64(args.timeout),
-        results: Mutex::new(Results::default()),
+        results: Mutex::new(Results {
+            tenants: (0..=args.quiet_tenants)
+                .map(|_| TenantResult::default())
+                .collect(),
+            ..Results::default()
+        }),
     });
 
     let http = reqwest::Client::new();
@@ -142,25 +272,62 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let started_ns = now_ns();
     let duration = Duration::from_secs_f64(args.duration);
-    let mut lag_max = Duration::ZERO;
-    if args.rate == 0 {
-        flat_out(&shared, &channels, &args, started + duration).await;
-    } else {
-        lag_max = fixed_rate(&shared, &channels, &args, started, duration).await;
-    }
+    let main_load = async {
+        if args.quiet_only {
+            Duration::ZERO
+        } else if args.rate == 0 {
+            flat_out(&shared, &main, &channels, &args, started + duration).await;
+            Duration::ZERO
+        } else {
+            let per_request = Duration::from_secs_f64(args.spans as f64 / args.rate as f64);
+            let sources = [main.clone()];
+            fixed_rate(
+                &shared,
+                &sources,
+                &channels,
+                per_request,
+                args.concurrency,
+                started,
+                duration,
+            )
+            .await
+        }
+    };
+    let quiet_load = async {
+        if quiet.is_empty() {
+            return Duration::ZERO;
+        }
+        // All quiet tenants in turn: each sends every `quiet_spans / quiet_rate` seconds, the
+        // tenants' sends spread evenly over that period.
+        let total_rate = args.quiet_rate * quiet.len() as f64;
+        let per_request = Duration::from_secs_f64(args.quiet_spans as f64 / total_rate);
+        fixed_rate(
+            &shared,
+            &quiet,
+            &quiet_channels,
+            per_request,
+            1024,
+            started,
+            duration,
+        )
+        .await
+    };
+    let (lag_max, quiet_lag_max) = tokio::join!(main_load, quiet_load);
     let sent_for = started.elapsed();
+    // CPU while the load ran (the drain after it can be long when a daemon falls behind).
+    let cpu_at_send_end = sample(&args.pids, args.clk_tck)?;
     let in_window = sink_stats(&http, &args.sink_control).await?;
 
-    // Drain: wait until the sink has every accepted span.
-    let accepted_spans: u64 = {
+    // Drain: wait until the sink has every accepted span (that is not a health check).
+    let (accepted_spans, expected_spans): (u64, u64) = {
         let r = shared.results.lock().unwrap();
-        r.accepted.iter().map(|(_, n)| n).sum()
+        (r.accepted.iter().map(|(_, n)| n).sum(), r.accepted_expected)
     };
     let drain_started = Instant::now();
     let mut last = in_window.clone();
     let drained = loop {
         let unique = last["unique"].as_u64().unwrap_or(0);
-        if unique >= accepted_spans {
+        if unique >= expected_spans {
             break true;
         }
         if drain_started.elapsed().as_secs_f64() > args.drain_timeout {
@@ -182,8 +349,19 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         .error_for_status()?
         .bytes()
         .await?;
+    let tenants_seen: serde_json::Value = {
+        let body = http
+            .get(format!("{}/tenants", args.sink_control))
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        serde_json::from_slice(&body)?
+    };
     let results = shared.results.lock().unwrap();
-    let (missing, unexpected) = compare(&results.accepted, &received);
+    let (missing, unexpected, healthz_received) =
+        compare(&results.accepted, &received, args.healthz_every);
 
     let unique = sink["unique"].as_u64().unwrap_or(0);
     let last_ns = sink["last_ns"].as_u64().unwrap_or(0);
@@ -193,6 +371,43 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         .map(|(a, b)| a.cpu_s - b.cpu_s)
         .sum();
     let offered_requests = shared.next_request.load(Ordering::Relaxed);
+    let per_tenant_seen: BTreeMap<u64, &serde_json::Value> = tenants_seen
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| Some((t["tenant"].as_u64()?, t)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let tenants: Vec<serde_json::Value> = results
+        .tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let name = tenant_name(&args, i as u32);
+            let seen = per_tenant_seen.get(&(i as u64));
+            let get = |k: &str| seen.map(|s| s[k].clone()).unwrap_or(serde_json::Value::Null);
+            let unique = seen.and_then(|s| s["unique"].as_u64()).unwrap_or(0);
+            let last = seen.and_then(|s| s["last_ns"].as_u64()).unwrap_or(0);
+            let header = seen.and_then(|s| s["header"].as_str());
+            serde_json::json!({
+                "tenant": i,
+                "name": name,
+                "offered_spans": t.offered_spans,
+                "accepted_spans": t.accepted_spans,
+                "refused_spans": t.refused_spans,
+                "ack_latency": t.ack_latency.summary(),
+                "delivered_spans": unique,
+                "delivered_sps": if last > started_ns { unique as f64 * 1e9 / (last - started_ns) as f64 } else { 0.0 },
+                "latency": get("latency"),
+                "requests_received": get("requests"),
+                "header": header,
+                "header_forwarded": name.is_some() && header == name.as_deref(),
+                "header_mismatches": get("header_mismatches"),
+                "requests_without_header": get("requests_without_header"),
+            })
+        })
+        .collect();
     let out = serde_json::json!({
         "run": run,
         "endpoint": args.endpoint,
@@ -206,9 +421,16 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         "offered_spans": shared.next_seq.load(Ordering::Relaxed),
         "offered_sps": shared.next_seq.load(Ordering::Relaxed) as f64 / sent_for.as_secs_f64(),
         "schedule_lag_max_ms": lag_max.as_secs_f64() * 1e3,
+        "quiet_schedule_lag_max_ms": quiet_lag_max.as_secs_f64() * 1e3,
         "accepted_requests": results.accepted_requests,
         "accepted_spans": accepted_spans,
         "accepted_sps": accepted_spans as f64 / sent_for.as_secs_f64(),
+        // Acknowledged spans over first send → last receipt (with a filter, more than arrive).
+        "accepted_e2e_sps": if last_ns > started_ns { accepted_spans as f64 * 1e9 / (last_ns - started_ns) as f64 } else { 0.0 },
+        "healthz_every": args.healthz_every,
+        "user_email": args.user_email,
+        "expected_spans": expected_spans,
+        "healthz_received": healthz_received,
         "refused_requests": results.refused,
         "refused_spans": results.refused_spans,
         "ack_latency": results.ack_latency.summary(),
@@ -226,6 +448,15 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         "latency": sink["latency"],
         "cpu_s": cpu_s,
         "cpu_s_per_million": if unique > 0 { cpu_s * 1e6 / unique as f64 } else { 0.0 },
+        // Daemon CPU seconds over the sending window only, and as cores.
+        "cpu_s_sending": cpu_at_send_end.iter().zip(&cpu_before).map(|(a, b)| a.cpu_s - b.cpu_s).sum::<f64>(),
+        "cpu_s_per_million_accepted": if accepted_spans > 0 { cpu_s * 1e6 / accepted_spans as f64 } else { 0.0 },
+        "mixed_requests": sink["mixed_requests"],
+        "quiet_tenants": args.quiet_tenants,
+        "quiet_rate": args.quiet_rate,
+        "quiet_spans_per_request": args.quiet_spans,
+        "quiet_only": args.quiet_only,
+        "tenants": tenants,
         "processes": cpu_after.iter().zip(&cpu_before).map(|(a, b)| serde_json::json!({
             "pid": a.pid, "cpu_s": a.cpu_s - b.cpu_s, "rss_peak_kib": a.hwm_kib, "rss_kib": a.rss_kib,
         })).collect::<Vec<_>>(),
@@ -252,18 +483,23 @@ async fn sink_stats(http: &reqwest::Client, control: &str) -> anyhow::Result<ser
     Ok(serde_json::from_slice(&body)?)
 }
 
-fn compare(accepted: &[(u64, u64)], received: &[u8]) -> (u64, u64) {
+/// (missing: accepted, not a health check, never received; unexpected: received, never
+/// accepted; healthz_received: accepted health checks that arrived although filtered).
+fn compare(accepted: &[(u64, u64)], received: &[u8], healthz_every: u64) -> (u64, u64, u64) {
     let bit = |seq: u64| -> bool {
         let byte = (seq / 8) as usize;
         byte < received.len() && received[byte] & (1 << (seq % 8)) != 0
     };
     let mut accepted_bits = vec![0u8; received.len()];
     let mut missing = 0;
+    let mut healthz_received = 0;
     for &(first, n) in accepted {
         for seq in first..first + n {
+            let healthz = crate::template::is_healthz(seq, healthz_every);
             if !bit(seq) {
-                missing += 1;
+                missing += u64::from(!healthz);
             } else {
+                healthz_received += u64::from(healthz);
                 accepted_bits[(seq / 8) as usize] |= 1 << (seq % 8);
             }
         }
@@ -273,20 +509,24 @@ fn compare(accepted: &[(u64, u64)], received: &[u8]) -> (u64, u64) {
         .iter()
         .map(|b| u64::from(b.count_ones()))
         .sum();
-    (missing, received_total - received_accepted)
+    (
+        missing,
+        received_total - received_accepted,
+        healthz_received,
+    )
 }
 
-async fn connect(args: &SendArgs) -> anyhow::Result<Vec<Channel>> {
+async fn connect(endpoint: &str, connections: usize) -> anyhow::Result<Vec<Channel>> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut channels = Vec::new();
-    while channels.len() < args.connections.max(1) {
-        let endpoint = Endpoint::from_shared(args.endpoint.clone())?
+    while channels.len() < connections.max(1) {
+        let e = Endpoint::from_shared(endpoint.to_string())?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2));
-        match endpoint.connect().await {
+        match e.connect().await {
             Ok(c) => channels.push(c),
             Err(e) if Instant::now() < deadline => {
-                eprintln!("loadgen: connecting to {}: {e}; retrying", args.endpoint);
+                eprintln!("loadgen: connecting to {endpoint}: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => return Err(e).context("connecting to the daemon"),
@@ -295,18 +535,22 @@ async fn connect(args: &SendArgs) -> anyhow::Result<Vec<Channel>> {
     Ok(channels)
 }
 
-/// Sends one request; records the outcome. True when accepted.
-async fn send_one(shared: &Shared, channel: Channel) -> bool {
-    let n = shared.spans;
+/// Sends one request of `source`; records the outcome. True when accepted.
+async fn send_one(shared: &Shared, source: &Source, channel: Channel) -> bool {
+    let n = source.spans;
     let first = shared.next_seq.fetch_add(n, Ordering::Relaxed);
     assert!(first + n <= MAX_SEQ, "sequence numbers exhausted");
     let request_no = shared.next_request.fetch_add(1, Ordering::Relaxed);
-    let body = shared
-        .template
-        .render(shared.run, first, request_no, now_ns());
+    let body = source.templates.for_first(first).render(
+        shared.run,
+        first,
+        request_no,
+        now_ns(),
+        source.tenant,
+    );
     let mut request = tonic::Request::new(body);
     request.set_timeout(shared.timeout);
-    for (k, v) in &shared.headers {
+    for (k, v) in &source.headers {
         request.metadata_mut().insert(k.clone(), v.clone());
     }
     let started = Instant::now();
@@ -319,15 +563,23 @@ async fn send_one(shared: &Shared, channel: Channel) -> bool {
         Err(e) => Err(Status::unavailable(format!("not ready: {e}"))),
     };
     let elapsed = started.elapsed();
+    let micros = elapsed.as_micros() as u64;
     let mut r = shared.results.lock().unwrap();
+    let r = &mut *r;
+    let tenant = &mut r.tenants[source.tenant as usize];
+    tenant.offered_spans += n;
     match outcome {
         Ok(()) => {
+            tenant.accepted_spans += n;
+            tenant.ack_latency.record_n(micros, 1);
             r.accepted.push((first, n));
             r.accepted_requests += 1;
-            r.ack_latency.record_n(elapsed.as_micros() as u64, 1);
+            r.accepted_expected += n - healthz_in(first, n, shared.healthz_every);
+            r.ack_latency.record_n(micros, 1);
             true
         }
         Err(status) => {
+            tenant.refused_spans += n;
             *r.refused.entry(format!("{:?}", status.code())).or_default() += 1;
             r.refused_spans += n;
             false
@@ -335,14 +587,21 @@ async fn send_one(shared: &Shared, channel: Channel) -> bool {
     }
 }
 
-async fn flat_out(shared: &Arc<Shared>, channels: &[Channel], args: &SendArgs, until: Instant) {
+async fn flat_out(
+    shared: &Arc<Shared>,
+    source: &Arc<Source>,
+    channels: &[Channel],
+    args: &SendArgs,
+    until: Instant,
+) {
     let pause = Duration::from_millis(args.refusal_pause_ms);
     let workers = (0..args.concurrency.max(1)).map(|i| {
         let shared = shared.clone();
+        let source = source.clone();
         let channel = channels[i % channels.len()].clone();
         tokio::spawn(async move {
             while Instant::now() < until {
-                if !send_one(&shared, channel.clone()).await {
+                if !send_one(&shared, &source, channel.clone()).await {
                     tokio::time::sleep(pause).await;
                 }
             }
@@ -353,18 +612,20 @@ async fn flat_out(shared: &Arc<Shared>, channels: &[Channel], args: &SendArgs, u
     }
 }
 
-/// Open loop: request k is due at `k * spans / rate` seconds. Returns the largest lag of a
-/// request behind its schedule (waiting for an in-flight slot).
+/// Open loop: request k is due at `k * per_request` and goes to `sources[k % len]`. Returns
+/// the largest lag of a request behind its schedule (waiting for an in-flight slot, or for
+/// the CPU).
 async fn fixed_rate(
     shared: &Arc<Shared>,
+    sources: &[Arc<Source>],
     channels: &[Channel],
-    args: &SendArgs,
+    per_request: Duration,
+    concurrency: usize,
     started: Instant,
     duration: Duration,
 ) -> Duration {
-    let per_request = Duration::from_secs_f64(args.spans as f64 / args.rate as f64);
     let total = (duration.as_secs_f64() / per_request.as_secs_f64()).round() as u64;
-    let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut lag_max = Duration::ZERO;
     for k in 0..total {
@@ -376,9 +637,10 @@ async fn fixed_rate(
         let permit = slots.clone().acquire_owned().await.expect("semaphore");
         lag_max = lag_max.max(Instant::now().saturating_duration_since(due));
         let shared = shared.clone();
+        let source = sources[(k as usize) % sources.len()].clone();
         let channel = channels[(k as usize) % channels.len()].clone();
         tasks.spawn(async move {
-            send_one(&shared, channel).await;
+            send_one(&shared, &source, channel).await;
             drop(permit);
         });
         // Reap finished tasks so the set stays small.

@@ -6,11 +6,19 @@
 //!
 //! * `POST /reset?run=N` — start counting run `N` (spans of other runs count as `stale`);
 //! * `GET /stats` — JSON counts and end-to-end latency percentiles of the current run;
-//! * `GET /received` — the received bitset (little-endian `u64` words, bit = sequence number).
+//! * `GET /received` — the received bitset (little-endian `u64` words, bit = sequence number);
+//! * `GET /tenants` — per tenant (the index the sender put in every trace id): spans, first and
+//!   last receipt, end-to-end latency percentiles, requests, and the tenant header
+//!   (`--tenant-header`, default `x-scope-orgid`) those requests carried, if any.
+//!
+//! Every request's tenant header is recorded against the tenant of its spans, so a daemon
+//! that does not forward the tenant shows as `header: null`, one that forwards the wrong one
+//! as `header_mismatches`, and a request mixing tenants counts in `mixed_requests`.
 //!
 //! Requests are walked, not decoded (`wire.rs`), so the sink costs little CPU beside the
 //! daemon under test. `grpc-encoding: gzip` and `zstd` are accepted.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -27,7 +35,7 @@ use tonic::server::NamedService;
 use sluice::receiver::otlp::grpc::export_ok_response;
 
 use crate::hist::Hist;
-use crate::template::parse_span_id;
+use crate::template::{parse_span_id, parse_tenant};
 use crate::{now_ns, wire};
 
 #[derive(Default)]
@@ -43,6 +51,39 @@ struct RunState {
     latency: Hist,
     first_ns: u64,
     last_ns: u64,
+    /// Requests whose spans carry more than one tenant index.
+    mixed_requests: u64,
+    tenants: HashMap<u32, TenantState>,
+}
+
+#[derive(Default)]
+struct TenantState {
+    unique: u64,
+    requests: u64,
+    latency: Hist,
+    first_ns: u64,
+    last_ns: u64,
+    /// The first tenant header seen on a request with this tenant's spans.
+    header: Option<String>,
+    /// Requests whose tenant header differs from `header`.
+    header_mismatches: u64,
+    requests_without_header: u64,
+}
+
+impl TenantState {
+    fn summary(&self, tenant: u32) -> serde_json::Value {
+        serde_json::json!({
+            "tenant": tenant,
+            "unique": self.unique,
+            "requests": self.requests,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+            "latency": self.latency.summary(),
+            "header": self.header,
+            "header_mismatches": self.header_mismatches,
+            "requests_without_header": self.requests_without_header,
+        })
+    }
 }
 
 impl RunState {
@@ -58,13 +99,21 @@ impl RunState {
     }
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Sink {
     state: Arc<Mutex<RunState>>,
+    tenant_header: Arc<str>,
 }
 
-pub async fn run(listen: SocketAddr, control: SocketAddr) -> anyhow::Result<()> {
-    let sink = Sink::default();
+pub async fn run(
+    listen: SocketAddr,
+    control: SocketAddr,
+    tenant_header: String,
+) -> anyhow::Result<()> {
+    let sink = Sink {
+        state: Arc::default(),
+        tenant_header: tenant_header.to_ascii_lowercase().into(),
+    };
     let grpc_listener = tokio::net::TcpListener::bind(listen).await?;
     let control_listener = tokio::net::TcpListener::bind(control).await?;
     eprintln!("loadgen sink: OTLP/gRPC on {listen}, control on http://{control}");
@@ -80,6 +129,7 @@ pub async fn run(listen: SocketAddr, control: SocketAddr) -> anyhow::Result<()> 
         .route("/reset", axum::routing::post(reset))
         .route("/stats", axum::routing::get(stats))
         .route("/received", axum::routing::get(received))
+        .route("/tenants", axum::routing::get(tenants))
         .with_state(sink);
     let control = axum::serve(control_listener, app);
     tokio::select! {
@@ -127,8 +177,17 @@ async fn stats(axum::extract::State(sink): axum::extract::State<Sink>) -> String
         "first_ns": s.first_ns,
         "last_ns": s.last_ns,
         "latency": s.latency.summary(),
+        "mixed_requests": s.mixed_requests,
+        "tenants": s.tenants.len(),
     })
     .to_string()
+}
+
+async fn tenants(axum::extract::State(sink): axum::extract::State<Sink>) -> String {
+    let s = sink.state.lock().unwrap();
+    let mut ids: Vec<u32> = s.tenants.keys().copied().collect();
+    ids.sort_unstable();
+    serde_json::Value::Array(ids.iter().map(|t| s.tenants[t].summary(*t)).collect()).to_string()
 }
 
 async fn received(axum::extract::State(sink): axum::extract::State<Sink>) -> Vec<u8> {
@@ -174,17 +233,27 @@ async fn handle(sink: &Sink, request: http::Request<Body>) -> http::Response<Bod
             return tonic::Status::invalid_argument("bad frame").into_http();
         }
     };
-    let mut seen: Vec<(u16, u64, u64)> = Vec::new();
+    let header = parts
+        .headers
+        .get(&*sink.tenant_header)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    // (run, seq, send time, tenant)
+    let mut seen: Vec<(u16, u64, u64, u32)> = Vec::new();
     let walked = wire::for_each_span(&message, |s| {
         let id = s
             .span_id
             .as_ref()
             .and_then(|r| parse_span_id(&message[r.clone()]));
         let start = s.start_time.map(|at| wire::read_u64_le(&message, at));
+        let tenant = s
+            .trace_id
+            .as_ref()
+            .and_then(|r| parse_tenant(&message[r.clone()]))
+            .unwrap_or(0);
         if let (Some((run, seq)), Some(start)) = (id, start) {
-            seen.push((run, seq, start));
+            seen.push((run, seq, start, tenant));
         } else {
-            seen.push((0, 0, 0));
+            seen.push((0, 0, 0, 0));
         }
     });
     let mut state = sink.state.lock().unwrap();
@@ -193,11 +262,16 @@ async fn handle(sink: &Sink, request: http::Request<Body>) -> http::Response<Bod
         state.malformed += 1;
         return tonic::Status::invalid_argument("not an ExportTraceServiceRequest").into_http();
     }
-    for (run, seq, start) in seen {
+    // The tenants of this request's spans of the current run, each counted once.
+    let mut request_tenants: Vec<u32> = Vec::new();
+    for (run, seq, start, tenant) in seen {
         state.spans += 1;
         if run != state.run || run == 0 {
             state.stale += 1;
             continue;
+        }
+        if !request_tenants.contains(&tenant) {
+            request_tenants.push(tenant);
         }
         if !state.mark(seq) {
             state.duplicates += 1;
@@ -210,6 +284,26 @@ async fn handle(sink: &Sink, request: http::Request<Body>) -> http::Response<Bod
             state.first_ns = received_ns;
         }
         state.last_ns = received_ns;
+        let t = state.tenants.entry(tenant).or_default();
+        t.unique += 1;
+        t.latency.record_n(micros, 1);
+        if t.first_ns == 0 {
+            t.first_ns = received_ns;
+        }
+        t.last_ns = received_ns;
+    }
+    if request_tenants.len() > 1 {
+        state.mixed_requests += 1;
+    }
+    for tenant in request_tenants {
+        let t = state.tenants.entry(tenant).or_default();
+        t.requests += 1;
+        match (&header, &t.header) {
+            (None, _) => t.requests_without_header += 1,
+            (Some(h), None) => t.header = Some(h.clone()),
+            (Some(h), Some(first)) if h == first => {}
+            (Some(_), Some(_)) => t.header_mismatches += 1,
+        }
     }
     drop(state);
     export_ok_response("gzip,zstd,identity")

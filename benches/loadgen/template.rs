@@ -6,11 +6,20 @@
 //!   each span of the current run once, so duplicates and losses show;
 //! * `start_time_unix_nano` = the wall-clock time of the send (the sink's receipt time minus
 //!   this is the end-to-end latency); `end_time_unix_nano` = start + 1 ms;
-//! * `trace_id` = run id + request number, so each request is one trace.
+//! * `trace_id` = run id + tenant index (bytes 4..8, big-endian; 0 for the main load) +
+//!   request number, so each request is one trace and the sink can tell tenants apart even
+//!   when a daemon does not forward the tenant header.
 //!
 //! Spans look like an HTTP server's: 7 attributes, a name, kind, status, one resource with 6
 //! attributes and one scope per request. About 350 bytes per span on the wire (35 KB per
 //! 100-span request).
+//!
+//! For the processor scenario (S4) two options change the spans ([`SpanOptions`]): every
+//! span gets a `user.email` attribute (`--user-email`), and every `healthz_every`-th span by
+//! sequence number is a health check (`http.route` = `url.path` = `/healthz`), which the
+//! daemon's filter is expected to drop. Which spans are health checks depends only on their
+//! sequence numbers ([`is_healthz`]), so the sender knows exactly what the sink must receive;
+//! [`Templates`] holds one encoded request per `first_seq % healthz_every`.
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -24,6 +33,63 @@ use crate::wire::{self, SpanFields};
 pub struct Template {
     bytes: Vec<u8>,
     spans: Vec<SpanFields>,
+}
+
+/// What the spans carry beyond the default template.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpanOptions {
+    /// Every span gets `user.email` (for the attributes processor's `hash`).
+    pub user_email: bool,
+    /// Every span whose sequence number is a multiple of this is a health check
+    /// (`http.route: /healthz`); 0 = none.
+    pub healthz_every: u64,
+}
+
+/// Whether the span with sequence number `seq` is a health check under `healthz_every`.
+pub fn is_healthz(seq: u64, healthz_every: u64) -> bool {
+    healthz_every > 0 && seq.is_multiple_of(healthz_every)
+}
+
+/// How many of the sequence numbers `first..first + n` are health checks.
+pub fn healthz_in(first: u64, n: u64, healthz_every: u64) -> u64 {
+    if healthz_every == 0 || n == 0 {
+        return 0;
+    }
+    // Multiples of k in [first, first + n): floor((first + n - 1) / k) - floor((first - 1) / k).
+    let below = |x: u64| x.div_ceil(healthz_every); // multiples of k in [0, x)
+    below(first + n) - below(first)
+}
+
+/// The encoded requests of one sender: one per phase of the health-check pattern.
+pub struct Templates {
+    variants: Vec<Template>,
+    healthz_every: u64,
+}
+
+impl Templates {
+    pub fn new(spans_per_request: usize, options: SpanOptions) -> Templates {
+        let phases = options.healthz_every.max(1);
+        let variants = (0..phases)
+            .map(|phase| Template::build(spans_per_request, options, phase))
+            .collect();
+        Templates {
+            variants,
+            healthz_every: options.healthz_every,
+        }
+    }
+
+    /// The request whose spans are numbered from `first_seq`.
+    pub fn for_first(&self, first_seq: u64) -> &Template {
+        if self.healthz_every == 0 {
+            &self.variants[0]
+        } else {
+            &self.variants[(first_seq % self.healthz_every) as usize]
+        }
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        self.variants[0].encoded_len()
+    }
 }
 
 /// Patched into every span id: the run and the span's sequence number.
@@ -46,7 +112,14 @@ pub fn parse_span_id(id: &[u8]) -> Option<(u16, u64)> {
 pub const MAX_SEQ: u64 = (1 << 48) - 1;
 
 impl Template {
+    #[cfg(test)]
     pub fn new(spans_per_request: usize) -> Template {
+        Template::build(spans_per_request, SpanOptions::default(), 0)
+    }
+
+    /// The request for spans numbered from a `first_seq` with `first_seq % healthz_every ==
+    /// phase`.
+    pub fn build(spans_per_request: usize, options: SpanOptions, phase: u64) -> Template {
         let request = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource {
@@ -69,7 +142,12 @@ impl Template {
                         version: "0.1.0".into(),
                         ..Default::default()
                     }),
-                    spans: (0..spans_per_request).map(span).collect(),
+                    spans: (0..spans_per_request)
+                        .map(|i| {
+                            let healthz = is_healthz(phase + i as u64, options.healthz_every);
+                            span(i, options.user_email, healthz)
+                        })
+                        .collect(),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -92,11 +170,19 @@ impl Template {
     }
 
     /// A copy of the request for `run`, its spans numbered from `first_seq`, sent at
-    /// `now_ns`; `request_no` goes into the trace id.
-    pub fn render(&self, run: u16, first_seq: u64, request_no: u64, now_ns: u64) -> Bytes {
+    /// `now_ns`; `tenant` and `request_no` go into the trace id.
+    pub fn render(
+        &self,
+        run: u16,
+        first_seq: u64,
+        request_no: u64,
+        now_ns: u64,
+        tenant: u32,
+    ) -> Bytes {
         let mut out = self.bytes.clone();
         let mut trace_id = [0u8; 16];
         trace_id[..2].copy_from_slice(&run.to_be_bytes());
+        trace_id[4..8].copy_from_slice(&tenant.to_be_bytes());
         trace_id[8..].copy_from_slice(&request_no.to_be_bytes());
         trace_id[2] = 0x5b; // never all zero
         let end_ns = now_ns + 1_000_000;
@@ -117,8 +203,37 @@ impl Template {
     }
 }
 
-fn span(i: usize) -> Span {
+/// The tenant index a trace id carries (see [`Template::render`]).
+pub fn parse_tenant(trace_id: &[u8]) -> Option<u32> {
+    let id: &[u8; 16] = trace_id.try_into().ok()?;
+    Some(u32::from_be_bytes([id[4], id[5], id[6], id[7]]))
+}
+
+fn span(i: usize, user_email: bool, healthz: bool) -> Span {
     let item = 10_000 + (i * 7919) % 90_000;
+    let (route, path) = if healthz {
+        ("/healthz".to_string(), "/healthz".to_string())
+    } else {
+        (
+            "/api/v1/items/:id".to_string(),
+            format!("/api/v1/items/{item}"),
+        )
+    };
+    let mut attributes = vec![
+        kv("http.request.method", "GET"),
+        kv("http.route", &route),
+        kv_int("http.response.status_code", 200),
+        kv("url.path", &path),
+        kv("server.address", "checkout.shop.svc"),
+        kv("network.peer.address", "10.1.2.3"),
+        kv(
+            "user_agent.original",
+            "Mozilla/5.0 (X11; Linux x86_64) bench",
+        ),
+    ];
+    if user_email {
+        attributes.push(kv("user.email", &format!("user{item}@example.com")));
+    }
     Span {
         // Placeholders of the right sizes (non-zero, so prost does not omit them).
         trace_id: vec![1; 16],
@@ -128,18 +243,7 @@ fn span(i: usize) -> Span {
         kind: span::SpanKind::Server as i32,
         start_time_unix_nano: u64::MAX,
         end_time_unix_nano: u64::MAX,
-        attributes: vec![
-            kv("http.request.method", "GET"),
-            kv("http.route", "/api/v1/items/:id"),
-            kv_int("http.response.status_code", 200),
-            kv("url.path", &format!("/api/v1/items/{item}")),
-            kv("server.address", "checkout.shop.svc"),
-            kv("network.peer.address", "10.1.2.3"),
-            kv(
-                "user_agent.original",
-                "Mozilla/5.0 (X11; Linux x86_64) bench",
-            ),
-        ],
+        attributes,
         status: Some(Status {
             code: 1,
             ..Default::default()
@@ -175,7 +279,7 @@ mod tests {
     #[test]
     fn render_patches_ids_and_times() {
         let t = Template::new(3);
-        let bytes = t.render(7, 40, 9, 1_700_000_000_123_456_789);
+        let bytes = t.render(7, 40, 9, 1_700_000_000_123_456_789, 0);
         let decoded = ExportTraceServiceRequest::decode(bytes).unwrap();
         let spans = &decoded.resource_spans[0].scope_spans[0].spans;
         for (i, s) in spans.iter().enumerate() {
@@ -183,6 +287,53 @@ mod tests {
             assert_eq!(s.start_time_unix_nano, 1_700_000_000_123_456_789);
             assert_eq!(s.end_time_unix_nano, 1_700_000_000_124_456_789);
             assert_eq!(&s.trace_id[8..], &9u64.to_be_bytes());
+            assert_eq!(parse_tenant(&s.trace_id), Some(0));
         }
+    }
+
+    fn string_attr(s: &Span, key: &str) -> Option<String> {
+        s.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+            match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(v) => Some(v.clone()),
+                _ => None,
+            }
+        })
+    }
+
+    #[test]
+    fn health_checks_follow_the_sequence_numbers() {
+        let options = SpanOptions {
+            user_email: true,
+            healthz_every: 10,
+        };
+        let t = Templates::new(7, options);
+        let mut healthz = 0;
+        for (request, first) in (0..30u64).map(|r| (r, r * 7)) {
+            let bytes = t.for_first(first).render(3, first, request, 1, 42);
+            let decoded = ExportTraceServiceRequest::decode(bytes).unwrap();
+            let spans = &decoded.resource_spans[0].scope_spans[0].spans;
+            assert_eq!(
+                healthz_in(first, 7, 10),
+                spans
+                    .iter()
+                    .filter(|s| { string_attr(s, "http.route").as_deref() == Some("/healthz") })
+                    .count() as u64
+            );
+            for (i, s) in spans.iter().enumerate() {
+                let seq = first + i as u64;
+                let route = string_attr(s, "http.route").unwrap();
+                assert_eq!(route == "/healthz", is_healthz(seq, 10), "seq {seq}");
+                assert!(string_attr(s, "user.email")
+                    .unwrap()
+                    .ends_with("@example.com"));
+                assert_eq!(parse_tenant(&s.trace_id), Some(42));
+                healthz += u64::from(route == "/healthz");
+            }
+        }
+        assert_eq!(healthz, 21); // 0, 10, ..., 200 of 0..210
+        assert_eq!(healthz_in(0, 210, 10), 21);
+        assert_eq!(healthz_in(1, 9, 10), 0);
+        assert_eq!(healthz_in(5, 0, 10), 0);
+        assert_eq!(healthz_in(5, 100, 0), 0);
     }
 }

@@ -17,6 +17,28 @@ Scenarios (configs in deploy/bench/configs/):
   S3  OTLP/gRPC -> OTLP sink, pass-through.
       Sluice has no bufferless mode: its disk buffer with fsync: interval (the S1 runs).
       Collector: otlp -> batch -> otlp exporter with its in-memory queue.
+  S4  OTLP/gRPC -> filter + attributes + batch -> OTLP sink, the same processor settings on
+      both: filter drops spans with attributes["http.route"] == "/healthz" (OTTL), attributes
+      hashes user.email and inserts env=bench. Sluice: disk buffer, fsync: interval (as in S3);
+      Collector: in-memory queue (as in S3). The load client sends every span with user.email
+      and every HEALTHZ_EVERY-th span (by sequence number, so exactly 10 %) as a health check;
+      the sink must receive exactly the other spans ("lost" counts those it did not, "leaked"
+      health checks that got through). CPU is per million spans *sent* (acknowledged), and
+      "cost against pass-through" is S4 CPU/M divided by the same daemon's S3 CPU/M of the
+      same run at the same load: selecting S4 therefore also selects S3.
+  S5  Many tenants through one daemon: QUIET_TENANTS tenants at QUIET_RATE spans/s each
+      (1 span/request, open loop, their own 8 connections, tenant in x-scope-orgid) beside one
+      tenant ("noisy") at saturation (closed loop, 100 spans/request, 32 in flight over 4
+      connections); and the quiet tenants alone as a baseline ("quiet only"). Sluice: its
+      default tenancy (tenant from x-scope-orgid), disk buffer fsync: interval, the exporter
+      forwarding x-scope-orgid: {tenant}. Collector: otlp receiver include_metadata: true,
+      batch with metadata_keys: [x-scope-orgid] (a batcher per tenant), in-memory queue; its
+      otlp exporter cannot forward per-request metadata (headers_setter is not in the peer
+      build), so the sink sees no tenant header from it (reported, not failed). Reported: the
+      daemon's CPU (cores, and CPU-s per million spans delivered), peak RSS, the noisy
+      tenant's delivered spans/s, and of the quiet tenants' per-tenant end-to-end p99 the
+      median and the worst (with ~10 samples/s per tenant a run's p99 is close to its max).
+      Runs last max(BENCH_DURATION, S5_MIN_DURATION) seconds.
 
 Loads: "saturation" = closed loop, 32 requests in flight over 4 connections, for the window;
 "fixed" = open loop at FIXED_RATES spans/s. Every run gets a fresh daemon (so peak RSS is
@@ -28,8 +50,8 @@ over first send -> last receipt), CPU seconds of the daemon process(es) per mill
 the daemon's processes), end-to-end latency p50/p99 (span send time -> sink receipt), and
 spans refused, lost (acknowledged, never received) and duplicated.
 
-Environment: BENCH_QUICK=1 (one repetition, shorter windows, 100 spans/request only: ~3 min),
-BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,S2,S3),
+Environment: BENCH_QUICK=1 (one repetition, shorter windows, 100 spans/request only: ~5 min),
+BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,S2,S3,S4,S5; default all),
 BENCH_OUT (results directory; default target/sluice-bench), BENCH_PORT_BASE (default 24300).
 `run.py --report results-XXX.json` prints the tables of an earlier run again.
 Python 3.11 standard library only.
@@ -62,7 +84,10 @@ PULSAR_SCRIPT = REPO / "deploy" / "pulsar" / "standalone.sh"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 DURATION = float(os.environ.get("BENCH_DURATION", "4" if QUICK else "6"))
-ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3").split(",") if s.strip()}
+ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5").split(",") if s.strip()}
+# S4's "cost against pass-through" divides by S3 of the same run.
+S3_FOR_S4 = "S4" in ONLY and "S3" not in ONLY
+ONLY |= {"S3"} if S3_FOR_S4 else set()
 OUT = Path(os.environ.get("BENCH_OUT", REPO / "target" / "sluice-bench"))
 PORT = int(os.environ.get("BENCH_PORT_BASE", "24300"))
 
@@ -75,6 +100,20 @@ CONCURRENCY = 32
 CONNECTIONS = 4
 DRAIN_TIMEOUT = 45.0
 WARMUP_S = 5.0 if QUICK else 10.0
+
+# S4: every HEALTHZ_EVERY-th span is a health check the filter drops (10 %).
+HEALTHZ_EVERY = 10
+S4_LOADGEN = ("--user-email", "--healthz-every", str(HEALTHZ_EVERY))
+# S5: 200 quiet tenants at 10 spans/s, one span per request: 2 000 requests/s together, which
+# both daemons take on two cores with room for the saturating tenant (S1/S3 sustain 5 000
+# requests/s of 1 span). Per-tenant p99 needs samples: S5 runs last at least 10 s.
+QUIET_TENANTS = 200
+QUIET_RATE = 10
+QUIET_CONNECTIONS = 8
+NOISY_SPANS = 100
+S5_MIN_DURATION = 10.0
+S5_DURATION = max(DURATION, S5_MIN_DURATION)
+S5_MODES = ("tenants", "quiet-only")
 
 DAEMON_ENDPOINT = f"127.0.0.1:{PORT + 17}"
 SINK_ENDPOINT = f"127.0.0.1:{PORT + 117}"
@@ -116,13 +155,15 @@ class Variant:
     label: str
     procs: list[ProcSpec]
     pulsar: bool = False
+    # Extra arguments of `loadgen send` for this variant's runs (S4's span options).
+    loadgen: tuple[str, ...] = ()
 
 
-def sluice_disk(fsync: str) -> list[ProcSpec]:
+def sluice_disk(fsync: str, config: str = "sluice-disk.yaml") -> list[ProcSpec]:
     return [
         ProcSpec(
             SLUICE_BIN,
-            "sluice-disk.yaml",
+            config,
             {"BENCH_FSYNC": fsync},
             ("http", f"http://{HEALTH_ENDPOINT}/readyz"),
         )
@@ -160,8 +201,19 @@ VARIANTS = {
             ],
             pulsar=True,
         ),
+        Variant("sluice-processors", "sluice", "Sluice, filter + attributes, disk buffer (fsync: interval)",
+                sluice_disk("interval", "sluice-processors.yaml"), loadgen=S4_LOADGEN),
+        Variant("otelcol-processors", "otelcol", "Collector, filter + attributes, in-memory queue",
+                [otelcol("otelcol-processors.yaml")], loadgen=S4_LOADGEN),
+        Variant("sluice-tenants", "sluice", "Sluice, disk buffer (fsync: interval)",
+                sluice_disk("interval", "sluice-tenants.yaml")),
+        Variant("otelcol-tenants", "otelcol", "Collector, batch per tenant, in-memory queue",
+                [otelcol("otelcol-tenants.yaml")]),
     ]
 }
+# S4 against the same daemon's S3 (pass-through) variant.
+S3_OF = {"sluice-processors": "sluice-interval", "otelcol-processors": "otelcol-memory"}
+S5_VARIANTS = ("sluice-tenants", "otelcol-tenants")
 # The exporter half must be subscribed before the agent publishes.
 VARIANTS["otelcol-pulsar"].procs[0].ready = ("pulsar-sub", "otelcol-bench")
 
@@ -183,6 +235,8 @@ COMPARISONS = [
     Comparison("S1", "sluice-always", "otelcol-file-fsync", (100,), "fsync: always vs file_storage fsync: true"),
     Comparison("S3", "sluice-interval", "otelcol-memory", (1, 100, 1000), "disk buffer, fsync: interval vs in-memory queue"),
     Comparison("S2", "sluice-pulsar", "otelcol-pulsar", (1, 100, 1000), "Pulsar buffer vs pulsarexporter/pulsarreceiver"),
+    Comparison("S4", "sluice-processors", "otelcol-processors", (1, 100, 1000),
+               "filter + attributes: disk buffer (interval) vs in-memory queue"),
 ]
 if QUICK:
     COMPARISONS = [
@@ -326,17 +380,20 @@ def pulsar_pid() -> int | None:
 
 # The sink's pid, for the CPU accounting of each run (set by main).
 SINK_PID: int | None = None
+# True when measuring (main), False for `--report`.
+LIVE = False
 
 
 # === one run ===================================================================================
 
 
 def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, duration: float = DURATION) -> dict:
+    """One run. mode: "saturation" | "fixed" (S1-S4), "tenants" | "quiet-only" (S5)."""
     running = Running(variant, run_no, logdir)
     started = time.monotonic()
     try:
         running.start()
-        rate = 0 if mode == "saturation" else FIXED_RATES[spans]
+        rate = FIXED_RATES[spans] if mode == "fixed" else 0
         argv = [
             str(LOADGEN_BIN), "send",
             "--endpoint", f"http://{DAEMON_ENDPOINT}",
@@ -350,9 +407,14 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
             "--drain-timeout", str(DRAIN_TIMEOUT),
             "--clk-tck", str(os.sysconf("SC_CLK_TCK")),
             "--run", str(run_no % 65000 + 1),
+            *variant.loadgen,
         ]
         if variant.key == "sluice-pulsar":
             argv += ["--header", f"x-scope-orgid={running.tenant}"]
+        if mode in S5_MODES:
+            argv += ["--tenant", "noisy", "--quiet-tenants", str(QUIET_TENANTS), "--quiet-rate", str(QUIET_RATE),
+                     "--quiet-spans", "1", "--quiet-connections", str(QUIET_CONNECTIONS)]
+            argv += ["--quiet-only"] if mode == "quiet-only" else []
         broker = pulsar_pid() if variant.pulsar else None
         before = (busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN), proc_cpu_s(SINK_PID), proc_cpu_s(broker))
         t = time.monotonic()
@@ -360,7 +422,9 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
         wall = time.monotonic() - t
         after = (busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN), proc_cpu_s(SINK_PID), proc_cpu_s(broker))
         if out.returncode != 0:
-            raise RuntimeError(f"loadgen failed ({out.returncode}): {out.stderr[-2000:]}")
+            dead = [f"{p.args[0]} exited with {p.returncode}" for p in running.procs if p.poll() is not None]
+            raise RuntimeError(f"loadgen failed ({out.returncode}){'; ' + ', '.join(dead) if dead else ''}: "
+                               f"{out.stderr[-2000:]}; daemon logs {', '.join(map(str, running.logs))}")
         result = json.loads(out.stdout)
         # Where the machine's CPU went during the run, in cores: the daemon(s), the load
         # client, the sink, the broker, and anything else on the machine ("other": noise).
@@ -375,7 +439,14 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
         split["other"] = max(0.0, busy - sum(split.values()))
         result["machine_cores"] = {k: v / wall for k, v in split.items()}
     finally:
+        # A daemon that died during the run, or did not stop cleanly, fails the run.
+        died = [p.returncode for p in running.procs if p.poll() is not None]
         codes = running.stop()
+    if died:
+        raise RuntimeError(f"{variant.key} exited during the run with {died}; logs {', '.join(map(str, running.logs))}")
+    if any(c != 0 for c in codes):
+        raise RuntimeError(f"{variant.key} did not stop cleanly (exit codes {codes}; None = killed after 30 s); "
+                           f"logs {', '.join(map(str, running.logs))}")
     result["exit_codes"] = codes
     result["variant"] = variant.key
     result["mode"] = mode
@@ -398,6 +469,9 @@ def cells() -> list[tuple[str, int, str, list[str]]]:
                 for v in (c.sluice, c.collector):
                     if v not in vs:
                         vs.append(v)
+    if "S5" in ONLY:
+        for mode in S5_MODES:
+            out[("tenants", NOISY_SPANS, mode)] = list(S5_VARIANTS)
     return [(g, s, m, vs) for (g, s, m), vs in out.items()]
 
 
@@ -427,15 +501,20 @@ def main() -> int:
     logdir.mkdir(parents=True, exist_ok=True)
     plan = cells()
     runs_total = sum(len(vs) for _, _, _, vs in plan) * REPS
-    log(f"{'quick' if QUICK else 'full'} run: {runs_total} runs of {DURATION:g} s, {REPS} repetition(s); logs in {logdir}")
+    log(f"{'quick' if QUICK else 'full'} run: {runs_total} runs of {DURATION:g} s"
+        + (f" (S5: {S5_DURATION:g} s)" if "S5" in ONLY else "")
+        + f", {REPS} repetition(s); logs in {logdir}")
+    if S3_FOR_S4:
+        log("S4 selected: S3 runs too (S4's cost against pass-through divides by S3 of the same run)")
 
     sink_log = open(logdir / "sink.log", "wb")
     sink = subprocess.Popen(
         [str(LOADGEN_BIN), "sink", "--listen", SINK_ENDPOINT, "--control", SINK_CONTROL],
         stdout=sink_log, stderr=subprocess.STDOUT,
     )
-    global SINK_PID
+    global SINK_PID, LIVE
     SINK_PID = sink.pid
+    LIVE = True
     results: list[dict] = []
     failures: list[str] = []
     pulsar_started = False
@@ -448,7 +527,7 @@ def main() -> int:
             if sink.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the bench sink did not start; see " + str(logdir / "sink.log"))
             time.sleep(0.05)
-        for group in ("disk", "pulsar"):
+        for group in ("disk", "tenants", "pulsar"):
             group_cells = [c for c in plan if c[0] == group]
             if not group_cells:
                 continue
@@ -473,20 +552,18 @@ def main() -> int:
                         run_no += 1
                         measured += 1
                         what = f"[{measured}/{runs_total}] {key} {spans} spans/request {mode} (rep {rep + 1})"
+                        if group == "tenants":
+                            what = f"[{measured}/{runs_total}] {key} {mode} (rep {rep + 1})"
                         try:
-                            r = measure(VARIANTS[key], spans, mode, run_no, logdir)
+                            r = measure(VARIANTS[key], spans, mode, run_no, logdir,
+                                        duration=S5_DURATION if group == "tenants" else DURATION)
                         except Exception as e:  # one broken run must not lose the others
                             log(f"{what}: FAILED: {e}")
-                            failures.append(f"{what}: {str(e)[:300]}")
+                            failures.append(f"{what}: {str(e)[:600]}")
                             continue
                         r["rep"] = rep
                         results.append(r)
-                        log(f"{what}: {r['delivered_sps']:,.0f} spans/s, "
-                            f"{r['cpu_s_per_million']:.2f} CPU-s/M, {r['rss_peak_kib'] / 1024:.0f} MiB, "
-                            f"p99 {r['latency']['p99_us'] / 1000:.0f} ms, refused {r['refused_spans']}, "
-                            f"lost {r['missing_spans']}, dup {r['duplicate_spans']}"
-                            + ("" if r["drained"] else ", NOT DRAINED")
-                            + "; cores: " + " ".join(f"{k} {v:.2f}" for k, v in r["machine_cores"].items()))
+                        log(f"{what}: {run_line(r)}")
             if pulsar_started:
                 pulsar("stop")
                 pulsar_started = False
@@ -506,6 +583,26 @@ def main() -> int:
     return 1 if failures else 0
 
 
+def run_line(r: dict) -> str:
+    """One run's figures for the progress log."""
+    line = (f"{r['delivered_sps']:,.0f} spans/s, "
+            f"{r['cpu_s_per_million']:.2f} CPU-s/M, {r['rss_peak_kib'] / 1024:.0f} MiB, "
+            f"p99 {r['latency']['p99_us'] / 1000:.0f} ms, refused {r['refused_spans']}, "
+            f"lost {r['missing_spans']}, dup {r['duplicate_spans']}")
+    if r.get("healthz_every"):
+        line += (f", sent {r['accepted_spans']:,} ({r['cpu_s_per_million_accepted']:.2f} CPU-s/M sent), "
+                 f"delivered {r['delivered_spans']:,} of {r['expected_spans']:,} expected, "
+                 f"health checks leaked {r['healthz_received']}")
+    if r.get("quiet_tenants"):
+        t = tenant_summary(r)
+        line += (f"; noisy {fmt(t['noisy_sps'])} spans/s, quiet p99 median {fmt(t['quiet_p99_median'])} ms, "
+                 f"worst {fmt(t['quiet_p99_worst'])} ms ({t['quiet_p99_worst_tenant']}), "
+                 f"tenant header forwarded for {t['forwarded']}/{t['tenants']}, mixed requests {r.get('mixed_requests')}")
+    line += "" if r["drained"] else ", NOT DRAINED"
+    line += "; cores: " + " ".join(f"{k} {v:.2f}" for k, v in r["machine_cores"].items())
+    return line
+
+
 # === report ====================================================================================
 
 
@@ -515,14 +612,17 @@ def med(rs: list[dict], f) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def summarize(rs: list[dict], mode: str) -> dict:
+def summarize(rs: list[dict], mode: str, per_sent: bool = False) -> dict:
+    """Medians of one cell. per_sent (S4): spans/s and CPU per span sent (acknowledged), not
+    delivered, since the filter delivers only 90 % of them."""
+    sat_sps = "accepted_e2e_sps" if per_sent else "delivered_sps"
     s = {
         "n": len(rs),
         # Saturation: delivered end to end (first send -> last receipt). Fixed rate: the rate
         # the daemon took on schedule (delivery is checked by `lost`); the end-to-end figure
         # would be short of it by the last batch's linger.
-        "sps": med(rs, lambda r: r["delivered_sps"] if mode == "saturation" else r["accepted_sps"]),
-        "cpu": med(rs, lambda r: r["cpu_s_per_million"]),
+        "sps": med(rs, lambda r: r[sat_sps] if mode == "saturation" else r["accepted_sps"]),
+        "cpu": med(rs, lambda r: r["cpu_s_per_million_accepted" if per_sent else "cpu_s_per_million"]),
         "rss": med(rs, lambda r: r["rss_peak_kib"] / 1024),
         "p50": med(rs, lambda r: r["latency"]["p50_us"] / 1000),
         "p99": med(rs, lambda r: r["latency"]["p99_us"] / 1000),
@@ -530,6 +630,9 @@ def summarize(rs: list[dict], mode: str) -> dict:
         "lost": sum(r["missing_spans"] for r in rs),
         "dup": sum(r["duplicate_spans"] for r in rs),
         "undrained": sum(1 for r in rs if not r["drained"]),
+        "leaked": sum(r.get("healthz_received", 0) for r in rs),
+        "expected": sum(r.get("expected_spans", r["accepted_spans"]) for r in rs),
+        "delivered": sum(r["delivered_spans"] for r in rs),
     }
     if mode == "fixed":
         # Sustained: offered on schedule, nothing refused, everything delivered.
@@ -587,8 +690,10 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
                     if not rs:
                         lines.append(f"| {c.scenario} | {spans} | {load_label(mode, spans)} | {VARIANTS[key].label} | no result | | | | | |")
                         continue
-                    s = summarize(rs, mode)
+                    s = summarize(rs, mode, per_sent=c.scenario == "S4")
                     flags = f"{s['refused']} / {s['lost']} / {s['dup']}"
+                    if s["leaked"]:
+                        flags += f" ({s['leaked']} health checks leaked)"
                     if s["undrained"]:
                         flags += f" ({s['undrained']} not drained)"
                     if mode == "fixed" and not s["sustained"]:
@@ -610,16 +715,150 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
                 if not a or not b:
                     lines.append(f"| {c.scenario} | {c.note} | {spans} | {load_label(mode, spans)} | – | – | – | – |")
                     continue
-                sa, sb = summarize(a, mode), summarize(b, mode)
+                sa, sb = summarize(a, mode, c.scenario == "S4"), summarize(b, mode, c.scenario == "S4")
                 lines.append(
                     f"| {c.scenario} | {c.note} | {spans} | {load_label(mode, spans)} | {ratio(sa['sps'], sb['sps'])} | "
                     f"{ratio(sa['cpu'], sb['cpu'])} | {ratio(sa['rss'], sb['rss'])} | {ratio(sa['p99'], sb['p99'])} |"
                 )
+    # In a live run, a selected scenario's section shows even when its runs failed; `--report`
+    # of an earlier run shows the sections it has results for.
+    if any(r["variant"] in S3_OF for r in results) or (LIVE and "S4" in ONLY):
+        lines += render_s4(by)
+    if any(r["variant"] in S5_VARIANTS for r in results) or (LIVE and "S5" in ONLY):
+        lines += render_s5(results)
+    problems = [r for r in results if r["missing_spans"] or r["duplicate_spans"] or r.get("healthz_received")
+                or not r["drained"]]
+    if problems:
+        lines.append("")
+        lines.append("Runs that did not deliver exactly what was acknowledged:")
+        for r in problems:
+            lines.append(f"- {r['variant']} {r['spans_per_request']} spans/request {r['mode']} (rep {r.get('rep', 0) + 1}): "
+                         f"acknowledged {r['accepted_spans']:,}, expected at the sink {r.get('expected_spans', r['accepted_spans']):,}, "
+                         f"delivered {r['delivered_spans']:,}: lost {r['missing_spans']:,}, duplicated {r['duplicate_spans']:,}"
+                         + (f", health checks leaked {r['healthz_received']:,}" if r.get("healthz_received") else "")
+                         + ("" if r["drained"] else f", not drained after {r['drain_s']:.0f} s") + f"; logs {', '.join(r['logs'])}")
     if failures:
         lines.append("")
         lines.append("Failed runs:")
         lines += [f"- {f}" for f in failures]
     return "\n".join(lines) + "\n"
+
+
+def render_s4(by: dict[tuple[str, int, str], list[dict]]) -> list[str]:
+    """S4: per span sent, delivery against expectation, and the cost against pass-through."""
+    lines = ["", f"S4 processors (filter drops every {HEALTHZ_EVERY}th span, attributes hashes user.email and inserts env): "
+             "spans/s and CPU per span *sent* (acknowledged); the sink must receive exactly the spans that are not "
+             "health checks. Cost against pass-through = S4 CPU-s/M sent / the same daemon's S3 CPU-s/M sent, "
+             "same load, same run:", ""]
+    lines.append("| spans/req | load | daemon | spans/s sent | CPU-s / M sent | peak RSS MiB | p99 ms | delivered / expected "
+                 "| lost / leaked / dup | S3 CPU-s / M | S4 / S3 |")
+    lines.append("|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
+    for c in COMPARISONS:
+        if c.scenario != "S4":
+            continue
+        for spans in c.spans:
+            for mode in MODES:
+                for key in (c.sluice, c.collector):
+                    rs = by.get((key, spans, mode), [])
+                    if not rs:
+                        lines.append(f"| {spans} | {load_label(mode, spans)} | {VARIANTS[key].label} | no result (failed) "
+                                     f"| | | | | | | |")
+                        continue
+                    s = summarize(rs, mode, per_sent=True)
+                    base = by.get((S3_OF[key], spans, mode), [])
+                    b = summarize(base, mode, per_sent=True) if base else None
+                    flags = f"{s['lost']} / {s['leaked']} / {s['dup']}"
+                    if s["undrained"]:
+                        flags += f" ({s['undrained']} not drained)"
+                    lines.append(
+                        f"| {spans} | {load_label(mode, spans)} | {VARIANTS[key].label} | {fmt(s['sps'])} | {fmt(s['cpu'], 2)} "
+                        f"| {fmt(s['rss'])} | {fmt(s['p99'])} | {s['delivered']:,} / {s['expected']:,} | {flags} "
+                        f"| {fmt(b['cpu'], 2) if b else 'no S3 result'} | {ratio(s['cpu'], b['cpu']) if b else '–'} |")
+    return lines
+
+
+def tenant_summary(r: dict) -> dict:
+    """One S5 run: the noisy tenant's throughput and the quiet tenants' latencies."""
+    ts = [t for t in r.get("tenants", []) if t["offered_spans"] > 0]
+    noisy = next((t for t in ts if t["tenant"] == 0), None)
+    quiet = [t for t in ts if t["tenant"] != 0]
+    p99 = sorted(((t["latency"] or {}).get("p99_us", 0) / 1000, t["name"]) for t in quiet if t["delivered_spans"] > 0)
+    ack = sorted(t["ack_latency"]["p99_us"] / 1000 for t in quiet if t["accepted_spans"] > 0)
+    # Daemon cores while the load ran (the drain can be long when a daemon falls behind).
+    cores = (r["cpu_s_sending"] / r["duration_s"] if "cpu_s_sending" in r
+             else r["cpu_s"] / (r["duration_s"] + r["drain_s"]))
+    return {
+        "tenants": len(ts),
+        "noisy_sps": noisy["delivered_sps"] if noisy else None,
+        "quiet_sps": sum(t["delivered_spans"] for t in quiet) / r["duration_s"] if quiet else None,
+        "quiet_p99_median": statistics.median(v for v, _ in p99) if p99 else None,
+        "quiet_p99_worst": p99[-1][0] if p99 else None,
+        "quiet_p99_worst_tenant": p99[-1][1] if p99 else None,
+        "quiet_ack_p99_median": statistics.median(ack) if ack else None,
+        "quiet_ack_p99_worst": ack[-1] if ack else None,
+        # Quiet tenants of which nothing arrived (or nothing was acknowledged), and the quiet
+        # tenants' acknowledged spans that never arrived (their latencies count only what did).
+        "quiet_silent": sum(1 for t in quiet if t["delivered_spans"] == 0),
+        "quiet_lost": sum(max(0, t["accepted_spans"] - t["delivered_spans"]) for t in quiet),
+        "quiet_accepted": sum(t["accepted_spans"] for t in quiet),
+        "forwarded": sum(1 for t in ts if t["header_forwarded"]),
+        "cores": cores,
+    }
+
+
+def render_s5(results: list[dict]) -> list[str]:
+    lines = ["", f"S5 multi-tenant: {QUIET_TENANTS} quiet tenants at {QUIET_RATE} spans/s each (1 span/request) beside "
+             f"one noisy tenant at saturation ({NOISY_SPANS} spans/request, {CONCURRENCY} in flight), and the quiet tenants "
+             "alone. Quiet p99 = end-to-end p99 of each quiet tenant: the median over tenants and the worst tenant; ack = "
+             "the client's wait for the answer. CPU-s / M per span delivered (all tenants):", ""]
+    lines.append("| load | daemon | noisy spans/s | quiet spans/s | daemon cores while sending | CPU-s / M | peak RSS MiB "
+                 "| quiet p99 median / worst ms | quiet ack p99 median / worst ms | refused / lost / dup | tenant header at sink |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    sums: dict[tuple[str, str], dict] = {}
+    for mode in S5_MODES:
+        for key in S5_VARIANTS:
+            rs = [r for r in results if r["variant"] == key and r["mode"] == mode]
+            label = "noisy + quiet" if mode == "tenants" else "quiet only"
+            if not rs:
+                lines.append(f"| {label} | {VARIANTS[key].label} | no result (failed) | | | | | | | | |")
+                continue
+            ts = [tenant_summary(r) for r in rs]
+            s = {k: med(ts, lambda t, k=k: t[k]) for k in ("noisy_sps", "quiet_sps", "quiet_p99_median", "quiet_p99_worst",
+                                                           "quiet_ack_p99_median", "quiet_ack_p99_worst", "cores")}
+            s["cpu"] = med(rs, lambda r: r["cpu_s_per_million"])
+            s["rss"] = med(rs, lambda r: r["rss_peak_kib"] / 1024)
+            sums[(key, mode)] = s
+            worst = f" ({ts[0]['quiet_p99_worst_tenant']})" if len(ts) == 1 and ts[0]["quiet_p99_worst_tenant"] else ""
+            flags = (f"{sum(r['refused_spans'] for r in rs)} / {sum(r['missing_spans'] for r in rs)} / "
+                     f"{sum(r['duplicate_spans'] for r in rs)}")
+            if any(not r["drained"] for r in rs):
+                flags += f" ({sum(1 for r in rs if not r['drained'])} not drained)"
+            if sum(t["quiet_lost"] for t in ts):
+                flags += (f" (of them quiet tenants': {sum(t['quiet_lost'] for t in ts):,} of "
+                          f"{sum(t['quiet_accepted'] for t in ts):,})")
+            if sum(t["quiet_silent"] for t in ts):
+                flags += f" ({sum(t['quiet_silent'] for t in ts)} quiet tenants got nothing through)"
+            mixed = sum(r.get("mixed_requests") or 0 for r in rs)
+            if mixed:
+                flags += f" ({mixed} requests mixed tenants)"
+            header = f"forwarded for {min(t['forwarded'] for t in ts)} of {ts[0]['tenants']} tenants"
+            lines.append(
+                f"| {label} | {VARIANTS[key].label} | {fmt(s['noisy_sps'])} | {fmt(s['quiet_sps'])} | {fmt(s['cores'], 2)} "
+                f"| {fmt(s['cpu'], 2)} | {fmt(s['rss'])} | {fmt(s['quiet_p99_median'])} / {fmt(s['quiet_p99_worst'])}{worst} "
+                f"| {fmt(s['quiet_ack_p99_median'], 1)} / {fmt(s['quiet_ack_p99_worst'], 1)} | {flags} | {header} |")
+    lines += ["", "S5, Sluice / Collector:", "",
+              "| load | noisy spans/s | CPU-s / M | peak RSS | quiet p99 median | quiet p99 worst |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for mode in S5_MODES:
+        a, b = sums.get((S5_VARIANTS[0], mode)), sums.get((S5_VARIANTS[1], mode))
+        label = "noisy + quiet" if mode == "tenants" else "quiet only"
+        if not a or not b:
+            lines.append(f"| {label} | – | – | – | – | – |")
+            continue
+        lines.append(f"| {label} | {ratio(a['noisy_sps'], b['noisy_sps'])} | {ratio(a['cpu'], b['cpu'])} | "
+                     f"{ratio(a['rss'], b['rss'])} | {ratio(a['quiet_p99_median'], b['quiet_p99_median'])} | "
+                     f"{ratio(a['quiet_p99_worst'], b['quiet_p99_worst'])} |")
+    return lines
 
 
 def versions() -> dict[str, str]:
