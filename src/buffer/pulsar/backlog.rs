@@ -10,7 +10,8 @@
 //! refuses everything cannot fill the bookies' disks for everyone.
 //!
 //! The admin API being unreachable keeps the last readings (logged once per outage, counted
-//! in `sluice_pulsar_backlog_poll_failures_total`): accounting must not stop ingest.
+//! in `sluice_pulsar_backlog_poll_failures_total`) and forgets what was published since, once
+//! per reading: accounting must not stop ingest on appends it cannot see drained.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,7 +38,9 @@ pub(super) struct Backlogs {
 /// A topic published to by this process.
 struct Watched {
     usage: Arc<TenantUsage>,
-    /// The backlog at the last reading plus what was published since, as counted in `usage`.
+    /// The backlog at the last reading (0 before the first).
+    reading: u64,
+    /// `reading` plus what was published since, as counted in `usage`.
     counted: u64,
     /// Published since the last reading (so an idle, empty topic is not read again).
     fresh: bool,
@@ -87,6 +90,7 @@ impl Backlogs {
         let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
         let watched = topics.entry(topic.to_owned()).or_insert_with(|| Watched {
             usage: Arc::clone(&usage),
+            reading: 0,
             counted: 0,
             fresh: true,
         });
@@ -113,7 +117,23 @@ impl Backlogs {
                 .release(&watched.usage, watched.counted - backlog);
         }
         watched.counted = backlog;
+        watched.reading = backlog;
         watched.fresh = false;
+    }
+
+    /// The broker could not be asked about `topic`: what was published since its last reading
+    /// is no longer counted, so an unreachable admin API (or a wrong `admin_url`) never
+    /// refuses a tenant on appends it cannot see drained. The last reading stays.
+    fn unreadable(&self, topic: &str) {
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(watched) = topics.get_mut(topic) else {
+            return;
+        };
+        let unverified = watched.counted.saturating_sub(watched.reading);
+        self.shares.release(&watched.usage, unverified);
+        watched.counted = watched.reading;
+        // Read again next time.
+        watched.fresh = true;
     }
 
     /// Topics worth reading: published to since the last reading, or holding a backlog.
@@ -205,7 +225,10 @@ impl Poller {
         for (topic, result) in results {
             match result {
                 Ok(backlog) => backlogs.observed(&topic, backlog),
-                Err(e) => error = Some(e),
+                Err(e) => {
+                    backlogs.unreadable(&topic);
+                    error = Some(e);
+                }
             }
         }
         match error {
@@ -222,5 +245,55 @@ impl Poller {
             }
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backlogs() -> Arc<Backlogs> {
+        let config = BacklogConfig {
+            max_mib: 1,
+            tenant_headroom_percent: 10,
+            ..BacklogConfig::default()
+        };
+        Backlogs::new(&config, &BufferContext::default())
+    }
+
+    #[test]
+    fn readings_replace_what_was_counted_and_a_failed_reading_forgets_the_unverified() {
+        let backlogs = backlogs();
+        let tenant = TenantId::parse("a").expect("tenant");
+        let topic = "persistent://public/default/otlp-traces-a";
+        backlogs
+            .reserve(topic, &tenant, 900 << 10)
+            .expect("under the share")
+            .keep();
+        let over = backlogs.reserve(topic, &tenant, 100 << 10);
+        assert!(
+            matches!(over, Err(BufferError::TenantFull { .. })),
+            "{:?}",
+            over.err()
+        );
+        // The broker says the backlog was drained: room again.
+        backlogs.observed(topic, 0);
+        backlogs
+            .reserve(topic, &tenant, 900 << 10)
+            .expect("drained")
+            .keep();
+        // The broker cannot be asked: appends since the last reading are not held against it.
+        backlogs.unreadable(topic);
+        backlogs
+            .reserve(topic, &tenant, 900 << 10)
+            .expect("unverified appends forgotten")
+            .keep();
+        // A publish that failed gives its room back.
+        backlogs.observed(topic, 0);
+        drop(backlogs.reserve(topic, &tenant, 900 << 10).expect("room"));
+        backlogs
+            .reserve(topic, &tenant, 900 << 10)
+            .expect("given back")
+            .keep();
     }
 }
