@@ -33,8 +33,14 @@ pub enum IngestError {
     NoPipeline(Signal),
     #[error(transparent)]
     MemoryLimited(#[from] MemoryLimited),
-    #[error("buffer is full; retry after {retry_after:?}")]
-    BufferFull { retry_after: Duration },
+    #[error(
+        "buffer is full ({used_bytes} of {cap_bytes} bytes in use); retry after {retry_after:?}"
+    )]
+    BufferFull {
+        used_bytes: u64,
+        cap_bytes: u64,
+        retry_after: Duration,
+    },
     /// The tenant holds its share of the buffer; other tenants are still accepted.
     #[error("tenant {tenant} holds its share of the buffer ({held_bytes} of {share_bytes} bytes); retry after {retry_after:?}")]
     TenantBufferFull {
@@ -72,7 +78,15 @@ impl IngestError {
 impl From<BufferError> for IngestError {
     fn from(e: BufferError) -> Self {
         match e {
-            BufferError::Full { retry_after, .. } => IngestError::BufferFull { retry_after },
+            BufferError::Full {
+                used_bytes,
+                cap_bytes,
+                retry_after,
+            } => IngestError::BufferFull {
+                used_bytes,
+                cap_bytes,
+                retry_after,
+            },
             BufferError::TenantFull {
                 tenant,
                 held_bytes,

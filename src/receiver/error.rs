@@ -83,7 +83,7 @@ impl ReceiveError {
     /// `None` means the same request will never be accepted.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ReceiveError::Ingest(IngestError::BufferFull { retry_after })
+            ReceiveError::Ingest(IngestError::BufferFull { retry_after, .. })
             | ReceiveError::Ingest(IngestError::MemoryLimited(MemoryLimited {
                 retry_after, ..
             }))

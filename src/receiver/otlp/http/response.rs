@@ -192,6 +192,8 @@ mod tests {
     #[tokio::test]
     async fn refusals_carry_a_status_in_the_request_format() {
         let full = ReceiveError::Ingest(IngestError::BufferFull {
+            used_bytes: 10,
+            cap_bytes: 10,
             retry_after: Duration::from_millis(1500),
         });
         let r = refusal(&full, Some(Format::Protobuf));
