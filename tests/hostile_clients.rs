@@ -64,10 +64,23 @@ async fn a_client_trickling_its_headers_is_closed_at_the_header_timeout() {
 async fn connections_beyond_the_cap_are_closed_at_once_and_counted() {
     let dir = temp_dir();
     let backend = Backend::start().await;
-    let config = SluiceConfig::new(dir.path(), backend.port())
+    let mut config = SluiceConfig::new(dir.path(), backend.port())
         .with_http(&["max_connections: 3", "read_header_timeout: 60s"]);
+    config.grpc_extra = vec!["max_connections: 3".into()];
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
-    let addr = sluice.http_addr.expect("http");
+    for (transport, addr) in [
+        ("http", sluice.http_addr.expect("http")),
+        ("grpc", sluice.grpc_addr),
+    ] {
+        at_most_three_connections(&sluice, transport, addr).await;
+    }
+}
+
+async fn at_most_three_connections(
+    sluice: &SluiceProcess,
+    transport: &str,
+    addr: std::net::SocketAddr,
+) {
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(TcpStream::connect(addr).await.expect("connect"));
@@ -80,12 +93,15 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_counted() {
     }
     let mut extra = TcpStream::connect(addr).await.expect("the kernel accepts");
     let closed = closed_within(&mut extra, Duration::from_secs(10)).await;
-    assert!(closed.is_some(), "a fourth connection must be closed");
+    assert!(
+        closed.is_some(),
+        "{transport}: a fourth connection must be closed"
+    );
     let refused = wait_for("the refusal counted", Duration::from_secs(10), || async {
         let n = sluice
             .metric(
                 "sluice_receiver_refused_connections_total",
-                &[("transport", "http"), ("reason", "connection_limit")],
+                &[("transport", transport), ("reason", "connection_limit")],
             )
             .await;
         (n >= 1.0).then_some(n).ok_or(format!("{n}"))

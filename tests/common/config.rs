@@ -17,6 +17,8 @@ pub struct SluiceConfig {
     /// `tenancy.default`; `None` refuses requests with no tenant.
     pub default_tenant: Option<String>,
     pub max_recv_msg_size_mib: Option<u32>,
+    /// Extra `key: value` lines under `protocols.grpc`.
+    pub grpc_extra: Vec<String>,
     /// Whether the traces pipeline runs the `batch` processor.
     pub batch_traces: bool,
     /// Extra processors, one `name: { … }` line each, run by the traces pipeline before
@@ -69,6 +71,7 @@ impl SluiceConfig {
             buffer_dir: data_dir.join("buffer"),
             default_tenant: Some("default".to_string()),
             max_recv_msg_size_mib: None,
+            grpc_extra: Vec::new(),
             batch_traces: true,
             trace_processors: Vec::new(),
             fsync: "always".to_string(),
@@ -116,6 +119,9 @@ impl SluiceConfig {
         let w = &mut y;
         let _ = writeln!(w, "receivers:\n  otlp:\n    protocols:\n      grpc:");
         let _ = writeln!(w, "        endpoint: 127.0.0.1:{}", self.grpc_port);
+        for line in &self.grpc_extra {
+            let _ = writeln!(w, "        {line}");
+        }
         if let Some(mib) = self.max_recv_msg_size_mib {
             let _ = writeln!(w, "        max_recv_msg_size_mib: {mib}");
         }

@@ -58,6 +58,9 @@ pub struct GrpcConfig {
     /// call gets `DEADLINE_EXCEEDED`. Default: `30s`.
     #[serde(default = "default_read_timeout", with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// Open client connections at most; more are closed at once (counted). Default: `1024`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Serve TLS (ALPN `h2`) instead of plaintext. Default: plaintext.
     #[serde(default)]
     pub tls: Option<ReceiverTlsConfig>,

@@ -8,18 +8,21 @@
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::future::BoxFuture;
+use futures::StreamExt;
 use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
 use http_body_util::StreamBody;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpIncoming};
 
 use super::decompress::{decompress, Encoding};
 use super::inflight::{Deadline, InflightBudget, InflightBytes};
@@ -78,15 +81,12 @@ pub async fn serve(
                     source,
                 },
             )?;
-            tokio::spawn(
-                router.serve_with_incoming_shutdown(
-                    incoming.into_stream(),
-                    shutdown.cancelled_owned(),
-                ),
-            )
+            let incoming = limit_connections(incoming.into_stream(), config.max_connections);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()))
         }
         None => {
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = limit_connections(incoming, config.max_connections);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()))
         }
     };
@@ -95,6 +95,89 @@ pub async fn serve(
         address,
         task: server_task(task),
     })
+}
+
+/// Lets at most `max` connections be open: one more is closed at once and counted
+/// (`sluice_receiver_refused_connections_total{reason="connection_limit"}`).
+fn limit_connections<S, T>(
+    incoming: S,
+    max: usize,
+) -> impl futures::Stream<Item = std::io::Result<Counted<T>>>
+where
+    S: futures::Stream<Item = std::io::Result<T>>,
+{
+    let open = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    incoming.filter_map(move |accepted| {
+        let open = Arc::clone(&open);
+        async move {
+            let io = match accepted {
+                Ok(io) => io,
+                Err(e) => return Some(Err(e)),
+            };
+            match open.try_acquire_owned() {
+                Ok(slot) => Some(Ok(Counted { io, _slot: slot })),
+                Err(_) => {
+                    metrics::counter!("sluice_receiver_refused_connections_total", "transport" => TRANSPORT, "reason" => "connection_limit").increment(1);
+                    tracing::debug!(transport = TRANSPORT, max, "refused a connection: too many open");
+                    None
+                }
+            }
+        }
+    })
+}
+
+/// A connection holding one of the `max_connections` slots until it is closed.
+struct Counted<T> {
+    io: T,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<T: Connected> Connected for Counted<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 struct Shared {
