@@ -20,7 +20,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::admin::{AdminClient, AdminError};
-use super::config::BacklogConfig;
+use super::limits::BacklogConfig;
 use crate::buffer::share::{Refusal, TenantShares, TenantUsage};
 use crate::buffer::{BufferContext, BufferError};
 use crate::error::error_chain;

@@ -22,6 +22,7 @@ mod config;
 mod consumer;
 mod dead_letter;
 mod discovery;
+mod limits;
 mod message;
 mod producer;
 mod topic;
@@ -39,9 +40,10 @@ use tokio::sync::watch;
 
 pub use auth::{AuthConfig, OAuth2Config, Secret, TokenConfig};
 pub use config::{
-    BacklogConfig, CoalesceConfig, CompressionConfig, ConsumerConfig, DeadLetterRetention,
-    PulsarBufferConfig, SubscriptionType, TlsConfig,
+    CoalesceConfig, CompressionConfig, ConsumerConfig, PulsarBufferConfig, SubscriptionType,
+    TlsConfig,
 };
+pub use limits::{BacklogConfig, DeadLetterRetention};
 pub use message::{
     CONTENT_TYPE, ITEMS, ORIGINAL_TOPIC, PROTOBUF, REASON, SIGNAL, TENANT, TRACEPARENT,
 };

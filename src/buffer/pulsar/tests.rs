@@ -10,8 +10,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
 
-use super::config::{BacklogConfig, PulsarBufferConfig};
+use super::config::PulsarBufferConfig;
 use super::discovery::tenants_in;
+use super::limits::BacklogConfig;
 use super::message::{self, Coalescer};
 use super::topic::{is_partition, DeadLetterTemplate, TopicTemplate};
 use crate::batch::Batch;
