@@ -159,6 +159,24 @@ struct TenantResult {
     ack_latency: Hist,
 }
 
+/// The `--header key=value` metadata of every request.
+fn extra_headers(
+    args: &SendArgs,
+) -> anyhow::Result<
+    Vec<(
+        MetadataKey<tonic::metadata::Ascii>,
+        MetadataValue<tonic::metadata::Ascii>,
+    )>,
+> {
+    args.headers
+        .iter()
+        .map(|h| {
+            let (k, v) = h.split_once('=').context("--header wants key=value")?;
+            header(k, v)
+        })
+        .collect()
+}
+
 fn header(
     k: &str,
     v: &str,
@@ -197,14 +215,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     } else {
         args.run
     };
-    let mut headers = args
-        .headers
-        .iter()
-        .map(|h| {
-            let (k, v) = h.split_once('=').context("--header wants key=value")?;
-            header(k, v)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut headers = extra_headers(&args)?;
     if let Some(tenant) = &args.tenant {
         headers.push(header(&args.tenant_header, tenant)?);
     }
@@ -227,14 +238,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         quiet_channels = connect(&args.endpoint, args.quiet_connections).await?;
         let templates = Arc::new(Templates::new(args.quiet_spans, options));
         for i in 1..=args.quiet_tenants {
-            let mut h = args
-                .headers
-                .iter()
-                .map(|h| {
-                    let (k, v) = h.split_once('=').context("--header wants key=value")?;
-                    header(k, v)
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut h = extra_headers(&args)?;
             h.push(header(
                 &args.tenant_header,
                 &tenant_name(&args, i).expect("quiet tenants are named"),

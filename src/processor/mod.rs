@@ -97,6 +97,28 @@ impl Processed {
     }
 }
 
+/// Decodes `batch`'s request as `R`, lets `edit` change it (returning the items it dropped and
+/// whether anything changed), and gives back what is left: the received bytes when nothing
+/// changed, the re-encoded request otherwise, nothing once `is_empty`. For processors that
+/// drop items by `reason` (`filter`, `probabilistic_sampler`).
+pub(crate) fn rewrite<R: prost::Message + Default>(
+    mut batch: Batch,
+    reason: &'static str,
+    is_empty: impl FnOnce(&R) -> bool,
+    edit: impl FnOnce(&mut R) -> (u32, bool),
+) -> Result<Processed, ProcessError> {
+    let signal = batch.signal;
+    let mut request =
+        R::decode(&batch.payload[..]).map_err(|source| ProcessError::Decode { signal, source })?;
+    let (dropped, changed) = edit(&mut request);
+    if changed {
+        batch.payload = bytes::Bytes::from(request.encode_to_vec());
+    }
+    batch.items = batch.items.saturating_sub(dropped);
+    let kept = (!is_empty(&request)).then_some(batch);
+    Ok(Processed::reduced(kept, dropped, reason))
+}
+
 /// Changes, splits or drops batches. Cheap and synchronous: it runs on the request path.
 pub trait Processor: fmt::Debug + Send + Sync + 'static {
     fn process(&self, batch: Batch) -> Result<Processed, ProcessError>;

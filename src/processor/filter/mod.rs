@@ -14,13 +14,11 @@ pub use config::{ErrorMode, FilterConfig, LogConditions, MetricConditions, Trace
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 
-use super::{ProcessError, Processed, Processing, Processor, ProcessorConfig};
+use super::{rewrite, ProcessError, Processed, Processing, Processor, ProcessorConfig};
 use crate::batch::Batch;
 use crate::signal::Signal;
 use condition::Condition;
@@ -171,47 +169,29 @@ impl FilterProcessor {
 }
 
 impl Processor for FilterProcessor {
-    fn process(&self, mut batch: Batch) -> Result<Processed, ProcessError> {
-        let signal = batch.signal;
-        let bytes = &batch.payload[..];
-        let decode_error = |source| ProcessError::Decode { signal, source };
-        let (dropped, encoded, empty) = match signal {
-            Signal::Traces if !self.span.is_empty() || !self.spanevent.is_empty() => {
-                let mut r = ExportTraceServiceRequest::decode(bytes).map_err(decode_error)?;
-                let (dropped, changed) = self.traces(&mut r);
-                (
-                    dropped,
-                    changed.then(|| r.encode_to_vec()),
-                    r.resource_spans.is_empty(),
-                )
-            }
-            Signal::Logs if !self.log_record.is_empty() => {
-                let mut r = ExportLogsServiceRequest::decode(bytes).map_err(decode_error)?;
-                let (dropped, changed) = self.logs(&mut r);
-                (
-                    dropped,
-                    changed.then(|| r.encode_to_vec()),
-                    r.resource_logs.is_empty(),
-                )
-            }
-            Signal::Metrics if !self.metric.is_empty() || !self.datapoint.is_empty() => {
-                let mut r = ExportMetricsServiceRequest::decode(bytes).map_err(decode_error)?;
-                let (dropped, changed) = self.metrics(&mut r);
-                (
-                    dropped,
-                    changed.then(|| r.encode_to_vec()),
-                    r.resource_metrics.is_empty(),
-                )
-            }
+    fn process(&self, batch: Batch) -> Result<Processed, ProcessError> {
+        match batch.signal {
+            Signal::Traces if !self.span.is_empty() || !self.spanevent.is_empty() => rewrite(
+                batch,
+                REASON,
+                |r: &ExportTraceServiceRequest| r.resource_spans.is_empty(),
+                |r| self.traces(r),
+            ),
+            Signal::Logs if !self.log_record.is_empty() => rewrite(
+                batch,
+                REASON,
+                |r: &ExportLogsServiceRequest| r.resource_logs.is_empty(),
+                |r| self.logs(r),
+            ),
+            Signal::Metrics if !self.metric.is_empty() || !self.datapoint.is_empty() => rewrite(
+                batch,
+                REASON,
+                |r: &ExportMetricsServiceRequest| r.resource_metrics.is_empty(),
+                |r| self.metrics(r),
+            ),
             // No condition for this signal: nothing to look at.
-            _ => return Ok(Processed::keep(batch)),
-        };
-        if let Some(encoded) = encoded {
-            batch.payload = Bytes::from(encoded);
+            _ => Ok(Processed::keep(batch)),
         }
-        batch.items = batch.items.saturating_sub(dropped);
-        let kept = (!empty).then_some(batch);
-        Ok(Processed::reduced(kept, dropped, REASON))
     }
 }
 

@@ -6,6 +6,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::Event;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
+use prost::Message;
+
 use super::*;
 use crate::config::{parse_component, Validate};
 use crate::processor::test_support::{batch, kv};

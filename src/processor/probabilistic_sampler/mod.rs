@@ -22,15 +22,13 @@ pub use config::{AttributeSource, ProbabilisticSamplerConfig, SamplerMode};
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 
-use super::{ProcessError, Processed, Processing, Processor, ProcessorConfig};
+use super::{rewrite, ProcessError, Processed, Processing, Processor, ProcessorConfig};
 use crate::batch::Batch;
 use crate::signal::Signal;
 use sampling::{hash_seed_threshold, Randomness, Threshold, MIN_SAMPLING_PROBABILITY};
@@ -522,34 +520,22 @@ impl ProcessorConfig for ProbabilisticSamplerConfig {
 }
 
 impl Processor for ProbabilisticSampler {
-    fn process(&self, mut batch: Batch) -> Result<Processed, ProcessError> {
-        let signal = batch.signal;
-        let bytes = &batch.payload[..];
-        let decode_error = |source| ProcessError::Decode { signal, source };
-        let (dropped, encoded, empty) = match signal {
-            Signal::Traces => {
-                let mut r = ExportTraceServiceRequest::decode(bytes).map_err(decode_error)?;
-                let (dropped, changed) = self.traces(&mut r);
-                let encoded = changed.then(|| r.encode_to_vec());
-                (dropped, encoded, r.resource_spans.is_empty())
-            }
-            Signal::Logs => {
-                let mut r = ExportLogsServiceRequest::decode(bytes).map_err(decode_error)?;
-                let (dropped, changed) = self.logs(&mut r);
-                let encoded = changed.then(|| r.encode_to_vec());
-                (dropped, encoded, r.resource_logs.is_empty())
-            }
-            Signal::Metrics => return Ok(Processed::keep(batch)),
-        };
-        if let Some(encoded) = encoded {
-            batch.payload = Bytes::from(encoded);
+    fn process(&self, batch: Batch) -> Result<Processed, ProcessError> {
+        match batch.signal {
+            Signal::Traces => rewrite(
+                batch,
+                REASON,
+                |r: &ExportTraceServiceRequest| r.resource_spans.is_empty(),
+                |r| self.traces(r),
+            ),
+            Signal::Logs => rewrite(
+                batch,
+                REASON,
+                |r: &ExportLogsServiceRequest| r.resource_logs.is_empty(),
+                |r| self.logs(r),
+            ),
+            Signal::Metrics => Ok(Processed::keep(batch)),
         }
-        batch.items = batch.items.saturating_sub(dropped);
-        Ok(Processed::reduced(
-            (!empty).then_some(batch),
-            dropped,
-            REASON,
-        ))
     }
 }
 

@@ -2,6 +2,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
+use prost::Message;
+
 use super::*;
 use crate::config::parse_validated;
 use crate::processor::test_support::{batch, kv};
