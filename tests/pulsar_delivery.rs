@@ -6,7 +6,9 @@
 //!   dead-letter topic, while other tenants are unaffected; retryable failures are
 //!   redelivered and dead-lettered after `max_redeliveries`;
 //! * two export-only processes share the subscription and both do work;
-//! * a request larger than the broker's message size is split and fully delivered.
+//! * a request larger than the broker's message size is split and fully delivered;
+//! * consumers take turns when `max_consumers` are open, close when idle, and reopen for
+//!   data appended through the same process or published by another.
 //!
 //! Each test uses tenants of its own, so they run in parallel on one broker.
 
@@ -382,4 +384,88 @@ async fn an_ingest_only_agent_keeps_data_for_exporters_that_start_later() {
     export.receive = false;
     let _exporter = SluiceProcess::start(&export.yaml(), dir.path()).await;
     wait_names(&backend, &tenant, &sent).await;
+}
+
+/// Waits until `sluice` holds no Pulsar consumer: every stream closed its idle consumer.
+async fn wait_consumers_closed(sluice: &SluiceProcess) {
+    wait_for("every idle consumer closed", WAIT, || async {
+        let open = sluice.metric("sluice_pulsar_consumers", &[]).await;
+        if open == 0.0 {
+            Ok(())
+        } else {
+            Err(format!("{open} open"))
+        }
+    })
+    .await;
+}
+
+async fn wait_span_count(backend: &Backend, tenant: &str, at_least: usize) {
+    let what = format!("{at_least} spans of {tenant} at the backend");
+    wait_for(&what, WAIT, || {
+        let got = backend.span_count(tenant);
+        async move {
+            if got >= at_least {
+                Ok(())
+            } else {
+                Err(format!("{got} so far"))
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumers_take_turns_close_when_idle_and_reopen_for_new_data() {
+    let tenants: Vec<String> = (0..3)
+        .map(|i| pulsar::tenant(&format!("idle{i}")))
+        .collect();
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    // No admin API check within the test: only the append itself can wake a stream.
+    let consumer = "max_consumers: 1, idle_timeout: 1s, idle_check_interval: 1h";
+    let agent = pulsar_config(dir.path(), backend.port(), "idle", consumer);
+    let agent = SluiceProcess::start(&agent.yaml(), dir.path()).await;
+
+    // Three busy topics, one consumer slot: they take turns, and everything arrives.
+    let mut sent = Vec::new();
+    for tenant in &tenants {
+        sent.push(send_named_spans(&agent, tenant, 10, 3).await);
+    }
+    for (tenant, names) in tenants.iter().zip(&sent) {
+        wait_names(&backend, tenant, names).await;
+    }
+    let waits = agent
+        .metric("sluice_pulsar_consumer_slot_waits_total", &[])
+        .await;
+    assert!(waits >= 1.0, "streams waited for the one slot: {waits}");
+    wait_consumers_closed(&agent).await;
+
+    // An append through this process wakes its closed stream at once.
+    let before = backend.span_count(&tenants[0]);
+    let more = send_named_spans(&agent, &tenants[0], 4, 5).await;
+    wait_span_count(&backend, &tenants[0], before + more.len()).await;
+    wait_consumers_closed(&agent).await;
+    drop(agent);
+
+    // Data another process publishes is found by the idle check (admin API backlog).
+    let fixed = format!(
+        "tenants: [{}], idle_timeout: 1s, idle_check_interval: 1s",
+        tenants[1]
+    );
+    let mut export = pulsar_config(dir.path(), backend.port(), "idle", &fixed);
+    export.receive = false;
+    let exporter = SluiceProcess::start(&export.with_fresh_ports().yaml(), dir.path()).await;
+    wait_metric(
+        &exporter,
+        "sluice_pulsar_idle_consumer_closes_total",
+        &[],
+        1.0,
+    )
+    .await;
+    let mut ingest = pulsar_config(dir.path(), backend.port(), "idle", "");
+    ingest.export = false;
+    let ingest = SluiceProcess::start(&ingest.with_fresh_ports().yaml(), dir.path()).await;
+    let before = backend.span_count(&tenants[1]);
+    let more = send_named_spans(&ingest, &tenants[1], 4, 5).await;
+    wait_span_count(&backend, &tenants[1], before + more.len()).await;
 }

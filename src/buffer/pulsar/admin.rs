@@ -1,5 +1,5 @@
 //! The few calls Sluice makes to the broker's admin REST API: topic stats (each tenant's
-//! backlog, `backlog.rs`), and a subscription with eviction bounds that keeps each
+//! backlog, `backlog.rs`; whether an idle stream has messages, `consumer.rs`), and a subscription with eviction bounds that keeps each
 //! dead-letter topic's messages (`dead_letter.rs`). Requests
 //! carry the buffer's `auth` credentials as a bearer token.
 
@@ -105,6 +105,38 @@ impl AdminClient {
             }
             None => Ok(0),
         }
+    }
+
+    /// Messages of `subscription` on `topic` not yet acknowledged; 0 when the broker has
+    /// neither. Lets a stream whose consumer is closed see data published by other processes
+    /// without subscribing.
+    pub(super) async fn subscription_backlog(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> Result<u64, AdminError> {
+        #[derive(serde::Deserialize)]
+        struct SubscriptionStats {
+            #[serde(rename = "msgBacklog", default)]
+            msg_backlog: i64,
+        }
+        #[derive(serde::Deserialize)]
+        struct TopicStats {
+            #[serde(default)]
+            subscriptions: std::collections::HashMap<String, SubscriptionStats>,
+        }
+        let url = format!("{}/admin/v2/{}/stats", self.base, Self::topic_path(topic));
+        let Some(body) = self
+            .send(self.http.get(url), format!("stats of {topic}"))
+            .await?
+        else {
+            return Ok(0);
+        };
+        let stats: TopicStats = serde_json::from_slice(&body)?;
+        Ok(stats
+            .subscriptions
+            .get(subscription)
+            .map_or(0, |s| s.msg_backlog.max(0) as u64))
     }
 
     /// Creates a durable subscription at the topic's earliest message; an existing one is

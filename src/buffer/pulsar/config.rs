@@ -193,6 +193,19 @@ pub struct ConsumerConfig {
     /// `max_message_bytes`, so this bounds memory per tenant and signal. Default: `100`.
     #[serde(default = "default_receiver_queue_size")]
     pub receiver_queue_size: u32,
+    /// A topic's consumer that received nothing for this long, with nothing in flight, is
+    /// closed; it is opened again when this process appends to the topic, or when a check
+    /// every `idle_check_interval` finds a backlog. Default: `60s`.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How often a topic whose consumer was closed for idleness is checked for messages
+    /// published by other processes (admin API topic stats). Default: `60s`.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_check_interval: Duration,
+    /// Consumers open at once in this process, over all topics: with `receiver_queue_size`
+    /// it bounds prefetched messages. Topics beyond it take turns. Default: `1000`.
+    #[serde(default = "default_max_consumers")]
+    pub max_consumers: u32,
 }
 
 impl Default for ConsumerConfig {
@@ -206,6 +219,9 @@ impl Default for ConsumerConfig {
             dead_letter_topic: default_dead_letter_topic(),
             redelivery_delay: default_redelivery_delay(),
             receiver_queue_size: default_receiver_queue_size(),
+            idle_timeout: default_idle_timeout(),
+            idle_check_interval: default_idle_timeout(),
+            max_consumers: default_max_consumers(),
         }
     }
 }
@@ -441,6 +457,11 @@ impl ConsumerConfig {
         if self.receiver_queue_size == 0 {
             return Err(FieldError::new("receiver_queue_size", "must be at least 1"));
         }
+        positive("idle_timeout", self.idle_timeout)?;
+        positive("idle_check_interval", self.idle_check_interval)?;
+        if self.max_consumers == 0 {
+            return Err(FieldError::new("max_consumers", "must be at least 1"));
+        }
         Ok(())
     }
 
@@ -528,4 +549,12 @@ fn default_redelivery_delay() -> Duration {
 
 fn default_receiver_queue_size() -> u32 {
     100
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_consumers() -> u32 {
+    1000
 }

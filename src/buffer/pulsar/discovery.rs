@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use pulsar::proto::command_get_topics_of_namespace::Mode;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::consumer::PulsarStream;
 use super::topic::{is_partition, DeadLetterTemplate, TopicTemplate};
@@ -24,7 +24,9 @@ pub(super) type StreamReceiver = mpsc::UnboundedReceiver<Box<dyn BufferStream>>;
 
 struct Announcer {
     tx: StreamSender,
-    known: HashSet<TenantId>,
+    /// Each announced tenant's wake-up: an append through this process reopens its stream's
+    /// consumer if it was closed for idleness.
+    known: HashMap<TenantId, Arc<Notify>>,
 }
 
 pub(super) struct Discovery {
@@ -60,7 +62,7 @@ impl Discovery {
                 signal,
                 Announcer {
                     tx,
-                    known: HashSet::new(),
+                    known: HashMap::new(),
                 },
             );
         match &self.ctx.tenants {
@@ -84,10 +86,19 @@ impl Discovery {
     }
 
     /// A tenant's data was appended through this process: export it without waiting for the
-    /// next refresh (unless a fixed tenant list leaves it out).
+    /// next refresh (unless a fixed tenant list leaves it out), and wake its stream.
     pub fn appended(&self, signal: Signal, tenant: &TenantId) {
-        if self.ctx.tenants.is_none() {
-            self.announce(signal, tenant);
+        let announced = self
+            .announcers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&signal)
+            .and_then(|a| a.known.get(tenant).cloned());
+        match announced {
+            // Stored if the stream is not waiting yet: an append never goes unnoticed.
+            Some(wake) => wake.notify_one(),
+            None if self.ctx.tenants.is_none() => self.announce(signal, tenant),
+            None => {}
         }
     }
 
@@ -99,11 +110,12 @@ impl Discovery {
         let Some(announcer) = announcers.get_mut(&signal) else {
             return;
         };
-        if announcer.known.contains(tenant) {
+        if announcer.known.contains_key(tenant) {
             return;
         }
-        announcer.known.insert(tenant.clone());
-        let stream = PulsarStream::new(Arc::clone(&self.ctx), tenant.clone(), signal);
+        let wake = Arc::new(Notify::new());
+        announcer.known.insert(tenant.clone(), Arc::clone(&wake));
+        let stream = PulsarStream::new(Arc::clone(&self.ctx), tenant.clone(), signal, wake);
         tracing::info!(%tenant, %signal, topic = %self.ctx.topic.render(tenant, signal), "exporting a Pulsar topic");
         // Nobody listening (shutting down) is fine.
         let _ = announcer.tx.send(Box::new(stream));

@@ -4,7 +4,8 @@
 //! append ─ split (≤ max_message_bytes, at resource boundaries) ─► topic task ─► producer ─► broker
 //!          (producer.rs: one task + producer per topic, coalescing, receipts)       │
 //! take_streams ─ discovery.rs (fixed tenants, or namespace listing) ─► PulsarStream ◄┘
-//!                (consumer.rs: one consumer per topic on the shared subscription)
+//!                (consumer.rs: one consumer per topic on the shared subscription,
+//!                 closed when idle; slots.rs: at most `max_consumers` open at once)
 //! ```
 //!
 //! * `append` answers only after the broker's send receipt for every part, within
@@ -25,6 +26,7 @@ mod discovery;
 mod limits;
 mod message;
 mod producer;
+mod slots;
 mod topic;
 
 #[cfg(test)]
@@ -53,6 +55,7 @@ use self::admin::AdminClient;
 use self::backlog::Backlogs;
 use self::discovery::{Discovery, StreamReceiver};
 use self::producer::Producers;
+use self::slots::ConsumerSlots;
 use self::topic::DeadLetterTemplate;
 use super::{Buffer, BufferConfig, BufferContext, BufferError, HealthTracker};
 use crate::batch::Batch;
@@ -74,6 +77,10 @@ pub fn fuzz_message(
 /// How long clients are told to wait when the broker cannot take their data.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Idle streams' admin API checks in flight at once, so thousands of idle topics checking
+/// at the same interval cannot flood the broker.
+const IDLE_CHECKS: usize = 8;
+
 /// What the producers, streams and discovery of one buffer share.
 struct Context {
     client: Pulsar<TokioExecutor>,
@@ -83,6 +90,10 @@ struct Context {
     topic: TopicTemplate,
     dead_letter: DeadLetterTemplate,
     tenants: Option<Vec<TenantId>>,
+    /// The consumers open at once (`consumer.max_consumers`).
+    consumer_slots: ConsumerSlots,
+    /// Idle streams checking the admin API for a backlog at once.
+    idle_checks: tokio::sync::Semaphore,
     /// Becomes true when the buffer closes; streams and discovery then end.
     closed: watch::Receiver<bool>,
 }
@@ -141,6 +152,8 @@ impl PulsarBuffer {
             topic,
             dead_letter,
             tenants,
+            consumer_slots: ConsumerSlots::new(config.consumer.max_consumers),
+            idle_checks: tokio::sync::Semaphore::new(IDLE_CHECKS),
             closed: closed_rx,
         });
         Ok(Arc::new(PulsarBuffer {
@@ -346,7 +359,19 @@ fn describe_metrics() {
     );
     describe_gauge!(
         "sluice_pulsar_consumers",
-        "Pulsar consumers open (one per exported tenant+signal topic)."
+        "Pulsar consumers open (one per exported tenant+signal topic with recent messages)."
+    );
+    describe_counter!(
+        "sluice_pulsar_idle_consumer_closes_total",
+        "Consumers closed because their topic was idle (consumer.idle_timeout), or idle while others waited for a slot."
+    );
+    describe_counter!(
+        "sluice_pulsar_idle_check_failures_total",
+        "Admin API reads of an idle topic's backlog that failed (the stream then subscribes to see)."
+    );
+    describe_counter!(
+        "sluice_pulsar_consumer_slot_waits_total",
+        "Times a topic's stream waited for a consumer because consumer.max_consumers were open."
     );
     describe_counter!(
         "sluice_pulsar_redeliveries_total",

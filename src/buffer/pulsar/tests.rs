@@ -58,6 +58,9 @@ fn defaults_are_valid_and_documented_values() {
     assert_eq!(c.consumer.redelivery_delay, Duration::from_secs(1));
     assert_eq!(c.consumer.topic_refresh_interval, Duration::from_secs(30));
     assert!(c.consumer.tenants.is_none());
+    assert_eq!(c.consumer.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.consumer.idle_check_interval, Duration::from_secs(60));
+    assert_eq!(c.consumer.max_consumers, 1000);
     assert!(c.tls.verify_hostname && !c.tls.allow_insecure_connection);
 }
 
@@ -86,6 +89,9 @@ fn validate_names_the_field() {
         ("{consumer: {subscription: 'a b'}}", "consumer.subscription"),
         ("{consumer: {receiver_queue_size: 0}}", "consumer.receiver_queue_size"),
         ("{consumer: {topic_refresh_interval: 0s}}", "consumer.topic_refresh_interval"),
+        ("{consumer: {idle_timeout: 0s}}", "consumer.idle_timeout"),
+        ("{consumer: {idle_check_interval: 0s}}", "consumer.idle_check_interval"),
+        ("{consumer: {max_consumers: 0}}", "consumer.max_consumers"),
         ("{tls: {ca_file: /ca.pem}}", "tls.ca_file"),
         ("{service_url: 'pulsar+ssl://b:6651', tls: {verify_hostname: false}}", "tls.verify_hostname"),
         ("{service_url: 'pulsar+ssl://b:6651', tls: {allow_insecure_connection: true}}", "tls.allow_insecure_connection"),

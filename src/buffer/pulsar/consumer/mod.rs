@@ -1,6 +1,8 @@
 //! Export from Pulsar: the [`BufferStream`] of one tenant+signal topic, backed by one
 //! consumer on the shared subscription.
 //!
+//! Settling with the broker (ack, nack, dead letter) is in `settle.rs`.
+//!
 //! * `next` merges received messages into one delivery within the read limits and keeps
 //!   their message ids under the delivery's `end_position` (a per-stream counter).
 //! * `ack` acknowledges each message individually; `give_up` negatively acknowledges them
@@ -8,11 +10,17 @@
 //!   `dead_letter` publishes each original message, with `reason` and `original-topic`
 //!   added, to the tenant's dead-letter topic, then acknowledges it.
 //! * Redeliveries are counted per message in this process. A message given up more than
-//!   `max_redeliveries` times here is dead-lettered; the client library's dead-letter policy
-//!   (the broker's redelivery count, which also sees other processes' attempts) is the
-//!   backstop one attempt later.
+//!   `max_redeliveries` times here is dead-lettered, with its reason and counted. The client
+//!   library's own dead-letter policy is not used: it would move messages without a reason
+//!   and out of Sluice's sight (the library does not expose the broker's redelivery count).
 //! * Watchdog: the consumer is created lazily and again, with backoff, whenever it fails or
 //!   a periodic stats request (which also reports the backlog) gets no answer.
+//! * Idle topics cost no consumer: after `idle_timeout` with nothing received and nothing in
+//!   flight the consumer is closed, and opened again when this process appends to the topic
+//!   (`wake`) or an admin API check finds a backlog. Open consumers take a slot of
+//!   `max_consumers` (slots.rs).
+
+mod settle;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,15 +29,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use pulsar::consumer::{DeadLetterPolicy, InitialPosition, Message};
+use pulsar::consumer::{InitialPosition, Message};
 use pulsar::proto::MessageIdData;
 use pulsar::{Consumer, ConsumerOptions, TokioExecutor};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::dead_letter::DeadLetters;
 use super::message::{self, Decoded};
-use super::{detached, unavailable, Context, GaugeGuard, SharedError};
+use super::slots::Slot;
+use super::{detached, Context, GaugeGuard, SharedError};
 use crate::batch::Batch;
 use crate::buffer::{BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
 use crate::error::error_chain;
@@ -64,6 +73,15 @@ enum Event {
     Closed,
     /// The consumer failed; a new one is needed.
     Lost,
+    /// Nothing arrived and nothing is in flight: the consumer may close.
+    Idle,
+}
+
+/// An open consumer and what it holds.
+struct Open {
+    consumer: Consumer<Vec<u8>, TokioExecutor>,
+    slot: Slot,
+    _gauge: GaugeGuard,
 }
 
 pub(super) struct PulsarStream {
@@ -72,9 +90,12 @@ pub(super) struct PulsarStream {
     signal: Signal,
     label: String,
     topic: String,
-    dead_letter_topic: String,
     closed: watch::Receiver<bool>,
-    consumer: Option<(Consumer<Vec<u8>, TokioExecutor>, GaugeGuard)>,
+    /// Notified when this process appends to the topic.
+    wake: Arc<Notify>,
+    consumer: Option<Open>,
+    /// Last message received, acknowledged or handed back: the idle clock.
+    last_activity: Instant,
     dead_letters: DeadLetters,
     readahead: Option<Box<Held>>,
     deliveries: HashMap<u64, Vec<Held>>,
@@ -88,13 +109,19 @@ pub(super) struct PulsarStream {
 }
 
 impl PulsarStream {
-    pub(super) fn new(ctx: Arc<Context>, tenant: TenantId, signal: Signal) -> PulsarStream {
+    pub(super) fn new(
+        ctx: Arc<Context>,
+        tenant: TenantId,
+        signal: Signal,
+        wake: Arc<Notify>,
+    ) -> PulsarStream {
         let dead_letter_topic = ctx.dead_letter.render(&tenant, signal);
         PulsarStream {
             topic: ctx.topic.render(&tenant, signal),
-            dead_letters: DeadLetters::new(Arc::clone(&ctx), dead_letter_topic.clone()),
-            dead_letter_topic,
+            dead_letters: DeadLetters::new(Arc::clone(&ctx), dead_letter_topic),
             closed: ctx.closed.clone(),
+            wake,
+            last_activity: Instant::now(),
             label: tenant_label(&tenant),
             ctx,
             tenant,
@@ -111,12 +138,17 @@ impl PulsarStream {
         }
     }
 
-    /// Creates the consumer, retrying with backoff. False when the buffer closed meanwhile.
+    /// Takes a consumer slot and creates the consumer, retrying with backoff. False when the
+    /// buffer closed meanwhile.
     async fn connect(&mut self) -> bool {
         while self.consumer.is_none() {
             if *self.closed.borrow() {
                 return false;
             }
+            let slot = tokio::select! {
+                _ = self.closed.changed() => continue,
+                slot = self.ctx.consumer_slots.take() => slot,
+            };
             match self.build_consumer().await {
                 Ok(consumer) => {
                     if self.failures > 0 {
@@ -124,9 +156,15 @@ impl PulsarStream {
                     }
                     self.failures = 0;
                     self.next_check = Instant::now() + CHECK_INTERVAL;
-                    self.consumer = Some((consumer, GaugeGuard::new("sluice_pulsar_consumers")));
+                    self.last_activity = Instant::now();
+                    self.consumer = Some(Open {
+                        consumer,
+                        slot,
+                        _gauge: GaugeGuard::new("sluice_pulsar_consumers"),
+                    });
                 }
                 Err(e) => {
+                    drop(slot);
                     self.failures += 1;
                     if self.failures == 1 || self.failures.is_multiple_of(10) {
                         tracing::warn!(topic = %self.topic, attempts = self.failures, error = %error_chain(&e), "cannot subscribe to the Pulsar topic; retrying");
@@ -161,22 +199,40 @@ impl PulsarStream {
                     .with_initial_position(InitialPosition::Earliest)
                     .with_receiver_queue_size(c.receiver_queue_size),
             )
-            .with_dead_letter_policy(DeadLetterPolicy {
-                max_redeliver_count: c.max_redeliveries as usize + 1,
-                dead_letter_topic: self.dead_letter_topic.clone(),
-            })
             .build::<Vec<u8>>();
         detached(self.ctx.config.send_timeout, build).await
     }
 
-    /// Waits for the next message, a due nack or check, `until`, or the buffer closing.
+    /// Nothing received but not yet handed out, in flight, or waiting to be handed back.
+    fn is_quiet(&self) -> bool {
+        self.readahead.is_none()
+            && self.deliveries.is_empty()
+            && self.nacks.is_empty()
+            && self.entries.is_empty()
+    }
+
+    /// When a quiet consumer counts as idle: after `idle_timeout`, or after one turn when
+    /// other streams wait for a consumer slot.
+    fn idle_at(&self) -> Instant {
+        let contested = self.ctx.consumer_slots.contested();
+        let wait = if contested {
+            super::slots::TURN
+        } else {
+            self.ctx.config.consumer.idle_timeout
+        };
+        self.last_activity + wait
+    }
+
+    /// Waits for the next message, a due nack or check, `until`, the consumer turning idle
+    /// (only while nothing is being merged: `until` is `None`), or the buffer closing.
     async fn receive(&mut self, until: Option<Instant>) -> Event {
         loop {
             self.flush_nacks().await;
             if Instant::now() >= self.next_check {
                 self.check().await;
             }
-            let Some((consumer, _)) = self.consumer.as_mut() else {
+            let idle_at = (until.is_none() && self.is_quiet()).then(|| self.idle_at());
+            let Some(Open { consumer, .. }) = self.consumer.as_mut() else {
                 return Event::Lost;
             };
             let nack_due = self.nacks.front().map(|(due, _)| *due);
@@ -188,7 +244,9 @@ impl PulsarStream {
                 _ = tokio::time::sleep_until(nack_due.unwrap_or(far)), if nack_due.is_some() => continue,
                 _ = tokio::time::sleep_until(self.next_check) => continue,
                 _ = tokio::time::sleep_until(until.unwrap_or(far)), if until.is_some() => return Event::Timeout,
+                _ = tokio::time::sleep_until(idle_at.unwrap_or(far)), if idle_at.is_some() => return Event::Idle,
             };
+            self.last_activity = Instant::now();
             match received {
                 Some(Ok(m)) => match self.hold(m).await {
                     Some(held) => return Event::Message(Box::new(held)),
@@ -278,10 +336,56 @@ impl PulsarStream {
         }
     }
 
+    /// Closes the idle consumer, freeing its slot, and waits until the topic has messages
+    /// again: an append through this process, or a backlog found by the admin API check.
+    /// False when the buffer closed meanwhile.
+    async fn park(&mut self) -> bool {
+        self.consumer = None;
+        metrics::counter!("sluice_pulsar_idle_consumer_closes_total").increment(1);
+        tracing::debug!(topic = %self.topic, "closed the idle Pulsar consumer");
+        let interval = self.ctx.config.consumer.idle_check_interval;
+        loop {
+            if *self.closed.borrow() {
+                return false;
+            }
+            tokio::select! {
+                _ = self.closed.changed() => {}
+                _ = self.wake.notified() => return true,
+                _ = tokio::time::sleep(interval) => {
+                    if self.has_backlog().await {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the subscription has messages on the topic, by the admin API. When it cannot
+    /// tell, true: subscribing again is how to find out.
+    async fn has_backlog(&self) -> bool {
+        let Ok(_permit) = self.ctx.idle_checks.acquire().await else {
+            return true;
+        };
+        let subscription = &self.ctx.config.consumer.subscription;
+        match self
+            .ctx
+            .admin
+            .subscription_backlog(&self.topic, subscription)
+            .await
+        {
+            Ok(messages) => messages > 0,
+            Err(e) => {
+                metrics::counter!("sluice_pulsar_idle_check_failures_total").increment(1);
+                tracing::debug!(topic = %self.topic, error = %error_chain(&e), "cannot read the idle topic's backlog; subscribing to see");
+                true
+            }
+        }
+    }
+
     /// Watchdog: a consumer whose broker does not answer a stats request is replaced.
     async fn check(&mut self) {
         self.next_check = Instant::now() + CHECK_INTERVAL;
-        let Some((consumer, _)) = self.consumer.as_mut() else {
+        let Some(Open { consumer, .. }) = self.consumer.as_mut() else {
             return;
         };
         match tokio::time::timeout(CHECK_TIMEOUT, consumer.get_stats()).await {
@@ -301,25 +405,6 @@ impl PulsarStream {
         }
     }
 
-    /// Sends the negative acknowledgements whose delay is over. Without a consumer they are
-    /// dropped: the broker redelivers everything unacknowledged to the next one anyway.
-    async fn flush_nacks(&mut self) {
-        let now = Instant::now();
-        while self.nacks.front().is_some_and(|(due, _)| *due <= now) {
-            let Some((_, ids)) = self.nacks.pop_front() else {
-                break;
-            };
-            let Some((consumer, _)) = self.consumer.as_mut() else {
-                continue;
-            };
-            for id in ids {
-                if let Err(e) = consumer.nack_with_id(&self.topic, id).await {
-                    tracing::debug!(topic = %self.topic, error = %e, "nack failed; the message comes back with the next consumer");
-                }
-            }
-        }
-    }
-
     fn hand_out(&mut self, parts: Vec<Held>) -> Option<Delivery> {
         let batch = Batch::concat(parts.iter().map(|h| h.batch.clone()).collect())?;
         let position = self.next_position;
@@ -332,89 +417,6 @@ impl PulsarStream {
         };
         self.deliveries.insert(position, parts);
         Some(delivery)
-    }
-
-    /// Acknowledges settled messages. The broker acknowledges a batched entry as a whole (the
-    /// client does not send batch-index acknowledgements), so the messages of a batched entry
-    /// are acknowledged only once every one of them is settled; acknowledging the first alone
-    /// would drop the others, even after a crash or a negative acknowledgement.
-    async fn ack_ids(&mut self, parts: &[Held]) -> Result<(), BufferError> {
-        let mut ready = Vec::with_capacity(parts.len());
-        for held in parts {
-            self.attempts.remove(&held.id);
-            if held.entry_size <= 1 {
-                ready.push(held.id.clone());
-                continue;
-            }
-            let key = (held.id.ledger_id, held.id.entry_id);
-            let settled = self.entries.entry(key).or_default();
-            if !settled.contains(&held.id) {
-                settled.push(held.id.clone());
-            }
-            if settled.len() >= held.entry_size as usize {
-                ready.extend(self.entries.remove(&key).unwrap_or_default());
-            }
-        }
-        if ready.is_empty() {
-            return Ok(());
-        }
-        if self.consumer.is_none() && !self.connect().await {
-            return Err(BufferError::Closed);
-        }
-        let Some((consumer, _)) = self.consumer.as_mut() else {
-            return Err(BufferError::Closed);
-        };
-        for id in ready {
-            if let Err(e) = consumer.ack_with_id(&self.topic, id).await {
-                // The engine is gone: the broker redelivers the message to the next consumer.
-                self.consumer = None;
-                return Err(unavailable(
-                    "cannot acknowledge to Pulsar",
-                    SharedError::new(e),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Schedules negative acknowledgements. A batched entry comes back whole, so what was
-    /// settled of it so far is forgotten (those messages are delivered again: duplicates,
-    /// never losses).
-    fn schedule_nacks(&mut self, parts: Vec<Held>) {
-        for held in &parts {
-            self.entries.remove(&(held.id.ledger_id, held.id.entry_id));
-        }
-        let due = Instant::now() + self.ctx.config.consumer.redelivery_delay;
-        self.nacks
-            .push_back((due, parts.into_iter().map(|h| h.id).collect()));
-    }
-
-    /// Publishes each message to the dead-letter topic (waiting for every receipt), then
-    /// acknowledges them all. On failure they are nacked, so they come back and are retried.
-    async fn bury(&mut self, parts: Vec<Held>, reason: &str) -> Result<(), BufferError> {
-        let letters = parts
-            .iter()
-            .map(|held| {
-                message::dead_letter(
-                    &held.batch.payload,
-                    &held.properties,
-                    held.key.clone(),
-                    held.event_time,
-                    reason,
-                    &self.topic,
-                )
-            })
-            .collect();
-        match self.dead_letters.publish(letters).await {
-            Ok(()) => self.ack_ids(&parts).await,
-            Err(e) => {
-                self.schedule_nacks(parts);
-                Err(unavailable(
-                    "cannot publish to the Pulsar dead-letter topic",
-                    e,
-                ))
-            }
-        }
     }
 }
 
@@ -434,6 +436,15 @@ impl BufferStream for PulsarStream {
         let mut parts: Vec<Held> = Vec::new();
         let (mut items, mut bytes) = (0u64, 0u64);
         let mut until: Option<Instant> = None;
+        // Between deliveries, a stream that has had its turn makes room for waiting ones.
+        if self.is_quiet()
+            && self
+                .consumer
+                .as_ref()
+                .is_some_and(|open| self.ctx.consumer_slots.should_yield(&open.slot))
+        {
+            self.consumer = None;
+        }
         loop {
             if let Some(until) = until {
                 let complete = items >= max_items || bytes >= max_bytes;
@@ -464,6 +475,11 @@ impl BufferStream for PulsarStream {
                 // Unacknowledged messages go back to the subscription when the consumer closes.
                 Event::Closed => return Ok(None),
                 Event::Lost if parts.is_empty() => continue,
+                Event::Idle => {
+                    if !self.park().await {
+                        return Ok(None);
+                    }
+                }
                 // Hand out what arrived; acknowledging it through the next consumer works.
                 Event::Lost => break,
             }
