@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use sluice::service::Config;
 use sluice::telemetry::config::LogEncoding;
 use sluice::telemetry::health::Readiness;
-use sluice::telemetry::{health, labels, logging, metrics, usage};
+use sluice::telemetry::{health, labels, listener, logging, metrics, usage};
 use tokio_util::sync::CancellationToken;
 
 /// Sluice: a multi-tenant OpenTelemetry pipeline. OTLP in, tenant resolved, buffered durably
@@ -90,19 +90,31 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let telemetry = &config.telemetry;
         labels::set_max_tenant_labels(telemetry.metrics.max_tenant_labels);
-        metrics::install(telemetry.metrics.address)
-            .with_context(|| format!("cannot serve metrics on {}", telemetry.metrics.address))?;
+        let metrics_routes = metrics::install().context("cannot record metrics")?;
         let readiness = Readiness::default();
         let health_stop = CancellationToken::new();
         let lag_gauges =
             usage::spawn_lag_gauges(std::time::Duration::from_secs(5), health_stop.clone());
-        let health_task = health::serve(
-            telemetry.health.address,
-            readiness.clone(),
+        let metrics_task = listener::serve(
+            "metrics",
+            "service.telemetry.metrics.tls",
+            telemetry.metrics.address,
+            telemetry.metrics.tls.as_ref(),
+            metrics_routes,
             health_stop.clone(),
         )
         .await
-        .with_context(|| format!("cannot serve health on {}", telemetry.health.address))?;
+        .context("cannot serve metrics")?;
+        let health_task = listener::serve(
+            "health",
+            "service.telemetry.health.tls",
+            telemetry.health.address,
+            telemetry.health.tls.as_ref(),
+            health::router(readiness.clone()),
+            health_stop.clone(),
+        )
+        .await
+        .context("cannot serve health")?;
 
         let running = sluice::service::start(&config, readiness).await?;
         tracing::info!(
@@ -117,6 +129,7 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
         running.shutdown(config.shutdown_timeout).await;
         health_stop.cancel();
         let _ = health_task.await;
+        let _ = metrics_task.await;
         let _ = lag_gauges.await;
         tracing::info!("sluice stopped");
         Ok(())

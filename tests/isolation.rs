@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use common::http::http_get;
 use common::http_client::request;
-use common::otlp::{channel, expect_code, kv_str, named_spans, trace_request};
+use common::otlp::{
+    channel, expect_code, export_traces_with as export, kv_str, named_spans, trace_request,
+};
 use common::{temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tonic::transport::Channel;
@@ -20,22 +21,6 @@ use tonic_types::StatusExt;
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN_A: &str = "token-of-team-a-0123456789";
 const TOKEN_B: &str = "token-of-team-b-0123456789";
-
-/// One export call with the given metadata.
-async fn export(
-    channel: &Channel,
-    metadata: &[(&'static str, &str)],
-    request: ExportTraceServiceRequest,
-) -> Result<(), Status> {
-    let mut client = TraceServiceClient::new(channel.clone());
-    let mut request = tonic::Request::new(request);
-    for (name, value) in metadata {
-        request
-            .metadata_mut()
-            .insert(*name, value.parse().expect("ascii"));
-    }
-    client.export(request).await.map(|_| ())
-}
 
 fn spans(prefix: &str, n: usize) -> ExportTraceServiceRequest {
     trace_request("iso-svc", None, named_spans(prefix, 0, n))

@@ -403,3 +403,115 @@ async fn exporters_reach_tls_backends_with_client_certificates_or_skip_verify() 
         "{warnings:#?}"
     );
 }
+
+/// Kills the child when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_and_health_are_served_over_tls_and_metrics_can_require_client_certificates() {
+    let dir = temp_dir();
+    let pki = Pki::new(dir.path(), "main");
+    let server = pki.server("sluice");
+    let scraper = pki.client("prometheus");
+    let config = SluiceConfig::new(dir.path(), common::free_port());
+    let metrics_tls = server.yaml(&format!(
+        "client_ca_file: {:?}",
+        pki.ca_file.display().to_string()
+    ));
+    let yaml = config
+        .yaml()
+        .replacen(
+            "max_tenant_labels: 100000 }",
+            &format!("max_tenant_labels: 100000, tls: {metrics_tls} }}"),
+            1,
+        )
+        .replacen(
+            &format!("address: 127.0.0.1:{} }}", config.health_port),
+            &format!(
+                "address: 127.0.0.1:{}, tls: {} }}",
+                config.health_port,
+                server.yaml("")
+            ),
+            1,
+        );
+    assert_eq!(yaml.matches("tls: {").count(), 2, "{yaml}");
+    let config_path = dir.path().join("telemetry-tls.yaml");
+    std::fs::write(&config_path, yaml).unwrap();
+    let _sluice = Killed(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sluice"),
+    );
+    let ca = pki.ca_pem();
+    let health = format!("https://127.0.0.1:{}/readyz", config.health_port);
+    let metrics = format!("https://127.0.0.1:{}/metrics", config.metrics_port);
+
+    // Health: TLS without client certificates.
+    let client = https_client(&ca, None).build().unwrap();
+    wait_for("/readyz over TLS", WAIT, || async {
+        match client.get(&health).send().await {
+            Ok(r) if r.status() == 200 => Ok(()),
+            Ok(r) => Err(format!("status {}", r.status())),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    let plain_health = health.replace("https://", "http://");
+    assert!(
+        plain.get(&plain_health).send().await.is_err(),
+        "plain HTTP to the TLS health listener must fail"
+    );
+
+    // Metrics: only a scraper with a certificate from the CA gets them.
+    let with_cert = https_client(&ca, Some(&scraper)).build().unwrap();
+    let text = with_cert
+        .get(&metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("sluice_"), "{text}");
+    match https_client(&ca, None)
+        .build()
+        .unwrap()
+        .get(&metrics)
+        .send()
+        .await
+    {
+        Ok(r) => panic!("a scraper without a certificate got {}", r.status()),
+        Err(e) => assert!(e.status().is_none(), "{e:?}"),
+    }
+    let failures = wait_for("the refused scrape counted", WAIT, || async {
+        let text = with_cert
+            .get(&metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(FAILURES) && l.contains("transport=\"metrics\""))
+            .map(str::to_string);
+        line.ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    assert!(!failures.ends_with(" 0"), "{failures}");
+}

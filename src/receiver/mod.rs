@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::ingest::Ingest;
-use otlp::tls::TlsError;
+use crate::tls::server::TlsError;
 
 /// A configured receiver, ready to start.
 #[async_trait]

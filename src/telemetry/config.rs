@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::labels::DEFAULT_MAX_TENANT_LABELS;
 use crate::config::FieldError;
+use crate::tls::server::ListenerTlsConfig;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +29,9 @@ pub struct MetricsConfig {
     /// `tenant="_other"`. Default 100.
     #[serde(default = "default_max_tenant_labels")]
     pub max_tenant_labels: usize,
+    /// Serve HTTPS instead of HTTP (same settings as a receiver's `tls`). Default: none.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 impl Default for MetricsConfig {
@@ -35,6 +39,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             address: default_metrics_address(),
             max_tenant_labels: DEFAULT_MAX_TENANT_LABELS,
+            tls: None,
         }
     }
 }
@@ -46,12 +51,16 @@ pub struct HealthConfig {
     /// served. Default `0.0.0.0:13133`.
     #[serde(default = "default_health_address")]
     pub address: SocketAddr,
+    /// Serve HTTPS instead of HTTP (same settings as a receiver's `tls`). Default: none.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             address: default_health_address(),
+            tls: None,
         }
     }
 }
@@ -107,6 +116,16 @@ impl TelemetryConfig {
                 format!("{:?} is not a valid level or filter: {e}", self.logs.level),
             )
         })?;
+        let listeners = [
+            ("metrics.tls", &self.metrics.tls),
+            ("health.tls", &self.health.tls),
+        ];
+        for (section, tls) in listeners {
+            if let Some(tls) = tls {
+                tls.validate()
+                    .map_err(|e| FieldError::new(format!("{section}.{}", e.field), e.message))?;
+            }
+        }
         if self.metrics.address == self.health.address {
             return Err(FieldError::new(
                 "health.address",

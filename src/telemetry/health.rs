@@ -3,14 +3,12 @@
 //! appends, and 503 with the reason otherwise. Beside them,
 //! `GET /tenants`: every tenant's usage as JSON.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use tokio_util::sync::CancellationToken;
 
 /// Shared readiness, set by the service once everything runs, kept up to date with the
 /// buffers' health, and cleared at shutdown. Not ready always comes with a reason.
@@ -43,27 +41,14 @@ impl Readiness {
     }
 }
 
-/// Binds the health listener; serving stops when `shutdown` is cancelled.
-pub async fn serve(
-    address: SocketAddr,
-    readiness: Readiness,
-    shutdown: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let app = Router::new()
+/// The health and usage routes (served by [`super::listener::serve`]).
+pub fn router(readiness: Readiness) -> Router {
+    Router::new()
         .route("/", get(alive))
         .route("/healthz", get(alive))
         .route("/readyz", get(ready))
         .route("/tenants", get(tenants))
-        .with_state(readiness);
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "health endpoint failed");
-        }
-    }))
+        .with_state(readiness)
 }
 
 /// The usage table of every tenant and signal, as JSON (see [`super::usage`]).

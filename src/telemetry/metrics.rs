@@ -1,7 +1,10 @@
 //! The Prometheus recorder and the descriptions of every metric Sluice emits.
 
-use std::net::SocketAddr;
+use std::time::Duration;
 
+use axum::http::header;
+use axum::routing::get;
+use axum::Router;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
@@ -11,16 +14,35 @@ const LATENCY_BUCKETS: &[f64] = &[
     60.0, 300.0,
 ];
 
-/// Installs the global recorder and serves `GET /metrics` on `address`. Must run inside a
-/// tokio runtime.
-pub fn install(address: SocketAddr) -> Result<(), BuildError> {
-    PrometheusBuilder::new()
-        .with_http_listener(address)
+/// How often histograms are drained into their summaries (the exporter's own default).
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Installs the global recorder and returns the `GET /metrics` route serving its Prometheus
+/// text (see [`super::listener`]). Must run inside a tokio runtime.
+pub fn install() -> Result<Router, BuildError> {
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
-        .install()?;
+        .install_recorder()?;
     describe();
-    Ok(())
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(Router::new().route(
+        "/metrics",
+        get(move || {
+            let text = handle.render();
+            async move { ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text) }
+        }),
+    ))
 }
+
+/// The Prometheus text exposition format's content type.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 fn describe() {
     describe_counter!(

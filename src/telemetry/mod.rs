@@ -1,4 +1,5 @@
-//! Self-telemetry: Prometheus metrics, health endpoints and logging.
+//! Self-telemetry: Prometheus metrics, health endpoints (both served by [`listener`], with
+//! optional TLS) and logging.
 //!
 //! Metric names are a contract (docs/contracts.md, "Metrics") and are described in
 //! [`metrics`]; the `tenant` label is bounded by [`labels::tenant_label`].
@@ -6,6 +7,7 @@
 pub mod config;
 pub mod health;
 pub mod labels;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 #[cfg(test)]

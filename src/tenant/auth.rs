@@ -126,14 +126,17 @@ impl Authenticator {
                         name: name.clone(),
                     })?
                 }
-                (_, _, Some(path)) => std::fs::read_to_string(path)
-                    .map_err(|source| AuthLoadError::File {
-                        index,
-                        path: path.clone(),
-                        source,
-                    })?
-                    .trim_end()
-                    .to_string(),
+                (_, _, Some(path)) => {
+                    crate::secret::warn_if_exposed(path, "tenancy token file");
+                    std::fs::read_to_string(path)
+                        .map_err(|source| AuthLoadError::File {
+                            index,
+                            path: path.clone(),
+                            source,
+                        })?
+                        .trim_end()
+                        .to_string()
+                }
                 (None, None, None) => {
                     return Err(AuthLoadError::Invalid {
                         index,

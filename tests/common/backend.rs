@@ -41,6 +41,8 @@ pub const TENANT_HEADER: &str = "x-scope-orgid";
 #[derive(Clone, Debug)]
 pub struct Received<T> {
     pub tenant: Option<String>,
+    /// The `authorization` header it carried.
+    pub authorization: Option<String>,
     pub request: T,
 }
 
@@ -97,8 +99,16 @@ impl State {
         }
         let tenant = self.admit(signal, &request)?;
         self.hang_if_asked(&tenant).await;
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or("<non-ascii>").to_string());
         let request = request.into_inner();
-        list(&mut self.recorded.lock().unwrap()).push(Received { tenant, request });
+        list(&mut self.recorded.lock().unwrap()).push(Received {
+            tenant,
+            authorization,
+            request,
+        });
         Ok(())
     }
 

@@ -123,6 +123,22 @@ pub async fn export_traces(
     client.export(request).await.map(|_| ())
 }
 
+/// One `TraceService/Export` call with the given metadata (`authorization`, tenant headers).
+pub async fn export_traces_with(
+    channel: &Channel,
+    metadata: &[(&'static str, &str)],
+    request: ExportTraceServiceRequest,
+) -> Result<(), Status> {
+    let mut client = TraceServiceClient::new(channel.clone());
+    let mut request = tonic::Request::new(request);
+    for (name, value) in metadata {
+        request
+            .metadata_mut()
+            .insert(*name, value.parse().expect("ascii"));
+    }
+    client.export(request).await.map(|_| ())
+}
+
 /// One `LogsService/Export` call of one log record with `body`, with `x-scope-orgid: tenant`.
 pub async fn export_log(channel: &Channel, tenant: &str, body: &str) -> Result<(), Status> {
     use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;

@@ -23,6 +23,7 @@ pub struct SluiceProcess {
     pub health_addr: SocketAddr,
     pub config_path: PathBuf,
     pub stderr_path: PathBuf,
+    pub stdout_path: PathBuf,
 }
 
 impl SluiceProcess {
@@ -101,6 +102,7 @@ impl SluiceProcess {
             health_addr,
             config_path,
             stderr_path,
+            stdout_path,
         };
         process.wait_ready().await;
         process
@@ -175,6 +177,11 @@ impl SluiceProcess {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Everything sluice wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
 
     /// Everything sluice wrote to stderr so far.

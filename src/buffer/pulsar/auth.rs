@@ -121,6 +121,7 @@ impl TokenConfig {
         } else if let Some(file) = &self.file {
             // Read once now, so a missing file fails the start rather than every connection.
             read_token(file).map_err(|e| BufferError::io(file, e))?;
+            crate::secret::warn_if_exposed(file, "Pulsar token file");
             TokenSource::File(file.clone())
         } else {
             return Err(BufferError::io(
@@ -166,6 +167,7 @@ impl OAuth2Config {
         };
         // Fail the start on a missing file, with its path.
         std::fs::metadata(&absolute).map_err(|e| BufferError::io(&absolute, e))?;
+        crate::secret::warn_if_exposed(&absolute, "Pulsar OAuth2 credentials file");
         Ok(OAuth2Params {
             issuer_url: self.issuer_url.clone(),
             credentials_url: format!("file://{}", absolute.display()),

@@ -364,7 +364,8 @@ impl Validate for PulsarBufferConfig {
 impl PulsarBufferConfig {
     /// Whether the service URL asks for TLS (`pulsar+ssl://`).
     pub(super) fn uses_tls(&self) -> Result<bool, FieldError> {
-        let fail = |m: &str| FieldError::new("service_url", format!("{:?}: {m}", self.service_url));
+        let shown = crate::secret::redact_url(&self.service_url);
+        let fail = |m: &str| FieldError::new("service_url", format!("{shown:?}: {m}"));
         let (tls, rest) = if let Some(rest) = self.service_url.strip_prefix("pulsar+ssl://") {
             (true, rest)
         } else if let Some(rest) = self.service_url.strip_prefix("pulsar://") {

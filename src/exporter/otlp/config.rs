@@ -197,8 +197,10 @@ impl Validate for OtlpExporterConfig {
 impl OtlpExporterConfig {
     /// The endpoint as a URI with its scheme made explicit.
     pub(crate) fn parsed_endpoint(&self) -> Result<ParsedEndpoint, FieldError> {
-        parse_endpoint(&self.endpoint, self.tls.insecure)
-            .map_err(|m| FieldError::new("endpoint", format!("{:?}: {m}", self.endpoint)))
+        parse_endpoint(&self.endpoint, self.tls.insecure).map_err(|m| {
+            let shown = crate::secret::redact_url(&self.endpoint);
+            FieldError::new("endpoint", format!("{shown:?}: {m}"))
+        })
     }
 }
 

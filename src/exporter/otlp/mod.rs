@@ -280,6 +280,7 @@ fn tls_config(tls: &TlsSettings) -> Result<ClientTlsConfig, BuildError> {
         None => config.with_native_roots(),
     };
     if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        crate::secret::warn_if_exposed(key, "exporter TLS key file");
         let identity = Identity::from_pem(read(cert, "tls.cert_file")?, read(key, "tls.key_file")?);
         config = config.identity(identity);
     }

@@ -20,10 +20,10 @@ use tonic::{Request, Response, Status};
 use super::*;
 use crate::batch::now_ms;
 use crate::exporter::otlp_http::{OtlpHttpExporter, OtlpHttpExporterConfig};
-use crate::receiver::otlp::tls::test_pki::{Issued, TestPki};
-use crate::receiver::otlp::tls::TlsIncoming;
-use crate::receiver::otlp::ReceiverTlsConfig;
 use crate::tenant::TenantId;
+use crate::tls::server::test_pki::{Issued, TestPki};
+use crate::tls::server::ListenerTlsConfig;
+use crate::tls::server::TlsIncoming;
 
 struct Accept;
 
@@ -61,7 +61,7 @@ async fn grpc_backend(server: &Issued, client_ca: Option<&str>) -> SocketAddr {
 
 /// An HTTP backend answering every request `200` with an empty protobuf body.
 async fn http_backend(server: &Issued, client_ca: Option<&Path>) -> SocketAddr {
-    let settings = ReceiverTlsConfig {
+    let settings = ListenerTlsConfig {
         cert_file: Some(server.cert_file.clone()),
         key_file: Some(server.key_file.clone()),
         client_ca_file: client_ca.map(Path::to_path_buf),

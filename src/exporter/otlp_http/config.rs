@@ -158,9 +158,7 @@ impl OtlpHttpExporterConfig {
     /// The URL of each signal, in [`Signal::ALL`] order.
     pub(crate) fn urls(&self) -> Result<[Url; 3], FieldError> {
         let base = match &self.endpoint {
-            Some(raw) => Some(
-                parse_url(raw).map_err(|m| FieldError::new("endpoint", format!("{raw:?}: {m}")))?,
-            ),
+            Some(raw) => Some(parse_url(raw).map_err(|m| url_error("endpoint", raw, &m))?),
             None => None,
         };
         let mut urls = Vec::with_capacity(3);
@@ -171,9 +169,7 @@ impl OtlpHttpExporterConfig {
                 Signal::Logs => ("logs_endpoint", &self.logs_endpoint),
             };
             let url = match (own, &base) {
-                (Some(raw), _) => {
-                    parse_url(raw).map_err(|m| FieldError::new(field, format!("{raw:?}: {m}")))?
-                }
+                (Some(raw), _) => parse_url(raw).map_err(|m| url_error(field, raw, &m))?,
                 (None, Some(base)) => signal_url(base, signal),
                 (None, None) => {
                     return Err(FieldError::new(
@@ -202,6 +198,12 @@ fn signal_url(base: &Url, signal: Signal) -> Url {
     );
     url.set_path(&path);
     url
+}
+
+/// An error about a URL field, showing the URL without any credentials in it.
+fn url_error(field: &str, raw: &str, message: &str) -> FieldError {
+    let shown = crate::secret::redact_url(raw);
+    FieldError::new(field, format!("{shown:?}: {message}"))
 }
 
 fn parse_url(raw: &str) -> Result<Url, String> {

@@ -334,6 +334,7 @@ fn tls(
         builder = builder.danger_accept_invalid_certs(true);
     }
     if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        crate::secret::warn_if_exposed(key, "exporter TLS key file");
         let mut pem = read(cert, "tls.cert_file")?;
         pem.push(b'\n');
         pem.extend(read(key, "tls.key_file")?);

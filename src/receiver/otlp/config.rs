@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::tls::ReceiverTlsConfig;
 use crate::config::{FieldError, Validate};
+use crate::tls::server::ListenerTlsConfig;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -63,7 +63,7 @@ pub struct GrpcConfig {
     pub max_connections: usize,
     /// Serve TLS (ALPN `h2`) instead of plaintext. Default: plaintext.
     #[serde(default)]
-    pub tls: Option<ReceiverTlsConfig>,
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -98,7 +98,7 @@ pub struct HttpConfig {
     pub cors: Option<CorsConfig>,
     /// Serve TLS (ALPN `h2` and `http/1.1`) instead of plaintext. Default: plaintext.
     #[serde(default)]
-    pub tls: Option<ReceiverTlsConfig>,
+    pub tls: Option<ListenerTlsConfig>,
     /// How long a client may take to send a request's headers; also how long an idle
     /// HTTP/1.1 keep-alive connection stays open. Default: `10s`.
     #[serde(default = "default_read_header_timeout", with = "humantime_serde")]
@@ -279,7 +279,7 @@ fn check_endpoint(field: &str, endpoint: &str) -> Result<(), FieldError> {
 }
 
 /// `tls` of the transport `protocol`, with the field path made absolute.
-fn check_tls(protocol: &str, tls: Option<&ReceiverTlsConfig>) -> Result<(), FieldError> {
+fn check_tls(protocol: &str, tls: Option<&ListenerTlsConfig>) -> Result<(), FieldError> {
     match tls {
         Some(tls) => tls.validate().map_err(|e| {
             FieldError::new(format!("protocols.{protocol}.tls.{}", e.field), e.message)

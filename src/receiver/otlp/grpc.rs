@@ -26,11 +26,11 @@ use tonic::transport::server::{Connected, TcpIncoming};
 
 use super::decompress::{decompress, Encoding};
 use super::inflight::{Deadline, InflightBudget, InflightBytes};
-use super::tls::TlsIncoming;
 use super::GrpcConfig;
 use crate::pipeline::ingest::{count_refused_request, Ingest};
 use crate::receiver::{bind, server_task, Listening, ReceiveError, StartError};
 use crate::signal::Signal;
+use crate::tls::server::TlsIncoming;
 
 const TRANSPORT: &str = "grpc";
 const GRPC_HEADER_LEN: usize = 5;

@@ -35,11 +35,11 @@ use tokio_util::sync::CancellationToken;
 use self::body::Format;
 use super::decompress::{decompress, Encoding};
 use super::inflight::{Deadline, InflightBudget, InflightBytes};
-use super::tls::TlsIncoming;
 use super::{HttpConfig, UnknownJsonFields};
 use crate::pipeline::ingest::{count_refused_request, Ingest, IngestError};
 use crate::receiver::{bind, server_task, Listening, ReceiveError, StartError};
 use crate::signal::Signal;
+use crate::tls::server::TlsIncoming;
 
 const TRANSPORT: &str = "http";
 

@@ -7,12 +7,11 @@ pub mod decompress;
 pub mod grpc;
 pub mod http;
 pub mod inflight;
-pub mod tls;
 
+pub use crate::tls::server::ListenerTlsConfig;
 pub use config::{
     CorsConfig, GrpcConfig, HttpConfig, OtlpReceiverConfig, Protocols, UnknownJsonFields,
 };
-pub use tls::ReceiverTlsConfig;
 
 use std::sync::Arc;
 

@@ -1,5 +1,8 @@
-//! TLS helpers shared by the receivers (which terminate TLS) and the exporters (which
-//! originate it): the one crypto provider, and reading certificates and keys from PEM files.
+//! TLS helpers shared by the listeners (which terminate TLS: the OTLP receivers and the
+//! metrics and health endpoints, [`server`]) and the exporters (which originate it): the one
+//! crypto provider, and reading certificates and keys from PEM files.
+
+pub mod server;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,14 +1,16 @@
-//! TLS for the OTLP receivers (`protocols.grpc.tls`, `protocols.http.tls`), with rustls.
+//! TLS for Sluice's listeners, with rustls: the OTLP receivers (`protocols.grpc.tls`,
+//! `protocols.http.tls`) and the telemetry endpoints (`service.telemetry.metrics.tls`,
+//! `service.telemetry.health.tls`).
 //!
-//! Both transports terminate TLS the same way, in front of their server: an accept loop
+//! Every listener terminates TLS the same way, in front of its server: an accept loop
 //! ([`listener`]) takes TCP connections, runs each handshake on a task of its own (so a slow
 //! or silent client holds up no one else) and hands finished TLS streams to tonic or axum.
-//! Doing the handshake here rather than through tonic's `ServerTlsConfig` gives both
-//! transports one implementation, and lets the certificate change while Sluice runs: it is
+//! Doing the handshake here rather than through tonic's own TLS settings gives every
+//! listener one implementation, and lets the certificate change while Sluice runs: it is
 //! chosen per handshake by a resolver ([`reload`]) that re-reads the files every
 //! `reload_interval`, so a certificate renewed by cert-manager is served without a restart.
 //!
-//! [`ReceiverTlsConfig::validate`] is pure; [`ReceiverTlsConfig::server_config`] reads the
+//! [`ListenerTlsConfig::validate`] is pure; [`ListenerTlsConfig::server_config`] reads the
 //! files at start, and a file that is missing or unusable fails startup naming its path.
 
 mod listener;
@@ -28,15 +30,15 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use serde::Deserialize;
 
+pub(crate) use super::{parse_certs, parse_key, provider, read_file, PemError};
 use crate::config::FieldError;
-pub(crate) use crate::tls::{parse_certs, parse_key, provider, read_file, PemError};
 
 /// The shortest `reload_interval`: each check reads two files during a handshake.
 const MIN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct ReceiverTlsConfig {
+pub struct ListenerTlsConfig {
     /// PEM file with the certificate the receiver presents, followed by its intermediates.
     /// Required, with `key_file`.
     #[serde(default)]
@@ -60,7 +62,7 @@ pub struct ReceiverTlsConfig {
     pub reload_interval: Option<Duration>,
 }
 
-impl ReceiverTlsConfig {
+impl ListenerTlsConfig {
     /// Checks the settings without opening the files. Field names in errors are relative to
     /// this section (`cert_file`, not `protocols.grpc.tls.cert_file`).
     pub fn validate(&self) -> Result<(), FieldError> {

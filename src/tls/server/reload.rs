@@ -62,6 +62,7 @@ impl CertResolver {
             provider,
         };
         let (cert_pem, key_pem) = files.read()?;
+        crate::secret::warn_if_exposed(&files.key_file, "TLS key file");
         let current = Arc::new(files.certified_key(&cert_pem, &key_pem)?);
         let next_check = Instant::now() + interval.unwrap_or_default();
         Ok(CertResolver {

@@ -8,7 +8,7 @@ use super::reload::CertResolver;
 use super::*;
 use crate::error::error_chain;
 
-fn parse(yaml: &str) -> Result<ReceiverTlsConfig, FieldError> {
+fn parse(yaml: &str) -> Result<ListenerTlsConfig, FieldError> {
     crate::config::parse_component(serde_yaml::from_str(yaml).unwrap())
 }
 
@@ -28,8 +28,8 @@ fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     path
 }
 
-fn settings(cert: &Path, key: &Path) -> ReceiverTlsConfig {
-    ReceiverTlsConfig {
+fn settings(cert: &Path, key: &Path) -> ListenerTlsConfig {
+    ListenerTlsConfig {
         cert_file: Some(cert.to_path_buf()),
         key_file: Some(key.to_path_buf()),
         client_ca_file: None,
