@@ -7,6 +7,8 @@
 #   deploy/pulsar/standalone.sh status         exit 0 only if running AND ready
 #   deploy/pulsar/standalone.sh stop           SIGTERM, up to 30 s, then SIGKILL; idempotent
 #   deploy/pulsar/standalone.sh restart        stop + start (fresh data)
+#   deploy/pulsar/standalone.sh resume         start again on the data of the last run (the
+#                                              broker-restart fault test: nothing is wiped)
 #   deploy/pulsar/standalone.sh logs [-f] [N]  last N (default 200) lines of the broker log
 #   deploy/pulsar/standalone.sh env            print the variables tests need (eval-able)
 #
@@ -307,6 +309,8 @@ cmd_wait() {
     done
 }
 
+# KEEP_DATA=1 (the 'resume' command): start on the data the last run left, as a restarted
+# production broker would.
 cmd_start() {
     local pid
     if pid=$(broker_pid); then
@@ -329,8 +333,14 @@ cmd_start() {
     fetch
 
     mkdir -p "$RUN_DIR"
-    # Fresh data (and GC logs, temp files) on every start so each run sees an empty cluster.
-    rm -rf "$DATA_DIR" "$RUN_DIR/logs" "$RUN_DIR/tmp"
+    local wipe=--wipe-data
+    if [ "${KEEP_DATA:-0}" = 1 ]; then
+        wipe=
+        rm -rf "$RUN_DIR/tmp"
+    else
+        # Fresh data (and GC logs, temp files) on every start so each run sees an empty cluster.
+        rm -rf "$DATA_DIR" "$RUN_DIR/logs" "$RUN_DIR/tmp"
+    fi
     mkdir -p "$DATA_DIR" "$RUN_DIR/logs" "$RUN_DIR/tmp"
     [ -f "$LOG_FILE" ] && mv -f "$LOG_FILE" "$LOG_FILE.1"
     rm -f "$PID_FILE"
@@ -365,7 +375,7 @@ cmd_start() {
                 --config "$CONF_FILE" \
                 --advertised-address 127.0.0.1 \
                 --no-functions-worker --no-stream-storage \
-                --wipe-data \
+                $wipe \
                 --bookkeeper-dir "$DATA_DIR/bookkeeper" \
                 --metadata-dir "$DATA_DIR/metadata" \
             </dev/null >>"$LOG_FILE" 2>&1
@@ -455,11 +465,12 @@ main() {
         start) lock_run; cmd_start ;;
         stop) lock_run; cmd_stop ;;
         restart) lock_run; cmd_stop; cmd_start ;;
+        resume) lock_run; KEEP_DATA=1 cmd_start ;;
         status) cmd_status ;;
         wait) cmd_wait ;;
         logs) cmd_logs "$@" ;;
         env) cmd_env ;;
-        *) die "usage: $0 fetch|start|stop|restart|status|wait|logs [-f] [N]|env" ;;
+        *) die "usage: $0 fetch|start|stop|restart|resume|status|wait|logs [-f] [N]|env" ;;
     esac
 }
 

@@ -4,6 +4,8 @@
 //!
 //! * [`process`]: start / SIGKILL / SIGTERM a sluice process, readiness, stderr on failure
 //! * [`config`]: the YAML config the tests run sluice with
+//! * [`chaos`]: the fault matrix's continuous load and its count of acknowledged, delivered
+//!   and duplicated spans
 //! * [`backend`]: a tonic OTLP backend that records requests per tenant and can fail on demand
 //! * [`http`]: a tiny HTTP/1 client for `/readyz` and `/metrics`, and a Prometheus text parser
 //! * [`http_client`]: OTLP/HTTP requests by hand (any method, headers, body) and their answers
@@ -13,6 +15,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod chaos;
 pub mod config;
 pub mod http;
 pub mod http_client;

@@ -53,6 +53,36 @@ impl SluiceProcess {
         Self::start_command(config_yaml, data_dir, command).await
     }
 
+    /// As [`SluiceProcess::start`], with a tmpfs of `size_mib` mounted at `mount_at` for
+    /// Sluice alone: util-linux `unshare` gives it a mount namespace of its own (as root, or
+    /// as a user where user namespaces are allowed), so the test makes a small filesystem
+    /// that fills up without touching the machine's. The test reaches it through
+    /// [`SluiceProcess::own_view`]. Panics (the test fails) if the mount is not possible.
+    pub async fn start_on_small_filesystem(
+        config_yaml: &str,
+        data_dir: &Path,
+        mount_at: &Path,
+        size_mib: u64,
+    ) -> SluiceProcess {
+        std::fs::create_dir_all(mount_at).expect("create the mount point");
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--map-root-user", "--propagation", "private"])
+            .args(["sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs -o size={size_mib}m sluice-test \"$0\" || exit 97; exec \"$@\""
+            ))
+            .arg(mount_at)
+            .arg(env!("CARGO_BIN_EXE_sluice"));
+        Self::start_command(config_yaml, data_dir, command).await
+    }
+
+    /// `path` as this Sluice sees it: inside its own mount namespace, if it has one.
+    pub fn own_view(&self, path: &Path) -> PathBuf {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(relative)
+    }
+
     async fn start_command(
         config_yaml: &str,
         data_dir: &Path,

@@ -376,8 +376,12 @@ impl SegmentWriter {
         let file = self.file()?;
         if let Err(error) = file.write_all(buf) {
             // Cut whatever part reached the file, so the log ends with a whole record again.
-            if let Err(cut) = file.set_len(active_len) {
-                self.broken = Some(format!("could not cut a partial write: {cut}"));
+            // Nothing to cut when nothing reached it (the usual case of a refused write).
+            let untouched = file.metadata().is_ok_and(|m| m.len() == active_len);
+            if !untouched {
+                if let Err(cut) = file.set_len(active_len) {
+                    self.broken = Some(format!("could not cut a partial write: {cut}"));
+                }
             }
             return Err(error);
         }
