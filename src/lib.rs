@@ -7,6 +7,7 @@
 //! after the backend accepted. [`service`] assembles all of it from the config. The layers
 //! and contracts are described in docs/architecture.md and docs/contracts.md.
 
+pub mod admin;
 pub mod batch;
 pub mod buffer;
 pub mod config;

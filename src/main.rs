@@ -1,10 +1,15 @@
 //! The `sluice` command: the binary's edge, where errors become exit codes and messages.
 
+mod commands;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sluice::admin::{AdminSetup, PipelineView};
+use sluice::pipeline::control::ExportControl;
 use sluice::service::Config;
 use sluice::telemetry::config::LogEncoding;
 use sluice::telemetry::health::Readiness;
@@ -39,6 +44,8 @@ enum Command {
     },
     /// Print the version.
     Version,
+    #[command(flatten)]
+    Admin(commands::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +63,13 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("{}: invalid configuration:\n{e}", config.display());
                 ExitCode::from(2)
+            }
+        },
+        Command::Admin(command) => match commands::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice: {e:#}");
+                ExitCode::FAILURE
             }
         },
         Command::Run { config, log_format } => {
@@ -116,7 +130,23 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
         .await
         .context("cannot serve health")?;
 
-        let running = sluice::service::start(&config, readiness).await?;
+        let control = Arc::new(
+            ExportControl::load(Some(config.admin.state_file.clone()))
+                .context("cannot load the admin state")?,
+        );
+        let running = sluice::service::start(&config, readiness, Arc::clone(&control)).await?;
+        let admin_task = sluice::admin::serve(
+            AdminSetup {
+                config: &config.admin,
+                tenancy_auth: config.tenancy.auth.as_ref(),
+                control,
+                effective_config: config.effective.clone(),
+                pipelines: pipeline_views(&config),
+            },
+            health_stop.clone(),
+        )
+        .await
+        .context("cannot serve the admin API")?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             metrics = %telemetry.metrics.address,
@@ -130,10 +160,30 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
         health_stop.cancel();
         let _ = health_task.await;
         let _ = metrics_task.await;
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
         let _ = lag_gauges.await;
         tracing::info!("sluice stopped");
         Ok(())
     })
+}
+
+/// The pipelines as the admin API lists them.
+fn pipeline_views(config: &Config) -> Vec<PipelineView> {
+    let names = |ids: &[sluice::config::ComponentId]| ids.iter().map(ToString::to_string).collect();
+    config
+        .pipelines
+        .iter()
+        .map(|p| PipelineView {
+            id: p.id.to_string(),
+            signal: p.signal,
+            receivers: names(&p.receivers),
+            processors: names(&p.processors),
+            buffer: p.buffer.to_string(),
+            exporters: names(&p.exporters),
+        })
+        .collect()
 }
 
 /// Raises the soft limit on open files to the hard limit, as Go programs do at start: every

@@ -130,7 +130,8 @@ async fn credentials_never_appear_in_logs_answers_metrics_or_usage() {
     )
     .await;
     assert_eq!(reply.status, 401, "{reply:?}");
-    answers.push(format!("{reply:?}"));
+    answers.push(String::from_utf8_lossy(&reply.body).into_owned());
+    answers.push(format!("{:?}", reply.headers));
 
     // Delivered with the exporter's header; team-a refused by the guarded backend.
     for tenant in ["team-a", "team-b", "team-c"] {

@@ -9,6 +9,7 @@
 mod component_id;
 mod error;
 mod expand;
+pub mod mask;
 mod registry;
 
 pub use component_id::ComponentId;

@@ -20,6 +20,7 @@ use crate::buffer::{BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
 use crate::error::error_chain;
 use crate::exporter::retry::{send_with_retry, RetryOutcome};
 use crate::exporter::ExporterHandle;
+use crate::pipeline::control::ExportControl;
 use crate::processor::{Chain, ProcessError};
 use crate::telemetry::tenant_label;
 use crate::telemetry::usage::{usage, TenantCounters};
@@ -34,6 +35,8 @@ pub struct ExportPlan {
     pub processors: Chain,
     /// Each tenant's `buffer_max_age`: older data is dead-lettered instead of retried on.
     pub tenant_limits: Arc<LimitsConfig>,
+    /// Exports paused by an operator: a paused stream reads nothing new.
+    pub control: Arc<ExportControl>,
 }
 
 /// Pause after a buffer read error before trying again, so a failing disk does not spin.
@@ -92,6 +95,8 @@ enum Turn {
     Read(Result<Option<Delivery>, BufferError>),
     /// The oldest delivery in flight finished.
     Finished(Exported),
+    /// An operator paused or resumed something.
+    Control,
     Stop,
 }
 
@@ -101,28 +106,54 @@ async fn run_worker(
     stop: CancellationToken,
 ) {
     let plan = plan.as_ref();
+    let cancel_safe = stream.next_is_cancel_safe();
     // A `next` that is not cancel-safe cannot run beside sends in flight: a send finishing
     // meanwhile could only be settled once `next` returns, which may be long after.
-    let depth = if stream.next_is_cancel_safe() {
-        IN_FLIGHT_PER_STREAM
-    } else {
-        1
-    };
+    let depth = if cancel_safe { IN_FLIGHT_PER_STREAM } else { 1 };
     let mut in_flight = FuturesOrdered::new();
     // Receive times of the deliveries in flight, in read order: the first is the oldest
     // item not yet exported, the lag the usage table reports.
     let mut waiting: VecDeque<u64> = VecDeque::new();
     let usage = usage().tenant(stream.tenant(), stream.signal());
+    let mut control = plan.control.subscribe();
+    let mut paused = false;
+    // A delivery read just as its stream was paused: exported once it is resumed.
+    let mut parked: Option<Delivery> = None;
     loop {
-        // `next` runs beside sends in flight only when it is cancel-safe (depth > 1), so it
-        // may be dropped to settle a send that finished.
+        let now_paused = control
+            .borrow_and_update()
+            .is_paused(stream.tenant(), stream.signal());
+        if now_paused != paused {
+            paused = now_paused;
+            let state = if paused { "paused" } else { "resumed" };
+            tracing::info!(pipeline = %plan.pipeline, tenant = %stream.tenant(), signal = %stream.signal(), "export {state} by an operator");
+        }
+        if !paused {
+            if let Some(delivery) = parked.take() {
+                in_flight.push_back(export(plan, delivery, &stop));
+            }
+        }
+        // `next` runs beside sends in flight, or beside a pause, only when it is cancel-safe
+        // (depth > 1), so it may be dropped to settle a send that finished. A paused stream
+        // settles what it sent and reads nothing more; one whose `next` may not be dropped
+        // sees the pause when that read returns.
+        let reading = in_flight.len() < depth && !paused && parked.is_none();
         let turn = tokio::select! {
             biased;
             _ = stop.cancelled() => Turn::Stop,
             Some(done) = in_flight.next(), if !in_flight.is_empty() => Turn::Finished(done),
-            read = stream.next(&plan.limits), if in_flight.len() < depth => Turn::Read(read),
+            Ok(()) = control.changed(), if cancel_safe || !reading => Turn::Control,
+            read = stream.next(&plan.limits), if reading => Turn::Read(read),
         };
         match turn {
+            Turn::Control => {}
+            Turn::Read(Ok(Some(delivery)))
+                if control.borrow().is_paused(stream.tenant(), stream.signal()) =>
+            {
+                waiting.push_back(delivery.batch.received_at_ms);
+                usage.set_oldest_unexported(waiting.front().copied());
+                parked = Some(delivery);
+            }
             Turn::Finished(done) => {
                 if !settle(plan, stream.as_mut(), &usage, done).await {
                     return;

@@ -11,6 +11,7 @@ use http::HeaderMap;
 use crate::batch::{now_ms, Batch};
 use crate::buffer::{Buffer, BufferError};
 use crate::otlp::walk;
+use crate::pipeline::tap::taps;
 use crate::processor::memory_limiter::{MemoryLimited, MemoryLimiter};
 use crate::processor::{Chain, ProcessError};
 use crate::signal::Signal;
@@ -237,10 +238,17 @@ impl Ingest {
             let buffer = route.buffer.clone();
             async move {
                 let (mut items, mut bytes) = (0u32, 0usize);
+                let tapped = taps().wants(&part.tenant, signal);
                 for batch in kept {
                     let (n, len) = (batch.items, batch.payload.len());
+                    // A copy for a live tap, shown once it is durable (a clone of the bytes'
+                    // handle, made only while a tap is open).
+                    let copy = tapped.then(|| batch.clone());
                     if let Err(e) = buffer.append(batch).await {
                         return (part, Err(e));
+                    }
+                    if let Some(copy) = copy {
+                        taps().offer(&copy);
                     }
                     items = items.saturating_add(n);
                     bytes = bytes.saturating_add(len);

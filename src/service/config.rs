@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin::AdminConfig;
 use crate::buffer::{BufferConfig, BUFFERS};
-use crate::config::{expand, parse_component, ComponentId, ConfigError, FieldError, Registry};
+use crate::config::{
+    expand, mask, parse_component, ComponentId, ConfigError, FieldError, Registry,
+};
 use crate::exporter::{ExporterConfig, EXPORTERS};
 use crate::processor::{ProcessorConfig, PROCESSORS};
 use crate::receiver::{Receiver, RECEIVERS};
@@ -26,6 +29,11 @@ pub struct Config {
     pub tenancy: TenancyConfig,
     pub pipelines: Vec<PipelineConfig>,
     pub telemetry: TelemetryConfig,
+    /// `service.admin`: the admin API.
+    pub admin: AdminConfig,
+    /// The config as read (after `${env:…}` expansion) with credentials masked, for the admin
+    /// API. Defaults are not filled in, as with the Collector's effective config.
+    pub effective: serde_json::Value,
     /// Longest a graceful shutdown may take before in-flight work is abandoned (it stays in the
     /// buffer and is exported after the next start).
     pub shutdown_timeout: Duration,
@@ -66,6 +74,8 @@ struct RawService {
     pipelines: BTreeMap<String, RawPipeline>,
     #[serde(default)]
     telemetry: Option<serde_yaml::Value>,
+    #[serde(default)]
+    admin: Option<serde_yaml::Value>,
     /// Default 30s.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     shutdown_timeout: Duration,
@@ -103,6 +113,11 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let expanded = expand(text, env)?;
+        // Parsing twice (as a tree here, typed below) keeps the masked view independent of
+        // what the typed sections drop or default.
+        let effective = serde_yaml::from_str::<serde_yaml::Value>(&expanded)
+            .map(|tree| mask::masked(&tree))
+            .unwrap_or(serde_json::Value::Null);
         let deserializer = serde_yaml::Deserializer::from_str(&expanded);
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
@@ -113,7 +128,9 @@ impl Config {
                 ConfigError::Invalid(vec![FieldError::new(path, inner.to_string())])
             }
         })?;
-        Validator::default().run(raw)
+        let mut config = Validator::default().run(raw)?;
+        config.effective = effective;
+        Ok(config)
     }
 
     /// Buffers that some pipeline uses, so unused ones are not opened.
@@ -146,6 +163,7 @@ impl Validator {
             raw.service.telemetry,
             TelemetryConfig::validate,
         );
+        let admin = self.section("service.admin", raw.service.admin, AdminConfig::validate);
 
         let mut pipelines = Vec::new();
         for (key, p) in raw.service.pipelines {
@@ -171,6 +189,8 @@ impl Validator {
             tenancy: tenancy.unwrap_or_default(),
             pipelines,
             telemetry: telemetry.unwrap_or_default(),
+            admin: admin.unwrap_or_default(),
+            effective: serde_json::Value::Null,
             shutdown_timeout: raw.service.shutdown_timeout,
         })
     }

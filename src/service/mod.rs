@@ -29,6 +29,7 @@ use crate::buffer::{Buffer, BufferContext, BufferError, ReadLimits};
 use crate::config::ComponentId;
 use crate::error::error_chain;
 use crate::exporter::{BuildError, ExporterHandle};
+use crate::pipeline::control::ExportControl;
 use crate::pipeline::export::{spawn_dispatcher, ExportPlan};
 use crate::pipeline::ingest::{Ingest, Route};
 use crate::processor::memory_limiter::MemoryLimiter;
@@ -77,7 +78,13 @@ pub struct Running {
     buffers: Vec<(ComponentId, Arc<dyn Buffer>)>,
 }
 
-pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, StartError> {
+/// Starts the pipelines; `control` holds the exports an operator paused (the admin API
+/// changes it while they run).
+pub async fn start(
+    config: &Config,
+    readiness: Readiness,
+    control: Arc<ExportControl>,
+) -> Result<Running, StartError> {
     let tenant_limits = Arc::new(config.tenancy.limits.clone());
     let context = BufferContext {
         tenant_limits: Arc::clone(&tenant_limits),
@@ -107,6 +114,7 @@ pub async fn start(config: &Config, readiness: Readiness) -> Result<Running, Sta
             pipeline,
             &stages[&pipeline.id],
             &tenant_limits,
+            &control,
         )?);
         let Some(streams) = buffers
             .get(&pipeline.buffer)
@@ -180,6 +188,7 @@ fn export_plan(
     pipeline: &PipelineConfig,
     stages: &Stages,
     tenant_limits: &Arc<LimitsConfig>,
+    control: &Arc<ExportControl>,
 ) -> Result<ExportPlan, StartError> {
     let mut exporters: Vec<ExporterHandle> = Vec::new();
     for id in &pipeline.exporters {
@@ -205,11 +214,10 @@ fn export_plan(
             Chain::default()
         },
         tenant_limits: Arc::clone(tenant_limits),
+        control: Arc::clone(control),
     })
 }
 
-/// A pipeline's processors by role: the export workers' read policy (the last `batch`
-/// listed; one record per delivery without one) and the chain of data-changing processors.
 /// How often `/readyz` is brought in step with the buffers' health.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -11,6 +11,9 @@ pub struct SluiceConfig {
     pub grpc_port: u16,
     pub metrics_port: u16,
     pub health_port: u16,
+    pub admin_port: u16,
+    /// Lines under `service.admin` besides its address; default `auth: none` (loopback).
+    pub admin_extra: Vec<String>,
     /// Where the `otlp` exporter sends (`http://127.0.0.1:<backend_port>`).
     pub backend_port: u16,
     pub buffer_dir: PathBuf,
@@ -67,6 +70,8 @@ impl SluiceConfig {
             grpc_port: free_port(),
             metrics_port: free_port(),
             health_port: free_port(),
+            admin_port: free_port(),
+            admin_extra: vec!["auth: none".to_string()],
             backend_port,
             buffer_dir: data_dir.join("buffer"),
             default_tenant: Some("default".to_string()),
@@ -111,6 +116,7 @@ impl SluiceConfig {
         self.grpc_port = free_port();
         self.metrics_port = free_port();
         self.health_port = free_port();
+        self.admin_port = free_port();
         self
     }
 
@@ -225,6 +231,11 @@ impl SluiceConfig {
             self.health_port
         );
         let _ = writeln!(w, "    logs: {{ level: info }}");
+        let _ = writeln!(w, "  admin:");
+        let _ = writeln!(w, "    address: 127.0.0.1:{}", self.admin_port);
+        for line in &self.admin_extra {
+            let _ = writeln!(w, "    {line}");
+        }
         let _ = writeln!(w, "  shutdown_timeout: {}", self.shutdown_timeout);
         y
     }

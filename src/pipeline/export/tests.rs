@@ -251,6 +251,7 @@ fn start_streams(
         limits: ReadLimits::single_record(),
         processors,
         tenant_limits: Arc::new(tenant_limits),
+        control: Arc::new(crate::pipeline::control::ExportControl::ephemeral()),
     });
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -1,0 +1,72 @@
+//! The admin API (docs/contracts.md, "Operations"): a listener of its own
+//! (`service.admin.address`, loopback by default) where an operator acts on one tenant —
+//! reads its usage, pauses and resumes its export, taps what it sends — and where the
+//! `sluice tenants|pause|resume|tap` commands ([`cli`]) connect.
+//!
+//! It sits between the service and the pipeline runtime: it uses the pipeline's
+//! [`ExportControl`](crate::pipeline::control::ExportControl) and taps, the usage table and
+//! tenant auth, and is handed what it shows of the config; it never imports the service.
+
+pub mod api;
+mod auth;
+pub mod cli;
+pub mod config;
+mod otlp_json;
+
+use std::sync::Arc;
+
+pub use api::PipelineView;
+pub use auth::AdminAuthError;
+pub use config::AdminConfig;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::control::ExportControl;
+use crate::telemetry::listener::{self, ServeError};
+use crate::tenant::auth::AuthConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Auth(#[from] AdminAuthError),
+    #[error("service.admin")]
+    Serve(#[from] ServeError),
+}
+
+/// What the admin API is started with.
+pub struct AdminSetup<'a> {
+    pub config: &'a AdminConfig,
+    /// Tenants' ingest tokens, so a tenant may tap itself.
+    pub tenancy_auth: Option<&'a AuthConfig>,
+    pub control: Arc<ExportControl>,
+    /// The effective config, credentials already masked.
+    pub effective_config: serde_json::Value,
+    pub pipelines: Vec<PipelineView>,
+}
+
+/// Starts the admin API; `None` when `service.admin.address` is empty.
+pub async fn serve(
+    setup: AdminSetup<'_>,
+    shutdown: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, AdminError> {
+    let Some(address) = setup.config.address else {
+        return Ok(None);
+    };
+    let state = Arc::new(api::AdminState {
+        auth: auth::AdminAuth::load(setup.config, setup.tenancy_auth)?,
+        control: setup.control,
+        config: setup.effective_config,
+        pipelines: setup.pipelines,
+    });
+    let task = listener::serve(
+        "admin",
+        "service.admin.tls",
+        address,
+        setup.config.tls.as_ref(),
+        api::router(state),
+        shutdown,
+    )
+    .await?;
+    tracing::info!(%address, "admin API listening");
+    Ok(Some(task))
+}

@@ -1,0 +1,186 @@
+//! `sluice tenants|pause|resume|tap`: the admin API's commands (binary edge; the client and
+//! the table live in `sluice::admin::cli`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use sluice::admin::cli::{encode, query, tenants_table, AdminClient};
+use sluice::secret::Secret;
+
+/// Where the admin API is and the token to call it with.
+#[derive(Args)]
+pub struct AdminArgs {
+    /// The admin API (`service.admin.address` of the running Sluice).
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_URL",
+        default_value = "http://127.0.0.1:13134"
+    )]
+    admin_url: String,
+    /// File holding the admin token; otherwise SLUICE_ADMIN_TOKEN, if set.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// `table` (default) or `json` (the API's answer as it is).
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Every tenant's usage: accepted, refused (by reason), stored, exported, dead-lettered,
+    /// buffered bytes, age of the oldest unexported item, and whether export is paused.
+    Tenants {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this signal (traces, metrics, logs).
+        #[arg(long)]
+        signal: Option<String>,
+        /// Sort by a column (e.g. `accepted`, `buffered`, `oldest`), largest first.
+        #[arg(long)]
+        sort: Option<String>,
+    },
+    /// Stop exporting a tenant (all signals, or one). Its data is still accepted and
+    /// buffered within its quota. Survives restarts.
+    Pause {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        signal: Option<String>,
+    },
+    /// Export a paused tenant again; what it buffered meanwhile is delivered.
+    Resume {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        signal: Option<String>,
+    },
+    /// Print what a tenant sends, live, as OTLP/JSON lines (sampled: a slow reader misses
+    /// requests, ingest never waits). A tenant's own ingest token may tap that tenant.
+    Tap {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        signal: String,
+        /// Stop after this many requests.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+impl AdminArgs {
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        let token = match &self.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the token file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("SLUICE_ADMIN_TOKEN").ok(),
+        };
+        Ok(AdminClient::new(&self.admin_url, token.map(Secret::new)))
+    }
+}
+
+pub fn run(command: AdminCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(execute(command))
+}
+
+async fn execute(command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Tenants {
+            admin,
+            tenant,
+            signal,
+            sort,
+        } => {
+            let path = format!(
+                "/api/v1/tenants{}",
+                query(&[("tenant", tenant.as_deref()), ("signal", signal.as_deref())])
+            );
+            let report = admin.client()?.get(&path).await?;
+            match admin.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Table => print!("{}", tenants_table(&report, sort.as_deref())),
+            }
+        }
+        AdminCommand::Pause {
+            admin,
+            tenant,
+            signal,
+        } => change(&admin, "pause", &tenant, signal.as_deref()).await?,
+        AdminCommand::Resume {
+            admin,
+            tenant,
+            signal,
+        } => change(&admin, "resume", &tenant, signal.as_deref()).await?,
+        AdminCommand::Tap {
+            admin,
+            tenant,
+            signal,
+            limit,
+        } => {
+            let limit = limit.map(|n| n.to_string());
+            let path = format!(
+                "/api/v1/tap{}",
+                query(&[
+                    ("tenant", Some(&tenant)),
+                    ("signal", Some(&signal)),
+                    ("limit", limit.as_deref()),
+                ])
+            );
+            admin
+                .client()?
+                .tap(&path, &mut std::io::stdout().lock())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn change(
+    admin: &AdminArgs,
+    action: &str,
+    tenant: &str,
+    signal: Option<&str>,
+) -> anyhow::Result<()> {
+    let path = format!(
+        "/api/v1/tenants/{}/{action}{}",
+        encode(tenant),
+        query(&[("signal", signal)])
+    );
+    let answer = admin.client()?.post(&path).await?;
+    match admin.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+        Output::Table => {
+            let what = signal.unwrap_or("every signal");
+            let done = if answer["changed"].as_bool() == Some(true) {
+                format!("{action}d")
+            } else {
+                format!("already {action}d")
+            };
+            println!("{tenant} ({what}): {done}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Operating a running Sluice per tenant through the admin API and the `sluice` commands
+//! (docs/contracts.md, "Operations"): pause holds one tenant's export while another flows,
+//! survives a restart, and resume delivers everything; `sluice tap` shows a tenant's spans
+//! live and refuses another tenant's token; every admin call without a valid token is
+//! refused, and the effective config it shows has its credentials masked.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::http_client::request;
+use common::otlp::{channel, export_traces_with, named_spans, trace_request};
+use common::{send_named_spans, temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
+
+const WAIT: Duration = Duration::from_secs(30);
+const ADMIN_TOKEN: &str = "admin-token-for-the-ops-tests";
+const TOKEN_T: &str = "ingest-token-of-team-t-000001";
+const TOKEN_U: &str = "ingest-token-of-team-u-000002";
+
+fn admin_url(config: &SluiceConfig) -> String {
+    format!("http://127.0.0.1:{}", config.admin_port)
+}
+
+/// Runs `sluice <args> --admin-url …` with `token` (if any) in SLUICE_ADMIN_TOKEN.
+fn cli(config: &SluiceConfig, token: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command
+        .args(args)
+        .args(["--admin-url", &admin_url(config)])
+        .env_remove("SLUICE_ADMIN_TOKEN");
+    if let Some(token) = token {
+        command.env("SLUICE_ADMIN_TOKEN", token);
+    }
+    command.output().expect("run sluice")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+fn names(backend: &Backend, tenant: &str) -> BTreeSet<String> {
+    backend.spans(tenant).into_iter().map(|s| s.name).collect()
+}
+
+/// The `sluice tenants --output json` row of `tenant` (traces).
+fn row(config: &SluiceConfig, tenant: &str) -> serde_json::Value {
+    let out = stdout(&cli(
+        config,
+        None,
+        &["tenants", "--output", "json", "--tenant", tenant],
+    ));
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    report["tenants"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["signal"] == "traces").cloned())
+        .unwrap_or_else(|| panic!("no traces row for {tenant}: {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_holds_one_tenant_while_another_flows_survives_a_restart_and_resume_delivers() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let config = SluiceConfig::new(dir.path(), backend.port());
+    let mut sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let first_held = send_named_spans(&sluice, "held", 2, 3).await;
+    let first_free = send_named_spans(&sluice, "free", 2, 3).await;
+    backend.wait_span_names("held", &first_held, WAIT).await;
+    backend.wait_span_names("free", &first_free, WAIT).await;
+
+    let out = stdout(&cli(&config, None, &["pause", "--tenant", "held"]));
+    assert!(out.contains("held (every signal): paused"), "{out}");
+    let exported_at_pause = row(&config, "held")["exported_items"].clone();
+
+    // Sent after the pause: the paused tenant's spans first, the other's after them.
+    let client = channel(&sluice.otlp_endpoint()).await;
+    let request = |prefix: &str| trace_request("ops", None, named_spans(prefix, 0, 4));
+    export_traces_with(&client, &[("x-scope-orgid", "held")], request("held-late"))
+        .await
+        .unwrap();
+    export_traces_with(&client, &[("x-scope-orgid", "free")], request("free-late"))
+        .await
+        .unwrap();
+    backend.wait_spans("free", first_free.len() + 4, WAIT).await;
+    let table = stdout(&cli(&config, None, &["tenants", "--tenant", "held"]));
+    assert!(
+        table.lines().nth(1).is_some_and(|l| l.ends_with("yes")),
+        "the table shows the pause:\n{table}"
+    );
+    let held = row(&config, "held");
+    assert_eq!(held["paused"], true);
+    assert_eq!(held["exported_items"], exported_at_pause, "{held}");
+    assert_eq!(
+        held["stored_items"], 10,
+        "accepted and buffered meanwhile: {held}"
+    );
+    assert!(!names(&backend, "held")
+        .iter()
+        .any(|n| n.starts_with("held-late")));
+
+    // A restart keeps the pause (the state file).
+    sluice.terminate().await;
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let more_free = send_named_spans(&sluice, "free2", 1, 2).await;
+    backend.wait_span_names("free2", &more_free, WAIT).await;
+    assert_eq!(row(&config, "held")["paused"], true);
+    assert!(!names(&backend, "held")
+        .iter()
+        .any(|n| n.starts_with("held-late")));
+
+    let out = stdout(&cli(&config, None, &["resume", "--tenant", "held"]));
+    assert!(out.contains("held (every signal): resumed"), "{out}");
+    wait_for("the paused tenant's spans delivered", WAIT, || async {
+        let late = names(&backend, "held")
+            .iter()
+            .filter(|n| n.starts_with("held-late"))
+            .count();
+        if late == 4 {
+            Ok(())
+        } else {
+            Err(format!("{late} of 4"))
+        }
+    })
+    .await;
+    assert_eq!(row(&config, "held")["paused"], false);
+}
+
+fn ops_config(dir: &std::path::Path, backend_port: u16) -> SluiceConfig {
+    std::env::set_var("SLUICE_OPS_ADMIN_TOKEN", ADMIN_TOKEN);
+    let mut config = SluiceConfig::new(dir, backend_port);
+    config.admin_extra =
+        vec!["tokens: [{ name: ops-oncall, token_env: SLUICE_OPS_ADMIN_TOKEN }]".into()];
+    config.tenancy_extra = vec![
+        "auth:".into(),
+        "    bearer_tokens:".into(),
+        format!("      - {{ tenant: team-t, token: {TOKEN_T} }}"),
+        format!("      - {{ tenant: team-u, token: {TOKEN_U} }}"),
+    ];
+    config
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tap_shows_a_tenants_spans_live_and_refuses_another_tenants_token() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let config = ops_config(dir.path(), backend.port());
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+
+    // Another tenant's token cannot tap team-t.
+    let refused = cli(
+        &config,
+        Some(TOKEN_U),
+        &[
+            "tap", "--tenant", "team-t", "--signal", "traces", "--limit", "1",
+        ],
+    );
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("403") && message.contains("team-u"),
+        "{message}"
+    );
+
+    // team-t taps itself with its own ingest token.
+    let out = dir.path().join("tap.out");
+    let mut tap = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "tap", "--tenant", "team-t", "--signal", "traces", "--limit", "1",
+        ])
+        .args(["--admin-url", &admin_url(&config)])
+        .env("SLUICE_ADMIN_TOKEN", TOKEN_T)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start sluice tap");
+    let client = channel(&sluice.otlp_endpoint()).await;
+    let bearer = format!("Bearer {TOKEN_T}");
+    // The tap may still be connecting: keep sending until a line arrives.
+    let line = wait_for("a tapped line", WAIT, || {
+        let (client, bearer, out) = (client.clone(), bearer.clone(), out.clone());
+        async move {
+            let spans = trace_request("ops", None, named_spans("tapped-span", 0, 2));
+            export_traces_with(&client, &[("authorization", &bearer)], spans)
+                .await
+                .map_err(|e| e.to_string())?;
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            text.lines()
+                .next()
+                .map(str::to_string)
+                .ok_or_else(|| "nothing yet".to_string())
+        }
+    })
+    .await;
+    let status = tap.wait().expect("sluice tap ends after --limit 1");
+    assert!(status.success());
+    let json: serde_json::Value = serde_json::from_str(&line).expect("an OTLP/JSON line");
+    let span = &json["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+    assert_eq!(span["name"], "tapped-span-0", "{line}");
+    assert_eq!(
+        span["traceId"].as_str().map(str::len),
+        Some(32),
+        "hex ids: {line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_admin_call_needs_a_valid_token_and_the_config_shows_no_credentials() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let config = ops_config(dir.path(), backend.port());
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let admin = SocketAddr::from(([127, 0, 0, 1], config.admin_port));
+    let calls = [
+        ("GET", "/api/v1/version"),
+        ("GET", "/api/v1/config"),
+        ("GET", "/api/v1/pipelines"),
+        ("GET", "/api/v1/tenants"),
+        ("POST", "/api/v1/tenants/team-t/pause"),
+        ("POST", "/api/v1/tenants/team-t/resume"),
+        ("GET", "/api/v1/tap?tenant=team-t&signal=traces&limit=1"),
+    ];
+    let wrong = "Bearer not-the-admin-token-at-all";
+    for (method, path) in calls {
+        for headers in [vec![], vec![("authorization", wrong)]] {
+            let reply = request(admin, method, path, &headers, Vec::new()).await;
+            assert_eq!(reply.status, 401, "{method} {path} {headers:?}: {reply:?}");
+        }
+    }
+    // A tenant's token is not an admin token.
+    let tenant = format!("Bearer {TOKEN_T}");
+    let reply = request(
+        admin,
+        "POST",
+        "/api/v1/tenants/team-t/pause",
+        &[("authorization", &tenant)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let auth = [("authorization", bearer.as_str())];
+    for (method, path) in &calls[..6] {
+        let reply = request(admin, method, path, &auth, Vec::new()).await;
+        assert_eq!(reply.status, 200, "{method} {path}: {reply:?}");
+    }
+    let reply = request(admin, "GET", "/api/v1/config", &auth, Vec::new()).await;
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    for secret in [TOKEN_T, TOKEN_U, ADMIN_TOKEN] {
+        assert!(
+            !text.contains(secret),
+            "the effective config shows {secret}: {text}"
+        );
+    }
+    assert!(text.contains("SLUICE_OPS_ADMIN_TOKEN"), "{text}");
+    let pipelines = request(admin, "GET", "/api/v1/pipelines", &auth, Vec::new()).await;
+    assert_eq!(pipelines.json()[0]["signal"], "logs", "{pipelines:?}");
+
+    // The CLI: a table for the admin, a clear refusal without the token.
+    let table = stdout(&cli(&config, Some(ADMIN_TOKEN), &["tenants"]));
+    assert!(table.starts_with("TENANT"), "{table}");
+    let refused = cli(&config, None, &["tenants"]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("401") && message.contains("missing credentials"),
+        "{message}"
+    );
+    let metrics = sluice.metrics().await;
+    assert!(
+        common::metric_sum(
+            &metrics,
+            "sluice_admin_requests_total",
+            &[("result", "unauthenticated")]
+        ) >= 14.0,
+        "refusals are counted"
+    );
+    assert!(
+        sluice.stderr().contains("ops-oncall"),
+        "writes are logged with the token's name"
+    );
+}
