@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::config::PulsarBufferConfig;
-
 /// `dead_letter:` bounds of the dead-letter topics (the disk buffer's keys and defaults).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -73,20 +71,18 @@ impl Default for BacklogConfig {
     }
 }
 
-impl PulsarBufferConfig {
-    /// `backlog.admin_url`, or the service URL's first host on Pulsar's web port.
-    pub fn admin_url(&self) -> String {
-        if let Some(url) = &self.backlog.admin_url {
+impl BacklogConfig {
+    /// `admin_url`, or the first host of `service_url` on Pulsar's web port.
+    pub fn admin_url_for(&self, service_url: &str) -> String {
+        if let Some(url) = &self.admin_url {
             return url.trim_end_matches('/').to_owned();
         }
-        let (scheme, port, rest) = match self.service_url.strip_prefix("pulsar+ssl://") {
+        let (scheme, port, rest) = match service_url.strip_prefix("pulsar+ssl://") {
             Some(rest) => ("https", 8443, rest),
             None => (
                 "http",
                 8080,
-                self.service_url
-                    .strip_prefix("pulsar://")
-                    .unwrap_or(&self.service_url),
+                service_url.strip_prefix("pulsar://").unwrap_or(service_url),
             ),
         };
         let first = rest.split([',', '/']).next().unwrap_or_default();

@@ -137,7 +137,7 @@ impl PulsarBuffer {
         let config = Arc::new(config.clone());
         let (closed, closed_rx) = watch::channel(false);
         let admin = Arc::new(AdminClient::new(
-            config.admin_url(),
+            config.backlog.admin_url_for(&config.service_url),
             config.auth.as_ref().map(AuthConfig::provider).transpose()?,
         ));
         let backlogs = (config.backlog.max_mib > 0).then(|| {

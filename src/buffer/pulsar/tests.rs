@@ -444,6 +444,12 @@ fn snappy_is_refused_because_other_clients_cannot_read_it() {
     }
 }
 
+impl PulsarBufferConfig {
+    fn admin_url(&self) -> String {
+        self.backlog.admin_url_for(&self.service_url)
+    }
+}
+
 #[test]
 fn the_admin_url_defaults_to_the_service_hosts_web_port() {
     let with = |service_url: &str, admin_url: Option<&str>| PulsarBufferConfig {
