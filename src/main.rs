@@ -1,6 +1,7 @@
 //! The `sluice` command: the binary's edge, where errors become exit codes and messages.
 
 mod commands;
+mod reloading;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sluice::admin::{AdminSetup, PipelineView};
+use sluice::admin::{AdminSetup, AdminViews};
 use sluice::pipeline::control::ExportControl;
 use sluice::service::Config;
 use sluice::telemetry::config::LogEncoding;
@@ -73,14 +74,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, log_format } => {
-            let config = match Config::load(&config) {
+            let path = config;
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("{}: invalid configuration:\n{e}", config.display());
+                    eprintln!("{}: invalid configuration:\n{e}", path.display());
                     return ExitCode::from(2);
                 }
             };
-            match run(config, log_format) {
+            match run(config, &path, log_format) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "sluice failed");
@@ -92,7 +94,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
+fn run(
+    config: Config,
+    path: &std::path::Path,
+    log_format: Option<LogEncoding>,
+) -> anyhow::Result<()> {
     let logs = &config.telemetry.logs;
     logging::init(&logs.level, log_format.unwrap_or(logs.encoding));
     raise_open_files_limit();
@@ -134,14 +140,19 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
             ExportControl::load(Some(config.admin.state_file.clone()))
                 .context("cannot load the admin state")?,
         );
-        let running = sluice::service::start(&config, readiness, Arc::clone(&control)).await?;
+        let mut running = sluice::service::start(&config, readiness, Arc::clone(&control)).await?;
+        let views = Arc::new(AdminViews::new(
+            config.effective.clone(),
+            reloading::pipeline_views(&config),
+        ));
+        let (reload_requests, reloads) = tokio::sync::mpsc::channel(4);
         let admin_task = sluice::admin::serve(
             AdminSetup {
                 config: &config.admin,
                 tenancy_auth: config.tenancy.auth.as_ref(),
                 control,
-                effective_config: config.effective.clone(),
-                pipelines: pipeline_views(&config),
+                views: Arc::clone(&views),
+                reload: Some(reload_requests),
             },
             health_stop.clone(),
         )
@@ -154,7 +165,7 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
             "sluice is ready"
         );
 
-        let signal = wait_for_signal().await?;
+        let signal = reloading::until_terminated(&mut running, path, &views, reloads).await?;
         tracing::info!(signal, timeout = ?config.shutdown_timeout, "shutting down");
         running.shutdown(config.shutdown_timeout).await;
         health_stop.cancel();
@@ -167,23 +178,6 @@ fn run(config: Config, log_format: Option<LogEncoding>) -> anyhow::Result<()> {
         tracing::info!("sluice stopped");
         Ok(())
     })
-}
-
-/// The pipelines as the admin API lists them.
-fn pipeline_views(config: &Config) -> Vec<PipelineView> {
-    let names = |ids: &[sluice::config::ComponentId]| ids.iter().map(ToString::to_string).collect();
-    config
-        .pipelines
-        .iter()
-        .map(|p| PipelineView {
-            id: p.id.to_string(),
-            signal: p.signal,
-            receivers: names(&p.receivers),
-            processors: names(&p.processors),
-            buffer: p.buffer.to_string(),
-            exporters: names(&p.exporters),
-        })
-        .collect()
 }
 
 /// Raises the soft limit on open files to the hard limit, as Go programs do at start: every
@@ -209,14 +203,4 @@ fn raise_open_files_limit() {
         Ok(()) => tracing::info!(from = soft, to = target, "raised the open files limit"),
         Err(e) => tracing::warn!(soft, error = %e, "cannot raise the open files limit"),
     }
-}
-
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
 }

@@ -9,11 +9,12 @@
 //! | `POST /api/v1/tenants/{tenant}/pause[?signal=]` | admin | stop exporting a tenant |
 //! | `POST /api/v1/tenants/{tenant}/resume[?signal=]` | admin | export it again |
 //! | `GET /api/v1/tap?tenant=&signal=[&limit=]` | admin, or the tenant itself | live OTLP JSON lines |
+//! | `POST /api/v1/reload` | admin | re-read the config file and apply it (as SIGHUP does) |
 //!
 //! Every write is logged (target `sluice::audit`) with the caller's token name and counted
 //! in `sluice_admin_requests_total{action,result}`, refusals included.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -22,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
 use super::auth::{AdminAuth, Caller, Refused};
 use super::otlp_json;
@@ -36,9 +38,39 @@ use crate::tenant::TenantId;
 pub struct AdminState {
     pub auth: AdminAuth,
     pub control: Arc<ExportControl>,
+    pub views: Arc<AdminViews>,
+    /// Where reloads are asked for; `None`: nobody applies them.
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
+}
+
+/// What the API shows of the running config; replaced after each reload.
+pub struct AdminViews(RwLock<Views>);
+
+struct Views {
     /// The effective config, credentials masked.
-    pub config: serde_json::Value,
-    pub pipelines: Vec<PipelineView>,
+    config: serde_json::Value,
+    pipelines: Vec<PipelineView>,
+}
+
+impl AdminViews {
+    pub fn new(config: serde_json::Value, pipelines: Vec<PipelineView>) -> AdminViews {
+        AdminViews(RwLock::new(Views { config, pipelines }))
+    }
+
+    pub fn replace(&self, config: serde_json::Value, pipelines: Vec<PipelineView>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Views { config, pipelines };
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Views> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A reload asked for through the API, answered by whoever runs the service: what it did,
+/// or why nothing (or not all) was applied.
+pub struct ReloadRequest {
+    pub caller: String,
+    pub reply: oneshot::Sender<Result<serde_json::Value, String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +94,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/tenants/{tenant}/pause", post(pause))
         .route("/api/v1/tenants/{tenant}/resume", post(resume))
         .route("/api/v1/tap", get(tap))
+        .route("/api/v1/reload", post(reload))
         .with_state(state)
 }
 
@@ -139,12 +172,12 @@ async fn version(State(state): Shared, headers: HeaderMap) -> Answer {
 
 async fn config(State(state): Shared, headers: HeaderMap) -> Answer {
     admin_only(&state, &headers, "config")?;
-    Ok(json(&state.config))
+    Ok(json(&state.views.read().config))
 }
 
 async fn pipelines(State(state): Shared, headers: HeaderMap) -> Answer {
     admin_only(&state, &headers, "pipelines")?;
-    Ok(json(&state.pipelines))
+    Ok(json(&state.views.read().pipelines))
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,4 +335,33 @@ async fn tap(State(state): Shared, headers: HeaderMap, Query(query): Query<TapQu
         Body::from_stream(lines),
     )
         .into_response())
+}
+
+async fn reload(State(state): Shared, headers: HeaderMap) -> Answer {
+    let caller = admin_only(&state, &headers, "reload")?;
+    let unavailable = || {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reloads are not being taken (shutting down)",
+        )
+    };
+    let Some(requests) = &state.reload else {
+        return Err(unavailable());
+    };
+    let (reply, answer) = oneshot::channel();
+    let request = ReloadRequest {
+        caller: caller.name(),
+        reply,
+    };
+    requests.send(request).await.map_err(|_| unavailable())?;
+    match answer.await.map_err(|_| unavailable())? {
+        Ok(done) => {
+            count("reload", "ok");
+            Ok(json(&done))
+        }
+        Err(why) => {
+            count("reload", "failed");
+            Err(error(StatusCode::UNPROCESSABLE_ENTITY, why))
+        }
+    }
 }

@@ -15,7 +15,7 @@ mod otlp_json;
 
 use std::sync::Arc;
 
-pub use api::PipelineView;
+pub use api::{AdminViews, PipelineView, ReloadRequest};
 pub use auth::AdminAuthError;
 pub use config::AdminConfig;
 
@@ -39,9 +39,10 @@ pub struct AdminSetup<'a> {
     /// Tenants' ingest tokens, so a tenant may tap itself.
     pub tenancy_auth: Option<&'a AuthConfig>,
     pub control: Arc<ExportControl>,
-    /// The effective config, credentials already masked.
-    pub effective_config: serde_json::Value,
-    pub pipelines: Vec<PipelineView>,
+    /// The effective config and pipelines shown; the caller replaces them after a reload.
+    pub views: Arc<AdminViews>,
+    /// Where `POST /api/v1/reload` sends its requests.
+    pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
 }
 
 /// Starts the admin API; `None` when `service.admin.address` is empty.
@@ -55,8 +56,8 @@ pub async fn serve(
     let state = Arc::new(api::AdminState {
         auth: auth::AdminAuth::load(setup.config, setup.tenancy_auth)?,
         control: setup.control,
-        config: setup.effective_config,
-        pipelines: setup.pipelines,
+        views: setup.views,
+        reload: setup.reload,
     });
     let task = listener::serve(
         "admin",

@@ -152,8 +152,8 @@ pub trait BufferConfig: fmt::Debug + Send + Sync {
 /// What a buffer is told, besides its own config, when it opens.
 #[derive(Debug, Clone, Default)]
 pub struct BufferContext {
-    /// Each tenant's limits; buffers apply `buffer_max_mib`.
-    pub tenant_limits: Arc<crate::tenant::limits::LimitsConfig>,
+    /// Each tenant's limits, as reloaded; buffers apply `buffer_max_mib`.
+    pub tenant_limits: Arc<crate::tenant::limits::LiveLimits>,
 }
 
 #[async_trait]

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::telemetry::labels::OTHER_TENANT;
 use crate::telemetry::tenant_label;
 use crate::telemetry::usage::usage;
-use crate::tenant::limits::LimitsConfig;
+use crate::tenant::limits::LiveLimits;
 use crate::tenant::TenantId;
 
 /// Why room was not granted.
@@ -69,8 +69,8 @@ pub struct TenantShares {
     buffer: &'static str,
     cap: u64,
     headroom: u64,
-    /// Each tenant's explicit cap (`buffer_max_mib`).
-    limits: Arc<LimitsConfig>,
+    /// Each tenant's explicit cap (`buffer_max_mib`), as reloaded.
+    limits: Arc<LiveLimits>,
     state: Mutex<State>,
 }
 
@@ -89,7 +89,7 @@ impl TenantShares {
         buffer: &'static str,
         cap: u64,
         headroom_percent: u8,
-        limits: Arc<LimitsConfig>,
+        limits: Arc<LiveLimits>,
     ) -> Self {
         TenantShares {
             buffer,
@@ -135,7 +135,7 @@ impl TenantShares {
         let held = usage.held();
         let after = held.saturating_add(bytes);
         let total = state.used.saturating_add(bytes);
-        if let Some(share) = self.limits.buffer_max_bytes(&usage.tenant) {
+        if let Some(share) = self.limits.current().buffer_max_bytes(&usage.tenant) {
             if after > share {
                 return Err(Refusal::TenantOverShare {
                     tenant: usage.tenant.clone(),

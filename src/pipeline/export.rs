@@ -39,12 +39,38 @@ pub struct ExportPlan {
     pub control: Arc<ExportControl>,
 }
 
+/// A pipeline's current plan. A config reload replaces it; each worker takes the current one
+/// for every delivery it reads, and settles that delivery with the plan it was sent with.
+pub struct PlanSlot(std::sync::RwLock<Arc<ExportPlan>>);
+
+impl PlanSlot {
+    pub fn new(plan: ExportPlan) -> PlanSlot {
+        PlanSlot(std::sync::RwLock::new(Arc::new(plan)))
+    }
+
+    pub fn current(&self) -> Arc<ExportPlan> {
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    pub fn replace(&self, plan: ExportPlan) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(plan);
+    }
+}
+
 /// Pause after a buffer read error before trying again, so a failing disk does not spin.
 const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Starts a worker for every stream the buffer announces, until `stop`.
 pub fn spawn_dispatcher(
-    plan: Arc<ExportPlan>,
+    plan: Arc<PlanSlot>,
     mut streams: mpsc::UnboundedReceiver<Box<dyn BufferStream>>,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -60,7 +86,7 @@ pub fn spawn_dispatcher(
                     None => return,
                 },
             };
-            tracing::debug!(pipeline = %plan.pipeline, tenant = %stream.tenant(), signal = %stream.signal(), "export worker started");
+            tracing::debug!(pipeline = %plan.current().pipeline, tenant = %stream.tenant(), signal = %stream.signal(), "export worker started");
             workers.spawn(run_worker(plan.clone(), stream, stop.clone()));
         }
     });
@@ -76,6 +102,8 @@ const IN_FLIGHT_PER_STREAM: usize = 4;
 /// A delivery and what each exporter of the pipeline made of it (in the order of
 /// `ExportPlan::exporters`), or why it could not be sent at all.
 struct Exported {
+    /// The plan it was sent with: its exporters are the ones `outcomes` speak of.
+    plan: Arc<ExportPlan>,
     delivery: Delivery,
     outcomes: Result<Vec<RetryOutcome>, NotSent>,
 }
@@ -101,11 +129,10 @@ enum Turn {
 }
 
 async fn run_worker(
-    plan: Arc<ExportPlan>,
+    slot: Arc<PlanSlot>,
     mut stream: Box<dyn BufferStream>,
     stop: CancellationToken,
 ) {
-    let plan = plan.as_ref();
     let cancel_safe = stream.next_is_cancel_safe();
     // A `next` that is not cancel-safe cannot run beside sends in flight: a send finishing
     // meanwhile could only be settled once `next` returns, which may be long after.
@@ -115,11 +142,12 @@ async fn run_worker(
     // item not yet exported, the lag the usage table reports.
     let mut waiting: VecDeque<u64> = VecDeque::new();
     let usage = usage().tenant(stream.tenant(), stream.signal());
-    let mut control = plan.control.subscribe();
+    let mut control = slot.current().control.subscribe();
     let mut paused = false;
     // A delivery read just as its stream was paused: exported once it is resumed.
     let mut parked: Option<Delivery> = None;
     loop {
+        let plan = slot.current();
         let now_paused = control
             .borrow_and_update()
             .is_paused(stream.tenant(), stream.signal());
@@ -130,7 +158,7 @@ async fn run_worker(
         }
         if !paused {
             if let Some(delivery) = parked.take() {
-                in_flight.push_back(export(plan, delivery, &stop));
+                in_flight.push_back(export(Arc::clone(&plan), delivery, &stop));
             }
         }
         // `next` runs beside sends in flight, or beside a pause, only when it is cancel-safe
@@ -155,7 +183,7 @@ async fn run_worker(
                 parked = Some(delivery);
             }
             Turn::Finished(done) => {
-                if !settle(plan, stream.as_mut(), &usage, done).await {
+                if !settle(stream.as_mut(), &usage, done).await {
                     return;
                 }
                 waiting.pop_front();
@@ -164,7 +192,7 @@ async fn run_worker(
             Turn::Read(Ok(Some(delivery))) => {
                 waiting.push_back(delivery.batch.received_at_ms);
                 usage.set_oldest_unexported(waiting.front().copied());
-                in_flight.push_back(export(plan, delivery, &stop));
+                in_flight.push_back(export(Arc::clone(&plan), delivery, &stop));
             }
             Turn::Read(Err(e)) => {
                 tracing::error!(tenant = %stream.tenant(), signal = %stream.signal(), error = %error_chain(&e), "buffer read failed");
@@ -176,7 +204,7 @@ async fn run_worker(
             Turn::Read(Ok(None)) | Turn::Stop => {
                 // Settle, in order, what the exporters answer before they see the shutdown.
                 while let Some(done) = in_flight.next().await {
-                    if !settle(plan, stream.as_mut(), &usage, done).await {
+                    if !settle(stream.as_mut(), &usage, done).await {
                         return;
                     }
                 }
@@ -187,7 +215,7 @@ async fn run_worker(
 }
 
 /// Offers one delivery to every exporter of the pipeline, each with the shared retry.
-async fn export(plan: &ExportPlan, delivery: Delivery, stop: &CancellationToken) -> Exported {
+async fn export(plan: Arc<ExportPlan>, delivery: Delivery, stop: &CancellationToken) -> Exported {
     let batch = &delivery.batch;
     if delivery.redelivered {
         metrics::counter!("sluice_redelivered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant_label(&batch.tenant))
@@ -214,7 +242,11 @@ async fn export(plan: &ExportPlan, delivery: Delivery, stop: &CancellationToken)
         }
         Err(e) => Err(NotSent::from(e)),
     };
-    Exported { delivery, outcomes }
+    Exported {
+        plan,
+        delivery,
+        outcomes,
+    }
 }
 
 /// Sends what the processors kept of a delivery (usually one batch; none when they dropped
@@ -235,13 +267,12 @@ async fn send_parts(
 
 /// Settles an exported delivery with the buffer: ack, give up, or dead-letter. Returns false
 /// when an export was cancelled by shutdown; nothing after it may then be settled.
-async fn settle(
-    plan: &ExportPlan,
-    stream: &mut dyn BufferStream,
-    usage: &TenantCounters,
-    exported: Exported,
-) -> bool {
-    let Exported { delivery, outcomes } = exported;
+async fn settle(stream: &mut dyn BufferStream, usage: &TenantCounters, exported: Exported) -> bool {
+    let Exported {
+        plan,
+        delivery,
+        outcomes,
+    } = exported;
     let batch = &delivery.batch;
     let mut permanent = Vec::new();
     let mut exhausted = Vec::new();

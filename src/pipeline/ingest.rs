@@ -125,16 +125,17 @@ pub struct Route {
     pub guards: Vec<Arc<MemoryLimiter>>,
 }
 
-/// Shared by all connections of one receiver.
-pub struct Ingest {
+/// What one receiver's requests go through: tenancy, limits and the route of each signal.
+/// Built from the config; a reload builds a new one and swaps it in.
+pub struct IngestState {
     resolver: Arc<TenantResolver>,
     limiter: Arc<Limiter>,
     routes: [Option<Route>; 3],
 }
 
-impl Ingest {
+impl IngestState {
     pub fn new(resolver: Arc<TenantResolver>, limiter: Arc<Limiter>) -> Self {
-        Ingest {
+        IngestState {
             resolver,
             limiter,
             routes: [None, None, None],
@@ -148,6 +149,41 @@ impl Ingest {
     pub fn accepts(&self, signal: Signal) -> bool {
         self.routes[signal as usize].is_some()
     }
+}
+
+/// Shared by all connections of one receiver. Each request runs with the state current when
+/// it arrives, so a reload never changes a request halfway.
+pub struct Ingest {
+    state: std::sync::RwLock<Arc<IngestState>>,
+}
+
+impl Ingest {
+    pub fn new(state: IngestState) -> Self {
+        Ingest {
+            state: std::sync::RwLock::new(Arc::new(state)),
+        }
+    }
+
+    fn current(&self) -> Arc<IngestState> {
+        Arc::clone(
+            &self
+                .state
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Takes `state` for the requests that arrive from now on.
+    pub fn replace(&self, state: IngestState) {
+        *self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(state);
+    }
+
+    pub fn accepts(&self, signal: Signal) -> bool {
+        self.current().accepts(signal)
+    }
 
     /// Resolves tenants, appends every tenant's part durably, and returns the items accepted.
     /// Refusals are counted here, in one place, whatever the transport.
@@ -159,7 +195,10 @@ impl Ingest {
         headers: &HeaderMap,
     ) -> Result<u32, IngestError> {
         let started = Instant::now();
-        let result = self.store(transport, signal, payload, headers).await;
+        let result = self
+            .current()
+            .store(transport, signal, payload, headers)
+            .await;
         match &result {
             Ok(_) => metrics::histogram!("sluice_receiver_durable_latency_seconds", "transport" => transport, "signal" => signal.as_str())
                 .record(started.elapsed().as_secs_f64()),
@@ -167,7 +206,9 @@ impl Ingest {
         }
         result
     }
+}
 
+impl IngestState {
     async fn store(
         &self,
         transport: &'static str,
@@ -287,7 +328,7 @@ impl Ingest {
     }
 }
 
-impl Ingest {
+impl IngestState {
     /// Admits every tenant's part, or none: a refused request is not partly charged.
     fn admit(
         &self,

@@ -37,6 +37,24 @@ pub struct Config {
     /// Longest a graceful shutdown may take before in-flight work is abandoned (it stays in the
     /// buffer and is exported after the next start).
     pub shutdown_timeout: Duration,
+    /// Each receiver's and buffer's YAML as read, so a reload can tell which changed.
+    pub sections: RawSections,
+}
+
+/// Components' YAML as read (after expansion). Not printed: it may hold credentials.
+#[derive(Clone, Default, PartialEq)]
+pub struct RawSections {
+    pub receivers: BTreeMap<String, serde_yaml::Value>,
+    pub buffers: BTreeMap<String, serde_yaml::Value>,
+}
+
+impl std::fmt::Debug for RawSections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawSections")
+            .field("receivers", &self.receivers.keys().collect::<Vec<_>>())
+            .field("buffers", &self.buffers.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// One pipeline: receivers append to `buffer`; export workers read `buffer` and send to
@@ -128,8 +146,13 @@ impl Config {
                 ConfigError::Invalid(vec![FieldError::new(path, inner.to_string())])
             }
         })?;
+        let sections = RawSections {
+            receivers: raw.receivers.clone(),
+            buffers: raw.buffers.clone(),
+        };
         let mut config = Validator::default().run(raw)?;
         config.effective = effective;
+        config.sections = sections;
         Ok(config)
     }
 
@@ -191,6 +214,7 @@ impl Validator {
             telemetry: telemetry.unwrap_or_default(),
             admin: admin.unwrap_or_default(),
             effective: serde_json::Value::Null,
+            sections: RawSections::default(),
             shutdown_timeout: raw.service.shutdown_timeout,
         })
     }

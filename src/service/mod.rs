@@ -15,30 +15,32 @@
 //! 4. buffers flush and close, persisting their positions.
 
 pub mod config;
+mod graph;
+mod reload;
 
 pub use config::{Config, PipelineConfig};
+pub use reload::{ReloadError, Reloaded};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::buffer::{Buffer, BufferContext, BufferError, ReadLimits};
+use self::graph::Graph;
+use crate::buffer::{Buffer, BufferContext, BufferError};
 use crate::config::ComponentId;
 use crate::error::error_chain;
-use crate::exporter::{BuildError, ExporterHandle};
+use crate::exporter::BuildError;
 use crate::pipeline::control::ExportControl;
-use crate::pipeline::export::{spawn_dispatcher, ExportPlan};
-use crate::pipeline::ingest::{Ingest, Route};
-use crate::processor::memory_limiter::MemoryLimiter;
-use crate::processor::{Chain, Processing};
-use crate::receiver::{ServerTask, StartError as ReceiverStartError};
-use crate::signal::Signal;
+use crate::pipeline::export::{spawn_dispatcher, PlanSlot};
+use crate::pipeline::ingest::{Ingest, IngestState};
+use crate::receiver::{Receiver, ServerTask, StartError as ReceiverStartError};
 use crate::telemetry::health::Readiness;
-use crate::tenant::limits::{Limiter, LimitsConfig};
-use crate::tenant::{ResolveError, TenantResolver};
+use crate::tenant::limits::LiveLimits;
+use crate::tenant::ResolveError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -70,12 +72,28 @@ pub struct Running {
     /// Stops the task that keeps `readiness` in step with the buffers' health.
     health_stop: CancellationToken,
     health_task: tokio::task::JoinHandle<()>,
+    /// Parent of every receiver's own stop token.
     receivers_stop: CancellationToken,
-    /// (receiver id, transport, server task)
-    receivers: Vec<(ComponentId, &'static str, ServerTask)>,
+    receivers: BTreeMap<ComponentId, RunningReceiver>,
     exporters_stop: CancellationToken,
     workers: TaskTracker,
-    buffers: Vec<(ComponentId, Arc<dyn Buffer>)>,
+    buffers: BTreeMap<ComponentId, Arc<dyn Buffer>>,
+    /// The export plan of every pipeline with exporters, replaced by a reload.
+    plans: BTreeMap<ComponentId, Arc<PlanSlot>>,
+    /// The tenants' limits the buffers apply, replaced by a reload.
+    limits: Arc<LiveLimits>,
+    control: Arc<ExportControl>,
+    /// The config running now.
+    config: Config,
+}
+
+/// A started receiver: its ingest (swapped by a reload) and its listeners.
+struct RunningReceiver {
+    receiver: Arc<dyn Receiver>,
+    ingest: Arc<Ingest>,
+    stop: CancellationToken,
+    /// (transport, server task)
+    listeners: Vec<(&'static str, ServerTask)>,
 }
 
 /// Starts the pipelines; `control` holds the exports an operator paused (the admin API
@@ -85,9 +103,9 @@ pub async fn start(
     readiness: Readiness,
     control: Arc<ExportControl>,
 ) -> Result<Running, StartError> {
-    let tenant_limits = Arc::new(config.tenancy.limits.clone());
+    let limits = Arc::new(LiveLimits::new(config.tenancy.limits.clone()));
     let context = BufferContext {
-        tenant_limits: Arc::clone(&tenant_limits),
+        tenant_limits: Arc::clone(&limits),
     };
     let mut buffers = BTreeMap::new();
     for (id, cfg) in config.used_buffers() {
@@ -101,64 +119,38 @@ pub async fn start(
         buffers.insert(id.clone(), buffer);
     }
 
-    let stages: BTreeMap<ComponentId, Stages> = config
-        .pipelines
-        .iter()
-        .map(|p| (p.id.clone(), stages(config, p)))
-        .collect();
+    let graph = Graph::build(config, &buffers, &control)?;
     let exporters_stop = CancellationToken::new();
     let workers = TaskTracker::new();
-    for pipeline in config.pipelines.iter().filter(|p| !p.exporters.is_empty()) {
-        let plan = Arc::new(export_plan(
-            config,
-            pipeline,
-            &stages[&pipeline.id],
-            &tenant_limits,
-            &control,
-        )?);
+    let mut plans = BTreeMap::new();
+    for (id, plan) in graph.plans {
+        let Some(pipeline) = config.pipelines.iter().find(|p| p.id == id) else {
+            continue;
+        };
         let Some(streams) = buffers
             .get(&pipeline.buffer)
             .and_then(|b| b.take_streams(pipeline.signal))
         else {
             continue;
         };
-        spawn_dispatcher(plan, streams, exporters_stop.clone(), workers.clone());
+        let slot = Arc::new(PlanSlot::new(plan));
+        spawn_dispatcher(
+            Arc::clone(&slot),
+            streams,
+            exporters_stop.clone(),
+            workers.clone(),
+        );
+        plans.insert(id, slot);
     }
 
-    let resolver = Arc::new(TenantResolver::new(&config.tenancy).map_err(StartError::Tenancy)?);
-    // One limiter for all receivers: a tenant's limits hold whatever transport it uses.
-    let limiter = Arc::new(Limiter::new(LimitsConfig::clone(&tenant_limits)));
     let receivers_stop = CancellationToken::new();
-    let mut receivers = Vec::new();
-    for (id, receiver) in &config.receivers {
-        let mut ingest = Ingest::new(resolver.clone(), limiter.clone());
-        for pipeline in config.pipelines.iter().filter(|p| p.receivers.contains(id)) {
-            if let Some(buffer) = buffers.get(&pipeline.buffer) {
-                ingest.set_route(
-                    pipeline.signal,
-                    Route {
-                        buffer: buffer.clone(),
-                        processors: stages[&pipeline.id].chain.clone(),
-                        guards: stages[&pipeline.id].guards.clone(),
-                    },
-                );
-            }
-        }
-        if !Signal::ALL.iter().any(|s| ingest.accepts(*s)) {
+    let mut receivers = BTreeMap::new();
+    for (id, state) in graph.ingests {
+        let Some(receiver) = config.receivers.get(&id) else {
             continue;
-        }
-        // Every transport of a receiver feeds the same routes.
-        let started = receiver
-            .start(Arc::new(ingest), receivers_stop.clone())
-            .await
-            .map_err(|source| StartError::Receiver {
-                id: id.clone(),
-                source,
-            })?;
-        for serving in started {
-            tracing::info!(receiver = %id, transport = serving.transport, address = %serving.address, "receiver listening");
-            receivers.push((id.clone(), serving.transport, serving.task));
-        }
+        };
+        let started = start_receiver(&id, receiver, state, &receivers_stop).await?;
+        receivers.insert(id, started);
     }
 
     // From now on `/readyz` follows the buffers' health.
@@ -179,43 +171,58 @@ pub async fn start(
         receivers,
         exporters_stop,
         workers,
-        buffers: buffers.into_iter().collect(),
+        buffers,
+        plans,
+        limits,
+        control,
+        config: config.clone(),
     })
 }
 
-fn export_plan(
-    config: &Config,
-    pipeline: &PipelineConfig,
-    stages: &Stages,
-    tenant_limits: &Arc<LimitsConfig>,
-    control: &Arc<ExportControl>,
-) -> Result<ExportPlan, StartError> {
-    let mut exporters: Vec<ExporterHandle> = Vec::new();
-    for id in &pipeline.exporters {
-        let Some(cfg) = config.exporters.get(id) else {
-            continue;
-        };
-        let handle = cfg
-            .build(&id.to_string())
-            .map_err(|source| StartError::Exporter {
-                id: id.clone(),
-                source,
-            })?;
-        exporters.push(handle);
+/// Starts one receiver with its ingest state, under a stop token of its own.
+async fn start_receiver(
+    id: &ComponentId,
+    receiver: &Arc<dyn Receiver>,
+    state: IngestState,
+    parent: &CancellationToken,
+) -> Result<RunningReceiver, StartError> {
+    let ingest = Arc::new(Ingest::new(state));
+    let stop = parent.child_token();
+    // Every transport of a receiver feeds the same routes.
+    let started = receiver
+        .start(Arc::clone(&ingest), stop.clone())
+        .await
+        .map_err(|source| StartError::Receiver {
+            id: id.clone(),
+            source,
+        })?;
+    let mut listeners = Vec::new();
+    for serving in started {
+        tracing::info!(receiver = %id, transport = serving.transport, address = %serving.address, "receiver listening");
+        listeners.push((serving.transport, serving.task));
     }
-    Ok(ExportPlan {
-        pipeline: pipeline.id.to_string(),
-        exporters,
-        limits: stages.limits.clone(),
-        // Data-changing processors run once: at ingest when this pipeline has receivers.
-        processors: if pipeline.receivers.is_empty() {
-            stages.chain.clone()
-        } else {
-            Chain::default()
-        },
-        tenant_limits: Arc::clone(tenant_limits),
-        control: Arc::clone(control),
+    Ok(RunningReceiver {
+        receiver: Arc::clone(receiver),
+        ingest,
+        stop,
+        listeners,
     })
+}
+
+/// Stops a receiver and waits (until `deadline`) for its calls in flight to be answered.
+async fn stop_receiver(id: &ComponentId, running: RunningReceiver, deadline: Instant) {
+    running.stop.cancel();
+    for (transport, task) in running.listeners {
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(())) => tracing::info!(receiver = %id, transport, "receiver stopped"),
+            Ok(Err(e)) => {
+                tracing::error!(receiver = %id, transport, error = %error_chain(e.as_ref()), "receiver failed")
+            }
+            Err(_) => {
+                tracing::warn!(receiver = %id, transport, "receiver did not drain before the shutdown timeout")
+            }
+        }
+    }
 }
 
 /// How often `/readyz` is brought in step with the buffers' health.
@@ -241,58 +248,18 @@ async fn follow_health(
     }
 }
 
-/// A pipeline's processors by role, built once per pipeline.
-struct Stages {
-    /// The export workers' read policy: the last `batch` listed; one record per delivery
-    /// without one.
-    limits: ReadLimits,
-    /// The data-changing processors, in order.
-    chain: Chain,
-    /// Checks that refuse new requests at ingest (`memory_limiter`).
-    guards: Vec<Arc<MemoryLimiter>>,
-}
-
-fn stages(config: &Config, pipeline: &PipelineConfig) -> Stages {
-    let mut stages = Stages {
-        limits: ReadLimits::single_record(),
-        chain: Chain::default(),
-        guards: Vec::new(),
-    };
-    let mut chain = Vec::new();
-    for id in &pipeline.processors {
-        let Some(processor) = config.processors.get(id) else {
-            continue;
-        };
-        match processor.build() {
-            Processing::ReadPolicy(read) => stages.limits = read,
-            Processing::Transform(p) => chain.push((id.to_string(), p)),
-            Processing::Guard(g) => stages.guards.push(g),
-        }
-    }
-    stages.chain = Chain::new(chain);
-    stages
-}
-
 impl Running {
     /// Graceful shutdown in the documented order; whatever is still running at `timeout` is
     /// abandoned (nothing acknowledged is lost: it is in the buffer).
     pub async fn shutdown(self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         self.health_stop.cancel();
         let _ = self.health_task.await;
         self.readiness.set(Err("shutting down".into()));
 
         self.receivers_stop.cancel();
-        for (id, transport, task) in self.receivers {
-            match tokio::time::timeout_at(deadline, task).await {
-                Ok(Ok(())) => tracing::info!(receiver = %id, transport, "receiver stopped"),
-                Ok(Err(e)) => {
-                    tracing::error!(receiver = %id, transport, error = %error_chain(e.as_ref()), "receiver failed")
-                }
-                Err(_) => {
-                    tracing::warn!(receiver = %id, transport, "receiver did not drain before the shutdown timeout")
-                }
-            }
+        for (id, receiver) in self.receivers {
+            stop_receiver(&id, receiver, deadline).await;
         }
 
         self.exporters_stop.cancel();

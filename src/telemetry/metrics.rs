@@ -46,6 +46,26 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 fn describe() {
     describe_counter!(
+        "sluice_config_reloads_total",
+        Unit::Count,
+        "Config reloads (SIGHUP or the admin API), by result: ok, invalid, needs_restart, failed."
+    );
+    describe_counter!(
+        "sluice_admin_requests_total",
+        Unit::Count,
+        "Admin API calls, by action and result (ok, unauthenticated, forbidden, invalid, failed)."
+    );
+    describe_counter!(
+        "sluice_tap_dropped_batches_total",
+        Unit::Count,
+        "Copies a live tap could not take because its reader was behind, by signal."
+    );
+    describe_counter!(
+        "sluice_exposed_credential_files_total",
+        Unit::Count,
+        "Credential files found readable by others (or writable by the group) at start."
+    );
+    describe_counter!(
         "sluice_receiver_accepted_items_total",
         Unit::Count,
         "Items accepted from clients and durably buffered, by transport, signal and tenant."

@@ -59,6 +59,25 @@ pub struct TenantLimits {
     pub buffer_max_age: Duration,
 }
 
+/// The tenants' limits as they are now. A config reload replaces them in place, so the
+/// buffers opened with them apply the new caps without reopening.
+#[derive(Debug, Default)]
+pub struct LiveLimits(std::sync::RwLock<Arc<LimitsConfig>>);
+
+impl LiveLimits {
+    pub fn new(limits: LimitsConfig) -> LiveLimits {
+        LiveLimits(std::sync::RwLock::new(Arc::new(limits)))
+    }
+
+    pub fn current(&self) -> Arc<LimitsConfig> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn replace(&self, limits: LimitsConfig) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(limits);
+    }
+}
+
 impl LimitsConfig {
     /// The limits of `tenant`: its own entry when it is listed, else the default.
     pub fn of(&self, tenant: &TenantId) -> &TenantLimits {

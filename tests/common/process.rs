@@ -176,6 +176,16 @@ impl SluiceProcess {
         self.child.as_ref().expect("sluice is running").id()
     }
 
+    /// Writes `config_yaml` over the config file and sends SIGHUP: Sluice reloads it.
+    pub fn reload(&self, config_yaml: &str) {
+        std::fs::write(&self.config_path, config_yaml).expect("rewrite the config");
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

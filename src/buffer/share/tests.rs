@@ -1,4 +1,5 @@
 use super::*;
+use crate::tenant::limits::LimitsConfig;
 
 const MIB: u64 = 1 << 20;
 
@@ -84,7 +85,7 @@ fn explicit_caps_apply_per_tenant_with_overrides() {
         "{ default: { buffer_max_mib: 10 }, tenants: { big: {}, tiny: { buffer_max_mib: 1 } } }",
     )
     .unwrap();
-    let s = TenantShares::new("test", 100 * MIB, 0, Arc::new(limits));
+    let s = TenantShares::new("test", 100 * MIB, 0, Arc::new(LiveLimits::new(limits)));
     let (plain, big, tiny) = (
         s.usage(&tenant("plain")),
         s.usage(&tenant("big")),

@@ -245,14 +245,14 @@ fn start_streams(
         };
         tx.send(Box::new(stream) as Box<dyn BufferStream>).unwrap();
     }
-    let plan = Arc::new(ExportPlan {
+    let plan = Arc::new(PlanSlot::new(ExportPlan {
         pipeline: "traces".into(),
         exporters,
         limits: ReadLimits::single_record(),
         processors,
         tenant_limits: Arc::new(tenant_limits),
         control: Arc::new(crate::pipeline::control::ExportControl::ephemeral()),
-    });
+    }));
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     spawn_dispatcher(plan, rx, stop.clone(), tracker.clone());

@@ -21,7 +21,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::batch::Batch;
 use crate::buffer::{Buffer, BufferError, BufferStream};
-use crate::pipeline::ingest::Route;
+use crate::pipeline::ingest::{IngestState, Route};
 use crate::tenant::{TenancyConfig, TenantResolver};
 
 /// Records appends, or refuses them as told.
@@ -70,7 +70,7 @@ fn app(yaml: &str) -> App {
     let buffer = Arc::new(TestBuffer::default());
     let resolver = Arc::new(TenantResolver::new(&TenancyConfig::default()).unwrap());
     let limiter = Arc::new(Limiter::new(LimitsConfig::default()));
-    let mut ingest = Ingest::new(resolver, limiter);
+    let mut ingest = IngestState::new(resolver, limiter);
     for signal in [Signal::Traces, Signal::Logs] {
         let route = Route {
             buffer: buffer.clone(),
@@ -82,7 +82,7 @@ fn app(yaml: &str) -> App {
     App {
         router: router(
             &config,
-            Arc::new(ingest),
+            Arc::new(Ingest::new(ingest)),
             crate::receiver::otlp::inflight::InflightBudget::new(64 << 20),
         ),
         buffer,
