@@ -1,11 +1,11 @@
-//! `sluice tenants|pause|resume|tap`: the admin API's commands (binary edge; the client and
+//! `sluice tenants|pause|resume|tap|dlq`: the admin API's commands (binary edge; the client and
 //! the table live in `sluice::admin::cli`).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use sluice::admin::cli::{encode, query, tenants_table, AdminClient};
+use sluice::admin::cli::{dead_letters_table, encode, query, tenants_table, AdminClient};
 use sluice::secret::Secret;
 
 /// Where the admin API is and the token to call it with.
@@ -68,6 +68,12 @@ pub enum AdminCommand {
         #[arg(long)]
         signal: Option<String>,
     },
+    /// A tenant's dead letters: `list` (counts, reasons, first/last time), `show` (a sample
+    /// as OTLP/JSON), `redrive` (export them again, once the cause is fixed), `purge`.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Print what a tenant sends, live, as OTLP/JSON lines (sampled: a slow reader misses
     /// requests, ingest never waits). A tenant's own ingest token may tap that tenant.
     Tap {
@@ -80,6 +86,51 @@ pub enum AdminCommand {
         /// Stop after this many requests.
         #[arg(long)]
         limit: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DlqAction {
+    /// Per signal: dead-lettered items and batches, bytes, reasons, first and last time.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        signal: Option<String>,
+    },
+    /// Up to --limit dead letters, one JSON line each: reason, receive time, the request.
+    Show {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        signal: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Send them to the exporters again (they go back into the tenant's buffer) and remove
+    /// them from the dead letters.
+    Redrive {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        signal: Option<String>,
+    },
+    /// Delete them. Needs --confirm.
+    Purge {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        signal: Option<String>,
+        #[arg(long)]
+        confirm: bool,
     },
 }
 
@@ -154,6 +205,66 @@ async fn execute(command: AdminCommand) -> anyhow::Result<()> {
                 .tap(&path, &mut std::io::stdout().lock())
                 .await?;
         }
+        AdminCommand::Dlq { action } => dlq(action).await?,
+    }
+    Ok(())
+}
+
+async fn dlq(action: DlqAction) -> anyhow::Result<()> {
+    let (admin, tenant, signal, route, post) = match &action {
+        DlqAction::List {
+            admin,
+            tenant,
+            signal,
+        } => (admin, tenant, signal, "", false),
+        DlqAction::Show {
+            admin,
+            tenant,
+            signal,
+            ..
+        } => (admin, tenant, signal, "/sample", false),
+        DlqAction::Redrive {
+            admin,
+            tenant,
+            signal,
+        } => (admin, tenant, signal, "/redrive", true),
+        DlqAction::Purge {
+            admin,
+            tenant,
+            signal,
+            confirm,
+        } => {
+            anyhow::ensure!(
+                *confirm,
+                "purging deletes {tenant}'s dead letters for good; add --confirm"
+            );
+            (admin, tenant, signal, "/purge", true)
+        }
+    };
+    let limit = match &action {
+        DlqAction::Show { limit, .. } => Some(limit.to_string()),
+        _ => None,
+    };
+    let path = format!(
+        "/api/v1/dead-letters{route}{}",
+        query(&[
+            ("tenant", Some(tenant)),
+            ("signal", signal.as_deref()),
+            ("limit", limit.as_deref()),
+        ])
+    );
+    let client = admin.client()?;
+    if matches!(action, DlqAction::Show { .. }) {
+        return Ok(client.tap(&path, &mut std::io::stdout().lock()).await?);
+    }
+    let answer = if post {
+        client.post(&path).await?
+    } else {
+        client.get(&path).await?
+    };
+    match admin.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+        Output::Table => print!("{}", dead_letters_table(&answer)),
     }
     Ok(())
 }

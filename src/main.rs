@@ -152,6 +152,7 @@ fn run(
                 tenancy_auth: config.tenancy.auth.as_ref(),
                 control,
                 views: Arc::clone(&views),
+                buffers: running.buffers(),
                 reload: Some(reload_requests),
             },
             health_stop.clone(),

@@ -2,7 +2,9 @@
 //! (docs/contracts.md, "Operations"): pause holds one tenant's export while another flows,
 //! survives a restart, and resume delivers everything; `sluice tap` shows a tenant's spans
 //! live and refuses another tenant's token; every admin call without a valid token is
-//! refused, and the effective config it shows has its credentials masked.
+//! refused, and the effective config it shows has its credentials masked; a batch
+//! dead-lettered by a permanent error is shown by `sluice dlq`, redriven to the fixed backend,
+//! and leaves the dead letters.
 
 mod common;
 
@@ -10,6 +12,8 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+
+use tonic::Code;
 
 use common::http_client::request;
 use common::otlp::{channel, export_traces_with, named_spans, trace_request};
@@ -286,5 +290,76 @@ async fn every_admin_call_needs_a_valid_token_and_the_config_shows_no_credential
     assert!(
         sluice.stderr().contains("ops-oncall"),
         "writes are logged with the token's name"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_lettered_batch_is_redriven_to_the_fixed_backend_and_leaves_the_dead_letters() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    backend.fail_tenant("dlq-t", Code::InvalidArgument);
+    let config = SluiceConfig::new(dir.path(), backend.port());
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let sent = send_named_spans(&sluice, "dlq-t", 2, 3).await;
+    wait_for("the batches dead-lettered", WAIT, || async {
+        let dead = sluice
+            .metric("sluice_dead_lettered_items_total", &[("tenant", "dlq-t")])
+            .await;
+        if dead >= 6.0 {
+            Ok(())
+        } else {
+            Err(dead.to_string())
+        }
+    })
+    .await;
+
+    let list = |extra: &[&str]| {
+        let mut args = vec!["dlq", "list", "--tenant", "dlq-t", "--signal", "traces"];
+        args.extend_from_slice(extra);
+        stdout(&cli(&config, None, &args))
+    };
+    let json: serde_json::Value = serde_json::from_str(&list(&["--output", "json"])).unwrap();
+    let row = &json["dead_letters"][0];
+    assert_eq!(row["items"], 6, "{json}");
+    let reasons = row["reasons"].as_object().expect("reasons");
+    assert!(
+        reasons
+            .keys()
+            .any(|r| r.starts_with("otlp: ") && r.contains("test backend refuses tenant")),
+        "the reason names the exporter and the backend's answer: {json}"
+    );
+    assert!(list(&[]).contains("traces"), "the table");
+
+    let shown = stdout(&cli(
+        &config,
+        None,
+        &[
+            "dlq", "show", "--tenant", "dlq-t", "--signal", "traces", "--limit", "1",
+        ],
+    ));
+    let first: serde_json::Value =
+        serde_json::from_str(shown.lines().next().unwrap_or("")).expect("a JSON line");
+    assert!(first["request"]["resourceSpans"].is_array(), "{first}");
+    assert!(
+        first["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{first}"
+    );
+
+    let refused = cli(&config, None, &["dlq", "purge", "--tenant", "dlq-t"]);
+    assert!(!refused.status.success(), "purge needs --confirm");
+
+    backend.heal_tenant("dlq-t");
+    let redriven = stdout(&cli(
+        &config,
+        None,
+        &["dlq", "redrive", "--tenant", "dlq-t", "--output", "json"],
+    ));
+    let redriven: serde_json::Value = serde_json::from_str(&redriven).unwrap();
+    assert_eq!(redriven["redriven"][0]["items"], 6, "{redriven}");
+    backend.wait_span_names("dlq-t", &sent, WAIT).await;
+    let json: serde_json::Value = serde_json::from_str(&list(&["--output", "json"])).unwrap();
+    assert_eq!(
+        json["dead_letters"][0]["items"], 0,
+        "the dead letters are gone: {json}"
     );
 }

@@ -10,6 +10,7 @@
 //! | `POST /api/v1/tenants/{tenant}/resume[?signal=]` | admin | export it again |
 //! | `GET /api/v1/tap?tenant=&signal=[&limit=]` | admin, or the tenant itself | live OTLP JSON lines |
 //! | `POST /api/v1/reload` | admin | re-read the config file and apply it (as SIGHUP does) |
+//! | `…/api/v1/dead-letters[/sample\|/redrive\|/purge]` | admin | see [`super::dead_letters`] |
 //!
 //! Every write is logged (target `sluice::audit`) with the caller's token name and counted
 //! in `sluice_admin_requests_total{action,result}`, refusals included.
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::auth::{AdminAuth, Caller, Refused};
 use super::otlp_json;
 use crate::batch::now_ms;
+use crate::buffer::Buffer;
 use crate::pipeline::control::ExportControl;
 use crate::pipeline::tap::taps;
 use crate::signal::Signal;
@@ -39,6 +41,8 @@ pub struct AdminState {
     pub auth: AdminAuth,
     pub control: Arc<ExportControl>,
     pub views: Arc<AdminViews>,
+    /// The running buffers by id, for their dead letters.
+    pub buffers: Vec<(String, Arc<dyn Buffer>)>,
     /// Where reloads are asked for; `None`: nobody applies them.
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
 }
@@ -64,6 +68,10 @@ impl AdminViews {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Views> {
         self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
+
+    pub(super) fn pipelines(&self) -> Vec<PipelineView> {
+        self.read().pipelines.clone()
+    }
 }
 
 /// A reload asked for through the API, answered by whoever runs the service: what it did,
@@ -83,7 +91,7 @@ pub struct PipelineView {
     pub exporters: Vec<String>,
 }
 
-type Shared = State<Arc<AdminState>>;
+pub(super) type Shared = State<Arc<AdminState>>;
 
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
@@ -95,6 +103,19 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/tenants/{tenant}/resume", post(resume))
         .route("/api/v1/tap", get(tap))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/dead-letters", get(super::dead_letters::list))
+        .route(
+            "/api/v1/dead-letters/sample",
+            get(super::dead_letters::sample),
+        )
+        .route(
+            "/api/v1/dead-letters/redrive",
+            post(super::dead_letters::redrive),
+        )
+        .route(
+            "/api/v1/dead-letters/purge",
+            post(super::dead_letters::purge),
+        )
         .with_state(state)
 }
 
@@ -111,16 +132,16 @@ impl IntoResponse for Denied {
     }
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Denied {
+pub(super) fn error(status: StatusCode, message: impl std::fmt::Display) -> Denied {
     Denied {
         status,
         message: message.to_string(),
     }
 }
 
-type Answer = Result<Response, Denied>;
+pub(super) type Answer = Result<Response, Denied>;
 
-fn json<T: Serialize>(value: &T) -> Response {
+pub(super) fn json<T: Serialize>(value: &T) -> Response {
     axum::Json(value).into_response()
 }
 
@@ -141,7 +162,7 @@ fn authorize(
 }
 
 /// Like [`authorize`], for calls only an admin may make.
-fn admin_only(
+pub(super) fn admin_only(
     state: &AdminState,
     headers: &HeaderMap,
     action: &'static str,
@@ -158,7 +179,18 @@ fn admin_only(
     }
 }
 
-fn count(action: &'static str, result: &'static str) {
+/// Logs a write with who made it (target `sluice::audit`).
+pub(super) fn audit(
+    caller: &Caller,
+    action: &'static str,
+    tenant: &TenantId,
+    signal: &str,
+    items: u64,
+) {
+    tracing::info!(target: "sluice::audit", caller = %caller.name(), action, %tenant, signal, items, "admin action");
+}
+
+pub(super) fn count(action: &'static str, result: &'static str) {
     metrics::counter!("sluice_admin_requests_total", "action" => action, "result" => result)
         .increment(1);
 }

@@ -1,4 +1,4 @@
-//! The client side of the admin API, for `sluice tenants|pause|resume|tap`: requests with
+//! The client side of the admin API, for `sluice tenants|pause|resume|tap|dlq`: requests with
 //! the admin token, and the human tables (`--output table`, the default) or the API's JSON
 //! (`--output json`).
 
@@ -192,6 +192,32 @@ pub fn tenants_table(report: &Value, sort: Option<&str>) -> String {
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
+    }
+    out
+}
+
+/// `sluice dlq list|redrive|purge` as text: one row per signal and buffer.
+pub fn dead_letters_table(answer: &Value) -> String {
+    let rows = ["dead_letters", "redriven", "purged"]
+        .iter()
+        .find_map(|key| answer[*key].as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut out = String::from("SIGNAL   BUFFER      ITEMS  BATCHES  BYTES  REASONS\n");
+    for row in &rows {
+        let reasons: Vec<String> = row["reasons"]
+            .as_object()
+            .map(|r| r.iter().map(|(k, v)| format!("{v}× {k}")).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<8} {:<11} {:>5}  {:>7}  {:>5}  {}\n",
+            row["signal"].as_str().unwrap_or_default(),
+            row["buffer"].as_str().unwrap_or_default(),
+            row["items"],
+            row["records"],
+            row["bytes"],
+            reasons.join("; ")
+        ));
     }
     out
 }

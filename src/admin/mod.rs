@@ -1,7 +1,8 @@
 //! The admin API (docs/contracts.md, "Operations"): a listener of its own
 //! (`service.admin.address`, loopback by default) where an operator acts on one tenant —
-//! reads its usage, pauses and resumes its export, taps what it sends — and where the
-//! `sluice tenants|pause|resume|tap` commands ([`cli`]) connect.
+//! reads its usage, pauses and resumes its export, taps what it sends, handles its dead
+//! letters — and reloads the config, and where the
+//! `sluice tenants|pause|resume|tap|dlq` commands ([`cli`]) connect.
 //!
 //! It sits between the service and the pipeline runtime: it uses the pipeline's
 //! [`ExportControl`](crate::pipeline::control::ExportControl) and taps, the usage table and
@@ -11,6 +12,7 @@ pub mod api;
 mod auth;
 pub mod cli;
 pub mod config;
+mod dead_letters;
 mod otlp_json;
 
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub struct AdminSetup<'a> {
     pub control: Arc<ExportControl>,
     /// The effective config and pipelines shown; the caller replaces them after a reload.
     pub views: Arc<AdminViews>,
+    /// The running buffers by id, for `sluice dlq`.
+    pub buffers: Vec<(String, Arc<dyn crate::buffer::Buffer>)>,
     /// Where `POST /api/v1/reload` sends its requests.
     pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
 }
@@ -57,6 +61,7 @@ pub async fn serve(
         auth: auth::AdminAuth::load(setup.config, setup.tenancy_auth)?,
         control: setup.control,
         views: setup.views,
+        buffers: setup.buffers,
         reload: setup.reload,
     });
     let task = listener::serve(

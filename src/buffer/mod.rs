@@ -6,11 +6,13 @@
 //! accepted a [`Delivery`] (or it was dead-lettered), which gives at-least-once delivery.
 //! Streams are independent, so one slow tenant never holds up another.
 
+pub mod dead_letter_store;
 pub mod disk;
 pub mod pulsar;
 mod registry;
 pub mod share;
 
+pub use dead_letter_store::{DeadLetter, DeadLetterStore, DeadLetterSummary};
 pub use registry::BUFFERS;
 
 use std::fmt;
@@ -179,6 +181,11 @@ pub trait Buffer: Send + Sync + 'static {
 
     /// True once the buffer is open and accepting appends.
     fn is_ready(&self) -> bool;
+
+    /// The dead letters, where the buffer can read its own back (`sluice dlq`).
+    fn dead_letters(&self) -> Option<&dyn DeadLetterStore> {
+        None
+    }
 
     /// Whether the buffer can take appends now, and why not. Used by `/readyz`.
     fn health(&self) -> Result<(), String> {

@@ -249,6 +249,14 @@ async fn follow_health(
 }
 
 impl Running {
+    /// The running buffers by id (they stay the same across reloads).
+    pub fn buffers(&self) -> Vec<(String, Arc<dyn Buffer>)> {
+        self.buffers
+            .iter()
+            .map(|(id, b)| (id.to_string(), Arc::clone(b)))
+            .collect()
+    }
+
     /// Graceful shutdown in the documented order; whatever is still running at `timeout` is
     /// abandoned (nothing acknowledged is lost: it is in the buffer).
     pub async fn shutdown(self, timeout: Duration) {

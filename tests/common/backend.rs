@@ -281,6 +281,11 @@ impl Backend {
             .insert(tenant.to_string(), code);
     }
 
+    /// Later requests of `tenant` are accepted again.
+    pub fn heal_tenant(&self, tenant: &str) {
+        self.state.failures.lock().unwrap().remove(tenant);
+    }
+
     /// While `down`, every request is answered UNAVAILABLE, whatever its tenant.
     pub fn set_down(&self, down: bool) {
         self.state

@@ -298,5 +298,6 @@ fn report(
     }
 }
 
+mod operations;
 #[cfg(test)]
 mod tests;

@@ -47,7 +47,9 @@ use self::open::{discover, open_log, OpenedLog};
 use self::stream::DiskStream;
 use self::writer::WriterMsg;
 use super::share::{Refusal, TenantShares, TenantUsage};
-use super::{Buffer, BufferConfig, BufferContext, BufferError, BufferStream, HealthTracker};
+use super::{
+    Buffer, BufferConfig, BufferContext, BufferError, BufferStream, DeadLetterStore, HealthTracker,
+};
 use crate::batch::Batch;
 use crate::config::Validate;
 use crate::signal::Signal;
@@ -369,6 +371,10 @@ impl DiskBuffer {
 impl Buffer for DiskBuffer {
     fn kind(&self) -> &'static str {
         "disk"
+    }
+
+    fn dead_letters(&self) -> Option<&dyn DeadLetterStore> {
+        Some(&self.shared.dead_letters)
     }
 
     async fn append(&self, batch: Batch) -> Result<(), BufferError> {

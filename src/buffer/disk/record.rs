@@ -88,9 +88,7 @@ pub(super) fn items_of(body: &[u8]) -> Option<u32> {
 #[derive(Debug)]
 pub(super) struct Decoded {
     pub batch: Batch,
-    /// Why the record was dead-lettered; empty in the main log. Nothing in the daemon reads
-    /// dead letters back; tests do.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Why the record was dead-lettered; empty in the main log.
     pub reason: String,
 }
 

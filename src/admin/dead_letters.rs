@@ -1,0 +1,193 @@
+//! `sluice dlq`: a tenant's dead letters through the admin API, in every buffer that holds
+//! the signal and offers them ([`DeadLetterStore`](crate::buffer::DeadLetterStore)).
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /api/v1/dead-letters?tenant=[&signal=]` | per signal: items, batches, bytes, reasons, first/last receive time |
+//! | `GET /api/v1/dead-letters/sample?tenant=&signal=[&limit=]` | up to `limit` (10) letters as JSON lines: reason, receive time, the OTLP/JSON request |
+//! | `POST /api/v1/dead-letters/redrive?tenant=[&signal=]` | append them to the tenant's buffer again, so they are exported; remove them |
+//! | `POST /api/v1/dead-letters/purge?tenant=[&signal=]` | delete them |
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+
+use super::api::{admin_only, audit, count, error, json, Answer, Denied, Shared};
+use super::otlp_json;
+use crate::buffer::Buffer;
+use crate::signal::Signal;
+use crate::tenant::TenantId;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Target {
+    tenant: String,
+    signal: Option<Signal>,
+    limit: Option<usize>,
+}
+
+/// The buffers that hold `signal` and offer their dead letters, by buffer id.
+fn stores(state: &super::api::AdminState, signal: Signal) -> Vec<(String, Arc<dyn Buffer>)> {
+    let mut ids: Vec<String> = state
+        .views
+        .pipelines()
+        .into_iter()
+        .filter(|p| p.signal == signal)
+        .map(|p| p.buffer)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    state
+        .buffers
+        .iter()
+        .filter(|(id, b)| ids.contains(id) && b.dead_letters().is_some())
+        .map(|(id, b)| (id.clone(), Arc::clone(b)))
+        .collect()
+}
+
+fn target(action: &'static str, query: &Target) -> Result<(TenantId, Vec<Signal>), Denied> {
+    let tenant = TenantId::parse(&query.tenant).map_err(|e| {
+        count(action, "invalid");
+        error(StatusCode::BAD_REQUEST, e)
+    })?;
+    let signals = query.signal.map_or(Signal::ALL.to_vec(), |s| vec![s]);
+    Ok((tenant, signals))
+}
+
+fn failed(action: &'static str, e: crate::buffer::BufferError) -> Denied {
+    count(action, "failed");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        crate::error::error_chain(&e),
+    )
+}
+
+pub(super) async fn list(
+    State(state): Shared,
+    headers: HeaderMap,
+    Query(query): Query<Target>,
+) -> Answer {
+    admin_only(&state, &headers, "dlq_list")?;
+    let (tenant, signals) = target("dlq_list", &query)?;
+    let mut rows = Vec::new();
+    for signal in signals {
+        for (buffer, b) in stores(&state, signal) {
+            let Some(store) = b.dead_letters() else {
+                continue;
+            };
+            let summary = store
+                .summary(&tenant, signal)
+                .await
+                .map_err(|e| failed("dlq_list", e))?;
+            let mut row = serde_json::to_value(&summary).unwrap_or_default();
+            row["signal"] = signal.as_str().into();
+            row["buffer"] = buffer.into();
+            rows.push(row);
+        }
+    }
+    count("dlq_list", "ok");
+    Ok(json(
+        &serde_json::json!({ "tenant": tenant.as_str(), "dead_letters": rows }),
+    ))
+}
+
+pub(super) async fn sample(
+    State(state): Shared,
+    headers: HeaderMap,
+    Query(query): Query<Target>,
+) -> Answer {
+    admin_only(&state, &headers, "dlq_show")?;
+    let (tenant, signals) = target("dlq_show", &query)?;
+    let limit = query.limit.unwrap_or(10);
+    let mut lines = String::new();
+    for signal in signals {
+        for (_, b) in stores(&state, signal) {
+            let Some(store) = b.dead_letters() else {
+                continue;
+            };
+            let letters = store
+                .sample(&tenant, signal, limit)
+                .await
+                .map_err(|e| failed("dlq_show", e))?;
+            for letter in letters {
+                let request: serde_json::Value =
+                    serde_json::from_str(&otlp_json::render(signal, &letter.batch.payload))
+                        .unwrap_or_default();
+                let line = serde_json::json!({
+                    "signal": signal.as_str(),
+                    "reason": letter.reason,
+                    "received_at_ms": letter.batch.received_at_ms,
+                    "items": letter.batch.items,
+                    "request": request,
+                });
+                lines.push_str(&line.to_string());
+                lines.push('\n');
+            }
+        }
+    }
+    count("dlq_show", "ok");
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
+}
+
+pub(super) async fn redrive(
+    State(state): Shared,
+    headers: HeaderMap,
+    Query(query): Query<Target>,
+) -> Answer {
+    let caller = admin_only(&state, &headers, "dlq_redrive")?;
+    let (tenant, signals) = target("dlq_redrive", &query)?;
+    let mut rows = Vec::new();
+    for signal in signals {
+        for (buffer, b) in stores(&state, signal) {
+            let Some(store) = b.dead_letters() else {
+                continue;
+            };
+            let append = |batch| -> futures::future::BoxFuture<'_, _> { b.append(batch) };
+            let done = store
+                .redrive(&tenant, signal, &append)
+                .await
+                .map_err(|e| failed("dlq_redrive", e))?;
+            audit(&caller, "dlq_redrive", &tenant, signal.as_str(), done.items);
+            let mut row = serde_json::to_value(&done).unwrap_or_default();
+            row["signal"] = signal.as_str().into();
+            row["buffer"] = buffer.into();
+            rows.push(row);
+        }
+    }
+    count("dlq_redrive", "ok");
+    Ok(json(
+        &serde_json::json!({ "tenant": tenant.as_str(), "redriven": rows }),
+    ))
+}
+
+pub(super) async fn purge(
+    State(state): Shared,
+    headers: HeaderMap,
+    Query(query): Query<Target>,
+) -> Answer {
+    let caller = admin_only(&state, &headers, "dlq_purge")?;
+    let (tenant, signals) = target("dlq_purge", &query)?;
+    let mut rows = Vec::new();
+    for signal in signals {
+        for (buffer, b) in stores(&state, signal) {
+            let Some(store) = b.dead_letters() else {
+                continue;
+            };
+            let done = store
+                .purge(&tenant, signal)
+                .await
+                .map_err(|e| failed("dlq_purge", e))?;
+            audit(&caller, "dlq_purge", &tenant, signal.as_str(), done.items);
+            let mut row = serde_json::to_value(&done).unwrap_or_default();
+            row["signal"] = signal.as_str().into();
+            row["buffer"] = buffer.into();
+            rows.push(row);
+        }
+    }
+    count("dlq_purge", "ok");
+    Ok(json(
+        &serde_json::json!({ "tenant": tenant.as_str(), "purged": rows }),
+    ))
+}
