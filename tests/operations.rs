@@ -293,17 +293,28 @@ async fn every_admin_call_needs_a_valid_token_and_the_config_shows_no_credential
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_dead_lettered_batch_is_redriven_to_the_fixed_backend_and_leaves_the_dead_letters() {
+/// A batch a backend refuses permanently is dead-lettered, shown by `sluice dlq`, redriven
+/// once the backend takes it, and leaves the dead letters; on `buffer` (`disk` or `pulsar`).
+async fn dlq_round_trip(buffer: &str) {
     let dir = temp_dir();
     let backend = Backend::start().await;
-    backend.fail_tenant("dlq-t", Code::InvalidArgument);
-    let config = SluiceConfig::new(dir.path(), backend.port());
+    let tenant = common::pulsar::tenant(&format!("dlq{buffer}"));
+    let tenant = tenant.as_str();
+    backend.fail_tenant(tenant, Code::InvalidArgument);
+    let mut config = SluiceConfig::new(dir.path(), backend.port());
+    if buffer == "pulsar" {
+        let topic = format!("topic: 'persistent://public/default/{tenant}-{{signal}}-{{tenant}}'");
+        let consumer = format!("consumer: {{ subscription: {tenant} }}");
+        config = config.with_pulsar(
+            &common::pulsar::service_url(),
+            &[topic.as_str(), consumer.as_str()],
+        );
+    }
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
-    let sent = send_named_spans(&sluice, "dlq-t", 2, 3).await;
+    let sent = send_named_spans(&sluice, tenant, 2, 3).await;
     wait_for("the batches dead-lettered", WAIT, || async {
         let dead = sluice
-            .metric("sluice_dead_lettered_items_total", &[("tenant", "dlq-t")])
+            .metric("sluice_dead_lettered_items_total", &[("tenant", tenant)])
             .await;
         if dead >= 6.0 {
             Ok(())
@@ -314,7 +325,7 @@ async fn a_dead_lettered_batch_is_redriven_to_the_fixed_backend_and_leaves_the_d
     .await;
 
     let list = |extra: &[&str]| {
-        let mut args = vec!["dlq", "list", "--tenant", "dlq-t", "--signal", "traces"];
+        let mut args = vec!["dlq", "list", "--tenant", tenant, "--signal", "traces"];
         args.extend_from_slice(extra);
         stdout(&cli(&config, None, &args))
     };
@@ -334,7 +345,7 @@ async fn a_dead_lettered_batch_is_redriven_to_the_fixed_backend_and_leaves_the_d
         &config,
         None,
         &[
-            "dlq", "show", "--tenant", "dlq-t", "--signal", "traces", "--limit", "1",
+            "dlq", "show", "--tenant", tenant, "--signal", "traces", "--limit", "1",
         ],
     ));
     let first: serde_json::Value =
@@ -345,21 +356,31 @@ async fn a_dead_lettered_batch_is_redriven_to_the_fixed_backend_and_leaves_the_d
         "{first}"
     );
 
-    let refused = cli(&config, None, &["dlq", "purge", "--tenant", "dlq-t"]);
+    let refused = cli(&config, None, &["dlq", "purge", "--tenant", tenant]);
     assert!(!refused.status.success(), "purge needs --confirm");
 
-    backend.heal_tenant("dlq-t");
+    backend.heal_tenant(tenant);
     let redriven = stdout(&cli(
         &config,
         None,
-        &["dlq", "redrive", "--tenant", "dlq-t", "--output", "json"],
+        &["dlq", "redrive", "--tenant", tenant, "--output", "json"],
     ));
     let redriven: serde_json::Value = serde_json::from_str(&redriven).unwrap();
     assert_eq!(redriven["redriven"][0]["items"], 6, "{redriven}");
-    backend.wait_span_names("dlq-t", &sent, WAIT).await;
+    backend.wait_span_names(tenant, &sent, WAIT).await;
     let json: serde_json::Value = serde_json::from_str(&list(&["--output", "json"])).unwrap();
     assert_eq!(
         json["dead_letters"][0]["items"], 0,
         "the dead letters are gone: {json}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_lettered_batch_is_redriven_to_the_fixed_backend_on_disk() {
+    dlq_round_trip("disk").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_lettered_batch_is_redriven_to_the_fixed_backend_on_pulsar() {
+    dlq_round_trip("pulsar").await;
 }

@@ -22,6 +22,7 @@ mod client;
 mod config;
 mod consumer;
 mod dead_letter;
+mod dead_letter_store;
 mod discovery;
 mod limits;
 mod message;
@@ -53,6 +54,7 @@ pub use topic::TopicTemplate;
 
 use self::admin::AdminClient;
 use self::backlog::Backlogs;
+use self::dead_letter_store::PulsarDeadLetters;
 use self::discovery::{Discovery, StreamReceiver};
 use self::producer::Producers;
 use self::slots::ConsumerSlots;
@@ -103,6 +105,8 @@ pub struct PulsarBuffer {
     ctx: Arc<Context>,
     producers: Producers,
     discovery: Arc<Discovery>,
+    /// `sluice dlq`: the dead-letter topics, read through their holding subscription.
+    dead_letter_store: PulsarDeadLetters,
     /// Tenants' shares of the backlog; `None` with `backlog.max_mib: 0`.
     backlogs: Option<Arc<Backlogs>>,
     closed: watch::Sender<bool>,
@@ -160,6 +164,9 @@ impl PulsarBuffer {
             backlogs,
             producers: Producers::new(client, config),
             discovery: Discovery::new(Arc::clone(&ctx)),
+            dead_letter_store: PulsarDeadLetters {
+                ctx: Arc::clone(&ctx),
+            },
             ctx,
             closed,
             accepting: AtomicBool::new(true),
@@ -229,6 +236,10 @@ impl Buffer for PulsarBuffer {
 
     fn health(&self) -> Result<(), String> {
         self.health.health(self.is_ready(), HEALTH_GRACE)
+    }
+
+    fn dead_letters(&self) -> Option<&dyn super::DeadLetterStore> {
+        Some(&self.dead_letter_store)
     }
 
     fn take_streams(&self, signal: Signal) -> Option<StreamReceiver> {

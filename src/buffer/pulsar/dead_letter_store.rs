@@ -1,0 +1,278 @@
+//! `sluice dlq` on Pulsar ([`DeadLetterStore`]): a tenant+signal's dead letters are the
+//! messages its dead-letter topic's subscription `sluice-dead-letters` holds. They are read
+//! through that subscription (the only reader it has): counted and sampled without
+//! acknowledging (closing the consumer hands them back), acknowledged once redriven or
+//! purged. How many there are comes from the admin API first, so a tenant without dead
+//! letters gets no topic created by looking.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use pulsar::consumer::{InitialPosition, Message};
+use pulsar::{Consumer, ConsumerOptions, SubType, TokioExecutor};
+
+use super::dead_letter::DEAD_LETTER_SUBSCRIPTION;
+use super::message::{self, REASON};
+use super::{detached, unavailable, Context, SharedError};
+use crate::buffer::dead_letter_store::{DeadLetter, DeadLetterStore, DeadLetterSummary, Redrive};
+use crate::buffer::BufferError;
+use crate::signal::Signal;
+use crate::tenant::TenantId;
+
+/// How long to wait for the next dead letter the backlog says is there.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) struct PulsarDeadLetters {
+    pub(super) ctx: Arc<Context>,
+}
+
+/// What to do with each dead letter read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Leave it (closing the consumer hands it back).
+    Keep,
+    /// Acknowledge it: it leaves the dead letters.
+    Remove,
+}
+
+impl PulsarDeadLetters {
+    async fn consumer(&self, topic: &str) -> Result<Consumer<Vec<u8>, TokioExecutor>, BufferError> {
+        let build = self
+            .ctx
+            .client
+            .consumer()
+            .with_topic(topic)
+            .with_subscription(DEAD_LETTER_SUBSCRIPTION)
+            .with_subscription_type(SubType::Shared)
+            .with_options(
+                ConsumerOptions::default()
+                    .durable(true)
+                    .with_initial_position(InitialPosition::Earliest),
+            )
+            .build::<Vec<u8>>();
+        detached(self.ctx.config.send_timeout, build)
+            .await
+            .map_err(|e| unavailable(&format!("cannot read {topic}"), e))
+    }
+
+    /// Reads up to `limit` of the tenant+signal's dead letters, oldest first, handing each to
+    /// `each` (which may stop the reading by failing) and settling it as `settle` says.
+    async fn read(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        limit: u64,
+        settle: Settle,
+        mut each: impl FnMut(DeadLetter, u64) -> futures::future::BoxFuture<'static, Result<(), BufferError>>
+            + Send,
+    ) -> Result<(), BufferError> {
+        let topic = self.ctx.dead_letter.render(tenant, signal);
+        let waiting = self
+            .ctx
+            .admin
+            .subscription_backlog(&topic, DEAD_LETTER_SUBSCRIPTION)
+            .await
+            .map_err(|e| {
+                unavailable(
+                    &format!("cannot read the backlog of {topic}"),
+                    SharedError::new(e),
+                )
+            })?;
+        let wanted = waiting.min(limit);
+        if wanted == 0 {
+            return Ok(());
+        }
+        let mut consumer = self.consumer(&topic).await?;
+        for _ in 0..wanted {
+            let message = match tokio::time::timeout(RECEIVE_TIMEOUT, consumer.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => {
+                    return Err(unavailable(
+                        &format!("cannot read {topic}"),
+                        SharedError::new(e),
+                    ))
+                }
+                // Fewer than the backlog said (another reader, or an eviction): done.
+                Ok(None) | Err(_) => break,
+            };
+            let bytes = message.payload.data.len() as u64;
+            let letter = letter(tenant, signal, &message);
+            each(letter, bytes).await?;
+            if settle == Settle::Remove {
+                consumer.ack(&message).await.map_err(|e| {
+                    unavailable(
+                        &format!("cannot acknowledge on {topic}"),
+                        SharedError::new(e),
+                    )
+                })?;
+            }
+        }
+        let _ = consumer.close().await;
+        Ok(())
+    }
+}
+
+/// A dead-letter message as a batch of the tenant's signal, with its reason. A payload that
+/// is not OTLP (dead-lettered for that very reason) keeps its bytes and counts no items.
+fn letter(tenant: &TenantId, signal: Signal, message: &Message<Vec<u8>>) -> DeadLetter {
+    let metadata = &message.payload.metadata;
+    let properties: HashMap<String, String> = metadata
+        .properties
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    let payload = bytes::Bytes::from(message.payload.data.clone());
+    let batch = match message::decode(
+        tenant,
+        signal,
+        payload.clone(),
+        &properties,
+        metadata.event_time,
+        metadata.publish_time,
+    ) {
+        Ok(decoded) => decoded.batch,
+        Err(_) => crate::batch::Batch {
+            tenant: tenant.clone(),
+            signal,
+            payload,
+            items: 0,
+            received_at_ms: metadata.publish_time,
+            traceparent: None,
+        },
+    };
+    DeadLetter {
+        batch,
+        reason: properties.get(REASON).cloned().unwrap_or_default(),
+    }
+}
+
+/// A closure collecting into a shared summary.
+fn summing(
+    into: &Arc<std::sync::Mutex<DeadLetterSummary>>,
+) -> impl FnMut(DeadLetter, u64) -> futures::future::BoxFuture<'static, Result<(), BufferError>> {
+    let into = Arc::clone(into);
+    move |letter, bytes| {
+        into.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .add(&letter, bytes);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn take(summary: Arc<std::sync::Mutex<DeadLetterSummary>>) -> DeadLetterSummary {
+    std::mem::take(
+        &mut *summary
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
+
+#[async_trait]
+impl DeadLetterStore for PulsarDeadLetters {
+    async fn summary(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+    ) -> Result<DeadLetterSummary, BufferError> {
+        let summary = Arc::default();
+        self.read(tenant, signal, u64::MAX, Settle::Keep, summing(&summary))
+            .await?;
+        Ok(take(summary))
+    }
+
+    async fn sample(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BufferError> {
+        let letters = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = Arc::clone(&letters);
+        self.read(
+            tenant,
+            signal,
+            limit as u64,
+            Settle::Keep,
+            move |letter, _| {
+                into.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(letter);
+                Box::pin(async { Ok(()) })
+            },
+        )
+        .await?;
+        let letters = std::mem::take(
+            &mut *letters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        Ok(letters)
+    }
+
+    async fn redrive(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        to: Redrive<'_>,
+    ) -> Result<DeadLetterSummary, BufferError> {
+        // One at a time: each is acknowledged only after the tenant's topic has it.
+        let topic = self.ctx.dead_letter.render(tenant, signal);
+        let waiting = self
+            .ctx
+            .admin
+            .subscription_backlog(&topic, DEAD_LETTER_SUBSCRIPTION)
+            .await
+            .map_err(|e| {
+                unavailable(
+                    &format!("cannot read the backlog of {topic}"),
+                    SharedError::new(e),
+                )
+            })?;
+        let mut done = DeadLetterSummary::default();
+        if waiting == 0 {
+            return Ok(done);
+        }
+        let mut consumer = self.consumer(&topic).await?;
+        for _ in 0..waiting {
+            let message = match tokio::time::timeout(RECEIVE_TIMEOUT, consumer.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => {
+                    return Err(unavailable(
+                        &format!("cannot read {topic}"),
+                        SharedError::new(e),
+                    ))
+                }
+                Ok(None) | Err(_) => break,
+            };
+            let bytes = message.payload.data.len() as u64;
+            let letter = letter(tenant, signal, &message);
+            to(letter.batch.clone()).await?;
+            consumer.ack(&message).await.map_err(|e| {
+                unavailable(
+                    &format!("cannot acknowledge on {topic}"),
+                    SharedError::new(e),
+                )
+            })?;
+            done.add(&letter, bytes);
+        }
+        let _ = consumer.close().await;
+        tracing::info!(%tenant, %signal, items = done.items, batches = done.records, "dead letters redriven");
+        Ok(done)
+    }
+
+    async fn purge(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+    ) -> Result<DeadLetterSummary, BufferError> {
+        let summary = Arc::default();
+        self.read(tenant, signal, u64::MAX, Settle::Remove, summing(&summary))
+            .await?;
+        let done = take(summary);
+        tracing::warn!(%tenant, %signal, items = done.items, batches = done.records, "dead letters purged by an operator");
+        Ok(done)
+    }
+}
