@@ -1,4 +1,4 @@
-//! `sluice tenants|pause|resume|tap|dlq`: the admin API's commands (binary edge; the client and
+//! `sluice tenants|pause|resume|purge|tap|dlq`: the admin API's commands (binary edge; the client and
 //! the table live in `sluice::admin::cli`).
 
 use std::path::PathBuf;
@@ -67,6 +67,19 @@ pub enum AdminCommand {
         tenant: String,
         #[arg(long)]
         signal: Option<String>,
+    },
+    /// Delete everything buffered for a tenant (all signals, or one), dead letters included:
+    /// offboarding, data-protection requests. Needs --confirm. Batches already being sent
+    /// to a backend finish.
+    Purge {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        signal: Option<String>,
+        #[arg(long)]
+        confirm: bool,
     },
     /// A tenant's dead letters: `list` (counts, reasons, first/last time), `show` (a sample
     /// as OTLP/JSON), `redrive` (export them again, once the cause is fixed), `purge`.
@@ -206,6 +219,37 @@ async fn execute(command: AdminCommand) -> anyhow::Result<()> {
                 .await?;
         }
         AdminCommand::Dlq { action } => dlq(action).await?,
+        AdminCommand::Purge {
+            admin,
+            tenant,
+            signal,
+            confirm,
+        } => {
+            anyhow::ensure!(
+                confirm,
+                "purging deletes everything buffered for {tenant}; add --confirm"
+            );
+            let path = format!(
+                "/api/v1/tenants/{}/purge{}",
+                encode(&tenant),
+                query(&[("signal", signal.as_deref()), ("confirm", Some("true"))])
+            );
+            let answer = admin.client()?.post(&path).await?;
+            match admin.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+                Output::Table => {
+                    for row in answer["purged"].as_array().into_iter().flatten() {
+                        println!(
+                            "{tenant} {} ({}): {} bytes and {} dead-lettered items deleted",
+                            row["signal"].as_str().unwrap_or_default(),
+                            row["buffer"].as_str().unwrap_or_default(),
+                            row["bytes"],
+                            row["dead_letters"]["items"]
+                        );
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -384,3 +384,130 @@ async fn a_dead_lettered_batch_is_redriven_to_the_fixed_backend_on_disk() {
 async fn a_dead_lettered_batch_is_redriven_to_the_fixed_backend_on_pulsar() {
     dlq_round_trip("pulsar").await;
 }
+
+/// Bytes of segment files under `dir`, dead letters included.
+fn segment_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                segment_bytes(&path)
+            } else if path.extension().is_some_and(|x| x == "seg") {
+                e.metadata().map_or(0, |m| m.len())
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+/// A paused tenant's buffered spans and its dead letters are purged: nothing of them is left
+/// (on disk, or in its topics on Pulsar) nor ever delivered; its later data flows as usual.
+async fn purge_round_trip(buffer: &str) {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let tenant = common::pulsar::tenant(&format!("purge{buffer}"));
+    let tenant = tenant.as_str();
+    let mut config = SluiceConfig::new(dir.path(), backend.port());
+    if buffer == "pulsar" {
+        let topic = format!("topic: 'persistent://public/default/{tenant}-{{signal}}-{{tenant}}'");
+        let consumer = format!("consumer: {{ subscription: {tenant} }}");
+        config = config.with_pulsar(
+            &common::pulsar::service_url(),
+            &[topic.as_str(), consumer.as_str()],
+        );
+    }
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    // A dead letter, then buffered spans held by a pause.
+    backend.fail_tenant(tenant, Code::InvalidArgument);
+    send_named_spans(&sluice, tenant, 1, 2).await;
+    wait_for("a dead letter", WAIT, || async {
+        let dead = sluice
+            .metric("sluice_dead_lettered_items_total", &[("tenant", tenant)])
+            .await;
+        if dead >= 2.0 {
+            Ok(())
+        } else {
+            Err(dead.to_string())
+        }
+    })
+    .await;
+    backend.heal_tenant(tenant);
+    stdout(&cli(&config, None, &["pause", "--tenant", tenant]));
+    let client = channel(&sluice.otlp_endpoint()).await;
+    let held = trace_request("ops", None, named_spans("purged-span", 0, 5));
+    export_traces_with(&client, &[("x-scope-orgid", tenant)], held)
+        .await
+        .unwrap();
+
+    let refused = cli(&config, None, &["purge", "--tenant", tenant]);
+    assert!(!refused.status.success(), "purge needs --confirm");
+    let out = stdout(&cli(
+        &config,
+        None,
+        &["purge", "--tenant", tenant, "--confirm", "--output", "json"],
+    ));
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let traces = answer["purged"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["signal"] == "traces").cloned())
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(traces["dead_letters"]["items"], 2, "{answer}");
+    assert!(traces["bytes"].as_u64().is_some_and(|b| b > 0), "{answer}");
+
+    if buffer == "disk" {
+        let log = config.buffer_dir.join("traces").join(tenant);
+        assert_eq!(segment_bytes(&log), 0, "nothing of {tenant} left on disk");
+    } else {
+        for (topic, subscription) in [
+            (
+                format!("persistent://public/default/{tenant}-traces-{tenant}"),
+                tenant.to_string(),
+            ),
+            (
+                format!("persistent://public/default/{tenant}-traces-{tenant}-DLQ"),
+                "sluice-dead-letters".to_string(),
+            ),
+        ] {
+            let stats = common::pulsar::topic_stats(&topic).await;
+            let backlog = stats["subscriptions"][subscription.as_str()]["msgBacklog"].as_u64();
+            assert_eq!(backlog, Some(0), "{topic}: {stats}");
+        }
+    }
+
+    // Resumed: the purged spans never arrive, new ones do.
+    stdout(&cli(&config, None, &["resume", "--tenant", tenant]));
+    let after = trace_request("ops", None, named_spans("after-purge", 0, 3));
+    export_traces_with(&client, &[("x-scope-orgid", tenant)], after)
+        .await
+        .unwrap();
+    wait_for("the spans sent after the purge", WAIT, || async {
+        let got = names(&backend, tenant);
+        if got.iter().filter(|n| n.starts_with("after-purge")).count() == 3 {
+            Ok(got)
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    assert!(
+        !names(&backend, tenant)
+            .iter()
+            .any(|n| n.starts_with("purged-span")),
+        "purged spans were delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_leaves_nothing_of_the_tenant_on_disk() {
+    purge_round_trip("disk").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_leaves_nothing_of_the_tenant_in_its_pulsar_topics() {
+    purge_round_trip("pulsar").await;
+}

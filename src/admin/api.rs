@@ -8,9 +8,10 @@
 //! | `GET /api/v1/tenants[?tenant=&signal=]` | admin | the usage table, with paused streams |
 //! | `POST /api/v1/tenants/{tenant}/pause[?signal=]` | admin | stop exporting a tenant |
 //! | `POST /api/v1/tenants/{tenant}/resume[?signal=]` | admin | export it again |
+//! | `POST /api/v1/tenants/{tenant}/purge?confirm=true[&signal=]` | admin | delete what it buffered |
 //! | `GET /api/v1/tap?tenant=&signal=[&limit=]` | admin, or the tenant itself | live OTLP JSON lines |
 //! | `POST /api/v1/reload` | admin | re-read the config file and apply it (as SIGHUP does) |
-//! | `…/api/v1/dead-letters[/sample\|/redrive\|/purge]` | admin | see [`super::dead_letters`] |
+//! | `…/api/v1/dead-letters[/sample\|/redrive\|/purge]` | admin | see [`super::buffered`] |
 //!
 //! Every write is logged (target `sluice::audit`) with the caller's token name and counted
 //! in `sluice_admin_requests_total{action,result}`, refusals included.
@@ -103,18 +104,16 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/tenants/{tenant}/resume", post(resume))
         .route("/api/v1/tap", get(tap))
         .route("/api/v1/reload", post(reload))
-        .route("/api/v1/dead-letters", get(super::dead_letters::list))
-        .route(
-            "/api/v1/dead-letters/sample",
-            get(super::dead_letters::sample),
-        )
+        .route("/api/v1/dead-letters", get(super::buffered::list))
+        .route("/api/v1/dead-letters/sample", get(super::buffered::sample))
         .route(
             "/api/v1/dead-letters/redrive",
-            post(super::dead_letters::redrive),
+            post(super::buffered::redrive),
         )
+        .route("/api/v1/dead-letters/purge", post(super::buffered::purge))
         .route(
-            "/api/v1/dead-letters/purge",
-            post(super::dead_letters::purge),
+            "/api/v1/tenants/{tenant}/purge",
+            post(super::buffered::purge_tenant),
         )
         .with_state(state)
 }

@@ -10,9 +10,9 @@
 
 pub mod api;
 mod auth;
+mod buffered;
 pub mod cli;
 pub mod config;
-mod dead_letters;
 mod otlp_json;
 
 use std::sync::Arc;

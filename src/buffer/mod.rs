@@ -151,6 +151,14 @@ pub trait BufferConfig: fmt::Debug + Send + Sync {
     async fn open(&self, context: &BufferContext) -> Result<Arc<dyn Buffer>, BufferError>;
 }
 
+/// What a purge deleted.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Purged {
+    /// Bytes of the tenant's log (disk) or backlog (Pulsar) deleted.
+    pub bytes: u64,
+    pub dead_letters: DeadLetterSummary,
+}
+
 /// What a buffer is told, besides its own config, when it opens.
 #[derive(Debug, Clone, Default)]
 pub struct BufferContext {
@@ -181,6 +189,17 @@ pub trait Buffer: Send + Sync + 'static {
 
     /// True once the buffer is open and accepting appends.
     fn is_ready(&self) -> bool;
+
+    /// Deletes everything buffered for `tenant`'s `signal`, dead letters included (`sluice
+    /// purge`). Deliveries already handed to exporters finish; nothing else of it is sent.
+    async fn purge(&self, tenant: &TenantId, signal: Signal) -> Result<Purged, BufferError> {
+        let _ = (tenant, signal);
+        Err(BufferError::Unavailable {
+            what: format!("the {} buffer cannot purge a tenant", self.kind()),
+            retry_after: Duration::ZERO,
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::Unsupported)),
+        })
+    }
 
     /// The dead letters, where the buffer can read its own back (`sluice dlq`).
     fn dead_letters(&self) -> Option<&dyn DeadLetterStore> {
@@ -270,6 +289,13 @@ pub trait BufferStream: Send {
     /// Whether a `next` dropped before it completes loses nothing (what it read is returned
     /// by the next call). Only then are several deliveries of the stream exported at once.
     fn next_is_cancel_safe(&self) -> bool {
+        false
+    }
+
+    /// Whether an operator purged `delivery`'s records after it was read (it was held back
+    /// by a pause meanwhile): it must not be exported then, only acknowledged.
+    fn purged(&self, delivery: &Delivery) -> bool {
+        let _ = delivery;
         false
     }
 

@@ -158,7 +158,16 @@ async fn run_worker(
         }
         if !paused {
             if let Some(delivery) = parked.take() {
-                in_flight.push_back(export(Arc::clone(&plan), delivery, &stop));
+                if stream.purged(&delivery) {
+                    // Purged while it waited: acknowledged (a no-op for what is gone), never sent.
+                    if let Err(e) = stream.ack(&delivery).await {
+                        tracing::warn!(tenant = %stream.tenant(), signal = %stream.signal(), error = %error_chain(&e), "cannot settle a purged delivery");
+                    }
+                    waiting.pop_back();
+                    usage.set_oldest_unexported(waiting.front().copied());
+                } else {
+                    in_flight.push_back(export(Arc::clone(&plan), delivery, &stop));
+                }
             }
         }
         // `next` runs beside sends in flight, or beside a pause, only when it is cancel-safe

@@ -49,6 +49,7 @@ use self::writer::WriterMsg;
 use super::share::{Refusal, TenantShares, TenantUsage};
 use super::{
     Buffer, BufferConfig, BufferContext, BufferError, BufferStream, DeadLetterStore, HealthTracker,
+    Purged,
 };
 use crate::batch::Batch;
 use crate::config::Validate;
@@ -300,6 +301,7 @@ impl DiskBuffer {
         let (committed, _) = watch::channel(writer.committed());
         let committed = Arc::new(committed);
         let acked = Arc::new(AtomicU64::new(acked));
+        let purged_below = Arc::new(AtomicU64::new(0));
         let stream = DiskStream::new(stream::StreamInit {
             tenant: tenant.clone(),
             signal,
@@ -308,10 +310,18 @@ impl DiskBuffer {
             committed: Arc::clone(&committed),
             shared: Arc::clone(&self.shared),
             acked: Arc::clone(&acked),
+            purged_below: Arc::clone(&purged_below),
             redeliver_below,
             usage: Arc::clone(&usage),
         });
-        let tx = writer::spawn(writer, committed, acked, Arc::clone(&self.shared), usage);
+        let tx = writer::spawn(
+            writer,
+            committed,
+            acked,
+            purged_below,
+            Arc::clone(&self.shared),
+            usage,
+        );
         self.logs
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -375,6 +385,21 @@ impl Buffer for DiskBuffer {
 
     fn dead_letters(&self) -> Option<&dyn DeadLetterStore> {
         Some(&self.shared.dead_letters)
+    }
+
+    async fn purge(&self, tenant: &TenantId, signal: Signal) -> Result<Purged, BufferError> {
+        let mut purged = Purged::default();
+        if let Some(writer) = self.lookup(signal, tenant) {
+            let (reply, freed) = oneshot::channel();
+            writer
+                .send(WriterMsg::Purge { reply })
+                .await
+                .map_err(|_| BufferError::Closed)?;
+            purged.bytes = freed.await.map_err(|_| BufferError::Closed)??;
+        }
+        purged.dead_letters = self.shared.dead_letters.purge(tenant, signal).await?;
+        tracing::warn!(%tenant, %signal, bytes = purged.bytes, dead_letter_items = purged.dead_letters.items, "tenant's buffered data purged by an operator");
+        Ok(purged)
     }
 
     async fn append(&self, batch: Batch) -> Result<(), BufferError> {

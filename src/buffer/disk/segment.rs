@@ -410,6 +410,17 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Ends the active segment here (fsynced) and starts an empty one, so that every record
+    /// so far is in closed segments, which retention can delete. Returns the sequence number
+    /// of the next record.
+    pub(super) fn cut(&mut self) -> io::Result<u64> {
+        if self.active_len > 0 {
+            self.sync()?;
+            self.roll()?;
+        }
+        Ok(self.next_seq)
+    }
+
     /// Starts a new, empty active segment at `next_seq`. The previous one must be synced.
     /// The new file stays open only if the previous one was.
     fn roll(&mut self) -> io::Result<()> {

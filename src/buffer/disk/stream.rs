@@ -44,6 +44,8 @@ pub(super) struct StreamInit {
     pub shared: Arc<Shared>,
     /// The persisted cursor, shared with the writer task (which reclaims space behind it).
     pub acked: Arc<AtomicU64>,
+    /// Set by the writer when an operator purges the log: records before it are gone.
+    pub purged_below: Arc<AtomicU64>,
     pub redeliver_below: u64,
     /// The tenant's share of the buffer, given back as acknowledged segments are deleted.
     pub usage: Arc<TenantUsage>,
@@ -75,6 +77,7 @@ pub(super) struct DiskStream {
     read_items: u64,
     read_bytes: u64,
     acked: Arc<AtomicU64>,
+    purged_below: Arc<AtomicU64>,
     handed_out: u64,
     redeliver_below: u64,
     /// When the cursor file was last fsynced. Position files are opened for each update and
@@ -142,6 +145,7 @@ impl DiskStream {
             linger_until: None,
             readahead: VecDeque::new(),
             acked: init.acked,
+            purged_below: init.purged_below,
             handed_out: acked,
             redeliver_below: init.redeliver_below,
             mark_failed: false,
@@ -273,6 +277,71 @@ impl DiskStream {
         items >= u64::from(limits.min_items) || bytes >= limits.max_bytes as u64
     }
 
+    /// Persists the cursor at `end` (never backwards) and deletes the segments behind it.
+    async fn persist_cursor(&mut self, end: u64) -> Result<(), BufferError> {
+        if end <= self.acked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let config = &self.shared.config;
+        let sync = match config.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval => self.cursor_synced.elapsed() >= config.fsync_interval,
+        };
+        let (dir, index) = (self.dir.clone(), Arc::clone(&self.index));
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut file = PositionFile::open(&dir, cursor::CURSOR_FILE)?;
+            file.store(end)?;
+            if sync {
+                file.sync()?;
+            }
+            // Under `fsync: interval` a deleted segment may outlive the cursor's last write
+            // in an OS crash; opening the log moves such a cursor up to the oldest segment.
+            let freed = segment::delete_behind(&dir, &index, end);
+            Ok::<_, io::Error>(freed)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| BufferError::io(self.dir.join(cursor::CURSOR_FILE), e))?;
+        let freed = stored;
+        if sync {
+            self.cursor_synced = std::time::Instant::now();
+        }
+        self.acked.fetch_max(end, Ordering::AcqRel);
+        self.shared.shares.release(&self.usage, freed);
+        Ok(())
+    }
+
+    /// After an operator purged the log, drops what was read of the purged records, moves
+    /// the reader past them and persists the cursor there. Deliveries already handed out
+    /// finish; their acknowledgements, being behind the cursor, change nothing.
+    async fn skip_purged(&mut self) -> Result<(), BufferError> {
+        let purged = self.purged_below.load(Ordering::Acquire);
+        if purged <= self.handed_out {
+            return Ok(());
+        }
+        self.finish_read().await?;
+        self.readahead.retain(|r| r.seq >= purged);
+        if self.read_position() < purged {
+            self.reader = Some(LogReader::new(
+                self.dir.clone(),
+                Arc::clone(&self.index),
+                self.tenant.clone(),
+                self.signal,
+                purged,
+            ));
+            // The writer's totals up to here are all behind the reader now.
+            let committed = *self.committed.borrow();
+            self.read_items = committed.appended_items;
+            self.read_bytes = committed.appended_bytes;
+        }
+        self.handed_out = purged;
+        self.linger_until = None;
+        self.store_mark(purged).await;
+        tracing::info!(tenant = %self.tenant, signal = %self.signal, position = purged, "export skipped the purged records");
+        self.persist_cursor(purged).await
+    }
+
     async fn wait(&mut self, deadline: Option<Instant>) {
         let sleep = async {
             match deadline {
@@ -304,12 +373,17 @@ impl BufferStream for DiskStream {
         true
     }
 
+    fn purged(&self, delivery: &Delivery) -> bool {
+        delivery.end_position <= self.purged_below.load(Ordering::Acquire)
+    }
+
     async fn next(&mut self, limits: &ReadLimits) -> Result<Option<Delivery>, BufferError> {
         self.finish_read().await?;
         loop {
             if *self.closed.borrow_and_update() {
                 return Ok(None);
             }
+            self.skip_purged().await?;
             let committed = *self.committed.borrow_and_update();
             let mut fill = Fill::of(&self.readahead, limits);
             let mut unread = self.read_position() < committed.next_seq;
@@ -356,38 +430,8 @@ impl BufferStream for DiskStream {
                 "ack past what was handed out; acknowledging only what was handed out"
             );
         }
-        let end = delivery.end_position.min(self.handed_out);
-        if end <= self.acked.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let config = &self.shared.config;
-        let sync = match config.fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Interval => self.cursor_synced.elapsed() >= config.fsync_interval,
-        };
-        let (dir, index) = (self.dir.clone(), Arc::clone(&self.index));
-        let stored = tokio::task::spawn_blocking(move || {
-            let mut file = PositionFile::open(&dir, cursor::CURSOR_FILE)?;
-            file.store(end)?;
-            if sync {
-                file.sync()?;
-            }
-            // Under `fsync: interval` a deleted segment may outlive the cursor's last write
-            // in an OS crash; opening the log moves such a cursor up to the oldest segment.
-            let freed = segment::delete_behind(&dir, &index, end);
-            Ok::<_, io::Error>(freed)
-        })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|r| r)
-        .map_err(|e| BufferError::io(self.dir.join(cursor::CURSOR_FILE), e))?;
-        let freed = stored;
-        if sync {
-            self.cursor_synced = std::time::Instant::now();
-        }
-        self.acked.store(end, Ordering::Release);
-        self.shared.shares.release(&self.usage, freed);
-        Ok(())
+        self.persist_cursor(delivery.end_position.min(self.handed_out))
+            .await
     }
 
     async fn dead_letter(&mut self, delivery: &Delivery, reason: &str) -> Result<(), BufferError> {

@@ -45,6 +45,11 @@ pub(super) enum WriterMsg {
     /// Space is short: if every record of the log is acknowledged, close the active segment
     /// so that retention can delete it. Replies with the bytes freed.
     Reclaim { reply: oneshot::Sender<u64> },
+    /// An operator purges the log: everything appended so far is deleted, and the stream
+    /// skips to here. Replies with the bytes freed.
+    Purge {
+        reply: oneshot::Sender<Result<u64, BufferError>>,
+    },
     /// Finish what is queued before this, fsync, and stop.
     Close { reply: Reply },
 }
@@ -55,6 +60,7 @@ pub(super) fn spawn(
     writer: SegmentWriter,
     committed: Arc<watch::Sender<Committed>>,
     acked: Arc<AtomicU64>,
+    purged_below: Arc<AtomicU64>,
     shared: Arc<Shared>,
     usage: Arc<TenantUsage>,
 ) -> mpsc::Sender<WriterMsg> {
@@ -66,6 +72,7 @@ pub(super) fn spawn(
         last_append: Instant::now(),
         committed,
         acked,
+        purged_below,
         rx,
         fsync: shared.config.fsync,
         fsync_interval: shared.config.fsync_interval,
@@ -96,6 +103,8 @@ struct WriterTask {
     last_append: Instant,
     committed: Arc<watch::Sender<Committed>>,
     acked: Arc<AtomicU64>,
+    /// Records before this were purged; the stream skips them.
+    purged_below: Arc<AtomicU64>,
     shared: Arc<Shared>,
     /// The tenant's share of the buffer, given back as acknowledged space is reclaimed.
     usage: Arc<TenantUsage>,
@@ -195,6 +204,10 @@ impl WriterTask {
                 let _ = reply.send(self.reclaim().await);
                 Flow::Continue
             }
+            WriterMsg::Purge { reply } => {
+                let _ = reply.send(self.purge().await);
+                Flow::Continue
+            }
             WriterMsg::Close { reply } => {
                 let _ = reply.send(self.sync().await);
                 Flow::Stop
@@ -228,6 +241,28 @@ impl WriterTask {
             }
         }
         (group, None)
+    }
+
+    /// Cuts the log where it is, tells the stream to skip to there, and deletes every segment
+    /// before it. The stream persists its cursor there on its next read.
+    async fn purge(&mut self) -> Result<u64, BufferError> {
+        let writer = Arc::clone(&self.writer);
+        let purged_below = Arc::clone(&self.purged_below);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let cut = w.cut();
+            let path = w.active_path();
+            let cut = cut.map_err(|e| BufferError::io(path, e))?;
+            purged_below.fetch_max(cut, Ordering::AcqRel);
+            let freed = segment::delete_behind(w.dir(), w.index(), cut);
+            Ok::<_, BufferError>((freed, w.committed()))
+        })
+        .await
+        .map_err(|e| BufferError::io(PathBuf::new(), io::Error::other(e)))?;
+        let (freed, committed) = done?;
+        self.publish(committed);
+        self.shared.shares.release(&self.usage, freed);
+        Ok(freed)
     }
 
     /// Closes the active segment if all of it is acknowledged, then deletes what is behind

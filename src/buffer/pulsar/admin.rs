@@ -139,6 +139,24 @@ impl AdminClient {
             .map_or(0, |s| s.msg_backlog.max(0) as u64))
     }
 
+    /// Moves `subscription` to the end of `topic`: every message it held is acknowledged (and
+    /// deleted by the broker once no subscription holds it). A missing topic has nothing to
+    /// skip.
+    pub(super) async fn skip_all(&self, topic: &str, subscription: &str) -> Result<(), AdminError> {
+        let url = format!(
+            "{}/admin/v2/{}/subscription/{subscription}/skip_all",
+            self.base,
+            Self::topic_path(topic)
+        );
+        let what = format!("skip_all of {subscription} on {topic}");
+        match self.post(url, &serde_json::Value::Null, what).await {
+            Err(AdminError::Status { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Creates a durable subscription at the topic's earliest message; an existing one is
     /// left as it is.
     pub(super) async fn create_subscription(

@@ -79,6 +79,18 @@ pub fn fuzz_message(
 /// How long clients are told to wait when the broker cannot take their data.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+impl Context {
+    /// How many times `topic` was purged.
+    fn purges_of(&self, topic: &str) -> u64 {
+        self.purges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(topic)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
 /// Idle streams' admin API checks in flight at once, so thousands of idle topics checking
 /// at the same interval cannot flood the broker.
 const IDLE_CHECKS: usize = 8;
@@ -96,6 +108,9 @@ struct Context {
     consumer_slots: ConsumerSlots,
     /// Idle streams checking the admin API for a backlog at once.
     idle_checks: tokio::sync::Semaphore,
+    /// Purges so far, by topic: a stream that sees its topic's count change drops its
+    /// consumer, and with it the messages prefetched before the purge.
+    purges: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Becomes true when the buffer closes; streams and discovery then end.
     closed: watch::Receiver<bool>,
 }
@@ -158,6 +173,7 @@ impl PulsarBuffer {
             tenants,
             consumer_slots: ConsumerSlots::new(config.consumer.max_consumers),
             idle_checks: tokio::sync::Semaphore::new(IDLE_CHECKS),
+            purges: std::sync::Mutex::new(std::collections::HashMap::new()),
             closed: closed_rx,
         });
         Ok(Arc::new(PulsarBuffer {
@@ -240,6 +256,35 @@ impl Buffer for PulsarBuffer {
 
     fn dead_letters(&self) -> Option<&dyn super::DeadLetterStore> {
         Some(&self.dead_letter_store)
+    }
+
+    /// Skips the export subscription to the end of the tenant's topic and purges its dead
+    /// letters. Messages a consumer already holds are still delivered.
+    async fn purge(&self, tenant: &TenantId, signal: Signal) -> Result<super::Purged, BufferError> {
+        use super::DeadLetterStore;
+        let topic = self.ctx.topic.render(tenant, signal);
+        let admin = &self.ctx.admin;
+        let failed = |e: admin::AdminError| {
+            unavailable(&format!("cannot purge {topic}"), SharedError::new(e))
+        };
+        let bytes = admin.backlog_bytes(&topic).await.map_err(failed)?;
+        admin
+            .skip_all(&topic, &self.ctx.config.consumer.subscription)
+            .await
+            .map_err(failed)?;
+        *self
+            .ctx
+            .purges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(topic.clone())
+            .or_default() += 1;
+        let dead_letters = self.dead_letter_store.purge(tenant, signal).await?;
+        tracing::warn!(%tenant, %signal, %topic, bytes, dead_letter_items = dead_letters.items, "tenant's buffered data purged by an operator");
+        Ok(super::Purged {
+            bytes,
+            dead_letters,
+        })
     }
 
     fn take_streams(&self, signal: Signal) -> Option<StreamReceiver> {

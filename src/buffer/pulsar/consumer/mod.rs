@@ -106,6 +106,8 @@ pub(super) struct PulsarStream {
     entries: HashMap<(u64, u64), Vec<MessageIdData>>,
     next_check: Instant,
     failures: u32,
+    /// The topic's purge count this stream last saw (see `Context::purges`).
+    purges_seen: u64,
 }
 
 impl PulsarStream {
@@ -135,6 +137,7 @@ impl PulsarStream {
             entries: HashMap::new(),
             next_check: Instant::now() + CHECK_INTERVAL,
             failures: 0,
+            purges_seen: 0,
         }
     }
 
@@ -436,6 +439,14 @@ impl BufferStream for PulsarStream {
         let mut parts: Vec<Held> = Vec::new();
         let (mut items, mut bytes) = (0u64, 0u64);
         let mut until: Option<Instant> = None;
+        // After a purge, what this consumer prefetched before it must not be delivered: a new
+        // consumer starts where the purge moved the subscription.
+        let purges = self.ctx.purges_of(&self.topic);
+        if purges != self.purges_seen {
+            self.purges_seen = purges;
+            self.readahead = None;
+            self.consumer = None;
+        }
         // Between deliveries, a stream that has had its turn makes room for waiting ones.
         if self.is_quiet()
             && self
@@ -485,6 +496,12 @@ impl BufferStream for PulsarStream {
             }
         }
         Ok(self.hand_out(parts))
+    }
+
+    /// Purged after it was read: the topic was purged since this stream last looked (every
+    /// `next` looks first, so a delivery read after the purge is never taken for purged).
+    fn purged(&self, _delivery: &Delivery) -> bool {
+        self.ctx.purges_of(&self.topic) != self.purges_seen
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BufferError> {

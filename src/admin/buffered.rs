@@ -1,5 +1,6 @@
-//! `sluice dlq`: a tenant's dead letters through the admin API, in every buffer that holds
-//! the signal and offers them ([`DeadLetterStore`](crate::buffer::DeadLetterStore)).
+//! What a tenant has buffered, through the admin API: its dead letters (`sluice dlq`, in
+//! every buffer that holds the signal and offers them,
+//! [`DeadLetterStore`](crate::buffer::DeadLetterStore)) and purging all of it (`sluice purge`).
 //!
 //! | method and path | what |
 //! |---|---|
@@ -7,6 +8,7 @@
 //! | `GET /api/v1/dead-letters/sample?tenant=&signal=[&limit=]` | up to `limit` (10) letters as JSON lines: reason, receive time, the OTLP/JSON request |
 //! | `POST /api/v1/dead-letters/redrive?tenant=[&signal=]` | append them to the tenant's buffer again, so they are exported; remove them |
 //! | `POST /api/v1/dead-letters/purge?tenant=[&signal=]` | delete them |
+//! | `POST /api/v1/tenants/{tenant}/purge?confirm=true[&signal=]` | delete everything buffered for the tenant |
 
 use std::sync::Arc;
 
@@ -30,6 +32,14 @@ pub(super) struct Target {
 
 /// The buffers that hold `signal` and offer their dead letters, by buffer id.
 fn stores(state: &super::api::AdminState, signal: Signal) -> Vec<(String, Arc<dyn Buffer>)> {
+    buffers_of(state, signal)
+        .into_iter()
+        .filter(|(_, b)| b.dead_letters().is_some())
+        .collect()
+}
+
+/// The buffers of the pipelines of `signal`, by buffer id.
+fn buffers_of(state: &super::api::AdminState, signal: Signal) -> Vec<(String, Arc<dyn Buffer>)> {
     let mut ids: Vec<String> = state
         .views
         .pipelines()
@@ -42,12 +52,12 @@ fn stores(state: &super::api::AdminState, signal: Signal) -> Vec<(String, Arc<dy
     state
         .buffers
         .iter()
-        .filter(|(id, b)| ids.contains(id) && b.dead_letters().is_some())
+        .filter(|(id, _)| ids.contains(id))
         .map(|(id, b)| (id.clone(), Arc::clone(b)))
         .collect()
 }
 
-fn target(action: &'static str, query: &Target) -> Result<(TenantId, Vec<Signal>), Denied> {
+fn target_of(action: &'static str, query: &Target) -> Result<(TenantId, Vec<Signal>), Denied> {
     let tenant = TenantId::parse(&query.tenant).map_err(|e| {
         count(action, "invalid");
         error(StatusCode::BAD_REQUEST, e)
@@ -70,7 +80,7 @@ pub(super) async fn list(
     Query(query): Query<Target>,
 ) -> Answer {
     admin_only(&state, &headers, "dlq_list")?;
-    let (tenant, signals) = target("dlq_list", &query)?;
+    let (tenant, signals) = target_of("dlq_list", &query)?;
     let mut rows = Vec::new();
     for signal in signals {
         for (buffer, b) in stores(&state, signal) {
@@ -99,7 +109,7 @@ pub(super) async fn sample(
     Query(query): Query<Target>,
 ) -> Answer {
     admin_only(&state, &headers, "dlq_show")?;
-    let (tenant, signals) = target("dlq_show", &query)?;
+    let (tenant, signals) = target_of("dlq_show", &query)?;
     let limit = query.limit.unwrap_or(10);
     let mut lines = String::new();
     for signal in signals {
@@ -137,7 +147,7 @@ pub(super) async fn redrive(
     Query(query): Query<Target>,
 ) -> Answer {
     let caller = admin_only(&state, &headers, "dlq_redrive")?;
-    let (tenant, signals) = target("dlq_redrive", &query)?;
+    let (tenant, signals) = target_of("dlq_redrive", &query)?;
     let mut rows = Vec::new();
     for signal in signals {
         for (buffer, b) in stores(&state, signal) {
@@ -168,7 +178,7 @@ pub(super) async fn purge(
     Query(query): Query<Target>,
 ) -> Answer {
     let caller = admin_only(&state, &headers, "dlq_purge")?;
-    let (tenant, signals) = target("dlq_purge", &query)?;
+    let (tenant, signals) = target_of("dlq_purge", &query)?;
     let mut rows = Vec::new();
     for signal in signals {
         for (buffer, b) in stores(&state, signal) {
@@ -187,6 +197,61 @@ pub(super) async fn purge(
         }
     }
     count("dlq_purge", "ok");
+    Ok(json(
+        &serde_json::json!({ "tenant": tenant.as_str(), "purged": rows }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PurgeQuery {
+    signal: Option<Signal>,
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// `POST /api/v1/tenants/{tenant}/purge?confirm=true[&signal=]`: deletes everything buffered
+/// for the tenant, dead letters included, in every buffer holding the signal(s).
+pub(super) async fn purge_tenant(
+    State(state): Shared,
+    headers: HeaderMap,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+    Query(query): Query<PurgeQuery>,
+) -> Answer {
+    let caller = admin_only(&state, &headers, "purge")?;
+    let target = Target {
+        tenant,
+        signal: query.signal,
+        limit: None,
+    };
+    let (tenant, signals) = target_of("purge", &target)?;
+    if !query.confirm {
+        count("purge", "invalid");
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("purging deletes everything buffered for {tenant}; add confirm=true"),
+        ));
+    }
+    let mut rows = Vec::new();
+    for signal in signals {
+        for (buffer, b) in buffers_of(&state, signal) {
+            let purged = b
+                .purge(&tenant, signal)
+                .await
+                .map_err(|e| failed("purge", e))?;
+            audit(
+                &caller,
+                "purge",
+                &tenant,
+                signal.as_str(),
+                purged.dead_letters.items,
+            );
+            let mut row = serde_json::to_value(&purged).unwrap_or_default();
+            row["signal"] = signal.as_str().into();
+            row["buffer"] = buffer.into();
+            rows.push(row);
+        }
+    }
+    count("purge", "ok");
     Ok(json(
         &serde_json::json!({ "tenant": tenant.as_str(), "purged": rows }),
     ))
