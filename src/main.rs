@@ -166,7 +166,9 @@ fn run(
             "sluice is ready"
         );
 
-        let signal = reloading::until_terminated(&mut running, path, &views, reloads).await?;
+        let overrides = config.tenancy.overrides_file.clone();
+        let signal =
+            reloading::until_terminated(&mut running, path, &views, reloads, overrides).await?;
         tracing::info!(signal, timeout = ?config.shutdown_timeout, "shutting down");
         running.shutdown(config.shutdown_timeout).await;
         health_stop.cancel();

@@ -1,10 +1,11 @@
-//! The running process's loop between start and shutdown: SIGHUP and `POST /api/v1/reload`
-//! re-read the config file and apply it (`Running::reload`), one at a time; SIGTERM or SIGINT
-//! ends the loop. A config that does not load is refused and the running one kept, with the
+//! The running process's loop between start and shutdown: SIGHUP, `POST /api/v1/reload` and
+//! a change of `tenancy.overrides_file` (checked every 5 s) re-read the config file and apply
+//! it (`Running::reload`), one at a time; SIGTERM or SIGINT ends the loop. A config that does not load is refused and the running one kept, with the
 //! reason logged (and answered to the API caller). Every attempt is counted in
 //! `sluice_config_reloads_total{result}`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use sluice::admin::{AdminViews, PipelineView, ReloadRequest};
@@ -13,38 +14,81 @@ use sluice::service::{Config, Running};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+/// How often `tenancy.overrides_file` is checked for a change.
+const OVERRIDES_POLL: Duration = Duration::from_secs(5);
+
+/// The overrides file and the modification time it was last applied with.
+struct Watched {
+    path: Option<PathBuf>,
+    modified: Option<SystemTime>,
+}
+
+impl Watched {
+    fn new(path: Option<PathBuf>) -> Watched {
+        let modified = path.as_deref().and_then(modified);
+        Watched { path, modified }
+    }
+
+    /// Whether the file changed since it was last applied (a file that vanished is a
+    /// change too: the reload then says it cannot be read).
+    fn changed(&self) -> bool {
+        self.path
+            .as_deref()
+            .is_some_and(|p| modified(p) != self.modified)
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// Serves reloads until a termination signal, which it returns the name of.
 pub async fn until_terminated(
     running: &mut Running,
     config_path: &Path,
     views: &AdminViews,
     mut requests: mpsc::Receiver<ReloadRequest>,
+    overrides: Option<PathBuf>,
 ) -> anyhow::Result<&'static str> {
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let mut watched = Watched::new(overrides);
+    let mut poll = tokio::time::interval(OVERRIDES_POLL);
     loop {
-        tokio::select! {
+        let (by, reply) = tokio::select! {
             _ = term.recv() => return Ok("SIGTERM"),
             _ = int.recv() => return Ok("SIGINT"),
-            _ = hup.recv() => {
-                let _ = reload(running, config_path, views, "SIGHUP").await;
+            _ = hup.recv() => ("SIGHUP".to_string(), None),
+            Some(request) = requests.recv() => (request.caller, Some(request.reply)),
+            _ = poll.tick() => {
+                if !watched.changed() {
+                    continue;
+                }
+                ("tenancy.overrides_file".to_string(), None)
             }
-            Some(request) = requests.recv() => {
-                let outcome = reload(running, config_path, views, &request.caller).await;
-                let _ = request.reply.send(outcome);
-            }
+        };
+        let outcome = reload(running, config_path, views, &by).await;
+        // Whatever the outcome, this version of the overrides file has had its try.
+        let path = match &outcome {
+            Ok((_, path)) => path.clone(),
+            Err(_) => watched.path.clone(),
+        };
+        watched = Watched::new(path);
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome.map(|(done, _)| done));
         }
     }
 }
 
-/// One reload: what it did as JSON, or why the running config was kept (in part or whole).
+/// One reload: what it did as JSON (and the overrides file now in use), or why the running
+/// config was kept (in part or whole).
 async fn reload(
     running: &mut Running,
     path: &Path,
     views: &AdminViews,
     by: &str,
-) -> Result<serde_json::Value, String> {
+) -> Result<(serde_json::Value, Option<PathBuf>), String> {
     let count = |result: &'static str| {
         metrics::counter!("sluice_config_reloads_total", "result" => result).increment(1)
     };
@@ -61,18 +105,20 @@ async fn reload(
         }
     };
     let (effective, pipelines) = (config.effective.clone(), pipeline_views(&config));
+    let overrides = config.tenancy.overrides_file.clone();
     match running.reload(config).await {
         Ok(done) => {
             count("ok");
             views.replace(effective, pipelines);
             tracing::info!(by, restarted = ?done.receivers_restarted, started = ?done.receivers_started, stopped = ?done.receivers_stopped, after_restart = ?done.after_restart, "config reloaded");
-            Ok(serde_json::json!({
+            let answer = serde_json::json!({
                 "reloaded": true,
                 "receivers_restarted": done.receivers_restarted,
                 "receivers_started": done.receivers_started,
                 "receivers_stopped": done.receivers_stopped,
                 "apply_after_restart": done.after_restart,
-            }))
+            });
+            Ok((answer, overrides))
         }
         Err(e) => {
             count(e.result());

@@ -166,3 +166,52 @@ async fn tokens_change_in_place_and_a_moved_receiver_listens_on_its_new_endpoint
         sluice.stderr().contains("receivers_restarted") || sluice.stderr().contains("restarted")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overrides_file_change_applies_its_tokens_and_limits_without_a_signal() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let overrides = dir.path().join("overrides.yaml");
+    let write = |token: &str, rate: u32| {
+        std::fs::write(
+            &overrides,
+            format!(
+                "limits:\n  team-o: {{ items_per_second: {rate} }}\nbearer_tokens:\n  - {{ tenant: team-o, token: {token} }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let (first, second) = ("overrides-token-first-001", "overrides-token-second-02");
+    write(first, 1000);
+    let mut config = SluiceConfig::new(dir.path(), backend.port());
+    config.tenancy_extra = vec![format!("overrides_file: {:?}", overrides)];
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let send = |token: &'static str| {
+        let endpoint = sluice.otlp_endpoint();
+        async move {
+            let client = channel(&endpoint).await;
+            let bearer = format!("Bearer {token}");
+            let spans = trace_request("reload", None, named_spans("ovr", 0, 1));
+            export_traces_with(&client, &[("authorization", &bearer)], spans).await
+        }
+    };
+    send(first).await.expect("the file's token");
+    let limit = [("tenant", "team-o"), ("limit", "items_per_second")];
+    assert_eq!(sluice.metric("sluice_tenant_limit", &limit).await, 1000.0);
+
+    write(second, 7);
+    wait_reloads(&sluice, "ok", 1.0).await;
+    send(second).await.expect("the new token");
+    let refused = send(first).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(sluice.metric("sluice_tenant_limit", &limit).await, 7.0);
+
+    // A broken file is refused; the running tokens stay.
+    std::fs::write(&overrides, "limits:\n  team-o: { items_per_secnd: 1 }\n").unwrap();
+    wait_reloads(&sluice, "invalid", 1.0).await;
+    send(second).await.expect("still the running token");
+    assert!(
+        sluice.stderr().contains("items_per_secnd"),
+        "the log says why"
+    );
+}

@@ -17,6 +17,7 @@ use crate::processor::{ProcessorConfig, PROCESSORS};
 use crate::receiver::{Receiver, RECEIVERS};
 use crate::signal::Signal;
 use crate::telemetry::config::TelemetryConfig;
+use crate::tenant::overrides::Overrides;
 use crate::tenant::TenancyConfig;
 
 /// A validated configuration.
@@ -123,7 +124,18 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::from_yaml(&text, |name| std::env::var(name).ok())
+        let mut config = Config::from_yaml(&text, |name| std::env::var(name).ok())?;
+        if let Some(file) = &config.tenancy.overrides_file {
+            config.tenancy = Overrides::read(file)
+                .and_then(|o| o.apply(&config.tenancy))
+                .map_err(|e| {
+                    ConfigError::Invalid(vec![FieldError::new(
+                        format!("tenancy.{}", e.field),
+                        e.message,
+                    )])
+                })?;
+        }
+        Ok(config)
     }
 
     pub fn from_yaml(

@@ -104,6 +104,7 @@ pub async fn start(
     control: Arc<ExportControl>,
 ) -> Result<Running, StartError> {
     let limits = Arc::new(LiveLimits::new(config.tenancy.limits.clone()));
+    config.tenancy.limits.report();
     let context = BufferContext {
         tenant_limits: Arc::clone(&limits),
     };

@@ -68,6 +68,7 @@ impl Running {
         }
 
         self.limits.replace(new.tenancy.limits.clone());
+        new.tenancy.limits.report();
         let mut plans = graph.plans;
         for (id, slot) in &self.plans {
             if let Some(plan) = plans.remove(id) {

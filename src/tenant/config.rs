@@ -31,6 +31,10 @@ pub struct TenancyConfig {
     /// Per-tenant ingest limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// A file of per-tenant limits and bearer tokens merged over these (see
+    /// [`super::overrides`]); re-read, with the whole config, when it changes.
+    #[serde(default)]
+    pub overrides_file: Option<std::path::PathBuf>,
 }
 
 /// One tenant source, written `{ header: NAME }` or `{ resource_attribute: KEY }`.
@@ -80,6 +84,7 @@ impl Default for TenancyConfig {
             default: Some("default".into()),
             auth: None,
             limits: LimitsConfig::default(),
+            overrides_file: None,
         }
     }
 }

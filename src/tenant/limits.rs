@@ -79,6 +79,29 @@ impl LiveLimits {
 }
 
 impl LimitsConfig {
+    /// Sets `sluice_tenant_limit{tenant,limit}` for the default (`tenant="_default"`) and
+    /// every tenant listed (a config's list is bounded, unlike the tenants that send).
+    pub fn report(&self) {
+        let entries = std::iter::once(("_default", &self.default))
+            .chain(self.tenants.iter().map(|(t, l)| (t.as_str(), l)));
+        for (tenant, limits) in entries {
+            for (limit, value) in [
+                ("items_per_second", limits.items_per_second),
+                ("bytes_per_second", limits.bytes_per_second),
+                ("max_request_bytes", limits.max_request_bytes as f64),
+                ("max_in_flight", limits.max_in_flight as f64),
+                ("buffer_max_mib", limits.buffer_max_mib as f64),
+                (
+                    "buffer_max_age_seconds",
+                    limits.buffer_max_age.as_secs_f64(),
+                ),
+            ] {
+                metrics::gauge!("sluice_tenant_limit", "tenant" => tenant.to_string(), "limit" => limit)
+                    .set(value);
+            }
+        }
+    }
+
     /// The limits of `tenant`: its own entry when it is listed, else the default.
     pub fn of(&self, tenant: &TenantId) -> &TenantLimits {
         self.tenants.get(tenant.as_str()).unwrap_or(&self.default)

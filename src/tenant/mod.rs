@@ -5,6 +5,7 @@ pub mod auth;
 mod config;
 mod id;
 pub mod limits;
+pub mod overrides;
 mod resolver;
 
 pub use config::{TenancyConfig, TenantSourceConfig};
