@@ -293,6 +293,26 @@ async fn every_admin_call_needs_a_valid_token_and_the_config_shows_no_credential
     );
 }
 
+/// A config on the disk buffer, or on Pulsar with topics and a subscription named after
+/// `tenant` (unique on the shared broker).
+fn buffer_config(
+    dir: &std::path::Path,
+    backend_port: u16,
+    buffer: &str,
+    tenant: &str,
+) -> SluiceConfig {
+    let config = SluiceConfig::new(dir, backend_port);
+    if buffer != "pulsar" {
+        return config;
+    }
+    let topic = format!("topic: 'persistent://public/default/{tenant}-{{signal}}-{{tenant}}'");
+    let consumer = format!("consumer: {{ subscription: {tenant} }}");
+    config.with_pulsar(
+        &common::pulsar::service_url(),
+        &[topic.as_str(), consumer.as_str()],
+    )
+}
+
 /// A batch a backend refuses permanently is dead-lettered, shown by `sluice dlq`, redriven
 /// once the backend takes it, and leaves the dead letters; on `buffer` (`disk` or `pulsar`).
 async fn dlq_round_trip(buffer: &str) {
@@ -301,15 +321,7 @@ async fn dlq_round_trip(buffer: &str) {
     let tenant = common::pulsar::tenant(&format!("dlq{buffer}"));
     let tenant = tenant.as_str();
     backend.fail_tenant(tenant, Code::InvalidArgument);
-    let mut config = SluiceConfig::new(dir.path(), backend.port());
-    if buffer == "pulsar" {
-        let topic = format!("topic: 'persistent://public/default/{tenant}-{{signal}}-{{tenant}}'");
-        let consumer = format!("consumer: {{ subscription: {tenant} }}");
-        config = config.with_pulsar(
-            &common::pulsar::service_url(),
-            &[topic.as_str(), consumer.as_str()],
-        );
-    }
+    let config = buffer_config(dir.path(), backend.port(), buffer, tenant);
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
     let sent = send_named_spans(&sluice, tenant, 2, 3).await;
     wait_for("the batches dead-lettered", WAIT, || async {
@@ -412,15 +424,7 @@ async fn purge_round_trip(buffer: &str) {
     let backend = Backend::start().await;
     let tenant = common::pulsar::tenant(&format!("purge{buffer}"));
     let tenant = tenant.as_str();
-    let mut config = SluiceConfig::new(dir.path(), backend.port());
-    if buffer == "pulsar" {
-        let topic = format!("topic: 'persistent://public/default/{tenant}-{{signal}}-{{tenant}}'");
-        let consumer = format!("consumer: {{ subscription: {tenant} }}");
-        config = config.with_pulsar(
-            &common::pulsar::service_url(),
-            &[topic.as_str(), consumer.as_str()],
-        );
-    }
+    let config = buffer_config(dir.path(), backend.port(), buffer, tenant);
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
     // A dead letter, then buffered spans held by a pause.
     backend.fail_tenant(tenant, Code::InvalidArgument);

@@ -60,15 +60,18 @@ impl PulsarDeadLetters {
 
     /// Reads up to `limit` of the tenant+signal's dead letters, oldest first, handing each to
     /// `each` (which may stop the reading by failing) and settling it as `settle` says.
-    async fn read(
+    async fn read<F, Fut>(
         &self,
         tenant: &TenantId,
         signal: Signal,
         limit: u64,
         settle: Settle,
-        mut each: impl FnMut(DeadLetter, u64) -> futures::future::BoxFuture<'static, Result<(), BufferError>>
-            + Send,
-    ) -> Result<(), BufferError> {
+        mut each: F,
+    ) -> Result<(), BufferError>
+    where
+        F: FnMut(DeadLetter, u64) -> Fut + Send,
+        Fut: std::future::Future<Output = Result<(), BufferError>> + Send,
+    {
         let topic = self.ctx.dead_letter.render(tenant, signal);
         let waiting = self
             .ctx
@@ -152,13 +155,13 @@ fn letter(tenant: &TenantId, signal: Signal, message: &Message<Vec<u8>>) -> Dead
 /// A closure collecting into a shared summary.
 fn summing(
     into: &Arc<std::sync::Mutex<DeadLetterSummary>>,
-) -> impl FnMut(DeadLetter, u64) -> futures::future::BoxFuture<'static, Result<(), BufferError>> {
+) -> impl FnMut(DeadLetter, u64) -> std::future::Ready<Result<(), BufferError>> {
     let into = Arc::clone(into);
     move |letter, bytes| {
         into.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .add(&letter, bytes);
-        Box::pin(async { Ok(()) })
+        std::future::ready(Ok(()))
     }
 }
 
@@ -219,46 +222,21 @@ impl DeadLetterStore for PulsarDeadLetters {
         to: Redrive<'_>,
     ) -> Result<DeadLetterSummary, BufferError> {
         // One at a time: each is acknowledged only after the tenant's topic has it.
-        let topic = self.ctx.dead_letter.render(tenant, signal);
-        let waiting = self
-            .ctx
-            .admin
-            .subscription_backlog(&topic, DEAD_LETTER_SUBSCRIPTION)
-            .await
-            .map_err(|e| {
-                unavailable(
-                    &format!("cannot read the backlog of {topic}"),
-                    SharedError::new(e),
-                )
-            })?;
-        let mut done = DeadLetterSummary::default();
-        if waiting == 0 {
-            return Ok(done);
-        }
-        let mut consumer = self.consumer(&topic).await?;
-        for _ in 0..waiting {
-            let message = match tokio::time::timeout(RECEIVE_TIMEOUT, consumer.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => {
-                    return Err(unavailable(
-                        &format!("cannot read {topic}"),
-                        SharedError::new(e),
-                    ))
-                }
-                Ok(None) | Err(_) => break,
-            };
-            let bytes = message.payload.data.len() as u64;
-            let letter = letter(tenant, signal, &message);
-            to(letter.batch.clone()).await?;
-            consumer.ack(&message).await.map_err(|e| {
-                unavailable(
-                    &format!("cannot acknowledge on {topic}"),
-                    SharedError::new(e),
-                )
-            })?;
-            done.add(&letter, bytes);
-        }
-        let _ = consumer.close().await;
+        let summary = Arc::new(std::sync::Mutex::new(DeadLetterSummary::default()));
+        self.read(tenant, signal, u64::MAX, Settle::Remove, |letter, bytes| {
+            let summary = Arc::clone(&summary);
+            let sent = to(letter.batch.clone());
+            async move {
+                sent.await?;
+                summary
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .add(&letter, bytes);
+                Ok(())
+            }
+        })
+        .await?;
+        let done = take(summary);
         tracing::info!(%tenant, %signal, items = done.items, batches = done.records, "dead letters redriven");
         Ok(done)
     }
