@@ -61,6 +61,27 @@ async fn a_client_trickling_its_headers_is_closed_at_the_header_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_connection_past_its_max_age_is_sent_away() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let mut config = SluiceConfig::new(dir.path(), backend.port());
+    config.grpc_extra = vec![
+        "max_connection_age: 1s".into(),
+        "max_connection_age_grace: 1s".into(),
+    ];
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let mut stream = TcpStream::connect(sluice.grpc_addr).await.unwrap();
+    // An HTTP/2 client preface and an empty SETTINGS frame, then silence: without a maximum
+    // age the connection would stay open until the keep-alive gives up (about 50 s).
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let closed = closed_within(&mut stream, Duration::from_secs(15)).await;
+    assert!(closed.is_some(), "the connection outlived its maximum age");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn connections_beyond_the_cap_are_closed_at_once_and_counted() {
     let dir = temp_dir();
     let backend = Backend::start().await;

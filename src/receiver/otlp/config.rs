@@ -61,6 +61,15 @@ pub struct GrpcConfig {
     /// Open client connections at most; more are closed at once (counted). Default: `1024`.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// A connection older than this is asked to go away (HTTP/2 GOAWAY: calls in flight
+    /// finish, the client reconnects), so long-lived clients spread over new replicas behind
+    /// a load balancer. Default: none, as in the Collector.
+    #[serde(default, with = "humantime_serde")]
+    pub max_connection_age: Option<Duration>,
+    /// How long calls in flight may still take after `max_connection_age` before the
+    /// connection is closed. Default: none (they finish).
+    #[serde(default, with = "humantime_serde")]
+    pub max_connection_age_grace: Option<Duration>,
     /// Serve TLS (ALPN `h2`) instead of plaintext. Default: plaintext.
     #[serde(default)]
     pub tls: Option<ListenerTlsConfig>,
@@ -311,6 +320,18 @@ impl Validate for OtlpReceiverConfig {
                 grpc.max_recv_msg_size_mib,
             )?;
             check_tls("grpc", grpc.tls.as_ref())?;
+            let ages = [
+                ("max_connection_age", grpc.max_connection_age),
+                ("max_connection_age_grace", grpc.max_connection_age_grace),
+            ];
+            for (field, age) in ages {
+                if age.is_some_and(|a| a.is_zero()) {
+                    return Err(FieldError::new(
+                        format!("protocols.grpc.{field}"),
+                        "must be above zero; leave it out for no limit",
+                    ));
+                }
+            }
         }
         if let Some(http) = http {
             http.validate()?;

@@ -69,6 +69,12 @@ pub async fn serve(
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
+    if let Some(age) = config.max_connection_age {
+        builder = builder.max_connection_age(age);
+    }
+    if let Some(grace) = config.max_connection_age_grace {
+        builder = builder.max_connection_age_grace(grace);
+    }
     let router = builder
         .add_service(OtlpService::<Traces>::new(shared.clone()))
         .add_service(OtlpService::<Metrics>::new(shared.clone()))
