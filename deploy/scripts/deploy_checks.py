@@ -6,6 +6,7 @@ inside .cache/deploy-venv (needs PyYAML, which kubernetes-validate brings).
   deploy_checks.py policy FILE...                   security and wiring rules of manifests
   deploy_checks.py kustomization DIR                resources listed <-> files present
   deploy_checks.py dockerfile DOCKERFILE DOCKERIGNORE
+  deploy_checks.py observability DASHBOARD RULES SRC_DIR   metrics named exist in the source
 
 extract-configs understands: Kubernetes manifests (every ConfigMap data entry whose key ends in
 .yaml/.yml), Docker Compose files (bind mounts onto /etc/sluice/), Helm values files (their
@@ -14,6 +15,7 @@ and fails when a file holds none.
 """
 
 import fnmatch
+import json
 import os
 import re
 import sys
@@ -347,6 +349,37 @@ def dockerfile(path, ignore_path):
     return not problems
 
 
+METRIC = re.compile(r"\bsluice_[a-z0-9_]+\b")
+
+
+def observability(dashboard, rules, src):
+    """Every metric the Grafana dashboard (valid JSON) or the alerting rules name is one the
+    source emits (a string literal in src/), once histogram suffixes are taken off. The
+    scrape of a running Sluice (tests/observability.rs) checks the same against /metrics."""
+    ok = True
+    try:
+        with open(dashboard, encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"{dashboard}: not valid JSON: {e}")
+        ok = False
+    emitted = set()
+    for root, _, files in os.walk(src):
+        for name in files:
+            if name.endswith(".rs"):
+                with open(os.path.join(root, name), encoding="utf-8") as f:
+                    emitted.update(re.findall(r'"(sluice_[a-z0-9_]+)"', f.read()))
+    for path in (dashboard, rules):
+        with open(path, encoding="utf-8") as f:
+            named = set(METRIC.findall(f.read()))
+        for metric in sorted(named):
+            base = re.sub(r"_(bucket|sum|count)$", "", metric)
+            if metric not in emitted and base not in emitted:
+                print(f"{path}: {metric} is not a metric Sluice emits")
+                ok = False
+    return ok
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -360,6 +393,8 @@ def main(argv):
         ok = kustomization(args[0])
     elif command == "dockerfile":
         ok = dockerfile(args[0], args[1])
+    elif command == "observability":
+        ok = observability(args[0], args[1], args[2])
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -193,7 +193,7 @@ if [ -n "$HELM" ]; then
     renders=(
         "daemonset|"
         "deployment|-f deploy/helm/exporter-values.yaml"
-        "daemonset-all-options|--set serviceMonitor.enabled=true --set otlpService.enabled=true --set secrets.pulsarToken.existingSecret=sluice-pulsar --set ports.otlpGrpc.hostPort=0"
+        "daemonset-all-options|--set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set otlpService.enabled=true --set secrets.pulsarToken.existingSecret=sluice-pulsar --set ports.otlpGrpc.hostPort=0"
         "deployment-all-options|-f deploy/helm/exporter-values.yaml --set serviceMonitor.enabled=true --set secrets.pulsarToken.existingSecret=sluice-pulsar --set-json config={\"buffers\":{\"pulsar/a\":{}},\"service\":{\"pipelines\":{\"traces\":{\"buffer\":\"pulsar/a\",\"exporters\":[\"debug\"]}}},\"exporters\":{\"debug\":{}}}"
     )
     for render in "${renders[@]}"; do
@@ -221,6 +221,21 @@ if [ -n "$HELM" ]; then
 fi
 # Without helm the values' configs are still checked as written.
 check "Helm values configs found" extract "$CHART/values.yaml" deploy/helm/exporter-values.yaml
+
+# ------------------------------------------------------------------------------ Observability
+section "deploy/observability"
+# The alerting rules live in the chart (files/sluice-alerts.yaml, embedded by its
+# PrometheusRule); their unit tests and the Grafana dashboard in deploy/observability/.
+RULES=deploy/helm/sluice/files/sluice-alerts.yaml
+if PROMTOOL="$(bash deploy/scripts/ensure-promtool.sh 2>"$WORK/promtool.log")"; then
+    echo "promtool $("$PROMTOOL" --version 2>&1 | head -1)"
+    check "promtool check rules $RULES" "$PROMTOOL" check rules "$RULES"
+    check "promtool test rules (a test per alert)" "$PROMTOOL" test rules deploy/observability/sluice-alerts.test.yaml
+else
+    skip "promtool could not be built, so the alerting rules were not checked: $(tail -5 "$WORK/promtool.log")"
+fi
+check "Grafana dashboard and rules name metrics Sluice exports" "$PY" "$CHECKS" observability \
+    deploy/observability/sluice-dashboard.json "$RULES" src
 
 # ------------------------------------------------------------------------------ Compose
 section "deploy/compose"

@@ -91,6 +91,10 @@ impl TenantShares {
         headroom_percent: u8,
         limits: Arc<LiveLimits>,
     ) -> Self {
+        // Only a real cap: a ratio against 0 would read as "over".
+        if cap > 0 {
+            metrics::gauge!("sluice_buffer_capacity_bytes", "buffer" => buffer).set(cap as f64);
+        }
         TenantShares {
             buffer,
             cap,

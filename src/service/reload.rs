@@ -4,8 +4,10 @@
 //! pipelines' shape stay as they are, so nothing acknowledged is touched.
 //!
 //! Everything new is built before anything changes, so a reload that fails to build (an
-//! exporter's certificate missing, say) leaves the running graph as it was. Deliveries in
-//! flight finish with the exporters they were sent to; the next ones go to the new ones.
+//! exporter's certificate missing, say) leaves the running graph as it was. Only a receiver
+//! that cannot listen with its new settings (a port in use) is found out while applying: the
+//! rest is applied and that receiver serves on as before. Deliveries in flight finish with
+//! the exporters they were sent to; the next ones go to the new ones.
 
 use std::collections::BTreeMap;
 
@@ -25,8 +27,10 @@ pub enum ReloadError {
     NeedsRestart(String),
     #[error("cannot apply the new config (nothing was changed)")]
     Build(#[source] Box<StartError>),
-    /// A changed receiver could not listen again; its previous settings serve instead.
-    #[error("receivers.{id}: cannot start with the new settings; the previous ones serve on")]
+    /// A changed or added receiver could not listen; the rest of the new config is applied,
+    /// a changed receiver serves on with its previous settings, and the next reload tries
+    /// again.
+    #[error("receivers.{id}: cannot start with the new settings (its previous ones serve on, if it had any); the rest of the new config is applied")]
     Receiver {
         id: ComponentId,
         #[source]
@@ -77,6 +81,11 @@ impl Running {
         }
 
         let mut ingests = graph.ingests;
+        // Receivers that could not start with their new settings: the first error, and the
+        // section each keeps in the running config (its previous one, or none), so that the
+        // next reload sees it as changed and tries again.
+        let mut failed: Option<ReloadError> = None;
+        let mut keep_sections: Vec<(String, Option<serde_yaml::Value>)> = Vec::new();
         let old: Vec<ComponentId> = self.receivers.keys().cloned().collect();
         for id in old {
             let unchanged = self.config.sections.receivers.get(&id.to_string())
@@ -100,8 +109,11 @@ impl Running {
                                 done.receivers_restarted.push(id.to_string());
                             }
                             Err(source) => {
-                                self.restore_receiver(&id, &previous).await;
-                                return Err(ReloadError::Receiver {
+                                self.restore_receiver(&id, &previous, &new).await;
+                                let key = id.to_string();
+                                let section = self.config.sections.receivers.get(&key).cloned();
+                                keep_sections.push((key, section));
+                                failed.get_or_insert(ReloadError::Receiver {
                                     id,
                                     source: Box::new(source),
                                 });
@@ -121,27 +133,43 @@ impl Running {
             let Some(receiver) = new.receivers.get(&id) else {
                 continue;
             };
-            let started = start_receiver(&id, receiver, state, &self.receivers_stop)
-                .await
-                .map_err(|source| ReloadError::Receiver {
-                    id: id.clone(),
-                    source: Box::new(source),
-                })?;
-            self.receivers.insert(id.clone(), started);
-            done.receivers_started.push(id.to_string());
+            match start_receiver(&id, receiver, state, &self.receivers_stop).await {
+                Ok(started) => {
+                    self.receivers.insert(id.clone(), started);
+                    done.receivers_started.push(id.to_string());
+                }
+                Err(source) => {
+                    keep_sections.push((id.to_string(), None));
+                    failed.get_or_insert(ReloadError::Receiver {
+                        id,
+                        source: Box::new(source),
+                    });
+                }
+            }
         }
-        self.config = new;
-        Ok(done)
+        let mut applied = new;
+        for (key, section) in keep_sections {
+            match section {
+                Some(section) => applied.sections.receivers.insert(key, section),
+                None => applied.sections.receivers.remove(&key),
+            };
+        }
+        self.config = applied;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
     }
 
-    /// Starts `receiver` again with the running config's routes, after a reload could not
-    /// start its new settings.
+    /// Starts `receiver` (its previous settings) again, with the routes of the config being
+    /// applied, after a reload could not start its new settings.
     async fn restore_receiver(
         &mut self,
         id: &ComponentId,
         receiver: &std::sync::Arc<dyn crate::receiver::Receiver>,
+        config: &Config,
     ) {
-        let state = Graph::build(&self.config, &self.buffers, &self.control)
+        let state = Graph::build(config, &self.buffers, &self.control)
             .ok()
             .and_then(|mut g| g.ingests.remove(id));
         let Some(state) = state else {

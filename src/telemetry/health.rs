@@ -23,6 +23,7 @@ impl Default for Readiness {
 
 impl Readiness {
     pub fn set(&self, state: Result<(), String>) {
+        metrics::gauge!("sluice_ready").set(if state.is_ok() { 1.0 } else { 0.0 });
         let mut current = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if *current != state {
             match &state {

@@ -45,6 +45,15 @@ pub fn install() -> Result<Router, BuildError> {
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 fn describe() {
+    describe_gauge!(
+        "sluice_ready",
+        "1 while /readyz answers ready (pipelines running, every buffer taking appends), else 0."
+    );
+    describe_gauge!(
+        "sluice_buffer_capacity_bytes",
+        Unit::Bytes,
+        "The cap of a buffer that tenants share (disk: max_size_mib; pulsar: backlog.max_mib)."
+    );
     describe_counter!(
         "sluice_config_reloads_total",
         Unit::Count,
