@@ -94,7 +94,8 @@ pub struct PipelineView {
 
 pub(super) type Shared = State<Arc<AdminState>>;
 
-pub fn router(state: Arc<AdminState>) -> Router {
+/// The routes of this module (the admin router merges them with [`super::buffered`]'s).
+pub(super) fn routes() -> Router<Arc<AdminState>> {
     Router::new()
         .route("/api/v1/version", get(version))
         .route("/api/v1/config", get(config))
@@ -104,18 +105,6 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/tenants/{tenant}/resume", post(resume))
         .route("/api/v1/tap", get(tap))
         .route("/api/v1/reload", post(reload))
-        .route("/api/v1/dead-letters", get(super::buffered::list))
-        .route("/api/v1/dead-letters/sample", get(super::buffered::sample))
-        .route(
-            "/api/v1/dead-letters/redrive",
-            post(super::buffered::redrive),
-        )
-        .route("/api/v1/dead-letters/purge", post(super::buffered::purge))
-        .route(
-            "/api/v1/tenants/{tenant}/purge",
-            post(super::buffered::purge_tenant),
-        )
-        .with_state(state)
 }
 
 /// A refusal or failure, answered as `{"error": "..."}` with its status.

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
 use serde::Deserialize;
 
 use super::api::{admin_only, audit, count, error, json, Answer, Denied, Shared};
@@ -23,8 +25,18 @@ use crate::buffer::Buffer;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
+/// The routes of this module.
+pub(super) fn routes() -> Router<Arc<super::api::AdminState>> {
+    Router::new()
+        .route("/api/v1/dead-letters", get(list))
+        .route("/api/v1/dead-letters/sample", get(sample))
+        .route("/api/v1/dead-letters/redrive", post(redrive))
+        .route("/api/v1/dead-letters/purge", post(purge))
+        .route("/api/v1/tenants/{tenant}/purge", post(purge_tenant))
+}
+
 #[derive(Debug, Deserialize)]
-pub(super) struct Target {
+struct Target {
     tenant: String,
     signal: Option<Signal>,
     limit: Option<usize>,
@@ -74,7 +86,7 @@ fn failed(action: &'static str, e: crate::buffer::BufferError) -> Denied {
     )
 }
 
-pub(super) async fn list(
+async fn list(
     State(state): Shared,
     headers: HeaderMap,
     Query(query): Query<Target>,
@@ -103,7 +115,7 @@ pub(super) async fn list(
     ))
 }
 
-pub(super) async fn sample(
+async fn sample(
     State(state): Shared,
     headers: HeaderMap,
     Query(query): Query<Target>,
@@ -141,7 +153,7 @@ pub(super) async fn sample(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
 }
 
-pub(super) async fn redrive(
+async fn redrive(
     State(state): Shared,
     headers: HeaderMap,
     Query(query): Query<Target>,
@@ -172,7 +184,7 @@ pub(super) async fn redrive(
     ))
 }
 
-pub(super) async fn purge(
+async fn purge(
     State(state): Shared,
     headers: HeaderMap,
     Query(query): Query<Target>,
@@ -203,7 +215,7 @@ pub(super) async fn purge(
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct PurgeQuery {
+struct PurgeQuery {
     signal: Option<Signal>,
     #[serde(default)]
     confirm: bool,
@@ -211,7 +223,7 @@ pub(super) struct PurgeQuery {
 
 /// `POST /api/v1/tenants/{tenant}/purge?confirm=true[&signal=]`: deletes everything buffered
 /// for the tenant, dead letters included, in every buffer holding the signal(s).
-pub(super) async fn purge_tenant(
+async fn purge_tenant(
     State(state): Shared,
     headers: HeaderMap,
     axum::extract::Path(tenant): axum::extract::Path<String>,

@@ -69,7 +69,7 @@ pub async fn serve(
         "service.admin.tls",
         address,
         setup.config.tls.as_ref(),
-        api::router(state),
+        api::routes().merge(buffered::routes()).with_state(state),
         shutdown,
     )
     .await?;
