@@ -86,11 +86,7 @@ fn failed(action: &'static str, e: crate::buffer::BufferError) -> Denied {
     )
 }
 
-async fn list(
-    State(state): Shared,
-    headers: HeaderMap,
-    Query(query): Query<Target>,
-) -> Answer {
+async fn list(State(state): Shared, headers: HeaderMap, Query(query): Query<Target>) -> Answer {
     admin_only(&state, &headers, "dlq_list")?;
     let (tenant, signals) = target_of("dlq_list", &query)?;
     let mut rows = Vec::new();
@@ -115,11 +111,7 @@ async fn list(
     ))
 }
 
-async fn sample(
-    State(state): Shared,
-    headers: HeaderMap,
-    Query(query): Query<Target>,
-) -> Answer {
+async fn sample(State(state): Shared, headers: HeaderMap, Query(query): Query<Target>) -> Answer {
     admin_only(&state, &headers, "dlq_show")?;
     let (tenant, signals) = target_of("dlq_show", &query)?;
     let limit = query.limit.unwrap_or(10);
@@ -153,11 +145,7 @@ async fn sample(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
 }
 
-async fn redrive(
-    State(state): Shared,
-    headers: HeaderMap,
-    Query(query): Query<Target>,
-) -> Answer {
+async fn redrive(State(state): Shared, headers: HeaderMap, Query(query): Query<Target>) -> Answer {
     let caller = admin_only(&state, &headers, "dlq_redrive")?;
     let (tenant, signals) = target_of("dlq_redrive", &query)?;
     let mut rows = Vec::new();
@@ -184,11 +172,7 @@ async fn redrive(
     ))
 }
 
-async fn purge(
-    State(state): Shared,
-    headers: HeaderMap,
-    Query(query): Query<Target>,
-) -> Answer {
+async fn purge(State(state): Shared, headers: HeaderMap, Query(query): Query<Target>) -> Answer {
     let caller = admin_only(&state, &headers, "dlq_purge")?;
     let (tenant, signals) = target_of("dlq_purge", &query)?;
     let mut rows = Vec::new();
