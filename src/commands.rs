@@ -1,7 +1,8 @@
-//! `sluice tenants|pause|resume|purge|tap|dlq`: the admin API's commands (binary edge; the client and
+//! `sluice tenants|pause|resume|purge|replay|tap|dlq`: the admin API's commands (binary edge; the client and
 //! the table live in `sluice::admin::cli`).
 
 use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -80,6 +81,27 @@ pub enum AdminCommand {
         signal: Option<String>,
         #[arg(long)]
         confirm: bool,
+    },
+    /// Send a tenant's already-exported data again: what it sent between --since and --until
+    /// (default: now), through its pipelines' exporters, or only --exporter. Needs retention
+    /// (`buffers.disk.retention`, `buffers.pulsar.retention`). The live export goes on
+    /// beside it, untouched.
+    Replay {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        signal: String,
+        /// How long ago (`2h`, `90m`) or when (`2026-12-03T10:00:00Z`) the window starts.
+        #[arg(long, value_parser = parse_moment)]
+        since: SystemTime,
+        /// How long ago or when the window ends. Default: now.
+        #[arg(long, value_parser = parse_moment)]
+        until: Option<SystemTime>,
+        /// Replay to this exporter only (a component id, e.g. `otlp/tempo`).
+        #[arg(long)]
+        exporter: Option<String>,
     },
     /// A tenant's dead letters: `list` (counts, reasons, first/last time), `show` (a sample
     /// as OTLP/JSON), `redrive` (export them again, once the cause is fixed), `purge`.
@@ -219,6 +241,42 @@ async fn execute(command: AdminCommand) -> anyhow::Result<()> {
                 .await?;
         }
         AdminCommand::Dlq { action } => dlq(action).await?,
+        AdminCommand::Replay {
+            admin,
+            tenant,
+            signal,
+            since,
+            until,
+            exporter,
+        } => {
+            let since = epoch_ms(since).to_string();
+            let until = until.map(|u| epoch_ms(u).to_string());
+            let path = format!(
+                "/api/v1/tenants/{}/replay{}",
+                encode(&tenant),
+                query(&[
+                    ("signal", Some(&signal)),
+                    ("since", Some(&since)),
+                    ("until", until.as_deref()),
+                    ("exporter", exporter.as_deref()),
+                ])
+            );
+            let answer = admin.client()?.post(&path).await?;
+            match admin.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+                Output::Table => {
+                    for row in answer["replayed"].as_array().into_iter().flatten() {
+                        println!(
+                            "{tenant} {signal} ({}, buffer {}): {} items in {} batches replayed",
+                            row["pipeline"].as_str().unwrap_or_default(),
+                            row["buffer"].as_str().unwrap_or_default(),
+                            row["items"],
+                            row["batches"]
+                        );
+                    }
+                }
+            }
+        }
         AdminCommand::Purge {
             admin,
             tenant,
@@ -252,6 +310,23 @@ async fn execute(command: AdminCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `2h` (that long ago) or an RFC 3339 time.
+fn parse_moment(text: &str) -> Result<SystemTime, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("{text} ago is before the epoch"));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|_| {
+        format!("{text:?} is neither a duration (2h, 90m) nor a time (2026-12-03T10:00:00Z)")
+    })
+}
+
+fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn dlq(action: DlqAction) -> anyhow::Result<()> {

@@ -154,6 +154,7 @@ fn run(
                 views: Arc::clone(&views),
                 buffers: running.buffers(),
                 reload: Some(reload_requests),
+                replay: running.plans(),
             },
             health_stop.clone(),
         )

@@ -4,7 +4,7 @@
 //! live and refuses another tenant's token; every admin call without a valid token is
 //! refused, and the effective config it shows has its credentials masked; a batch
 //! dead-lettered by a permanent error is shown by `sluice dlq`, redriven to the fixed backend,
-//! and leaves the dead letters.
+//! and leaves the dead letters; `sluice replay` sends exactly one tenant's window again.
 
 mod common;
 
@@ -514,4 +514,188 @@ async fn purge_leaves_nothing_of_the_tenant_on_disk() {
 #[tokio::test(flavor = "multi_thread")]
 async fn purge_leaves_nothing_of_the_tenant_in_its_pulsar_topics() {
     purge_round_trip("pulsar").await;
+}
+
+/// How many times each span name of `prefix` reached the backend for `tenant`.
+fn deliveries(
+    backend: &Backend,
+    tenant: &str,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for span in backend.spans(tenant) {
+        if span.name.starts_with(prefix) {
+            *seen.entry(span.name).or_default() += 1;
+        }
+    }
+    seen
+}
+
+/// Sends `n` spans named `{prefix}-{i}` for `tenant` and waits until Sluice exported them.
+async fn send_and_export(
+    sluice: &SluiceProcess,
+    backend: &Backend,
+    tenant: &str,
+    prefix: &str,
+    n: usize,
+) {
+    let client = channel(&sluice.otlp_endpoint()).await;
+    let request = trace_request("ops", None, named_spans(prefix, 0, n));
+    export_traces_with(&client, &[("x-scope-orgid", tenant)], request)
+        .await
+        .unwrap();
+    wait_for(&format!("{prefix} exported"), WAIT, || async {
+        let seen = deliveries(backend, tenant, prefix);
+        if seen.len() == n {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+}
+
+/// Replaying one tenant's last minutes sends exactly that tenant's items of the window again
+/// (not the earlier ones, not another tenant's), and the live export goes on untouched;
+/// on `buffer` with `retention` on. Without retention, replay says why it cannot.
+async fn replay_round_trip(buffer: &str) {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let tenant = common::pulsar::tenant(&format!("replay{buffer}"));
+    let other = common::pulsar::tenant(&format!("replayother{buffer}"));
+    let (tenant, other) = (tenant.as_str(), other.as_str());
+    let mut config = buffer_config(dir.path(), backend.port(), buffer, tenant);
+    let retention = "retention: { max_age: 1h }".to_string();
+    match config.pulsar.as_mut() {
+        Some(pulsar) => pulsar.extra.push(retention),
+        None => config.disk_extra.push(retention),
+    }
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+
+    send_and_export(&sluice, &backend, tenant, "before", 3).await;
+    // Receive times are in milliseconds: the window starts strictly after `before`.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let since = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    send_and_export(&sluice, &backend, tenant, "window", 4).await;
+    send_and_export(&sluice, &backend, other, "other", 2).await;
+    if buffer == "pulsar" {
+        // The replay reads what the export subscription acknowledged, as the broker has it.
+        let topic = format!("persistent://public/default/{tenant}-traces-{tenant}");
+        wait_for("the acknowledgements at the broker", WAIT, || async {
+            let stats = common::pulsar::topic_stats(&topic).await;
+            match stats["subscriptions"][tenant]["msgBacklog"].as_u64() {
+                Some(0) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    } else {
+        wait_for("the cursor past every exported span", WAIT, || async {
+            let exported = row(&config, tenant)["exported_items"].as_u64();
+            if exported == Some(7) {
+                Ok(())
+            } else {
+                Err(format!("{exported:?}"))
+            }
+        })
+        .await;
+    }
+
+    let out = stdout(&cli(
+        &config,
+        None,
+        &[
+            "replay", "--tenant", tenant, "--signal", "traces", "--since", &since, "--output",
+            "json",
+        ],
+    ));
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["replayed"][0]["items"], 4, "{answer}");
+    wait_for("the window delivered twice", WAIT, || async {
+        let seen = deliveries(&backend, tenant, "window");
+        if seen.values().all(|n| *n == 2) && seen.len() == 4 {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+    assert!(
+        deliveries(&backend, tenant, "before")
+            .values()
+            .all(|n| *n == 1),
+        "spans before the window were replayed"
+    );
+    assert_eq!(
+        row(&config, tenant)["replayed_items"],
+        4,
+        "the usage table counts the replay"
+    );
+
+    // The live export position did not move: new spans arrive once, and the stream, which
+    // delivers in order, sent nothing of the window again before them.
+    send_and_export(&sluice, &backend, tenant, "after", 2).await;
+    assert!(deliveries(&backend, tenant, "after")
+        .values()
+        .all(|n| *n == 1));
+    assert!(deliveries(&backend, tenant, "window")
+        .values()
+        .all(|n| *n == 2));
+    assert!(
+        deliveries(&backend, other, "other")
+            .values()
+            .all(|n| *n == 1),
+        "another tenant's spans were replayed"
+    );
+    let refused = cli(
+        &config,
+        None,
+        &[
+            "replay",
+            "--tenant",
+            tenant,
+            "--signal",
+            "traces",
+            "--since",
+            "1h",
+            "--exporter",
+            "otlp/none",
+        ],
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("no traces pipeline exports to otlp/none"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_sends_one_tenants_window_again_on_disk() {
+    replay_round_trip("disk").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_sends_one_tenants_window_again_on_pulsar() {
+    replay_round_trip("pulsar").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_without_retention_says_what_to_turn_on() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let config = SluiceConfig::new(dir.path(), backend.port());
+    let _sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let refused = cli(
+        &config,
+        None,
+        &[
+            "replay", "--tenant", "t", "--signal", "traces", "--since", "2h",
+        ],
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("409") && said.contains("`retention` is off"),
+        "{said}"
+    );
 }

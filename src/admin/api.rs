@@ -12,6 +12,7 @@
 //! | `GET /api/v1/tap?tenant=&signal=[&limit=]` | admin, or the tenant itself | live OTLP JSON lines |
 //! | `POST /api/v1/reload` | admin | re-read the config file and apply it (as SIGHUP does) |
 //! | `…/api/v1/dead-letters[/sample\|/redrive\|/purge]` | admin | see [`super::buffered`] |
+//! | `POST /api/v1/tenants/{tenant}/replay?signal=&since=[&until=][&exporter=]` | admin | see [`super::replay`] |
 //!
 //! Every write is logged (target `sluice::audit`) with the caller's token name and counted
 //! in `sluice_admin_requests_total{action,result}`, refusals included.
@@ -46,6 +47,8 @@ pub struct AdminState {
     pub buffers: Vec<(String, Arc<dyn Buffer>)>,
     /// Where reloads are asked for; `None`: nobody applies them.
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
+    /// Each pipeline's export plan by pipeline id, for `sluice replay`.
+    pub replay: crate::pipeline::replay::ReplayTargets,
 }
 
 /// What the API shows of the running config; replaced after each reload.

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::api::{admin_only, audit, count, error, json, Answer, Denied, Shared};
 use super::otlp_json;
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, BufferError};
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
@@ -78,12 +78,16 @@ fn target_of(action: &'static str, query: &Target) -> Result<(TenantId, Vec<Sign
     Ok((tenant, signals))
 }
 
-fn failed(action: &'static str, e: crate::buffer::BufferError) -> Denied {
+/// A buffer operation that failed: 409 when the buffer cannot do it as configured, 503 when
+/// what it depends on is down (retry later), 500 otherwise.
+pub(super) fn failed(action: &'static str, e: BufferError) -> Denied {
     count(action, "failed");
-    error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        crate::error::error_chain(&e),
-    )
+    let status = match e {
+        BufferError::Unsupported(_) => StatusCode::CONFLICT,
+        BufferError::Unavailable { .. } | BufferError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, crate::error::error_chain(&e))
 }
 
 async fn list(State(state): Shared, headers: HeaderMap, Query(query): Query<Target>) -> Answer {

@@ -134,7 +134,7 @@ pub fn encode(value: &str) -> String {
 }
 
 /// Columns of `sluice tenants`: header, JSON field of a row.
-const COLUMNS: [(&str, &str); 9] = [
+const COLUMNS: [(&str, &str); 10] = [
     ("TENANT", "tenant"),
     ("SIGNAL", "signal"),
     ("ACCEPTED", "accepted_items"),
@@ -142,6 +142,7 @@ const COLUMNS: [(&str, &str); 9] = [
     ("STORED", "stored_items"),
     ("EXPORTED", "exported_items"),
     ("DEAD-LETTERED", "dead_lettered_items"),
+    ("REPLAYED", "replayed_items"),
     ("BUFFERED", "buffered_bytes"),
     ("OLDEST", "oldest_unexported_age_seconds"),
 ];

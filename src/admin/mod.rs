@@ -1,8 +1,8 @@
 //! The admin API (docs/contracts.md, "Operations"): a listener of its own
 //! (`service.admin.address`, loopback by default) where an operator acts on one tenant —
 //! reads its usage, pauses and resumes its export, taps what it sends, handles its dead
-//! letters — and reloads the config, and where the
-//! `sluice tenants|pause|resume|tap|dlq` commands ([`cli`]) connect.
+//! letters, replays what it sent — and reloads the config, and where the
+//! `sluice tenants|pause|resume|tap|dlq|purge|replay` commands ([`cli`]) connect.
 //!
 //! It sits between the service and the pipeline runtime: it uses the pipeline's
 //! [`ExportControl`](crate::pipeline::control::ExportControl) and taps, the usage table and
@@ -14,6 +14,7 @@ mod buffered;
 pub mod cli;
 pub mod config;
 mod otlp_json;
+mod replay;
 
 use std::sync::Arc;
 
@@ -47,6 +48,8 @@ pub struct AdminSetup<'a> {
     pub buffers: Vec<(String, Arc<dyn crate::buffer::Buffer>)>,
     /// Where `POST /api/v1/reload` sends its requests.
     pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
+    /// Each pipeline's export plan, for `sluice replay`.
+    pub replay: crate::pipeline::replay::ReplayTargets,
 }
 
 /// Starts the admin API; `None` when `service.admin.address` is empty.
@@ -63,13 +66,17 @@ pub async fn serve(
         views: setup.views,
         buffers: setup.buffers,
         reload: setup.reload,
+        replay: setup.replay,
     });
     let task = listener::serve(
         "admin",
         "service.admin.tls",
         address,
         setup.config.tls.as_ref(),
-        api::routes().merge(buffered::routes()).with_state(state),
+        api::routes()
+            .merge(buffered::routes())
+            .merge(replay::routes())
+            .with_state(state),
         shutdown,
     )
     .await?;

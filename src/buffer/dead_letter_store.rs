@@ -47,8 +47,9 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
-/// Where redriven batches go: the buffer's own append, so they are exported again.
-pub type Redrive<'a> = &'a (dyn Fn(Batch) -> BoxFuture<'a, Result<(), BufferError>> + Send + Sync);
+/// Where batches handed out of a buffer go: redriven dead letters to the buffer's own append,
+/// so they are exported again; replayed data straight to the exporters.
+pub type Handover<'a> = &'a (dyn Fn(Batch) -> BoxFuture<'a, Result<(), BufferError>> + Send + Sync);
 
 #[async_trait]
 pub trait DeadLetterStore: Send + Sync {
@@ -74,7 +75,7 @@ pub trait DeadLetterStore: Send + Sync {
         &self,
         tenant: &TenantId,
         signal: Signal,
-        to: Redrive<'_>,
+        to: Handover<'_>,
     ) -> Result<DeadLetterSummary, BufferError>;
 
     /// Deletes every dead letter of the tenant+signal; returns what was deleted.

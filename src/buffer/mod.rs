@@ -10,10 +10,12 @@ pub mod dead_letter_store;
 pub mod disk;
 pub mod pulsar;
 mod registry;
+pub mod replay;
 pub mod share;
 
-pub use dead_letter_store::{DeadLetter, DeadLetterStore, DeadLetterSummary};
+pub use dead_letter_store::{DeadLetter, DeadLetterStore, DeadLetterSummary, Handover};
 pub use registry::BUFFERS;
+pub use replay::{ReplayWindow, Replayed};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -75,6 +77,10 @@ pub enum BufferError {
     },
     #[error("buffer is closed")]
     Closed,
+    /// The buffer cannot do what an operator asked, as configured (replay without
+    /// retention). Never retryable.
+    #[error("{0}")]
+    Unsupported(String),
     /// The config does not describe a usable buffer (checked again at open, since a buffer
     /// can be opened without going through `sluice validate`).
     #[error("invalid buffer config")]
@@ -93,7 +99,9 @@ impl BufferError {
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
-            BufferError::RecordTooLarge { .. } | BufferError::TenantNameConflict { .. }
+            BufferError::RecordTooLarge { .. }
+                | BufferError::TenantNameConflict { .. }
+                | BufferError::Unsupported(_)
         )
     }
 }
@@ -194,11 +202,28 @@ pub trait Buffer: Send + Sync + 'static {
     /// purge`). Deliveries already handed to exporters finish; nothing else of it is sent.
     async fn purge(&self, tenant: &TenantId, signal: Signal) -> Result<Purged, BufferError> {
         let _ = (tenant, signal);
-        Err(BufferError::Unavailable {
-            what: format!("the {} buffer cannot purge a tenant", self.kind()),
-            retry_after: Duration::ZERO,
-            source: Box::new(std::io::Error::from(std::io::ErrorKind::Unsupported)),
-        })
+        Err(BufferError::Unsupported(format!(
+            "the {} buffer cannot purge a tenant",
+            self.kind()
+        )))
+    }
+
+    /// Hands `to`, oldest first, every batch of `tenant`'s `signal` that was received within
+    /// `window` and already acknowledged (exported or dead-lettered), from the data the
+    /// buffer retains (`sluice replay`). Never moves the export position. Stops at the first
+    /// refusal of `to`.
+    async fn replay(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        window: ReplayWindow,
+        to: Handover<'_>,
+    ) -> Result<Replayed, BufferError> {
+        let _ = (tenant, signal, window, to);
+        Err(BufferError::Unsupported(format!(
+            "the {} buffer keeps no acknowledged data to replay",
+            self.kind()
+        )))
     }
 
     /// The dead letters, where the buffer can read its own back (`sluice dlq`).

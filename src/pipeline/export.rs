@@ -260,7 +260,7 @@ async fn export(plan: Arc<ExportPlan>, delivery: Delivery, stop: &CancellationTo
 
 /// Sends what the processors kept of a delivery (usually one batch; none when they dropped
 /// it all) through one exporter. The first part that is not sent decides the outcome.
-async fn send_parts(
+pub(super) async fn send_parts(
     handle: &ExporterHandle,
     parts: &[Batch],
     stop: &CancellationToken,

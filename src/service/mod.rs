@@ -258,6 +258,15 @@ impl Running {
             .collect()
     }
 
+    /// Each pipeline's export plan by pipeline id (the slots stay the same across reloads;
+    /// a reload replaces what they hold).
+    pub fn plans(&self) -> crate::pipeline::replay::ReplayTargets {
+        self.plans
+            .iter()
+            .map(|(id, slot)| (id.to_string(), Arc::clone(slot)))
+            .collect()
+    }
+
     /// Graceful shutdown in the documented order; whatever is still running at `timeout` is
     /// abandoned (nothing acknowledged is lost: it is in the buffer).
     pub async fn shutdown(self, timeout: Duration) {

@@ -3,7 +3,7 @@
 //! `GET /tenants` on the health listener (docs/contracts.md, "Tenant isolation").
 //!
 //! Recorded where the metrics are: ingest (accepted, refused, stored), the export worker
-//! (exported, dead-lettered, the oldest delivery not yet exported) and the buffers (bytes each
+//! (exported, dead-lettered, the oldest delivery not yet exported), replays, and the buffers (bytes each
 //! tenant holds). One process-wide table, like the label cap: every pipeline reports into it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +25,7 @@ pub struct TenantCounters {
     stored_bytes: AtomicU64,
     exported_items: AtomicU64,
     dead_lettered_items: AtomicU64,
+    replayed_items: AtomicU64,
     /// Receive time (ms since the epoch) of the oldest delivery read but not yet settled;
     /// 0 when none is waiting.
     oldest_unexported_ms: AtomicU64,
@@ -60,6 +61,11 @@ impl TenantCounters {
     pub fn dead_lettered(&self, items: u32) {
         self.dead_lettered_items
             .fetch_add(u64::from(items), Ordering::Relaxed);
+    }
+
+    /// Sent again by `sluice replay`; never counted as exported.
+    pub fn replayed(&self, items: u64) {
+        self.replayed_items.fetch_add(items, Ordering::Relaxed);
     }
 
     /// The receive time of the oldest delivery still being exported; `None` when the
@@ -126,6 +132,7 @@ impl UsageTable {
                     stored_bytes: u.stored_bytes.load(Ordering::Relaxed),
                     exported_items: u.exported_items.load(Ordering::Relaxed),
                     dead_lettered_items: u.dead_lettered_items.load(Ordering::Relaxed),
+                    replayed_items: u.replayed_items.load(Ordering::Relaxed),
                     oldest_unexported_age_seconds: (oldest > 0)
                         .then(|| now_ms.saturating_sub(oldest) as f64 / 1000.0),
                 }
@@ -199,6 +206,8 @@ pub struct UsageRow {
     /// Acknowledged to the buffer after every exporter took them.
     pub exported_items: u64,
     pub dead_lettered_items: u64,
+    /// Sent again by `sluice replay`.
+    pub replayed_items: u64,
     /// Age of the oldest delivery read from the buffer and not yet exported; `null` when
     /// nothing is waiting. The lag to alert on.
     pub oldest_unexported_age_seconds: Option<f64>,

@@ -64,6 +64,12 @@ pub struct DiskBufferConfig {
     #[serde(default)]
     pub dead_letter: DeadLetterConfig,
 
+    /// Keeps each tenant+signal's acknowledged data for `sluice replay` instead of deleting it
+    /// once exported. Off by default. Kept data is outside `max_size_mib`: it never makes the
+    /// buffer refuse live data; its own caps bound it.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+
     /// Most log files the writers keep open at once, across all tenants; past it, the files
     /// of idle logs are closed to open others (reopened on demand). `0`: half of the
     /// process's open-files limit. Default: `0`.
@@ -99,18 +105,56 @@ impl Default for DeadLetterConfig {
 }
 
 impl DeadLetterConfig {
-    pub(super) fn max_bytes(&self) -> Option<u64> {
-        (self.max_mib > 0).then(|| self.max_mib.saturating_mul(MIB))
+    pub(super) fn caps(&self) -> LogCaps {
+        LogCaps::new(self.max_age, self.max_mib)
+    }
+}
+
+/// `retention`: how long and how much acknowledged data of each tenant+signal is kept in its
+/// log's `retained/` directory, whole segments at a time.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Acknowledged segments whose last record is older than this are deleted, e.g. `24h`.
+    /// `0` (the default): no age cap.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Most acknowledged data kept per tenant and signal, in MiB; past it the oldest goes.
+    /// `0` (the default): no size cap. Retention is on when either cap is set.
+    pub max_mib: u64,
+}
+
+impl RetentionConfig {
+    pub(super) fn enabled(&self) -> bool {
+        !self.max_age.is_zero() || self.max_mib > 0
     }
 
-    pub(super) fn max_age(&self) -> Option<Duration> {
-        (!self.max_age.is_zero()).then_some(self.max_age)
+    pub(super) fn caps(&self) -> LogCaps {
+        LogCaps::new(self.max_age, self.max_mib)
+    }
+}
+
+/// Age and size caps on a log that is only ever trimmed from its oldest end (dead letters,
+/// retained data), as [`super::segment::over_caps`] applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LogCaps {
+    pub max_age: Option<Duration>,
+    pub max_bytes: Option<u64>,
+}
+
+impl LogCaps {
+    /// `0` in either turns that cap off.
+    fn new(max_age: Duration, max_mib: u64) -> LogCaps {
+        LogCaps {
+            max_age: (!max_age.is_zero()).then_some(max_age),
+            max_bytes: (max_mib > 0).then(|| max_mib.saturating_mul(MIB)),
+        }
     }
 
-    /// How often logs no longer written to are checked: a tenth of `max_age`, between 1 s
+    /// How often logs no longer written to are checked: a tenth of the age cap, between 1 s
     /// and a minute; a minute for a size cap alone.
     pub(super) fn sweep_interval(&self) -> Option<Duration> {
-        match (self.max_age(), self.max_bytes()) {
+        match (self.max_age, self.max_bytes) {
             (Some(age), _) => {
                 Some((age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)))
             }
@@ -142,6 +186,7 @@ impl Default for DiskBufferConfig {
             retry_after: default_retry_after(),
             tenant_headroom_percent: default_tenant_headroom_percent(),
             dead_letter: DeadLetterConfig::default(),
+            retention: RetentionConfig::default(),
             max_open_files: 0,
         }
     }

@@ -19,10 +19,10 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::config::DeadLetterConfig;
+use super::config::{DeadLetterConfig, LogCaps};
 use super::open::report_recovery;
 use super::record::{self, Frame};
-use super::segment::{list_segments, segment_path, SegmentWriter};
+use super::segment::{list_segments, over_caps, segment_path, SegmentWriter};
 use super::DEAD_LETTER_DIR;
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
@@ -52,7 +52,7 @@ impl Expiry {
 #[derive(Debug)]
 pub(super) struct DeadLetters {
     root: PathBuf,
-    config: DeadLetterConfig,
+    caps: LogCaps,
     segment_size: u64,
     logs: Mutex<HashMap<(Signal, TenantId), SharedLog>>,
 }
@@ -80,13 +80,14 @@ pub(super) struct Removed {
 impl DeadLetters {
     /// `root` is the buffer's directory (`<root>/<signal>/<tenant>/dead-letter/`).
     pub(super) fn new(root: &Path, config: &DeadLetterConfig) -> Arc<Self> {
-        let segment_size = match config.max_bytes() {
+        let caps = config.caps();
+        let segment_size = match caps.max_bytes {
             Some(max) => (max / 8).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
             None => MAX_SEGMENT_BYTES,
         };
         Arc::new(DeadLetters {
             root: root.to_path_buf(),
-            config: config.clone(),
+            caps,
             segment_size,
             logs: Mutex::new(HashMap::new()),
         })
@@ -167,7 +168,7 @@ impl DeadLetters {
 
     /// Every `interval` until `closed`, a sweep on the blocking pool.
     pub(super) fn spawn_sweeper(self: &Arc<Self>, mut closed: watch::Receiver<bool>) {
-        let Some(interval) = self.config.sweep_interval() else {
+        let Some(interval) = self.caps.sweep_interval() else {
             return;
         };
         let this = Arc::clone(self);
@@ -192,30 +193,11 @@ impl DeadLetters {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
             Err(e) => return vec![(Expiry::MaxAge, Err(e))],
         };
+        let (too_old, too_big) = over_caps(&log.dir, &mut segments, self.caps, now);
         let mut out = Vec::new();
-        if let Some(max_age) = self.config.max_age() {
-            let expired = segments
-                .iter()
-                .take_while(|(first, _)| {
-                    modified(&segment_path(&log.dir, *first))
-                        .is_some_and(|t| now.duration_since(t).unwrap_or_default() > max_age)
-                })
-                .count();
-            if expired > 0 {
-                let gone: Vec<_> = segments.drain(..expired).collect();
-                out.push((Expiry::MaxAge, log.remove(&gone)));
-            }
-        }
-        if let Some(max) = self.config.max_bytes() {
-            let mut total: u64 = segments.iter().map(|(_, len)| len).sum();
-            let mut over = 0;
-            while total > max && over < segments.len() {
-                total -= segments[over].1;
-                over += 1;
-            }
-            if over > 0 {
-                let gone: Vec<_> = segments.drain(..over).collect();
-                out.push((Expiry::MaxSize, log.remove(&gone)));
+        for (why, gone) in [(Expiry::MaxAge, too_old), (Expiry::MaxSize, too_big)] {
+            if !gone.is_empty() {
+                out.push((why, log.remove(&gone)));
             }
         }
         out
@@ -256,10 +238,6 @@ impl Log {
         }
         Ok(removed)
     }
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// Items and records in a segment file (up to the first damaged frame).

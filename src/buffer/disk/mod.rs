@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! {directory}/{signal}/{tenant}/00000000000000000000.seg   records, framed with length + CRC32C
-//!                               cursor                     acknowledged position (atomic rename)
+//!                               cursor                     acknowledged position (checksummed)
 //!                               handed-out                 how far deliveries went (redelivery)
 //!                               dead-letter/*.seg          dead letters, same format + reason
+//!                               retained/*.seg             acknowledged segments kept for replay
 //! ```
 //!
 //! * Append: [`DiskBuffer::append`] reserves room under the size cap, then hands the framed
@@ -12,7 +13,9 @@
 //!   and fsyncs once (group commit). Logs never share a lock or a task.
 //! * Read: each log has one [`BufferStream`] that reads committed records from the files
 //!   (`reader.rs`) and merges them into deliveries. Positions are record sequence numbers.
-//! * Ack: persists the cursor, then deletes closed segments wholly behind it (retention).
+//! * Ack: persists the cursor, then deletes closed segments wholly behind it, or moves them
+//!   to `retained/` with `retention` on (`retained.rs`), where `sluice replay` reads them
+//!   with the acknowledged records of the live segments (`replay.rs`).
 //! * Open: every log's last segment is scanned and a torn or corrupt tail is cut
 //!   (`segment.rs`), so damaged records are never delivered.
 
@@ -23,6 +26,8 @@ mod files;
 mod open;
 mod reader;
 mod record;
+mod replay;
+mod retained;
 mod segment;
 mod stream;
 mod writer;
@@ -40,7 +45,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use config::{DeadLetterConfig, DiskBufferConfig, FsyncPolicy};
+pub use config::{DeadLetterConfig, DiskBufferConfig, FsyncPolicy, RetentionConfig};
 
 use self::dead_letters::DeadLetters;
 use self::open::{discover, open_log, OpenedLog};
@@ -48,8 +53,8 @@ use self::stream::DiskStream;
 use self::writer::WriterMsg;
 use super::share::{Refusal, TenantShares, TenantUsage};
 use super::{
-    Buffer, BufferConfig, BufferContext, BufferError, BufferStream, DeadLetterStore, HealthTracker,
-    Purged,
+    Buffer, BufferConfig, BufferContext, BufferError, BufferStream, DeadLetterStore, Handover,
+    HealthTracker, Purged, ReplayWindow, Replayed,
 };
 use crate::batch::Batch;
 use crate::config::Validate;
@@ -208,6 +213,11 @@ impl DiskBuffer {
             .shared
             .dead_letters
             .spawn_sweeper(buffer.shared.closed.subscribe());
+        retained::spawn_sweeper(
+            config.directory.clone(),
+            config.retention.caps(),
+            buffer.shared.closed.subscribe(),
+        );
         Ok(buffer)
     }
 
@@ -397,9 +407,25 @@ impl Buffer for DiskBuffer {
                 .map_err(|_| BufferError::Closed)?;
             purged.bytes = freed.await.map_err(|_| BufferError::Closed)??;
         }
+        let dir = self.log_dir(signal, tenant);
+        purged.bytes += tokio::task::spawn_blocking(move || {
+            retained::purge(&dir).map_err(|e| BufferError::io(dir, e))
+        })
+        .await
+        .map_err(|e| join_error(&self.shared.config.directory, e))??;
         purged.dead_letters = self.shared.dead_letters.purge(tenant, signal).await?;
         tracing::warn!(%tenant, %signal, bytes = purged.bytes, dead_letter_items = purged.dead_letters.items, "tenant's buffered data purged by an operator");
         Ok(purged)
+    }
+
+    async fn replay(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        window: ReplayWindow,
+        to: Handover<'_>,
+    ) -> Result<Replayed, BufferError> {
+        self.replay_log(tenant, signal, window, to).await
     }
 
     async fn append(&self, batch: Batch) -> Result<(), BufferError> {

@@ -72,7 +72,7 @@ pub(super) fn open_log(
     // segment was acknowledged.
     let oldest = writer.index().lock().keys().next().copied();
     let acked = oldest.map_or(acked, |oldest| acked.max(oldest));
-    segment::delete_behind(&dir, writer.index(), acked);
+    segment::delete_behind(&dir, writer.index(), acked, config.retention.enabled());
     let redeliver_below = handed_out.clamp(acked, writer.committed().next_seq.max(acked));
     Ok(OpenedLog {
         tenant,

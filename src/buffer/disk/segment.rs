@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::config::LogCaps;
 use super::record::{self, Frame};
 
 /// First sequence number → size in bytes, of every segment of one log. Shared between the
@@ -466,13 +467,19 @@ fn scan(file: &File, len: u64) -> io::Result<(u64, u64, Option<&'static str>)> {
     }
 }
 
-/// Retention: deletes the segments of the log in `dir` whose records all come before `cursor`
-/// (never the active one). Returns how many bytes were freed.
-pub(super) fn delete_behind(dir: &Path, index: &SegmentIndex, cursor: u64) -> u64 {
+/// Deletes the segments of the log in `dir` whose records all come before `cursor` (never the
+/// active one), or with `retain` moves them into `retained/` for `sluice replay`. Returns
+/// how many bytes left the live log.
+pub(super) fn delete_behind(dir: &Path, index: &SegmentIndex, cursor: u64, retain: bool) -> u64 {
     let mut freed = 0;
     for (first, size) in index.take_behind(cursor) {
         let path = segment_path(dir, first);
-        match fs::remove_file(&path) {
+        let gone = if retain {
+            super::retained::retain(dir, first)
+        } else {
+            fs::remove_file(&path)
+        };
+        match gone {
             Ok(()) => freed += size,
             Err(e) if e.kind() == io::ErrorKind::NotFound => freed += size,
             Err(e) => {
@@ -482,4 +489,39 @@ pub(super) fn delete_behind(dir: &Path, index: &SegmentIndex, cursor: u64) -> u6
         }
     }
     freed
+}
+
+/// Which segments of a log trimmed from its oldest end (`segments`, oldest first, as
+/// [`list_segments`] gives them) break `caps`: first those whose last write is older than
+/// the age cap, then the oldest of the rest until the log is within the size cap. They are
+/// taken out of `segments`.
+pub(super) fn over_caps(
+    dir: &Path,
+    segments: &mut Vec<(u64, u64)>,
+    caps: LogCaps,
+    now: std::time::SystemTime,
+) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+    let mut too_old = Vec::new();
+    if let Some(max_age) = caps.max_age {
+        let expired = segments
+            .iter()
+            .take_while(|(first, _)| {
+                fs::metadata(segment_path(dir, *first))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > max_age)
+            })
+            .count();
+        too_old = segments.drain(..expired).collect();
+    }
+    let mut too_big = Vec::new();
+    if let Some(max) = caps.max_bytes {
+        let mut total: u64 = segments.iter().map(|(_, len)| len).sum();
+        let mut over = 0;
+        while total > max && over < segments.len() {
+            total -= segments[over].1;
+            over += 1;
+        }
+        too_big = segments.drain(..over).collect();
+    }
+    (too_old, too_big)
 }

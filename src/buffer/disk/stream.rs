@@ -288,6 +288,7 @@ impl DiskStream {
             FsyncPolicy::Interval => self.cursor_synced.elapsed() >= config.fsync_interval,
         };
         let (dir, index) = (self.dir.clone(), Arc::clone(&self.index));
+        let retain = config.retention.enabled();
         let stored = tokio::task::spawn_blocking(move || {
             let mut file = PositionFile::open(&dir, cursor::CURSOR_FILE)?;
             file.store(end)?;
@@ -296,7 +297,7 @@ impl DiskStream {
             }
             // Under `fsync: interval` a deleted segment may outlive the cursor's last write
             // in an OS crash; opening the log moves such a cursor up to the oldest segment.
-            let freed = segment::delete_behind(&dir, &index, end);
+            let freed = segment::delete_behind(&dir, &index, end, retain);
             Ok::<_, io::Error>(freed)
         })
         .await

@@ -3,6 +3,7 @@
 mod faults;
 mod files;
 mod flow;
+mod replay;
 mod shares;
 
 use std::collections::HashMap;

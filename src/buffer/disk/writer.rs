@@ -254,7 +254,7 @@ impl WriterTask {
             let path = w.active_path();
             let cut = cut.map_err(|e| BufferError::io(path, e))?;
             purged_below.fetch_max(cut, Ordering::AcqRel);
-            let freed = segment::delete_behind(w.dir(), w.index(), cut);
+            let freed = segment::delete_behind(w.dir(), w.index(), cut, false);
             Ok::<_, BufferError>((freed, w.committed()))
         })
         .await
@@ -277,10 +277,11 @@ impl WriterTask {
             return 0;
         }
         let writer = Arc::clone(&self.writer);
+        let retain = self.shared.config.retention.enabled();
         let done = tokio::task::spawn_blocking(move || {
             let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
             let rolled = w.close_active_if_acked(acked);
-            let freed = segment::delete_behind(w.dir(), w.index(), acked);
+            let freed = segment::delete_behind(w.dir(), w.index(), acked, retain);
             (rolled, freed, w.committed(), w.active_path())
         })
         .await;

@@ -1,6 +1,7 @@
 //! The few calls Sluice makes to the broker's admin REST API: topic stats (each tenant's
-//! backlog, `backlog.rs`; whether an idle stream has messages, `consumer.rs`), and a subscription with eviction bounds that keeps each
-//! dead-letter topic's messages (`dead_letter.rs`). Requests
+//! backlog, `backlog.rs`; whether an idle stream has messages, `consumer.rs`), a subscription
+//! with eviction bounds that keeps each dead-letter topic's messages (`dead_letter.rs`), and
+//! topic retention with a replay subscription reset to a time (`replay.rs`). Requests
 //! carry the buffer's `auth` credentials as a bearer token.
 
 use std::time::Duration;
@@ -209,6 +210,111 @@ impl AdminClient {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Sets the topic's retention policy: acknowledged messages are kept for `minutes` and
+    /// up to `size_mib` (`-1`: no such bound).
+    pub(super) async fn set_retention(
+        &self,
+        topic: &str,
+        minutes: i64,
+        size_mib: i64,
+    ) -> Result<(), AdminError> {
+        let url = format!(
+            "{}/admin/v2/{}/retention",
+            self.base,
+            Self::topic_path(topic)
+        );
+        let body = serde_json::json!({
+            "retentionTimeInMinutes": minutes,
+            "retentionSizeInMB": size_mib,
+        });
+        self.post(url, &body, format!("retention of {topic}")).await
+    }
+
+    /// Where `subscription` on `topic` has acknowledged everything before and at:
+    /// `(ledger, entry)`; `None` when the broker has neither.
+    pub(super) async fn mark_delete_position(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> Result<Option<(i64, i64)>, AdminError> {
+        #[derive(serde::Deserialize)]
+        struct Cursor {
+            #[serde(rename = "markDeletePosition")]
+            mark_delete_position: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct InternalStats {
+            #[serde(default)]
+            cursors: std::collections::HashMap<String, Cursor>,
+        }
+        let url = format!(
+            "{}/admin/v2/{}/internalStats",
+            self.base,
+            Self::topic_path(topic)
+        );
+        let Some(body) = self
+            .send(self.http.get(url), format!("internal stats of {topic}"))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let stats: InternalStats = serde_json::from_slice(&body)?;
+        let Some(cursor) = stats.cursors.get(subscription) else {
+            return Ok(None);
+        };
+        let position = cursor
+            .mark_delete_position
+            .split_once(':')
+            .and_then(|(l, e)| Some((l.parse().ok()?, e.parse().ok()?)));
+        match position {
+            Some(position) => Ok(Some(position)),
+            None => Err(AdminError::Status {
+                status: reqwest::StatusCode::OK,
+                what: format!("the position of {subscription} on {topic}"),
+                body: format!(
+                    "markDeletePosition {:?} is not ledger:entry",
+                    cursor.mark_delete_position
+                ),
+            }),
+        }
+    }
+
+    /// Moves `subscription` to the first message published at or after `timestamp_ms`.
+    pub(super) async fn reset_cursor(
+        &self,
+        topic: &str,
+        subscription: &str,
+        timestamp_ms: u64,
+    ) -> Result<(), AdminError> {
+        let url = format!(
+            "{}/admin/v2/{}/subscription/{subscription}/resetcursor/{timestamp_ms}",
+            self.base,
+            Self::topic_path(topic)
+        );
+        let what = format!("reset of {subscription} on {topic}");
+        self.post(url, &serde_json::Value::Null, what).await
+    }
+
+    /// Deletes `subscription` of `topic`, disconnecting its consumers; a missing one is gone
+    /// already.
+    pub(super) async fn delete_subscription(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> Result<(), AdminError> {
+        let url = format!(
+            "{}/admin/v2/{}/subscription/{subscription}?force=true",
+            self.base,
+            Self::topic_path(topic)
+        );
+        self.send(
+            self.http.delete(url),
+            format!("deletion of {subscription} on {topic}"),
+        )
+        .await
+        .map(drop)
     }
 
     async fn put(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::auth::AuthConfig;
-use super::limits::{BacklogConfig, DeadLetterRetention};
+use super::limits::{BacklogConfig, DeadLetterRetention, PulsarRetention};
 use super::topic::{DeadLetterTemplate, TopicTemplate};
 use crate::config::{FieldError, Validate};
 use crate::tenant::TenantId;
@@ -93,6 +93,10 @@ pub struct PulsarBufferConfig {
     /// of the oldest, to these bounds, through the admin API.
     #[serde(default)]
     pub dead_letter: DeadLetterRetention,
+
+    /// Acknowledged messages kept for `sluice replay`. Off by default.
+    #[serde(default)]
+    pub retention: PulsarRetention,
 }
 
 /// TLS to the broker. The Pulsar client verifies the broker's certificate chain and host
@@ -262,6 +266,7 @@ impl Default for PulsarBufferConfig {
             consumer: ConsumerConfig::default(),
             backlog: BacklogConfig::default(),
             dead_letter: DeadLetterRetention::default(),
+            retention: PulsarRetention::default(),
         }
     }
 }

@@ -5,7 +5,6 @@
 //! purged. How many there are comes from the admin API first, so a tenant without dead
 //! letters gets no topic created by looking.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use pulsar::{Consumer, ConsumerOptions, SubType, TokioExecutor};
 use super::dead_letter::DEAD_LETTER_SUBSCRIPTION;
 use super::message::{self, REASON};
 use super::{detached, unavailable, Context, SharedError};
-use crate::buffer::dead_letter_store::{DeadLetter, DeadLetterStore, DeadLetterSummary, Redrive};
+use crate::buffer::dead_letter_store::{DeadLetter, DeadLetterStore, DeadLetterSummary, Handover};
 use crate::buffer::BufferError;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
@@ -121,28 +120,15 @@ impl PulsarDeadLetters {
 /// A dead-letter message as a batch of the tenant's signal, with its reason. A payload that
 /// is not OTLP (dead-lettered for that very reason) keeps its bytes and counts no items.
 fn letter(tenant: &TenantId, signal: Signal, message: &Message<Vec<u8>>) -> DeadLetter {
-    let metadata = &message.payload.metadata;
-    let properties: HashMap<String, String> = metadata
-        .properties
-        .iter()
-        .map(|kv| (kv.key.clone(), kv.value.clone()))
-        .collect();
-    let payload = bytes::Bytes::from(message.payload.data.clone());
-    let batch = match message::decode(
-        tenant,
-        signal,
-        payload.clone(),
-        &properties,
-        metadata.event_time,
-        metadata.publish_time,
-    ) {
+    let (properties, decoded) = message::decode_read(tenant, signal, message);
+    let batch = match decoded {
         Ok(decoded) => decoded.batch,
         Err(_) => crate::batch::Batch {
             tenant: tenant.clone(),
             signal,
-            payload,
+            payload: bytes::Bytes::from(message.payload.data.clone()),
             items: 0,
-            received_at_ms: metadata.publish_time,
+            received_at_ms: message.payload.metadata.publish_time,
             traceparent: None,
         },
     };
@@ -219,7 +205,7 @@ impl DeadLetterStore for PulsarDeadLetters {
         &self,
         tenant: &TenantId,
         signal: Signal,
-        to: Redrive<'_>,
+        to: Handover<'_>,
     ) -> Result<DeadLetterSummary, BufferError> {
         // One at a time: each is acknowledged only after the tenant's topic has it.
         let summary = Arc::new(std::sync::Mutex::new(DeadLetterSummary::default()));

@@ -1,6 +1,6 @@
 //! Config of what the Pulsar buffer keeps per tenant: `backlog:` (each tenant's share of the
-//! backlog, read from the broker's admin API) and `dead_letter:` (the dead-letter topics'
-//! bounds). Apart from `config.rs`, which holds the rest of the buffer's keys.
+//! backlog, read from the broker's admin API), `dead_letter:` (the dead-letter topics'
+//! bounds) and `retention:` (acknowledged messages kept for replay). Apart from `config.rs`, which holds the rest of the buffer's keys.
 
 use std::time::Duration;
 
@@ -36,6 +36,44 @@ impl DeadLetterRetention {
         (
             (self.max_mib > 0).then_some(self.max_mib),
             (minutes > 0).then_some(minutes),
+        )
+    }
+}
+
+/// `retention:` acknowledged messages each tenant+signal topic keeps for `sluice replay`
+/// (the disk buffer's keys). Sluice sets the retention policy of every topic it publishes
+/// to, through the admin API, the first time it publishes to it. Off by default: then the
+/// broker deletes what the export subscription acknowledged.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PulsarRetention {
+    /// Acknowledged messages are kept this long (whole minutes, rounded up), e.g. `24h`.
+    /// `0` (the default): no age bound.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Most acknowledged data kept per topic, in MiB. `0` (the default): no size bound. The
+    /// broker refuses a size below the namespace's backlog quota. Retention is on when either
+    /// bound is set.
+    pub max_mib: u64,
+}
+
+impl PulsarRetention {
+    pub(super) fn enabled(&self) -> bool {
+        !self.max_age.is_zero() || self.max_mib > 0
+    }
+
+    /// The policy to set: minutes and MiB, `-1` for no bound.
+    pub(super) fn policy(&self) -> (i64, i64) {
+        let bound = |n: u64| {
+            if n == 0 {
+                -1
+            } else {
+                i64::try_from(n).unwrap_or(i64::MAX)
+            }
+        };
+        (
+            bound(self.max_age.as_secs().div_ceil(60)),
+            bound(self.max_mib),
         )
     }
 }

@@ -63,6 +63,30 @@ pub struct Undecodable {
     pub source: walk::MalformedRequest,
 }
 
+/// A message read by a consumer of Sluice's own outside the export (replay, dead letters):
+/// its properties, and it decoded as a batch of the topic's tenant and signal.
+pub(super) fn decode_read(
+    tenant: &TenantId,
+    signal: Signal,
+    message: &pulsar::consumer::Message<Vec<u8>>,
+) -> (HashMap<String, String>, Result<Decoded, Undecodable>) {
+    let metadata = &message.payload.metadata;
+    let properties: HashMap<String, String> = metadata
+        .properties
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    let decoded = decode(
+        tenant,
+        signal,
+        Bytes::from(message.payload.data.clone()),
+        &properties,
+        metadata.event_time,
+        metadata.publish_time,
+    );
+    (properties, decoded)
+}
+
 /// Turns a consumed message into a batch of the topic's tenant and signal. The topic, not
 /// the `tenant` property, decides the tenant: topics are per tenant, properties are only
 /// what some producer wrote. Messages from other producers (the Collector's

@@ -14,6 +14,8 @@
 //! * Streams are independent: a tenant whose backend is down only holds up its own topic.
 //! * The message contract (payload, key, properties) lives in [`message`].
 //! * Close: appends stop, queued appends finish, producers close, streams end.
+//! * `retention:` keeps acknowledged messages (`retention.rs`) for `sluice replay`
+//!   (`replay.rs`), read through a subscription of its own.
 
 mod admin;
 mod auth;
@@ -27,6 +29,8 @@ mod discovery;
 mod limits;
 mod message;
 mod producer;
+mod replay;
+mod retention;
 mod slots;
 mod topic;
 
@@ -46,7 +50,7 @@ pub use config::{
     CoalesceConfig, CompressionConfig, ConsumerConfig, PulsarBufferConfig, SubscriptionType,
     TlsConfig,
 };
-pub use limits::{BacklogConfig, DeadLetterRetention};
+pub use limits::{BacklogConfig, DeadLetterRetention, PulsarRetention};
 pub use message::{
     CONTENT_TYPE, ITEMS, ORIGINAL_TOPIC, PROTOBUF, REASON, SIGNAL, TENANT, TRACEPARENT,
 };
@@ -57,6 +61,7 @@ use self::backlog::Backlogs;
 use self::dead_letter_store::PulsarDeadLetters;
 use self::discovery::{Discovery, StreamReceiver};
 use self::producer::Producers;
+use self::retention::TopicRetention;
 use self::slots::ConsumerSlots;
 use self::topic::DeadLetterTemplate;
 use super::{Buffer, BufferConfig, BufferContext, BufferError, HealthTracker};
@@ -113,6 +118,8 @@ struct Context {
     purges: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Becomes true when the buffer closes; streams and discovery then end.
     closed: watch::Receiver<bool>,
+    /// Which topics have their retention policy set (`retention:`).
+    retention: TopicRetention,
 }
 
 /// The Pulsar buffer. See the module documentation.
@@ -175,6 +182,7 @@ impl PulsarBuffer {
             idle_checks: tokio::sync::Semaphore::new(IDLE_CHECKS),
             purges: std::sync::Mutex::new(std::collections::HashMap::new()),
             closed: closed_rx,
+            retention: TopicRetention::default(),
         });
         Ok(Arc::new(PulsarBuffer {
             backlogs,
@@ -229,6 +237,7 @@ impl PulsarBuffer {
                     reserved.keep();
                 }
                 self.discovery.appended(signal, &tenant);
+                TopicRetention::published(&self.ctx, &topic);
                 Ok(())
             }
             Ok(Err(e)) => Err(e),
@@ -256,6 +265,16 @@ impl Buffer for PulsarBuffer {
 
     fn dead_letters(&self) -> Option<&dyn super::DeadLetterStore> {
         Some(&self.dead_letter_store)
+    }
+
+    async fn replay(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        window: super::ReplayWindow,
+        to: super::Handover<'_>,
+    ) -> Result<super::Replayed, BufferError> {
+        self.replay_topic(tenant, signal, window, to).await
     }
 
     /// Skips the export subscription to the end of the tenant's topic and purges its dead

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{DeadLetters, Log};
-use crate::buffer::dead_letter_store::{DeadLetter, DeadLetterStore, DeadLetterSummary, Redrive};
+use crate::buffer::dead_letter_store::{DeadLetter, DeadLetterStore, DeadLetterSummary, Handover};
 use crate::buffer::disk::record::{self, Frame};
 use crate::buffer::disk::segment::{list_segments, segment_path};
 use crate::buffer::BufferError;
@@ -107,7 +107,7 @@ impl DeadLetterStore for Arc<DeadLetters> {
         &self,
         tenant: &TenantId,
         signal: Signal,
-        to: Redrive<'_>,
+        to: Handover<'_>,
     ) -> Result<DeadLetterSummary, BufferError> {
         // The lock is held across the appends: a dead letter that arrives meanwhile waits, so
         // it is neither redriven half-read nor deleted with a segment it was appended to.

@@ -126,15 +126,15 @@ async fn past_max_age_a_sweep_removes_them_and_appends_go_on() {
 #[test]
 fn sweep_intervals_follow_the_caps() {
     let both = DeadLetterConfig::default();
-    assert_eq!(both.sweep_interval(), Some(Duration::from_secs(60)));
+    assert_eq!(both.caps().sweep_interval(), Some(Duration::from_secs(60)));
     let short = DeadLetterConfig {
         max_age: Duration::from_secs(20),
         ..both.clone()
     };
-    assert_eq!(short.sweep_interval(), Some(Duration::from_secs(2)));
+    assert_eq!(short.caps().sweep_interval(), Some(Duration::from_secs(2)));
     let none = DeadLetterConfig {
         max_mib: 0,
         max_age: Duration::ZERO,
     };
-    assert_eq!(none.sweep_interval(), None);
+    assert_eq!(none.caps().sweep_interval(), None);
 }

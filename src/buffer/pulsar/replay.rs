@@ -1,0 +1,152 @@
+//! `sluice replay` on Pulsar: what the topic retains (`retention:`) and the export
+//! subscription has acknowledged, from the first message published at the window's start.
+//!
+//! A replay subscription of its own (`sluice-replay-…`) is created at the earliest message,
+//! moved by the broker to the window's start (admin `resetcursor`), read up to the export
+//! subscription's acknowledged position as it stood when the replay began, and deleted. The
+//! export subscription is never touched. Batches are filtered by their receive time, as on
+//! disk; the publish time only picks where reading starts.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use pulsar::consumer::InitialPosition;
+use pulsar::{Consumer, ConsumerOptions, SubType, TokioExecutor};
+
+use super::admin::AdminError;
+use super::{detached, message, unavailable, PulsarBuffer, SharedError};
+use crate::batch::now_ms;
+use crate::buffer::{BufferError, Handover, ReplayWindow, Replayed};
+use crate::signal::Signal;
+use crate::tenant::TenantId;
+
+/// How long to wait for the next message the backlog says is there.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The topic a replay reads and its subscription.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    tenant: &'a TenantId,
+    signal: Signal,
+    topic: &'a str,
+    subscription: &'a str,
+}
+
+impl PulsarBuffer {
+    pub(super) async fn replay_topic(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        window: ReplayWindow,
+        to: Handover<'_>,
+    ) -> Result<Replayed, BufferError> {
+        let ctx = &self.ctx;
+        if !ctx.config.retention.enabled() {
+            return Err(BufferError::Unsupported(
+                "the Pulsar buffer's `retention` is off: the broker deletes acknowledged messages, so there is nothing to replay"
+                    .into(),
+            ));
+        }
+        let topic = ctx.topic.render(tenant, signal);
+        let admin_failed =
+            |e: AdminError| unavailable(&format!("cannot replay {topic}"), SharedError::new(e));
+        let acknowledged = ctx
+            .admin
+            .mark_delete_position(&topic, &ctx.config.consumer.subscription)
+            .await
+            .map_err(admin_failed)?;
+        let Some(acknowledged) = acknowledged else {
+            // No topic, or never exported: nothing was acknowledged.
+            return Ok(Replayed::default());
+        };
+        let subscription = format!("sluice-replay-{}-{}", now_ms(), rand::random::<u32>());
+        let target = Target {
+            tenant,
+            signal,
+            topic: &topic,
+            subscription: &subscription,
+        };
+        let replayed = self.read_from(&target, window, acknowledged, to).await;
+        if let Err(e) = ctx.admin.delete_subscription(&topic, &subscription).await {
+            tracing::warn!(%topic, %subscription, error = %crate::error::error_chain(&e), "cannot delete a replay subscription; delete it by hand, it holds the topic's messages");
+        }
+        replayed
+    }
+
+    async fn read_from(
+        &self,
+        target: &Target<'_>,
+        window: ReplayWindow,
+        acknowledged: (i64, i64),
+        to: Handover<'_>,
+    ) -> Result<Replayed, BufferError> {
+        let Target {
+            tenant,
+            signal,
+            topic,
+            subscription,
+        } = *target;
+        let ctx = &self.ctx;
+        let admin_failed =
+            |e: AdminError| unavailable(&format!("cannot replay {topic}"), SharedError::new(e));
+        ctx.admin
+            .create_subscription(topic, subscription)
+            .await
+            .map_err(admin_failed)?;
+        ctx.admin
+            .reset_cursor(topic, subscription, window.since_ms)
+            .await
+            .map_err(admin_failed)?;
+        let waiting = ctx
+            .admin
+            .subscription_backlog(topic, subscription)
+            .await
+            .map_err(admin_failed)?;
+        let mut replayed = Replayed::default();
+        if waiting == 0 {
+            return Ok(replayed);
+        }
+        let build = ctx
+            .client
+            .consumer()
+            .with_topic(topic)
+            .with_subscription(subscription)
+            .with_subscription_type(SubType::Exclusive)
+            .with_options(
+                ConsumerOptions::default()
+                    .durable(true)
+                    .with_initial_position(InitialPosition::Earliest),
+            )
+            .build::<Vec<u8>>();
+        let mut consumer: Consumer<Vec<u8>, TokioExecutor> =
+            detached(ctx.config.send_timeout, build)
+                .await
+                .map_err(|e| unavailable(&format!("cannot read {topic}"), e))?;
+        for _ in 0..waiting {
+            let message = match tokio::time::timeout(RECEIVE_TIMEOUT, consumer.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => {
+                    return Err(unavailable(
+                        &format!("cannot read {topic}"),
+                        SharedError::new(e),
+                    ))
+                }
+                Ok(None) | Err(_) => break,
+            };
+            let id = &message.message_id.id;
+            if (id.ledger_id as i64, id.entry_id as i64) > acknowledged {
+                // Not yet exported: the live export sends it.
+                break;
+            }
+            // A message that is not OTLP was dead-lettered, never exported: not replayed.
+            if let (_, Ok(decoded)) = message::decode_read(tenant, signal, &message) {
+                if window.contains(&decoded.batch) {
+                    replayed.add(&decoded.batch);
+                    to(decoded.batch).await?;
+                }
+            }
+        }
+        let _ = consumer.close().await;
+        Ok(replayed)
+    }
+}
