@@ -4,7 +4,8 @@
 //! says so (with the reason) while `/healthz` stays up; sending resumes once it is back,
 //! without restarting Sluice, and `/readyz` is ready again. At the end every item
 //! acknowledged to a client has reached the backend, including what the broker held across
-//! its restarts.
+//! its restarts. Then the broker stops once more with no client sending: `/readyz` still
+//! turns not ready (the buffer probes an idle broker) and ready again when it is back.
 //!
 //! This binary stops and starts the shared test broker (`deploy/pulsar/standalone.sh`), so
 //! it holds a single test; cargo runs test binaries one after another.
@@ -107,6 +108,17 @@ async fn broker_restarts_refuse_then_resume_and_lose_nothing_acknowledged() {
         "refusals other than UNAVAILABLE: {refusals:?}"
     );
     settle("broker restarts", &backend, &acked, WAIT).await;
+
+    // With no client sending, nothing appends: readiness follows the broker through probes.
+    broker("stop").await;
+    wait_readyz(
+        &sluice,
+        "/readyz to say the broker is unreachable while no client sends",
+        |code, body| code == 503 && body.contains("buffers.pulsar") && body.contains("lookup"),
+    )
+    .await;
+    broker("resume").await;
+    wait_readyz(&sluice, "/readyz ready again while idle", |code, _| code == 200).await;
     let refused_items = sluice
         .metric(
             "sluice_receiver_refused_items_total",

@@ -245,9 +245,15 @@ pub trait Buffer: Send + Sync + 'static {
 /// the service behind the buffer is down or the disk refuses writes starts the clock; any
 /// append that succeeds stops it. Refusals that are about one request or one tenant (full,
 /// too large) say nothing about the buffer's health.
+///
+/// Without appends nothing would change, so a buffer whose service can fail without any
+/// append noticing (a broker stopping while no client sends) probes it while appends are
+/// idle ([`HealthTracker::probed`]): an idle buffer turns not ready when its service goes,
+/// and ready again when it is back, also after appends failed and then stopped.
 #[derive(Debug, Default)]
 pub struct HealthTracker {
     failing: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+    last_append: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl HealthTracker {
@@ -256,9 +262,36 @@ impl HealthTracker {
         &self,
         append: impl std::future::Future<Output = Result<(), BufferError>>,
     ) -> Result<(), BufferError> {
+        *self
+            .last_append
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
         let outcome = append.await;
         self.record(&outcome);
         outcome
+    }
+
+    /// Whether no append started within `quiet`: only then do probes speak for the buffer.
+    pub fn appends_idle_for(&self, quiet: Duration) -> bool {
+        self.last_append
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none_or(|at| at.elapsed() >= quiet)
+    }
+
+    /// Records a probe of the service behind the buffer, made while appends were idle: a
+    /// failure starts the clock like a failed append, a success stops it.
+    pub fn probed(&self, outcome: Result<(), String>) {
+        let mut failing = self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match outcome {
+            Ok(()) => *failing = None,
+            Err(why) => {
+                failing.get_or_insert_with(|| (std::time::Instant::now(), why));
+            }
+        }
     }
 
     /// The health of a buffer that is open (`is_ready`) and whose appends this follows.

@@ -28,6 +28,7 @@ mod dead_letter_store;
 mod discovery;
 mod limits;
 mod message;
+mod probe;
 mod producer;
 mod replay;
 mod retention;
@@ -133,7 +134,7 @@ pub struct PulsarBuffer {
     backlogs: Option<Arc<Backlogs>>,
     closed: watch::Sender<bool>,
     accepting: AtomicBool,
-    health: HealthTracker,
+    health: Arc<HealthTracker>,
 }
 
 /// How long appends may fail before the buffer reports itself unhealthy. A broker briefly unreachable (a reconnect, a leader change) is no reason yet to take the
@@ -171,6 +172,13 @@ impl PulsarBuffer {
             backlogs.spawn_poller(&config.backlog, Arc::clone(&admin), closed.subscribe());
             backlogs
         });
+        let health = Arc::new(HealthTracker::default());
+        probe::spawn(
+            client.clone(),
+            topic.namespace(Signal::Traces),
+            Arc::clone(&health),
+            closed.subscribe(),
+        );
         let ctx = Arc::new(Context {
             client: client.clone(),
             config: Arc::clone(&config),
@@ -194,7 +202,7 @@ impl PulsarBuffer {
             ctx,
             closed,
             accepting: AtomicBool::new(true),
-            health: HealthTracker::default(),
+            health,
         }))
     }
 }
