@@ -111,6 +111,8 @@ fn run(
         let telemetry = &config.telemetry;
         labels::set_max_tenant_labels(telemetry.metrics.max_tenant_labels);
         let metrics_routes = metrics::install().context("cannot record metrics")?;
+        sluice::telemetry::traces::install(&telemetry.traces)
+            .context("cannot set up service.telemetry.traces")?;
         let readiness = Readiness::default();
         let health_stop = CancellationToken::new();
         let lag_gauges =

@@ -118,7 +118,10 @@ async fn broker_restarts_refuse_then_resume_and_lose_nothing_acknowledged() {
     )
     .await;
     broker("resume").await;
-    wait_readyz(&sluice, "/readyz ready again while idle", |code, _| code == 200).await;
+    wait_readyz(&sluice, "/readyz ready again while idle", |code, _| {
+        code == 200
+    })
+    .await;
     let refused_items = sluice
         .metric(
             "sluice_receiver_refused_items_total",

@@ -150,6 +150,20 @@ pub struct Delivery {
     pub redelivered: bool,
     /// Stream-private position just past the last record of this delivery.
     pub end_position: u64,
+    /// The trace context (`traceparent`) of every record merged into `batch`, and of every
+    /// request coalesced into those, each once: what the export's own span links to.
+    pub traceparents: Vec<String>,
+}
+
+/// Each trace context once, in order of first appearance.
+pub fn distinct_contexts<'a>(contexts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for context in contexts {
+        if !out.iter().any(|c| c == context) {
+            out.push(context.to_string());
+        }
+    }
+    out
 }
 
 /// A buffer's validated config, as the registry holds it.

@@ -266,6 +266,19 @@ pub async fn send_with_retry(
         }
 
         retries += 1;
+        // On the export span of Sluice's own trace, when there is one.
+        crate::telemetry::traces::event(
+            "retry",
+            vec![
+                ("retry", retries.into()),
+                ("reason", error.reason().into()),
+                ("error", error_chain(&error).into()),
+                (
+                    "delay_ms",
+                    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).into(),
+                ),
+            ],
+        );
         metrics::counter!(
             "sluice_exporter_retries_total",
             "exporter" => labels.exporter.clone(),

@@ -23,6 +23,7 @@ use crate::exporter::ExporterHandle;
 use crate::pipeline::control::ExportControl;
 use crate::processor::{Chain, ProcessError};
 use crate::telemetry::tenant_label;
+use crate::telemetry::traces::{self, Span, SpanContext, SpanKind};
 use crate::telemetry::usage::{usage, TenantCounters};
 use crate::tenant::limits::LimitsConfig;
 
@@ -106,6 +107,8 @@ struct Exported {
     plan: Arc<ExportPlan>,
     delivery: Delivery,
     outcomes: Result<Vec<RetryOutcome>, NotSent>,
+    /// The consumer span of Sluice's own trace, ended once the delivery is settled.
+    span: Option<Span>,
 }
 
 /// Why a delivery goes to the dead letters without every exporter's verdict.
@@ -237,10 +240,15 @@ async fn export(plan: Arc<ExportPlan>, delivery: Delivery, stop: &CancellationTo
         let age = Duration::from_millis(now_ms().saturating_sub(batch.received_at_ms));
         (max, max.saturating_sub(age))
     });
+    let span = process_span(&delivery);
+    let parent = span.as_ref().map(Span::context);
     // Cloning a batch clones a reference to its bytes, not the bytes.
     let outcomes = match plan.processors.run(batch.clone()) {
         Ok(parts) => {
-            let sends = plan.exporters.iter().map(|h| send_parts(h, &parts, stop));
+            let sends = plan
+                .exporters
+                .iter()
+                .map(|h| traced_send(h, &parts, stop, parent));
             let all = futures::future::join_all(sends);
             match left {
                 Some((max, left)) => tokio::time::timeout(left, all)
@@ -255,7 +263,66 @@ async fn export(plan: Arc<ExportPlan>, delivery: Delivery, stop: &CancellationTo
         plan,
         delivery,
         outcomes,
+        span,
     }
+}
+
+/// The consumer span of a delivery (docs/contracts.md, "Own traces"): a child of the first
+/// sampled context among its records', linked to every one of them, since a delivery merged
+/// from several records has several parents.
+fn process_span(delivery: &Delivery) -> Option<Span> {
+    if !traces::enabled() {
+        return None;
+    }
+    let parents: Vec<SpanContext> = delivery
+        .traceparents
+        .iter()
+        .filter_map(|t| SpanContext::parse(t))
+        .collect();
+    let parent = parents.iter().find(|p| p.sampled()).or(parents.first());
+    let batch = &delivery.batch;
+    let mut span = traces::start(
+        format!("process {}", batch.signal),
+        SpanKind::Consumer,
+        parent,
+        &parents,
+    )?;
+    span.set("messaging.operation.type", "process");
+    span.set(
+        "messaging.destination.name",
+        format!("{}/{}", batch.signal, batch.tenant),
+    );
+    span.set("messaging.batch.message_count", delivery.records);
+    span.set("sluice.tenant", batch.tenant.as_str());
+    span.set("sluice.items", batch.items);
+    span.set("sluice.redelivered", delivery.redelivered);
+    Some(span)
+}
+
+/// [`send_parts`] in a client span of its own, with each retry as an event.
+async fn traced_send(
+    handle: &ExporterHandle,
+    parts: &[Batch],
+    stop: &CancellationToken,
+    parent: Option<SpanContext>,
+) -> RetryOutcome {
+    let span = traces::child(format!("export {}", handle.id), SpanKind::Client, parent);
+    if span.is_none() {
+        return send_parts(handle, parts, stop).await;
+    }
+    let (outcome, span) = traces::within(span, send_parts(handle, parts, stop)).await;
+    if let Some(mut span) = span {
+        span.set("sluice.exporter", handle.id.as_str());
+        match &outcome {
+            RetryOutcome::Sent => span.set("sluice.outcome", "sent"),
+            RetryOutcome::Cancelled => span.set("sluice.outcome", "cancelled"),
+            RetryOutcome::Permanent(e) | RetryOutcome::RetriesExhausted(e) => {
+                span.set("sluice.outcome", e.reason());
+                span.fail(error_chain(e));
+            }
+        }
+    }
+    outcome
 }
 
 /// Sends what the processors kept of a delivery (usually one batch; none when they dropped
@@ -281,6 +348,7 @@ async fn settle(stream: &mut dyn BufferStream, usage: &TenantCounters, exported:
         plan,
         delivery,
         outcomes,
+        span,
     } = exported;
     let batch = &delivery.batch;
     let mut permanent = Vec::new();
@@ -304,7 +372,13 @@ async fn settle(stream: &mut dyn BufferStream, usage: &TenantCounters, exported:
         Err(e) => permanent.push(error_chain(&e)),
     }
 
+    let mut settle_span = traces::child(
+        "settle",
+        SpanKind::Internal,
+        span.as_ref().map(Span::context),
+    );
     let settled = if permanent.is_empty() && exhausted.is_empty() {
+        note(&mut settle_span, "ack");
         stream
             .ack(&delivery)
             .await
@@ -314,10 +388,14 @@ async fn settle(stream: &mut dyn BufferStream, usage: &TenantCounters, exported:
         tracing::warn!(tenant = %batch.tenant, signal = %batch.signal, items = batch.items, %reason, "export retries exhausted; handing back to the buffer");
         stream.give_up(&delivery, &reason).await.map(|gave_up| {
             if gave_up == GaveUp::DeadLettered {
+                note(&mut settle_span, "dead_letter");
                 count_dead_letters(batch, usage);
+            } else {
+                note(&mut settle_span, "redeliver");
             }
         })
     } else {
+        note(&mut settle_span, "dead_letter");
         // One permanent failure decides: retrying can never make that exporter accept it.
         permanent.extend(exhausted);
         let reason = permanent.join("; ");
@@ -328,11 +406,21 @@ async fn settle(stream: &mut dyn BufferStream, usage: &TenantCounters, exported:
             .map(|()| count_dead_letters(batch, usage))
     };
     if let Err(e) = settled {
+        if let Some(span) = &mut settle_span {
+            span.fail(error_chain(&e));
+        }
         // The persisted position did not move, so the delivery is offered again after a
         // restart: a duplicate at worst, never a loss.
         tracing::error!(tenant = %batch.tenant, signal = %batch.signal, error = %error_chain(&e), "could not settle delivery with the buffer");
     }
     true
+}
+
+/// Records how a delivery was settled on its settle span, if it has one.
+fn note(span: &mut Option<Span>, settled: &'static str) {
+    if let Some(span) = span {
+        span.set("sluice.settle", settled);
+    }
 }
 
 fn count_dead_letters(batch: &Batch, usage: &TenantCounters) {

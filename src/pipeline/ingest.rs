@@ -16,6 +16,7 @@ use crate::processor::memory_limiter::{MemoryLimited, MemoryLimiter};
 use crate::processor::{Chain, ProcessError};
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
+use crate::telemetry::traces::{self, Span, SpanContext, SpanKind};
 use crate::telemetry::usage::usage;
 use crate::tenant::limits::{Admission, LimitExceeded, Limiter};
 use crate::tenant::{ResolveError, TenantId, TenantResolver};
@@ -223,8 +224,16 @@ impl IngestState {
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let mut receive = receive_span(transport, signal, traceparent.as_deref(), headers);
         let received_at_ms = now_ms();
-        let parts = match self.resolver.split(signal, payload.clone(), headers) {
+        let split_span = traces::child(
+            "tenant split",
+            SpanKind::Internal,
+            receive.as_ref().map(Span::context),
+        );
+        let split = self.resolver.split(signal, payload.clone(), headers);
+        drop(split_span);
+        let parts = match split {
             Ok(parts) => parts,
             Err(e) => {
                 let e = IngestError::from(e);
@@ -275,17 +284,27 @@ impl IngestState {
             };
             parts.push((part, route.processors.run(batch)?));
         }
+        let receive_context = receive.as_ref().map(Span::context);
         let appends = parts.into_iter().map(|(part, kept)| {
             let buffer = route.buffer.clone();
             async move {
                 let (mut items, mut bytes) = (0u32, 0usize);
                 let tapped = taps().wants(&part.tenant, signal);
-                for batch in kept {
+                for mut batch in kept {
                     let (n, len) = (batch.items, batch.payload.len());
+                    let mut publish = publish_span(receive_context, buffer.kind(), &batch);
+                    if let Some(span) = &publish {
+                        // What the buffer stores with the batch: the exporting process
+                        // continues this trace from it.
+                        batch.traceparent = Some(span.context().to_string());
+                    }
                     // A copy for a live tap, shown once it is durable (a clone of the bytes'
                     // handle, made only while a tap is open).
                     let copy = tapped.then(|| batch.clone());
                     if let Err(e) = buffer.append(batch).await {
+                        if let Some(span) = &mut publish {
+                            span.fail(crate::error::error_chain(&e));
+                        }
                         return (part, Err(e));
                     }
                     if let Some(copy) = copy {
@@ -321,11 +340,58 @@ impl IngestState {
                 }
             }
         }
+        if let Some(span) = &mut receive {
+            span.set("sluice.accepted_items", accepted);
+            if let Some(e) = &first_error {
+                span.fail(crate::error::error_chain(e));
+            }
+        }
         match first_error {
             Some(e) => Err(e),
             None => Ok(accepted),
         }
     }
+}
+
+/// The span of one request's receipt (docs/contracts.md, "Own traces"): a child of the
+/// client's `traceparent` when it sent one. Sluice's own spans are never traced again.
+fn receive_span(
+    transport: &'static str,
+    signal: Signal,
+    traceparent: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<Span> {
+    if !traces::enabled() || headers.contains_key(traces::OWN_TELEMETRY_HEADER) {
+        return None;
+    }
+    let parent = traceparent.and_then(SpanContext::parse);
+    let mut span = traces::start(
+        format!("receive {signal}"),
+        SpanKind::Server,
+        parent.as_ref(),
+        &[],
+    )?;
+    span.set("sluice.transport", transport);
+    span.set("sluice.signal", signal.as_str());
+    Some(span)
+}
+
+/// The producer span of one batch's append to the buffer.
+fn publish_span(parent: Option<SpanContext>, buffer: &'static str, batch: &Batch) -> Option<Span> {
+    let mut span = traces::child(
+        format!("publish {}", batch.signal),
+        SpanKind::Producer,
+        parent,
+    )?;
+    span.set("messaging.system", buffer);
+    span.set("messaging.operation.type", "send");
+    span.set(
+        "messaging.destination.name",
+        format!("{}/{}", batch.signal, batch.tenant),
+    );
+    span.set("sluice.tenant", batch.tenant.as_str());
+    span.set("messaging.batch.message_count", batch.items);
+    Some(span)
 }
 
 impl IngestState {

@@ -1,14 +1,16 @@
-//! `service.telemetry:` section: where self-metrics and health are served, and how Sluice logs.
+//! `service.telemetry:` section: where self-metrics and health are served, how Sluice logs,
+//! and where its own traces go.
 
 use std::net::SocketAddr;
 
 use serde::Deserialize;
 
 use super::labels::DEFAULT_MAX_TENANT_LABELS;
+use super::traces::TracesConfig;
 use crate::config::FieldError;
 use crate::tls::server::ListenerTlsConfig;
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     #[serde(default)]
@@ -17,6 +19,8 @@ pub struct TelemetryConfig {
     pub health: HealthConfig,
     #[serde(default)]
     pub logs: LogsConfig,
+    #[serde(default)]
+    pub traces: TracesConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -126,6 +130,9 @@ impl TelemetryConfig {
                     .map_err(|e| FieldError::new(format!("{section}.{}", e.field), e.message))?;
             }
         }
+        self.traces
+            .validate()
+            .map_err(|e| FieldError::new(format!("traces.{}", e.field), e.message))?;
         if self.metrics.address == self.health.address {
             return Err(FieldError::new(
                 "health.address",

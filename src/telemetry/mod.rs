@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 #[cfg(test)]
 pub(crate) mod test_recorder;
+pub mod traces;
 pub mod usage;
 
 pub use labels::tenant_label;

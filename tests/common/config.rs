@@ -52,6 +52,8 @@ pub struct SluiceConfig {
     pub pipeline_exporters: String,
     /// Extra lines under `tenancy:` (e.g. `auth: …`, `limits: …`).
     pub tenancy_extra: Vec<String>,
+    /// Extra lines under `service.telemetry:` (e.g. `traces: { … }`).
+    pub telemetry_extra: Vec<String>,
 }
 
 /// `buffers.pulsar` of a test config.
@@ -92,6 +94,7 @@ impl SluiceConfig {
             extra_exporters: Vec::new(),
             pipeline_exporters: "[otlp]".to_string(),
             tenancy_extra: Vec::new(),
+            telemetry_extra: Vec::new(),
         }
     }
 
@@ -231,6 +234,9 @@ impl SluiceConfig {
             self.health_port
         );
         let _ = writeln!(w, "    logs: {{ level: info }}");
+        for line in &self.telemetry_extra {
+            let _ = writeln!(w, "    {line}");
+        }
         let _ = writeln!(w, "  admin:");
         let _ = writeln!(w, "    address: 127.0.0.1:{}", self.admin_port);
         for line in &self.admin_extra {

@@ -27,7 +27,7 @@ use super::reader::{LogReader, ReadRecord};
 use super::segment::{self, Committed, SegmentIndex};
 use super::{record, Shared, TenantUsage};
 use crate::batch::Batch;
-use crate::buffer::{BufferError, BufferStream, Delivery, ReadLimits};
+use crate::buffer::{distinct_contexts, BufferError, BufferStream, Delivery, ReadLimits};
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
@@ -227,6 +227,8 @@ impl DiskStream {
         let parts: Vec<ReadRecord> = self.readahead.drain(..count).collect();
         let redelivered = parts.first().is_some_and(|r| r.seq < self.redeliver_below);
         let records = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        let traceparents =
+            distinct_contexts(parts.iter().filter_map(|r| r.batch.traceparent.as_deref()));
         let Some(batch) = Batch::concat(parts.into_iter().map(|r| r.batch).collect()) else {
             return Err(BufferError::io(
                 &self.dir,
@@ -240,6 +242,7 @@ impl DiskStream {
             records,
             redelivered,
             end_position,
+            traceparents,
         })
     }
 

@@ -6,7 +6,9 @@
 //!   (`otlp_proto` encoding) reads Sluice's topics and Sluice reads the `pulsarexporter`'s;
 //! * key: the tenant id; event time: the receive time in ms;
 //! * properties: `tenant`, `signal`, `items`, `content-type`, and `traceparent` when the
-//!   ingest was traced. Dead letters add `reason` and `original-topic`.
+//!   ingest was traced, with `tracelinks` (the `traceparent`s of the other requests
+//!   coalesced into the message, space-separated) when there are more. Dead letters add
+//!   `reason` and `original-topic`.
 
 use std::collections::HashMap;
 
@@ -24,12 +26,14 @@ pub const SIGNAL: &str = "signal";
 pub const ITEMS: &str = "items";
 pub const CONTENT_TYPE: &str = "content-type";
 pub const TRACEPARENT: &str = "traceparent";
+pub const TRACELINKS: &str = "tracelinks";
 pub const REASON: &str = "reason";
 pub const ORIGINAL_TOPIC: &str = "original-topic";
 pub const PROTOBUF: &str = "application/x-protobuf";
 
-/// The message a batch is published as.
-pub fn encode(batch: &Batch) -> producer::Message {
+/// The message a batch is published as; `links` are the trace contexts of the other
+/// requests coalesced into it.
+pub fn encode(batch: &Batch, links: &[String]) -> producer::Message {
     let mut properties = HashMap::with_capacity(5);
     properties.insert(TENANT.to_string(), batch.tenant.to_string());
     properties.insert(SIGNAL.to_string(), batch.signal.as_str().to_string());
@@ -37,6 +41,9 @@ pub fn encode(batch: &Batch) -> producer::Message {
     properties.insert(CONTENT_TYPE.to_string(), PROTOBUF.to_string());
     if let Some(traceparent) = &batch.traceparent {
         properties.insert(TRACEPARENT.to_string(), traceparent.clone());
+    }
+    if !links.is_empty() {
+        properties.insert(TRACELINKS.to_string(), links.join(" "));
     }
     producer::Message {
         payload: batch.payload.to_vec(),
@@ -218,11 +225,19 @@ impl<T> Coalescer<T> {
         self.bytes >= self.limit
     }
 
-    /// The merged batch (concatenated payloads, summed items, earliest receive time) and the
-    /// tags of the requests in it.
-    pub fn finish(self) -> (Batch, Vec<T>) {
+    /// The merged batch (concatenated payloads, summed items, earliest receive time, the
+    /// first request's trace context), the other requests' trace contexts, and the tags of
+    /// the requests in it.
+    pub fn finish(self) -> (Batch, Vec<String>, Vec<T>) {
         let (batches, tags): (Vec<Batch>, Vec<T>) = self.parts.into_iter().unzip();
+        let first = batches.first().and_then(|b| b.traceparent.clone());
+        let mut links: Vec<String> = Vec::new();
+        for context in batches.iter().filter_map(|b| b.traceparent.as_ref()) {
+            if Some(context) != first.as_ref() && !links.contains(context) {
+                links.push(context.clone());
+            }
+        }
         let merged = Batch::concat(batches).expect("a coalescer always holds its first request");
-        (merged, tags)
+        (merged, links, tags)
     }
 }

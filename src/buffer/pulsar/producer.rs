@@ -201,9 +201,9 @@ impl TopicTask {
                 // make a duplicate of the client's retry.
                 continue;
             }
-            let (batch, replies);
-            (batch, replies, carry) = self.gather(first, &mut rx).await;
-            if let Some(sent) = self.publish(batch, replies).await {
+            let (merged, replies);
+            (merged, replies, carry) = self.gather(first, &mut rx).await;
+            if let Some(sent) = self.publish(merged, replies).await {
                 inflight.push(sent);
             }
         }
@@ -214,12 +214,13 @@ impl TopicTask {
     }
 
     /// Lets waiting requests join `first` (see the module documentation). Returns the merged
-    /// batch, the replies of its requests, and a request that did not fit.
+    /// batch with the trace contexts of the requests after the first, the replies of its
+    /// requests, and a request that did not fit.
     async fn gather(
         &self,
         first: Request,
         rx: &mut mpsc::Receiver<Request>,
-    ) -> (Batch, Vec<Reply>, Option<Request>) {
+    ) -> ((Batch, Vec<String>), Vec<Reply>, Option<Request>) {
         let limit = self.config.coalesce_limit();
         let deadline = Instant::now() + self.config.coalesce.max_linger;
         let mut merged = Coalescer::new(first.batch, first.reply, limit);
@@ -243,15 +244,15 @@ impl TopicTask {
                 break;
             }
         }
-        let (batch, replies) = merged.finish();
-        (batch, replies, carry)
+        let (batch, links, replies) = merged.finish();
+        ((batch, links), replies, carry)
     }
 
     /// Sends one message. Returns the wait for its receipt, or `None` when it failed at once
     /// (the requests are answered then).
     async fn publish(
         &mut self,
-        batch: Batch,
+        (batch, links): (Batch, Vec<String>),
         replies: Vec<Reply>,
     ) -> Option<impl std::future::Future<Output = InFlight>> {
         let started = Instant::now();
@@ -262,7 +263,11 @@ impl TopicTask {
         let (producer, _) = self.producer.as_mut()?;
         let bytes = batch.payload.len() as u64;
         let limit = self.config.send_timeout;
-        let sent = within(limit, producer.send_non_blocking(message::encode(&batch))).await;
+        let sent = within(
+            limit,
+            producer.send_non_blocking(message::encode(&batch, &links)),
+        )
+        .await;
         let receipt = match sent {
             Ok(receipt) => receipt,
             Err(e) => {

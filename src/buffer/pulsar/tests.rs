@@ -277,7 +277,7 @@ fn span_names(payload: &[u8]) -> Vec<String> {
 #[test]
 fn message_carries_key_event_time_and_properties_per_contract() {
     let b = batch(request(1, 3, 4), 3);
-    let m = message::encode(&b);
+    let m = message::encode(&b, &[]);
     assert_eq!(
         m.payload,
         b.payload.to_vec(),
@@ -304,7 +304,7 @@ fn message_carries_key_event_time_and_properties_per_contract() {
         traceparent: None,
         ..b.clone()
     };
-    assert!(!message::encode(&untraced)
+    assert!(!message::encode(&untraced, &[])
         .properties
         .contains_key("traceparent"));
 
@@ -337,7 +337,7 @@ fn decode_counts_items_of_foreign_messages_and_refuses_garbage() {
 #[test]
 fn dead_letters_keep_the_original_and_add_reason_and_topic() {
     let b = batch(request(1, 1, 1), 1);
-    let original = message::encode(&b);
+    let original = message::encode(&b, &[]);
     let dl = message::dead_letter(
         &original.payload,
         &original.properties,
@@ -416,7 +416,7 @@ fn coalescing_merges_up_to_the_limit() {
     assert!(merged.is_full());
     let (back, tag) = merged.try_add(c.clone(), 'c').unwrap_err();
     assert_eq!((back, tag), (c, 'c'));
-    let (batch, tags) = merged.finish();
+    let (batch, _, tags) = merged.finish();
     assert_eq!(tags, vec!['a', 'b']);
     assert_eq!(batch.items, 3);
     assert_eq!(batch.received_at_ms, 10, "earliest receive time");

@@ -73,7 +73,7 @@ impl fmt::Debug for OtlpExporterConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// Use plaintext for a bare `host:port` endpoint. Default `false` (TLS). An `http://` or

@@ -58,6 +58,7 @@ fn delivery(tenant: &TenantId, name: &str, position: u64) -> Delivery {
         },
         records: 1,
         redelivered: false,
+        traceparents: Vec::new(),
         end_position: position,
     }
 }

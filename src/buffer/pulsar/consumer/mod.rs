@@ -40,7 +40,7 @@ use super::message::{self, Decoded};
 use super::slots::Slot;
 use super::{detached, Context, GaugeGuard, SharedError};
 use crate::batch::Batch;
-use crate::buffer::{BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
+use crate::buffer::{distinct_contexts, BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
 use crate::error::error_chain;
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
@@ -412,11 +412,20 @@ impl PulsarStream {
         let batch = Batch::concat(parts.iter().map(|h| h.batch.clone()).collect())?;
         let position = self.next_position;
         self.next_position += 1;
+        let contexts = parts.iter().flat_map(|h| {
+            let links = h.properties.get(message::TRACELINKS);
+            h.batch
+                .traceparent
+                .as_deref()
+                .into_iter()
+                .chain(links.into_iter().flat_map(|l| l.split(' ')))
+        });
         let delivery = Delivery {
             batch,
             records: u32::try_from(parts.len()).unwrap_or(u32::MAX),
             redelivered: parts.iter().any(|h| h.attempts > 1),
             end_position: position,
+            traceparents: distinct_contexts(contexts),
         };
         self.deliveries.insert(position, parts);
         Some(delivery)
