@@ -111,7 +111,7 @@ fn run(
         let telemetry = &config.telemetry;
         labels::set_max_tenant_labels(telemetry.metrics.max_tenant_labels);
         let metrics_routes = metrics::install().context("cannot record metrics")?;
-        sluice::telemetry::traces::install(&telemetry.traces)
+        sluice::service::own_traces::start(&telemetry.traces)
             .context("cannot set up service.telemetry.traces")?;
         let readiness = Readiness::default();
         let health_stop = CancellationToken::new();

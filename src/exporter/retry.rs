@@ -189,6 +189,10 @@ struct Labels {
     tenant: String,
 }
 
+/// What [`send_observed`] tells its caller of each retry: its number, the failure that
+/// caused it, and the wait before it.
+pub type OnRetry<'a> = &'a mut (dyn FnMut(u64, &ExportError, Duration) + Send);
+
 /// Sends `batch` through `handle.exporter`, retrying retryable failures per `handle.retry`,
 /// until it is accepted, fails permanently, exhausts its retry budget, or `shutdown` is
 /// cancelled. Cancellation interrupts an in-flight send as well as a wait, and returns
@@ -197,6 +201,16 @@ pub async fn send_with_retry(
     handle: &ExporterHandle,
     batch: &Batch,
     shutdown: &CancellationToken,
+) -> RetryOutcome {
+    send_observed(handle, batch, shutdown, &mut |_, _, _| {}).await
+}
+
+/// [`send_with_retry`], telling `on_retry` of every retry (a trace's span records them).
+pub async fn send_observed(
+    handle: &ExporterHandle,
+    batch: &Batch,
+    shutdown: &CancellationToken,
+    on_retry: OnRetry<'_>,
 ) -> RetryOutcome {
     let config = &handle.retry;
     let labels = Labels {
@@ -266,19 +280,7 @@ pub async fn send_with_retry(
         }
 
         retries += 1;
-        // On the export span of Sluice's own trace, when there is one.
-        crate::telemetry::traces::event(
-            "retry",
-            vec![
-                ("retry", retries.into()),
-                ("reason", error.reason().into()),
-                ("error", error_chain(&error).into()),
-                (
-                    "delay_ms",
-                    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).into(),
-                ),
-            ],
-        );
+        on_retry(retries, &error, delay);
         metrics::counter!(
             "sluice_exporter_retries_total",
             "exporter" => labels.exporter.clone(),

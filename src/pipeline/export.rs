@@ -18,8 +18,8 @@ use tokio_util::task::TaskTracker;
 use crate::batch::{now_ms, Batch};
 use crate::buffer::{BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
 use crate::error::error_chain;
-use crate::exporter::retry::{send_with_retry, RetryOutcome};
-use crate::exporter::ExporterHandle;
+use crate::exporter::retry::{send_observed, RetryOutcome};
+use crate::exporter::{ExportError, ExporterHandle};
 use crate::pipeline::control::ExportControl;
 use crate::processor::{Chain, ProcessError};
 use crate::telemetry::tenant_label;
@@ -299,18 +299,15 @@ fn process_span(delivery: &Delivery) -> Option<Span> {
     Some(span)
 }
 
-/// [`send_parts`] in a client span of its own, with each retry as an event.
+/// [`send_parts`] in a client span of its own.
 async fn traced_send(
     handle: &ExporterHandle,
     parts: &[Batch],
     stop: &CancellationToken,
     parent: Option<SpanContext>,
 ) -> RetryOutcome {
-    let span = traces::child(format!("export {}", handle.id), SpanKind::Client, parent);
-    if span.is_none() {
-        return send_parts(handle, parts, stop).await;
-    }
-    let (outcome, span) = traces::within(span, send_parts(handle, parts, stop)).await;
+    let mut span = traces::child(format!("export {}", handle.id), SpanKind::Client, parent);
+    let outcome = send_parts(handle, parts, stop, span.as_mut()).await;
     if let Some(mut span) = span {
         span.set("sluice.exporter", handle.id.as_str());
         match &outcome {
@@ -326,14 +323,32 @@ async fn traced_send(
 }
 
 /// Sends what the processors kept of a delivery (usually one batch; none when they dropped
-/// it all) through one exporter. The first part that is not sent decides the outcome.
+/// it all) through one exporter. The first part that is not sent decides the outcome. Each
+/// retry is an event of `span`, when there is one.
 pub(super) async fn send_parts(
     handle: &ExporterHandle,
     parts: &[Batch],
     stop: &CancellationToken,
+    mut span: Option<&mut Span>,
 ) -> RetryOutcome {
     for part in parts {
-        match send_with_retry(handle, part, stop).await {
+        let mut on_retry = |retry: u64, error: &ExportError, delay: Duration| {
+            if let Some(span) = span.as_deref_mut() {
+                span.event(
+                    "retry",
+                    vec![
+                        ("retry", retry.into()),
+                        ("reason", error.reason().into()),
+                        ("error", error_chain(error).into()),
+                        (
+                            "delay_ms",
+                            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).into(),
+                        ),
+                    ],
+                );
+            }
+        };
+        match send_observed(handle, part, stop, &mut on_retry).await {
             RetryOutcome::Sent => {}
             other => return other,
         }

@@ -37,7 +37,7 @@ pub async fn replay_batch(
         .iter()
         .filter(|h| exporters.is_none_or(|id| h.id == id))
     {
-        let why = match send_parts(handle, &parts, &never).await {
+        let why = match send_parts(handle, &parts, &never, None).await {
             RetryOutcome::Sent => continue,
             RetryOutcome::Permanent(e) | RetryOutcome::RetriesExhausted(e) => error_chain(&e),
             RetryOutcome::Cancelled => "cancelled".to_string(),

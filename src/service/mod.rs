@@ -16,6 +16,7 @@
 
 pub mod config;
 mod graph;
+pub mod own_traces;
 mod reload;
 
 pub use config::{Config, PipelineConfig};

@@ -1,7 +1,9 @@
 //! TLS helpers shared by the listeners (which terminate TLS: the OTLP receivers and the
-//! metrics and health endpoints, [`server`]) and the exporters (which originate it): the one
-//! crypto provider, and reading certificates and keys from PEM files.
+//! metrics and health endpoints, [`server`]) and the connections Sluice originates (the
+//! exporters and its own traces, whose settings are [`client`]): the one crypto provider,
+//! and reading certificates and keys from PEM files.
 
+pub mod client;
 pub mod server;
 
 use std::path::Path;

@@ -5,8 +5,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::config::{DiskBufferConfig, FsyncPolicy};
-use super::cursor;
 use super::segment::{self, Recovery, SegmentWriter};
+use super::{cursor, retained};
 use crate::buffer::BufferError;
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
@@ -72,7 +72,7 @@ pub(super) fn open_log(
     // segment was acknowledged.
     let oldest = writer.index().lock().keys().next().copied();
     let acked = oldest.map_or(acked, |oldest| acked.max(oldest));
-    segment::delete_behind(&dir, writer.index(), acked, config.retention.enabled());
+    retained::retire_behind(&dir, writer.index(), acked, config.retention.enabled());
     let redeliver_below = handed_out.clamp(acked, writer.committed().next_seq.max(acked));
     Ok(OpenedLog {
         tenant,

@@ -16,10 +16,34 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 use super::config::LogCaps;
-use super::segment::{list_segments, over_caps, segment_path};
+use super::segment::{list_segments, over_caps, segment_path, SegmentIndex};
 use crate::signal::Signal;
 
 pub(super) const RETAINED_DIR: &str = "retained";
+
+/// What becomes of acknowledged segments: the segments of the log in `dir` whose records all
+/// come before `cursor` (never the active one) are deleted, or with `keep` moved into
+/// `retained/` for `sluice replay`. Returns how many bytes left the live log.
+pub(super) fn retire_behind(dir: &Path, index: &SegmentIndex, cursor: u64, keep: bool) -> u64 {
+    let mut freed = 0;
+    for (first, size) in index.take_behind(cursor) {
+        let path = segment_path(dir, first);
+        let gone = if keep {
+            retain(dir, first)
+        } else {
+            fs::remove_file(&path)
+        };
+        match gone {
+            Ok(()) => freed += size,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => freed += size,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete an acknowledged segment; will retry");
+                index.lock().insert(first, size);
+            }
+        }
+    }
+    freed
+}
 
 /// Moves the acknowledged segment starting at `first` of the log in `dir` into `retained/`.
 pub(super) fn retain(dir: &Path, first: u64) -> io::Result<()> {

@@ -467,29 +467,8 @@ fn scan(file: &File, len: u64) -> io::Result<(u64, u64, Option<&'static str>)> {
     }
 }
 
-/// Deletes the segments of the log in `dir` whose records all come before `cursor` (never the
-/// active one), or with `retain` moves them into `retained/` for `sluice replay`. Returns
-/// how many bytes left the live log.
-pub(super) fn delete_behind(dir: &Path, index: &SegmentIndex, cursor: u64, retain: bool) -> u64 {
-    let mut freed = 0;
-    for (first, size) in index.take_behind(cursor) {
-        let path = segment_path(dir, first);
-        let gone = if retain {
-            super::retained::retain(dir, first)
-        } else {
-            fs::remove_file(&path)
-        };
-        match gone {
-            Ok(()) => freed += size,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => freed += size,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot delete an acknowledged segment; will retry");
-                index.lock().insert(first, size);
-            }
-        }
-    }
-    freed
-}
+/// Segments as (first sequence number, size in bytes), oldest first.
+pub(super) type Segments = Vec<(u64, u64)>;
 
 /// Which segments of a log trimmed from its oldest end (`segments`, oldest first, as
 /// [`list_segments`] gives them) break `caps`: first those whose last write is older than
@@ -497,10 +476,10 @@ pub(super) fn delete_behind(dir: &Path, index: &SegmentIndex, cursor: u64, retai
 /// taken out of `segments`.
 pub(super) fn over_caps(
     dir: &Path,
-    segments: &mut Vec<(u64, u64)>,
+    segments: &mut Segments,
     caps: LogCaps,
     now: std::time::SystemTime,
-) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+) -> (Segments, Segments) {
     let mut too_old = Vec::new();
     if let Some(max_age) = caps.max_age {
         let expired = segments

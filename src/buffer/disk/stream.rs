@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use super::config::FsyncPolicy;
 use super::cursor::{self, PositionFile};
 use super::reader::{LogReader, ReadRecord};
-use super::segment::{self, Committed, SegmentIndex};
-use super::{record, Shared, TenantUsage};
+use super::segment::{Committed, SegmentIndex};
+use super::{record, retained, Shared, TenantUsage};
 use crate::batch::Batch;
 use crate::buffer::{distinct_contexts, BufferError, BufferStream, Delivery, ReadLimits};
 use crate::signal::Signal;
@@ -300,7 +300,7 @@ impl DiskStream {
             }
             // Under `fsync: interval` a deleted segment may outlive the cursor's last write
             // in an OS crash; opening the log moves such a cursor up to the oldest segment.
-            let freed = segment::delete_behind(&dir, &index, end, retain);
+            let freed = retained::retire_behind(&dir, &index, end, retain);
             Ok::<_, io::Error>(freed)
         })
         .await

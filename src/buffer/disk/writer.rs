@@ -19,8 +19,8 @@ use tokio::time::MissedTickBehavior;
 
 use super::config::FsyncPolicy;
 use super::files::{FileBudget, FileSlot};
-use super::segment::{self, Committed, GroupOutcome, SegmentWriter};
-use super::{Reservation, Shared, TenantUsage};
+use super::segment::{Committed, GroupOutcome, SegmentWriter};
+use super::{retained, Reservation, Shared, TenantUsage};
 use crate::buffer::BufferError;
 
 /// How many appends may wait for the writer before `append` itself waits.
@@ -254,7 +254,7 @@ impl WriterTask {
             let path = w.active_path();
             let cut = cut.map_err(|e| BufferError::io(path, e))?;
             purged_below.fetch_max(cut, Ordering::AcqRel);
-            let freed = segment::delete_behind(w.dir(), w.index(), cut, false);
+            let freed = retained::retire_behind(w.dir(), w.index(), cut, false);
             Ok::<_, BufferError>((freed, w.committed()))
         })
         .await
@@ -281,7 +281,7 @@ impl WriterTask {
         let done = tokio::task::spawn_blocking(move || {
             let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
             let rolled = w.close_active_if_acked(acked);
-            let freed = segment::delete_behind(w.dir(), w.index(), acked, retain);
+            let freed = retained::retire_behind(w.dir(), w.index(), acked, retain);
             (rolled, freed, w.committed(), w.active_path())
         })
         .await;

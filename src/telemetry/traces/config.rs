@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::config::FieldError;
-use crate::exporter::otlp::TlsSettings;
+use crate::tls::client::TlsSettings;
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TracesConfig {
     /// Share of new traces Sluice records, between 0 and 1. A request whose `traceparent` is
@@ -48,6 +48,19 @@ pub enum Protocol {
 
 fn default_queue_size() -> usize {
     2048
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        TracesConfig {
+            sampling_ratio: 0.0,
+            endpoint: None,
+            protocol: Protocol::default(),
+            headers: BTreeMap::new(),
+            tls: TlsSettings::default(),
+            queue_size: default_queue_size(),
+        }
+    }
 }
 
 impl TracesConfig {

@@ -1,7 +1,6 @@
 //! One span of Sluice's own, recorded as the OTLP span it becomes. A span is handed to the
 //! exporter when it ends (explicitly, or when dropped), so no code path can leak one.
 
-use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -13,7 +12,8 @@ use super::context::SpanContext;
 /// A span being recorded. Ends when dropped.
 #[derive(Debug)]
 pub struct Span {
-    record: Option<ProtoSpan>,
+    /// Boxed: a span travels with every delivery in flight, which should stay small.
+    record: Option<Box<ProtoSpan>>,
     context: SpanContext,
 }
 
@@ -101,7 +101,7 @@ impl Span {
             ..Default::default()
         };
         Span {
-            record: Some(record),
+            record: Some(Box::new(record)),
             context,
         }
     }
@@ -148,37 +148,7 @@ impl Drop for Span {
     fn drop(&mut self) {
         if let Some(mut record) = self.record.take() {
             record.end_time_unix_nano = now_ns();
-            super::finished(record);
+            super::finished(*record);
         }
     }
-}
-
-tokio::task_local! {
-    /// The span the code running in [`within`] records events on ([`event`]).
-    static CURRENT: RefCell<Option<Span>>;
-}
-
-/// Runs `work` with `span` as the span that [`event`] calls inside it add to, and gives the
-/// span back afterwards.
-pub async fn within<F: std::future::Future>(
-    span: Option<Span>,
-    work: F,
-) -> (F::Output, Option<Span>) {
-    let cell = RefCell::new(span);
-    CURRENT
-        .scope(cell, async move {
-            let output = work.await;
-            let span = CURRENT.with(|c| c.borrow_mut().take());
-            (output, span)
-        })
-        .await
-}
-
-/// Adds an event to the span of the enclosing [`within`], if there is one.
-pub fn event(name: &str, attributes: Vec<(&str, Value)>) {
-    let _ = CURRENT.try_with(|current| {
-        if let Some(span) = current.borrow_mut().as_mut() {
-            span.event(name, attributes);
-        }
-    });
 }
