@@ -262,20 +262,15 @@ async fn execute(command: AdminCommand) -> anyhow::Result<()> {
                 ])
             );
             let answer = admin.client()?.post(&path).await?;
-            match admin.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
-                Output::Table => {
-                    for row in answer["replayed"].as_array().into_iter().flatten() {
-                        println!(
-                            "{tenant} {signal} ({}, buffer {}): {} items in {} batches replayed",
-                            row["pipeline"].as_str().unwrap_or_default(),
-                            row["buffer"].as_str().unwrap_or_default(),
-                            row["items"],
-                            row["batches"]
-                        );
-                    }
-                }
-            }
+            print_rows(&admin, &answer, "replayed", |row| {
+                format!(
+                    "{tenant} {signal} ({}, buffer {}): {} items in {} batches replayed",
+                    row["pipeline"].as_str().unwrap_or_default(),
+                    row["buffer"].as_str().unwrap_or_default(),
+                    row["items"],
+                    row["batches"]
+                )
+            })?;
         }
         AdminCommand::Purge {
             admin,
@@ -293,19 +288,32 @@ async fn execute(command: AdminCommand) -> anyhow::Result<()> {
                 query(&[("signal", signal.as_deref()), ("confirm", Some("true"))])
             );
             let answer = admin.client()?.post(&path).await?;
-            match admin.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
-                Output::Table => {
-                    for row in answer["purged"].as_array().into_iter().flatten() {
-                        println!(
-                            "{tenant} {} ({}): {} bytes and {} dead-lettered items deleted",
-                            row["signal"].as_str().unwrap_or_default(),
-                            row["buffer"].as_str().unwrap_or_default(),
-                            row["bytes"],
-                            row["dead_letters"]["items"]
-                        );
-                    }
-                }
+            print_rows(&admin, &answer, "purged", |row| {
+                format!(
+                    "{tenant} {} ({}): {} bytes and {} dead-lettered items deleted",
+                    row["signal"].as_str().unwrap_or_default(),
+                    row["buffer"].as_str().unwrap_or_default(),
+                    row["bytes"],
+                    row["dead_letters"]["items"]
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The API's answer as it is with `--output json`; otherwise one line per row of its `key`.
+fn print_rows(
+    admin: &AdminArgs,
+    answer: &serde_json::Value,
+    key: &str,
+    line: impl Fn(&serde_json::Value) -> String,
+) -> anyhow::Result<()> {
+    match admin.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(answer)?),
+        Output::Table => {
+            for row in answer[key].as_array().into_iter().flatten() {
+                println!("{}", line(row));
             }
         }
     }

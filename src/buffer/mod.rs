@@ -296,13 +296,18 @@ impl HealthTracker {
     /// Records a probe of the service behind the buffer, made while appends were idle: a
     /// failure starts the clock like a failed append, a success stops it.
     pub fn probed(&self, outcome: Result<(), String>) {
+        self.mark(outcome.err());
+    }
+
+    /// Stops the clock (`None`), or starts it with why unless it runs already.
+    fn mark(&self, failure: Option<String>) {
         let mut failing = self
             .failing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match outcome {
-            Ok(()) => *failing = None,
-            Err(why) => {
+        match failure {
+            None => *failing = None,
+            Some(why) => {
                 failing.get_or_insert_with(|| (std::time::Instant::now(), why));
             }
         }
@@ -317,16 +322,10 @@ impl HealthTracker {
     }
 
     pub fn record(&self, outcome: &Result<(), BufferError>) {
-        let mut failing = self
-            .failing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match outcome {
-            Ok(()) => *failing = None,
+            Ok(()) => self.mark(None),
             Err(e @ (BufferError::Unavailable { .. } | BufferError::Io { .. })) => {
-                if failing.is_none() {
-                    *failing = Some((std::time::Instant::now(), crate::error::error_chain(e)));
-                }
+                self.mark(Some(crate::error::error_chain(e)));
             }
             Err(_) => {}
         }

@@ -6,23 +6,18 @@
 //! letters gets no topic created by looking.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use pulsar::consumer::{InitialPosition, Message};
-use pulsar::{Consumer, ConsumerOptions, SubType, TokioExecutor};
+use pulsar::consumer::Message;
+use pulsar::SubType;
 
 use super::dead_letter::DEAD_LETTER_SUBSCRIPTION;
 use super::message::{self, REASON};
-use super::{detached, unavailable, Context, SharedError};
+use super::{reading, unavailable, Context, SharedError};
 use crate::buffer::dead_letter_store::{DeadLetter, DeadLetterStore, DeadLetterSummary, Handover};
 use crate::buffer::BufferError;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
-
-/// How long to wait for the next dead letter the backlog says is there.
-const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) struct PulsarDeadLetters {
     pub(super) ctx: Arc<Context>,
@@ -38,25 +33,6 @@ enum Settle {
 }
 
 impl PulsarDeadLetters {
-    async fn consumer(&self, topic: &str) -> Result<Consumer<Vec<u8>, TokioExecutor>, BufferError> {
-        let build = self
-            .ctx
-            .client
-            .consumer()
-            .with_topic(topic)
-            .with_subscription(DEAD_LETTER_SUBSCRIPTION)
-            .with_subscription_type(SubType::Shared)
-            .with_options(
-                ConsumerOptions::default()
-                    .durable(true)
-                    .with_initial_position(InitialPosition::Earliest),
-            )
-            .build::<Vec<u8>>();
-        detached(self.ctx.config.send_timeout, build)
-            .await
-            .map_err(|e| unavailable(&format!("cannot read {topic}"), e))
-    }
-
     /// Reads up to `limit` of the tenant+signal's dead letters, oldest first, handing each to
     /// `each` (which may stop the reading by failing) and settling it as `settle` says.
     async fn read<F, Fut>(
@@ -87,18 +63,12 @@ impl PulsarDeadLetters {
         if wanted == 0 {
             return Ok(());
         }
-        let mut consumer = self.consumer(&topic).await?;
+        let mut consumer =
+            reading::subscribe(&self.ctx, &topic, DEAD_LETTER_SUBSCRIPTION, SubType::Shared)
+                .await?;
         for _ in 0..wanted {
-            let message = match tokio::time::timeout(RECEIVE_TIMEOUT, consumer.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => {
-                    return Err(unavailable(
-                        &format!("cannot read {topic}"),
-                        SharedError::new(e),
-                    ))
-                }
-                // Fewer than the backlog said (another reader, or an eviction): done.
-                Ok(None) | Err(_) => break,
+            let Some(message) = reading::next(&mut consumer, &topic).await? else {
+                break;
             };
             let bytes = message.payload.data.len() as u64;
             let letter = letter(tenant, signal, &message);

@@ -30,6 +30,7 @@ mod limits;
 mod message;
 mod probe;
 mod producer;
+mod reading;
 mod replay;
 mod retention;
 mod slots;

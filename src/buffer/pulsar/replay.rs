@@ -7,21 +7,14 @@
 //! export subscription is never touched. Batches are filtered by their receive time, as on
 //! disk; the publish time only picks where reading starts.
 
-use std::time::Duration;
-
-use futures::StreamExt;
-use pulsar::consumer::InitialPosition;
-use pulsar::{Consumer, ConsumerOptions, SubType, TokioExecutor};
+use pulsar::SubType;
 
 use super::admin::AdminError;
-use super::{detached, message, unavailable, PulsarBuffer, SharedError};
+use super::{message, reading, unavailable, PulsarBuffer, SharedError};
 use crate::batch::now_ms;
 use crate::buffer::{BufferError, Handover, ReplayWindow, Replayed};
 use crate::signal::Signal;
 use crate::tenant::TenantId;
-
-/// How long to wait for the next message the backlog says is there.
-const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The topic a replay reads and its subscription.
 #[derive(Clone, Copy)]
@@ -106,32 +99,10 @@ impl PulsarBuffer {
         if waiting == 0 {
             return Ok(replayed);
         }
-        let build = ctx
-            .client
-            .consumer()
-            .with_topic(topic)
-            .with_subscription(subscription)
-            .with_subscription_type(SubType::Exclusive)
-            .with_options(
-                ConsumerOptions::default()
-                    .durable(true)
-                    .with_initial_position(InitialPosition::Earliest),
-            )
-            .build::<Vec<u8>>();
-        let mut consumer: Consumer<Vec<u8>, TokioExecutor> =
-            detached(ctx.config.send_timeout, build)
-                .await
-                .map_err(|e| unavailable(&format!("cannot read {topic}"), e))?;
+        let mut consumer = reading::subscribe(ctx, topic, subscription, SubType::Exclusive).await?;
         for _ in 0..waiting {
-            let message = match tokio::time::timeout(RECEIVE_TIMEOUT, consumer.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => {
-                    return Err(unavailable(
-                        &format!("cannot read {topic}"),
-                        SharedError::new(e),
-                    ))
-                }
-                Ok(None) | Err(_) => break,
+            let Some(message) = reading::next(&mut consumer, topic).await? else {
+                break;
             };
             let id = &message.message_id.id;
             if (id.ledger_id as i64, id.entry_id as i64) > acknowledged {
