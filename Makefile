@@ -11,7 +11,7 @@ SCRIPTS := deploy/scripts
 PULSAR := deploy/pulsar/standalone.sh
 WITH_BROKER := deploy/pulsar/with-broker.sh
 
-.PHONY: help tools python-env build run test fmt fmt-check lint bench bench-smoke validate clean pulsar pulsar-stop deploy-check
+.PHONY: help tools python-env build run test fmt fmt-check lint bench bench-smoke validate clean pulsar pulsar-stop nats nats-stop deploy-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,13 @@ pulsar: ## start a local Apache Pulsar standalone broker (pulsar://127.0.0.1:665
 
 pulsar-stop: ## stop the local Pulsar broker
 	@bash $(PULSAR) stop
+
+nats: ## start a local NATS server with JetStream (nats://127.0.0.1:4222, monitoring :8222), built through the Go module proxy
+	@bash deploy/nats/server.sh start
+	@echo "NATS is up: nats://127.0.0.1:4222; stop it with make nats-stop"
+
+nats-stop: ## stop the local NATS server
+	@bash deploy/nats/server.sh stop
 
 # The OpenTelemetry Collector as a peer (interop tests, bench comparison): telemetrygen and a
 # Collector built with the collector builder from deploy/peers/otelcol-builder.yaml, pinned,

@@ -8,6 +8,7 @@
 
 pub mod dead_letter_store;
 pub mod disk;
+pub mod nats;
 pub mod pulsar;
 mod registry;
 pub mod replay;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::disk::DiskBufferConfig;
+use super::nats::NatsBufferConfig;
 use super::pulsar::PulsarBufferConfig;
 use super::BufferConfig;
 use crate::config::{factory, Registry};
@@ -12,5 +13,6 @@ pub static BUFFERS: Registry<Arc<dyn BufferConfig>> = Registry {
     factories: &[
         factory!("disk", DiskBufferConfig => dyn BufferConfig),
         factory!("pulsar", PulsarBufferConfig => dyn BufferConfig),
+        factory!("nats", NatsBufferConfig => dyn BufferConfig),
     ],
 };

@@ -36,6 +36,12 @@ fn needs_escape(b: u8) -> bool {
     matches!(b, b'!' | b'*' | b'\'' | b'(' | b')')
 }
 
+/// Characters of a tenant id that may not stand in a NATS subject token or consumer name
+/// (`.` separates tokens, `*` is a wildcard), besides those Pulsar refuses.
+fn needs_escape_in_subject(b: u8) -> bool {
+    needs_escape(b) || b == b'.'
+}
+
 impl InvalidTenantId {
     /// For a header value that is not even visible ASCII.
     pub fn not_text(raw: &[u8]) -> Self {
@@ -82,12 +88,27 @@ impl TenantId {
     /// ([`TenantId::decode`]) and collision-free, since `=` is never part of an id; ids made
     /// of the common characters only are unchanged.
     pub fn encoded(&self) -> std::borrow::Cow<'_, str> {
-        if !self.0.bytes().any(needs_escape) {
+        self.escaped(needs_escape)
+    }
+
+    /// The id as one NATS subject token (and consumer name): [`TenantId::encoded`] with `.`
+    /// escaped too. Reversible with [`TenantId::from_subject_token`].
+    pub fn subject_token(&self) -> std::borrow::Cow<'_, str> {
+        self.escaped(needs_escape_in_subject)
+    }
+
+    /// The id whose [`TenantId::subject_token`] is `token`, if there is one.
+    pub fn from_subject_token(token: &str) -> Option<TenantId> {
+        Self::unescaped(token, needs_escape_in_subject)
+    }
+
+    fn escaped(&self, escape: fn(u8) -> bool) -> std::borrow::Cow<'_, str> {
+        if !self.0.bytes().any(escape) {
             return std::borrow::Cow::Borrowed(&self.0);
         }
         let mut out = String::with_capacity(self.0.len() + 8);
         for b in self.0.bytes() {
-            if needs_escape(b) {
+            if escape(b) {
                 out.push(ESCAPE as char);
                 out.push_str(&format!("{b:02X}"));
             } else {
@@ -99,6 +120,10 @@ impl TenantId {
 
     /// The id whose [`TenantId::encoded`] form is `encoded`, if there is one.
     pub fn decode(encoded: &str) -> Option<TenantId> {
+        Self::unescaped(encoded, needs_escape)
+    }
+
+    fn unescaped(encoded: &str, escape: fn(u8) -> bool) -> Option<TenantId> {
         let bytes = encoded.as_bytes();
         let mut raw = Vec::with_capacity(bytes.len());
         let mut i = 0;
@@ -110,12 +135,12 @@ impl TenantId {
                     return None;
                 }
                 let b = u8::from_str_radix(hex, 16).ok()?;
-                if !needs_escape(b) {
+                if !escape(b) {
                     return None;
                 }
                 raw.push(b);
                 i += 3;
-            } else if needs_escape(bytes[i]) {
+            } else if escape(bytes[i]) {
                 return None;
             } else {
                 raw.push(bytes[i]);
@@ -192,6 +217,25 @@ mod tests {
         }
         assert_eq!(TenantId::parse("team-a").unwrap().encoded(), "team-a");
         assert_eq!(TenantId::parse("a!(b)").unwrap().encoded(), "a=21=28b=29");
+    }
+
+    #[test]
+    fn subject_tokens_hold_no_separator_or_wildcard_and_are_reversible() {
+        for raw in [
+            "team-a", "a.b_c", "a!b", "*", "(x)", "it's", "!-_.*'()", ".a.",
+        ] {
+            let id = TenantId::parse(raw).unwrap();
+            let token = id.subject_token();
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b)),
+                "{token}"
+            );
+            assert_eq!(TenantId::from_subject_token(&token), Some(id), "{raw}");
+        }
+        assert_eq!(TenantId::parse("a.b").unwrap().subject_token(), "a=2Eb");
+        assert_eq!(TenantId::from_subject_token("a.b"), None);
     }
 
     #[test]

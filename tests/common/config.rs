@@ -33,6 +33,8 @@ pub struct SluiceConfig {
     pub disk_extra: Vec<String>,
     /// Buffer through Pulsar (`buffers.pulsar`) instead of the disk.
     pub pulsar: Option<PulsarBuffer>,
+    /// Buffer through NATS JetStream (`buffers.nats`; `service_url` is its `url`).
+    pub nats: Option<PulsarBuffer>,
     /// Whether the pipelines take data from the `otlp` receiver (false: export only; the
     /// receiver stays configured but does not listen).
     pub receive: bool,
@@ -85,6 +87,7 @@ impl SluiceConfig {
             shutdown_timeout: "10s".to_string(),
             disk_extra: Vec::new(),
             pulsar: None,
+            nats: None,
             receive: true,
             export: true,
             otlp_retry: "{ initial_interval: 50ms, max_interval: 500ms }".to_string(),
@@ -109,6 +112,15 @@ impl SluiceConfig {
     pub fn with_pulsar(mut self, service_url: &str, extra: &[&str]) -> Self {
         self.pulsar = Some(PulsarBuffer {
             service_url: service_url.to_string(),
+            extra: extra.iter().map(|l| l.to_string()).collect(),
+        });
+        self
+    }
+
+    /// Buffers through the NATS server at `url`.
+    pub fn with_nats(mut self, url: &str, extra: &[&str]) -> Self {
+        self.nats = Some(PulsarBuffer {
+            service_url: url.to_string(),
             extra: extra.iter().map(|l| l.to_string()).collect(),
         });
         self
@@ -151,8 +163,8 @@ impl SluiceConfig {
         for line in &self.tenancy_extra {
             let _ = writeln!(w, "  {line}");
         }
-        let buffer = match &self.pulsar {
-            Some(pulsar) => {
+        let buffer = match (&self.pulsar, &self.nats) {
+            (Some(pulsar), _) => {
                 let _ = writeln!(w, "buffers:\n  pulsar:");
                 let _ = writeln!(w, "    service_url: {:?}", pulsar.service_url);
                 for line in &pulsar.extra {
@@ -160,7 +172,15 @@ impl SluiceConfig {
                 }
                 "pulsar"
             }
-            None => {
+            (None, Some(nats)) => {
+                let _ = writeln!(w, "buffers:\n  nats:");
+                let _ = writeln!(w, "    url: {:?}", nats.service_url);
+                for line in &nats.extra {
+                    let _ = writeln!(w, "    {line}");
+                }
+                "nats"
+            }
+            (None, None) => {
                 let _ = writeln!(w, "buffers:\n  disk:");
                 let _ = writeln!(
                     w,

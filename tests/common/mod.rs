@@ -19,6 +19,7 @@ pub mod chaos;
 pub mod config;
 pub mod http;
 pub mod http_client;
+pub mod nats;
 pub mod otlp;
 pub mod process;
 pub mod pulsar;

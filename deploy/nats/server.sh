@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# A local NATS server with JetStream for trying Sluice's NATS buffer by hand (`make nats`) and
+# for the tests (`make test`, through deploy/pulsar/with-broker.sh). nats-server is built from
+# source through the Go module proxy, pinned, into .cache/tools/bin; its JetStream data lives
+# in .cache/nats/data.
+#
+#   deploy/nats/server.sh start|stop|status|env|logs [N]
+#
+# Client port 4222 and monitoring port 8222 unless NATS_PORT / NATS_MONITOR_PORT say
+# otherwise.
+set -euo pipefail
+
+VERSION="v2.15.3"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+bin_dir="$root/.cache/tools/bin"
+server="$bin_dir/nats-server-$VERSION"
+run_dir="$root/.cache/nats/run"
+data_dir="$root/.cache/nats/data"
+port="${NATS_PORT:-4222}"
+monitor="${NATS_MONITOR_PORT:-8222}"
+pid_file="$run_dir/nats.pid"
+log_file="$run_dir/nats.log"
+
+say() { echo "nats-server: $*" >&2; }
+
+ensure_binary() {
+    [ -x "$server" ] && return 0
+    command -v go >/dev/null || { say "Go is needed to build nats-server ($VERSION)"; exit 1; }
+    say "building nats-server $VERSION through the Go module proxy"
+    local gobin
+    gobin="$(mktemp -d)"
+    GOBIN="$gobin" GOFLAGS=-mod=mod go install "github.com/nats-io/nats-server/v2@$VERSION"
+    mkdir -p "$bin_dir"
+    mv "$gobin/nats-server" "$server"
+    rm -rf "$gobin"
+}
+
+running() {
+    [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+}
+
+healthy() {
+    curl -fsS "http://127.0.0.1:$monitor/healthz?js-enabled-only=true" >/dev/null 2>&1
+}
+
+start() {
+    if running && healthy; then
+        say "already running (pid $(cat "$pid_file"))"
+        return 0
+    fi
+    ensure_binary
+    mkdir -p "$run_dir"
+    rm -rf "$data_dir"
+    mkdir -p "$data_dir"
+    "$server" -a 127.0.0.1 -p "$port" -m "$monitor" -js -sd "$data_dir" >"$log_file" 2>&1 &
+    echo $! >"$pid_file"
+    for _ in $(seq 1 100); do
+        if healthy; then
+            say "ready: nats://127.0.0.1:$port (JetStream; monitoring http://127.0.0.1:$monitor, pid $(cat "$pid_file"))"
+            return 0
+        fi
+        running || break
+        sleep 0.2
+    done
+    say "did not become ready; last lines of $log_file:"
+    tail -n 30 "$log_file" >&2 || true
+    exit 1
+}
+
+stop() {
+    if running; then
+        local pid
+        pid="$(cat "$pid_file")"
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -9 "$pid" 2>/dev/null || true
+        say "stopped"
+    fi
+    rm -f "$pid_file"
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    status) running && healthy ;;
+    env) echo "export NATS_URL=nats://127.0.0.1:$port" ;;
+    logs) tail -n "${2:-40}" "$log_file" ;;
+    build) ensure_binary ;;
+    *) echo "usage: $0 start|stop|status|env|logs [N]|build" >&2; exit 2 ;;
+esac

@@ -1,0 +1,33 @@
+//! The NATS server `make test` starts (deploy/nats/server.sh, through
+//! deploy/pulsar/with-broker.sh), and a client to look into its streams.
+
+/// The server's URL. Fails loudly when it is not set: the NATS tests are never skipped.
+pub fn url() -> String {
+    match std::env::var("SLUICE_NATS_URL") {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "SLUICE_NATS_URL is not set: the NATS tests need the server that `make test` \
+             starts; run `make test` (or `make nats` and export \
+             SLUICE_NATS_URL=nats://127.0.0.1:4222)"
+        ),
+    }
+}
+
+/// The subjects of `stream` holding messages, with how many each holds.
+pub async fn subjects(stream: &str) -> std::collections::BTreeMap<String, u64> {
+    use futures::TryStreamExt;
+    let client = async_nats::connect(url()).await.expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    let Ok(stream) = js.get_stream(stream).await else {
+        return Default::default();
+    };
+    let mut subjects = stream
+        .info_with_subjects(">")
+        .await
+        .expect("stream subjects");
+    let mut out = std::collections::BTreeMap::new();
+    while let Some((subject, count)) = subjects.try_next().await.expect("next subject") {
+        out.insert(subject, count as u64);
+    }
+    out
+}
