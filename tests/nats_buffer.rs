@@ -2,7 +2,7 @@
 //! tenant and signal on a subject of its own (tenant ids with every allowed character),
 //! answered only once JetStream has the data, delivered once exported, at least once through
 //! a SIGKILL of Sluice, one tenant's dead backend holding up nobody else, a batch the
-//! backend refuses for good dead-lettered to the tenant's dead-letter subject (and counted),
+//! backend refuses for good dead-lettered to the tenant's dead-letter subject with its reason,
 //! and a batch whose retries ran out delivered again later.
 
 mod common;
@@ -126,6 +126,18 @@ async fn a_refused_batch_is_dead_lettered_with_its_reason_and_a_failing_one_come
         .metric("sluice_dead_lettered_items_total", &[("tenant", "refused")])
         .await;
     assert_eq!(dead, 3.0);
+    let reason = common::nats::last_header(
+        &format!("{run}-traces-dlq"),
+        &format!("{run}-dlq.traces.refused"),
+        "reason",
+    )
+    .await;
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("test backend refuses tenant")),
+        "the dead letter says why: {reason:?}"
+    );
     // Retries off: each failure gives up, and the message comes back after the delay.
     wait_for("redeliveries of the failing batch", WAIT, || async {
         let refused = backend.refused_count("later");

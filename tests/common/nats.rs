@@ -31,3 +31,12 @@ pub async fn subjects(stream: &str) -> std::collections::BTreeMap<String, u64> {
     }
     out
 }
+
+/// The header `name` of the last message on `subject` in `stream`.
+pub async fn last_header(stream: &str, subject: &str, name: &str) -> Option<String> {
+    let client = async_nats::connect(url()).await.expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(stream).await.ok()?;
+    let message = stream.get_last_raw_message_by_subject(subject).await.ok()?;
+    message.headers.get(name).map(|v| v.as_str().to_string())
+}
