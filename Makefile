@@ -11,7 +11,7 @@ SCRIPTS := deploy/scripts
 PULSAR := deploy/pulsar/standalone.sh
 WITH_BROKER := deploy/pulsar/with-broker.sh
 
-.PHONY: help tools python-env build run test fmt fmt-check lint bench bench-smoke validate clean pulsar pulsar-stop nats nats-stop deploy-check
+.PHONY: help tools python-env build run test fmt fmt-check lint bench bench-smoke validate clean pulsar pulsar-stop nats nats-stop kafka kafka-stop deploy-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,13 @@ nats: ## start a local NATS server with JetStream (nats://127.0.0.1:4222, monito
 
 nats-stop: ## stop the local NATS server
 	@bash deploy/nats/server.sh stop
+
+kafka: ## start a local Apache Kafka broker in KRaft mode (127.0.0.1:9092), jars from Maven Central
+	@bash deploy/kafka/server.sh start
+	@echo "Kafka is up: 127.0.0.1:9092 (SASL 9094, TLS 9095; see deploy/kafka/server.sh env); stop it with make kafka-stop"
+
+kafka-stop: ## stop the local Kafka broker
+	@bash deploy/kafka/server.sh stop
 
 # The OpenTelemetry Collector as a peer (interop tests, bench comparison): telemetrygen and a
 # Collector built with the collector builder from deploy/peers/otelcol-builder.yaml, pinned,

@@ -1,4 +1,4 @@
-//! One conformance suite for every buffer (disk, Pulsar, NATS JetStream), through the same
+//! One conformance suite for every buffer (disk, Pulsar, NATS JetStream, Kafka), through the same
 //! harness, against real processes and the brokers `make test` starts: each tenant and signal
 //! kept apart in the buffer's own layout (tenant ids with every allowed character) and
 //! delivered exactly its spans; what a client was told is accepted survives a SIGKILL of
@@ -22,12 +22,13 @@ enum Kind {
     Disk,
     Pulsar,
     Nats,
+    Kafka,
 }
 
 /// A buffer of `kind` for one test: names unique to this run on the shared brokers.
 struct Under {
     kind: Kind,
-    /// Prefix of the test's topics (Pulsar) or streams and subjects (NATS).
+    /// Prefix of the test's topics (Pulsar, Kafka) or streams and subjects (NATS).
     run: String,
 }
 
@@ -73,6 +74,15 @@ impl Under {
                     ],
                 )
             }
+            Kind::Kafka => {
+                let topic = format!("topic: '{run}-{{signal}}-{{tenant}}'");
+                let dead = format!("dead_letter_topic: '{run}-dlq-{{signal}}-{{tenant}}'");
+                let consumer = format!("consumer: {{ group: {run} }}");
+                config.with_kafka(
+                    &common::kafka::brokers(),
+                    &[topic.as_str(), dead.as_str(), consumer.as_str()],
+                )
+            }
         }
     }
 
@@ -95,6 +105,10 @@ impl Under {
                     .await
                     .contains_key(&subject)
             }
+            Kind::Kafka => {
+                let topic = format!("{}-traces-{}", self.run, id.kafka_token());
+                common::kafka::topics().await.contains(&topic)
+            }
         }
     }
 
@@ -108,6 +122,12 @@ impl Under {
                 "reason",
             )
             .await;
+            return reason.into_iter().collect();
+        }
+        if self.kind == Kind::Kafka {
+            let id = sluice::tenant::TenantId::parse(tenant).expect("valid tenant id");
+            let topic = format!("{}-dlq-traces-{}", self.run, id.kafka_token());
+            let reason = common::kafka::last_header(&topic, "reason").await;
             return reason.into_iter().collect();
         }
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -148,6 +168,12 @@ macro_rules! conformance {
             $(#[tokio::test(flavor = "multi_thread")]
             async fn $case() {
                 super::$case(super::Kind::Nats).await;
+            })*
+        }
+        mod kafka {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $case() {
+                super::$case(super::Kind::Kafka).await;
             })*
         }
     };

@@ -566,8 +566,8 @@ async fn replay_round_trip(buffer: &str) {
     let (tenant, other) = (tenant.as_str(), other.as_str());
     let mut config = buffer_config(dir.path(), backend.port(), buffer, tenant);
     let retention = "retention: { max_age: 1h }".to_string();
-    match config.pulsar.as_mut() {
-        Some(pulsar) => pulsar.extra.push(retention),
+    match config.broker.as_mut() {
+        Some(broker) => broker.extra.push(retention),
         None => config.disk_extra.push(retention),
     }
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;

@@ -8,11 +8,13 @@
 
 pub mod dead_letter_store;
 pub mod disk;
+pub mod kafka;
 pub mod nats;
 pub mod pulsar;
 mod registry;
 pub mod replay;
 pub mod share;
+pub mod split;
 
 pub use dead_letter_store::{DeadLetter, DeadLetterStore, DeadLetterSummary, Handover};
 pub use registry::BUFFERS;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::disk::DiskBufferConfig;
+use super::kafka::KafkaBufferConfig;
 use super::nats::NatsBufferConfig;
 use super::pulsar::PulsarBufferConfig;
 use super::BufferConfig;
@@ -14,5 +15,6 @@ pub static BUFFERS: Registry<Arc<dyn BufferConfig>> = Registry {
         factory!("disk", DiskBufferConfig => dyn BufferConfig),
         factory!("pulsar", PulsarBufferConfig => dyn BufferConfig),
         factory!("nats", NatsBufferConfig => dyn BufferConfig),
+        factory!("kafka", KafkaBufferConfig => dyn BufferConfig),
     ],
 };

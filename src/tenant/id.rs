@@ -42,6 +42,16 @@ fn needs_escape_in_subject(b: u8) -> bool {
     needs_escape(b) || b == b'.'
 }
 
+/// The escape character of [`TenantId::kafka_token`]. Kafka topic names allow only
+/// `A-Z a-z 0-9 . _ -`, all of which a tenant id may hold, so `_` escapes itself too.
+const KAFKA_ESCAPE: u8 = b'_';
+
+/// Characters of a tenant id written as `_XX` in a Kafka topic name: those Kafka refuses,
+/// the escape itself, and `.` (Kafka warns that `.` and `_` collide in its metric names).
+fn needs_escape_in_kafka(b: u8) -> bool {
+    needs_escape(b) || b == b'.' || b == KAFKA_ESCAPE
+}
+
 impl InvalidTenantId {
     /// For a header value that is not even visible ASCII.
     pub fn not_text(raw: &[u8]) -> Self {
@@ -99,17 +109,32 @@ impl TenantId {
 
     /// The id whose [`TenantId::subject_token`] is `token`, if there is one.
     pub fn from_subject_token(token: &str) -> Option<TenantId> {
-        Self::unescaped(token, needs_escape_in_subject)
+        Self::unescaped(token, needs_escape_in_subject, ESCAPE)
+    }
+
+    /// The id as part of a Kafka topic name (`A-Z a-z 0-9 - ` kept, every other character
+    /// written as `_XX`). Reversible with [`TenantId::from_kafka_token`].
+    pub fn kafka_token(&self) -> std::borrow::Cow<'_, str> {
+        self.escaped_with(needs_escape_in_kafka, KAFKA_ESCAPE)
+    }
+
+    /// The id whose [`TenantId::kafka_token`] is `token`, if there is one.
+    pub fn from_kafka_token(token: &str) -> Option<TenantId> {
+        Self::unescaped(token, needs_escape_in_kafka, KAFKA_ESCAPE)
     }
 
     fn escaped(&self, escape: fn(u8) -> bool) -> std::borrow::Cow<'_, str> {
+        self.escaped_with(escape, ESCAPE)
+    }
+
+    fn escaped_with(&self, escape: fn(u8) -> bool, with: u8) -> std::borrow::Cow<'_, str> {
         if !self.0.bytes().any(escape) {
             return std::borrow::Cow::Borrowed(&self.0);
         }
         let mut out = String::with_capacity(self.0.len() + 8);
         for b in self.0.bytes() {
             if escape(b) {
-                out.push(ESCAPE as char);
+                out.push(with as char);
                 out.push_str(&format!("{b:02X}"));
             } else {
                 out.push(b as char);
@@ -120,15 +145,15 @@ impl TenantId {
 
     /// The id whose [`TenantId::encoded`] form is `encoded`, if there is one.
     pub fn decode(encoded: &str) -> Option<TenantId> {
-        Self::unescaped(encoded, needs_escape)
+        Self::unescaped(encoded, needs_escape, ESCAPE)
     }
 
-    fn unescaped(encoded: &str, escape: fn(u8) -> bool) -> Option<TenantId> {
+    fn unescaped(encoded: &str, escape: fn(u8) -> bool, with: u8) -> Option<TenantId> {
         let bytes = encoded.as_bytes();
         let mut raw = Vec::with_capacity(bytes.len());
         let mut i = 0;
         while i < bytes.len() {
-            if bytes[i] == ESCAPE {
+            if bytes[i] == with {
                 let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
                 // Upper-case hex only, so every id has exactly one encoding.
                 if hex.bytes().any(|c| c.is_ascii_lowercase()) {
@@ -236,6 +261,27 @@ mod tests {
         }
         assert_eq!(TenantId::parse("a.b").unwrap().subject_token(), "a=2Eb");
         assert_eq!(TenantId::from_subject_token("a.b"), None);
+    }
+
+    #[test]
+    fn kafka_tokens_hold_only_topic_characters_and_are_reversible() {
+        for raw in [
+            "team-a", "a.b_c", "a!b", "*", "(x)", "it's", "!-_.*'()", ".a.", "_5F",
+        ] {
+            let id = TenantId::parse(raw).unwrap();
+            let token = id.kafka_token();
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b)),
+                "{token}"
+            );
+            assert_eq!(TenantId::from_kafka_token(&token), Some(id), "{raw}");
+        }
+        assert_eq!(TenantId::parse("a.b_c").unwrap().kafka_token(), "a_2Eb_5Fc");
+        // `_` only ever starts an escape, so no two ids share a token.
+        assert_eq!(TenantId::from_kafka_token("a_b"), None);
+        assert_eq!(TenantId::from_kafka_token("a.b"), None);
     }
 
     #[test]

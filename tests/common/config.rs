@@ -31,10 +31,8 @@ pub struct SluiceConfig {
     pub shutdown_timeout: String,
     /// Extra `key: value` lines under `buffers.disk`.
     pub disk_extra: Vec<String>,
-    /// Buffer through Pulsar (`buffers.pulsar`) instead of the disk.
-    pub pulsar: Option<PulsarBuffer>,
-    /// Buffer through NATS JetStream (`buffers.nats`; `service_url` is its `url`).
-    pub nats: Option<PulsarBuffer>,
+    /// Buffer through a broker (Pulsar, NATS JetStream, Kafka) instead of the disk.
+    pub broker: Option<BrokerBuffer>,
     /// Whether the pipelines take data from the `otlp` receiver (false: export only; the
     /// receiver stays configured but does not listen).
     pub receive: bool,
@@ -58,11 +56,14 @@ pub struct SluiceConfig {
     pub telemetry_extra: Vec<String>,
 }
 
-/// `buffers.pulsar` of a test config.
+/// `buffers.<kind>` of a test config: a broker's buffer.
 #[derive(Clone, Debug)]
-pub struct PulsarBuffer {
-    pub service_url: String,
-    /// Extra lines under `buffers.pulsar`, e.g. `send_timeout: 5s` or
+pub struct BrokerBuffer {
+    /// `pulsar`, `nats` or `kafka`.
+    pub kind: &'static str,
+    /// Where the broker is, as its first line (`service_url: …`, `url: …`, `brokers: […]`).
+    pub address: String,
+    /// Extra lines under `buffers.<kind>`, e.g. `send_timeout: 5s` or
     /// `consumer: { max_redeliveries: 2 }`.
     pub extra: Vec<String>,
 }
@@ -86,8 +87,7 @@ impl SluiceConfig {
             fsync: "always".to_string(),
             shutdown_timeout: "10s".to_string(),
             disk_extra: Vec::new(),
-            pulsar: None,
-            nats: None,
+            broker: None,
             receive: true,
             export: true,
             otlp_retry: "{ initial_interval: 50ms, max_interval: 500ms }".to_string(),
@@ -109,18 +109,25 @@ impl SluiceConfig {
     }
 
     /// Buffers through the Pulsar broker at `service_url`.
-    pub fn with_pulsar(mut self, service_url: &str, extra: &[&str]) -> Self {
-        self.pulsar = Some(PulsarBuffer {
-            service_url: service_url.to_string(),
-            extra: extra.iter().map(|l| l.to_string()).collect(),
-        });
-        self
+    pub fn with_pulsar(self, service_url: &str, extra: &[&str]) -> Self {
+        self.with_broker("pulsar", format!("service_url: {service_url:?}"), extra)
     }
 
     /// Buffers through the NATS server at `url`.
-    pub fn with_nats(mut self, url: &str, extra: &[&str]) -> Self {
-        self.nats = Some(PulsarBuffer {
-            service_url: url.to_string(),
+    pub fn with_nats(self, url: &str, extra: &[&str]) -> Self {
+        self.with_broker("nats", format!("url: {url:?}"), extra)
+    }
+
+    /// Buffers through the Kafka brokers at `brokers` (`host:port,…`).
+    pub fn with_kafka(self, brokers: &str, extra: &[&str]) -> Self {
+        let list: Vec<String> = brokers.split(',').map(|b| format!("{b:?}")).collect();
+        self.with_broker("kafka", format!("brokers: [{}]", list.join(", ")), extra)
+    }
+
+    fn with_broker(mut self, kind: &'static str, address: String, extra: &[&str]) -> Self {
+        self.broker = Some(BrokerBuffer {
+            kind,
+            address,
             extra: extra.iter().map(|l| l.to_string()).collect(),
         });
         self
@@ -163,24 +170,16 @@ impl SluiceConfig {
         for line in &self.tenancy_extra {
             let _ = writeln!(w, "  {line}");
         }
-        let buffer = match (&self.pulsar, &self.nats) {
-            (Some(pulsar), _) => {
-                let _ = writeln!(w, "buffers:\n  pulsar:");
-                let _ = writeln!(w, "    service_url: {:?}", pulsar.service_url);
-                for line in &pulsar.extra {
+        let buffer = match &self.broker {
+            Some(broker) => {
+                let _ = writeln!(w, "buffers:\n  {}:", broker.kind);
+                let _ = writeln!(w, "    {}", broker.address);
+                for line in &broker.extra {
                     let _ = writeln!(w, "    {line}");
                 }
-                "pulsar"
+                broker.kind
             }
-            (None, Some(nats)) => {
-                let _ = writeln!(w, "buffers:\n  nats:");
-                let _ = writeln!(w, "    url: {:?}", nats.service_url);
-                for line in &nats.extra {
-                    let _ = writeln!(w, "    {line}");
-                }
-                "nats"
-            }
-            (None, None) => {
+            None => {
                 let _ = writeln!(w, "buffers:\n  disk:");
                 let _ = writeln!(
                     w,

@@ -10,6 +10,7 @@
 //! * [`http`]: a tiny HTTP/1 client for `/readyz` and `/metrics`, and a Prometheus text parser
 //! * [`http_client`]: OTLP/HTTP requests by hand (any method, headers, body) and their answers
 //! * [`otlp`]: building OTLP requests, raw gRPC calls (for malformed input), SDK set-up
+//! * [`kafka`], [`nats`]: the Kafka and NATS brokers `make test` starts, and readers of them
 //! * [`pulsar`]: the test broker (`make test` starts it), its admin API, a direct consumer
 //! * [`tls`]: a throwaway PKI (rcgen), a TLS proxy in front of a test backend, TLS clients
 #![allow(dead_code, unused_imports)]
@@ -19,6 +20,7 @@ pub mod chaos;
 pub mod config;
 pub mod http;
 pub mod http_client;
+pub mod kafka;
 pub mod nats;
 pub mod otlp;
 pub mod process;

@@ -229,7 +229,7 @@ impl PulsarBuffer {
             Some(backlogs) => Some(backlogs.reserve(&topic, &tenant, bytes)?),
             None => None,
         };
-        let parts = message::split(batch, config.max_message_bytes)?;
+        let parts = crate::buffer::split::split(batch, config.max_message_bytes)?;
         let publish = async {
             let mut receipts = Vec::with_capacity(parts.len());
             for part in parts {

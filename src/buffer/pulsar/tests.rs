@@ -364,7 +364,7 @@ fn dead_letters_keep_the_original_and_add_reason_and_topic() {
 #[test]
 fn a_request_that_fits_is_not_touched() {
     let b = batch(request(3, 2, 10), 6);
-    let parts = message::split(b.clone(), b.payload.len()).unwrap();
+    let parts = crate::buffer::split::split(b.clone(), b.payload.len()).unwrap();
     assert_eq!(parts, vec![b]);
 }
 
@@ -372,7 +372,7 @@ fn a_request_that_fits_is_not_touched() {
 fn large_requests_split_at_resource_boundaries() {
     let b = batch(request(10, 5, 200), 50);
     let max = b.payload.len() / 3;
-    let parts = message::split(b.clone(), max).unwrap();
+    let parts = crate::buffer::split::split(b.clone(), max).unwrap();
     assert!(parts.len() >= 3, "{} parts", parts.len());
     let mut names = Vec::new();
     for part in &parts {
@@ -397,7 +397,7 @@ fn large_requests_split_at_resource_boundaries() {
 fn a_resource_larger_than_a_message_is_refused() {
     let b = batch(request(2, 50, 100), 100);
     let one_resource = b.payload.len() / 2;
-    let err = message::split(b, one_resource / 2).unwrap_err();
+    let err = crate::buffer::split::split(b, one_resource / 2).unwrap_err();
     assert!(matches!(err, BufferError::RecordTooLarge { size, .. } if size > one_resource / 2));
     assert!(!err.is_retryable());
 }

@@ -1,0 +1,132 @@
+//! The librdkafka clients of the Kafka buffer, built from its config: what every client
+//! shares (brokers, SASL, TLS, the user's extra options) and what the producer and the
+//! consumers add so that nothing acknowledged is lost.
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::FutureProducer;
+use rdkafka::TopicPartitionList;
+
+use super::{GroupProtocol, KafkaBufferConfig};
+use crate::buffer::BufferError;
+
+/// Sends librdkafka's logs and errors to Sluice's log, and counts failed commits.
+#[derive(Clone, Default)]
+pub(super) struct Logged;
+
+impl ClientContext for Logged {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(facility, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(facility, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Mostly brokers going away and coming back, which librdkafka rides out itself; what
+        // it means for appends is reported through them.
+        tracing::warn!(error = %error, "librdkafka: {reason}");
+    }
+}
+
+impl ConsumerContext for Logged {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // The records stay uncommitted: read again after a rebalance or restart, never lost.
+            metrics::counter!("sluice_kafka_commit_failures_total").increment(1);
+            tracing::warn!(error = %e, partitions = offsets.count(), "cannot commit Kafka offsets; those records may be exported again");
+        }
+    }
+}
+
+fn refused(what: &str, e: KafkaError) -> BufferError {
+    BufferError::Config(crate::config::FieldError::new(
+        "librdkafka_options",
+        format!("librdkafka refuses the {what} settings: {e}"),
+    ))
+}
+
+/// What every client shares: brokers, security and the user's extra options.
+fn common(config: &KafkaBufferConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", config.brokers.join(","))
+        .set("client.id", "sluice");
+    let protocol = match (config.auth.sasl.is_some(), config.tls.is_some()) {
+        (false, false) => "plaintext",
+        (false, true) => "ssl",
+        (true, false) => "sasl_plaintext",
+        (true, true) => "sasl_ssl",
+    };
+    c.set("security.protocol", protocol);
+    if let Some(sasl) = &config.auth.sasl {
+        c.set("sasl.mechanism", sasl.mechanism.as_str())
+            .set("sasl.username", &sasl.username)
+            .set("sasl.password", sasl.password.expose());
+    }
+    if let Some(tls) = &config.tls {
+        let paths = [
+            ("ssl.ca.location", &tls.ca_file),
+            ("ssl.certificate.location", &tls.cert_file),
+            ("ssl.key.location", &tls.key_file),
+        ];
+        for (key, path) in paths {
+            if let Some(path) = path {
+                c.set(key, path.display().to_string());
+            }
+        }
+        if tls.insecure_skip_verify {
+            c.set("enable.ssl.certificate.verification", "false")
+                .set("ssl.endpoint.identification.algorithm", "none");
+        }
+    }
+    for (key, value) in &config.librdkafka_options {
+        c.set(key, value);
+    }
+    c
+}
+
+/// The producer: idempotent with `acks=all`, so an acknowledged record is on every in-sync
+/// replica once, and a record not acknowledged within `publish_timeout` fails.
+pub(super) fn producer(config: &KafkaBufferConfig) -> Result<FutureProducer<Logged>, BufferError> {
+    let mut c = common(config);
+    c.set("enable.idempotence", "true").set("acks", "all").set(
+        "message.timeout.ms",
+        config.publish_timeout.as_millis().to_string(),
+    );
+    c.create_with_context(Logged)
+        .map_err(|e| refused("producer", e))
+}
+
+pub(super) fn admin(config: &KafkaBufferConfig) -> Result<AdminClient<Logged>, BufferError> {
+    common(config)
+        .create_with_context(Logged)
+        .map_err(|e| refused("admin client", e))
+}
+
+/// A consumer of the group that stores and commits offsets only when told (after export).
+pub(super) fn consumer(config: &KafkaBufferConfig) -> Result<StreamConsumer<Logged>, BufferError> {
+    let mut c = common(config);
+    c.set("group.id", &config.consumer.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("allow.auto.create.topics", "false");
+    match config.consumer.group_protocol {
+        GroupProtocol::Consumer => c.set("group.protocol", "consumer"),
+        GroupProtocol::Classic => c
+            .set("group.protocol", "classic")
+            .set("partition.assignment.strategy", "cooperative-sticky"),
+    };
+    c.create_with_context(Logged)
+        .map_err(|e| refused("consumer", e))
+}

@@ -1,0 +1,293 @@
+//! One signal's consumer in the group: subscribed to every tenant topic of the signal it
+//! knows of, it hands each record to its tenant's stream and pauses the partitions of a
+//! tenant whose stream holds too much that is not exported yet.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::client::{self, Logged};
+use super::stream::KafkaStream;
+use super::{ensure_topic, Context, StreamSender};
+use crate::buffer::BufferError;
+use crate::error::error_chain;
+use crate::signal::Signal;
+use crate::tenant::TenantId;
+
+/// A tenant's partitions are paused once its stream holds this many bytes not yet handed
+/// out, and resumed once it is down to [`RESUME_BYTES`].
+const PAUSE_BYTES: usize = 8 << 20;
+const RESUME_BYTES: usize = 2 << 20;
+/// How often paused tenants are checked for room.
+const RESUME_CHECK: Duration = Duration::from_millis(200);
+/// Wait after a failed read before the next.
+const READ_ERROR_PAUSE: Duration = Duration::from_millis(500);
+
+/// A record as read from a tenant topic.
+#[derive(Debug, Clone)]
+pub(super) struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Bytes,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The record's timestamp (ms since the epoch), when it has one.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Record {
+    fn of(message: &BorrowedMessage<'_>) -> Record {
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Record {
+            partition: message.partition(),
+            offset: message.offset(),
+            payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+            headers,
+            timestamp_ms: message.timestamp().to_millis(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+/// Where one tenant's records go.
+struct Feed {
+    records: mpsc::UnboundedSender<Record>,
+    /// Bytes sent to the stream and not yet handed out by it.
+    queued: Arc<AtomicUsize>,
+    partitions: BTreeSet<i32>,
+    paused: bool,
+}
+
+/// Creates `signal`'s consumer and runs it until the buffer closes.
+pub(super) fn spawn(
+    ctx: Arc<Context>,
+    signal: Signal,
+    streams: StreamSender,
+    told: mpsc::UnboundedReceiver<TenantId>,
+) -> Result<(), BufferError> {
+    let consumer = Arc::new(client::consumer(&ctx.config)?);
+    tokio::spawn(run(ctx, signal, consumer, streams, told));
+    Ok(())
+}
+
+/// What woke the consumer's loop, besides a record.
+enum Event {
+    Closed,
+    /// This process appended to a tenant's topic.
+    Appended(TenantId),
+    Refresh,
+    ResumeCheck,
+    ReadFailed(rdkafka::error::KafkaError),
+}
+
+struct Run {
+    ctx: Arc<Context>,
+    signal: Signal,
+    consumer: Arc<StreamConsumer<Logged>>,
+    streams: StreamSender,
+    /// The topics subscribed to.
+    topics: BTreeSet<String>,
+    feeds: HashMap<String, Feed>,
+}
+
+async fn run(
+    ctx: Arc<Context>,
+    signal: Signal,
+    consumer: Arc<StreamConsumer<Logged>>,
+    streams: StreamSender,
+    mut told: mpsc::UnboundedReceiver<TenantId>,
+) {
+    let mut closed = ctx.closed.clone();
+    let mut run = Run {
+        ctx: Arc::clone(&ctx),
+        signal,
+        consumer: Arc::clone(&consumer),
+        streams,
+        topics: BTreeSet::new(),
+        feeds: HashMap::new(),
+    };
+    let fixed: Vec<TenantId> = ctx
+        .config
+        .consumer
+        .tenants
+        .iter()
+        .flatten()
+        .filter_map(|t| TenantId::parse(t).ok())
+        .collect();
+    for tenant in &fixed {
+        run.subscribe(tenant).await;
+    }
+    let mut refresh = tokio::time::interval(ctx.config.consumer.refresh_interval);
+    let mut resume = tokio::time::interval(RESUME_CHECK);
+    loop {
+        let event = tokio::select! {
+            _ = closed.wait_for(|c| *c) => Event::Closed,
+            Some(tenant) = told.recv() => Event::Appended(tenant),
+            _ = refresh.tick(), if fixed.is_empty() => Event::Refresh,
+            _ = resume.tick() => Event::ResumeCheck,
+            read = consumer.recv() => match read {
+                Ok(message) => {
+                    run.dispatch(&message);
+                    continue;
+                }
+                Err(e) => Event::ReadFailed(e),
+            },
+        };
+        match event {
+            Event::Closed => break,
+            Event::Appended(tenant) => run.subscribe(&tenant).await,
+            Event::Refresh => run.discover().await,
+            Event::ResumeCheck => run.resume_drained(),
+            Event::ReadFailed(e) => {
+                tracing::warn!(%signal, error = %e, "cannot read from Kafka; trying again");
+                tokio::time::sleep(READ_ERROR_PAUSE).await;
+            }
+        }
+    }
+    // Dropping the feeds ends the streams; leaving the group blocks, so not on a runtime
+    // thread.
+    drop(run);
+    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+}
+
+impl Run {
+    /// Adds `tenant`'s topic to the subscription (creating it when missing).
+    async fn subscribe(&mut self, tenant: &TenantId) {
+        let topic = self.ctx.config.topic(tenant, self.signal);
+        if self.topics.contains(&topic) {
+            return;
+        }
+        if let Err(e) = ensure_topic(&self.ctx, &topic).await {
+            tracing::warn!(%tenant, signal = %self.signal, error = %error_chain(&e), "cannot create the tenant's Kafka topic; trying again later");
+            return;
+        }
+        self.topics.insert(topic);
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        if let Err(e) = self.consumer.subscribe(&topics) {
+            tracing::error!(signal = %self.signal, error = %e, "cannot subscribe to the Kafka topics");
+        } else {
+            tracing::info!(%tenant, signal = %self.signal, topic = %self.ctx.config.topic(tenant, self.signal), "exporting a Kafka topic");
+        }
+    }
+
+    /// Subscribes to every topic of the signal's template on the brokers.
+    async fn discover(&mut self) {
+        let consumer = Arc::clone(&self.consumer);
+        let timeout = self.ctx.config.publish_timeout;
+        let listed =
+            tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, timeout)).await;
+        let metadata = match listed {
+            Ok(Ok(metadata)) => metadata,
+            Ok(Err(e)) => {
+                tracing::warn!(signal = %self.signal, error = %e, "cannot list the Kafka topics; trying again later");
+                return;
+            }
+            Err(_) => return,
+        };
+        let tenants: HashSet<TenantId> = metadata
+            .topics()
+            .iter()
+            .filter_map(|t| self.ctx.config.tenant_of(t.name(), self.signal))
+            .collect();
+        for tenant in tenants {
+            self.subscribe(&tenant).await;
+        }
+    }
+
+    /// Hands a record to its tenant's stream, announcing the stream on the first.
+    fn dispatch(&mut self, message: &BorrowedMessage<'_>) {
+        let topic = message.topic();
+        if !self.feeds.contains_key(topic) {
+            let Some(tenant) = self.ctx.config.tenant_of(topic, self.signal) else {
+                tracing::warn!(%topic, "a record of a topic that is no tenant's; skipped");
+                return;
+            };
+            let (records, receiver) = mpsc::unbounded_channel();
+            let queued = Arc::new(AtomicUsize::new(0));
+            let stream = KafkaStream::new(
+                Arc::clone(&self.ctx),
+                Arc::clone(&self.consumer),
+                tenant,
+                self.signal,
+                topic.to_string(),
+                receiver,
+                Arc::clone(&queued),
+            );
+            // Nobody listening (shutting down) is fine.
+            let _ = self.streams.send(Box::new(stream));
+            self.feeds.insert(
+                topic.to_string(),
+                Feed {
+                    records,
+                    queued,
+                    partitions: BTreeSet::new(),
+                    paused: false,
+                },
+            );
+        }
+        let Some(feed) = self.feeds.get_mut(topic) else {
+            return;
+        };
+        let record = Record::of(message);
+        feed.partitions.insert(record.partition);
+        let size = record.payload.len();
+        if feed.records.send(record).is_err() {
+            return;
+        }
+        let queued = feed.queued.fetch_add(size, Ordering::AcqRel) + size;
+        if queued >= PAUSE_BYTES && !feed.paused {
+            feed.paused = true;
+            metrics::gauge!("sluice_kafka_paused_topics", "signal" => self.signal.as_str())
+                .increment(1.0);
+            let partitions = partition_list(topic, &feed.partitions);
+            if let Err(e) = self.consumer.pause(&partitions) {
+                tracing::warn!(%topic, error = %e, "cannot pause a Kafka topic");
+            }
+        }
+    }
+
+    /// Resumes the paused tenants whose streams have room again.
+    fn resume_drained(&mut self) {
+        for (topic, feed) in &mut self.feeds {
+            if feed.paused && feed.queued.load(Ordering::Acquire) <= RESUME_BYTES {
+                feed.paused = false;
+                metrics::gauge!("sluice_kafka_paused_topics", "signal" => self.signal.as_str())
+                    .decrement(1.0);
+                if let Err(e) = self
+                    .consumer
+                    .resume(&partition_list(topic, &feed.partitions))
+                {
+                    tracing::warn!(%topic, error = %e, "cannot resume a Kafka topic");
+                }
+            }
+        }
+    }
+}
+
+fn partition_list(topic: &str, partitions: &BTreeSet<i32>) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for &partition in partitions {
+        // Pausing ignores the offset.
+        let _ = list.add_partition_offset(topic, partition, Offset::Invalid);
+    }
+    list
+}

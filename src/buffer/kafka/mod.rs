@@ -1,0 +1,352 @@
+//! The Apache Kafka buffer (docs/contracts.md, "Kafka buffer"): a topic per tenant and
+//! signal (`otlp-{signal}-{tenant}`), created on first use.
+//!
+//! * `append` produces the batch (key: the tenant; the message contract's properties as
+//!   record headers) with an idempotent producer and `acks=all`, and answers only after the
+//!   brokers acknowledged it, within `publish_timeout`; brokers that cannot take it are
+//!   [`BufferError::Unavailable`], which clients see as `UNAVAILABLE` with a retry hint.
+//! * Each signal has one consumer in the consumer group, subscribed to every tenant topic of
+//!   the signal it knows (its own appends at once, the topics matching the template every
+//!   `refresh_interval`). It hands each topic's records to that tenant's stream, and pauses
+//!   the partitions of a tenant whose stream holds too much unexported, so a tenant whose
+//!   backend is down only holds up itself.
+//! * Offsets are committed only past records that were exported or dead-lettered, and every
+//!   record before them in the partition too, with several deliveries in flight
+//!   ([`offsets::OffsetTracker`]).
+//! * Kafka cannot negatively acknowledge one record: when the exporters' retries run out, the
+//!   delivery goes to the tenant's dead-letter topic with its reason.
+//!
+//! The client is librdkafka (the `rdkafka` crate): the group protocol (KIP-848 or classic
+//! cooperative rebalancing), the idempotent producer and SASL SCRAM are what a pure-Rust
+//! client lacks or has not proven, and offsets are the one thing this buffer must not get
+//! wrong.
+
+mod client;
+mod config;
+mod consumer;
+mod offsets;
+mod stream;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::{mpsc, watch};
+
+pub use config::{
+    GroupProtocol, KafkaAuthConfig, KafkaBufferConfig, KafkaConsumerConfig, KafkaTlsConfig,
+    KafkaTopicsConfig, SaslConfig, SaslMechanism,
+};
+
+use self::client::Logged;
+use super::{Buffer, BufferConfig, BufferContext, BufferError, BufferStream, HealthTracker};
+use crate::batch::Batch;
+use crate::config::Validate;
+use crate::signal::Signal;
+use crate::tenant::TenantId;
+
+/// Record headers: the Pulsar message contract's properties.
+pub const TENANT: &str = "tenant";
+pub const SIGNAL: &str = "signal";
+pub const ITEMS: &str = "items";
+pub const CONTENT_TYPE: &str = "content-type";
+pub const RECEIVED_AT: &str = "received-at-ms";
+pub const TRACEPARENT: &str = "traceparent";
+pub const REASON: &str = "reason";
+
+/// How long clients are told to wait when the brokers cannot take a record.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long appends may fail before the buffer reports itself unhealthy.
+const HEALTH_GRACE: Duration = Duration::from_secs(5);
+/// Largest record payload produced: under the brokers' default `message.max.bytes`
+/// (1 MiB) with room for the headers. Larger requests are split at resource boundaries.
+const MAX_RECORD_BYTES: usize = 960 * 1024;
+
+type StreamSender = mpsc::UnboundedSender<Box<dyn BufferStream>>;
+type StreamReceiver = mpsc::UnboundedReceiver<Box<dyn BufferStream>>;
+/// Where a signal's consumer hears of tenants this process appended to, and those it heard of.
+type Listener = (mpsc::UnboundedSender<TenantId>, HashSet<TenantId>);
+
+/// What the buffer, its consumers and its streams share.
+struct Context {
+    config: KafkaBufferConfig,
+    producer: FutureProducer<Logged>,
+    admin: AdminClient<Logged>,
+    /// Topics known to exist.
+    topics: Mutex<HashSet<String>>,
+    closed: watch::Receiver<bool>,
+}
+
+pub struct KafkaBuffer {
+    ctx: Arc<Context>,
+    closed: watch::Sender<bool>,
+    accepting: AtomicBool,
+    health: HealthTracker,
+    /// Per signal whose streams were taken: its consumer's ear.
+    consumers: Mutex<HashMap<Signal, Listener>>,
+    taken: Mutex<HashSet<Signal>>,
+}
+
+#[async_trait]
+impl BufferConfig for KafkaBufferConfig {
+    async fn open(&self, _context: &BufferContext) -> Result<Arc<dyn Buffer>, BufferError> {
+        Ok(KafkaBuffer::open(self).await?)
+    }
+}
+
+pub(super) fn unavailable(
+    what: String,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> BufferError {
+    BufferError::Unavailable {
+        what,
+        retry_after: RETRY_AFTER,
+        source: Box::new(e),
+    }
+}
+
+impl KafkaBuffer {
+    /// Creates the producer and checks, within `publish_timeout`, that a broker answers.
+    pub async fn open(config: &KafkaBufferConfig) -> Result<Arc<KafkaBuffer>, BufferError> {
+        config.validate()?;
+        if config.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            tracing::warn!("buffers.kafka.tls.insecure_skip_verify is set: the brokers' certificates are not checked");
+        }
+        let producer: FutureProducer<Logged> = client::producer(config)?;
+        let admin: AdminClient<Logged> = client::admin(config)?;
+        let brokers = config.brokers.join(",");
+        let probe = producer.clone();
+        let timeout = config.publish_timeout;
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer;
+            probe.client().fetch_metadata(None, timeout)
+        })
+        .await
+        .map_err(|e| unavailable("the Kafka metadata probe panicked".into(), e))?
+        .map_err(|e| unavailable(format!("no Kafka broker answers at {brokers}"), e))?;
+        tracing::info!(%brokers, "connected to Kafka");
+        let (closed, closed_rx) = watch::channel(false);
+        Ok(Arc::new(KafkaBuffer {
+            ctx: Arc::new(Context {
+                config: config.clone(),
+                producer,
+                admin,
+                topics: Mutex::new(HashSet::new()),
+                closed: closed_rx,
+            }),
+            closed,
+            accepting: AtomicBool::new(true),
+            health: HealthTracker::default(),
+            consumers: Mutex::new(HashMap::new()),
+            taken: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    /// Tells `signal`'s consumer, if this process exports, of a tenant it appended to.
+    fn announce(&self, signal: Signal, tenant: &TenantId) {
+        let mut consumers = self
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((tell, known)) = consumers.get_mut(&signal) {
+            if known.insert(tenant.clone()) {
+                // Nobody listening (shutting down) is fine.
+                let _ = tell.send(tenant.clone());
+            }
+        }
+    }
+
+    /// The append itself; [`Buffer::append`] records its outcome for [`Buffer::health`].
+    async fn store(&self, batch: Batch) -> Result<(), BufferError> {
+        if !self.is_ready() {
+            return Err(BufferError::Closed);
+        }
+        let config = &self.ctx.config;
+        let topic = config.topic(&batch.tenant, batch.signal);
+        if topic.len() > config::MAX_TOPIC_LEN {
+            return Err(BufferError::TenantNameConflict {
+                tenant: batch.tenant.clone(),
+                why: format!(
+                    "its Kafka topic would be {} characters long, and Kafka allows {}",
+                    topic.len(),
+                    config::MAX_TOPIC_LEN
+                ),
+            });
+        }
+        ensure_topic(&self.ctx, &topic).await?;
+        let (tenant, signal) = (batch.tenant.clone(), batch.signal);
+        let parts = super::split::split(batch, MAX_RECORD_BYTES)?;
+        let sends = parts.iter().map(|part| produce(&self.ctx, &topic, part));
+        for sent in futures::future::join_all(sends).await {
+            sent?;
+        }
+        self.announce(signal, &tenant);
+        Ok(())
+    }
+}
+
+/// The record headers of a batch.
+fn headers_of(batch: &Batch) -> OwnedHeaders {
+    let items = batch.items.to_string();
+    let received_at = batch.received_at_ms.to_string();
+    let headers = OwnedHeaders::new_with_capacity(6)
+        .insert(header(TENANT, batch.tenant.as_str()))
+        .insert(header(SIGNAL, batch.signal.as_str()))
+        .insert(header(ITEMS, &items))
+        .insert(header(CONTENT_TYPE, "application/x-protobuf"))
+        .insert(header(RECEIVED_AT, &received_at));
+    match &batch.traceparent {
+        Some(traceparent) => headers.insert(header(TRACEPARENT, traceparent)),
+        None => headers,
+    }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}
+
+/// Produces one record and waits for the brokers' acknowledgement.
+async fn produce(ctx: &Context, topic: &str, batch: &Batch) -> Result<(), BufferError> {
+    let record = FutureRecord::to(topic)
+        .key(batch.tenant.as_str())
+        .payload(batch.payload.as_ref())
+        .headers(headers_of(batch));
+    send(ctx, topic, record).await
+}
+
+/// Sends a record and waits for the brokers' acknowledgement.
+async fn send(
+    ctx: &Context,
+    topic: &str,
+    record: FutureRecord<'_, str, [u8]>,
+) -> Result<(), BufferError> {
+    let size = record.payload.map_or(0, <[u8]>::len);
+    let timeout = ctx.config.publish_timeout;
+    match ctx.producer.send(record, timeout).await {
+        Ok(_) => Ok(()),
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+            Err(BufferError::RecordTooLarge {
+                size,
+                max: MAX_RECORD_BYTES,
+            })
+        }
+        Err((e, _)) => Err(unavailable(format!("cannot produce to {topic}"), e)),
+    }
+}
+
+/// Creates `topic` (partitions, replication and retention from `topics`) unless it is known
+/// to exist.
+async fn ensure_topic(ctx: &Context, topic: &str) -> Result<(), BufferError> {
+    if ctx
+        .topics
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(topic)
+    {
+        return Ok(());
+    }
+    let settings = &ctx.config.topics;
+    let retention_ms = settings.retention.as_millis().to_string();
+    let retention_bytes = settings.retention_mib.saturating_mul(1 << 20).to_string();
+    let mut new = NewTopic::new(
+        topic,
+        settings.partitions,
+        TopicReplication::Fixed(settings.replication_factor),
+    );
+    if !settings.retention.is_zero() {
+        new = new.set("retention.ms", &retention_ms);
+    }
+    if settings.retention_mib > 0 {
+        new = new.set("retention.bytes", &retention_bytes);
+    }
+    let options = AdminOptions::new()
+        .operation_timeout(Some(ctx.config.publish_timeout))
+        .request_timeout(Some(ctx.config.publish_timeout));
+    let what = || format!("cannot create the Kafka topic {topic}");
+    let created = ctx
+        .admin
+        .create_topics([&new], &options)
+        .await
+        .map_err(|e| unavailable(what(), e))?;
+    for result in created {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(unavailable(what(), KafkaError::AdminOp(code))),
+        }
+    }
+    ctx.topics
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(topic.to_string());
+    Ok(())
+}
+
+#[async_trait]
+impl Buffer for KafkaBuffer {
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn append(&self, batch: Batch) -> Result<(), BufferError> {
+        self.health.watch(self.store(batch)).await
+    }
+
+    fn take_streams(&self, signal: Signal) -> Option<StreamReceiver> {
+        if !self
+            .taken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(signal)
+        {
+            return None;
+        }
+        let (streams, receiver) = mpsc::unbounded_channel();
+        let (tell, told) = mpsc::unbounded_channel();
+        match consumer::spawn(Arc::clone(&self.ctx), signal, streams, told) {
+            Ok(()) => {
+                self.consumers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(signal, (tell, HashSet::new()));
+            }
+            Err(e) => {
+                // The streams end at once; the error says why nothing is exported.
+                tracing::error!(%signal, error = %crate::error::error_chain(&e), "cannot create the Kafka consumer; nothing of this signal is exported");
+            }
+        }
+        Some(receiver)
+    }
+
+    async fn close(&self) -> Result<(), BufferError> {
+        self.accepting.store(false, Ordering::Release);
+        let _ = self.closed.send(true);
+        let producer = self.ctx.producer.clone();
+        let timeout = self.ctx.config.publish_timeout;
+        // Every append was answered after its acknowledgement, so this only waits for
+        // dead letters in flight.
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer;
+            producer.flush(timeout)
+        })
+        .await
+        .map_err(|e| unavailable("the Kafka producer flush panicked".into(), e))?
+        .map_err(|e| unavailable("cannot flush the Kafka producer".into(), e))
+    }
+
+    fn is_ready(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.health.health(self.is_ready(), HEALTH_GRACE)
+    }
+}

@@ -1,0 +1,320 @@
+//! One tenant topic of the Kafka buffer as a [`BufferStream`]: the records its signal's
+//! consumer hands over, merged into deliveries, and offsets committed to the group once the
+//! deliveries are settled.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::client::Logged;
+use super::consumer::Record;
+use super::offsets::OffsetTracker;
+use super::{ensure_topic, send, unavailable, Context, ITEMS, REASON, RECEIVED_AT, TRACEPARENT};
+use crate::batch::{now_ms, Batch};
+use crate::buffer::{distinct_contexts, BufferError, BufferStream, Delivery, ReadLimits};
+use crate::error::error_chain;
+use crate::otlp::walk;
+use crate::signal::Signal;
+use crate::telemetry::tenant_label;
+use crate::tenant::TenantId;
+
+/// A record that is not an OTLP request of the signal, on its way to the dead letters: kept
+/// in the stream while it runs, so a `next` dropped meanwhile loses nothing.
+type Burial = Pin<Box<dyn Future<Output = Result<(), BufferError>> + Send>>;
+
+pub(super) struct KafkaStream {
+    ctx: Arc<Context>,
+    consumer: Arc<StreamConsumer<Logged>>,
+    tenant: TenantId,
+    signal: Signal,
+    topic: String,
+    records: mpsc::UnboundedReceiver<Record>,
+    /// Bytes handed over by the consumer and not yet handed out: the consumer pauses the
+    /// topic while this is high.
+    queued: Arc<AtomicUsize>,
+    /// Handed over, decoded, not yet in a delivery.
+    pending: VecDeque<(Record, Batch)>,
+    burial: Option<(Record, Burial)>,
+    offsets: OffsetTracker,
+    next_position: u64,
+    deliveries: HashMap<u64, Vec<Record>>,
+}
+
+impl KafkaStream {
+    pub(super) fn new(
+        ctx: Arc<Context>,
+        consumer: Arc<StreamConsumer<Logged>>,
+        tenant: TenantId,
+        signal: Signal,
+        topic: String,
+        records: mpsc::UnboundedReceiver<Record>,
+        queued: Arc<AtomicUsize>,
+    ) -> Self {
+        KafkaStream {
+            ctx,
+            consumer,
+            tenant,
+            signal,
+            topic,
+            records,
+            queued,
+            pending: VecDeque::new(),
+            burial: None,
+            offsets: OffsetTracker::default(),
+            next_position: 0,
+            deliveries: HashMap::new(),
+        }
+    }
+
+    fn decode(&self, record: &Record) -> Option<Batch> {
+        let items = match record.header(ITEMS).and_then(|v| v.parse::<u32>().ok()) {
+            Some(items) => items,
+            None => walk::resource_entries(self.signal, &record.payload)
+                .ok()?
+                .iter()
+                .map(|e| e.items)
+                .fold(0u32, u32::saturating_add),
+        };
+        // Records other producers wrote (the Collector's kafkaexporter) carry no receive
+        // time: their timestamp stands in.
+        let received_at_ms = record
+            .header(RECEIVED_AT)
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| record.timestamp_ms.and_then(|t| u64::try_from(t).ok()))
+            .unwrap_or_else(now_ms);
+        Some(Batch {
+            tenant: self.tenant.clone(),
+            signal: self.signal,
+            payload: record.payload.clone(),
+            items,
+            received_at_ms,
+            traceparent: record.header(TRACEPARENT).map(str::to_string),
+        })
+    }
+
+    /// Takes a record handed over: decoded into `pending`, or, when it is not OTLP, to the
+    /// dead letters.
+    fn take(&mut self, record: Record) {
+        self.offsets.read(record.partition, record.offset);
+        match self.decode(&record) {
+            Some(batch) => self.pending.push_back((record, batch)),
+            None => {
+                let reason = format!("record is not a valid OTLP {} export request", self.signal);
+                tracing::error!(tenant = %self.tenant, signal = %self.signal, %reason, "undecodable record; moving it to the dead letters");
+                metrics::counter!("sluice_kafka_undecodable_records_total", "signal" => self.signal.as_str(), "tenant" => tenant_label(&self.tenant))
+                    .increment(1);
+                self.queued
+                    .fetch_sub(record.payload.len(), Ordering::AcqRel);
+                let burial = bury(
+                    Arc::clone(&self.ctx),
+                    self.dead_letter_topic(),
+                    vec![record.clone()],
+                    reason,
+                );
+                self.burial = Some((record, Box::pin(burial)));
+            }
+        }
+    }
+
+    /// Runs the burial in progress to its end, then commits past it.
+    async fn finish_burial(&mut self) -> Result<(), BufferError> {
+        let Some((_, burial)) = self.burial.as_mut() else {
+            return Ok(());
+        };
+        let buried = burial.await;
+        let Some((record, _)) = self.burial.take() else {
+            return Ok(());
+        };
+        match buried {
+            Ok(()) => self.settle(&[record]),
+            Err(e) => {
+                // Not committed: read again after a restart, and buried then.
+                tracing::error!(tenant = %self.tenant, error = %error_chain(&e), "cannot dead-letter an undecodable record");
+                Ok(())
+            }
+        }
+    }
+
+    fn dead_letter_topic(&self) -> String {
+        self.ctx.config.dead_letter_topic(&self.tenant, self.signal)
+    }
+
+    /// Marks records settled and commits the offsets that moved.
+    fn settle(&mut self, records: &[Record]) -> Result<(), BufferError> {
+        let settled: Vec<(i32, i64)> = records.iter().map(|r| (r.partition, r.offset)).collect();
+        let moved = self.offsets.settle(&settled);
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in moved {
+            list.add_partition_offset(&self.topic, partition, Offset::Offset(next))
+                .map_err(|e| unavailable("cannot name the offsets to commit".into(), e))?;
+        }
+        // Answered in `Logged::commit_callback`; a commit that fails leaves the records to be
+        // read again, never lost.
+        self.consumer
+            .commit(&list, CommitMode::Async)
+            .map_err(|e| unavailable(format!("cannot commit offsets of {}", self.topic), e))
+    }
+}
+
+/// Produces each record to the dead-letter topic (created when missing) with `reason`,
+/// waiting for the brokers' acknowledgements.
+async fn bury(
+    ctx: Arc<Context>,
+    topic: String,
+    records: Vec<Record>,
+    reason: String,
+) -> Result<(), BufferError> {
+    ensure_topic(&ctx, &topic).await?;
+    let sends = records.iter().map(|record| {
+        let headers = record
+            .headers
+            .iter()
+            .filter(|(k, _)| k != REASON)
+            .fold(OwnedHeaders::new(), |h, (key, value)| {
+                h.insert(Header {
+                    key: key.as_str(),
+                    value: Some(value.as_slice()),
+                })
+            })
+            .insert(Header {
+                key: REASON,
+                value: Some(reason.as_bytes()),
+            });
+        let key = record.header(super::TENANT).unwrap_or_default().to_string();
+        let (ctx, topic) = (&ctx, &topic);
+        async move {
+            let record = FutureRecord::to(topic)
+                .key(key.as_str())
+                .payload(record.payload.as_ref())
+                .headers(headers);
+            send(ctx, topic, record).await
+        }
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl BufferStream for KafkaStream {
+    fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    async fn next(&mut self, limits: &ReadLimits) -> Result<Option<Delivery>, BufferError> {
+        let mut closed = self.ctx.closed.clone();
+        loop {
+            self.finish_burial().await?;
+            while self.burial.is_none() {
+                match self.records.try_recv() {
+                    Ok(record) => self.take(record),
+                    Err(_) => break,
+                }
+            }
+            if self.burial.is_some() {
+                continue;
+            }
+            if !self.pending.is_empty() {
+                break;
+            }
+            tokio::select! {
+                _ = closed.wait_for(|c| *c) => return Ok(None),
+                record = self.records.recv() => match record {
+                    Some(record) => self.take(record),
+                    None => return Ok(None),
+                },
+            }
+        }
+        // Wait for more, up to the linger, when there is less than the delivery should hold.
+        let items: u64 = self.pending.iter().map(|(_, b)| u64::from(b.items)).sum();
+        if items < u64::from(limits.min_items) && !limits.linger.is_zero() {
+            tokio::time::sleep(limits.linger).await;
+            while self.burial.is_none() {
+                match self.records.try_recv() {
+                    Ok(record) => self.take(record),
+                    Err(_) => break,
+                }
+            }
+        }
+        let (mut records, mut parts) = (Vec::new(), Vec::new());
+        let (mut items, mut bytes) = (0u64, 0usize);
+        while let Some((record, batch)) = self.pending.pop_front() {
+            let over = !parts.is_empty()
+                && (items + u64::from(batch.items) > u64::from(limits.max_items)
+                    || bytes + batch.payload.len() > limits.max_bytes);
+            if over {
+                self.pending.push_front((record, batch));
+                break;
+            }
+            items += u64::from(batch.items);
+            bytes += batch.payload.len();
+            records.push(record);
+            parts.push(batch);
+        }
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        let traceparents = distinct_contexts(parts.iter().filter_map(|b| b.traceparent.as_deref()));
+        let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        let Some(batch) = Batch::concat(parts) else {
+            return Ok(None);
+        };
+        let position = self.next_position;
+        self.next_position += 1;
+        self.deliveries.insert(position, records);
+        Ok(Some(Delivery {
+            batch,
+            records: count,
+            // Kafka does not say whether a record was read before; a restart reads again
+            // from the committed offset, which the duplicate counters cannot see here.
+            redelivered: false,
+            end_position: position,
+            traceparents,
+        }))
+    }
+
+    fn next_is_cancel_safe(&self) -> bool {
+        // Everything `next` takes is kept in the stream (a burial too) before any await.
+        true
+    }
+
+    async fn ack(&mut self, delivery: &Delivery) -> Result<(), BufferError> {
+        let Some(records) = self.deliveries.remove(&delivery.end_position) else {
+            return Ok(());
+        };
+        self.settle(&records)
+    }
+
+    async fn dead_letter(&mut self, delivery: &Delivery, reason: &str) -> Result<(), BufferError> {
+        let Some(records) = self.deliveries.get(&delivery.end_position) else {
+            return Ok(());
+        };
+        bury(
+            Arc::clone(&self.ctx),
+            self.dead_letter_topic(),
+            records.clone(),
+            reason.to_string(),
+        )
+        .await?;
+        let records = self
+            .deliveries
+            .remove(&delivery.end_position)
+            .unwrap_or_default();
+        self.settle(&records)
+    }
+}

@@ -1,0 +1,77 @@
+//! The Kafka broker `make test` starts (deploy/kafka/server.sh, through
+//! deploy/pulsar/with-broker.sh), and a client to look into its topics.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The broker's plaintext listener. Fails loudly when it is not set: the Kafka tests are
+/// never skipped.
+pub fn brokers() -> String {
+    env("SLUICE_KAFKA_BROKERS")
+}
+
+/// An environment variable `deploy/kafka/server.sh env` sets.
+pub fn env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: the Kafka tests need the broker that `make test` starts; run \
+             `make test` (or `make kafka` and `eval \"$(deploy/kafka/server.sh env)\"`)"
+        ),
+    }
+}
+
+fn client() -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", "sluice-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a Kafka client")
+}
+
+/// The topics on the broker.
+pub async fn topics() -> Vec<String> {
+    tokio::task::spawn_blocking(|| {
+        client()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .expect("Kafka metadata")
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect()
+    })
+    .await
+    .expect("metadata task")
+}
+
+/// The header `name` of the last record of `topic`'s partition 0.
+pub async fn last_header(topic: &str, name: &str) -> Option<String> {
+    let (topic, name) = (topic.to_string(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer = client();
+        let (_, high) = consumer
+            .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+            .ok()?;
+        if high == 0 {
+            return None;
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&topic, 0, Offset::Offset(high - 1))
+            .ok()?;
+        consumer.assign(&assignment).ok()?;
+        let message = consumer.poll(Duration::from_secs(10))?.ok()?;
+        let headers = message.headers()?;
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+    .await
+    .expect("reader task")
+}

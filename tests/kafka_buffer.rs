@@ -1,0 +1,200 @@
+//! What only the Kafka buffer has (the rest is in tests/buffer_conformance.rs): the brokers'
+//! SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and TLS listeners, a wrong password refused
+//! at start without the password in the output, the record headers of the message contract
+//! on what Sluice produced, and a stuck tenant's topic paused once its stream holds 8 MiB
+//! (and resumed when it drains) while another tenant flows.
+
+mod common;
+
+use std::time::Duration;
+
+use tonic::Code;
+
+use common::otlp::{channel, export_traces, kv_str, named_spans, trace_request};
+use common::{send_named_spans, temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn kafka_config(
+    dir: &std::path::Path,
+    backend_port: u16,
+    run: &str,
+    brokers: &str,
+    extra: &[&str],
+) -> SluiceConfig {
+    let topic = format!("topic: '{run}-{{signal}}-{{tenant}}'");
+    let dead = format!("dead_letter_topic: '{run}-dlq-{{signal}}-{{tenant}}'");
+    let group = format!("consumer: {{ group: {run} }}");
+    let mut lines = vec![topic.as_str(), dead.as_str(), group.as_str()];
+    lines.extend_from_slice(extra);
+    SluiceConfig::new(dir, backend_port).with_kafka(brokers, &lines)
+}
+
+/// Spans through Sluice, the Kafka listener at `brokers` with `security` lines, and back.
+async fn round_trip(name: &str, brokers: &str, security: &[&str]) {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let run = common::pulsar::tenant(name);
+    let config = kafka_config(dir.path(), backend.port(), &run, brokers, security);
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let tenant = format!("{name}-tenant");
+    let sent = send_named_spans(&sluice, &tenant, 2, 2).await;
+    backend.wait_span_names(&tenant, &sent, WAIT).await;
+}
+
+fn sasl(mechanism: &str) -> String {
+    format!(
+        "auth: {{ sasl: {{ mechanism: {mechanism}, username: {:?}, password: {:?} }} }}",
+        common::kafka::env("SLUICE_KAFKA_SASL_USER"),
+        common::kafka::env("SLUICE_KAFKA_SASL_PASSWORD"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sasl_plain_carries_spans_through() {
+    let auth = sasl("PLAIN");
+    let brokers = common::kafka::env("SLUICE_KAFKA_SASL_BROKERS");
+    round_trip("saslplain", &brokers, &[auth.as_str()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sasl_scram_sha_256_carries_spans_through() {
+    let auth = sasl("SCRAM-SHA-256");
+    let brokers = common::kafka::env("SLUICE_KAFKA_SASL_BROKERS");
+    round_trip("scram256", &brokers, &[auth.as_str()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sasl_scram_sha_512_carries_spans_through() {
+    let auth = sasl("SCRAM-SHA-512");
+    let brokers = common::kafka::env("SLUICE_KAFKA_SASL_BROKERS");
+    round_trip("scram512", &brokers, &[auth.as_str()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_with_the_brokers_ca_carries_spans_through() {
+    let tls = format!(
+        "tls: {{ ca_file: {:?} }}",
+        common::kafka::env("SLUICE_KAFKA_TLS_CA")
+    );
+    let brokers = common::kafka::env("SLUICE_KAFKA_TLS_BROKERS");
+    round_trip("kafkatls", &brokers, &[tls.as_str()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_stops_the_start_and_is_never_printed() {
+    let dir = temp_dir();
+    let password = "not-the-password-9f3k";
+    let auth = format!(
+        "auth: {{ sasl: {{ mechanism: SCRAM-SHA-256, username: {:?}, password: {password} }} }}",
+        common::kafka::env("SLUICE_KAFKA_SASL_USER"),
+    );
+    let brokers = common::kafka::env("SLUICE_KAFKA_SASL_BROKERS");
+    let config = kafka_config(dir.path(), 1, "wrongpassword", &brokers, &[auth.as_str()]);
+    let path = dir.path().join("sluice.yaml");
+    std::fs::write(&path, config.yaml()).expect("write config");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output();
+    let out = tokio::time::timeout(WAIT, out)
+        .await
+        .expect("sluice gives up within the publish timeout")
+        .expect("run sluice");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{printed}");
+    assert!(printed.contains("no Kafka broker answers"), "{printed}");
+    assert!(!printed.contains(password), "{printed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_carry_the_message_contract_as_headers() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let run = common::pulsar::tenant("kafkaheaders");
+    let config = kafka_config(
+        dir.path(),
+        backend.port(),
+        &run,
+        &common::kafka::brokers(),
+        &[],
+    );
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let sent = send_named_spans(&sluice, "acme", 1, 4).await;
+    backend.wait_span_names("acme", &sent, WAIT).await;
+    let topic = format!("{run}-traces-acme");
+    for (header, expected) in [
+        ("tenant", "acme"),
+        ("signal", "traces"),
+        ("items", "4"),
+        ("content-type", "application/x-protobuf"),
+    ] {
+        assert_eq!(
+            common::kafka::last_header(&topic, header).await.as_deref(),
+            Some(expected),
+            "{header}"
+        );
+    }
+    assert!(common::kafka::last_header(&topic, "received-at-ms")
+        .await
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_tenant_is_paused_at_its_mark_and_resumed_when_it_drains() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let run = common::pulsar::tenant("kafkapause");
+    backend.fail_tenant("stuck", Code::Unavailable);
+    let config = kafka_config(
+        dir.path(),
+        backend.port(),
+        &run,
+        &common::kafka::brokers(),
+        &[],
+    );
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let client = channel(&sluice.otlp_endpoint()).await;
+    // ~12 MiB for the stuck tenant: past the 8 MiB its stream may hold.
+    let (requests, spans) = (60, 200);
+    for r in 0..requests {
+        let mut batch = named_spans(&format!("stuck-{r}"), r * 1000, spans);
+        for span in &mut batch {
+            span.attributes.push(kv_str("padding", &"x".repeat(1024)));
+        }
+        export_traces(&client, Some("stuck"), trace_request("svc", None, batch))
+            .await
+            .expect("accepted");
+    }
+    let paused = || async {
+        sluice
+            .metric("sluice_kafka_paused_topics", &[("signal", "traces")])
+            .await
+    };
+    wait_for("the stuck tenant's topic paused", WAIT, || async {
+        match paused().await {
+            1.0 => Ok(()),
+            n => Err(n.to_string()),
+        }
+    })
+    .await;
+    let sent = send_named_spans(&sluice, "flowing", 3, 2).await;
+    backend.wait_span_names("flowing", &sent, WAIT).await;
+
+    backend.heal_tenant("stuck");
+    backend
+        .wait_spans("stuck", requests as usize * spans, WAIT * 2)
+        .await;
+    wait_for("the stuck tenant's topic resumed", WAIT, || async {
+        match paused().await {
+            0.0 => Ok(()),
+            n => Err(n.to_string()),
+        }
+    })
+    .await;
+}
