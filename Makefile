@@ -87,7 +87,7 @@ test: tools python-env fmt-check lint peers ## fmt check, clippy, all tests with
 	bash $(WITH_BROKER) $(CARGO) test --all-targets --no-fail-fast
 	$(MAKE) --no-print-directory deploy-check
 
-# The fault matrix (tests/fault_matrix.rs, tests/pulsar_broker_restart.rs), long version: more
+# The fault matrix (tests/fault_matrix.rs, tests/broker_restart.rs), long version: more
 # SIGKILL trials per buffer, more broker restarts, a longer backend outage.
 CHAOS_TRIALS ?= 25
 CHAOS_BROKER_TRIALS ?= 10
@@ -96,7 +96,7 @@ CHAOS_OUTAGE_SECS ?= 300
 chaos: tools ## the fault matrix, long: CHAOS_TRIALS SIGKILLs per buffer, CHAOS_BROKER_TRIALS broker restarts, a CHAOS_OUTAGE_SECS backend outage
 	SLUICE_CHAOS_TRIALS=$(CHAOS_TRIALS) SLUICE_CHAOS_BROKER_TRIALS=$(CHAOS_BROKER_TRIALS) \
 	SLUICE_CHAOS_OUTAGE_SECS=$(CHAOS_OUTAGE_SECS) \
-	bash $(WITH_BROKER) $(CARGO) test --test fault_matrix --test pulsar_broker_restart -- --nocapture
+	bash $(WITH_BROKER) $(CARGO) test --test fault_matrix --test broker_restart -- --nocapture
 
 # Coverage-guided fuzzing of every parser of untrusted input (tests/fuzz/, src/fuzzing.rs) with
 # cargo fuzz on the nightly toolchain. CI runs fuzz-smoke after make test; a crash fails it.

@@ -4,7 +4,7 @@
 //! delivered exactly its spans; what a client was told is accepted survives a SIGKILL of
 //! Sluice; one tenant's dead backend holds up nobody else; a batch the backend refuses for
 //! good is dead-lettered with its reason; a batch refused for a while is delivered once the
-//! backend takes it again. Broker restarts are in tests/pulsar_broker_restart.rs (they stop
+//! backend takes it again. Broker restarts are in tests/broker_restart.rs (they stop
 //! the shared broker, so they run alone).
 
 mod common;

@@ -4,7 +4,10 @@
 # source through the Go module proxy, pinned, into .cache/tools/bin; its JetStream data lives
 # in .cache/nats/data.
 #
-#   deploy/nats/server.sh start|stop|status|env|logs [N]
+#   deploy/nats/server.sh start|resume|stop|status|env|logs [N]
+#
+# `start` wipes the JetStream data first; `resume` starts on the data the last run left (the
+# broker-restart tests).
 #
 # Client port 4222 and monitoring port 8222 unless NATS_PORT / NATS_MONITOR_PORT say
 # otherwise.
@@ -50,7 +53,7 @@ start() {
     fi
     ensure_binary
     mkdir -p "$run_dir"
-    rm -rf "$data_dir"
+    [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$data_dir"
     mkdir -p "$data_dir"
     "$server" -a 127.0.0.1 -p "$port" -m "$monitor" -js -sd "$data_dir" >"$log_file" 2>&1 &
     echo $! >"$pid_file"
@@ -84,10 +87,11 @@ stop() {
 
 case "${1:-}" in
     start) start ;;
+    resume) KEEP_DATA=1 start ;;
     stop) stop ;;
     status) running && healthy ;;
     env) echo "export NATS_URL=nats://127.0.0.1:$port" ;;
     logs) tail -n "${2:-40}" "$log_file" ;;
     build) ensure_binary ;;
-    *) echo "usage: $0 start|stop|status|env|logs [N]|build" >&2; exit 2 ;;
+    *) echo "usage: $0 start|resume|stop|status|env|logs [N]|build" >&2; exit 2 ;;
 esac

@@ -75,3 +75,12 @@ pub async fn last_header(topic: &str, name: &str) -> Option<String> {
     .await
     .expect("reader task")
 }
+
+/// Runs `deploy/kafka/server.sh <command>` (`stop`, `resume`, …) on the Kafka broker `make test`
+/// started.
+pub fn script(command: &str) {
+    super::run_script(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kafka/server.sh"),
+        command,
+    );
+}

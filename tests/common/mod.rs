@@ -81,3 +81,20 @@ pub fn temp_dir() -> tempfile::TempDir {
         .tempdir()
         .expect("create a temp dir")
 }
+
+/// Runs a broker script of `deploy/` (`start`, `stop`, `resume`, …), failing the test with its
+/// output when it fails.
+pub fn run_script(script: &str, command: &str) {
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(command)
+        .output()
+        .unwrap_or_else(|e| panic!("run {script} {command}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} {command} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -40,3 +40,12 @@ pub async fn last_header(stream: &str, subject: &str, name: &str) -> Option<Stri
     let message = stream.get_last_raw_message_by_subject(subject).await.ok()?;
     message.headers.get(name).map(|v| v.as_str().to_string())
 }
+
+/// Runs `deploy/nats/server.sh <command>` (`stop`, `resume`, …) on the NATS broker `make test`
+/// started.
+pub fn script(command: &str) {
+    super::run_script(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nats/server.sh"),
+        command,
+    );
+}

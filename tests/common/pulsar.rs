@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -182,16 +181,5 @@ pub async fn read_topic_until(
 
 /// Runs `deploy/pulsar/standalone.sh <command>`; panics with its output on failure.
 pub fn script(command: &str) {
-    let out = Command::new("bash")
-        .arg(SCRIPT)
-        .arg(command)
-        .output()
-        .unwrap_or_else(|e| panic!("run {SCRIPT} {command}: {e}"));
-    assert!(
-        out.status.success(),
-        "{SCRIPT} {command} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::run_script(SCRIPT, command);
 }

@@ -1,0 +1,204 @@
+//! The fault matrix's broker restarts (see tests/fault_matrix.rs), on every broker buffer:
+//! Pulsar, NATS JetStream and Kafka each stop in the middle of a load and come back on their
+//! data, three times (`SLUICE_CHAOS_BROKER_TRIALS`). Each time clients get `UNAVAILABLE`
+//! (with a retry hint) while it is down and `/readyz` says so (with the reason) while
+//! `/healthz` stays up; sending resumes once it is back, without restarting Sluice, and
+//! `/readyz` is ready again. At the end every item acknowledged to a client has reached the
+//! backend, including what the broker held across its restarts. On Pulsar the broker then
+//! stops once more with no client sending: `/readyz` still turns not ready (the buffer probes
+//! an idle broker) and ready again when it is back.
+//!
+//! This binary stops and starts the shared test brokers (`deploy/*/…sh stop|resume`), so it
+//! holds only these tests, one per broker (each stops only its own); cargo runs test
+//! binaries one after another.
+
+mod common;
+
+use std::time::Duration;
+
+use common::chaos::{setting, settle, Load};
+use common::http::http_get;
+use common::{kafka, nats, pulsar};
+use common::{temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+#[derive(Clone, Copy, Debug)]
+enum Broker {
+    Pulsar,
+    Nats,
+    Kafka,
+}
+
+impl Broker {
+    fn kind(self) -> &'static str {
+        match self {
+            Broker::Pulsar => "pulsar",
+            Broker::Nats => "nats",
+            Broker::Kafka => "kafka",
+        }
+    }
+
+    async fn run(self, command: &'static str) {
+        tokio::task::spawn_blocking(move || match self {
+            Broker::Pulsar => pulsar::script(command),
+            Broker::Nats => nats::script(command),
+            Broker::Kafka => kafka::script(command),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{self:?} {command}: {e}"));
+    }
+
+    /// Sluice on this broker, with appends that give up after 3 s.
+    fn config(self, dir: &std::path::Path, backend_port: u16, run: &str) -> SluiceConfig {
+        let config = SluiceConfig::new(dir, backend_port);
+        match self {
+            Broker::Pulsar => {
+                let consumer = format!("consumer: {{ subscription: {run} }}");
+                config.with_pulsar(
+                    &pulsar::service_url(),
+                    &[
+                        "send_timeout: 3s",
+                        "topic: 'persistent://public/default/restart-{signal}-{tenant}'",
+                        &consumer,
+                    ],
+                )
+            }
+            Broker::Nats => {
+                let stream = format!("stream: '{run}-{{signal}}'");
+                let subject = format!("subject: '{run}.{{signal}}.{{tenant}}'");
+                let dead = format!("dead_letter_subject: '{run}-dlq.{{signal}}.{{tenant}}'");
+                config.with_nats(
+                    &nats::url(),
+                    &["publish_timeout: 3s", &stream, &subject, &dead],
+                )
+            }
+            Broker::Kafka => {
+                let topic = format!("topic: '{run}-{{signal}}-{{tenant}}'");
+                let dead = format!("dead_letter_topic: '{run}-dlq-{{signal}}-{{tenant}}'");
+                let group = format!("consumer: {{ group: {run} }}");
+                config.with_kafka(
+                    &kafka::brokers(),
+                    &["publish_timeout: 3s", &topic, &dead, &group],
+                )
+            }
+        }
+    }
+}
+
+async fn wait_readyz(sluice: &SluiceProcess, what: &str, want: impl Fn(u16, &str) -> bool) {
+    wait_for(what, WAIT, || {
+        let addr = sluice.health_addr;
+        let want = &want;
+        async move {
+            match http_get(addr, "/readyz").await {
+                Ok((code, body)) if want(code, &body) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+}
+
+/// The restart trials under load on `broker`; returns Sluice (still running) and the tenant.
+async fn restart_trials(broker: Broker) -> (SluiceProcess, Backend, String) {
+    let tenant = pulsar::tenant(&format!("restart{}", broker.kind()));
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let mut config = broker.config(dir.path(), backend.port(), &tenant);
+    config.batch_traces = false;
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let load = Load::start(&sluice.otlp_endpoint(), std::slice::from_ref(&tenant), 5, 0).await;
+    load.wait_acked(0, 100, WAIT).await;
+    let field = format!("buffers.{}", broker.kind());
+
+    for trial in 0..setting("SLUICE_CHAOS_BROKER_TRIALS", 3) {
+        broker.run("stop").await;
+        if let Broker::Pulsar = broker {
+            assert!(
+                pulsar::admin_get("/admin/v2/clusters").await.is_err(),
+                "the broker at {} still answers after `standalone.sh stop`: this test must \
+                 run against the broker that deploy/pulsar/standalone.sh of this checkout \
+                 started (run `make test`)",
+                pulsar::admin_url()
+            );
+        }
+        let (before, _) = load.refused(Code::Unavailable);
+        wait_for("UNAVAILABLE while the broker is down", WAIT, || async {
+            match load.refused(Code::Unavailable) {
+                (n, _) if n > before => Ok(()),
+                _ => Err(format!("refusals {:?}", load.refusals())),
+            }
+        })
+        .await;
+        // Readiness follows the broker (after a short grace); liveness stays about the process.
+        wait_readyz(
+            &sluice,
+            "/readyz to say the broker is unreachable",
+            |code, body| code == 503 && body.contains(&field),
+        )
+        .await;
+        assert_eq!(
+            http_get(sluice.health_addr, "/healthz")
+                .await
+                .map(|(code, _)| code),
+            Ok(200)
+        );
+        let acked_at_stop = load.acked();
+        broker.run("resume").await;
+        load.wait_acked(acked_at_stop, 100, WAIT).await;
+        wait_readyz(&sluice, "/readyz to be ready again", |code, _| code == 200).await;
+        eprintln!(
+            "{broker:?} restart trial {trial}: refusals so far {:?}",
+            load.refusals()
+        );
+    }
+
+    let refusals = load.refusals();
+    let acked = load.stop().await;
+    assert!(
+        refusals.keys().all(|code| code == "Unavailable"),
+        "{broker:?}: refusals other than UNAVAILABLE: {refusals:?}"
+    );
+    settle("broker restarts", &backend, &acked, WAIT).await;
+    let refused_items = sluice
+        .metric(
+            "sluice_receiver_refused_items_total",
+            &[
+                ("tenant", tenant.as_str()),
+                ("reason", "buffer_unavailable"),
+            ],
+        )
+        .await;
+    assert!(refused_items > 0.0, "{broker:?}: refusals are counted");
+    (sluice, backend, tenant)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pulsar_restarts_refuse_then_resume_and_lose_nothing_acknowledged() {
+    let (sluice, _backend, _) = restart_trials(Broker::Pulsar).await;
+    // With no client sending, nothing appends: readiness follows the broker through probes.
+    Broker::Pulsar.run("stop").await;
+    wait_readyz(
+        &sluice,
+        "/readyz to say the broker is unreachable while no client sends",
+        |code, body| code == 503 && body.contains("buffers.pulsar") && body.contains("lookup"),
+    )
+    .await;
+    Broker::Pulsar.run("resume").await;
+    wait_readyz(&sluice, "/readyz ready again while idle", |code, _| {
+        code == 200
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_restarts_refuse_then_resume_and_lose_nothing_acknowledged() {
+    restart_trials(Broker::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_restarts_refuse_then_resume_and_lose_nothing_acknowledged() {
+    restart_trials(Broker::Kafka).await;
+}
