@@ -10,6 +10,7 @@ pub mod dead_letter_store;
 pub mod disk;
 pub mod kafka;
 pub mod nats;
+pub mod pending;
 pub mod pulsar;
 mod registry;
 pub mod replay;
@@ -88,6 +89,22 @@ pub enum BufferError {
     /// can be opened without going through `sluice validate`).
     #[error("invalid buffer config")]
     Config(#[from] FieldError),
+}
+
+/// How long clients are told to wait when a broker (NATS, Kafka) cannot take an append.
+const BROKER_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The broker behind a buffer cannot take or hand out data now: clients retry after a second,
+/// nothing is dropped.
+pub(crate) fn unavailable(
+    what: String,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> BufferError {
+    BufferError::Unavailable {
+        what,
+        retry_after: BROKER_RETRY_AFTER,
+        source: Box::new(e),
+    }
 }
 
 impl BufferError {

@@ -60,8 +60,6 @@ pub const RECEIVED_AT: &str = "received-at-ms";
 pub const TRACEPARENT: &str = "traceparent";
 pub const REASON: &str = "reason";
 
-/// How long clients are told to wait when the brokers cannot take a record.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How long appends may fail before the buffer reports itself unhealthy.
 const HEALTH_GRACE: Duration = Duration::from_secs(5);
 /// Largest record payload produced: under the brokers' default `message.max.bytes`
@@ -100,16 +98,7 @@ impl BufferConfig for KafkaBufferConfig {
     }
 }
 
-pub(super) fn unavailable(
-    what: String,
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> BufferError {
-    BufferError::Unavailable {
-        what,
-        retry_after: RETRY_AFTER,
-        source: Box::new(e),
-    }
-}
+pub(super) use super::unavailable;
 
 impl KafkaBuffer {
     /// Creates the producer and checks, within `publish_timeout`, that a broker answers.

@@ -2,7 +2,7 @@
 //! consumer hands over, merged into deliveries, and offsets committed to the group once the
 //! deliveries are settled.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +20,8 @@ use super::consumer::Record;
 use super::offsets::OffsetTracker;
 use super::{ensure_topic, send, unavailable, Context, ITEMS, REASON, RECEIVED_AT, TRACEPARENT};
 use crate::batch::{now_ms, Batch};
-use crate::buffer::{distinct_contexts, BufferError, BufferStream, Delivery, ReadLimits};
+use crate::buffer::pending::{Pending, Taken};
+use crate::buffer::{BufferError, BufferStream, Delivery, ReadLimits};
 use crate::error::error_chain;
 use crate::otlp::walk;
 use crate::signal::Signal;
@@ -42,7 +43,7 @@ pub(super) struct KafkaStream {
     /// topic while this is high.
     queued: Arc<AtomicUsize>,
     /// Handed over, decoded, not yet in a delivery.
-    pending: VecDeque<(Record, Batch)>,
+    pending: Pending<Record>,
     burial: Option<(Record, Burial)>,
     offsets: OffsetTracker,
     next_position: u64,
@@ -67,7 +68,7 @@ impl KafkaStream {
             topic,
             records,
             queued,
-            pending: VecDeque::new(),
+            pending: Pending::default(),
             burial: None,
             offsets: OffsetTracker::default(),
             next_position: 0,
@@ -106,7 +107,7 @@ impl KafkaStream {
     fn take(&mut self, record: Record) {
         self.offsets.read(record.partition, record.offset);
         match self.decode(&record) {
-            Some(batch) => self.pending.push_back((record, batch)),
+            Some(batch) => self.pending.push(record, batch),
             None => {
                 let reason = format!("record is not a valid OTLP {} export request", self.signal);
                 tracing::error!(tenant = %self.tenant, signal = %self.signal, %reason, "undecodable record; moving it to the dead letters");
@@ -121,6 +122,16 @@ impl KafkaStream {
                     reason,
                 );
                 self.burial = Some((record, Box::pin(burial)));
+            }
+        }
+    }
+
+    /// Takes what the consumer handed over so far, up to a record that must be buried first.
+    fn take_handed_over(&mut self) {
+        while self.burial.is_none() {
+            match self.records.try_recv() {
+                Ok(record) => self.take(record),
+                Err(_) => break,
             }
         }
     }
@@ -222,12 +233,7 @@ impl BufferStream for KafkaStream {
         let mut closed = self.ctx.closed.clone();
         loop {
             self.finish_burial().await?;
-            while self.burial.is_none() {
-                match self.records.try_recv() {
-                    Ok(record) => self.take(record),
-                    Err(_) => break,
-                }
-            }
+            self.take_handed_over();
             if self.burial.is_some() {
                 continue;
             }
@@ -243,49 +249,24 @@ impl BufferStream for KafkaStream {
             }
         }
         // Wait for more, up to the linger, when there is less than the delivery should hold.
-        let items: u64 = self.pending.iter().map(|(_, b)| u64::from(b.items)).sum();
-        if items < u64::from(limits.min_items) && !limits.linger.is_zero() {
+        if self.pending.below_minimum(limits) && !limits.linger.is_zero() {
             tokio::time::sleep(limits.linger).await;
-            while self.burial.is_none() {
-                match self.records.try_recv() {
-                    Ok(record) => self.take(record),
-                    Err(_) => break,
-                }
-            }
+            self.take_handed_over();
         }
-        let (mut records, mut parts) = (Vec::new(), Vec::new());
-        let (mut items, mut bytes) = (0u64, 0usize);
-        while let Some((record, batch)) = self.pending.pop_front() {
-            let over = !parts.is_empty()
-                && (items + u64::from(batch.items) > u64::from(limits.max_items)
-                    || bytes + batch.payload.len() > limits.max_bytes);
-            if over {
-                self.pending.push_front((record, batch));
-                break;
-            }
-            items += u64::from(batch.items);
-            bytes += batch.payload.len();
-            records.push(record);
-            parts.push(batch);
-        }
-        self.queued.fetch_sub(bytes, Ordering::AcqRel);
-        let traceparents = distinct_contexts(parts.iter().filter_map(|b| b.traceparent.as_deref()));
-        let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
-        let Some(batch) = Batch::concat(parts) else {
+        let Some(Taken {
+            handles: records,
+            delivery,
+            bytes,
+        }) = self.pending.take(limits, self.next_position)
+        else {
             return Ok(None);
         };
-        let position = self.next_position;
         self.next_position += 1;
-        self.deliveries.insert(position, records);
-        Ok(Some(Delivery {
-            batch,
-            records: count,
-            // Kafka does not say whether a record was read before; a restart reads again
-            // from the committed offset, which the duplicate counters cannot see here.
-            redelivered: false,
-            end_position: position,
-            traceparents,
-        }))
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        // Kafka does not say whether a record was read before (`redelivered` stays false): a
+        // restart reads again from the committed offset unseen by the duplicate counters.
+        self.deliveries.insert(delivery.end_position, records);
+        Ok(Some(delivery))
     }
 
     fn next_is_cancel_safe(&self) -> bool {

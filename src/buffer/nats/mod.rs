@@ -44,8 +44,6 @@ pub const ITEMS: &str = "items";
 pub const TRACEPARENT: &str = "traceparent";
 pub const REASON: &str = "reason";
 
-/// How long clients are told to wait when the server cannot take a publish.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How long appends may fail before the buffer reports itself unhealthy.
 const HEALTH_GRACE: Duration = Duration::from_secs(5);
 
@@ -79,16 +77,7 @@ impl BufferConfig for NatsBufferConfig {
     }
 }
 
-pub(super) fn unavailable(
-    what: String,
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> BufferError {
-    BufferError::Unavailable {
-        what,
-        retry_after: RETRY_AFTER,
-        source: Box::new(e),
-    }
-}
+pub(super) use super::unavailable;
 
 fn timed_out(what: String, limit: Duration) -> BufferError {
     unavailable(

@@ -1,7 +1,7 @@
 //! One tenant+signal of the NATS buffer as a [`BufferStream`]: its durable pull consumer,
 //! created on first use and shared by every exporter process.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,8 @@ use tokio::sync::Notify;
 
 use super::{timed_out, unavailable, Context, ITEMS, REASON, TRACEPARENT};
 use crate::batch::{now_ms, Batch};
-use crate::buffer::{distinct_contexts, BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
+use crate::buffer::pending::{Pending, Taken};
+use crate::buffer::{BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
 use crate::error::error_chain;
 use crate::otlp::walk;
 use crate::signal::Signal;
@@ -37,7 +38,7 @@ pub(super) struct NatsStream {
     wake: Arc<Notify>,
     consumer: Option<Consumer<pull::Config>>,
     /// Fetched but not yet handed out.
-    pending: VecDeque<(Message, Batch)>,
+    pending: Pending<Message>,
     next_position: u64,
     deliveries: HashMap<u64, Vec<Message>>,
 }
@@ -55,7 +56,7 @@ impl NatsStream {
             signal,
             wake,
             consumer: None,
-            pending: VecDeque::new(),
+            pending: Pending::default(),
             next_position: 0,
             deliveries: HashMap::new(),
         }
@@ -130,7 +131,7 @@ impl NatsStream {
             let message = message
                 .map_err(|e| unavailable(what.clone(), std::io::Error::other(e.to_string())))?;
             match self.decode(&message) {
-                Some(batch) => self.pending.push_back((message, batch)),
+                Some(batch) => self.pending.push(message, batch),
                 None => self.bury_undecodable(message).await,
             }
         }
@@ -249,46 +250,26 @@ impl BufferStream for NatsStream {
             }
         }
         // Wait for more, up to the linger, when there is less than the delivery should hold.
-        let items: u64 = self.pending.iter().map(|(_, b)| u64::from(b.items)).sum();
-        if items < u64::from(limits.min_items) && !limits.linger.is_zero() {
+        if self.pending.below_minimum(limits) && !limits.linger.is_zero() {
             tokio::time::sleep(limits.linger).await;
         }
         if self.pending.len() < max {
             self.fetch(max - self.pending.len(), None).await?;
         }
-        let (mut messages, mut parts) = (Vec::new(), Vec::new());
-        let (mut items, mut bytes) = (0u64, 0usize);
-        while let Some((message, batch)) = self.pending.pop_front() {
-            let over = !parts.is_empty()
-                && (items + u64::from(batch.items) > u64::from(limits.max_items)
-                    || bytes + batch.payload.len() > limits.max_bytes);
-            if over {
-                self.pending.push_front((message, batch));
-                break;
-            }
-            items += u64::from(batch.items);
-            bytes += batch.payload.len();
-            messages.push(message);
-            parts.push(batch);
-        }
-        let redelivered = messages
-            .iter()
-            .any(|m| m.info().is_ok_and(|i| i.delivered > 1));
-        let traceparents = distinct_contexts(parts.iter().filter_map(|b| b.traceparent.as_deref()));
-        let records = u32::try_from(parts.len()).unwrap_or(u32::MAX);
-        let Some(batch) = Batch::concat(parts) else {
+        let Some(Taken {
+            handles: messages,
+            mut delivery,
+            ..
+        }) = self.pending.take(limits, self.next_position)
+        else {
             return Ok(None);
         };
-        let position = self.next_position;
         self.next_position += 1;
-        self.deliveries.insert(position, messages);
-        Ok(Some(Delivery {
-            batch,
-            records,
-            redelivered,
-            end_position: position,
-            traceparents,
-        }))
+        delivery.redelivered = messages
+            .iter()
+            .any(|m| m.info().is_ok_and(|i| i.delivered > 1));
+        self.deliveries.insert(delivery.end_position, messages);
+        Ok(Some(delivery))
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BufferError> {

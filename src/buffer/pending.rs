@@ -1,0 +1,131 @@
+//! What the NATS and Kafka streams share: records fetched from the broker and decoded, held
+//! in order until they are merged into a delivery, and the delivery they are merged into.
+
+use std::collections::VecDeque;
+
+use super::{distinct_contexts, Delivery, ReadLimits};
+use crate::batch::Batch;
+
+/// Decoded records in read order, each with what the stream needs to settle it later (a
+/// message to acknowledge, an offset to commit).
+#[derive(Debug)]
+pub struct Pending<T> {
+    queue: VecDeque<(T, Batch)>,
+}
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Pending {
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+/// Records taken from [`Pending`] for one delivery.
+pub struct Taken<T> {
+    /// The records' settle handles, in order.
+    pub handles: Vec<T>,
+    pub delivery: Delivery,
+    /// Payload bytes taken.
+    pub bytes: usize,
+}
+
+impl<T> Pending<T> {
+    pub fn push(&mut self, handle: T, batch: Batch) {
+        self.queue.push_back((handle, batch));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether the records held add up to fewer items than a delivery should wait for.
+    pub fn below_minimum(&self, limits: &ReadLimits) -> bool {
+        let items: u64 = self.queue.iter().map(|(_, b)| u64::from(b.items)).sum();
+        items < u64::from(limits.min_items)
+    }
+
+    /// Takes records from the front, at least one and then as many as fit `limits`, merged
+    /// into one delivery at `position`; `None` when there is nothing.
+    pub fn take(&mut self, limits: &ReadLimits, position: u64) -> Option<Taken<T>> {
+        let (mut handles, mut parts) = (Vec::new(), Vec::new());
+        let (mut items, mut bytes) = (0u64, 0usize);
+        while let Some((handle, batch)) = self.queue.pop_front() {
+            let over = !parts.is_empty()
+                && (items + u64::from(batch.items) > u64::from(limits.max_items)
+                    || bytes + batch.payload.len() > limits.max_bytes);
+            if over {
+                self.queue.push_front((handle, batch));
+                break;
+            }
+            items += u64::from(batch.items);
+            bytes += batch.payload.len();
+            handles.push(handle);
+            parts.push(batch);
+        }
+        let traceparents = distinct_contexts(parts.iter().filter_map(|b| b.traceparent.as_deref()));
+        let records = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        let batch = Batch::concat(parts)?;
+        Some(Taken {
+            handles,
+            delivery: Delivery {
+                batch,
+                records,
+                redelivered: false,
+                end_position: position,
+                traceparents,
+            },
+            bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::Signal;
+    use crate::tenant::TenantId;
+
+    fn batch(items: u32, len: usize, traceparent: Option<&str>) -> Batch {
+        Batch {
+            tenant: TenantId::parse("t").unwrap(),
+            signal: Signal::Traces,
+            payload: vec![0u8; len].into(),
+            items,
+            received_at_ms: 1,
+            traceparent: traceparent.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn takes_at_least_one_then_what_fits() {
+        let mut pending = Pending::default();
+        pending.push('a', batch(5, 10, Some("x")));
+        pending.push('b', batch(5, 10, Some("x")));
+        pending.push('c', batch(5, 10, Some("y")));
+        let limits = ReadLimits {
+            max_items: 10,
+            max_bytes: 1000,
+            min_items: 20,
+            linger: std::time::Duration::ZERO,
+        };
+        assert!(pending.below_minimum(&limits));
+        let taken = pending.take(&limits, 7).unwrap();
+        assert_eq!(taken.handles, vec!['a', 'b']);
+        assert_eq!(
+            (taken.delivery.records, taken.delivery.batch.items),
+            (2, 10)
+        );
+        assert_eq!(taken.delivery.end_position, 7);
+        assert_eq!(taken.delivery.traceparents, vec!["x".to_string()]);
+        assert_eq!(taken.bytes, 20);
+        // One record over every limit still goes alone.
+        let tiny = ReadLimits::single_record();
+        assert_eq!(pending.take(&tiny, 8).unwrap().handles, vec!['c']);
+        assert!(pending.take(&tiny, 9).is_none());
+    }
+}
