@@ -55,8 +55,10 @@ pub struct KafkaBufferConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaTopicsConfig {
-    /// Partitions of a new topic. More than one lets several Sluice processes export one
-    /// tenant's signal at once. Default: `1`.
+    /// Partitions of a new topic. Sluice keys its records by tenant, so all of a tenant
+    /// topic's records it writes land in one partition, in order; more partitions spread
+    /// what other producers write with other keys (and let several exporter processes share
+    /// that). Default: `1`.
     pub partitions: i32,
     /// Replicas of a new topic's partitions; `-1`: the brokers' `default.replication.factor`.
     /// Default: `-1`.
