@@ -14,8 +14,9 @@
 #   3. deploy/kubernetes: kubernetes-validate --strict against Kubernetes $K8S_VERSION, the
 #      kustomization's resource list, security and wiring rules (deploy_checks.py policy)
 #   4. deploy/helm/sluice: helm lint --strict and helm template for both modes (plus the
-#      optional parts switched on), each rendering validated like the plain manifests
-#   5. deploy/compose: compose-check
+#      optional parts switched on, and the Kafka and NATS values files of deploy/helm/), each
+#      rendering validated like the plain manifests
+#   5. deploy/compose: compose-check on the Pulsar, Kafka and NATS compose files
 #   6. every Sluice config found above (ConfigMaps, rendered charts, compose mounts, the
 #      image's default config) through `sluice validate`, with the downward-API variables set
 #      to dummy values
@@ -127,7 +128,7 @@ if go_build compose-check "$compose_stamp" env GOTOOLCHAIN=local CGO_ENABLED=0 G
     go -C "$compose_src" build -o "$BIN/compose-check" .; then
     COMPOSE_CHECK="$BIN/compose-check"
 else
-    skip "compose-check could not be built, so docker-compose.yaml was not schema-checked: $(cat "$WORK/compose-check.why")"
+    skip "compose-check could not be built, so the compose files were not schema-checked: $(cat "$WORK/compose-check.why")"
 fi
 
 if [ -n "${SLUICE_BIN:-}" ]; then
@@ -185,10 +186,16 @@ check "ConfigMap configs found in deploy/kubernetes" extract "${K8S_BASE[@]}"
 # ------------------------------------------------------------------------------ Helm
 section "deploy/helm/sluice"
 CHART=deploy/helm/sluice
+# Values files for the Kafka and NATS buffers (deploy/helm/), linted and rendered like the
+# Pulsar ones.
+BROKER_VALUES=(kafka-agent-values.yaml kafka-exporter-values.yaml nats-agent-values.yaml nats-exporter-values.yaml)
 if [ -n "$HELM" ]; then
     check "helm lint --strict (daemonset, default values)" "$HELM" lint --strict --quiet "$CHART"
     check "helm lint --strict (deployment, exporter-values.yaml)" \
         "$HELM" lint --strict --quiet "$CHART" -f deploy/helm/exporter-values.yaml
+    for values in "${BROKER_VALUES[@]}"; do
+        check "helm lint --strict ($values)" "$HELM" lint --strict --quiet "$CHART" -f "deploy/helm/$values"
+    done
     # name|helm arguments
     renders=(
         "daemonset|"
@@ -196,6 +203,13 @@ if [ -n "$HELM" ]; then
         "daemonset-all-options|--set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set otlpService.enabled=true --set secrets.pulsarToken.existingSecret=sluice-pulsar --set ports.otlpGrpc.hostPort=0"
         "deployment-all-options|-f deploy/helm/exporter-values.yaml --set serviceMonitor.enabled=true --set secrets.pulsarToken.existingSecret=sluice-pulsar --set-json config={\"buffers\":{\"pulsar/a\":{}},\"service\":{\"pipelines\":{\"traces\":{\"buffer\":\"pulsar/a\",\"exporters\":[\"debug\"]}}},\"exporters\":{\"debug\":{}}}"
     )
+    # The Kafka and NATS releases: the agent files keep the default mode (daemonset), the
+    # exporter files set mode: deployment.
+    for values in "${BROKER_VALUES[@]}"; do
+        mode=daemonset
+        [[ "$values" == *-exporter-* ]] && mode=deployment
+        renders+=("$mode-${values%-values.yaml}|-f deploy/helm/$values")
+    done
     for render in "${renders[@]}"; do
         name="${render%%|*}"
         read -r -a args <<<"${render#*|}"
@@ -220,7 +234,8 @@ if [ -n "$HELM" ]; then
     fi
 fi
 # Without helm the values' configs are still checked as written.
-check "Helm values configs found" extract "$CHART/values.yaml" deploy/helm/exporter-values.yaml
+check "Helm values configs found" extract "$CHART/values.yaml" deploy/helm/exporter-values.yaml \
+    "${BROKER_VALUES[@]/#/deploy/helm/}"
 
 # ------------------------------------------------------------------------------ Observability
 section "deploy/observability"
@@ -239,10 +254,14 @@ check "Grafana dashboard and rules name metrics Sluice exports" "$PY" "$CHECKS" 
 
 # ------------------------------------------------------------------------------ Compose
 section "deploy/compose"
-if [ -n "$COMPOSE_CHECK" ]; then
-    check "compose-check docker-compose.yaml" "$COMPOSE_CHECK" deploy/compose/docker-compose.yaml
-fi
-check "compose mounted configs found" extract deploy/compose/docker-compose.yaml
+# Pulsar, Kafka and NATS: a broker, an agent, an exporter and Jaeger each.
+COMPOSE_FILES=(docker-compose.yaml docker-compose.kafka.yaml docker-compose.nats.yaml)
+for file in "${COMPOSE_FILES[@]}"; do
+    if [ -n "$COMPOSE_CHECK" ]; then
+        check "compose-check $file" "$COMPOSE_CHECK" "deploy/compose/$file"
+    fi
+    check "compose mounted configs found ($file)" extract "deploy/compose/$file"
+done
 
 # ------------------------------------------------------------------------------ Sluice configs
 section "Sluice configs: sluice validate"
@@ -251,7 +270,7 @@ if [ -n "$SLUICE" ]; then
     while IFS=$'\t' read -r source file; do
         count=$((count + 1))
         if out="$(env K8S_NODE_NAME=node-1 K8S_POD_NAME=sluice-agent-abcde K8S_NAMESPACE=sluice \
-            HOST_IP=10.0.0.1 PULSAR_TOKEN=dummy "$SLUICE" validate --config "$file" 2>&1)"; then
+            HOST_IP=10.0.0.1 PULSAR_TOKEN=dummy KAFKA_PASSWORD=dummy "$SLUICE" validate --config "$file" 2>&1)"; then
             pass "sluice validate: $source"
         else
             printf '%s\n' "$out" >&2
