@@ -100,10 +100,13 @@ impl Under {
                 common::pulsar::admin_topics().await.contains(&topic)
             }
             Kind::Nats => {
-                let subject = format!("{}.traces.{}", self.run, id.subject_token());
-                common::nats::subjects(&format!("{}-traces", self.run))
-                    .await
-                    .contains_key(&subject)
+                // Exported messages leave the work-queue stream; the tenant's own durable
+                // consumer, filtered on its subject, stays.
+                let token = id.subject_token();
+                let consumer = format!("sluice-traces-{token}");
+                let subject = format!("{}.traces.{token}", self.run);
+                common::nats::consumer_filter(&format!("{}-traces", self.run), &consumer).await
+                    == Some(subject)
             }
             Kind::Kafka => {
                 let topic = format!("{}-traces-{}", self.run, id.kafka_token());

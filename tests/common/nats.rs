@@ -13,23 +13,22 @@ pub fn url() -> String {
     }
 }
 
-/// The subjects of `stream` holding messages, with how many each holds.
-pub async fn subjects(stream: &str) -> std::collections::BTreeMap<String, u64> {
-    use futures::TryStreamExt;
+/// The subject the consumer `name` of `stream` is filtered on, if it exists.
+pub async fn consumer_filter(stream: &str, name: &str) -> Option<String> {
+    use async_nats::jetstream::consumer::pull;
     let client = async_nats::connect(url()).await.expect("connect to NATS");
     let js = async_nats::jetstream::new(client);
-    let Ok(stream) = js.get_stream(stream).await else {
-        return Default::default();
-    };
-    let mut subjects = stream
-        .info_with_subjects(">")
-        .await
-        .expect("stream subjects");
-    let mut out = std::collections::BTreeMap::new();
-    while let Some((subject, count)) = subjects.try_next().await.expect("next subject") {
-        out.insert(subject, count as u64);
-    }
-    out
+    let stream = js.get_stream(stream).await.ok()?;
+    let consumer = stream.get_consumer::<pull::Config>(name).await.ok()?;
+    Some(consumer.cached_info().config.filter_subject.clone())
+}
+
+/// How many messages `stream` holds.
+pub async fn stream_messages(stream: &str) -> u64 {
+    let client = async_nats::connect(url()).await.expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(stream).await.expect("the stream exists");
+    stream.info().await.expect("stream info").state.messages
 }
 
 /// The header `name` of the last message on `subject` in `stream`.

@@ -41,9 +41,12 @@ pub struct NatsBufferConfig {
     /// start). Default: `10s`.
     #[serde(default = "default_publish_timeout", with = "humantime_serde")]
     pub publish_timeout: Duration,
-    /// Bounds of each signal's stream (`max_age`, `max_bytes` in MiB); `0`: none. Past them
-    /// the server refuses new messages (discard policy `new`), so nothing unexported is ever
-    /// discarded: clients are told to retry. Default: `0`, `0`.
+    /// Bounds of each signal's stream; `0`: none. At `max_mib` the server refuses new
+    /// messages (discard policy `new`): clients are told to retry, nothing is discarded.
+    /// Messages older than `max_age` are deleted whether or not they were exported: keep it
+    /// longer than any backend outage you must survive. Exported messages are removed at once
+    /// (work-queue retention), so the bounds count only what waits. Dead-letter streams keep
+    /// their messages up to the same bounds. Default: `0`, `0`.
     #[serde(default, with = "humantime_serde")]
     pub max_age: Duration,
     #[serde(default)]

@@ -11,8 +11,9 @@
 //!   whose export gives up is negatively acknowledged (redelivered after
 //!   `redelivery_delay`) until `max_deliver`, then dead-lettered to the tenant's dead-letter
 //!   subject, kept in a stream of its own.
-//! * Streams are created when missing; their limits refuse new messages rather than discard
-//!   old ones, so nothing unexported is ever dropped by the server.
+//! * Streams are created when missing, as work queues (an acknowledged message is removed);
+//!   their size bound refuses new messages rather than discard old ones. `max_age` deletes
+//!   what is older, exported or not.
 
 mod config;
 mod stream;
@@ -22,7 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream::DiscardPolicy, stream::StorageType};
+use async_nats::jetstream;
+use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy, StorageType};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use tokio::sync::{mpsc, watch, Notify};
@@ -121,8 +123,12 @@ impl NatsBuffer {
         for signal in Signal::ALL {
             let wildcard = config.subject_of(signal, "*");
             let dead = config.dead_letter_of(signal, "*");
-            ensure_stream(&js, config, config.stream_name(signal), wildcard).await?;
-            ensure_stream(&js, config, config.dead_letter_stream(signal), dead).await?;
+            let (name, dead_name) = (
+                config.stream_name(signal),
+                config.dead_letter_stream(signal),
+            );
+            ensure_stream(&js, config, name, wildcard, RetentionPolicy::WorkQueue).await?;
+            ensure_stream(&js, config, dead_name, dead, RetentionPolicy::Limits).await?;
         }
         tracing::info!(url = %crate::secret::redact_url(&config.url), "connected to NATS JetStream");
         let (closed, closed_rx) = watch::channel(false);
@@ -248,17 +254,21 @@ impl NatsBuffer {
     }
 }
 
-/// Creates a stream with `subjects` when it is missing (file storage, limits that refuse
-/// rather than discard).
+/// Creates a stream with `subjects` when it is missing (file storage, a size bound that
+/// refuses rather than discards). The tenants' streams are work queues: a message is removed
+/// once its tenant's consumer acknowledged it (exported or dead-lettered), so the stream holds
+/// only what is not exported yet; dead letters are kept until `max_age`/`max_mib`.
 async fn ensure_stream(
     js: &jetstream::Context,
     config: &NatsBufferConfig,
     name: String,
     subjects: String,
+    retention: RetentionPolicy,
 ) -> Result<(), BufferError> {
     let stream = jetstream::stream::Config {
         name: name.clone(),
         subjects: vec![subjects],
+        retention,
         storage: StorageType::File,
         discard: DiscardPolicy::New,
         max_age: config.max_age,
