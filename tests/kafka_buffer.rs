@@ -2,7 +2,8 @@
 //! SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and TLS listeners, a wrong password refused
 //! at start without the password in the output, the record headers of the message contract
 //! on what Sluice produced, and a stuck tenant's topic paused once its stream holds 8 MiB
-//! (and resumed when it drains) while another tenant flows.
+//! (and resumed when it drains) while another tenant flows, and a record that is not OTLP
+//! moved to the dead letters with its reason without holding up what follows.
 
 mod common;
 
@@ -197,4 +198,52 @@ async fn a_stuck_tenant_is_paused_at_its_mark_and_resumed_when_it_drains() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_that_is_not_otlp_is_dead_lettered_and_what_follows_flows() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let run = common::pulsar::tenant("kafkagarbage");
+    let consumer = format!("consumer: {{ group: {run}, tenants: [acme] }}");
+    let topic = format!("topic: '{run}-{{signal}}-{{tenant}}'");
+    let dead = format!("dead_letter_topic: '{run}-dlq-{{signal}}-{{tenant}}'");
+    let config = SluiceConfig::new(dir.path(), backend.port()).with_kafka(
+        &common::kafka::brokers(),
+        &[topic.as_str(), dead.as_str(), consumer.as_str()],
+    );
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    // The fixed tenant's topic is created by Sluice's consumer; another producer writes to it.
+    let tenant_topic = format!("{run}-traces-acme");
+    wait_for("the tenant's topic created", WAIT, || async {
+        if common::kafka::topics().await.contains(&tenant_topic) {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await;
+    common::kafka::produce(&tenant_topic, b"\xff\xff not a protobuf").await;
+    let sent = send_named_spans(&sluice, "acme", 1, 3).await;
+    backend.wait_span_names("acme", &sent, WAIT).await;
+    wait_for("the undecodable record counted", WAIT, || async {
+        match sluice
+            .metric(
+                "sluice_kafka_undecodable_records_total",
+                &[("tenant", "acme")],
+            )
+            .await
+        {
+            1.0 => Ok(()),
+            n => Err(n.to_string()),
+        }
+    })
+    .await;
+    let reason = common::kafka::last_header(&format!("{run}-dlq-traces-acme"), "reason").await;
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("not a valid OTLP traces export request")),
+        "{reason:?}"
+    );
 }

@@ -48,6 +48,27 @@ pub async fn topics() -> Vec<String> {
     .expect("metadata task")
 }
 
+/// Writes one record with `payload` (no key, no headers) to `topic`, waiting for the broker.
+pub async fn produce(topic: &str, payload: &[u8]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let (topic, payload) = (topic.to_string(), payload.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .expect("a Kafka producer");
+        producer
+            .send(BaseRecord::<(), _>::to(&topic).payload(&payload))
+            .map_err(|(e, _)| e)
+            .expect("record queued");
+        producer
+            .flush(Duration::from_secs(10))
+            .expect("record acknowledged");
+    })
+    .await
+    .expect("producer task");
+}
+
 /// The header `name` of the last record of `topic`'s partition 0.
 pub async fn last_header(topic: &str, name: &str) -> Option<String> {
     let (topic, name) = (topic.to_string(), name.to_string());
@@ -83,4 +104,40 @@ pub fn script(command: &str) {
         concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kafka/server.sh"),
         command,
     );
+}
+
+/// The key and the header names of the last record of `topic`'s partition 0; `None` when the
+/// partition is empty. Panics when the broker cannot be read, so an answer is never a guess.
+pub async fn last_key_and_headers(topic: &str) -> Option<(Option<String>, Vec<String>)> {
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer = client();
+        let (_, high) = consumer
+            .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("watermarks of {topic}: {e}"));
+        if high == 0 {
+            return None;
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&topic, 0, Offset::Offset(high - 1))
+            .unwrap_or_else(|e| panic!("assign {topic}: {e}"));
+        consumer
+            .assign(&assignment)
+            .unwrap_or_else(|e| panic!("assign {topic}: {e}"));
+        let message = consumer
+            .poll(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no record at offset {} of {topic}", high - 1))
+            .unwrap_or_else(|e| panic!("read {topic}: {e}"));
+        let key = message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned());
+        let headers = message
+            .headers()
+            .map(|h| h.iter().map(|h| h.key.to_string()).collect())
+            .unwrap_or_default();
+        Some((key, headers))
+    })
+    .await
+    .expect("reader task")
 }

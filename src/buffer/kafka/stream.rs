@@ -30,7 +30,11 @@ use crate::tenant::TenantId;
 
 /// A record that is not an OTLP request of the signal, on its way to the dead letters: kept
 /// in the stream while it runs, so a `next` dropped meanwhile loses nothing.
-type Burial = Pin<Box<dyn Future<Output = Result<(), BufferError>> + Send>>;
+struct Burial {
+    record: Record,
+    reason: String,
+    sending: Pin<Box<dyn Future<Output = Result<(), BufferError>> + Send>>,
+}
 
 pub(super) struct KafkaStream {
     ctx: Arc<Context>,
@@ -44,7 +48,7 @@ pub(super) struct KafkaStream {
     queued: Arc<AtomicUsize>,
     /// Handed over, decoded, not yet in a delivery.
     pending: Pending<Record>,
-    burial: Option<(Record, Burial)>,
+    burial: Option<Burial>,
     offsets: OffsetTracker,
     next_position: u64,
     deliveries: HashMap<u64, Vec<Record>>,
@@ -115,13 +119,7 @@ impl KafkaStream {
                     .increment(1);
                 self.queued
                     .fetch_sub(record.payload.len(), Ordering::AcqRel);
-                let burial = bury(
-                    Arc::clone(&self.ctx),
-                    self.dead_letter_topic(),
-                    vec![record.clone()],
-                    reason,
-                );
-                self.burial = Some((record, Box::pin(burial)));
+                self.burial = Some(self.burial_of(record, reason));
             }
         }
     }
@@ -136,21 +134,36 @@ impl KafkaStream {
         }
     }
 
-    /// Runs the burial in progress to its end, then commits past it.
+    fn burial_of(&self, record: Record, reason: String) -> Burial {
+        let sending = bury(
+            Arc::clone(&self.ctx),
+            self.dead_letter_topic(),
+            vec![record.clone()],
+            reason.clone(),
+        );
+        Burial {
+            record,
+            reason,
+            sending: Box::pin(sending),
+        }
+    }
+
+    /// Runs the burial in progress to its end, then commits past it. One that fails is
+    /// tried again on the next call: nothing after it is handed out or committed meanwhile.
     async fn finish_burial(&mut self) -> Result<(), BufferError> {
-        let Some((_, burial)) = self.burial.as_mut() else {
+        let Some(burial) = self.burial.as_mut() else {
             return Ok(());
         };
-        let buried = burial.await;
-        let Some((record, _)) = self.burial.take() else {
+        let buried = burial.sending.as_mut().await;
+        let Some(Burial { record, reason, .. }) = self.burial.take() else {
             return Ok(());
         };
         match buried {
             Ok(()) => self.settle(&[record]),
             Err(e) => {
-                // Not committed: read again after a restart, and buried then.
-                tracing::error!(tenant = %self.tenant, error = %error_chain(&e), "cannot dead-letter an undecodable record");
-                Ok(())
+                tracing::error!(tenant = %self.tenant, error = %error_chain(&e), "cannot dead-letter an undecodable record; trying again");
+                self.burial = Some(self.burial_of(record, reason));
+                Err(e)
             }
         }
     }
