@@ -69,9 +69,10 @@ kafka-stop: ## stop the local Kafka broker
 peers: ## build the OpenTelemetry Collector peer and telemetrygen (pinned, cached in .cache/peers/)
 	@bash deploy/peers/install.sh
 
-# Sluice <-> Collector through a real Pulsar broker, both directions (tests/interop_collector/;
-# `make test` runs it too). Broker handling as in `make test`: deploy/pulsar/with-broker.sh.
-interop: tools peers ## Sluice <-> OpenTelemetry Collector through Pulsar (pulsarexporter/pulsarreceiver)
+# Sluice <-> the Collector's pulsar/kafka exporter and receiver through real Pulsar and Kafka
+# brokers, both directions (tests/interop_collector/; `make test` runs it too). Broker handling
+# as in `make test`: deploy/pulsar/with-broker.sh.
+interop: tools peers ## Sluice <-> OpenTelemetry Collector through Pulsar and Kafka (pulsar/kafka exporter and receiver)
 	@bash $(WITH_BROKER) $(CARGO) test --test interop_collector --no-fail-fast
 
 # The integration tests under tests/ run the real binary against real OTLP clients (the Rust

@@ -164,7 +164,7 @@ mv -f "$COLLECTOR_BIN.tmp" "$COLLECTOR_BIN"
 
 # 3. It must start and list the components the tests rely on.
 components=$("$COLLECTOR_BIN" components 2>&1) || die "$COLLECTOR_BIN does not run: $components"
-for c in otlp pulsar file debug otlp_grpc otlp_http batch memory_limiter probabilistic_sampler \
+for c in otlp pulsar kafka file debug otlp_grpc otlp_http batch memory_limiter probabilistic_sampler \
     attributes filter file_storage; do
     grep -qE "^\s*-?\s*name: $c\s*$" <<<"$components" ||
         die "$COLLECTOR_BIN lacks the component '$c' (\`$COLLECTOR_BIN components\`)"

@@ -1,6 +1,7 @@
-//! Interoperability with the OpenTelemetry Collector through Pulsar (docs/contracts.md, "Pulsar message format"): the
-//! message contract is meant to be byte-compatible with the Collector's `pulsarexporter` /
-//! `pulsarreceiver` `otlp_proto` encoding, and these tests check it against the real thing.
+//! Interoperability with the OpenTelemetry Collector through Pulsar (docs/contracts.md, "Pulsar
+//! message format") and Kafka ("Kafka buffer"): the message contract is meant to be
+//! byte-compatible with the Collector's `pulsarexporter` / `pulsarreceiver` and `kafkaexporter` /
+//! `kafkareceiver` `otlp_proto` encoding, and these tests check it against the real thing.
 //!
 //! * **A, Sluice → Collector**: an ingest-only Sluice writes one tenant's traces, metrics and
 //!   logs to its topics; the Collector's `pulsarreceiver` reads those topics and its `file`
@@ -19,9 +20,16 @@
 //!   acknowledged by the broker as a whole). Sluice's `compression: snappy`, which the
 //!   Collector cannot read, is refused by config validation.
 //!
+//! * **Kafka A and B** (`kafka.rs`): the same two directions and comparisons through Kafka.
+//!   A: Sluice writes first, then the Collector's `kafkareceiver` reads the tenant's topics in
+//!   a new consumer group from the earliest offset. B: the Collector's `kafkaexporter` writes
+//!   each request to the topic its client names in a header (`topic_from_metadata_key`), the
+//!   tenant's topic of that signal; Sluice reads them in a consumer group of its own.
+//!
 //! Needs the peer binaries (`make peers`: `.cache/peers/bin/otelcol-sluice-peer` and
-//! `telemetrygen`) and the Pulsar broker (`SLUICE_PULSAR_URL`, `SLUICE_PULSAR_ADMIN_URL`);
-//! `make interop` provides all of it. Without them the tests fail, they never skip.
+//! `telemetrygen`), the Pulsar broker (`SLUICE_PULSAR_URL`, `SLUICE_PULSAR_ADMIN_URL`) and the
+//! Kafka broker (`SLUICE_KAFKA_BROKERS`); `make interop` provides all of it. Without them the
+//! tests fail, they never skip.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -29,6 +37,7 @@ mod common;
 mod collector_output;
 mod collector_to_sluice;
 mod items;
+mod kafka;
 mod peers;
 mod redelivery;
 mod requests;
@@ -50,6 +59,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsSe
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };

@@ -17,8 +17,19 @@ pub(crate) struct Peers {
     pub(crate) telemetrygen: PathBuf,
 }
 
-/// The peer binaries and the broker, or a panic that says how to get them (never a skip).
+/// The peer binaries and the Pulsar broker, or a panic that says how to get them (never a
+/// skip).
 pub(crate) fn preflight() -> Peers {
+    preflight_for("Pulsar", &["SLUICE_PULSAR_URL", "SLUICE_PULSAR_ADMIN_URL"])
+}
+
+/// The peer binaries and the Kafka broker, or a panic that says how to get them.
+pub(crate) fn preflight_kafka() -> Peers {
+    preflight_for("Kafka", &["SLUICE_KAFKA_BROKERS"])
+}
+
+/// The peer binaries and the `broker` the variables `vars` point at.
+fn preflight_for(broker: &str, vars: &[&str]) -> Peers {
     let bin = peers_bin_dir();
     let peers = Peers {
         collector: bin.join("otelcol-sluice-peer"),
@@ -33,17 +44,17 @@ pub(crate) fn preflight() -> Peers {
             ));
         }
     }
-    for var in ["SLUICE_PULSAR_URL", "SLUICE_PULSAR_ADMIN_URL"] {
+    for var in vars {
         if std::env::var(var).map_or(true, |v| v.is_empty()) {
             missing.push(format!(
-                "{var} is not set: the test needs the Pulsar broker that `make interop` starts"
+                "{var} is not set: the test needs the {broker} broker that `make interop` starts"
             ));
         }
     }
     assert!(
         missing.is_empty(),
         "the Collector interoperability test cannot run; run `make interop` (it runs `make \
-         peers`, starts a Pulsar broker and then this test):\n  - {}",
+         peers`, starts the brokers and then this test):\n  - {}",
         missing.join("\n  - ")
     );
     peers
@@ -157,10 +168,23 @@ impl Drop for Collector {
     }
 }
 
-/// Runs `telemetrygen <signal> --<signal> N` against `endpoint` (OTLP/gRPC, plaintext) and
-/// waits for it to finish; panics with its output when it fails.
-pub(crate) async fn telemetrygen(bin: &Path, signal: &str, n: usize, endpoint: &str) {
+/// Runs `telemetrygen <signal> --<signal> N` against `endpoint` (OTLP/gRPC, plaintext), its
+/// requests carrying `metadata` as headers, and waits for it to finish; panics with its output
+/// when it fails.
+pub(crate) async fn telemetrygen(
+    bin: &Path,
+    signal: &str,
+    n: usize,
+    endpoint: &str,
+    metadata: &Metadata,
+) {
     let mut command = tokio::process::Command::new(bin);
+    for (name, value) in metadata {
+        // telemetrygen's format: key="value", the quotes part of the argument.
+        command
+            .arg("--otlp-header")
+            .arg(format!("{name}=\"{value}\""));
+    }
     command
         .arg(signal)
         .arg(format!("--{signal}"))

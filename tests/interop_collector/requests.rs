@@ -324,36 +324,57 @@ pub(crate) fn logs_request(
     }
 }
 
-pub(crate) async fn export_metrics(
-    channel: &Channel,
-    tenant: Option<&str>,
-    request: ExportMetricsServiceRequest,
-) {
-    let mut request = tonic::Request::new(request);
-    if let Some(tenant) = tenant {
+/// gRPC metadata of one export request, `(name, value)` pairs (`x-scope-orgid` for Sluice, the
+/// topic header for the Collector's kafkaexporter).
+pub(crate) type Metadata = Vec<(&'static str, String)>;
+
+/// `x-scope-orgid: tenant` when there is a tenant.
+pub(crate) fn tenant_header(tenant: Option<&str>) -> Metadata {
+    tenant
+        .map(|t| ("x-scope-orgid", t.to_string()))
+        .into_iter()
+        .collect()
+}
+
+fn request_with<T>(message: T, metadata: &Metadata) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    for (name, value) in metadata {
         request
             .metadata_mut()
-            .insert("x-scope-orgid", tenant.parse().expect("ascii tenant"));
+            .insert(*name, value.parse().expect("ascii metadata value"));
     }
+    request
+}
+
+pub(crate) async fn export_trace_request(
+    channel: &Channel,
+    metadata: &Metadata,
+    request: ExportTraceServiceRequest,
+) {
+    TraceServiceClient::new(channel.clone())
+        .export(request_with(request, metadata))
+        .await
+        .unwrap_or_else(|status| panic!("trace export refused: {status:?}"));
+}
+
+pub(crate) async fn export_metrics(
+    channel: &Channel,
+    metadata: &Metadata,
+    request: ExportMetricsServiceRequest,
+) {
     MetricsServiceClient::new(channel.clone())
-        .export(request)
+        .export(request_with(request, metadata))
         .await
         .unwrap_or_else(|status| panic!("metrics export refused: {status:?}"));
 }
 
 pub(crate) async fn export_logs(
     channel: &Channel,
-    tenant: Option<&str>,
+    metadata: &Metadata,
     request: ExportLogsServiceRequest,
 ) {
-    let mut request = tonic::Request::new(request);
-    if let Some(tenant) = tenant {
-        request
-            .metadata_mut()
-            .insert("x-scope-orgid", tenant.parse().expect("ascii tenant"));
-    }
     LogsServiceClient::new(channel.clone())
-        .export(request)
+        .export(request_with(request, metadata))
         .await
         .unwrap_or_else(|status| panic!("logs export refused: {status:?}"));
 }
@@ -377,17 +398,24 @@ impl Sent {
 
     /// Sends everything to `endpoint` (with `x-scope-orgid: tenant` when given).
     pub(crate) async fn send(&self, endpoint: &str, tenant: Option<&str>) {
+        self.send_with(endpoint, |_| tenant_header(tenant)).await;
+    }
+
+    /// Sends everything to `endpoint`, each request with the metadata `metadata(signal)`
+    /// (`traces`, `metrics`, `logs`).
+    pub(crate) async fn send_with(&self, endpoint: &str, metadata: impl Fn(&str) -> Metadata) {
         let channel = channel(endpoint).await;
+        let traces = metadata("traces");
         for request in &self.traces {
-            export_traces(&channel, tenant, request.clone())
-                .await
-                .unwrap_or_else(|status| panic!("trace export refused: {status:?}"));
+            export_trace_request(&channel, &traces, request.clone()).await;
         }
+        let metrics = metadata("metrics");
         for request in &self.metrics {
-            export_metrics(&channel, tenant, request.clone()).await;
+            export_metrics(&channel, &metrics, request.clone()).await;
         }
+        let logs = metadata("logs");
         for request in &self.logs {
-            export_logs(&channel, tenant, request.clone()).await;
+            export_logs(&channel, &logs, request.clone()).await;
         }
     }
 

@@ -5,7 +5,7 @@ use super::*;
 // =============================================================================================
 
 /// A Collector reading a fresh tenant's topics into files, and an ingest-only Sluice
-/// writing them.
+/// writing them (through Pulsar: [`SluiceToCollector::start`]; through Kafka: kafka.rs).
 pub(crate) struct SluiceToCollector {
     pub(crate) collector: Collector,
     pub(crate) sluice: SluiceProcess,
@@ -74,6 +74,54 @@ impl SluiceToCollector {
         .await;
         assert_same_items(what, &want, &got);
     }
+
+    /// Waits for every span, data point and log record of `sent` in the Collector's files,
+    /// compares them item by item, and checks the Collector logged no problem.
+    pub(crate) async fn assert_read_as_sent(&self, sent: &Sent) {
+        // Traces: OTLP/JSON lines, parsed strictly.
+        self.assert_spans("spans the Collector read from Sluice's topic", &sent.traces)
+            .await;
+
+        let metrics_file = self.out.join("metrics.pb");
+        let want = sent.points();
+        let got = wait_items(
+            "the Collector to write every data point",
+            want.len(),
+            || {
+                read_proto_file::<ExportMetricsServiceRequest>(&metrics_file)
+                    .iter()
+                    .flat_map(point_items)
+                    .collect()
+            },
+        )
+        .await;
+        assert_same_items("data points the Collector read", &want, &got);
+
+        let logs_file = self.out.join("logs.pb");
+        let want = sent.records();
+        let got = wait_items(
+            "the Collector to write every log record",
+            want.len(),
+            || {
+                read_proto_file::<ExportLogsServiceRequest>(&logs_file)
+                    .iter()
+                    .flat_map(record_items)
+                    .collect()
+            },
+        )
+        .await;
+        assert_same_items("log records the Collector read", &want, &got);
+
+        self.collector.assert_no_problems();
+        eprintln!(
+            "the Collector read {} spans, {} data points, {} log records from {}'s topics, all \
+             as sent",
+            sent.spans().len(),
+            sent.points().len(),
+            sent.records().len(),
+            self.tenant
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -81,52 +129,9 @@ pub(crate) async fn collector_pulsarreceiver_reads_what_sluice_wrote() {
     let peers = preflight();
     // Sluice's default compression, lz4.
     let a = SluiceToCollector::start(&peers, "interop-a", &[]).await;
-    let (tenant, out) = (&a.tenant, &a.out);
     let sent = Sent::new("interop-a");
-    sent.send(&a.sluice.otlp_endpoint(), Some(tenant)).await;
-
-    // Traces: OTLP/JSON lines, parsed strictly.
-    a.assert_spans("spans the Collector read from Sluice's topic", &sent.traces)
-        .await;
-
-    let metrics_file = out.join("metrics.pb");
-    let want = sent.points();
-    let got = wait_items(
-        "the Collector to write every data point",
-        want.len(),
-        || {
-            read_proto_file::<ExportMetricsServiceRequest>(&metrics_file)
-                .iter()
-                .flat_map(point_items)
-                .collect()
-        },
-    )
-    .await;
-    assert_same_items("data points the Collector read", &want, &got);
-
-    let logs_file = out.join("logs.pb");
-    let want = sent.records();
-    let got = wait_items(
-        "the Collector to write every log record",
-        want.len(),
-        || {
-            read_proto_file::<ExportLogsServiceRequest>(&logs_file)
-                .iter()
-                .flat_map(record_items)
-                .collect()
-        },
-    )
-    .await;
-    assert_same_items("log records the Collector read", &want, &got);
-
-    a.collector.assert_no_problems();
-    eprintln!(
-        "A: the Collector read {} spans, {} data points, {} log records from {tenant}'s topics, \
-         all as sent",
-        sent.spans().len(),
-        sent.points().len(),
-        sent.records().len()
-    );
+    sent.send(&a.sluice.otlp_endpoint(), Some(&a.tenant)).await;
+    a.assert_read_as_sent(&sent).await;
 }
 
 /// Sluice with `compression: <compression>` writes traces the Collector reads as sent.
