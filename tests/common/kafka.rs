@@ -69,46 +69,16 @@ pub async fn produce(topic: &str, payload: &[u8]) {
     .expect("producer task");
 }
 
-/// The header `name` of the last record of `topic`'s partition 0.
-pub async fn last_header(topic: &str, name: &str) -> Option<String> {
-    let (topic, name) = (topic.to_string(), name.to_string());
-    tokio::task::spawn_blocking(move || {
-        let consumer = client();
-        let (_, high) = consumer
-            .fetch_watermarks(&topic, 0, Duration::from_secs(10))
-            .ok()?;
-        if high == 0 {
-            return None;
-        }
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&topic, 0, Offset::Offset(high - 1))
-            .ok()?;
-        consumer.assign(&assignment).ok()?;
-        let message = consumer.poll(Duration::from_secs(10))?.ok()?;
-        let headers = message.headers()?;
-        headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    })
-    .await
-    .expect("reader task")
+/// The key and headers of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMeta {
+    pub key: Option<String>,
+    pub headers: Vec<(String, String)>,
 }
 
-/// Runs `deploy/kafka/server.sh <command>` (`stop`, `resume`, …) on the Kafka broker `make test`
-/// started.
-pub fn script(command: &str) {
-    super::run_script(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kafka/server.sh"),
-        command,
-    );
-}
-
-/// The key and the header names of the last record of `topic`'s partition 0; `None` when the
-/// partition is empty. Panics when the broker cannot be read, so an answer is never a guess.
-pub async fn last_key_and_headers(topic: &str) -> Option<(Option<String>, Vec<String>)> {
+/// The key and headers of the last record of `topic`'s partition 0; `None` when the partition
+/// is empty. Panics when the broker cannot be read, so an answer is never a guess.
+pub async fn last_record(topic: &str) -> Option<RecordMeta> {
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let consumer = client();
@@ -129,15 +99,37 @@ pub async fn last_key_and_headers(topic: &str) -> Option<(Option<String>, Vec<St
             .poll(Duration::from_secs(10))
             .unwrap_or_else(|| panic!("no record at offset {} of {topic}", high - 1))
             .unwrap_or_else(|e| panic!("read {topic}: {e}"));
-        let key = message
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned());
-        let headers = message
-            .headers()
-            .map(|h| h.iter().map(|h| h.key.to_string()).collect())
-            .unwrap_or_default();
-        Some((key, headers))
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Some(RecordMeta {
+            key: message.key().map(text),
+            headers: message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(text).unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
     })
     .await
     .expect("reader task")
+}
+
+/// The header `name` of the last record of `topic`'s partition 0.
+pub async fn last_header(topic: &str, name: &str) -> Option<String> {
+    let record = last_record(topic).await?;
+    record
+        .headers
+        .into_iter()
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
+/// Runs `deploy/kafka/server.sh <command>` (`stop`, `resume`, …) on the Kafka broker `make test`
+/// started.
+pub fn script(command: &str) {
+    super::run_script(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kafka/server.sh"),
+        command,
+    );
 }

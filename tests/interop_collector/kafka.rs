@@ -136,10 +136,13 @@ pub(crate) async fn sluice_exports_what_the_collector_kafkaexporter_wrote() {
     // topic and counted the items (checked above) by walking the payload.
     for signal in ["traces", "metrics", "logs"] {
         let topic = topic(signal, &tenant);
-        let last = common::kafka::last_key_and_headers(&topic).await;
+        let last = common::kafka::last_record(&topic).await;
         assert_eq!(
             last,
-            Some((None, Vec::new())),
+            Some(common::kafka::RecordMeta {
+                key: None,
+                headers: Vec::new()
+            }),
             "the key and header names of the Collector's last record in {topic}"
         );
     }
