@@ -26,6 +26,11 @@ Scenarios (configs in deploy/bench/configs/):
       health checks that got through). CPU is per million spans *sent* (acknowledged), and
       "cost against pass-through" is S4 CPU/M divided by the same daemon's S3 CPU/M of the
       same run at the same load: selecting S4 therefore also selects S3.
+  S6  OTLP/gRPC -> Apache Kafka -> OTLP sink (the bench's own Kafka 4.x broker, KRaft).
+      Sluice: one process with the receiver and the exporter, Kafka buffer (acks=all,
+      idempotent producer, offsets committed after export).
+      Collector: otlp -> kafka exporter (otlp_proto, its default acks: the leader only), and
+      kafka receiver -> batch -> otlp (two processes).
   S5  Many tenants through one daemon: QUIET_TENANTS tenants at QUIET_RATE spans/s each
       (1 span/request, open loop, their own 8 connections, tenant in x-scope-orgid) beside one
       tenant ("noisy") at saturation (closed loop, 100 spans/request, 32 in flight over 4
@@ -51,7 +56,7 @@ the daemon's processes), end-to-end latency p50/p99 (span send time -> sink rece
 spans refused, lost (acknowledged, never received) and duplicated.
 
 Environment: BENCH_QUICK=1 (one repetition, shorter windows, 100 spans/request only: ~5 min),
-BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,S2,S3,S4,S5; default all),
+BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,S2,S3,S4,S5,S6; default all),
 BENCH_OUT (results directory; default target/sluice-bench), BENCH_PORT_BASE (default 24300).
 `run.py --report results-XXX.json` prints the tables of an earlier run again.
 Python 3.11 standard library only.
@@ -80,11 +85,12 @@ SLUICE_BIN = REPO / "target" / "release" / "sluice"
 LOADGEN_BIN = REPO / "target" / "release" / "examples" / "loadgen"
 OTELCOL_BIN = Path(os.environ.get("SLUICE_CACHE", REPO / ".cache")) / "peers" / "bin" / "otelcol-sluice-peer"
 PULSAR_SCRIPT = REPO / "deploy" / "pulsar" / "standalone.sh"
+KAFKA_SCRIPT = REPO / "deploy" / "kafka" / "server.sh"
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 DURATION = float(os.environ.get("BENCH_DURATION", "4" if QUICK else "6"))
-ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5").split(",") if s.strip()}
+ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6").split(",") if s.strip()}
 # S4's "cost against pass-through" divides by S3 of the same run.
 S3_FOR_S4 = "S4" in ONLY and "S3" not in ONLY
 ONLY |= {"S3"} if S3_FOR_S4 else set()
@@ -129,6 +135,42 @@ PULSAR_ENV = {
 }
 PULSAR_URL = f"pulsar://127.0.0.1:{PORT + 50}"
 PULSAR_ADMIN = f"http://127.0.0.1:{PORT + 80}"
+KAFKA_ENV = {
+    "KAFKA_PORT": str(PORT + 60),
+    "KAFKA_CONTROLLER_PORT": str(PORT + 61),
+    "KAFKA_SASL_PORT": str(PORT + 62),
+    "KAFKA_SSL_PORT": str(PORT + 63),
+    "KAFKA_RUN_DIR": str(Path(os.environ.get("SLUICE_CACHE", REPO / ".cache")) / "kafka" / "bench-run"),
+}
+KAFKA_BROKERS = f"127.0.0.1:{PORT + 60}"
+
+
+@dataclass
+class Broker:
+    """A broker the bench starts itself for the scenario that needs it."""
+
+    scenario: str
+    label: str
+    script: Path
+    env: dict[str, str]
+    pid_file: Path
+
+    def run(self, *cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(self.script), *cmd], env={**os.environ, **self.env})
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+
+BROKERS = {
+    "pulsar": Broker("S2", "Pulsar standalone broker", PULSAR_SCRIPT, PULSAR_ENV,
+                     Path(PULSAR_ENV["PULSAR_RUN_DIR"]) / "pulsar.pid"),
+    "kafka": Broker("S6", "Kafka broker (KRaft)", KAFKA_SCRIPT, KAFKA_ENV,
+                    Path(KAFKA_ENV["KAFKA_RUN_DIR"]) / "kafka.pid"),
+}
 
 
 def log(msg: str) -> None:
@@ -154,7 +196,8 @@ class Variant:
     daemon: str  # "sluice" | "otelcol"
     label: str
     procs: list[ProcSpec]
-    pulsar: bool = False
+    # The broker of BROKERS it runs against, if any.
+    broker: str = ""
     # Extra arguments of `loadgen send` for this variant's runs (S4's span options).
     loadgen: tuple[str, ...] = ()
 
@@ -189,7 +232,7 @@ VARIANTS = {
             "sluice",
             "Sluice, Pulsar buffer (receiver + exporter, 1 process)",
             [ProcSpec(SLUICE_BIN, "sluice-pulsar.yaml", {}, ("http", f"http://{HEALTH_ENDPOINT}/readyz"))],
-            pulsar=True,
+            broker="pulsar",
         ),
         Variant(
             "otelcol-pulsar",
@@ -199,7 +242,25 @@ VARIANTS = {
                 otelcol("otelcol-pulsar-exporter.yaml", BENCH_METRICS_PORT=str(METRICS_PORTS[1])),
                 ProcSpec(OTELCOL_BIN, "otelcol-pulsar-agent.yaml"),
             ],
-            pulsar=True,
+            broker="pulsar",
+        ),
+        Variant(
+            "sluice-kafka",
+            "sluice",
+            "Sluice, Kafka buffer (receiver + exporter, 1 process)",
+            [ProcSpec(SLUICE_BIN, "sluice-kafka.yaml", {}, ("http", f"http://{HEALTH_ENDPOINT}/readyz"))],
+            broker="kafka",
+        ),
+        Variant(
+            "otelcol-kafka",
+            "otelcol",
+            "Collector, kafka exporter + kafka receiver (2 processes)",
+            [
+                # Reads from the earliest offset: it need not have joined before the agent writes.
+                otelcol("otelcol-kafka-exporter.yaml", BENCH_METRICS_PORT=str(METRICS_PORTS[1])),
+                ProcSpec(OTELCOL_BIN, "otelcol-kafka-agent.yaml"),
+            ],
+            broker="kafka",
         ),
         Variant("sluice-processors", "sluice", "Sluice, filter + attributes, disk buffer (fsync: interval)",
                 sluice_disk("interval", "sluice-processors.yaml"), loadgen=S4_LOADGEN),
@@ -216,6 +277,8 @@ S3_OF = {"sluice-processors": "sluice-interval", "otelcol-processors": "otelcol-
 S5_VARIANTS = ("sluice-tenants", "otelcol-tenants")
 # The exporter half must be subscribed before the agent publishes.
 VARIANTS["otelcol-pulsar"].procs[0].ready = ("pulsar-sub", "otelcol-bench")
+# The Kafka exporter half has no OTLP port; it is up once its own metrics answer.
+VARIANTS["otelcol-kafka"].procs[0].ready = ("tcp", f"127.0.0.1:{METRICS_PORTS[1]}")
 
 
 @dataclass
@@ -235,6 +298,7 @@ COMPARISONS = [
     Comparison("S1", "sluice-always", "otelcol-file-fsync", (100,), "fsync: always vs file_storage fsync: true"),
     Comparison("S3", "sluice-interval", "otelcol-memory", (1, 100, 1000), "disk buffer, fsync: interval vs in-memory queue"),
     Comparison("S2", "sluice-pulsar", "otelcol-pulsar", (1, 100, 1000), "Pulsar buffer vs pulsarexporter/pulsarreceiver"),
+    Comparison("S6", "sluice-kafka", "otelcol-kafka", (1, 100, 1000), "Kafka buffer vs kafka exporter/receiver"),
     Comparison("S4", "sluice-processors", "otelcol-processors", (1, 100, 1000),
                "filter + attributes: disk buffer (interval) vs in-memory queue"),
 ]
@@ -256,7 +320,9 @@ class Running:
         shutil.rmtree(self.data, ignore_errors=True)
         self.data.mkdir(parents=True)
         self.tenant = f"bench-{os.getpid()}-{run_no}"
-        self.topic = f"persistent://public/default/otelcol-bench-{os.getpid()}-{run_no}"
+        # The Collector's topic of this run: a Pulsar topic name, or a plain Kafka one.
+        name = f"otelcol-bench-{os.getpid()}-{run_no}"
+        self.topic = f"persistent://public/default/{name}" if variant.broker == "pulsar" else name
         self.logdir = logdir
 
     def env(self, spec: ProcSpec) -> dict[str, str]:
@@ -272,12 +338,17 @@ class Running:
                 "BENCH_TENANT": self.tenant,
                 "BENCH_TOPIC": self.topic,
                 "BENCH_PULSAR_URL": PULSAR_URL,
+                "BENCH_KAFKA_BROKERS": KAFKA_BROKERS,
             }
         )
         env.update(spec.env)
         return env
 
     def start(self) -> None:
+        if self.variant.broker == "kafka" and self.variant.daemon == "otelcol":
+            # The Collector creates no topics, and the bench's broker auto-creates none.
+            if BROKERS["kafka"].run("topic", self.topic).returncode != 0:
+                raise RuntimeError(f"cannot create the Kafka topic {self.topic}")
         for i, spec in enumerate(self.variant.procs):
             logfile = self.logdir / f"{self.run_no:03d}-{self.variant.key}-{i}.log"
             self.logs.append(logfile)
@@ -371,13 +442,6 @@ def proc_cpu_s(pid: int | None) -> float:
         return 0.0
 
 
-def pulsar_pid() -> int | None:
-    try:
-        return int((Path(PULSAR_ENV["PULSAR_RUN_DIR"]) / "pulsar.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 # The sink's pid, for the CPU accounting of each run (set by main).
 SINK_PID: int | None = None
 # True when measuring (main), False for `--report`.
@@ -409,13 +473,13 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
             "--run", str(run_no % 65000 + 1),
             *variant.loadgen,
         ]
-        if variant.key == "sluice-pulsar":
+        if variant.daemon == "sluice" and variant.broker:
             argv += ["--header", f"x-scope-orgid={running.tenant}"]
         if mode in S5_MODES:
             argv += ["--tenant", "noisy", "--quiet-tenants", str(QUIET_TENANTS), "--quiet-rate", str(QUIET_RATE),
                      "--quiet-spans", "1", "--quiet-connections", str(QUIET_CONNECTIONS)]
             argv += ["--quiet-only"] if mode == "quiet-only" else []
-        broker = pulsar_pid() if variant.pulsar else None
+        broker = BROKERS[variant.broker].pid() if variant.broker else None
         before = (busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN), proc_cpu_s(SINK_PID), proc_cpu_s(broker))
         t = time.monotonic()
         out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + DRAIN_TIMEOUT + 60)
@@ -462,7 +526,7 @@ def cells() -> list[tuple[str, int, str, list[str]]]:
     """(group, spans, mode, variants) in run order; a variant measured once per cell."""
     out: dict[tuple[str, int, str], list[str]] = {}
     for c in COMPARISONS:
-        group = "pulsar" if c.scenario == "S2" else "disk"
+        group = next((name for name, b in BROKERS.items() if b.scenario == c.scenario), "disk")
         for spans in c.spans:
             for mode in MODES:
                 vs = out.setdefault((group, spans, mode), [])
@@ -484,10 +548,6 @@ def alternate(variants: list[str], turn: int) -> list[str]:
     for i in range(max(len(first), len(second))):
         order += first[i : i + 1] + second[i : i + 1]
     return order
-
-
-def pulsar(cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(PULSAR_SCRIPT), cmd], env={**os.environ, **PULSAR_ENV})
 
 
 def main() -> int:
@@ -517,7 +577,7 @@ def main() -> int:
     LIVE = True
     results: list[dict] = []
     failures: list[str] = []
-    pulsar_started = False
+    started_broker: Broker | None = None
     run_no = 0  # unique per daemon start (data directories, topics, sink run ids)
     measured = 0
     t0 = time.monotonic()
@@ -527,16 +587,17 @@ def main() -> int:
             if sink.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the bench sink did not start; see " + str(logdir / "sink.log"))
             time.sleep(0.05)
-        for group in ("disk", "tenants", "pulsar"):
+        for group in ("disk", "tenants", *BROKERS):
             group_cells = [c for c in plan if c[0] == group]
             if not group_cells:
                 continue
-            if group == "pulsar":
-                log("starting the bench's Pulsar standalone broker")
-                if pulsar("start").returncode != 0:
-                    failures.append("S2: the Pulsar broker did not start")
+            if group in BROKERS:
+                broker = BROKERS[group]
+                log(f"starting the bench's {broker.label}")
+                if broker.run("start").returncode != 0:
+                    failures.append(f"{broker.scenario}: the {broker.label} did not start")
                     continue
-                pulsar_started = True
+                started_broker = broker
                 # A fresh broker's JVM is cold: its first minute is slower. Warm it with both
                 # daemons' traffic before anything is measured (results discarded).
                 for key in dict.fromkeys(v for c in group_cells for v in c[3]):
@@ -564,12 +625,12 @@ def main() -> int:
                         r["rep"] = rep
                         results.append(r)
                         log(f"{what}: {run_line(r)}")
-            if pulsar_started:
-                pulsar("stop")
-                pulsar_started = False
+            if started_broker:
+                started_broker.run("stop")
+                started_broker = None
     finally:
-        if pulsar_started:
-            pulsar("stop")
+        if started_broker:
+            started_broker.run("stop")
         sink.terminate()
         sink.wait()
     elapsed = time.monotonic() - t0

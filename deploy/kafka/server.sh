@@ -13,6 +13,7 @@
 #   deploy/kafka/server.sh status         exit 0 only if running AND ready
 #   deploy/kafka/server.sh stop           SIGTERM, up to 30 s, then SIGKILL; idempotent
 #   deploy/kafka/server.sh logs [-f] [N]  last N (default 200) lines of the broker log
+#   deploy/kafka/server.sh topic NAME     create a one-partition topic unless it exists
 #   deploy/kafka/server.sh env            print the variables tests need (eval-able):
 #                                         eval "$(deploy/kafka/server.sh env)"
 #
@@ -72,6 +73,7 @@ TOOLS_LOG4J_CONF=$RUN_DIR/tools-log4j2.properties
 # Main classes (all in the jars of $LIB_DIR).
 MAIN_SERVER=kafka.Kafka
 MAIN_STORAGE=kafka.tools.StorageTool
+MAIN_TOPICS=org.apache.kafka.tools.TopicCommand
 
 # Logged by the broker once it has joined the quorum, caught up with the metadata log and
 # opened its listeners (kafka.server.KafkaBroker.STARTED_MESSAGE).
@@ -600,6 +602,18 @@ cmd_env() {
     printf 'export SLUICE_KAFKA_TLS_CA=%q\n' "$CERT_DIR/ca.pem"
 }
 
+# Creates a topic of one partition unless it exists: for peers that do not create their own
+# (the Collector's kafka exporter in `make bench`; the broker does not auto-create topics).
+cmd_topic() {
+    local name=${1:?usage: $0 topic NAME}
+    cmd_status >/dev/null 2>&1 || die "no broker is running"
+    "$(java_bin)" -Xmx256m -XX:+PerfDisableSharedMem \
+        -Dlog4j2.configurationFile="$TOOLS_LOG4J_CONF" -cp "$LIB_DIR/*" "$MAIN_TOPICS" \
+        --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" --create --if-not-exists \
+        --topic "$name" --partitions 1 --replication-factor 1 </dev/null >/dev/null ||
+        die "cannot create the topic $name"
+}
+
 main() {
     local cmd=${1:-}
     [ $# -gt 0 ] && shift
@@ -613,7 +627,8 @@ main() {
         wait) cmd_wait ;;
         logs) cmd_logs "$@" ;;
         env) cmd_env ;;
-        *) die "usage: $0 fetch|start|resume|restart|stop|status|wait|logs [-f] [N]|env" ;;
+        topic) cmd_topic "$@" ;;
+        *) die "usage: $0 fetch|start|resume|restart|stop|status|wait|logs [-f] [N]|env|topic NAME" ;;
     esac
 }
 
