@@ -11,7 +11,7 @@ use bytes::Bytes;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::client::{self, Logged};
 use super::stream::KafkaStream;
@@ -22,11 +22,11 @@ use crate::signal::Signal;
 use crate::tenant::TenantId;
 
 /// A tenant's partitions are paused once its stream holds this many bytes not yet handed
-/// out, and resumed once it is down to [`RESUME_BYTES`].
+/// out, and resumed as soon as it is down to [`RESUME_BYTES`] (the stream says so at once:
+/// librdkafka drops what it prefetched for a paused partition, so every moment paused past
+/// that is throughput lost while the tenant catches up).
 const PAUSE_BYTES: usize = 8 << 20;
-const RESUME_BYTES: usize = 2 << 20;
-/// How often paused tenants are checked for room.
-const RESUME_CHECK: Duration = Duration::from_millis(200);
+pub(super) const RESUME_BYTES: usize = 4 << 20;
 /// Wait after a failed read before the next.
 const READ_ERROR_PAUSE: Duration = Duration::from_millis(500);
 
@@ -68,6 +68,15 @@ impl Record {
     }
 }
 
+/// What a tenant's stream is handed by the consumer.
+pub(super) struct Intake {
+    pub records: mpsc::UnboundedReceiver<Record>,
+    /// Bytes handed over and not yet handed out by the stream.
+    pub queued: Arc<AtomicUsize>,
+    /// Told by the stream when `queued` went down to [`RESUME_BYTES`].
+    pub drained: Arc<Notify>,
+}
+
 /// Where one tenant's records go.
 struct Feed {
     records: mpsc::UnboundedSender<Record>,
@@ -95,7 +104,8 @@ enum Event {
     /// This process appended to a tenant's topic.
     Appended(TenantId),
     Refresh,
-    ResumeCheck,
+    /// A paused tenant's stream went down to [`RESUME_BYTES`].
+    Drained,
     ReadFailed(rdkafka::error::KafkaError),
 }
 
@@ -107,6 +117,8 @@ struct Run {
     /// The topics subscribed to.
     topics: BTreeSet<String>,
     feeds: HashMap<String, Feed>,
+    /// Told by a stream whose queue went down to [`RESUME_BYTES`].
+    drained: Arc<Notify>,
 }
 
 async fn run(
@@ -124,6 +136,7 @@ async fn run(
         streams,
         topics: BTreeSet::new(),
         feeds: HashMap::new(),
+        drained: Arc::new(Notify::new()),
     };
     let fixed: Vec<TenantId> = ctx
         .config
@@ -137,13 +150,13 @@ async fn run(
         run.subscribe(tenant).await;
     }
     let mut refresh = tokio::time::interval(ctx.config.consumer.refresh_interval);
-    let mut resume = tokio::time::interval(RESUME_CHECK);
+    let drained = Arc::clone(&run.drained);
     loop {
         let event = tokio::select! {
             _ = closed.wait_for(|c| *c) => Event::Closed,
             Some(tenant) = told.recv() => Event::Appended(tenant),
             _ = refresh.tick(), if fixed.is_empty() => Event::Refresh,
-            _ = resume.tick() => Event::ResumeCheck,
+            _ = drained.notified() => Event::Drained,
             read = consumer.recv() => match read {
                 Ok(message) => {
                     run.dispatch(&message);
@@ -156,7 +169,7 @@ async fn run(
             Event::Closed => break,
             Event::Appended(tenant) => run.subscribe(&tenant).await,
             Event::Refresh => run.discover().await,
-            Event::ResumeCheck => run.resume_drained(),
+            Event::Drained => run.resume_drained(),
             Event::ReadFailed(e) => {
                 tracing::warn!(%signal, error = %e, "cannot read from Kafka; trying again");
                 tokio::time::sleep(READ_ERROR_PAUSE).await;
@@ -229,8 +242,11 @@ impl Run {
                 tenant,
                 self.signal,
                 topic.to_string(),
-                receiver,
-                Arc::clone(&queued),
+                Intake {
+                    records: receiver,
+                    queued: Arc::clone(&queued),
+                    drained: Arc::clone(&self.drained),
+                },
             );
             // Nobody listening (shutting down) is fine.
             let _ = self.streams.send(Box::new(stream));

@@ -13,10 +13,11 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
 use super::client::Logged;
-use super::consumer::Record;
+use super::consumer::{Intake, Record, RESUME_BYTES};
 use super::offsets::OffsetTracker;
 use super::{ensure_topic, send, unavailable, Context, ITEMS, REASON, RECEIVED_AT, TRACEPARENT};
 use crate::batch::{now_ms, Batch};
@@ -44,11 +45,14 @@ pub(super) struct KafkaStream {
     topic: String,
     records: mpsc::UnboundedReceiver<Record>,
     /// Bytes handed over by the consumer and not yet handed out: the consumer pauses the
-    /// topic while this is high.
+    /// topic while this is high, and is told through `drained` when it is low again.
     queued: Arc<AtomicUsize>,
+    drained: Arc<Notify>,
     /// Handed over, decoded, not yet in a delivery.
     pending: Pending<Record>,
     burial: Option<Burial>,
+    /// When the delivery being gathered goes out even if it is small.
+    linger_until: Option<Instant>,
     offsets: OffsetTracker,
     next_position: u64,
     deliveries: HashMap<u64, Vec<Record>>,
@@ -61,9 +65,13 @@ impl KafkaStream {
         tenant: TenantId,
         signal: Signal,
         topic: String,
-        records: mpsc::UnboundedReceiver<Record>,
-        queued: Arc<AtomicUsize>,
+        intake: Intake,
     ) -> Self {
+        let Intake {
+            records,
+            queued,
+            drained,
+        } = intake;
         KafkaStream {
             ctx,
             consumer,
@@ -72,8 +80,10 @@ impl KafkaStream {
             topic,
             records,
             queued,
+            drained,
             pending: Pending::default(),
             burial: None,
+            linger_until: None,
             offsets: OffsetTracker::default(),
             next_position: 0,
             deliveries: HashMap::new(),
@@ -117,10 +127,18 @@ impl KafkaStream {
                 tracing::error!(tenant = %self.tenant, signal = %self.signal, %reason, "undecodable record; moving it to the dead letters");
                 metrics::counter!("sluice_kafka_undecodable_records_total", "signal" => self.signal.as_str(), "tenant" => tenant_label(&self.tenant))
                     .increment(1);
-                self.queued
-                    .fetch_sub(record.payload.len(), Ordering::AcqRel);
+                self.hand_out(record.payload.len());
                 self.burial = Some(self.burial_of(record, reason));
             }
+        }
+    }
+
+    /// Counts `bytes` as no longer waiting, and tells the consumer when that makes room for a
+    /// paused topic.
+    fn hand_out(&self, bytes: usize) {
+        let before = self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        if before > RESUME_BYTES && before.saturating_sub(bytes) <= RESUME_BYTES {
+            self.drained.notify_one();
         }
     }
 
@@ -250,22 +268,35 @@ impl BufferStream for KafkaStream {
             if self.burial.is_some() {
                 continue;
             }
-            if !self.pending.is_empty() {
+            if self.pending.is_empty() {
+                tokio::select! {
+                    _ = closed.wait_for(|c| *c) => return Ok(None),
+                    record = self.records.recv() => match record {
+                        Some(record) => self.take(record),
+                        None => return Ok(None),
+                    },
+                }
+                continue;
+            }
+            // Less than a delivery should hold: wait for more until the linger, which counts
+            // from the moment there is something to deliver (kept here, so a `next` dropped
+            // while it waits does not start it again).
+            let until = *self
+                .linger_until
+                .get_or_insert_with(|| Instant::now() + limits.linger);
+            if !self.pending.below_minimum(limits) || Instant::now() >= until {
                 break;
             }
             tokio::select! {
                 _ = closed.wait_for(|c| *c) => return Ok(None),
                 record = self.records.recv() => match record {
                     Some(record) => self.take(record),
-                    None => return Ok(None),
+                    None => break,
                 },
+                _ = tokio::time::sleep_until(until) => break,
             }
         }
-        // Wait for more, up to the linger, when there is less than the delivery should hold.
-        if self.pending.below_minimum(limits) && !limits.linger.is_zero() {
-            tokio::time::sleep(limits.linger).await;
-            self.take_handed_over();
-        }
+        self.linger_until = None;
         let Some(Taken {
             handles: records,
             delivery,
@@ -275,7 +306,7 @@ impl BufferStream for KafkaStream {
             return Ok(None);
         };
         self.next_position += 1;
-        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        self.hand_out(bytes);
         // Kafka does not say whether a record was read before (`redelivered` stays false): a
         // restart reads again from the committed offset unseen by the duplicate counters.
         self.deliveries.insert(delivery.end_position, records);

@@ -249,12 +249,17 @@ impl BufferStream for NatsStream {
                 fetched = self.fetch(1, Some(IDLE_WAIT)) => fetched?,
             }
         }
-        // Wait for more, up to the linger, when there is less than the delivery should hold.
-        if self.pending.below_minimum(limits) && !limits.linger.is_zero() {
-            tokio::time::sleep(limits.linger).await;
-        }
-        if self.pending.len() < max {
+        // Less than a delivery should hold: take what else is there, and wait for more until
+        // the linger.
+        let until = tokio::time::Instant::now() + limits.linger;
+        while self.pending.len() < max {
             self.fetch(max - self.pending.len(), None).await?;
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            // A pull request needs a little time to be worth one.
+            if !self.pending.below_minimum(limits) || left < Duration::from_millis(5) {
+                break;
+            }
+            self.fetch(1, Some(left)).await?;
         }
         let Some(Taken {
             handles: messages,
