@@ -146,16 +146,15 @@ async fn run(
         .flatten()
         .filter_map(|t| TenantId::parse(t).ok())
         .collect();
-    for tenant in &fixed {
-        run.subscribe(tenant).await;
-    }
+    // The first tick is at once: the fixed tenants' topics are subscribed to (and created)
+    // then, and again on later ticks until that worked.
     let mut refresh = tokio::time::interval(ctx.config.consumer.refresh_interval);
     let drained = Arc::clone(&run.drained);
     loop {
         let event = tokio::select! {
             _ = closed.wait_for(|c| *c) => Event::Closed,
             Some(tenant) = told.recv() => Event::Appended(tenant),
-            _ = refresh.tick(), if fixed.is_empty() => Event::Refresh,
+            _ = refresh.tick() => Event::Refresh,
             _ = drained.notified() => Event::Drained,
             read = consumer.recv() => match read {
                 Ok(message) => {
@@ -168,7 +167,12 @@ async fn run(
         match event {
             Event::Closed => break,
             Event::Appended(tenant) => run.subscribe(&tenant).await,
-            Event::Refresh => run.discover().await,
+            Event::Refresh if fixed.is_empty() => run.discover().await,
+            Event::Refresh => {
+                for tenant in &fixed {
+                    run.subscribe(tenant).await;
+                }
+            }
             Event::Drained => run.resume_drained(),
             Event::ReadFailed(e) => {
                 tracing::warn!(%signal, error = %e, "cannot read from Kafka; trying again");
