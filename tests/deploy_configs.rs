@@ -12,13 +12,15 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-/// The downward-API variables (and the Pulsar token) the manifests provide at run time.
+/// The downward-API variables (and the Pulsar token and Kafka password) the manifests provide
+/// at run time.
 const DEPLOY_ENV: &[(&str, &str)] = &[
     ("K8S_NODE_NAME", "node-1"),
     ("K8S_POD_NAME", "sluice-agent-abcde"),
     ("K8S_NAMESPACE", "sluice"),
     ("HOST_IP", "10.0.0.1"),
     ("PULSAR_TOKEN", "dummy-token"),
+    ("KAFKA_PASSWORD", "dummy-password"),
 ];
 
 struct Found {
