@@ -17,34 +17,26 @@ broker="$(dirname "$0")/standalone.sh"
 nats="$(dirname "$0")/../nats/server.sh"
 kafka="$(dirname "$0")/../kafka/server.sh"
 
-was_running=0
-bash "$broker" status >/dev/null 2>&1 && was_running=1
-if ! bash "$broker" start; then
-    echo "the Pulsar broker did not start; last lines of its log:" >&2
-    bash "$broker" logs 60 >&2 || true
-    exit 1
-fi
 stops=()
-[ "$was_running" = 0 ] && stops+=("bash \"$broker\" stop")
 trap 'for s in "${stops[@]}"; do eval "$s"; done' EXIT
 
-nats_running=0
-bash "$nats" status >/dev/null 2>&1 && nats_running=1
-if ! bash "$nats" start; then
-    echo "the NATS server did not start; last lines of its log:" >&2
-    bash "$nats" logs 60 >&2 || true
-    exit 1
-fi
-[ "$nats_running" = 0 ] && stops+=("bash \"$nats\" stop")
+# Starts a broker with its script unless it runs already (then it is left running), and
+# queues its stop; fails loudly with the tail of its log.
+start() {
+    local name=$1 script=$2 running=0
+    bash "$script" status >/dev/null 2>&1 && running=1
+    if ! bash "$script" start; then
+        echo "the $name did not start; last lines of its log:" >&2
+        bash "$script" logs 60 >&2 || true
+        exit 1
+    fi
+    [ "$running" = 0 ] && stops+=("bash \"$script\" stop")
+    return 0
+}
 
-kafka_running=0
-bash "$kafka" status >/dev/null 2>&1 && kafka_running=1
-if ! bash "$kafka" start; then
-    echo "the Kafka broker did not start; last lines of its log:" >&2
-    bash "$kafka" logs 60 >&2 || true
-    exit 1
-fi
-[ "$kafka_running" = 0 ] && stops+=("bash \"$kafka\" stop")
+start "Pulsar broker" "$broker"
+start "NATS server" "$nats"
+start "Kafka broker" "$kafka"
 
 eval "$(bash "$broker" env)"
 eval "$(bash "$nats" env)"
