@@ -1,7 +1,6 @@
-//! The fault matrix's broker restarts (see tests/fault_matrix.rs): Pulsar and Kafka each stop
-//! in the middle of a load and come back on their data, three times
-//! (`SLUICE_CHAOS_BROKER_TRIALS`). (NATS JetStream is not here yet: after a server restart
-//! its export stopped delivering in this trial, which is still to be understood.) Each time clients get `UNAVAILABLE`
+//! The fault matrix's broker restarts (see tests/fault_matrix.rs), on every broker buffer:
+//! Pulsar, NATS JetStream and Kafka each stop in the middle of a load and come back on their
+//! data, three times (`SLUICE_CHAOS_BROKER_TRIALS`). Each time clients get `UNAVAILABLE`
 //! (with a retry hint) while it is down and `/readyz` says so (with the reason) while
 //! `/healthz` stays up; sending resumes once it is back, without restarting Sluice, and
 //! `/readyz` is ready again. At the end every item acknowledged to a client has reached the
@@ -20,7 +19,7 @@ use std::time::Duration;
 
 use common::chaos::{setting, settle, Load};
 use common::http::http_get;
-use common::{kafka, pulsar};
+use common::{kafka, nats, pulsar};
 use common::{temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
 use tonic::Code;
 
@@ -32,6 +31,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 #[derive(Clone, Copy, Debug)]
 enum Broker {
     Pulsar,
+    Nats,
     Kafka,
 }
 
@@ -39,6 +39,7 @@ impl Broker {
     fn kind(self) -> &'static str {
         match self {
             Broker::Pulsar => "pulsar",
+            Broker::Nats => "nats",
             Broker::Kafka => "kafka",
         }
     }
@@ -46,6 +47,7 @@ impl Broker {
     async fn run(self, command: &'static str) {
         tokio::task::spawn_blocking(move || match self {
             Broker::Pulsar => pulsar::script(command),
+            Broker::Nats => nats::script(command),
             Broker::Kafka => kafka::script(command),
         })
         .await
@@ -65,6 +67,15 @@ impl Broker {
                         "topic: 'persistent://public/default/restart-{signal}-{tenant}'",
                         &consumer,
                     ],
+                )
+            }
+            Broker::Nats => {
+                let stream = format!("stream: '{run}-{{signal}}'");
+                let subject = format!("subject: '{run}.{{signal}}.{{tenant}}'");
+                let dead = format!("dead_letter_subject: '{run}-dlq.{{signal}}.{{tenant}}'");
+                config.with_nats(
+                    &nats::url(),
+                    &["publish_timeout: 3s", &stream, &subject, &dead],
                 )
             }
             Broker::Kafka => {
@@ -185,6 +196,12 @@ async fn pulsar_restarts_refuse_then_resume_and_lose_nothing_acknowledged() {
         code == 200
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_restarts_refuse_then_resume_and_lose_nothing_acknowledged() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    restart_trials(Broker::Nats).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,7 +2,7 @@
 //! buffer and Pulsar, Sluice is SIGKILLed at random moments, the disk fills up, a tenant's
 //! log fails with I/O errors, and the backend goes away for a minute. Every trial counts what
 //! clients had acknowledged, what the backend got and how much of it twice, and fails if a
-//! single acknowledged span is missing. (The broker restarts, three trials on Pulsar and Kafka,
+//! single acknowledged span is missing. (The broker restarts, three trials on each broker,
 //! are tests/broker_restart.rs: they stop the shared brokers, so they run alone.)
 //!
 //! `make test` runs the short version; `make chaos` the long one (more trials, see

@@ -1,7 +1,8 @@
 //! What only the NATS JetStream buffer does (the rest is in tests/buffer_conformance.rs): a
 //! delivery whose retries ran out is negatively acknowledged and comes back from the server
 //! after `redelivery_delay`, until the backend takes it; after `max_deliver` deliveries it
-//! goes to the tenant's dead-letter subject with the reason.
+//! goes to the tenant's dead-letter subject with the reason; and an exported message leaves
+//! the stream (work-queue retention), so the stream holds only what waits.
 
 mod common;
 
@@ -107,4 +108,32 @@ async fn after_max_deliver_deliveries_it_is_dead_lettered() {
         reason.as_deref().is_some_and(|r| r.contains("otlp")),
         "the dead letter says why: {reason:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exported_messages_leave_the_stream() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let run = common::pulsar::tenant("natsworkqueue");
+    backend.fail_tenant("held", Code::Unavailable);
+    let config = nats_config(
+        dir.path(),
+        backend.port(),
+        &run,
+        "consumer: { redelivery_delay: 100ms, max_deliver: 1000 }",
+    );
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let stream = format!("{run}-traces");
+    let sent = send_named_spans(&sluice, "held", 3, 2).await;
+    // Not exported yet: held in the stream.
+    assert!(common::nats::stream_messages(&stream).await > 0);
+    backend.heal_tenant("held");
+    backend.wait_span_names("held", &sent, WAIT).await;
+    wait_for("the exported messages removed", WAIT, || async {
+        match common::nats::stream_messages(&stream).await {
+            0 => Ok(()),
+            n => Err(n.to_string()),
+        }
+    })
+    .await;
 }

@@ -23,6 +23,14 @@ pub async fn consumer_filter(stream: &str, name: &str) -> Option<String> {
     Some(consumer.cached_info().config.filter_subject.clone())
 }
 
+/// How many messages `stream` holds.
+pub async fn stream_messages(stream: &str) -> u64 {
+    let client = async_nats::connect(url()).await.expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(stream).await.expect("the stream exists");
+    stream.info().await.expect("stream info").state.messages
+}
+
 /// The header `name` of the last message on `subject` in `stream`.
 pub async fn last_header(stream: &str, subject: &str, name: &str) -> Option<String> {
     let client = async_nats::connect(url()).await.expect("connect to NATS");

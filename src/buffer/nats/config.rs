@@ -44,9 +44,9 @@ pub struct NatsBufferConfig {
     /// Bounds of each signal's stream; `0`: none. At `max_mib` the server refuses new
     /// messages (discard policy `new`): clients are told to retry, nothing is discarded.
     /// Messages older than `max_age` are deleted whether or not they were exported: keep it
-    /// longer than any backend outage you must survive. Exported messages stay in the stream
-    /// until then and count against `max_mib`: set `max_age`. Dead-letter streams have the
-    /// same bounds. Default: `0`, `0`.
+    /// longer than any backend outage you must survive. Exported messages are removed at once
+    /// (work-queue retention), so the bounds count only what waits. Dead-letter streams keep
+    /// their messages up to the same bounds. Default: `0`, `0`.
     #[serde(default, with = "humantime_serde")]
     pub max_age: Duration,
     #[serde(default)]

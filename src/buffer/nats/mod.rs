@@ -11,9 +11,9 @@
 //!   whose export gives up is negatively acknowledged (redelivered after
 //!   `redelivery_delay`) until `max_deliver`, then dead-lettered to the tenant's dead-letter
 //!   subject, kept in a stream of its own.
-//! * Streams are created when missing; their size bound refuses new messages rather than
-//!   discard old ones, and `max_age` deletes what is older, exported or not. Exported messages
-//!   stay until then.
+//! * Streams are created when missing, as work queues (an acknowledged message is removed);
+//!   their size bound refuses new messages rather than discard old ones. `max_age` deletes
+//!   what is older, exported or not.
 
 mod config;
 mod stream;
@@ -127,7 +127,7 @@ impl NatsBuffer {
                 config.stream_name(signal),
                 config.dead_letter_stream(signal),
             );
-            ensure_stream(&js, config, name, wildcard, RetentionPolicy::Limits).await?;
+            ensure_stream(&js, config, name, wildcard, RetentionPolicy::WorkQueue).await?;
             ensure_stream(&js, config, dead_name, dead, RetentionPolicy::Limits).await?;
         }
         tracing::info!(url = %crate::secret::redact_url(&config.url), "connected to NATS JetStream");
@@ -255,10 +255,9 @@ impl NatsBuffer {
 }
 
 /// Creates a stream with `subjects` when it is missing (file storage, a size bound that
-/// refuses rather than discards). Acknowledged messages stay until `max_age`/`max_mib`:
-/// with work-queue retention, which would remove them at once, the broker-restart trial
-/// (tests/broker_restart.rs) stopped delivering after a server restart; until that is
-/// understood the streams keep limits retention.
+/// refuses rather than discards). The tenants' streams are work queues: a message is removed
+/// once its tenant's consumer acknowledged it (exported or dead-lettered), so the stream holds
+/// only what is not exported yet; dead letters are kept until `max_age`/`max_mib`.
 async fn ensure_stream(
     js: &jetstream::Context,
     config: &NatsBufferConfig,
@@ -280,10 +279,17 @@ async fn ensure_stream(
         },
         ..Default::default()
     };
-    js.get_or_create_stream(stream)
+    let stream = js
+        .get_or_create_stream(stream)
         .await
-        .map(drop)
-        .map_err(|e| unavailable(format!("cannot create or find the NATS stream {name}"), e))
+        .map_err(|e| unavailable(format!("cannot create or find the NATS stream {name}"), e))?;
+    // A stream another version (or an operator) created keeps its own retention: JetStream
+    // cannot change it in place. Say so rather than behave differently from the docs quietly.
+    let found = stream.cached_info().config.retention;
+    if found != retention {
+        tracing::warn!(stream = %name, ?found, wanted = ?retention, "the NATS stream exists with another retention policy; it is used as it is");
+    }
+    Ok(())
 }
 
 /// Lists the streams' subjects every `refresh_interval`, announcing new tenants, until the

@@ -102,11 +102,39 @@ impl NatsStream {
 
     /// Up to `max` messages: those available now, or, with `wait`, the first to arrive
     /// within it.
+    ///
+    /// The pull request is bounded on this side too: a request sent while the connection was
+    /// down, or lost in a server restart, is never answered, and async-nats ends a no-wait
+    /// fetch only on the server's answer. Without the bound the stream waited forever after a
+    /// restart and its tenant was never exported again.
     async fn fetch(&mut self, max: usize, wait: Option<Duration>) -> Result<(), BufferError> {
         let what = format!(
             "cannot read {}",
             self.ctx.config.subject(&self.tenant, self.signal)
         );
+        let limit = wait.unwrap_or_default() + self.ctx.config.publish_timeout;
+        match tokio::time::timeout(limit, self.pull(max, wait, &what)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                // A consumer deleted on the server, or a connection that broke: open it again.
+                self.consumer = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.consumer = None;
+                Err(timed_out(what, limit))
+            }
+        }
+    }
+
+    /// One pull request, its messages moved to `pending` as they arrive (what arrived before
+    /// a timeout stays there).
+    async fn pull(
+        &mut self,
+        max: usize,
+        wait: Option<Duration>,
+        what: &str,
+    ) -> Result<(), BufferError> {
         let consumer = self.consumer().await?.clone();
         let batch = match wait {
             None => consumer.fetch().max_messages(max).messages().await,
@@ -119,17 +147,10 @@ impl NatsStream {
                     .await
             }
         };
-        let mut messages = match batch {
-            Ok(m) => m,
-            Err(e) => {
-                // A consumer deleted on the server, or a connection that broke: open it again.
-                self.consumer = None;
-                return Err(unavailable(what, e));
-            }
-        };
+        let mut messages = batch.map_err(|e| unavailable(what.to_string(), e))?;
         while let Some(message) = messages.next().await {
             let message = message
-                .map_err(|e| unavailable(what.clone(), std::io::Error::other(e.to_string())))?;
+                .map_err(|e| unavailable(what.to_string(), std::io::Error::other(e.to_string())))?;
             match self.decode(&message) {
                 Some(batch) => self.pending.push(message, batch),
                 None => self.bury_undecodable(message).await,
