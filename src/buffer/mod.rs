@@ -48,12 +48,12 @@ pub enum BufferError {
     /// This tenant holds its share of the buffer; others still have room. The tenant must
     /// back off alone.
     #[error(
-        "tenant {tenant} holds {held_bytes} bytes of the buffer and its share is {share_bytes}; retry after {retry_after:?}"
+        "tenant {tenant} holds {held} of the buffer and its share is {share}; retry after {retry_after:?}"
     )]
     TenantFull {
         tenant: TenantId,
-        held_bytes: u64,
-        share_bytes: u64,
+        held: Amount,
+        share: Amount,
         retry_after: Duration,
     },
     /// The tenant's id cannot be stored apart from every other tenant's data in this buffer's
@@ -91,8 +91,25 @@ pub enum BufferError {
     Config(#[from] FieldError),
 }
 
+/// How much of a buffer a tenant holds, in the unit the buffer counts it in: bytes (disk,
+/// Pulsar) or messages (NATS, whose server bounds a subject by messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amount {
+    Bytes(u64),
+    Messages(u64),
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Amount::Bytes(n) => write!(f, "{n} bytes"),
+            Amount::Messages(n) => write!(f, "{n} messages"),
+        }
+    }
+}
+
 /// How long clients are told to wait when a broker (NATS, Kafka) cannot take an append.
-const BROKER_RETRY_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const BROKER_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The broker behind a buffer cannot take or hand out data now: clients retry after a second,
 /// nothing is dropped.
@@ -191,6 +208,12 @@ pub fn distinct_contexts<'a>(contexts: impl IntoIterator<Item = &'a str>) -> Vec
 pub trait BufferConfig: fmt::Debug + Send + Sync {
     /// Opens (or connects to) the buffer. Must run inside a tokio runtime.
     async fn open(&self, context: &BufferContext) -> Result<Arc<dyn Buffer>, BufferError>;
+
+    /// Whether the buffer holds each tenant to `tenancy.limits.*.buffer_max_mib`. One that
+    /// does not makes that setting a config error rather than a promise it ignores.
+    fn applies_tenant_buffer_max_mib(&self) -> bool {
+        true
+    }
 }
 
 /// What a purge deleted.

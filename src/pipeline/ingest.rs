@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::batch::{now_ms, Batch};
-use crate::buffer::{Buffer, BufferError};
+use crate::buffer::{Amount, Buffer, BufferError};
 use crate::otlp::walk;
 use crate::pipeline::tap::taps;
 use crate::processor::memory_limiter::{MemoryLimited, MemoryLimiter};
@@ -44,11 +44,11 @@ pub enum IngestError {
         retry_after: Duration,
     },
     /// The tenant holds its share of the buffer; other tenants are still accepted.
-    #[error("tenant {tenant} holds its share of the buffer ({held_bytes} of {share_bytes} bytes); retry after {retry_after:?}")]
+    #[error("tenant {tenant} holds its share of the buffer ({held} of {share}); retry after {retry_after:?}")]
     TenantBufferFull {
         tenant: TenantId,
-        held_bytes: u64,
-        share_bytes: u64,
+        held: Amount,
+        share: Amount,
         retry_after: Duration,
     },
     #[error("buffer refused the data")]
@@ -91,13 +91,13 @@ impl From<BufferError> for IngestError {
             },
             BufferError::TenantFull {
                 tenant,
-                held_bytes,
-                share_bytes,
+                held,
+                share,
                 retry_after,
             } => IngestError::TenantBufferFull {
                 tenant,
-                held_bytes,
-                share_bytes,
+                held,
+                share,
                 retry_after,
             },
             other => IngestError::Buffer(other),

@@ -135,7 +135,45 @@ impl Config {
                     )])
                 })?;
         }
+        config.check_tenant_buffer_caps()?;
         Ok(config)
+    }
+
+    /// `buffer_max_mib` (after the overrides file) is refused when a buffer in use cannot
+    /// apply it: a tenant cap that is read and then ignored would fail the operator silently.
+    fn check_tenant_buffer_caps(&self) -> Result<(), ConfigError> {
+        let limits = &self.tenancy.limits;
+        let capped = std::iter::once(("default".to_string(), &limits.default))
+            .chain(
+                limits
+                    .tenants
+                    .iter()
+                    .map(|(tenant, l)| (format!("tenants.{tenant}"), l)),
+            )
+            .filter(|(_, l)| l.buffer_max_mib > 0)
+            .map(|(path, _)| path)
+            .collect::<Vec<_>>();
+        let errors = self
+            .used_buffers()
+            .filter(|(_, buffer)| !buffer.applies_tenant_buffer_max_mib())
+            .flat_map(|(id, _)| {
+                capped.iter().map(move |path| {
+                    FieldError::new(
+                        format!("tenancy.limits.{path}.buffer_max_mib"),
+                        format!(
+                            "buffers.{id} cannot hold a tenant to a byte cap (only the disk and \
+                             Pulsar buffers can); remove it, or bound the broker's streams or \
+                             topics instead"
+                        ),
+                    )
+                })
+            })
+            .collect::<Vec<_>>();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
     }
 
     pub fn from_yaml(

@@ -53,8 +53,8 @@ use self::stream::DiskStream;
 use self::writer::WriterMsg;
 use super::share::{Refusal, TenantShares, TenantUsage};
 use super::{
-    Buffer, BufferConfig, BufferContext, BufferError, BufferStream, DeadLetterStore, Handover,
-    HealthTracker, Purged, ReplayWindow, Replayed,
+    Amount, Buffer, BufferConfig, BufferContext, BufferError, BufferStream, DeadLetterStore,
+    Handover, HealthTracker, Purged, ReplayWindow, Replayed,
 };
 use crate::batch::Batch;
 use crate::config::Validate;
@@ -122,8 +122,8 @@ impl Shared {
                 share,
             }) => Err(BufferError::TenantFull {
                 tenant,
-                held_bytes: held,
-                share_bytes: share,
+                held: Amount::Bytes(held),
+                share: Amount::Bytes(share),
                 retry_after: self.config.retry_after,
             }),
         }

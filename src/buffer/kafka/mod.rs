@@ -96,6 +96,12 @@ impl BufferConfig for KafkaBufferConfig {
     async fn open(&self, _context: &BufferContext) -> Result<Arc<dyn Buffer>, BufferError> {
         Ok(KafkaBuffer::open(self).await?)
     }
+
+    /// The broker keeps no per-tenant byte count Sluice could hold a tenant to (see
+    /// docs/contracts.md).
+    fn applies_tenant_buffer_max_mib(&self) -> bool {
+        false
+    }
 }
 
 pub(super) use super::unavailable;

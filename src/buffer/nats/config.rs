@@ -51,6 +51,14 @@ pub struct NatsBufferConfig {
     pub max_age: Duration,
     #[serde(default)]
     pub max_mib: u64,
+    /// Most messages one tenant's subject of a signal holds waiting for export; `0`: no
+    /// bound. The server enforces it for every process publishing to the stream (JetStream's
+    /// `max_msgs_per_subject` with `discard_new_per_subject`): at the bound that tenant alone
+    /// is refused (`RESOURCE_EXHAUSTED` / 429, `tenant_buffer_full`) until its backlog drains,
+    /// so a tenant whose backend is down cannot fill the stream for the others. A message
+    /// holds one request (or one batch of the `batch` processor). Default: `0`.
+    #[serde(default)]
+    pub tenant_max_messages: u64,
     #[serde(default)]
     pub consumer: NatsConsumerConfig,
 }
@@ -116,6 +124,7 @@ impl Default for NatsBufferConfig {
             publish_timeout: default_publish_timeout(),
             max_age: Duration::ZERO,
             max_mib: 0,
+            tenant_max_messages: 0,
             consumer: NatsConsumerConfig::default(),
         }
     }

@@ -77,6 +77,12 @@ impl BufferConfig for NatsBufferConfig {
     async fn open(&self, _context: &BufferContext) -> Result<Arc<dyn Buffer>, BufferError> {
         Ok(NatsBuffer::open(self).await?)
     }
+
+    /// The broker keeps no per-tenant byte count Sluice could hold a tenant to (see
+    /// docs/contracts.md).
+    fn applies_tenant_buffer_max_mib(&self) -> bool {
+        false
+    }
 }
 
 pub(super) use super::unavailable;
@@ -127,8 +133,19 @@ impl NatsBuffer {
                 config.stream_name(signal),
                 config.dead_letter_stream(signal),
             );
-            ensure_stream(&js, config, name, wildcard, RetentionPolicy::WorkQueue).await?;
-            ensure_stream(&js, config, dead_name, dead, RetentionPolicy::Limits).await?;
+            let per_tenant = config.tenant_max_messages;
+            ensure_stream(
+                &js,
+                config,
+                name,
+                wildcard,
+                RetentionPolicy::WorkQueue,
+                per_tenant,
+            )
+            .await?;
+            // Dead letters are bounded by age and size only: a cap per subject would refuse
+            // the very messages that must be set aside.
+            ensure_stream(&js, config, dead_name, dead, RetentionPolicy::Limits, 0).await?;
         }
         tracing::info!(url = %crate::secret::redact_url(&config.url), "connected to NATS JetStream");
         let (closed, closed_rx) = watch::channel(false);
@@ -244,7 +261,10 @@ impl NatsBuffer {
                 .publish_with_headers(subject.clone(), headers, batch.payload.clone())
                 .await
                 .map_err(|e| unavailable(what(), e))?;
-            ack.await.map_err(|e| unavailable(what(), e))
+            ack.await.map_err(|e| {
+                refused_for_room(&e, &batch.tenant, config)
+                    .unwrap_or_else(|| unavailable(what(), e))
+            })
         };
         tokio::time::timeout(config.publish_timeout, publish)
             .await
@@ -254,40 +274,94 @@ impl NatsBuffer {
     }
 }
 
-/// Creates a stream with `subjects` when it is missing (file storage, a size bound that
-/// refuses rather than discards). The tenants' streams are work queues: a message is removed
-/// once its tenant's consumer acknowledged it (exported or dead-lettered), so the stream holds
-/// only what is not exported yet; dead letters are kept until `max_age`/`max_mib`.
+/// The server's "store failed" error (JetStream error code 10077), which names the bound
+/// reached only in its text.
+const STORE_FAILED: u64 = 10077;
+
+/// A publish the server refused because a bound of the stream is reached, as the refusal the
+/// client must see: the tenant's subject at `tenant_max_messages` refuses that tenant alone;
+/// the stream at `max_mib`, everyone. `None` for any other failure.
+fn refused_for_room(
+    e: &async_nats::jetstream::context::PublishError,
+    tenant: &TenantId,
+    config: &NatsBufferConfig,
+) -> Option<BufferError> {
+    let api = std::error::Error::source(e)?.downcast_ref::<jetstream::Error>()?;
+    if api.error_code().0 != STORE_FAILED {
+        return None;
+    }
+    let text = api.to_string();
+    if text.contains("maximum messages per subject exceeded") {
+        let cap = super::Amount::Messages(config.tenant_max_messages);
+        return Some(BufferError::TenantFull {
+            tenant: tenant.clone(),
+            held: cap,
+            share: cap,
+            retry_after: super::BROKER_RETRY_AFTER,
+        });
+    }
+    if text.contains("maximum bytes exceeded") {
+        let cap = config.max_mib.saturating_mul(1 << 20);
+        return Some(BufferError::Full {
+            used_bytes: cap,
+            cap_bytes: cap,
+            retry_after: super::BROKER_RETRY_AFTER,
+        });
+    }
+    None
+}
+
+/// Creates a stream with `subjects` when it is missing (file storage, bounds that refuse
+/// rather than discard). The tenants' streams are work queues: a message is removed once its
+/// tenant's consumer acknowledged it (exported or dead-lettered), so the stream and each
+/// tenant's subject hold only what is not exported yet; dead letters are kept until
+/// `max_age`/`max_mib`. `per_subject` (0: none) bounds each tenant's subject.
 async fn ensure_stream(
     js: &jetstream::Context,
     config: &NatsBufferConfig,
     name: String,
     subjects: String,
     retention: RetentionPolicy,
+    per_subject: u64,
 ) -> Result<(), BufferError> {
-    let stream = jetstream::stream::Config {
+    let bound = |n: u64| {
+        if n == 0 {
+            -1
+        } else {
+            i64::try_from(n).unwrap_or(i64::MAX)
+        }
+    };
+    let wanted = jetstream::stream::Config {
         name: name.clone(),
         subjects: vec![subjects],
         retention,
         storage: StorageType::File,
         discard: DiscardPolicy::New,
+        discard_new_per_subject: per_subject > 0,
+        max_messages_per_subject: bound(per_subject),
         max_age: config.max_age,
-        max_bytes: if config.max_mib == 0 {
-            -1
-        } else {
-            i64::try_from(config.max_mib.saturating_mul(1 << 20)).unwrap_or(i64::MAX)
-        },
+        max_bytes: bound(config.max_mib.saturating_mul(1 << 20)),
         ..Default::default()
     };
     let stream = js
-        .get_or_create_stream(stream)
+        .get_or_create_stream(wanted.clone())
         .await
         .map_err(|e| unavailable(format!("cannot create or find the NATS stream {name}"), e))?;
-    // A stream another version (or an operator) created keeps its own retention: JetStream
-    // cannot change it in place. Say so rather than behave differently from the docs quietly.
-    let found = stream.cached_info().config.retention;
-    if found != retention {
-        tracing::warn!(stream = %name, ?found, wanted = ?retention, "the NATS stream exists with another retention policy; it is used as it is");
+    // A stream that another process, version or operator created keeps its own settings
+    // (whichever process starts first creates it): say so rather than differ from this
+    // config quietly.
+    let found = &stream.cached_info().config;
+    let differs = found.retention != wanted.retention
+        || found.max_bytes != wanted.max_bytes
+        || found.max_age != wanted.max_age
+        || found.max_messages_per_subject != wanted.max_messages_per_subject;
+    if differs {
+        tracing::warn!(
+            stream = %name,
+            found = ?(found.retention, found.max_bytes, found.max_age, found.max_messages_per_subject),
+            wanted = ?(wanted.retention, wanted.max_bytes, wanted.max_age, wanted.max_messages_per_subject),
+            "the NATS stream exists with other bounds (retention, max bytes, max age, messages per tenant); it is used as it is"
+        );
     }
     Ok(())
 }

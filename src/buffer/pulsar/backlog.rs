@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::admin::{AdminClient, AdminError};
 use super::limits::BacklogConfig;
 use crate::buffer::share::{Refusal, TenantShares, TenantUsage};
-use crate::buffer::{BufferContext, BufferError};
+use crate::buffer::{Amount, BufferContext, BufferError};
 use crate::error::error_chain;
 use crate::tenant::TenantId;
 
@@ -82,8 +82,8 @@ impl Backlogs {
                     share,
                 } => BufferError::TenantFull {
                     tenant,
-                    held_bytes: held,
-                    share_bytes: share,
+                    held: Amount::Bytes(held),
+                    share: Amount::Bytes(share),
                     retry_after: self.retry_after,
                 },
             })?;

@@ -206,3 +206,33 @@ fn a_processor_named_in_a_pipeline_of_a_signal_it_cannot_process_is_an_error() {
         vec!["service.pipelines.metrics/s.processors[0]: probabilistic_sampler does not process metrics"]
     );
 }
+
+#[test]
+fn a_tenant_byte_cap_is_refused_where_the_buffer_cannot_apply_it() {
+    let capped = "tenancy: { limits: { default: { items_per_second: 10 }, tenants: { acme: { buffer_max_mib: 5 } } } }";
+    // The disk buffer applies it.
+    let disk = load(&format!("{BASE}\n{capped}\n")).unwrap();
+    disk.check_tenant_buffer_caps().unwrap();
+
+    let nats = BASE
+        .replace(
+            "disk: { directory: /tmp/sluice-test }",
+            "nats: { url: \"nats://127.0.0.1:4222\" }",
+        )
+        .replace("buffer: disk", "buffer: nats");
+    let uncapped = load(&format!(
+        "{nats}\ntenancy: {{ limits: {{ default: {{ items_per_second: 10 }} }} }}\n"
+    ))
+    .unwrap();
+    uncapped.check_tenant_buffer_caps().unwrap();
+    let refused = load(&format!("{nats}\n{capped}\n"))
+        .unwrap()
+        .check_tenant_buffer_caps()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("tenancy.limits.tenants.acme.buffer_max_mib")
+            && refused.contains("buffers.nats"),
+        "{refused}"
+    );
+}

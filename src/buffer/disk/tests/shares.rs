@@ -1,5 +1,6 @@
 //! Tenants' shares of the disk buffer's cap (`buffer::share`), through the disk buffer.
 
+use crate::buffer::Amount;
 use std::time::Duration;
 
 use super::*;
@@ -28,8 +29,8 @@ async fn a_tenant_over_its_share_is_refused_alone_and_gets_room_back_when_acknow
     match &err {
         BufferError::TenantFull {
             tenant,
-            held_bytes,
-            share_bytes,
+            held: Amount::Bytes(held_bytes),
+            share: Amount::Bytes(share_bytes),
             retry_after,
         } => {
             assert_eq!(tenant.as_str(), "noisy");

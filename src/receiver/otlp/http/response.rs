@@ -160,7 +160,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::buffer::BufferError;
+    use crate::buffer::{Amount, BufferError};
     use crate::pipeline::ingest::IngestError;
 
     async fn body_of(response: Response) -> Vec<u8> {
@@ -222,8 +222,8 @@ mod tests {
         // A tenant over its share of the buffer backs off alone: 429, not 503.
         let over_share = ReceiveError::Ingest(IngestError::TenantBufferFull {
             tenant: crate::tenant::TenantId::parse("noisy").unwrap(),
-            held_bytes: 9,
-            share_bytes: 8,
+            held: Amount::Bytes(9),
+            share: Amount::Bytes(8),
             retry_after: Duration::from_secs(3),
         });
         assert_eq!(over_share.reason(), "tenant_buffer_full");
