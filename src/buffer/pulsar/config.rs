@@ -145,8 +145,9 @@ pub struct CoalesceConfig {
     /// (and under `max_message_bytes`). `0` turns coalescing off. Default: `1048576` (1 MiB).
     #[serde(default = "default_coalesce_bytes")]
     pub max_bytes: usize,
-    /// How long the first request of a message waits for others to join it, e.g. `5ms` (the
-    /// default). `0s` merges only requests that are already waiting.
+    /// Longest the first request of a message waits for others to join it, e.g. `5ms` (the
+    /// default); the wait ends sooner once no request came for a fifth of it. `0s` merges
+    /// only requests that are already waiting.
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub max_linger: Duration,
 }

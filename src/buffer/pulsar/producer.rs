@@ -3,8 +3,8 @@
 //! `producer_idle_timeout` without one.
 //!
 //! A topic task takes the first waiting request, lets others of the same tenant+signal join
-//! it for up to `coalesce.max_linger` (while the message stays under `coalesce.max_bytes`),
-//! and publishes them as one message. Receipts are awaited concurrently, so a slow receipt
+//! it for up to `coalesce.max_linger` (while the message stays under `coalesce.max_bytes`,
+//! and only while requests keep coming), and publishes them as one message. Receipts are awaited concurrently, so a slow receipt
 //! never holds up the next message; each request is answered once its message's receipt is
 //! in. A send that fails drops the producer, and the next message creates a new one, which
 //! is how publishing comes back after a broker restart.
@@ -202,7 +202,7 @@ impl TopicTask {
                 continue;
             }
             let (merged, replies);
-            (merged, replies, carry) = self.gather(first, &mut rx).await;
+            (merged, replies, carry) = self.gather(first, &mut rx, &mut inflight).await;
             if let Some(sent) = self.publish(merged, replies).await {
                 inflight.push(sent);
             }
@@ -216,26 +216,46 @@ impl TopicTask {
     /// Lets waiting requests join `first` (see the module documentation). Returns the merged
     /// batch with the trace contexts of the requests after the first, the replies of its
     /// requests, and a request that did not fit.
-    async fn gather(
-        &self,
+    ///
+    /// The linger ends early once requests stop coming: after a fifth of `max_linger` without
+    /// one. Clients that wait for their answers (every OTLP exporter) send again only once
+    /// answered, so when all of them have joined, lingering on only delays the receipt they
+    /// wait for, and the whole round of requests moved in lock-step with the linger (S2 at 1
+    /// span/request in the README's Performance section). Receipts of messages already sent
+    /// are settled meanwhile, so their clients are answered without waiting for this message.
+    async fn gather<F: std::future::Future<Output = InFlight>>(
+        &mut self,
         first: Request,
         rx: &mut mpsc::Receiver<Request>,
+        inflight: &mut FuturesUnordered<F>,
     ) -> ((Batch, Vec<String>), Vec<Reply>, Option<Request>) {
         let limit = self.config.coalesce_limit();
-        let deadline = Instant::now() + self.config.coalesce.max_linger;
+        let linger = self.config.coalesce.max_linger;
+        let deadline = Instant::now() + linger;
+        let quiet = linger / 5;
+        let mut last_arrival = Instant::now();
         let mut merged = Coalescer::new(first.batch, first.reply, limit);
         let mut carry = None;
         while !merged.is_full() {
             let next = match rx.try_recv() {
                 Ok(request) => request,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(request)) => request,
-                        Ok(None) | Err(_) => break,
+                    let until = deadline.min(last_arrival + quiet);
+                    tokio::select! {
+                        biased;
+                        Some(done) = inflight.next(), if !inflight.is_empty() => {
+                            self.settle(done);
+                            continue;
+                        }
+                        request = tokio::time::timeout_at(until, rx.recv()) => match request {
+                            Ok(Some(request)) => request,
+                            Ok(None) | Err(_) => break,
+                        },
                     }
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             };
+            last_arrival = Instant::now();
             if next.reply.is_closed() {
                 continue;
             }
