@@ -31,6 +31,17 @@ Scenarios (configs in deploy/bench/configs/):
       idempotent producer, offsets committed after export).
       Collector: otlp -> kafka exporter (otlp_proto, its default acks: the leader only), and
       kafka receiver -> batch -> otlp (two processes).
+  S7  OTLP/gRPC -> NATS JetStream -> OTLP sink (the bench's own nats-server, file storage).
+      Sluice alone: the Collector has no NATS exporter or receiver. Sluice: one process with
+      the receiver and the exporter, NATS buffer (each client answered after JetStream's
+      publish acknowledgement; one message per request, since batching happens on the read
+      side). Its reference is the broker's own ceiling, measured in the same run with natscli
+      (deploy/bench/natscli.sh, pinned): `nats bench js pub sync`, CONCURRENCY clients each with
+      one acknowledged publish in flight, file storage, messages of the size Sluice publishes
+      (the load client's request bytes, plus Sluice's headers) at each spans/request. Reported
+      beside Sluice's rows: its published messages/s (acknowledged requests/s) and bytes/s,
+      the ceiling's, and Sluice's share of the ceiling. Runs after Sluice's saturation run of
+      the same spans/request in every repetition.
   S5  Many tenants through one daemon: QUIET_TENANTS tenants at QUIET_RATE spans/s each
       (1 span/request, open loop, their own 8 connections, tenant in x-scope-orgid) beside one
       tenant ("noisy") at saturation (closed loop, 100 spans/request, 32 in flight over 4
@@ -47,7 +58,7 @@ Scenarios (configs in deploy/bench/configs/):
 
 Loads: "saturation" = closed loop, 32 requests in flight over 4 connections, for the window;
 "fixed" = open loop at FIXED_RATES spans/s. Every run gets a fresh daemon (so peak RSS is
-the run's) and fresh data directory / Pulsar topic.
+the run's) and fresh data directory / Pulsar or Kafka topic / NATS streams.
 
 Measured per run (benches/loadgen): items/s delivered end to end (spans the sink received,
 over first send -> last receipt), CPU seconds of the daemon process(es) per million spans
@@ -56,7 +67,8 @@ the daemon's processes), end-to-end latency p50/p99 (span send time -> sink rece
 spans refused, lost (acknowledged, never received) and duplicated.
 
 Environment: BENCH_QUICK=1 (one repetition, shorter windows, 100 spans/request only: ~5 min),
-BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,S2,S3,S4,S5,S6; default all),
+BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,S2,S3,S4,S5,S6,S7; default
+all),
 BENCH_OUT (results directory; default target/sluice-bench), BENCH_PORT_BASE (default 24300).
 `run.py --report results-XXX.json` prints the tables of an earlier run again.
 Python 3.11 standard library only.
@@ -66,7 +78,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -86,11 +100,13 @@ LOADGEN_BIN = REPO / "target" / "release" / "examples" / "loadgen"
 OTELCOL_BIN = Path(os.environ.get("SLUICE_CACHE", REPO / ".cache")) / "peers" / "bin" / "otelcol-sluice-peer"
 PULSAR_SCRIPT = REPO / "deploy" / "pulsar" / "standalone.sh"
 KAFKA_SCRIPT = REPO / "deploy" / "kafka" / "server.sh"
+NATS_SCRIPT = REPO / "deploy" / "nats" / "server.sh"
+NATSCLI_SCRIPT = REPO / "deploy" / "bench" / "natscli.sh"
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 DURATION = float(os.environ.get("BENCH_DURATION", "4" if QUICK else "6"))
-ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6").split(",") if s.strip()}
+ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6,S7").split(",") if s.strip()}
 # S4's "cost against pass-through" divides by S3 of the same run.
 S3_FOR_S4 = "S4" in ONLY and "S3" not in ONLY
 ONLY |= {"S3"} if S3_FOR_S4 else set()
@@ -143,6 +159,20 @@ KAFKA_ENV = {
     "KAFKA_RUN_DIR": str(Path(os.environ.get("SLUICE_CACHE", REPO / ".cache")) / "kafka" / "bench-run"),
 }
 KAFKA_BROKERS = f"127.0.0.1:{PORT + 60}"
+NATS_ENV = {
+    "NATS_PORT": str(PORT + 70),
+    "NATS_MONITOR_PORT": str(PORT + 71),
+    "NATS_RUN_DIR": str(Path(os.environ.get("SLUICE_CACHE", REPO / ".cache")) / "nats" / "bench-run"),
+}
+NATS_URL = f"nats://127.0.0.1:{PORT + 70}"
+# The headers Sluice puts on every message it publishes (src/buffer/nats; no traceparent: the
+# load client sends none), with values as long as in the bench, so that the ceiling's messages
+# are as large as Sluice's.
+NATS_HEADERS = ("tenant:bench-0000000-000", "signal:traces", "content-type:application/x-protobuf",
+                "received-at-ms:1800000000000")
+# The ceiling's measured window is sized from a short calibration publish (which also warms
+# the stream's first file blocks); never fewer than this many messages per client.
+CEILING_MIN_PER_CLIENT = 20
 
 
 @dataclass
@@ -170,6 +200,8 @@ BROKERS = {
                      Path(PULSAR_ENV["PULSAR_RUN_DIR"]) / "pulsar.pid"),
     "kafka": Broker("S6", "Kafka broker (KRaft)", KAFKA_SCRIPT, KAFKA_ENV,
                     Path(KAFKA_ENV["KAFKA_RUN_DIR"]) / "kafka.pid"),
+    "nats": Broker("S7", "NATS server (JetStream)", NATS_SCRIPT, NATS_ENV,
+                   Path(NATS_ENV["NATS_RUN_DIR"]) / "nats.pid"),
 }
 
 
@@ -262,6 +294,13 @@ VARIANTS = {
             ],
             broker="kafka",
         ),
+        Variant(
+            "sluice-nats",
+            "sluice",
+            "Sluice, NATS JetStream buffer (receiver + exporter, 1 process)",
+            [ProcSpec(SLUICE_BIN, "sluice-nats.yaml", {}, ("http", f"http://{HEALTH_ENDPOINT}/readyz"))],
+            broker="nats",
+        ),
         Variant("sluice-processors", "sluice", "Sluice, filter + attributes, disk buffer (fsync: interval)",
                 sluice_disk("interval", "sluice-processors.yaml"), loadgen=S4_LOADGEN),
         Variant("otelcol-processors", "otelcol", "Collector, filter + attributes, in-memory queue",
@@ -283,7 +322,8 @@ VARIANTS["otelcol-kafka"].procs[0].ready = ("tcp", f"127.0.0.1:{METRICS_PORTS[1]
 
 @dataclass
 class Comparison:
-    """One row of the ratio table: a Sluice variant against a Collector variant."""
+    """One row of the ratio table: a Sluice variant against a Collector variant (none: S7, whose
+    reference is the broker's own ceiling)."""
 
     scenario: str
     sluice: str
@@ -299,6 +339,7 @@ COMPARISONS = [
     Comparison("S3", "sluice-interval", "otelcol-memory", (1, 100, 1000), "disk buffer, fsync: interval vs in-memory queue"),
     Comparison("S2", "sluice-pulsar", "otelcol-pulsar", (1, 100, 1000), "Pulsar buffer vs pulsarexporter/pulsarreceiver"),
     Comparison("S6", "sluice-kafka", "otelcol-kafka", (1, 100, 1000), "Kafka buffer vs kafka exporter/receiver"),
+    Comparison("S7", "sluice-nats", "", (1, 100, 1000), "NATS buffer vs the broker's own publish ceiling"),
     Comparison("S4", "sluice-processors", "otelcol-processors", (1, 100, 1000),
                "filter + attributes: disk buffer (interval) vs in-memory queue"),
 ]
@@ -339,6 +380,7 @@ class Running:
                 "BENCH_TOPIC": self.topic,
                 "BENCH_PULSAR_URL": PULSAR_URL,
                 "BENCH_KAFKA_BROKERS": KAFKA_BROKERS,
+                "BENCH_NATS_URL": NATS_URL,
             }
         )
         env.update(spec.env)
@@ -519,6 +561,74 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
     return result
 
 
+def natscli(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(NATSCLI_SCRIPT), "--server", NATS_URL, *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def measure_ceiling(spans: int, message_bytes: int, run_no: int, logdir: Path) -> dict:
+    """S7's reference: what the bench's NATS server takes in acknowledged publishes of the size
+    Sluice publishes at `spans` spans/request. Sluice's CONCURRENCY requests in flight each wait
+    for one publish acknowledgement, hence CONCURRENCY synchronous publishers. Into a fresh
+    file-storage stream, removed afterwards (at 1 000 spans/request it holds gigabytes)."""
+    stream = f"ceiling-{os.getpid()}-{run_no}"
+    headers = [a for h in (*NATS_HEADERS, f"items:{spans}") for a in ("-H", h)]
+    logfile = logdir / f"{run_no:03d}-nats-ceiling-{spans}.log"
+
+    def bench(tag: str, msgs: int) -> tuple[list[str], str, float]:
+        name = f"{stream}-{tag}"
+        # Room for every message with its headers, so the stream's limit (discard: new) never
+        # refuses one; natscli's default is 1 GB.
+        room = max(64 << 20, 2 * msgs * (message_bytes + 1024))
+        argv = ["bench", "js", "pub", "sync", f"ceiling.{run_no}.{tag}", "--stream", name, "--create",
+                "--storage", "file", "--clients", str(CONCURRENCY), "--msgs", str(msgs),
+                "--size", f"{message_bytes}B", "--maxbytes", f"{room}B", "--no-progress", *headers]
+        t = time.monotonic()
+        try:
+            out = natscli(*argv, timeout=DURATION * 5 + 120)
+        finally:
+            natscli("stream", "rm", "--force", name, timeout=60)
+        wall = time.monotonic() - t
+        with open(logfile, "a") as f:
+            f.write(f"$ {shlex.join(['nats', '--server', NATS_URL, *argv])}\n{out.stdout}{out.stderr}\n")
+        if out.returncode != 0 or "aggregated stats" not in out.stdout:
+            raise RuntimeError(f"nats bench failed ({out.returncode}): {(out.stdout + out.stderr)[-1500:]}; log {logfile}")
+        return argv, out.stdout, wall
+
+    def number(pattern: str, text: str) -> float:
+        m = re.search(pattern, text)
+        if not m:
+            raise RuntimeError(f"no {pattern!r} in the nats bench output; log {logfile}")
+        return float(m.group(1).replace(",", ""))
+
+    rate = r"aggregated stats: ([\d,.]+) msgs/sec"
+    # The calibration also warms the server's first file blocks of the size.
+    _, text, _ = bench("calibrate", CONCURRENCY * CEILING_MIN_PER_CLIENT)
+    msgs = max(CONCURRENCY * CEILING_MIN_PER_CLIENT, round(number(rate, text) * DURATION))
+    broker = BROKERS["nats"].pid()
+    before = (proc_cpu_s(broker), busy_cpu_s())
+    argv, text, wall = bench("measure", msgs)
+    after = (proc_cpu_s(broker), busy_cpu_s())
+    msgs_per_s = number(rate, text)
+    latencies = text[text.find("latencies per operation"):]
+    return {
+        "spans_per_request": spans,
+        "message_bytes": message_bytes,
+        "clients": CONCURRENCY,
+        "msgs": msgs,
+        "msgs_per_s": msgs_per_s,
+        "bytes_per_s": msgs_per_s * message_bytes,
+        "publish_p50_us": number(r"P50 ([\d,.]+)us", latencies),
+        "publish_p99_us": number(r"P99 ([\d,.]+)us", latencies),
+        "wall_s": wall,
+        "target_s": DURATION,
+        "broker_cores": (after[0] - before[0]) / wall,
+        "machine_cores": (after[1] - before[1]) / wall,
+        "command": shlex.join(["nats", "--server", NATS_URL, *argv]),
+        "log": str(logfile),
+    }
+
+
 # === the whole comparison ======================================================================
 
 
@@ -531,7 +641,7 @@ def cells() -> list[tuple[str, int, str, list[str]]]:
             for mode in MODES:
                 vs = out.setdefault((group, spans, mode), [])
                 for v in (c.sluice, c.collector):
-                    if v not in vs:
+                    if v and v not in vs:
                         vs.append(v)
     if "S5" in ONLY:
         for mode in S5_MODES:
@@ -551,15 +661,17 @@ def alternate(variants: list[str], turn: int) -> list[str]:
 
 
 def main() -> int:
-    for b, hint in [(SLUICE_BIN, "cargo build --release"), (LOADGEN_BIN, "cargo build --release --example loadgen"),
-                    (OTELCOL_BIN, "make peers")]:
+    plan = cells()
+    needed = [(SLUICE_BIN, "cargo build --release"), (LOADGEN_BIN, "cargo build --release --example loadgen")]
+    if any(VARIANTS[v].daemon == "otelcol" for _, _, _, vs in plan for v in vs):
+        needed.append((OTELCOL_BIN, "make peers"))
+    for b, hint in needed:
         if not b.exists():
             log(f"missing {b} (build it with `{hint}`)")
             return 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logdir = OUT / "logs" / stamp
     logdir.mkdir(parents=True, exist_ok=True)
-    plan = cells()
     runs_total = sum(len(vs) for _, _, _, vs in plan) * REPS
     log(f"{'quick' if QUICK else 'full'} run: {runs_total} runs of {DURATION:g} s"
         + (f" (S5: {S5_DURATION:g} s)" if "S5" in ONLY else "")
@@ -577,6 +689,9 @@ def main() -> int:
     LIVE = True
     results: list[dict] = []
     failures: list[str] = []
+    ceilings: list[dict] = []
+    # Request size per spans/request, from the load client (S7's ceiling publishes that size).
+    request_bytes: dict[int, int] = {}
     started_broker: Broker | None = None
     run_no = 0  # unique per daemon start (data directories, topics, sink run ids)
     measured = 0
@@ -598,12 +713,13 @@ def main() -> int:
                     failures.append(f"{broker.scenario}: the {broker.label} did not start")
                     continue
                 started_broker = broker
-                # A fresh broker's JVM is cold: its first minute is slower. Warm it with both
+                # A fresh broker is cold (a JVM's first minute is slower). Warm it with the
                 # daemons' traffic before anything is measured (results discarded).
                 for key in dict.fromkeys(v for c in group_cells for v in c[3]):
                     run_no += 1
                     try:
-                        measure(VARIANTS[key], 100, "saturation", run_no, logdir, duration=WARMUP_S)
+                        r = measure(VARIANTS[key], 100, "saturation", run_no, logdir, duration=WARMUP_S)
+                        request_bytes[100] = r["request_bytes"]
                         log(f"warm-up through {key} done")
                     except Exception as e:
                         log(f"warm-up through {key} failed: {e}")
@@ -624,7 +740,22 @@ def main() -> int:
                             continue
                         r["rep"] = rep
                         results.append(r)
+                        request_bytes[spans] = r["request_bytes"]
                         log(f"{what}: {run_line(r)}")
+                    if group == "nats" and mode == "saturation":
+                        run_no += 1
+                        what = f"[ceiling] nats bench js pub sync, {spans} spans/request (rep {rep + 1})"
+                        try:
+                            if spans not in request_bytes:
+                                raise RuntimeError("message size unknown: no load client run of this size succeeded")
+                            c = measure_ceiling(spans, request_bytes[spans], run_no, logdir)
+                        except Exception as e:
+                            log(f"{what}: FAILED: {e}")
+                            failures.append(f"{what}: {str(e)[:600]}")
+                        else:
+                            c["rep"] = rep
+                            ceilings.append(c)
+                            log(f"{what}: {ceiling_line(c)}")
             if started_broker:
                 started_broker.run("stop")
                 started_broker = None
@@ -635,9 +766,10 @@ def main() -> int:
         sink.wait()
     elapsed = time.monotonic() - t0
 
-    report = render(results, failures, elapsed, versions())
+    report = render(results, failures, elapsed, versions(), ceilings)
     print(report)
-    (OUT / f"results-{stamp}.json").write_text(json.dumps({"results": results, "failures": failures, "elapsed_s": elapsed, "versions": versions()}, indent=1))
+    (OUT / f"results-{stamp}.json").write_text(json.dumps({"results": results, "failures": failures, "elapsed_s": elapsed,
+                                                           "versions": versions(), "ceilings": ceilings}, indent=1))
     (OUT / f"results-{stamp}.md").write_text(report)
     (OUT / "latest.md").write_text(report)
     log(f"results: {OUT / f'results-{stamp}.md'} and .json ({elapsed / 60:.1f} min)")
@@ -662,6 +794,13 @@ def run_line(r: dict) -> str:
     line += "" if r["drained"] else ", NOT DRAINED"
     line += "; cores: " + " ".join(f"{k} {v:.2f}" for k, v in r["machine_cores"].items())
     return line
+
+
+def ceiling_line(c: dict) -> str:
+    return (f"{c['msgs_per_s']:,.0f} msgs/s, {c['bytes_per_s'] / 2**20:,.1f} MiB/s, publish p99 "
+            f"{c['publish_p99_us'] / 1000:.1f} ms ({c['msgs']:,} messages of {c['message_bytes']:,} B, "
+            f"{c['clients']} clients, {c['wall_s']:.1f} s); cores: broker {c['broker_cores']:.2f}, "
+            f"machine {c['machine_cores']:.2f}")
 
 
 # === report ====================================================================================
@@ -717,7 +856,8 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}"
 
 
-def render(results: list[dict], failures: list[str], elapsed: float, measured: dict[str, str] | None = None) -> str:
+def render(results: list[dict], failures: list[str], elapsed: float, measured: dict[str, str] | None = None,
+           ceilings: list[dict] = ()) -> str:
     by: dict[tuple[str, int, str], list[dict]] = {}
     for r in results:
         by.setdefault((r["variant"], r["spans_per_request"], r["mode"]), []).append(r)
@@ -744,7 +884,7 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
         for spans in c.spans:
             for mode in MODES:
                 for key in (c.sluice, c.collector):
-                    if (c.scenario, key, spans, mode) in seen:
+                    if not key or (c.scenario, key, spans, mode) in seen:
                         continue
                     seen.add((c.scenario, key, spans, mode))
                     rs = by.get((key, spans, mode), [])
@@ -763,12 +903,14 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
                         f"| {c.scenario} | {spans} | {load_label(mode, spans)} | {VARIANTS[key].label} | {fmt(s['sps'])} | "
                         f"{fmt(s['cpu'], 2)} | {fmt(s['rss'])} | {fmt(s['p50'])} | {fmt(s['p99'])} | {flags} |"
                     )
-    lines.append("")
-    lines.append("Sluice / Collector (below 1 is better for CPU, RSS and p99; above 1 is better for spans/s):")
-    lines.append("")
-    lines.append("| scenario | comparison | spans/req | load | spans/s | CPU / span | peak RSS | p99 |")
-    lines.append("|---|---|---:|---|---:|---:|---:|---:|")
-    for c in COMPARISONS:
+    paired = [c for c in COMPARISONS if c.collector]
+    if paired:
+        lines.append("")
+        lines.append("Sluice / Collector (below 1 is better for CPU, RSS and p99; above 1 is better for spans/s):")
+        lines.append("")
+        lines.append("| scenario | comparison | spans/req | load | spans/s | CPU / span | peak RSS | p99 |")
+        lines.append("|---|---|---:|---|---:|---:|---:|---:|")
+    for c in paired:
         for spans in c.spans:
             for mode in MODES:
                 a = by.get((c.sluice, spans, mode), [])
@@ -787,6 +929,8 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
         lines += render_s4(by)
     if any(r["variant"] in S5_VARIANTS for r in results) or (LIVE and "S5" in ONLY):
         lines += render_s5(results)
+    if any(r["variant"] == "sluice-nats" for r in results) or ceilings or (LIVE and "S7" in ONLY):
+        lines += render_s7(by, ceilings)
     problems = [r for r in results if r["missing_spans"] or r["duplicate_spans"] or r.get("healthz_received")
                 or not r["drained"]]
     if problems:
@@ -835,6 +979,54 @@ def render_s4(by: dict[tuple[str, int, str], list[dict]]) -> list[str]:
                         f"| {spans} | {load_label(mode, spans)} | {VARIANTS[key].label} | {fmt(s['sps'])} | {fmt(s['cpu'], 2)} "
                         f"| {fmt(s['rss'])} | {fmt(s['p99'])} | {s['delivered']:,} / {s['expected']:,} | {flags} "
                         f"| {fmt(b['cpu'], 2) if b else 'no S3 result'} | {ratio(s['cpu'], b['cpu']) if b else '–'} |")
+    return lines
+
+
+def render_s7(by: dict[tuple[str, int, str], list[dict]], ceilings: list[dict]) -> list[str]:
+    """S7: Sluice through NATS against the broker's own publish ceiling of the same run."""
+    lines = ["", f"S7 NATS JetStream, Sluice alone (the Collector has no NATS components). Sluice publishes one "
+             "message per request (batching is on the read side), so its published msgs/s are the acknowledged "
+             "requests/s, and MiB/s counts the request bytes. The ceiling is the broker's own, same run: natscli "
+             f"`nats bench js pub sync`, {CONCURRENCY} clients with one acknowledged publish each in flight (as "
+             f"Sluice's {CONCURRENCY} requests), file storage, messages of Sluice's size with its headers; median "
+             "of the repetitions. While the ceiling is measured only the broker and natscli run; Sluice's runs also carry "
+             "the load client, the sink and Sluice's own export (every message read back, exported, acknowledged). "
+             "Sluice / ceiling = published msgs/s over the ceiling's msgs/s (same message size, so also bytes/s):",
+             ""]
+    lines.append("| spans/req | load | spans/s | published msgs/s | published MiB/s | CPU-s / M spans | peak RSS MiB "
+                 "| p99 ms | refused / lost / dup | message bytes | ceiling msgs/s | ceiling MiB/s | ceiling publish p99 ms "
+                 "| Sluice / ceiling |")
+    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    for c in COMPARISONS:
+        if c.scenario != "S7":
+            continue
+        for spans in c.spans:
+            cs = [x for x in ceilings if x["spans_per_request"] == spans]
+            ceiling = med(cs, lambda x: x["msgs_per_s"])
+            ceiling_p99 = med(cs, lambda x: x["publish_p99_us"] / 1000)
+            for mode in MODES:
+                rs = by.get((c.sluice, spans, mode), [])
+                if not rs:
+                    lines.append(f"| {spans} | {load_label(mode, spans)} | no result (failed) | | | | | | | | "
+                                 f"{fmt(ceiling)} | | | |")
+                    continue
+                s = summarize(rs, mode)
+                size = rs[0]["request_bytes"]
+                published = med(rs, lambda r: r["accepted_requests"] / r["duration_s"])
+                flags = f"{s['refused']} / {s['lost']} / {s['dup']}"
+                if s["undrained"]:
+                    flags += f" ({s['undrained']} not drained)"
+                if mode == "fixed" and not s["sustained"]:
+                    flags += " NOT SUSTAINED"
+                lines.append(
+                    f"| {spans} | {load_label(mode, spans)} | {fmt(s['sps'])} | {fmt(published)} "
+                    f"| {fmt(published * size / 2**20, 1)} | {fmt(s['cpu'], 2)} | {fmt(s['rss'])} | {fmt(s['p99'])} "
+                    f"| {flags} | {size:,} | {fmt(ceiling) if cs else 'no ceiling (failed)'} "
+                    f"| {fmt(ceiling * size / 2**20, 1) if cs else '–'} | {fmt(ceiling_p99, 1)} | {ratio(published, ceiling)} |")
+    if ceilings:
+        lines += ["", f"Ceiling command (natscli v0.5.0; --msgs from a calibration publish, to last about "
+                  f"{ceilings[0].get('target_s', DURATION):g} s; the stream is removed afterwards): "
+                  f"`{ceilings[0]['command']}`"]
     return lines
 
 
@@ -950,6 +1142,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--report":
         # Render the tables again from a results-*.json of an earlier run.
         saved = json.loads(Path(sys.argv[2]).read_text())
-        print(render(saved["results"], saved["failures"], saved.get("elapsed_s", 0.0), saved.get("versions")))
+        print(render(saved["results"], saved["failures"], saved.get("elapsed_s", 0.0), saved.get("versions"),
+                     saved.get("ceilings", [])))
         sys.exit(0)
     sys.exit(main())

@@ -10,15 +10,21 @@
 # broker-restart tests).
 #
 # Client port 4222 and monitoring port 8222 unless NATS_PORT / NATS_MONITOR_PORT say
-# otherwise.
+# otherwise. NATS_RUN_DIR puts the pid file, log and JetStream data (in its data/) elsewhere, so
+# a second server (the bench's) never touches the first one's.
 set -euo pipefail
 
 VERSION="v2.15.3"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 bin_dir="$root/.cache/tools/bin"
 server="$bin_dir/nats-server-$VERSION"
-run_dir="$root/.cache/nats/run"
-data_dir="$root/.cache/nats/data"
+if [ -n "${NATS_RUN_DIR:-}" ]; then
+    run_dir="$NATS_RUN_DIR"
+    data_dir="$NATS_RUN_DIR/data"
+else
+    run_dir="$root/.cache/nats/run"
+    data_dir="$root/.cache/nats/data"
+fi
 port="${NATS_PORT:-4222}"
 monitor="${NATS_MONITOR_PORT:-8222}"
 pid_file="$run_dir/nats.pid"
