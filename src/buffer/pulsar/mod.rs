@@ -28,6 +28,7 @@ mod dead_letter_store;
 mod discovery;
 mod limits;
 mod message;
+mod nodelay;
 mod probe;
 mod producer;
 mod reading;
@@ -62,6 +63,7 @@ use self::admin::AdminClient;
 use self::backlog::Backlogs;
 use self::dead_letter_store::PulsarDeadLetters;
 use self::discovery::{Discovery, StreamReceiver};
+use self::nodelay::NoDelay;
 use self::producer::Producers;
 use self::retention::TopicRetention;
 use self::slots::ConsumerSlots;
@@ -122,6 +124,8 @@ struct Context {
     closed: watch::Receiver<bool>,
     /// Which topics have their retention policy set (`retention:`).
     retention: TopicRetention,
+    /// Wants to hear of every consumer created (see `nodelay`).
+    nodelay: NoDelay,
 }
 
 /// The Pulsar buffer. See the module documentation.
@@ -174,6 +178,10 @@ impl PulsarBuffer {
             backlogs
         });
         let health = Arc::new(HealthTracker::default());
+        let nodelay = NoDelay::spawn(
+            nodelay::broker_port(&config.service_url),
+            closed.subscribe(),
+        );
         probe::spawn(
             client.clone(),
             topic.namespace(Signal::Traces),
@@ -192,10 +200,11 @@ impl PulsarBuffer {
             purges: std::sync::Mutex::new(std::collections::HashMap::new()),
             closed: closed_rx,
             retention: TopicRetention::default(),
+            nodelay: nodelay.clone(),
         });
         Ok(Arc::new(PulsarBuffer {
             backlogs,
-            producers: Producers::new(client, config),
+            producers: Producers::new(client, config, nodelay),
             discovery: Discovery::new(Arc::clone(&ctx)),
             dead_letter_store: PulsarDeadLetters {
                 ctx: Arc::clone(&ctx),

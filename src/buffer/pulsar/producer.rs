@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use super::config::{PulsarBufferConfig, SubscriptionType};
 use super::message::{self, Coalescer};
+use super::nodelay::NoDelay;
 use super::{detached, unavailable, within, GaugeGuard, SharedError};
 use crate::batch::Batch;
 use crate::buffer::BufferError;
@@ -53,10 +54,15 @@ pub(super) struct Producers {
     options: ProducerOptions,
     topics: Topics,
     tasks: TaskTracker,
+    nodelay: NoDelay,
 }
 
 impl Producers {
-    pub fn new(client: Pulsar<TokioExecutor>, config: Arc<PulsarBufferConfig>) -> Self {
+    pub fn new(
+        client: Pulsar<TokioExecutor>,
+        config: Arc<PulsarBufferConfig>,
+        nodelay: NoDelay,
+    ) -> Self {
         let options = ProducerOptions {
             // No client-side batching (docs/contracts.md, "Pulsar message format"): one message per publish, so each message
             // is acknowledged and redelivered on its own.
@@ -74,6 +80,7 @@ impl Producers {
             options,
             topics: Arc::new(Mutex::new(HashMap::new())),
             tasks: TaskTracker::new(),
+            nodelay,
         }
     }
 
@@ -123,6 +130,7 @@ impl Producers {
             producer: None,
             generation: 0,
             subscribed: false,
+            nodelay: self.nodelay.clone(),
         };
         self.tasks.spawn(task.run(rx));
         topics.insert(topic.to_string(), (id, tx.clone()));
@@ -166,6 +174,7 @@ struct TopicTask {
     generation: u64,
     /// Whether the export side's subscription is known to exist on this topic.
     subscribed: bool,
+    nodelay: NoDelay,
 }
 
 impl TopicTask {
@@ -349,6 +358,7 @@ impl TopicTask {
             .with_options(self.options.clone())
             .build();
         let producer = detached(self.config.send_timeout, build).await?;
+        self.nodelay.connected();
         tracing::debug!(topic = %self.topic, "Pulsar producer created");
         self.producer = Some((producer, GaugeGuard::new("sluice_pulsar_producers")));
         Ok(())

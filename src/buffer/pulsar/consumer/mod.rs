@@ -203,7 +203,9 @@ impl PulsarStream {
                     .with_receiver_queue_size(c.receiver_queue_size),
             )
             .build::<Vec<u8>>();
-        detached(self.ctx.config.send_timeout, build).await
+        let consumer = detached(self.ctx.config.send_timeout, build).await?;
+        self.ctx.nodelay.connected();
+        Ok(consumer)
     }
 
     /// Nothing received but not yet handed out, in flight, or waiting to be handed back.
