@@ -27,7 +27,7 @@ use async_nats::jetstream;
 use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy, StorageType};
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 pub use config::{NatsBufferConfig, NatsConsumerConfig};
 
@@ -52,8 +52,8 @@ const HEALTH_GRACE: Duration = Duration::from_secs(5);
 type StreamSender = mpsc::UnboundedSender<Box<dyn BufferStream>>;
 type StreamReceiver = mpsc::UnboundedReceiver<Box<dyn BufferStream>>;
 
-/// Where one signal's new streams go, and the wake-up of each tenant's stream announced.
-type Announcer = (StreamSender, HashMap<TenantId, Arc<Notify>>);
+/// Where one signal's new streams go, and the tenants whose stream was announced.
+type Announcer = (StreamSender, HashSet<TenantId>);
 
 /// What the buffer and its streams share.
 struct Context {
@@ -153,7 +153,7 @@ impl NatsBuffer {
         let mut streams = HashMap::new();
         for signal in Signal::ALL {
             let (tx, rx) = mpsc::unbounded_channel();
-            announce.insert(signal, (tx, HashMap::new()));
+            announce.insert(signal, (tx, HashSet::new()));
             streams.insert(signal, rx);
         }
         let buffer = Arc::new(NatsBuffer {
@@ -175,21 +175,18 @@ impl NatsBuffer {
         Ok(buffer)
     }
 
-    /// Announces the stream of `tenant`'s `signal` unless it was; wakes it otherwise.
+    /// Announces the stream of `tenant`'s `signal` unless it was. (An announced stream needs
+    /// no wake-up on appends: its waiting pull request is served by the server at once.)
     fn announce(&self, signal: Signal, tenant: &TenantId) {
         let mut announce = self.announce.lock().unwrap_or_else(PoisonError::into_inner);
         let Some((sender, known)) = announce.get_mut(&signal) else {
             return;
         };
-        if let Some(wake) = known.get(tenant) {
-            // Stored if the stream is not waiting yet: an append never goes unnoticed.
-            wake.notify_one();
+        if !known.insert(tenant.clone()) {
             return;
         }
-        let wake = Arc::new(Notify::new());
-        known.insert(tenant.clone(), Arc::clone(&wake));
         tracing::info!(%tenant, %signal, subject = %self.ctx.config.subject(tenant, signal), "exporting a NATS subject");
-        let stream = NatsStream::new(Arc::clone(&self.ctx), tenant.clone(), signal, wake);
+        let stream = NatsStream::new(Arc::clone(&self.ctx), tenant.clone(), signal);
         // Nobody listening (shutting down) is fine.
         let _ = sender.send(Box::new(stream));
     }

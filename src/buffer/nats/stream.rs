@@ -10,7 +10,6 @@ use async_nats::jetstream::{AckKind, Message};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::Notify;
 
 use super::{timed_out, unavailable, Context, ITEMS, REASON, TRACEPARENT};
 use crate::batch::{now_ms, Batch};
@@ -34,8 +33,6 @@ pub(super) struct NatsStream {
     ctx: Arc<Context>,
     tenant: TenantId,
     signal: Signal,
-    /// Set by an append of this process to the tenant's subject.
-    wake: Arc<Notify>,
     consumer: Option<Consumer<pull::Config>>,
     /// Fetched but not yet handed out.
     pending: Pending<Message>,
@@ -44,17 +41,11 @@ pub(super) struct NatsStream {
 }
 
 impl NatsStream {
-    pub(super) fn new(
-        ctx: Arc<Context>,
-        tenant: TenantId,
-        signal: Signal,
-        wake: Arc<Notify>,
-    ) -> Self {
+    pub(super) fn new(ctx: Arc<Context>, tenant: TenantId, signal: Signal) -> Self {
         NatsStream {
             ctx,
             tenant,
             signal,
-            wake,
             consumer: None,
             pending: Pending::default(),
             next_position: 0,
@@ -261,12 +252,13 @@ impl BufferStream for NatsStream {
             if !self.pending.is_empty() {
                 break;
             }
+            // A waiting pull request is served the moment a message is appended, so nothing
+            // else may end it early: a pull dropped after the server handed it a message
+            // leaves that message unacknowledged here until `ack_wait` (a 30 s stall that
+            // S7 of `make bench` showed when an append wake-up raced the pull).
             let mut closed = self.ctx.closed.clone();
-            let wake = Arc::clone(&self.wake);
             tokio::select! {
                 _ = closed.wait_for(|c| *c) => return Ok(None),
-                // An append here: fetch what it published at once.
-                _ = wake.notified() => {}
                 fetched = self.fetch(1, Some(IDLE_WAIT)) => fetched?,
             }
         }
