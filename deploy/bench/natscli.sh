@@ -15,16 +15,11 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 bin_dir="$root/.cache/tools/bin"
 nats="$bin_dir/nats-$VERSION"
 
+# shellcheck source=deploy/scripts/go-install.sh
+source "$root/deploy/scripts/go-install.sh"
+
 ensure_binary() {
-    [ -x "$nats" ] && return 0
-    command -v go >/dev/null || { echo "natscli: Go is needed to build natscli ($VERSION)" >&2; exit 1; }
-    echo "natscli: building natscli $VERSION through the Go module proxy" >&2
-    local gobin
-    gobin="$(mktemp -d)"
-    GOBIN="$gobin" GOFLAGS=-mod=mod go install "github.com/nats-io/natscli/nats@$VERSION"
-    mkdir -p "$bin_dir"
-    mv "$gobin/nats" "$nats"
-    rm -rf "$gobin"
+    go_install_to "$nats" "github.com/nats-io/natscli/nats@$VERSION"
 }
 
 ensure_binary

@@ -234,15 +234,13 @@ class Variant:
     loadgen: tuple[str, ...] = ()
 
 
+def sluice(config: str, **env: str) -> list[ProcSpec]:
+    """One Sluice process with `config`, ready once /readyz answers 200."""
+    return [ProcSpec(SLUICE_BIN, config, dict(env), ("http", f"http://{HEALTH_ENDPOINT}/readyz"))]
+
+
 def sluice_disk(fsync: str, config: str = "sluice-disk.yaml") -> list[ProcSpec]:
-    return [
-        ProcSpec(
-            SLUICE_BIN,
-            config,
-            {"BENCH_FSYNC": fsync},
-            ("http", f"http://{HEALTH_ENDPOINT}/readyz"),
-        )
-    ]
+    return sluice(config, BENCH_FSYNC=fsync)
 
 
 def otelcol(config: str, **env: str) -> ProcSpec:
@@ -263,7 +261,7 @@ VARIANTS = {
             "sluice-pulsar",
             "sluice",
             "Sluice, Pulsar buffer (receiver + exporter, 1 process)",
-            [ProcSpec(SLUICE_BIN, "sluice-pulsar.yaml", {}, ("http", f"http://{HEALTH_ENDPOINT}/readyz"))],
+            sluice("sluice-pulsar.yaml"),
             broker="pulsar",
         ),
         Variant(
@@ -280,7 +278,7 @@ VARIANTS = {
             "sluice-kafka",
             "sluice",
             "Sluice, Kafka buffer (receiver + exporter, 1 process)",
-            [ProcSpec(SLUICE_BIN, "sluice-kafka.yaml", {}, ("http", f"http://{HEALTH_ENDPOINT}/readyz"))],
+            sluice("sluice-kafka.yaml"),
             broker="kafka",
         ),
         Variant(
@@ -298,7 +296,7 @@ VARIANTS = {
             "sluice-nats",
             "sluice",
             "Sluice, NATS JetStream buffer (receiver + exporter, 1 process)",
-            [ProcSpec(SLUICE_BIN, "sluice-nats.yaml", {}, ("http", f"http://{HEALTH_ENDPOINT}/readyz"))],
+            sluice("sluice-nats.yaml"),
             broker="nats",
         ),
         Variant("sluice-processors", "sluice", "Sluice, filter + attributes, disk buffer (fsync: interval)",

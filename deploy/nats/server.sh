@@ -32,16 +32,11 @@ log_file="$run_dir/nats.log"
 
 say() { echo "nats-server: $*" >&2; }
 
+# shellcheck source=deploy/scripts/go-install.sh
+source "$root/deploy/scripts/go-install.sh"
+
 ensure_binary() {
-    [ -x "$server" ] && return 0
-    command -v go >/dev/null || { say "Go is needed to build nats-server ($VERSION)"; exit 1; }
-    say "building nats-server $VERSION through the Go module proxy"
-    local gobin
-    gobin="$(mktemp -d)"
-    GOBIN="$gobin" GOFLAGS=-mod=mod go install "github.com/nats-io/nats-server/v2@$VERSION"
-    mkdir -p "$bin_dir"
-    mv "$gobin/nats-server" "$server"
-    rm -rf "$gobin"
+    go_install_to "$server" "github.com/nats-io/nats-server/v2@$VERSION"
 }
 
 running() {

@@ -347,16 +347,20 @@ async fn ensure_stream(
     // A stream that another process, version or operator created keeps its own settings
     // (whichever process starts first creates it): say so rather than differ from this
     // config quietly.
-    let found = &stream.cached_info().config;
-    let differs = found.retention != wanted.retention
-        || found.max_bytes != wanted.max_bytes
-        || found.max_age != wanted.max_age
-        || found.max_messages_per_subject != wanted.max_messages_per_subject;
-    if differs {
+    let bounds = |c: &jetstream::stream::Config| {
+        (
+            c.retention,
+            c.max_bytes,
+            c.max_age,
+            c.max_messages_per_subject,
+        )
+    };
+    let (found, wanted) = (bounds(&stream.cached_info().config), bounds(&wanted));
+    if found != wanted {
         tracing::warn!(
             stream = %name,
-            found = ?(found.retention, found.max_bytes, found.max_age, found.max_messages_per_subject),
-            wanted = ?(wanted.retention, wanted.max_bytes, wanted.max_age, wanted.max_messages_per_subject),
+            ?found,
+            ?wanted,
             "the NATS stream exists with other bounds (retention, max bytes, max age, messages per tenant); it is used as it is"
         );
     }

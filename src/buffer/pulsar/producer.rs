@@ -4,9 +4,9 @@
 //!
 //! A topic task takes the first waiting request, lets others of the same tenant+signal join
 //! it for up to `coalesce.max_linger` (while the message stays under `coalesce.max_bytes`,
-//! and only while requests keep coming), and publishes them as one message. Receipts are awaited concurrently, so a slow receipt
-//! never holds up the next message; each request is answered once its message's receipt is
-//! in. A send that fails drops the producer, and the next message creates a new one, which
+//! and only while requests keep coming), and publishes them as one message. Receipts are
+//! awaited concurrently, so a slow receipt never holds up the next message; each request is
+//! answered once its message's receipt is in. A send that fails drops the producer, and the next message creates a new one, which
 //! is how publishing comes back after a broker restart.
 
 use std::collections::HashMap;
