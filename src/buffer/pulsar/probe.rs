@@ -41,17 +41,25 @@ pub(super) fn spawn(
             if !health.appends_idle_for(PROBE_INTERVAL) {
                 continue;
             }
-            let lookup = tokio::time::timeout(PROBE_TIMEOUT, client.lookup_topic(&topic)).await;
-            let outcome = match lookup {
+            // On a task of its own, never dropped halfway: a lookup may open a connection,
+            // and one that pulsar-rs sees dropped leaves the broker "connecting" for good
+            // (see `detached`), after which every probe timed out although the broker was
+            // back. Past the timeout the lookup finishes in the background.
+            let lookup = tokio::spawn({
+                let (client, topic) = (client.clone(), topic.clone());
+                async move { client.lookup_topic(&topic).await }
+            });
+            let outcome = match tokio::time::timeout(PROBE_TIMEOUT, lookup).await {
                 // Any answer of the broker's, even a refusal of this topic, shows it is there.
-                Ok(Ok(_))
-                | Ok(Err(pulsar::Error::ServiceDiscovery(
+                Ok(Ok(Ok(_)))
+                | Ok(Ok(Err(pulsar::Error::ServiceDiscovery(
                     ServiceDiscoveryError::Query(..) | ServiceDiscoveryError::NotFound,
-                ))) => Ok(()),
-                Ok(Err(e)) => Err(format!(
+                )))) => Ok(()),
+                Ok(Ok(Err(e))) => Err(format!(
                     "the broker did not answer a lookup: {}",
                     error_chain(&e)
                 )),
+                Ok(Err(join)) => Err(format!("the lookup task failed: {join}")),
                 Err(_) => Err(format!(
                     "the broker did not answer a lookup within {PROBE_TIMEOUT:?}"
                 )),
