@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -41,19 +41,17 @@ fn env_or_fail(var: &str) -> String {
 /// A tenant id unique to this test run, so runs against one broker never see each other's
 /// topics: `{base}-{run}`.
 pub fn tenant(base: &str) -> String {
-    static RUN: AtomicU64 = AtomicU64::new(0);
-    let run = match RUN.load(Ordering::Relaxed) {
-        0 => {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1);
-            let run = (nanos ^ u64::from(std::process::id())) % 1_000_000_000 + 1;
-            RUN.store(run, Ordering::Relaxed);
-            run
-        }
-        run => run,
-    };
+    // Tests of one binary run in parallel: the run id is set once for all of them (a racy
+    // first store gave one test two different ids, so it looked for a subscription under a
+    // name other than the one it configured).
+    static RUN: OnceLock<u64> = OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        (nanos ^ u64::from(std::process::id())) % 1_000_000_000 + 1
+    });
     format!("{base}-{run:x}")
 }
 
