@@ -273,10 +273,13 @@ impl Run {
         let record = Record::of(message);
         feed.partitions.insert(record.partition);
         let size = record.payload.len();
+        // Counted before it is sent: the stream may take it and count it off at once, and
+        // the count must never go below zero meanwhile.
+        let queued = feed.queued.fetch_add(size, Ordering::AcqRel) + size;
         if feed.records.send(record).is_err() {
+            feed.queued.fetch_sub(size, Ordering::AcqRel);
             return;
         }
-        let queued = feed.queued.fetch_add(size, Ordering::AcqRel) + size;
         if queued >= PAUSE_BYTES && !feed.paused {
             feed.paused = true;
             metrics::gauge!("sluice_kafka_paused_topics", "signal" => self.signal.as_str())

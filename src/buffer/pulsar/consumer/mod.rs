@@ -55,6 +55,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_TRACKED: usize = 100_000;
 
 /// One received message, kept until its delivery is settled.
+#[derive(Clone)]
 struct Held {
     id: MessageIdData,
     /// Messages in the broker entry this one came in: more than 1 when another producer
@@ -75,6 +76,18 @@ enum Event {
     Lost,
     /// Nothing arrived and nothing is in flight: the consumer may close.
     Idle,
+}
+
+/// The delivery `next` is merging. Kept in the stream, not in `next`, so a `next` dropped
+/// while it lingers (the export loop drops it to settle a send that finished) loses
+/// nothing: the next call goes on where it stopped, with the same deadline.
+#[derive(Default)]
+struct Merging {
+    parts: Vec<Held>,
+    items: u64,
+    bytes: u64,
+    /// When the linger ends: set by the first message.
+    until: Option<Instant>,
 }
 
 /// An open consumer and what it holds.
@@ -98,6 +111,9 @@ pub(super) struct PulsarStream {
     last_activity: Instant,
     dead_letters: DeadLetters,
     readahead: Option<Box<Held>>,
+    merging: Merging,
+    /// Messages that are not OTLP, with why, until they are in the dead-letter topic.
+    undecodable: Vec<(Held, String)>,
     deliveries: HashMap<u64, Vec<Held>>,
     next_position: u64,
     attempts: HashMap<MessageIdData, u32>,
@@ -130,6 +146,8 @@ impl PulsarStream {
             signal,
             consumer: None,
             readahead: None,
+            merging: Merging::default(),
+            undecodable: Vec::new(),
             deliveries: HashMap::new(),
             next_position: 1,
             attempts: HashMap::new(),
@@ -211,6 +229,8 @@ impl PulsarStream {
     /// Nothing received but not yet handed out, in flight, or waiting to be handed back.
     fn is_quiet(&self) -> bool {
         self.readahead.is_none()
+            && self.merging.parts.is_empty()
+            && self.undecodable.is_empty()
             && self.deliveries.is_empty()
             && self.nacks.is_empty()
             && self.entries.is_empty()
@@ -232,6 +252,7 @@ impl PulsarStream {
     /// (only while nothing is being merged: `until` is `None`), or the buffer closing.
     async fn receive(&mut self, until: Option<Instant>) -> Event {
         loop {
+            self.bury_undecodable().await;
             self.flush_nacks().await;
             if Instant::now() >= self.next_check {
                 self.check().await;
@@ -253,7 +274,7 @@ impl PulsarStream {
             };
             self.last_activity = Instant::now();
             match received {
-                Some(Ok(m)) => match self.hold(m).await {
+                Some(Ok(m)) => match self.hold(m) {
                     Some(held) => return Event::Message(Box::new(held)),
                     None => continue,
                 },
@@ -271,8 +292,8 @@ impl PulsarStream {
         }
     }
 
-    /// Decodes a message; one that is not OTLP is dead-lettered at once (`None`).
-    async fn hold(&mut self, m: Message<Vec<u8>>) -> Option<Held> {
+    /// Decodes a message; one that is not OTLP is set aside for the dead-letter topic (`None`).
+    fn hold(&mut self, m: Message<Vec<u8>>) -> Option<Held> {
         let metadata = m.payload.metadata;
         let properties: HashMap<String, String> = metadata
             .properties
@@ -333,9 +354,7 @@ impl PulsarStream {
                     event_time: metadata.event_time,
                     attempts,
                 };
-                if let Err(e) = self.bury(vec![held], &reason).await {
-                    tracing::error!(topic = %self.topic, error = %error_chain(&e), "cannot dead-letter an undecodable message; it will be redelivered");
-                }
+                self.undecodable.push((held, reason));
                 None
             }
         }
@@ -444,18 +463,24 @@ impl BufferStream for PulsarStream {
         self.signal
     }
 
+    /// Everything it has taken is kept in the stream before any await (`Merging`, the
+    /// read-ahead, the undecodable messages, the nacks), and the consumer's own `next` is a
+    /// stream poll, so a `next` dropped at any await loses nothing.
+    fn next_is_cancel_safe(&self) -> bool {
+        true
+    }
+
     async fn next(&mut self, limits: &ReadLimits) -> Result<Option<Delivery>, BufferError> {
         let max_items = u64::from(limits.max_items);
         let max_bytes = limits.max_bytes as u64;
-        let mut parts: Vec<Held> = Vec::new();
-        let (mut items, mut bytes) = (0u64, 0u64);
-        let mut until: Option<Instant> = None;
         // After a purge, what this consumer prefetched before it must not be delivered: a new
         // consumer starts where the purge moved the subscription.
         let purges = self.ctx.purges_of(&self.topic);
         if purges != self.purges_seen {
             self.purges_seen = purges;
             self.readahead = None;
+            self.merging = Merging::default();
+            self.undecodable.clear();
             self.consumer = None;
         }
         // Between deliveries, a stream that has had its turn makes room for waiting ones.
@@ -468,9 +493,10 @@ impl BufferStream for PulsarStream {
             self.consumer = None;
         }
         loop {
-            if let Some(until) = until {
-                let complete = items >= max_items || bytes >= max_bytes;
-                if complete || items >= u64::from(limits.min_items) || Instant::now() >= until {
+            let m = &self.merging;
+            if let Some(until) = m.until {
+                let complete = m.items >= max_items || m.bytes >= max_bytes;
+                if complete || m.items >= u64::from(limits.min_items) || Instant::now() >= until {
                     break;
                 }
             }
@@ -479,24 +505,26 @@ impl BufferStream for PulsarStream {
             }
             let event = match self.readahead.take() {
                 Some(held) => Event::Message(held),
-                None => self.receive(until).await,
+                None => self.receive(self.merging.until).await,
             };
+            let m = &mut self.merging;
             match event {
                 Event::Message(held) => {
                     let len = held.batch.payload.len() as u64;
-                    if !parts.is_empty() && (items >= max_items || bytes + len > max_bytes) {
+                    if !m.parts.is_empty() && (m.items >= max_items || m.bytes + len > max_bytes) {
                         self.readahead = Some(held);
                         break;
                     }
-                    items += u64::from(held.batch.items);
-                    bytes += len;
-                    parts.push(*held);
-                    until.get_or_insert_with(|| Instant::now() + limits.linger);
+                    m.items += u64::from(held.batch.items);
+                    m.bytes += len;
+                    m.parts.push(*held);
+                    m.until
+                        .get_or_insert_with(|| Instant::now() + limits.linger);
                 }
                 Event::Timeout => break,
                 // Unacknowledged messages go back to the subscription when the consumer closes.
                 Event::Closed => return Ok(None),
-                Event::Lost if parts.is_empty() => continue,
+                Event::Lost if m.parts.is_empty() => continue,
                 Event::Idle => {
                     if !self.park().await {
                         return Ok(None);
@@ -506,6 +534,7 @@ impl BufferStream for PulsarStream {
                 Event::Lost => break,
             }
         }
+        let parts = std::mem::take(&mut self.merging).parts;
         Ok(self.hand_out(parts))
     }
 

@@ -7,25 +7,41 @@ use super::{Held, Open, PulsarStream};
 use crate::buffer::pulsar::message;
 use crate::buffer::pulsar::{unavailable, SharedError};
 use crate::buffer::BufferError;
+use crate::error::error_chain;
 
 impl PulsarStream {
     /// Sends the negative acknowledgements whose delay is over. Without a consumer they are
-    /// dropped: the broker redelivers everything unacknowledged to the next one anyway.
+    /// dropped: the broker redelivers everything unacknowledged to the next one anyway. An id
+    /// is forgotten only once its nack was sent, so a `next` dropped meanwhile leaves none
+    /// behind (one may be sent twice, which is harmless).
     pub(super) async fn flush_nacks(&mut self) {
         let now = Instant::now();
-        while self.nacks.front().is_some_and(|(due, _)| *due <= now) {
-            let Some((_, ids)) = self.nacks.pop_front() else {
+        while let Some((due, ids)) = self.nacks.front_mut() {
+            if *due > now {
                 break;
-            };
+            }
             self.last_activity = now;
-            let Some(Open { consumer, .. }) = self.consumer.as_mut() else {
-                continue;
-            };
-            for id in ids {
-                if let Err(e) = consumer.nack_with_id(&self.topic, id).await {
-                    tracing::debug!(topic = %self.topic, error = %e, "nack failed; the message comes back with the next consumer");
+            if let Some(Open { consumer, .. }) = self.consumer.as_mut() {
+                while let Some(id) = ids.last() {
+                    if let Err(e) = consumer.nack_with_id(&self.topic, id.clone()).await {
+                        tracing::debug!(topic = %self.topic, error = %e, "nack failed; the message comes back with the next consumer");
+                    }
+                    ids.pop();
                 }
             }
+            self.nacks.pop_front();
+        }
+    }
+
+    /// Moves the messages set aside as undecodable to the dead-letter topic, one at a time,
+    /// each forgotten only once buried (or handed back by a nack when that failed): a `next`
+    /// dropped meanwhile leaves it for the next call, at worst buried twice.
+    pub(super) async fn bury_undecodable(&mut self) {
+        while let Some((held, reason)) = self.undecodable.first().cloned() {
+            if let Err(e) = self.bury(vec![held], &reason).await {
+                tracing::error!(topic = %self.topic, error = %error_chain(&e), "cannot dead-letter an undecodable message; it will be redelivered");
+            }
+            self.undecodable.remove(0);
         }
     }
 
