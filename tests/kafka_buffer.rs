@@ -2,8 +2,10 @@
 //! SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and TLS listeners, a wrong password refused
 //! at start without the password in the output, the record headers of the message contract
 //! on what Sluice produced, and a stuck tenant's topic paused once its stream holds 8 MiB
-//! (and resumed when it drains) while another tenant flows, and a record that is not OTLP
-//! moved to the dead letters with its reason without holding up what follows.
+//! (and resumed when it drains) while another tenant flows, a record that is not OTLP
+//! moved to the dead letters with its reason without holding up what follows, and a tenant
+//! given partitions of its own spread over them and shared by two exporter processes (its
+//! existing topic grown to that many).
 
 mod common;
 
@@ -246,4 +248,102 @@ async fn a_record_that_is_not_otlp_is_dead_lettered_and_what_follows_flows() {
             .is_some_and(|r| r.contains("not a valid OTLP traces export request")),
         "{reason:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_with_partitions_of_its_own_is_shared_by_two_exporter_processes() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let run = common::pulsar::tenant("parts");
+    let tenant = "big";
+    let partitions = format!("topics: {{ tenant_partitions: {{ {tenant}: 4 }} }}");
+    // The exporters find the topic the ingest process creates by listing topics.
+    let config = |receive: bool| {
+        let topic = format!("topic: '{run}-{{signal}}-{{tenant}}'");
+        let dead = format!("dead_letter_topic: '{run}-dlq-{{signal}}-{{tenant}}'");
+        let group = format!("consumer: {{ group: {run}, refresh_interval: 1s }}");
+        let lines = [
+            topic.as_str(),
+            dead.as_str(),
+            group.as_str(),
+            partitions.as_str(),
+        ];
+        let mut config = SluiceConfig::new(dir.path(), backend.port())
+            .with_kafka(&common::kafka::brokers(), &lines);
+        config.receive = receive;
+        config.export = !receive;
+        config.batch_traces = false;
+        config
+    };
+    let a = SluiceProcess::start(&config(false).yaml(), dir.path()).await;
+    let b = SluiceProcess::start(&config(false).with_fresh_ports().yaml(), dir.path()).await;
+    let ingest = SluiceProcess::start(&config(true).yaml(), dir.path()).await;
+
+    // Spans keep coming until both exporters have had a share of the tenant's partitions.
+    let client = channel(&ingest.otlp_endpoint()).await;
+    let mut sent = std::collections::BTreeSet::new();
+    let traces = [("signal", "traces")];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for round in 0u64.. {
+        let spans = named_spans(&format!("{tenant}-w{round}"), round * 4, 4);
+        sent.extend(spans.iter().map(|s| s.name.clone()));
+        export_traces(&client, Some(tenant), trace_request("svc", None, spans))
+            .await
+            .unwrap_or_else(|status| panic!("round {round} refused: {status:?}"));
+        let by_a = a.metric("sluice_exporter_sent_items_total", &traces).await;
+        let by_b = b.metric("sluice_exporter_sent_items_total", &traces).await;
+        if by_a > 0.0 && by_b > 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both exporters must get a share: a sent {by_a}, b {by_b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    backend.wait_span_names(tenant, &sent, WAIT).await;
+
+    let per_partition =
+        common::kafka::records_per_partition(&format!("{run}-traces-{tenant}")).await;
+    assert_eq!(per_partition.len(), 4, "{per_partition:?}");
+    assert!(
+        per_partition.iter().all(|&n| n > 0),
+        "the tenant's records are spread over its partitions: {per_partition:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_topic_grows_when_its_tenant_is_given_more_partitions() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let run = common::pulsar::tenant("grow");
+    let brokers = common::kafka::brokers();
+    let before = kafka_config(dir.path(), backend.port(), &run, &brokers, &[]);
+    let sluice = SluiceProcess::start(&before.yaml(), dir.path()).await;
+    let sent = send_named_spans(&sluice, "acme", 1, 2).await;
+    backend.wait_span_names("acme", &sent, WAIT).await;
+    drop(sluice);
+    let topic = format!("{run}-traces-acme");
+    assert_eq!(common::kafka::records_per_partition(&topic).await.len(), 1);
+
+    let grown = ["topics: { tenant_partitions: { acme: 3 } }"];
+    let after = kafka_config(dir.path(), backend.port(), &run, &brokers, &grown);
+    let sluice = SluiceProcess::start(&after.with_fresh_ports().yaml(), dir.path()).await;
+    let client = channel(&sluice.otlp_endpoint()).await;
+    let spans = named_spans("acme-grown", 100, 6);
+    let names: std::collections::BTreeSet<String> = spans.iter().map(|s| s.name.clone()).collect();
+    // One span per request: three requests fill each of the three partitions once.
+    for span in spans {
+        export_traces(
+            &client,
+            Some("acme"),
+            trace_request("svc", None, vec![span]),
+        )
+        .await
+        .expect("accepted");
+    }
+    backend.wait_span_names("acme", &names, WAIT).await;
+    let per_partition = common::kafka::records_per_partition(&topic).await;
+    assert_eq!(per_partition.len(), 3, "{per_partition:?}");
+    assert!(per_partition.iter().all(|&n| n > 0), "{per_partition:?}");
 }

@@ -55,6 +55,10 @@ Scenarios (configs in deploy/bench/configs/):
       tenant's delivered spans/s, and of the quiet tenants' per-tenant end-to-end p99 the
       median and the worst (with ~10 samples/s per tenant a run's p99 is close to its max).
       Runs last max(BENCH_DURATION, S5_MIN_DURATION) seconds.
+  IDLE  Each daemon as a user starts it and then leaves it alone: Sluice with the S3 config
+      (disk buffer), the Collector with its S3 config (in-memory queue). Measured IDLE_WINDOW_S
+      seconds after it is ready (its timers have all fired by then): resident memory (VmRSS)
+      and the CPU it spends on its own wake-ups.
 
 Loads: "saturation" = closed loop, 32 requests in flight over 4 connections, for the window;
 "fixed" = open loop at FIXED_RATES spans/s. Every run gets a fresh daemon (so peak RSS is
@@ -67,7 +71,7 @@ the daemon's processes), end-to-end latency p50/p99 (span send time -> sink rece
 spans refused, lost (acknowledged, never received) and duplicated.
 
 Environment: BENCH_QUICK=1 (one repetition, shorter windows, 100 spans/request only: ~5 min),
-BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,S2,S3,S4,S5,S6,S7; default
+BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,S2,S3,S4,S5,S6,S7,IDLE; default
 all),
 BENCH_OUT (results directory; default target/sluice-bench), BENCH_PORT_BASE (default 24300).
 `run.py --report results-XXX.json` prints the tables of an earlier run again.
@@ -106,7 +110,7 @@ NATSCLI_SCRIPT = REPO / "deploy" / "bench" / "natscli.sh"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 DURATION = float(os.environ.get("BENCH_DURATION", "4" if QUICK else "6"))
-ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6,S7").split(",") if s.strip()}
+ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6,S7,IDLE").split(",") if s.strip()}
 # S4's "cost against pass-through" divides by S3 of the same run.
 S3_FOR_S4 = "S4" in ONLY and "S3" not in ONLY
 ONLY |= {"S3"} if S3_FOR_S4 else set()
@@ -136,12 +140,16 @@ NOISY_SPANS = 100
 S5_MIN_DURATION = 10.0
 S5_DURATION = max(DURATION, S5_MIN_DURATION)
 S5_MODES = ("tenants", "quiet-only")
+# IDLE: how long each daemon is left alone once ready, then measured.
+IDLE_WINDOW_S = 10.0
+IDLE_VARIANTS = ("sluice-interval", "otelcol-memory")
 
 DAEMON_ENDPOINT = f"127.0.0.1:{PORT + 17}"
 SINK_ENDPOINT = f"127.0.0.1:{PORT + 117}"
 SINK_CONTROL = f"127.0.0.1:{PORT + 119}"
 METRICS_PORTS = (PORT + 88, PORT + 89)
 HEALTH_ENDPOINT = f"127.0.0.1:{PORT + 33}"
+ADMIN_ENDPOINT = f"127.0.0.1:{PORT + 34}"
 # A broker of the bench's own (ports, run directory), so a developer's `make pulsar` broker or
 # a concurrent `make test` is never touched.
 PULSAR_ENV = {
@@ -374,6 +382,7 @@ class Running:
                 "BENCH_METRICS_ENDPOINT": f"127.0.0.1:{METRICS_PORTS[0]}",
                 "BENCH_METRICS_PORT": str(METRICS_PORTS[0]),
                 "BENCH_HEALTH_ENDPOINT": HEALTH_ENDPOINT,
+                "BENCH_ADMIN_ENDPOINT": ADMIN_ENDPOINT,
                 "BENCH_TENANT": self.tenant,
                 "BENCH_TOPIC": self.topic,
                 "BENCH_PULSAR_URL": PULSAR_URL,
@@ -559,6 +568,27 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
     return result
 
 
+def vm_kib(pid: int, key: str) -> int:
+    """A `/proc/<pid>/status` size in KiB (VmRSS, VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(key + ":"))
+
+
+def measure_idle(variant: Variant, run_no: int, logdir: Path) -> dict:
+    """A daemon left alone for IDLE_WINDOW_S after it is ready: its RSS and its idle CPU."""
+    running = Running(variant, run_no, logdir)
+    try:
+        running.start()
+        cpu_before = sum(proc_cpu_s(pid) for pid in running.pids())
+        time.sleep(IDLE_WINDOW_S)  # the measuring window itself, not a wait for a condition
+        cpu = sum(proc_cpu_s(pid) for pid in running.pids()) - cpu_before
+        rss = {key: sum(vm_kib(pid, key) for pid in running.pids()) for key in ("VmRSS", "RssAnon", "RssFile")}
+    finally:
+        running.stop()
+    return {"variant": variant.key, "mode": "idle", "idle_rss_kib": rss["VmRSS"], "idle_anon_kib": rss["RssAnon"],
+            "idle_file_kib": rss["RssFile"], "idle_cpu_ms_per_s": cpu * 1000 / IDLE_WINDOW_S}
+
+
 def natscli(*args: str, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(NATSCLI_SCRIPT), "--server", NATS_URL, *args], capture_output=True,
                           text=True, timeout=timeout)
@@ -661,7 +691,7 @@ def alternate(variants: list[str], turn: int) -> list[str]:
 def main() -> int:
     plan = cells()
     needed = [(SLUICE_BIN, "cargo build --release"), (LOADGEN_BIN, "cargo build --release --example loadgen")]
-    if any(VARIANTS[v].daemon == "otelcol" for _, _, _, vs in plan for v in vs):
+    if "IDLE" in ONLY or any(VARIANTS[v].daemon == "otelcol" for _, _, _, vs in plan for v in vs):
         needed.append((OTELCOL_BIN, "make peers"))
     for b, hint in needed:
         if not b.exists():
@@ -688,6 +718,7 @@ def main() -> int:
     results: list[dict] = []
     failures: list[str] = []
     ceilings: list[dict] = []
+    idle: list[dict] = []
     # Request size per spans/request, from the load client (S7's ceiling publishes that size).
     request_bytes: dict[int, int] = {}
     started_broker: Broker | None = None
@@ -700,6 +731,21 @@ def main() -> int:
             if sink.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the bench sink did not start; see " + str(logdir / "sink.log"))
             time.sleep(0.05)
+        if "IDLE" in ONLY:
+            for rep in range(REPS):
+                for key in alternate(list(IDLE_VARIANTS), rep):
+                    run_no += 1
+                    what = f"[idle] {key} (rep {rep + 1})"
+                    try:
+                        r = measure_idle(VARIANTS[key], run_no, logdir)
+                    except Exception as e:
+                        log(f"{what}: FAILED: {e}")
+                        failures.append(f"{what}: {str(e)[:600]}")
+                        continue
+                    r["rep"] = rep
+                    idle.append(r)
+                    log(f"{what}: RSS {r['idle_rss_kib'] / 1024:.1f} MiB (anonymous {r['idle_anon_kib'] / 1024:.1f}, "
+                        f"file {r['idle_file_kib'] / 1024:.1f}), CPU {r['idle_cpu_ms_per_s']:.2f} ms/s")
         for group in ("disk", "tenants", *BROKERS):
             group_cells = [c for c in plan if c[0] == group]
             if not group_cells:
@@ -764,10 +810,11 @@ def main() -> int:
         sink.wait()
     elapsed = time.monotonic() - t0
 
-    report = render(results, failures, elapsed, versions(), ceilings)
+    report = render(results, failures, elapsed, versions(), ceilings, idle)
     print(report)
     (OUT / f"results-{stamp}.json").write_text(json.dumps({"results": results, "failures": failures, "elapsed_s": elapsed,
-                                                           "versions": versions(), "ceilings": ceilings}, indent=1))
+                                                           "versions": versions(), "ceilings": ceilings, "idle": idle},
+                                                          indent=1))
     (OUT / f"results-{stamp}.md").write_text(report)
     (OUT / "latest.md").write_text(report)
     log(f"results: {OUT / f'results-{stamp}.md'} and .json ({elapsed / 60:.1f} min)")
@@ -855,7 +902,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def render(results: list[dict], failures: list[str], elapsed: float, measured: dict[str, str] | None = None,
-           ceilings: list[dict] = ()) -> str:
+           ceilings: list[dict] = (), idle: list[dict] = ()) -> str:
     by: dict[tuple[str, int, str], list[dict]] = {}
     for r in results:
         by.setdefault((r["variant"], r["spans_per_request"], r["mode"]), []).append(r)
@@ -929,6 +976,8 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
         lines += render_s5(results)
     if any(r["variant"] == "sluice-nats" for r in results) or ceilings or (LIVE and "S7" in ONLY):
         lines += render_s7(by, ceilings)
+    if idle or (LIVE and "IDLE" in ONLY):
+        lines += render_idle(idle)
     problems = [r for r in results if r["missing_spans"] or r["duplicate_spans"] or r.get("healthz_received")
                 or not r["drained"]]
     if problems:
@@ -945,6 +994,22 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
         lines.append("Failed runs:")
         lines += [f"- {f}" for f in failures]
     return "\n".join(lines) + "\n"
+
+
+def render_idle(idle: list[dict]) -> list[str]:
+    lines = ["", f"Idle, {IDLE_WINDOW_S:g} s after ready (medians; RSS is anonymous memory plus the mapped pages of "
+                 "files, mostly the binary's code):", "",
+             "| daemon | RSS MiB | anonymous MiB | file-backed MiB | CPU ms per s |", "|---|---:|---:|---:|---:|"]
+    rss = {}
+    for key in IDLE_VARIANTS:
+        rs = [r for r in idle if r["variant"] == key]
+        rss[key] = med(rs, lambda r: r["idle_rss_kib"] / 1024)
+        anon = med(rs, lambda r: r["idle_anon_kib"] / 1024)
+        file = med(rs, lambda r: r["idle_file_kib"] / 1024)
+        cpu = med(rs, lambda r: r["idle_cpu_ms_per_s"])
+        lines.append(f"| {VARIANTS[key].label} | {fmt(rss[key], 1)} | {fmt(anon, 1)} | {fmt(file, 1)} | {fmt(cpu, 2)} |")
+    lines += ["", f"Idle RSS, Sluice / Collector: {ratio(*(rss[k] for k in IDLE_VARIANTS))}."]
+    return lines
 
 
 def render_s4(by: dict[tuple[str, int, str], list[dict]]) -> list[str]:
@@ -1141,6 +1206,6 @@ if __name__ == "__main__":
         # Render the tables again from a results-*.json of an earlier run.
         saved = json.loads(Path(sys.argv[2]).read_text())
         print(render(saved["results"], saved["failures"], saved.get("elapsed_s", 0.0), saved.get("versions"),
-                     saved.get("ceilings", [])))
+                     saved.get("ceilings", []), saved.get("idle", [])))
         sys.exit(0)
     sys.exit(main())

@@ -48,6 +48,33 @@ pub async fn topics() -> Vec<String> {
     .expect("metadata task")
 }
 
+/// How many records each partition of `topic` holds, by partition.
+pub async fn records_per_partition(topic: &str) -> Vec<i64> {
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let client = client();
+        let timeout = Duration::from_secs(10);
+        let metadata = client
+            .fetch_metadata(Some(&topic), timeout)
+            .expect("Kafka metadata");
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        (0..partitions as i32)
+            .map(|p| {
+                let (low, high) = client
+                    .fetch_watermarks(&topic, p, timeout)
+                    .expect("watermarks");
+                high - low
+            })
+            .collect()
+    })
+    .await
+    .expect("metadata task")
+}
+
 /// Writes one record with `payload` (no key, no headers) to `topic`, waiting for the broker.
 pub async fn produce(topic: &str, payload: &[u8]) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

@@ -55,11 +55,14 @@ pub struct KafkaBufferConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaTopicsConfig {
-    /// Partitions of a new topic. Sluice keys its records by tenant, so all of a tenant
-    /// topic's records it writes land in one partition, in order; more partitions spread
-    /// what other producers write with other keys (and let several exporter processes share
-    /// that). Default: `1`.
+    /// Partitions of a new topic. With more than one, Sluice spreads a tenant's records over
+    /// them in turn (the key stays the tenant), so several exporter processes of the group
+    /// share one tenant's topic. Default: `1`.
     pub partitions: i32,
+    /// Partitions of the named tenants' topics instead of `partitions`, for a tenant too big
+    /// for one exporter process. A topic that exists with fewer partitions is grown to this
+    /// many (Kafka cannot shrink one). Default: none.
+    pub tenant_partitions: BTreeMap<String, i32>,
     /// Replicas of a new topic's partitions; `-1`: the brokers' `default.replication.factor`.
     /// Default: `-1`.
     pub replication_factor: i32,
@@ -76,10 +79,21 @@ impl Default for KafkaTopicsConfig {
     fn default() -> Self {
         KafkaTopicsConfig {
             partitions: 1,
+            tenant_partitions: BTreeMap::new(),
             replication_factor: -1,
             retention: Duration::ZERO,
             retention_mib: 0,
         }
+    }
+}
+
+impl KafkaTopicsConfig {
+    /// How many partitions `tenant`'s topics should have.
+    pub fn partitions_of(&self, tenant: &TenantId) -> i32 {
+        self.tenant_partitions
+            .get(tenant.as_str())
+            .copied()
+            .unwrap_or(self.partitions)
     }
 }
 
@@ -269,6 +283,13 @@ impl Validate for KafkaBufferConfig {
         if self.topics.partitions < 1 {
             return Err(FieldError::new("topics.partitions", "must be at least 1"));
         }
+        for (tenant, &partitions) in &self.topics.tenant_partitions {
+            let field = || format!("topics.tenant_partitions.{tenant}");
+            TenantId::parse(tenant).map_err(|e| FieldError::new(field(), e.to_string()))?;
+            if partitions < 1 {
+                return Err(FieldError::new(field(), "must be at least 1"));
+            }
+        }
         if self.topics.replication_factor == 0 || self.topics.replication_factor < -1 {
             return Err(FieldError::new(
                 "topics.replication_factor",
@@ -409,6 +430,27 @@ mod tests {
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn a_tenant_gets_its_own_partition_count_and_bad_ones_name_the_tenant() {
+        let config: KafkaBufferConfig =
+            serde_yaml::from_str("topics: { partitions: 2, tenant_partitions: { acme: 8 } }")
+                .unwrap();
+        config.validate().unwrap();
+        let partitions = |t: &str| config.topics.partitions_of(&TenantId::parse(t).unwrap());
+        assert_eq!((partitions("acme"), partitions("other")), (8, 2));
+        for (yaml, field) in [
+            ("topics: { tenant_partitions: { acme: 0 } }", "acme"),
+            (
+                "topics: { tenant_partitions: { 'no/slash': 2 } }",
+                "no/slash",
+            ),
+        ] {
+            let config: KafkaBufferConfig = serde_yaml::from_str(yaml).unwrap();
+            let e = config.validate().unwrap_err();
+            assert_eq!(e.field, format!("topics.tenant_partitions.{field}"), "{e}");
         }
     }
 

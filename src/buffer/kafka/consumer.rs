@@ -196,7 +196,8 @@ impl Run {
         if self.topics.contains(&topic) {
             return;
         }
-        if let Err(e) = ensure_topic(&self.ctx, &topic).await {
+        let partitions = self.ctx.config.topics.partitions_of(tenant);
+        if let Err(e) = ensure_topic(&self.ctx, &topic, partitions).await {
             tracing::warn!(%tenant, signal = %self.signal, error = %error_chain(&e), "cannot create the tenant's Kafka topic; trying again later");
             return;
         }

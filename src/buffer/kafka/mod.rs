@@ -2,7 +2,8 @@
 //! signal (`otlp-{signal}-{tenant}`), created on first use.
 //!
 //! * `append` produces the batch (key: the tenant; the message contract's properties as
-//!   record headers) with an idempotent producer and `acks=all`, and answers only after the
+//!   record headers; to each partition in turn when the topic has several: `topics.rs`)
+//!   with an idempotent producer and `acks=all`, and answers only after the
 //!   brokers acknowledged it, within `publish_timeout`; brokers that cannot take it are
 //!   [`BufferError::Unavailable`], which clients see as `UNAVAILABLE` with a retry hint.
 //! * Each signal has one consumer in the consumer group, subscribed to every tenant topic of
@@ -26,6 +27,7 @@ mod config;
 mod consumer;
 mod offsets;
 mod stream;
+mod topics;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::AdminClient;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -45,6 +47,7 @@ pub use config::{
 };
 
 use self::client::Logged;
+use self::topics::{ensure_topic, Topics};
 use super::{Buffer, BufferConfig, BufferContext, BufferError, BufferStream, HealthTracker};
 use crate::batch::Batch;
 use crate::config::Validate;
@@ -76,8 +79,7 @@ struct Context {
     config: KafkaBufferConfig,
     producer: FutureProducer<Logged>,
     admin: AdminClient<Logged>,
-    /// Topics known to exist.
-    topics: Mutex<HashSet<String>>,
+    topics: Topics,
     closed: watch::Receiver<bool>,
 }
 
@@ -132,7 +134,7 @@ impl KafkaBuffer {
                 config: config.clone(),
                 producer,
                 admin,
-                topics: Mutex::new(HashSet::new()),
+                topics: Topics::default(),
                 closed: closed_rx,
             }),
             closed,
@@ -174,10 +176,13 @@ impl KafkaBuffer {
                 ),
             });
         }
-        ensure_topic(&self.ctx, &topic).await?;
+        let partitions = config.topics.partitions_of(&batch.tenant);
+        let route = ensure_topic(&self.ctx, &topic, partitions).await?;
         let (tenant, signal) = (batch.tenant.clone(), batch.signal);
         let parts = super::split::split(batch, MAX_RECORD_BYTES)?;
-        let sends = parts.iter().map(|part| produce(&self.ctx, &topic, part));
+        let sends = parts
+            .iter()
+            .map(|part| produce(&self.ctx, &topic, route.next_partition(), part));
         for sent in futures::future::join_all(sends).await {
             sent?;
         }
@@ -209,12 +214,21 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     }
 }
 
-/// Produces one record and waits for the brokers' acknowledgement.
-async fn produce(ctx: &Context, topic: &str, batch: &Batch) -> Result<(), BufferError> {
-    let record = FutureRecord::to(topic)
+/// Produces one record (to `partition`, or where its key hashes) and waits for the brokers'
+/// acknowledgement.
+async fn produce(
+    ctx: &Context,
+    topic: &str,
+    partition: Option<i32>,
+    batch: &Batch,
+) -> Result<(), BufferError> {
+    let mut record = FutureRecord::to(topic)
         .key(batch.tenant.as_str())
         .payload(batch.payload.as_ref())
         .headers(headers_of(batch));
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
     send(ctx, topic, record).await
 }
 
@@ -236,53 +250,6 @@ async fn send(
         }
         Err((e, _)) => Err(unavailable(format!("cannot produce to {topic}"), e)),
     }
-}
-
-/// Creates `topic` (partitions, replication and retention from `topics`) unless it is known
-/// to exist.
-async fn ensure_topic(ctx: &Context, topic: &str) -> Result<(), BufferError> {
-    if ctx
-        .topics
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .contains(topic)
-    {
-        return Ok(());
-    }
-    let settings = &ctx.config.topics;
-    let retention_ms = settings.retention.as_millis().to_string();
-    let retention_bytes = settings.retention_mib.saturating_mul(1 << 20).to_string();
-    let mut new = NewTopic::new(
-        topic,
-        settings.partitions,
-        TopicReplication::Fixed(settings.replication_factor),
-    );
-    if !settings.retention.is_zero() {
-        new = new.set("retention.ms", &retention_ms);
-    }
-    if settings.retention_mib > 0 {
-        new = new.set("retention.bytes", &retention_bytes);
-    }
-    let options = AdminOptions::new()
-        .operation_timeout(Some(ctx.config.publish_timeout))
-        .request_timeout(Some(ctx.config.publish_timeout));
-    let what = || format!("cannot create the Kafka topic {topic}");
-    let created = ctx
-        .admin
-        .create_topics([&new], &options)
-        .await
-        .map_err(|e| unavailable(what(), e))?;
-    for result in created {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(unavailable(what(), KafkaError::AdminOp(code))),
-        }
-    }
-    ctx.topics
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(topic.to_string());
-    Ok(())
 }
 
 #[async_trait]

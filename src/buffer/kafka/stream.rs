@@ -218,7 +218,7 @@ async fn bury(
     records: Vec<Record>,
     reason: String,
 ) -> Result<(), BufferError> {
-    ensure_topic(&ctx, &topic).await?;
+    ensure_topic(&ctx, &topic, ctx.config.topics.partitions).await?;
     let sends = records.iter().map(|record| {
         let headers = record
             .headers
