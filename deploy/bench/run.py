@@ -921,9 +921,10 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
     if others:
         lines.append(f"CPU taken by other processes on the machine during the runs (noise): median "
                      f"{statistics.median(others):.2f} cores, max {others[-1]:.2f} of {os.cpu_count()}.")
-    lines.append("")
-    lines.append("| scenario | spans/req | load | daemon | spans/s | CPU-s / M spans | peak RSS MiB | p50 ms | p99 ms | refused / lost / dup |")
-    lines.append("|---|---:|---|---|---:|---:|---:|---:|---:|---|")
+    if COMPARISONS:
+        lines.append("")
+        lines.append("| scenario | spans/req | load | daemon | spans/s | CPU-s / M spans | peak RSS MiB | p50 ms | p99 ms | refused / lost / dup |")
+        lines.append("|---|---:|---|---|---:|---:|---:|---:|---:|---|")
     seen = set()
     for c in COMPARISONS:
         for spans in c.spans:

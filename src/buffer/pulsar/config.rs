@@ -146,8 +146,9 @@ pub struct CoalesceConfig {
     #[serde(default = "default_coalesce_bytes")]
     pub max_bytes: usize,
     /// Longest the first request of a message waits for others to join it, e.g. `5ms` (the
-    /// default); the wait ends sooner once no request came for a fifth of it. `0s` merges
-    /// only requests that are already waiting.
+    /// default). It waits only while two messages of its topic await their receipts, and
+    /// goes out as soon as one of them settles. `0s` merges only requests that are already
+    /// waiting.
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub max_linger: Duration,
 }
