@@ -7,6 +7,7 @@
 //! * `POST /reset?run=N` — start counting run `N` (spans of other runs count as `stale`);
 //! * `GET /stats` — JSON counts and end-to-end latency percentiles of the current run;
 //! * `GET /received` — the received bitset (little-endian `u64` words, bit = sequence number);
+//! * `POST /delay?ms=N` — answer every export N ms after it arrived (0: at once);
 //! * `GET /tenants` — per tenant (the index the sender put in every trace id): spans, first and
 //!   last receipt, end-to-end latency percentiles, requests, and the tenant header
 //!   (`--tenant-header`, default `x-scope-orgid`) those requests carried, if any.
@@ -22,6 +23,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -103,6 +105,9 @@ impl RunState {
 struct Sink {
     state: Arc<Mutex<RunState>>,
     tenant_header: Arc<str>,
+    /// How long each export is answered after it arrived (`POST /delay?ms=N`): a backend
+    /// slow enough that one exporter process cannot keep up (S8).
+    delay_ms: Arc<AtomicU64>,
 }
 
 pub async fn run(
@@ -113,6 +118,7 @@ pub async fn run(
     let sink = Sink {
         state: Arc::default(),
         tenant_header: tenant_header.to_ascii_lowercase().into(),
+        delay_ms: Arc::default(),
     };
     let grpc_listener = tokio::net::TcpListener::bind(listen).await?;
     let control_listener = tokio::net::TcpListener::bind(control).await?;
@@ -130,6 +136,7 @@ pub async fn run(
         .route("/stats", axum::routing::get(stats))
         .route("/received", axum::routing::get(received))
         .route("/tenants", axum::routing::get(tenants))
+        .route("/delay", axum::routing::post(delay))
         .with_state(sink);
     let control = axum::serve(control_listener, app);
     tokio::select! {
@@ -141,16 +148,31 @@ pub async fn run(
 
 // === control ===
 
+/// The value of `key` in the request's query string.
+fn query<T: std::str::FromStr>(uri: &http::Uri, key: &str) -> Option<T> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+async fn delay(
+    axum::extract::State(sink): axum::extract::State<Sink>,
+    uri: http::Uri,
+) -> (http::StatusCode, String) {
+    let Some(ms) = query::<u64>(&uri, "ms") else {
+        return (http::StatusCode::BAD_REQUEST, "ms=N required\n".into());
+    };
+    sink.delay_ms.store(ms, Ordering::Relaxed);
+    (http::StatusCode::OK, format!("delay {ms} ms\n"))
+}
+
 async fn reset(
     axum::extract::State(sink): axum::extract::State<Sink>,
     uri: http::Uri,
 ) -> (http::StatusCode, String) {
-    let run = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("run="))
-        .and_then(|v| v.parse::<u16>().ok());
+    let run = query::<u16>(&uri, "run");
     let Some(run) = run else {
         return (
             http::StatusCode::BAD_REQUEST,
@@ -215,7 +237,14 @@ impl tower::Service<http::Request<Body>> for TraceSink {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let sink = self.0.clone();
-        Box::pin(async move { Ok(handle(&sink, request).await) })
+        Box::pin(async move {
+            let response = handle(&sink, request).await;
+            let delay = sink.delay_ms.load(Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            }
+            Ok(response)
+        })
     }
 }
 

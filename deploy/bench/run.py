@@ -55,6 +55,13 @@ Scenarios (configs in deploy/bench/configs/):
       tenant's delivered spans/s, and of the quiet tenants' per-tenant end-to-end p99 the
       median and the worst (with ~10 samples/s per tenant a run's p99 is close to its max).
       Runs last max(BENCH_DURATION, S5_MIN_DURATION) seconds.
+  S8  One tenant too big for one exporter process (Kafka, the bench's broker): an ingest-only
+      Sluice and 1 or 2 export-only Sluice processes in one consumer group, the tenant's topic
+      with 4 partitions of its own (topics.tenant_partitions), batches of 250 spans, and the
+      sink answering every export S8_SINK_DELAY_MS late, so one exporter process cannot take
+      the fixed load (100 spans/request, 20 000 spans/s). Sluice alone (the Collector's kafka
+      receiver cannot split one tenant's records over processes by itself). Reported: the
+      spans/s delivered with 1 and 2 exporter processes, and their ratio.
   IDLE  Each daemon as a user starts it and then leaves it alone: Sluice with the S3 config
       (disk buffer), the Collector with its S3 config (in-memory queue). Measured IDLE_WINDOW_S
       seconds after it is ready (its timers have all fired by then): resident memory (VmRSS)
@@ -71,7 +78,7 @@ the daemon's processes), end-to-end latency p50/p99 (span send time -> sink rece
 spans refused, lost (acknowledged, never received) and duplicated.
 
 Environment: BENCH_QUICK=1 (one repetition, shorter windows, 100 spans/request only: ~5 min),
-BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,S2,S3,S4,S5,S6,S7,IDLE; default
+BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,...,S8,IDLE; default
 all),
 BENCH_OUT (results directory; default target/sluice-bench), BENCH_PORT_BASE (default 24300).
 `run.py --report results-XXX.json` prints the tables of an earlier run again.
@@ -110,7 +117,7 @@ NATSCLI_SCRIPT = REPO / "deploy" / "bench" / "natscli.sh"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 DURATION = float(os.environ.get("BENCH_DURATION", "4" if QUICK else "6"))
-ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6,S7,IDLE").split(",") if s.strip()}
+ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6,S7,S8,IDLE").split(",") if s.strip()}
 # S4's "cost against pass-through" divides by S3 of the same run.
 S3_FOR_S4 = "S4" in ONLY and "S3" not in ONLY
 ONLY |= {"S3"} if S3_FOR_S4 else set()
@@ -140,6 +147,9 @@ NOISY_SPANS = 100
 S5_MIN_DURATION = 10.0
 S5_DURATION = max(DURATION, S5_MIN_DURATION)
 S5_MODES = ("tenants", "quiet-only")
+# S8: how late the sink answers each export, and the exporter processes compared.
+S8_SINK_DELAY_MS = 100
+S8_EXPORTERS = (1, 2)
 # IDLE: how long each daemon is left alone once ready, then measured.
 IDLE_WINDOW_S = 10.0
 IDLE_VARIANTS = ("sluice-interval", "otelcol-memory")
@@ -187,7 +197,7 @@ CEILING_MIN_PER_CLIENT = 20
 class Broker:
     """A broker the bench starts itself for the scenario that needs it."""
 
-    scenario: str
+    scenarios: tuple[str, ...]
     label: str
     script: Path
     env: dict[str, str]
@@ -204,11 +214,11 @@ class Broker:
 
 
 BROKERS = {
-    "pulsar": Broker("S2", "Pulsar standalone broker", PULSAR_SCRIPT, PULSAR_ENV,
+    "pulsar": Broker(("S2",), "Pulsar standalone broker", PULSAR_SCRIPT, PULSAR_ENV,
                      Path(PULSAR_ENV["PULSAR_RUN_DIR"]) / "pulsar.pid"),
-    "kafka": Broker("S6", "Kafka broker (KRaft)", KAFKA_SCRIPT, KAFKA_ENV,
+    "kafka": Broker(("S6", "S8"), "Kafka broker (KRaft)", KAFKA_SCRIPT, KAFKA_ENV,
                     Path(KAFKA_ENV["KAFKA_RUN_DIR"]) / "kafka.pid"),
-    "nats": Broker("S7", "NATS server (JetStream)", NATS_SCRIPT, NATS_ENV,
+    "nats": Broker(("S7",), "NATS server (JetStream)", NATS_SCRIPT, NATS_ENV,
                    Path(NATS_ENV["NATS_RUN_DIR"]) / "nats.pid"),
 }
 
@@ -240,6 +250,8 @@ class Variant:
     broker: str = ""
     # Extra arguments of `loadgen send` for this variant's runs (S4's span options).
     loadgen: tuple[str, ...] = ()
+    # How late the sink answers each export during this variant's runs (S8).
+    sink_delay_ms: int = 0
 
 
 def sluice(config: str, **env: str) -> list[ProcSpec]:
@@ -249,6 +261,18 @@ def sluice(config: str, **env: str) -> list[ProcSpec]:
 
 def sluice_disk(fsync: str, config: str = "sluice-disk.yaml") -> list[ProcSpec]:
     return sluice(config, BENCH_FSYNC=fsync)
+
+
+def sluice_scaled(exporters: int) -> list[ProcSpec]:
+    """S8: an ingest-only Sluice, then `exporters` export-only ones, each on ports of its own."""
+    config = "sluice-kafka-scale.yaml"
+    procs = sluice(config, BENCH_RECEIVERS="[otlp]", BENCH_EXPORTERS="[]")
+    for i in range(exporters):
+        keys = ("BENCH_DAEMON_ENDPOINT", "BENCH_METRICS_ENDPOINT", "BENCH_HEALTH_ENDPOINT", "BENCH_ADMIN_ENDPOINT")
+        ports = {key: f"127.0.0.1:{PORT + 140 + 10 * i + n}" for n, key in enumerate(keys)}
+        ready = ("http", f"http://{ports['BENCH_HEALTH_ENDPOINT']}/readyz")
+        procs.append(ProcSpec(SLUICE_BIN, config, {**ports, "BENCH_RECEIVERS": "[]", "BENCH_EXPORTERS": "[otlp]"}, ready))
+    return procs
 
 
 def otelcol(config: str, **env: str) -> ProcSpec:
@@ -311,6 +335,8 @@ VARIANTS = {
                 sluice_disk("interval", "sluice-processors.yaml"), loadgen=S4_LOADGEN),
         Variant("otelcol-processors", "otelcol", "Collector, filter + attributes, in-memory queue",
                 [otelcol("otelcol-processors.yaml")], loadgen=S4_LOADGEN),
+        *(Variant(f"sluice-scale-{n}", "sluice", f"Sluice, Kafka, {n} exporter process{'es' if n > 1 else ''}",
+                  sluice_scaled(n), broker="kafka", sink_delay_ms=S8_SINK_DELAY_MS) for n in S8_EXPORTERS),
         Variant("sluice-tenants", "sluice", "Sluice, disk buffer (fsync: interval)",
                 sluice_disk("interval", "sluice-tenants.yaml")),
         Variant("otelcol-tenants", "otelcol", "Collector, batch per tenant, in-memory queue",
@@ -336,6 +362,7 @@ class Comparison:
     collector: str
     spans: tuple[int, ...]
     note: str
+    modes: tuple[str, ...] = ("saturation", "fixed")
 
 
 COMPARISONS = [
@@ -346,12 +373,14 @@ COMPARISONS = [
     Comparison("S2", "sluice-pulsar", "otelcol-pulsar", (1, 100, 1000), "Pulsar buffer vs pulsarexporter/pulsarreceiver"),
     Comparison("S6", "sluice-kafka", "otelcol-kafka", (1, 100, 1000), "Kafka buffer vs kafka exporter/receiver"),
     Comparison("S7", "sluice-nats", "", (1, 100, 1000), "NATS buffer vs the broker's own publish ceiling"),
+    *(Comparison("S8", f"sluice-scale-{n}", "", (100,), f"one tenant, {n} exporter process(es)", ("fixed",))
+      for n in S8_EXPORTERS),
     Comparison("S4", "sluice-processors", "otelcol-processors", (1, 100, 1000),
                "filter + attributes: disk buffer (interval) vs in-memory queue"),
 ]
 if QUICK:
     COMPARISONS = [
-        Comparison(c.scenario, c.sluice, c.collector, (100,), c.note) for c in COMPARISONS
+        Comparison(c.scenario, c.sluice, c.collector, (100,), c.note, c.modes) for c in COMPARISONS
     ]
 COMPARISONS = [c for c in COMPARISONS if c.scenario in ONLY]
 MODES = ("saturation", "fixed")
@@ -446,6 +475,13 @@ class Running:
         return codes
 
 
+def sink_delay(ms: int) -> None:
+    """Makes the sink answer every export `ms` late (S8), or at once (0)."""
+    req = urllib.request.Request(f"http://{SINK_CONTROL}/delay?ms={ms}", method="POST")
+    with urllib.request.urlopen(req, timeout=5) as answer:
+        answer.read()
+
+
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as r:
@@ -505,6 +541,7 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
     running = Running(variant, run_no, logdir)
     started = time.monotonic()
     try:
+        sink_delay(variant.sink_delay_ms)
         running.start()
         rate = FIXED_RATES[spans] if mode == "fixed" else 0
         argv = [
@@ -552,6 +589,8 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
         split["other"] = max(0.0, busy - sum(split.values()))
         result["machine_cores"] = {k: v / wall for k, v in split.items()}
     finally:
+        if variant.sink_delay_ms:
+            sink_delay(0)
         # A daemon that died during the run, or did not stop cleanly, fails the run.
         died = [p.returncode for p in running.procs if p.poll() is not None]
         codes = running.stop()
@@ -664,9 +703,9 @@ def cells() -> list[tuple[str, int, str, list[str]]]:
     """(group, spans, mode, variants) in run order; a variant measured once per cell."""
     out: dict[tuple[str, int, str], list[str]] = {}
     for c in COMPARISONS:
-        group = next((name for name, b in BROKERS.items() if b.scenario == c.scenario), "disk")
+        group = next((name for name, b in BROKERS.items() if c.scenario in b.scenarios), "disk")
         for spans in c.spans:
-            for mode in MODES:
+            for mode in c.modes:
                 vs = out.setdefault((group, spans, mode), [])
                 for v in (c.sluice, c.collector):
                     if v and v not in vs:
@@ -754,12 +793,14 @@ def main() -> int:
                 broker = BROKERS[group]
                 log(f"starting the bench's {broker.label}")
                 if broker.run("start").returncode != 0:
-                    failures.append(f"{broker.scenario}: the {broker.label} did not start")
+                    failures.append(f"{'/'.join(broker.scenarios)}: the {broker.label} did not start")
                     continue
                 started_broker = broker
                 # A fresh broker is cold (a JVM's first minute is slower). Warm it with the
                 # daemons' traffic before anything is measured (results discarded).
                 for key in dict.fromkeys(v for c in group_cells for v in c[3]):
+                    if VARIANTS[key].sink_delay_ms:
+                        continue  # a slow backend at saturation would not drain; the others warm the broker
                     run_no += 1
                     try:
                         r = measure(VARIANTS[key], 100, "saturation", run_no, logdir, duration=WARMUP_S)
@@ -928,7 +969,7 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
     seen = set()
     for c in COMPARISONS:
         for spans in c.spans:
-            for mode in MODES:
+            for mode in c.modes:
                 for key in (c.sluice, c.collector):
                     if not key or (c.scenario, key, spans, mode) in seen:
                         continue
@@ -977,6 +1018,8 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
         lines += render_s5(results)
     if any(r["variant"] == "sluice-nats" for r in results) or ceilings or (LIVE and "S7" in ONLY):
         lines += render_s7(by, ceilings)
+    if any(r["variant"].startswith("sluice-scale-") for r in results) or (LIVE and "S8" in ONLY):
+        lines += render_s8(by)
     if idle or (LIVE and "IDLE" in ONLY):
         lines += render_idle(idle)
     problems = [r for r in results if r["missing_spans"] or r["duplicate_spans"] or r.get("healthz_received")
@@ -995,6 +1038,27 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
         lines.append("Failed runs:")
         lines += [f"- {f}" for f in failures]
     return "\n".join(lines) + "\n"
+
+
+def render_s8(by: dict[tuple[str, int, str], list[dict]]) -> list[str]:
+    lines = ["", f"S8, one tenant (4 partitions) through Kafka, sink answering {S8_SINK_DELAY_MS} ms late, "
+                 f"fixed {FIXED_RATES[100]:,} spans/s at 100 spans/request (medians):", "",
+             "| exporter processes | spans/s delivered | CPU-s / M spans (all processes) | p99 ms | refused / lost / dup |",
+             "|---:|---:|---:|---:|---|"]
+    sps = {}
+    for n in S8_EXPORTERS:
+        rs = by.get((f"sluice-scale-{n}", 100, "fixed"), [])
+        if not rs:
+            lines.append(f"| {n} | no result | | | |")
+            continue
+        s = summarize(rs, "fixed")
+        # Delivered over first send -> last receipt: the export rate, whatever was offered.
+        sps[n] = med(rs, lambda r: r["delivered_sps"])
+        lines.append(f"| {n} | {fmt(sps[n])} | {fmt(s['cpu'], 2)} | {fmt(s['p99'])} | {s['refused']} / {s['lost']} / {s['dup']} |")
+    if len(sps) == len(S8_EXPORTERS):
+        lines += ["", f"Delivered with {S8_EXPORTERS[-1]} exporter processes / with {S8_EXPORTERS[0]}: "
+                      f"{ratio(sps[S8_EXPORTERS[-1]], sps[S8_EXPORTERS[0]])}."]
+    return lines
 
 
 def render_idle(idle: list[dict]) -> list[str]:
