@@ -79,13 +79,10 @@ impl Broker {
                 )
             }
             Broker::Kafka => {
-                let topic = format!("topic: '{run}-{{signal}}-{{tenant}}'");
-                let dead = format!("dead_letter_topic: '{run}-dlq-{{signal}}-{{tenant}}'");
-                let group = format!("consumer: {{ group: {run} }}");
-                config.with_kafka(
-                    &kafka::brokers(),
-                    &["publish_timeout: 3s", &topic, &dead, &group],
-                )
+                let mut lines = vec!["publish_timeout: 3s".to_string()];
+                lines.extend(kafka::run_lines(run, ""));
+                let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+                config.with_kafka(&kafka::brokers(), &lines)
             }
         }
     }

@@ -75,13 +75,9 @@ impl Under {
                 )
             }
             Kind::Kafka => {
-                let topic = format!("topic: '{run}-{{signal}}-{{tenant}}'");
-                let dead = format!("dead_letter_topic: '{run}-dlq-{{signal}}-{{tenant}}'");
-                let consumer = format!("consumer: {{ group: {run} }}");
-                config.with_kafka(
-                    &common::kafka::brokers(),
-                    &[topic.as_str(), dead.as_str(), consumer.as_str()],
-                )
+                let lines = common::kafka::run_lines(run, "");
+                let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+                config.with_kafka(&common::kafka::brokers(), &lines)
             }
         }
     }

@@ -25,10 +25,8 @@ fn kafka_config(
     brokers: &str,
     extra: &[&str],
 ) -> SluiceConfig {
-    let topic = format!("topic: '{run}-{{signal}}-{{tenant}}'");
-    let dead = format!("dead_letter_topic: '{run}-dlq-{{signal}}-{{tenant}}'");
-    let group = format!("consumer: {{ group: {run} }}");
-    let mut lines = vec![topic.as_str(), dead.as_str(), group.as_str()];
+    let lines = common::kafka::run_lines(run, "");
+    let mut lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     lines.extend_from_slice(extra);
     SluiceConfig::new(dir, backend_port).with_kafka(brokers, &lines)
 }
@@ -207,13 +205,10 @@ async fn a_record_that_is_not_otlp_is_dead_lettered_and_what_follows_flows() {
     let dir = temp_dir();
     let backend = Backend::start().await;
     let run = common::pulsar::tenant("kafkagarbage");
-    let consumer = format!("consumer: {{ group: {run}, tenants: [acme] }}");
-    let topic = format!("topic: '{run}-{{signal}}-{{tenant}}'");
-    let dead = format!("dead_letter_topic: '{run}-dlq-{{signal}}-{{tenant}}'");
-    let config = SluiceConfig::new(dir.path(), backend.port()).with_kafka(
-        &common::kafka::brokers(),
-        &[topic.as_str(), dead.as_str(), consumer.as_str()],
-    );
+    let lines = common::kafka::run_lines(&run, "tenants: [acme]");
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let config =
+        SluiceConfig::new(dir.path(), backend.port()).with_kafka(&common::kafka::brokers(), &lines);
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
     // The fixed tenant's topic is created by Sluice's consumer; another producer writes to it.
     let tenant_topic = format!("{run}-traces-acme");
@@ -259,15 +254,9 @@ async fn a_tenant_with_partitions_of_its_own_is_shared_by_two_exporter_processes
     let partitions = format!("topics: {{ tenant_partitions: {{ {tenant}: 4 }} }}");
     // The exporters find the topic the ingest process creates by listing topics.
     let config = |receive: bool| {
-        let topic = format!("topic: '{run}-{{signal}}-{{tenant}}'");
-        let dead = format!("dead_letter_topic: '{run}-dlq-{{signal}}-{{tenant}}'");
-        let group = format!("consumer: {{ group: {run}, refresh_interval: 1s }}");
-        let lines = [
-            topic.as_str(),
-            dead.as_str(),
-            group.as_str(),
-            partitions.as_str(),
-        ];
+        let mut lines = common::kafka::run_lines(&run, "refresh_interval: 1s");
+        lines.push(partitions.clone());
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         let mut config = SluiceConfig::new(dir.path(), backend.port())
             .with_kafka(&common::kafka::brokers(), &lines);
         config.receive = receive;

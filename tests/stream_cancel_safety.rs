@@ -166,16 +166,8 @@ async fn pulsar_next_loses_nothing_when_dropped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_next_loses_nothing_when_dropped() {
     let run = common::pulsar::tenant("cancel");
-    let brokers: Vec<String> = common::kafka::brokers()
-        .split(',')
-        .map(|b| format!("{b:?}"))
-        .collect();
-    let yaml = format!(
-        "brokers: [{}]\n\
-         topic: '{run}-{{signal}}-{{tenant}}'\n\
-         dead_letter_topic: '{run}-dlq-{{signal}}-{{tenant}}'\n\
-         consumer: {{ group: {run} }}",
-        brokers.join(", ")
-    );
+    let mut lines = vec![common::kafka::brokers_yaml(&common::kafka::brokers())];
+    lines.extend(common::kafka::run_lines(&run, ""));
+    let yaml = lines.join("\n");
     every_record_survives_dropped_reads("kafka", &yaml, &format!("k-{run}")).await;
 }

@@ -120,8 +120,7 @@ impl SluiceConfig {
 
     /// Buffers through the Kafka brokers at `brokers` (`host:port,…`).
     pub fn with_kafka(self, brokers: &str, extra: &[&str]) -> Self {
-        let list: Vec<String> = brokers.split(',').map(|b| format!("{b:?}")).collect();
-        self.with_broker("kafka", format!("brokers: [{}]", list.join(", ")), extra)
+        self.with_broker("kafka", super::kafka::brokers_yaml(brokers), extra)
     }
 
     fn with_broker(mut self, kind: &'static str, address: String, extra: &[&str]) -> Self {

@@ -13,6 +13,23 @@ pub fn brokers() -> String {
     env("SLUICE_KAFKA_BROKERS")
 }
 
+/// `brokers: [...]` of a Kafka buffer config for `brokers` (`host:port,…`).
+pub fn brokers_yaml(brokers: &str) -> String {
+    let list: Vec<String> = brokers.split(',').map(|b| format!("{b:?}")).collect();
+    format!("brokers: [{}]", list.join(", "))
+}
+
+/// The topic, dead-letter topic and consumer group of test run `run` (names no other run
+/// shares on the broker); `consumer` adds keys to the consumer, e.g. `tenants: [acme]`.
+pub fn run_lines(run: &str, consumer: &str) -> Vec<String> {
+    let sep = if consumer.is_empty() { "" } else { ", " };
+    vec![
+        format!("topic: '{run}-{{signal}}-{{tenant}}'"),
+        format!("dead_letter_topic: '{run}-dlq-{{signal}}-{{tenant}}'"),
+        format!("consumer: {{ group: {run}{sep}{consumer} }}"),
+    ]
+}
+
 /// An environment variable `deploy/kafka/server.sh env` sets.
 pub fn env(name: &str) -> String {
     match std::env::var(name) {
