@@ -348,9 +348,14 @@ EOF_LOG4J
 }
 
 # A fresh cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid format;
-# what 'kafka-storage random-uuid' prints, without starting a JVM for it).
+# what 'kafka-storage random-uuid' prints, without starting a JVM for it). Like Kafka's own,
+# never one starting with '-': the format command would take it for an option (1 in 64).
 random_cluster_id() {
-    head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+    local id=-
+    while [ "${id#-}" != "$id" ]; do
+        id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    done
+    printf '%s\n' "$id"
 }
 
 format_storage() {
