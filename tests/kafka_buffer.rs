@@ -319,20 +319,25 @@ async fn a_tenant_topic_grows_when_its_tenant_is_given_more_partitions() {
     let after = kafka_config(dir.path(), backend.port(), &run, &brokers, &grown);
     let sluice = SluiceProcess::start(&after.with_fresh_ports().yaml(), dir.path()).await;
     let client = channel(&sluice.otlp_endpoint()).await;
-    let spans = named_spans("acme-grown", 100, 6);
-    let names: std::collections::BTreeSet<String> = spans.iter().map(|s| s.name.clone()).collect();
-    // One span per request: three requests fill each of the three partitions once.
-    for span in spans {
-        export_traces(
-            &client,
-            Some("acme"),
-            trace_request("svc", None, vec![span]),
-        )
-        .await
-        .expect("accepted");
-    }
+    // One span per request, until every partition has some: the grown ones are used too.
+    let mut names = std::collections::BTreeSet::new();
+    wait_for("records in every partition", WAIT, || {
+        let (client, topic) = (client.clone(), topic.clone());
+        let seq = 100 + names.len() as u64;
+        let span = named_spans(&format!("acme-grown-{seq}"), seq, 1);
+        names.extend(span.iter().map(|s| s.name.clone()));
+        async move {
+            export_traces(&client, Some("acme"), trace_request("svc", None, span))
+                .await
+                .unwrap_or_else(|status| panic!("refused: {status:?}"));
+            let per_partition = common::kafka::records_per_partition(&topic).await;
+            if per_partition.len() == 3 && per_partition.iter().all(|&n| n > 0) {
+                Ok(())
+            } else {
+                Err(format!("{per_partition:?}"))
+            }
+        }
+    })
+    .await;
     backend.wait_span_names("acme", &names, WAIT).await;
-    let per_partition = common::kafka::records_per_partition(&topic).await;
-    assert_eq!(per_partition.len(), 3, "{per_partition:?}");
-    assert!(per_partition.iter().all(|&n| n > 0), "{per_partition:?}");
 }

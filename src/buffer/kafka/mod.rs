@@ -222,14 +222,27 @@ async fn produce(
     partition: Option<i32>,
     batch: &Batch,
 ) -> Result<(), BufferError> {
-    let mut record = FutureRecord::to(topic)
-        .key(batch.tenant.as_str())
-        .payload(batch.payload.as_ref())
-        .headers(headers_of(batch));
+    let record = |partition: Option<i32>| {
+        let record = FutureRecord::to(topic)
+            .key(batch.tenant.as_str())
+            .payload(batch.payload.as_ref())
+            .headers(headers_of(batch));
+        match partition {
+            Some(partition) => record.partition(partition),
+            None => record,
+        }
+    };
     if let Some(partition) = partition {
-        record = record.partition(partition);
+        let timeout = ctx.config.publish_timeout;
+        match ctx.producer.send(record(Some(partition)), timeout).await {
+            Ok(_) => return Ok(()),
+            // Partitions just added are unknown to the producer until it refreshes its
+            // metadata: the key decides meanwhile.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition), _)) => {}
+            Err((e, _)) => return Err(refused(topic, batch.payload.len(), e)),
+        }
     }
-    send(ctx, topic, record).await
+    send(ctx, topic, record(None)).await
 }
 
 /// Sends a record and waits for the brokers' acknowledgement.
@@ -242,13 +255,20 @@ async fn send(
     let timeout = ctx.config.publish_timeout;
     match ctx.producer.send(record, timeout).await {
         Ok(_) => Ok(()),
-        Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-            Err(BufferError::RecordTooLarge {
+        Err((e, _)) => Err(refused(topic, size, e)),
+    }
+}
+
+/// What the brokers' refusal of a record of `size` bytes means for the client.
+fn refused(topic: &str, size: usize, e: KafkaError) -> BufferError {
+    match e {
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => {
+            BufferError::RecordTooLarge {
                 size,
                 max: MAX_RECORD_BYTES,
-            })
+            }
         }
-        Err((e, _)) => Err(unavailable(format!("cannot produce to {topic}"), e)),
+        e => unavailable(format!("cannot produce to {topic}"), e),
     }
 }
 

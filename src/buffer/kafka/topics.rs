@@ -140,7 +140,9 @@ async fn grow(ctx: &Context, topic: &str, wanted: i32) -> Result<i32, BufferErro
         }
     }
     tracing::info!(%topic, from = count, to = wanted, "added partitions to the tenant's Kafka topic");
-    Ok(wanted)
+    // Read through the producer, which also refreshes what it knows of the topic; a partition
+    // it does not know yet is produced to by key instead (`produce`).
+    Ok(partition_count(ctx, topic).await?.min(wanted))
 }
 
 /// How many partitions the brokers' metadata gives `topic`.
