@@ -5,7 +5,9 @@
 //! (and resumed when it drains) while another tenant flows, a record that is not OTLP
 //! moved to the dead letters with its reason without holding up what follows, and a tenant
 //! given partitions of its own spread over them and shared by two exporter processes (its
-//! existing topic grown to that many).
+//! existing topic grown to that many), and an exporter that gives partitions up in a
+//! rebalance dropping what it read ahead of them, so they are exported once more at most for
+//! the deliveries it had out.
 
 mod common;
 
@@ -299,6 +301,93 @@ async fn a_tenant_with_partitions_of_its_own_is_shared_by_two_exporter_processes
         per_partition.iter().all(|&n| n > 0),
         "the tenant's records are spread over its partitions: {per_partition:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exporter_drops_what_it_read_ahead_of_partitions_a_rebalance_took_away() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let run = common::pulsar::tenant("revoke");
+    let tenant = "big";
+    backend.fail_tenant(tenant, Code::Unavailable);
+    let partitions = format!("topics: {{ tenant_partitions: {{ {tenant}: 4 }} }}");
+    let config = |receive: bool| {
+        let mut lines = common::kafka::run_lines(&run, "refresh_interval: 1s");
+        lines.push(partitions.clone());
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut config = SluiceConfig::new(dir.path(), backend.port())
+            .with_kafka(&common::kafka::brokers(), &lines);
+        config.receive = receive;
+        config.export = !receive;
+        // One record per delivery: what a exports twice is bounded by its deliveries out.
+        config.batch_traces = false;
+        config
+    };
+    let a = SluiceProcess::start(&config(false).yaml(), dir.path()).await;
+    let ingest = SluiceProcess::start(&config(true).yaml(), dir.path()).await;
+
+    // ~14 MiB over the 4 partitions while the backend refuses: a holds 4 deliveries out and
+    // reads ahead until its stream holds 8 MiB, then pauses the topic.
+    let client = channel(&ingest.otlp_endpoint()).await;
+    let (requests, spans) = (60u64, 200usize);
+    let mut sent = std::collections::BTreeSet::new();
+    for r in 0..requests {
+        let mut batch = named_spans(&format!("{tenant}-{r}"), r * 1000, spans);
+        for span in &mut batch {
+            span.attributes.push(kv_str("padding", &"x".repeat(1024)));
+        }
+        sent.extend(batch.iter().map(|s| s.name.clone()));
+        export_traces(&client, Some(tenant), trace_request("svc", None, batch))
+            .await
+            .expect("accepted");
+    }
+    let traces = [("signal", "traces")];
+    wait_for("a read ahead and paused", WAIT, || async {
+        match a.metric("sluice_kafka_paused_topics", &traces).await {
+            1.0 => Ok(()),
+            n => Err(n.to_string()),
+        }
+    })
+    .await;
+
+    // b joins the group and takes a share of the partitions from a. a's stream hears of it
+    // when it is next asked for a delivery, before it hands out anything more.
+    let b = SluiceProcess::start(&config(false).with_fresh_ports().yaml(), dir.path()).await;
+    wait_for("b exporting a share", WAIT, || async {
+        match b.metric("sluice_exporter_retries_total", &[]).await {
+            n if n > 0.0 => Ok(()),
+            n => Err(n.to_string()),
+        }
+    })
+    .await;
+
+    backend.heal_tenant(tenant);
+    backend.wait_span_names(tenant, &sent, WAIT * 2).await;
+    let dropped = a
+        .metric("sluice_kafka_revoked_records_total", &[("tenant", tenant)])
+        .await;
+    assert!(
+        dropped > 0.0,
+        "a dropped what it read of the partitions b took"
+    );
+    let topic = format!("{run}-traces-{tenant}");
+    wait_for("every record committed", WAIT, || async {
+        let uncommitted = common::kafka::uncommitted_per_partition(&topic, &run).await;
+        if uncommitted.iter().all(|&n| n == 0) {
+            Ok(())
+        } else {
+            Err(format!("{uncommitted:?}"))
+        }
+    })
+    .await;
+    // Only the deliveries a had out when its partitions went to b are exported twice.
+    let duplicates = backend.span_count(tenant) - sent.len();
+    let bound = 4 * spans;
+    assert!(
+        duplicates <= bound,
+        "{duplicates} spans exported twice, more than a's 4 deliveries out ({bound})"
+    );
+    drop(b);
 }
 
 #[tokio::test(flavor = "multi_thread")]

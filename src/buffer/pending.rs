@@ -43,6 +43,21 @@ impl<T> Pending<T> {
         self.queue.len()
     }
 
+    /// Removes the records whose handle matches, keeping the order of the rest; returns how
+    /// many records and payload bytes went.
+    pub fn remove_where(&mut self, matches: impl Fn(&T) -> bool) -> (usize, usize) {
+        let (mut records, mut bytes) = (0, 0);
+        self.queue.retain(|(handle, batch)| {
+            let gone = matches(handle);
+            if gone {
+                records += 1;
+                bytes += batch.payload.len();
+            }
+            !gone
+        });
+        (records, bytes)
+    }
+
     /// Whether the records held add up to fewer items than a delivery should wait for.
     pub fn below_minimum(&self, limits: &ReadLimits) -> bool {
         let items: u64 = self.queue.iter().map(|(_, b)| u64::from(b.items)).sum();
@@ -127,5 +142,20 @@ mod tests {
         let tiny = ReadLimits::single_record();
         assert_eq!(pending.take(&tiny, 8).unwrap().handles, vec!['c']);
         assert!(pending.take(&tiny, 9).is_none());
+    }
+
+    #[test]
+    fn removes_matching_records_and_keeps_the_order_of_the_rest() {
+        let mut pending = Pending::default();
+        for (handle, len) in [(1, 10), (2, 20), (3, 30), (4, 40)] {
+            pending.push(handle, batch(1, len, None));
+        }
+        assert_eq!(pending.remove_where(|h| h % 2 == 0), (2, 60));
+        assert_eq!(pending.remove_where(|h| *h > 10), (0, 0));
+        let taken = pending.take(&ReadLimits::single_record(), 0).unwrap();
+        assert_eq!(taken.handles, vec![1]);
+        let taken = pending.take(&ReadLimits::single_record(), 1).unwrap();
+        assert_eq!(taken.handles, vec![3]);
+        assert!(pending.is_empty());
     }
 }

@@ -8,6 +8,15 @@ use tokio::net::TcpStream;
 
 /// `GET path` over a fresh connection; returns the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    http_get_within(addr, path, Duration::from_secs(10)).await
+}
+
+/// [`http_get`], failing after `bound`.
+pub async fn http_get_within(
+    addr: SocketAddr,
+    path: &str,
+    bound: Duration,
+) -> Result<(u16, String), String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr)
             .await
@@ -25,7 +34,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Str
             .map_err(|e| format!("read: {e}"))?;
         parse_response(&raw)
     };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
+    tokio::time::timeout(bound, exchange)
         .await
         .map_err(|_| format!("GET {path} on {addr} timed out"))?
 }
@@ -77,9 +86,11 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// The Prometheus text exposition from `GET /metrics` on `addr`.
+/// The Prometheus text exposition from `GET /metrics` on `addr`. Bounded generously: with
+/// tens of thousands of tenants (tests/many_tenants.rs) a debug build renders it for seconds,
+/// longer on a busy machine.
 pub async fn metrics_text(addr: SocketAddr) -> String {
-    match http_get(addr, "/metrics").await {
+    match http_get_within(addr, "/metrics", Duration::from_secs(60)).await {
         Ok((200, body)) => body,
         Ok((status, body)) => panic!("GET /metrics on {addr} answered {status}: {body}"),
         Err(e) => panic!("GET /metrics on {addr} failed: {e}"),

@@ -92,6 +92,47 @@ pub async fn records_per_partition(topic: &str) -> Vec<i64> {
     .expect("metadata task")
 }
 
+/// How many records of each partition of `topic` consumer group `group` has not committed
+/// past, by partition.
+pub async fn uncommitted_per_partition(topic: &str, group: &str) -> Vec<i64> {
+    let ends = records_per_partition(topic).await;
+    let (topic, group) = (topic.to_string(), group.to_string());
+    tokio::task::spawn_blocking(move || {
+        // Asking for a group's offsets does not join the group.
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("a Kafka client");
+        let timeout = Duration::from_secs(10);
+        let mut list = TopicPartitionList::new();
+        for p in 0..ends.len() as i32 {
+            list.add_partition(&topic, p);
+        }
+        let committed = client
+            .committed_offsets(list, timeout)
+            .expect("the group's committed offsets");
+        (0..ends.len())
+            .map(|p| {
+                let low_and_high = client
+                    .fetch_watermarks(&topic, p as i32, timeout)
+                    .expect("watermarks");
+                let at = match committed
+                    .find_partition(&topic, p as i32)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(at)) => at,
+                    _ => low_and_high.0,
+                };
+                low_and_high.1 - at
+            })
+            .collect()
+    })
+    .await
+    .expect("offsets task")
+}
+
 /// Writes one record with `payload` (no key, no headers) to `topic`, waiting for the broker.
 pub async fn produce(topic: &str, payload: &[u8]) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

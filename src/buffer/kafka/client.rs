@@ -5,15 +5,15 @@
 use rdkafka::admin::AdminClient;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{ConsumerContext, StreamConsumer};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
-use rdkafka::TopicPartitionList;
 
+use super::rebalance::GroupMember;
 use super::{GroupProtocol, KafkaBufferConfig};
 use crate::buffer::BufferError;
 
-/// Sends librdkafka's logs and errors to Sluice's log, and counts failed commits.
+/// Sends librdkafka's logs and errors to Sluice's log.
 #[derive(Clone, Default)]
 pub(super) struct Logged;
 
@@ -36,16 +36,6 @@ impl ClientContext for Logged {
         // Mostly brokers going away and coming back, which librdkafka rides out itself; what
         // it means for appends is reported through them.
         tracing::warn!(error = %error, "librdkafka: {reason}");
-    }
-}
-
-impl ConsumerContext for Logged {
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            // The records stay uncommitted: read again after a rebalance or restart, never lost.
-            metrics::counter!("sluice_kafka_commit_failures_total").increment(1);
-            tracing::warn!(error = %e, partitions = offsets.count(), "cannot commit Kafka offsets; those records may be exported again");
-        }
     }
 }
 
@@ -114,7 +104,10 @@ pub(super) fn admin(config: &KafkaBufferConfig) -> Result<AdminClient<Logged>, B
 }
 
 /// A consumer of the group that stores and commits offsets only when told (after export).
-pub(super) fn consumer(config: &KafkaBufferConfig) -> Result<StreamConsumer<Logged>, BufferError> {
+pub(super) fn consumer(
+    config: &KafkaBufferConfig,
+    member: GroupMember,
+) -> Result<StreamConsumer<GroupMember>, BufferError> {
     let mut c = common(config);
     c.set("group.id", &config.consumer.group)
         .set("enable.auto.commit", "false")
@@ -127,6 +120,6 @@ pub(super) fn consumer(config: &KafkaBufferConfig) -> Result<StreamConsumer<Logg
             .set("group.protocol", "classic")
             .set("partition.assignment.strategy", "cooperative-sticky"),
     };
-    c.create_with_context(Logged)
+    c.create_with_context(member)
         .map_err(|e| refused("consumer", e))
 }

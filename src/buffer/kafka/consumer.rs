@@ -1,6 +1,8 @@
 //! One signal's consumer in the group: subscribed to every tenant topic of the signal it
 //! knows of, it hands each record to its tenant's stream and pauses the partitions of a
-//! tenant whose stream holds too much that is not exported yet.
+//! tenant whose stream holds too much that is not exported yet. It tells a stream of the
+//! partitions a rebalance took away, so the stream drops what it read ahead of them
+//! (`rebalance.rs`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +15,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, Notify};
 
-use super::client::{self, Logged};
+use super::client;
+use super::rebalance::{Change, GroupMember, Rebalances};
 use super::stream::KafkaStream;
 use super::{ensure_topic, Context, StreamSender};
 use crate::buffer::BufferError;
@@ -70,9 +73,18 @@ impl Record {
     }
 }
 
+/// What the consumer hands a tenant's stream, in the order it happened.
+#[derive(Debug)]
+pub(super) enum Handed {
+    Record(Record),
+    /// These partitions went to another member of the group, which reads them again from
+    /// the committed offset.
+    Revoked(Vec<i32>),
+}
+
 /// What a tenant's stream is handed by the consumer.
 pub(super) struct Intake {
-    pub records: mpsc::UnboundedReceiver<Record>,
+    pub records: mpsc::UnboundedReceiver<Handed>,
     /// Bytes handed over and not yet handed out by the stream.
     pub queued: Arc<AtomicUsize>,
     /// Told by the stream when `queued` went down to [`RESUME_BYTES`].
@@ -81,7 +93,7 @@ pub(super) struct Intake {
 
 /// Where one tenant's records go.
 struct Feed {
-    records: mpsc::UnboundedSender<Record>,
+    records: mpsc::UnboundedSender<Handed>,
     /// Bytes sent to the stream and not yet handed out by it.
     queued: Arc<AtomicUsize>,
     partitions: BTreeSet<i32>,
@@ -95,8 +107,10 @@ pub(super) fn spawn(
     streams: StreamSender,
     told: mpsc::UnboundedReceiver<TenantId>,
 ) -> Result<(), BufferError> {
-    let consumer = Arc::new(client::consumer(&ctx.config)?);
-    tokio::spawn(run(ctx, signal, consumer, streams, told));
+    let member = GroupMember::default();
+    let rebalances = Arc::clone(&member.rebalances);
+    let consumer = Arc::new(client::consumer(&ctx.config, member)?);
+    tokio::spawn(run(ctx, signal, consumer, rebalances, streams, told));
     Ok(())
 }
 
@@ -108,13 +122,15 @@ enum Event {
     Refresh,
     /// A paused tenant's stream went down to [`RESUME_BYTES`].
     Drained,
+    Rebalanced,
     ReadFailed(rdkafka::error::KafkaError),
 }
 
 struct Run {
     ctx: Arc<Context>,
     signal: Signal,
-    consumer: Arc<StreamConsumer<Logged>>,
+    consumer: Arc<StreamConsumer<GroupMember>>,
+    rebalances: Arc<Rebalances>,
     streams: StreamSender,
     /// The topics subscribed to.
     topics: BTreeSet<String>,
@@ -126,7 +142,8 @@ struct Run {
 async fn run(
     ctx: Arc<Context>,
     signal: Signal,
-    consumer: Arc<StreamConsumer<Logged>>,
+    consumer: Arc<StreamConsumer<GroupMember>>,
+    rebalances: Arc<Rebalances>,
     streams: StreamSender,
     mut told: mpsc::UnboundedReceiver<TenantId>,
 ) {
@@ -135,6 +152,7 @@ async fn run(
         ctx: Arc::clone(&ctx),
         signal,
         consumer: Arc::clone(&consumer),
+        rebalances: Arc::clone(&rebalances),
         streams,
         topics: BTreeSet::new(),
         feeds: HashMap::new(),
@@ -158,8 +176,11 @@ async fn run(
             Some(tenant) = told.recv() => Event::Appended(tenant),
             _ = refresh.tick() => Event::Refresh,
             _ = drained.notified() => Event::Drained,
+            _ = rebalances.changed.notified() => Event::Rebalanced,
             read = consumer.recv() => match read {
                 Ok(message) => {
+                    // A rebalance in the poll that read this record comes first.
+                    run.apply_rebalances();
                     run.dispatch(&message);
                     continue;
                 }
@@ -176,6 +197,7 @@ async fn run(
                 }
             }
             Event::Drained => run.resume_drained(),
+            Event::Rebalanced => run.apply_rebalances(),
             Event::ReadFailed(e) => {
                 // librdkafka's own log (`Logged`) already says what went wrong.
                 tracing::debug!(%signal, error = %e, "cannot read from Kafka; trying again");
@@ -277,7 +299,7 @@ impl Run {
         // Counted before it is sent: the stream may take it and count it off at once, and
         // the count must never go below zero meanwhile.
         let queued = feed.queued.fetch_add(size, Ordering::AcqRel) + size;
-        if feed.records.send(record).is_err() {
+        if feed.records.send(Handed::Record(record)).is_err() {
             feed.queued.fetch_sub(size, Ordering::AcqRel);
             return;
         }
@@ -288,6 +310,35 @@ impl Run {
             let partitions = partition_list(topic, &feed.partitions);
             if let Err(e) = self.consumer.pause(&partitions) {
                 tracing::warn!(%topic, error = %e, "cannot pause a Kafka topic");
+            }
+        }
+    }
+
+    /// Tells the streams of the partitions they lost, and pauses the partitions a paused
+    /// tenant was given (librdkafka fetches every newly assigned partition).
+    fn apply_rebalances(&mut self) {
+        for (topic, change) in self.rebalances.take() {
+            let Some(feed) = self.feeds.get_mut(&topic) else {
+                continue;
+            };
+            match change {
+                Change::Revoked(partitions) => {
+                    tracing::info!(%topic, ?partitions, "Kafka partitions went to another member of the group");
+                    for partition in &partitions {
+                        feed.partitions.remove(partition);
+                    }
+                    // A stream that ended holds nothing to drop.
+                    let _ = feed.records.send(Handed::Revoked(partitions));
+                }
+                Change::Assigned(partitions) => {
+                    let given: BTreeSet<i32> = partitions.into_iter().collect();
+                    feed.partitions.extend(&given);
+                    if feed.paused {
+                        if let Err(e) = self.consumer.pause(&partition_list(&topic, &given)) {
+                            tracing::warn!(%topic, error = %e, "cannot pause a Kafka topic");
+                        }
+                    }
+                }
             }
         }
     }

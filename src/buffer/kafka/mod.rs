@@ -26,6 +26,7 @@ mod client;
 mod config;
 mod consumer;
 mod offsets;
+mod rebalance;
 mod stream;
 mod topics;
 

@@ -20,6 +20,12 @@ impl OffsetTracker {
             .insert(offset, false);
     }
 
+    /// The partition went to another member of the group: nothing read of it is committed
+    /// by this process any more, until it reads the partition again.
+    pub(super) fn forget(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
     /// Records are settled; returns, per partition whose committable offset moved, the
     /// offset to commit (the next record to read after a restart).
     pub(super) fn settle(&mut self, records: &[(i32, i64)]) -> Vec<(i32, i64)> {
@@ -69,5 +75,19 @@ mod tests {
         assert_eq!(t.settle(&[(0, 14)]), vec![(0, 15)]);
         // Records never read change nothing.
         assert_eq!(t.settle(&[(2, 7)]), vec![]);
+    }
+
+    #[test]
+    fn a_forgotten_partition_commits_nothing_until_read_again() {
+        let mut t = OffsetTracker::default();
+        t.read(0, 5);
+        t.read(0, 6);
+        t.read(1, 9);
+        t.forget(0);
+        // A delivery that was out when the partition went away is settled late.
+        assert_eq!(t.settle(&[(0, 5), (1, 9)]), vec![(1, 10)]);
+        // Given back, the partition is read again from its committed offset.
+        t.read(0, 5);
+        assert_eq!(t.settle(&[(0, 5)]), vec![(0, 6)]);
     }
 }

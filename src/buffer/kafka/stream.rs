@@ -1,6 +1,7 @@
 //! One tenant topic of the Kafka buffer as a [`BufferStream`]: the records its signal's
 //! consumer hands over, merged into deliveries, and offsets committed to the group once the
-//! deliveries are settled.
+//! deliveries are settled. What it read ahead of a partition a rebalance took away is
+//! dropped: the partition's new owner reads it again.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,9 +17,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::client::Logged;
-use super::consumer::{Intake, Record, RESUME_BYTES};
+use super::consumer::{Handed, Intake, Record, RESUME_BYTES};
 use super::offsets::OffsetTracker;
+use super::rebalance::GroupMember;
 use super::{ensure_topic, send, unavailable, Context, ITEMS, REASON, RECEIVED_AT, TRACEPARENT};
 use crate::batch::{now_ms, Batch};
 use crate::buffer::pending::{Pending, Taken};
@@ -39,11 +40,11 @@ struct Burial {
 
 pub(super) struct KafkaStream {
     ctx: Arc<Context>,
-    consumer: Arc<StreamConsumer<Logged>>,
+    consumer: Arc<StreamConsumer<GroupMember>>,
     tenant: TenantId,
     signal: Signal,
     topic: String,
-    records: mpsc::UnboundedReceiver<Record>,
+    records: mpsc::UnboundedReceiver<Handed>,
     /// Bytes handed over by the consumer and not yet handed out: the consumer pauses the
     /// topic while this is high, and is told through `drained` when it is low again.
     queued: Arc<AtomicUsize>,
@@ -61,7 +62,7 @@ pub(super) struct KafkaStream {
 impl KafkaStream {
     pub(super) fn new(
         ctx: Arc<Context>,
-        consumer: Arc<StreamConsumer<Logged>>,
+        consumer: Arc<StreamConsumer<GroupMember>>,
         tenant: TenantId,
         signal: Signal,
         topic: String,
@@ -116,9 +117,38 @@ impl KafkaStream {
         })
     }
 
-    /// Takes a record handed over: decoded into `pending`, or, when it is not OTLP, to the
-    /// dead letters.
-    fn take(&mut self, record: Record) {
+    /// Takes what the consumer handed over: a record, decoded into `pending` or, when it is
+    /// not OTLP, on its way to the dead letters; or the news that partitions were revoked.
+    fn take(&mut self, handed: Handed) {
+        match handed {
+            Handed::Record(record) => self.take_record(record),
+            Handed::Revoked(partitions) => self.drop_revoked(&partitions),
+        }
+    }
+
+    /// Forgets what was read of partitions another member now owns and not handed out yet,
+    /// and stops committing them: deliveries already out are still exported and acked, but
+    /// their offsets are the new owner's to commit.
+    fn drop_revoked(&mut self, partitions: &[i32]) {
+        let (records, bytes) = self
+            .pending
+            .remove_where(|record| partitions.contains(&record.partition));
+        for &partition in partitions {
+            self.offsets.forget(partition);
+        }
+        if self.pending.is_empty() {
+            // The linger counts from the first record of the next delivery.
+            self.linger_until = None;
+        }
+        if records > 0 {
+            tracing::info!(tenant = %self.tenant, signal = %self.signal, records, ?partitions, "dropped records read ahead of partitions another exporter now reads");
+            metrics::counter!("sluice_kafka_revoked_records_total", "signal" => self.signal.as_str(), "tenant" => tenant_label(&self.tenant))
+                .increment(records as u64);
+        }
+        self.hand_out(bytes);
+    }
+
+    fn take_record(&mut self, record: Record) {
         self.offsets.read(record.partition, record.offset);
         match self.decode(&record) {
             Some(batch) => self.pending.push(record, batch),
@@ -146,7 +176,7 @@ impl KafkaStream {
     fn take_handed_over(&mut self) {
         while self.burial.is_none() {
             match self.records.try_recv() {
-                Ok(record) => self.take(record),
+                Ok(handed) => self.take(handed),
                 Err(_) => break,
             }
         }
@@ -193,7 +223,11 @@ impl KafkaStream {
     /// Marks records settled and commits the offsets that moved.
     fn settle(&mut self, records: &[Record]) -> Result<(), BufferError> {
         let settled: Vec<(i32, i64)> = records.iter().map(|r| (r.partition, r.offset)).collect();
-        let moved = self.offsets.settle(&settled);
+        let mut moved = self.offsets.settle(&settled);
+        // A partition given up in a rebalance this stream has not heard of yet is the new
+        // owner's to commit.
+        let rebalances = &self.consumer.context().rebalances;
+        moved.retain(|&(partition, _)| rebalances.owns(&self.topic, partition));
         if moved.is_empty() {
             return Ok(());
         }
@@ -271,8 +305,8 @@ impl BufferStream for KafkaStream {
             if self.pending.is_empty() {
                 tokio::select! {
                     _ = closed.wait_for(|c| *c) => return Ok(None),
-                    record = self.records.recv() => match record {
-                        Some(record) => self.take(record),
+                    handed = self.records.recv() => match handed {
+                        Some(handed) => self.take(handed),
                         None => return Ok(None),
                     },
                 }
@@ -289,8 +323,8 @@ impl BufferStream for KafkaStream {
             }
             tokio::select! {
                 _ = closed.wait_for(|c| *c) => return Ok(None),
-                record = self.records.recv() => match record {
-                    Some(record) => self.take(record),
+                handed = self.records.recv() => match handed {
+                    Some(handed) => self.take(handed),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(until) => break,
