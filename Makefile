@@ -115,6 +115,7 @@ deploy-check: tools ## validate deploy/ offline: Dockerfile, Kubernetes manifest
 bench-smoke: tools ## run each benchmark once, as a test
 	$(CARGO) bench --bench receive_path -- --test
 	$(CARGO) bench --bench disk_buffer -- --test
+	$(CARGO) bench --bench broker_paths -- --test
 
 # The criterion benches, then Sluice against the OpenTelemetry Collector measured in the same
 # run (deploy/bench/run.py; the Collector comes from `make peers`). BENCH_QUICK=1: criterion's

@@ -206,6 +206,12 @@ class Broker:
     def run(self, *cmd: str) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", str(self.script), *cmd], env={**os.environ, **self.env})
 
+    def stop(self) -> None:
+        """Stops the broker and deletes its data (gigabytes after saturation runs: they would
+        fill the disk a later build or CI run needs), keeping its logs."""
+        self.run("stop")
+        shutil.rmtree(self.pid_file.parent / "data", ignore_errors=True)
+
     def pid(self) -> int | None:
         try:
             return int(self.pid_file.read_text().strip())
@@ -842,11 +848,11 @@ def main() -> int:
                             ceilings.append(c)
                             log(f"{what}: {ceiling_line(c)}")
             if started_broker:
-                started_broker.run("stop")
+                started_broker.stop()
                 started_broker = None
     finally:
         if started_broker:
-            started_broker.run("stop")
+            started_broker.stop()
         sink.terminate()
         sink.wait()
     elapsed = time.monotonic() - t0

@@ -27,7 +27,7 @@ mod dead_letter;
 mod dead_letter_store;
 mod discovery;
 mod limits;
-mod message;
+pub mod message;
 mod nodelay;
 mod probe;
 mod producer;
