@@ -305,17 +305,29 @@ async fn read_message(
     };
     let deadline = Deadline::after(shared.read_timeout);
     let mut body = std::pin::pin!(body);
-    let mut collected = BytesMut::new();
+    // The chunks are kept as they come and joined once, at their exact size: no buffer grown
+    // and copied again on the way, and none at all for a body in one chunk.
+    let (mut chunks, mut total) = (Vec::new(), 0usize);
     while let Some(chunk) = shared.budget.next_chunk(&mut body, held, deadline).await? {
-        if collected.len() + chunk.len() > limit.saturating_add(GRPC_HEADER_LEN) {
+        total += chunk.len();
+        if total > limit.saturating_add(GRPC_HEADER_LEN) {
             return Err(ReceiveError::TooLarge {
                 limit,
                 decompressed: false,
             });
         }
-        collected.extend_from_slice(&chunk);
+        chunks.push(chunk);
     }
-    let message = unframe(collected.freeze(), encoding, limit)?;
+    let frame = match chunks.len() {
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut joined = BytesMut::with_capacity(total);
+            chunks.iter().for_each(|c| joined.extend_from_slice(c));
+            joined.freeze()
+        }
+    };
+    drop(chunks);
+    let message = unframe(frame, encoding, limit)?;
     if !message.is_empty() && encoding != Encoding::Identity {
         // A decompressed message is a second copy: it needs room too.
         shared.budget.take(held, message.len())?;
