@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -327,16 +327,14 @@ impl SegmentWriter {
                 error: Some(error),
             };
         }
-        // Sized once for the whole group (a roll only ever needs less): growing it copied
-        // everything written so far again (1.2 % of S1's CPU).
-        let total: usize = records.iter().map(Bytes::len).sum();
-        let mut pending: Vec<u8> = Vec::with_capacity(total);
-        let mut pending_from = 0;
+        // The records go out with one vectored write per segment, straight from their
+        // buffers: gathering them into one buffer first was 3 % of S1's CPU.
+        let (mut pending_from, mut pending_bytes) = (0, 0u64);
         for (i, rec) in records.iter().enumerate() {
-            let in_segment = self.active_len + pending.len() as u64;
+            let in_segment = self.active_len + pending_bytes;
             if in_segment > 0 && in_segment + rec.len() as u64 > self.segment_size {
                 let closed = self
-                    .flush(&pending, (i - pending_from) as u64)
+                    .flush(&records[pending_from..i])
                     .and_then(|()| self.sync());
                 if let Err(error) = closed {
                     return GroupOutcome {
@@ -344,8 +342,7 @@ impl SegmentWriter {
                         error: Some(error),
                     };
                 }
-                pending.clear();
-                pending_from = i;
+                (pending_from, pending_bytes) = (i, 0);
                 if let Err(error) = self.roll() {
                     return GroupOutcome {
                         durable: i,
@@ -353,9 +350,9 @@ impl SegmentWriter {
                     };
                 }
             }
-            pending.extend_from_slice(rec);
+            pending_bytes += rec.len() as u64;
         }
-        let mut result = self.flush(&pending, (records.len() - pending_from) as u64);
+        let mut result = self.flush(&records[pending_from..]);
         if result.is_ok() && self.sync_every_group {
             result = self.sync();
         }
@@ -371,14 +368,15 @@ impl SegmentWriter {
         }
     }
 
-    /// Writes `buf`, holding `count` whole records, to the active segment.
-    fn flush(&mut self, buf: &[u8], count: u64) -> io::Result<()> {
-        if buf.is_empty() {
+    /// Writes whole framed records to the active segment.
+    fn flush(&mut self, records: &[Bytes]) -> io::Result<()> {
+        let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
+        if bytes == 0 {
             return Ok(());
         }
         let active_len = self.active_len;
         let file = self.file()?;
-        if let Err(error) = file.write_all(buf) {
+        if let Err(error) = write_all_vectored(file, records) {
             // Cut whatever part reached the file, so the log ends with a whole record again.
             // Nothing to cut when nothing reached it (the usual case of a refused write).
             let untouched = file.metadata().is_ok_and(|m| m.len() == active_len);
@@ -389,8 +387,8 @@ impl SegmentWriter {
             }
             return Err(error);
         }
-        self.active_len += buf.len() as u64;
-        self.next_seq += count;
+        self.active_len += bytes;
+        self.next_seq += records.len() as u64;
         self.dirty = true;
         self.index.lock().insert(self.active_first, self.active_len);
         Ok(())
@@ -506,4 +504,47 @@ pub(super) fn over_caps(
         too_big = segments.drain(..over).collect();
     }
     (too_old, too_big)
+}
+
+/// `write_all` over several buffers: `writev` (at most `IOV_MAX` buffers at a time, which
+/// the standard library caps), continued after a short write.
+fn write_all_vectored(file: &mut File, parts: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut rest = &mut slices[..];
+    IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectored_writes_put_every_buffer_in_order_past_iov_max() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let mut file = File::create(&path).expect("create");
+        // More buffers than one writev takes (IOV_MAX is 1024 on Linux), empty ones among
+        // them, at the start and at the end.
+        let parts: Vec<Bytes> = (0..3000u32)
+            .map(|i| match i % 7 {
+                0 => Bytes::new(),
+                n => Bytes::from(vec![(i % 251) as u8; n as usize * 13]),
+            })
+            .chain([Bytes::new()])
+            .collect();
+        write_all_vectored(&mut file, &parts).expect("written");
+        let expected: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(fs::read(&path).expect("read back"), expected);
+        write_all_vectored(&mut file, &[Bytes::new()]).expect("nothing to write");
+        assert_eq!(fs::read(&path).expect("read back").len(), expected.len());
+    }
 }
