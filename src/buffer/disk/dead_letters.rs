@@ -16,12 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::config::{DeadLetterConfig, LogCaps};
 use super::open::report_recovery;
-use super::record::{self, Frame};
+use super::record::{self, Frame, Framed};
 use super::segment::{list_segments, over_caps, segment_path, SegmentWriter};
 use super::DEAD_LETTER_DIR;
 use crate::signal::Signal;
@@ -116,7 +115,7 @@ impl DeadLetters {
         self: &Arc<Self>,
         tenant: &TenantId,
         signal: Signal,
-        record: Bytes,
+        record: Framed,
     ) -> Result<(), (PathBuf, io::Error)> {
         let mut log = self.log(tenant, signal).lock_owned().await;
         let this = Arc::clone(self);
@@ -205,7 +204,7 @@ impl DeadLetters {
 }
 
 impl Log {
-    fn append(&mut self, record: &Bytes, segment_size: u64) -> io::Result<()> {
+    fn append(&mut self, record: &Framed, segment_size: u64) -> io::Result<()> {
         let mut writer = match self.writer.take() {
             Some(writer) => writer,
             // Dead letters are always fsynced: they are rare and nothing else keeps them.

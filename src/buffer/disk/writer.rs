@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
 use super::config::FsyncPolicy;
 use super::files::{FileBudget, FileSlot};
+use super::record::Framed;
 use super::segment::{Committed, GroupOutcome, SegmentWriter};
 use super::{retained, Reservation, Shared, TenantUsage};
 use crate::buffer::BufferError;
@@ -36,7 +36,7 @@ pub(super) type Reply = oneshot::Sender<Result<(), BufferError>>;
 pub(super) enum WriterMsg {
     /// A framed record, with the room reserved for it under the size cap.
     Append {
-        record: Bytes,
+        record: Framed,
         /// Telemetry items in the record.
         items: u32,
         reservation: Reservation,
@@ -89,7 +89,7 @@ pub(super) fn spawn(
 
 /// An append taken off the queue.
 struct Pending {
-    record: Bytes,
+    record: Framed,
     items: u32,
     reservation: Reservation,
     reply: Reply,
@@ -299,7 +299,7 @@ impl WriterTask {
     }
 
     async fn write_group(&mut self, group: Vec<Pending>) {
-        let records: Vec<Bytes> = group.iter().map(|p| p.record.clone()).collect();
+        let records: Vec<Framed> = group.iter().map(|p| p.record.clone()).collect();
         let bytes = records.iter().map(|r| r.len() as u64).sum();
         let writer = Arc::clone(&self.writer);
         let append = move || {

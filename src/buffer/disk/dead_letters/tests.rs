@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::*;
 use crate::batch::Batch;
 use crate::telemetry::test_recorder::TestRecorder;
@@ -11,7 +13,7 @@ fn tenant() -> TenantId {
 }
 
 /// A dead-letter record of `len` payload bytes whose payload starts with `id`.
-fn record(id: u32, len: usize) -> Bytes {
+fn record(id: u32, len: usize) -> record::Framed {
     let mut payload = vec![0u8; len];
     payload[..4].copy_from_slice(&id.to_be_bytes());
     let batch = Batch {
