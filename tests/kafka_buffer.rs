@@ -33,6 +33,42 @@ fn kafka_config(
     SluiceConfig::new(dir, backend_port).with_kafka(brokers, &lines)
 }
 
+/// A process of a run where ingest and export are split (`receive` or export only), with
+/// `tenant` given 4 partitions and one record per delivery. The exporters find the topic
+/// the ingest process creates by listing topics every second.
+fn split_roles(
+    dir: &std::path::Path,
+    backend_port: u16,
+    run: &str,
+    tenant: &str,
+    receive: bool,
+) -> SluiceConfig {
+    let mut lines = common::kafka::run_lines(run, "refresh_interval: 1s");
+    lines.push(format!(
+        "topics: {{ tenant_partitions: {{ {tenant}: 4 }} }}"
+    ));
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let mut config =
+        SluiceConfig::new(dir, backend_port).with_kafka(&common::kafka::brokers(), &lines);
+    config.receive = receive;
+    config.export = !receive;
+    config.batch_traces = false;
+    config
+}
+
+/// `spans` spans of about 1 KiB each, so a few requests add up to megabytes.
+fn padded_spans(
+    prefix: &str,
+    seq: u64,
+    spans: usize,
+) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+    let mut batch = named_spans(prefix, seq, spans);
+    for span in &mut batch {
+        span.attributes.push(kv_str("padding", &"x".repeat(1024)));
+    }
+    batch
+}
+
 /// Spans through Sluice, the Kafka listener at `brokers` with `security` lines, and back.
 async fn round_trip(name: &str, brokers: &str, security: &[&str]) {
     let dir = temp_dir();
@@ -166,10 +202,7 @@ async fn a_stuck_tenant_is_paused_at_its_mark_and_resumed_when_it_drains() {
     // ~12 MiB for the stuck tenant: past the 8 MiB its stream may hold.
     let (requests, spans) = (60, 200);
     for r in 0..requests {
-        let mut batch = named_spans(&format!("stuck-{r}"), r * 1000, spans);
-        for span in &mut batch {
-            span.attributes.push(kv_str("padding", &"x".repeat(1024)));
-        }
+        let batch = padded_spans(&format!("stuck-{r}"), r * 1000, spans);
         export_traces(&client, Some("stuck"), trace_request("svc", None, batch))
             .await
             .expect("accepted");
@@ -253,19 +286,7 @@ async fn a_tenant_with_partitions_of_its_own_is_shared_by_two_exporter_processes
     let backend = Backend::start().await;
     let run = common::pulsar::tenant("parts");
     let tenant = "big";
-    let partitions = format!("topics: {{ tenant_partitions: {{ {tenant}: 4 }} }}");
-    // The exporters find the topic the ingest process creates by listing topics.
-    let config = |receive: bool| {
-        let mut lines = common::kafka::run_lines(&run, "refresh_interval: 1s");
-        lines.push(partitions.clone());
-        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        let mut config = SluiceConfig::new(dir.path(), backend.port())
-            .with_kafka(&common::kafka::brokers(), &lines);
-        config.receive = receive;
-        config.export = !receive;
-        config.batch_traces = false;
-        config
-    };
+    let config = |receive| split_roles(dir.path(), backend.port(), &run, tenant, receive);
     let a = SluiceProcess::start(&config(false).yaml(), dir.path()).await;
     let b = SluiceProcess::start(&config(false).with_fresh_ports().yaml(), dir.path()).await;
     let ingest = SluiceProcess::start(&config(true).yaml(), dir.path()).await;
@@ -310,19 +331,8 @@ async fn an_exporter_drops_what_it_read_ahead_of_partitions_a_rebalance_took_awa
     let run = common::pulsar::tenant("revoke");
     let tenant = "big";
     backend.fail_tenant(tenant, Code::Unavailable);
-    let partitions = format!("topics: {{ tenant_partitions: {{ {tenant}: 4 }} }}");
-    let config = |receive: bool| {
-        let mut lines = common::kafka::run_lines(&run, "refresh_interval: 1s");
-        lines.push(partitions.clone());
-        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        let mut config = SluiceConfig::new(dir.path(), backend.port())
-            .with_kafka(&common::kafka::brokers(), &lines);
-        config.receive = receive;
-        config.export = !receive;
-        // One record per delivery: what a exports twice is bounded by its deliveries out.
-        config.batch_traces = false;
-        config
-    };
+    // One record per delivery: what a exports twice is bounded by its deliveries out.
+    let config = |receive| split_roles(dir.path(), backend.port(), &run, tenant, receive);
     let a = SluiceProcess::start(&config(false).yaml(), dir.path()).await;
     let ingest = SluiceProcess::start(&config(true).yaml(), dir.path()).await;
 
@@ -332,10 +342,7 @@ async fn an_exporter_drops_what_it_read_ahead_of_partitions_a_rebalance_took_awa
     let (requests, spans) = (60u64, 200usize);
     let mut sent = std::collections::BTreeSet::new();
     for r in 0..requests {
-        let mut batch = named_spans(&format!("{tenant}-{r}"), r * 1000, spans);
-        for span in &mut batch {
-            span.attributes.push(kv_str("padding", &"x".repeat(1024)));
-        }
+        let batch = padded_spans(&format!("{tenant}-{r}"), r * 1000, spans);
         sent.extend(batch.iter().map(|s| s.name.clone()));
         export_traces(&client, Some(tenant), trace_request("svc", None, batch))
             .await

@@ -37,22 +37,38 @@ pub use config::SluiceConfig;
 pub use http::{metric_sum, metrics_text};
 pub use process::{send_named_spans, SluiceProcess};
 
-/// A TCP port on 127.0.0.1 that was free a moment ago, and that this test process has not
-/// handed out before (the kernel may give the same ephemeral port to two quick binds, and
-/// one config then listens twice on it).
+/// A TCP port on 127.0.0.1 that is free now, that this test process has not handed out
+/// before, and that lies below the kernel's ephemeral range. A port taken from the
+/// ephemeral range (by binding port 0) is free only until the kernel hands it to some
+/// outgoing connection: a client socket of a broker or of another test took such a port
+/// between the check and Sluice's bind once, and Sluice then failed to start with
+/// "Address already in use". The kernel never gives a port below the range to a
+/// connection, so one that is free here stays free for the listener it is meant for.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("bind an ephemeral port");
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_low.saturating_sub(12_000).max(10_000);
+    let span = u32::from(ephemeral_low.saturating_sub(low).max(1));
+    // Test binaries run one after another; starting each at its own offset keeps a
+    // binary away from the ports its predecessor's processes may still be closing.
+    let start = std::process::id() % span;
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for step in 0..span {
+        let port = low + ((start + step) % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.push(port);
             return port;
         }
     }
+    panic!("no free port in {low}..{ephemeral_low} on 127.0.0.1");
 }
 
 /// Polls `check` every 25 ms until it returns `Some`, or panics after `timeout` with `what`

@@ -107,10 +107,8 @@ pub(super) fn spawn(
     streams: StreamSender,
     told: mpsc::UnboundedReceiver<TenantId>,
 ) -> Result<(), BufferError> {
-    let member = GroupMember::default();
-    let rebalances = Arc::clone(&member.rebalances);
-    let consumer = Arc::new(client::consumer(&ctx.config, member)?);
-    tokio::spawn(run(ctx, signal, consumer, rebalances, streams, told));
+    let consumer = Arc::new(client::consumer(&ctx.config, GroupMember::default())?);
+    tokio::spawn(run(ctx, signal, consumer, streams, told));
     Ok(())
 }
 
@@ -143,7 +141,6 @@ async fn run(
     ctx: Arc<Context>,
     signal: Signal,
     consumer: Arc<StreamConsumer<GroupMember>>,
-    rebalances: Arc<Rebalances>,
     streams: StreamSender,
     mut told: mpsc::UnboundedReceiver<TenantId>,
 ) {
@@ -152,7 +149,7 @@ async fn run(
         ctx: Arc::clone(&ctx),
         signal,
         consumer: Arc::clone(&consumer),
-        rebalances: Arc::clone(&rebalances),
+        rebalances: Arc::clone(&consumer.context().rebalances),
         streams,
         topics: BTreeSet::new(),
         feeds: HashMap::new(),
@@ -176,7 +173,7 @@ async fn run(
             Some(tenant) = told.recv() => Event::Appended(tenant),
             _ = refresh.tick() => Event::Refresh,
             _ = drained.notified() => Event::Drained,
-            _ = rebalances.changed.notified() => Event::Rebalanced,
+            _ = run.rebalances.changed.notified() => Event::Rebalanced,
             read = consumer.recv() => match read {
                 Ok(message) => {
                     // A rebalance in the poll that read this record comes first.
