@@ -1,5 +1,6 @@
 //! The `sluice` command: the binary's edge, where errors become exit codes and messages.
 
+mod allocator;
 mod commands;
 mod reloading;
 
