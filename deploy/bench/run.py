@@ -80,7 +80,10 @@ spans refused, lost (acknowledged, never received) and duplicated.
 Environment: BENCH_QUICK=1 (one repetition, shorter windows, 100 spans/request only: ~5 min),
 BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,...,S8,IDLE; default
 all),
-BENCH_OUT (results directory; default target/sluice-bench), BENCH_PORT_BASE (default 24300).
+BENCH_OUT (results directory; default target/sluice-bench), BENCH_PORT_BASE (default 24300),
+BENCH_PIN=1 (the daemon's processes on CPU 0 and the load client and sink on the other CPUs,
+with taskset: saturation then measures what one core of the daemon takes, instead of
+inferring it from CPU-seconds).
 `run.py --report results-XXX.json` prints the tables of an earlier run again.
 Python 3.11 standard library only.
 """
@@ -122,6 +125,10 @@ ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,
 S3_FOR_S4 = "S4" in ONLY and "S3" not in ONLY
 ONLY |= {"S3"} if S3_FOR_S4 else set()
 OUT = Path(os.environ.get("BENCH_OUT", REPO / "target" / "sluice-bench"))
+PIN = os.environ.get("BENCH_PIN", "") not in ("", "0")
+DAEMON_CPUS = "0"
+LAST_CPU = max(1, (os.cpu_count() or 2) - 1)
+LOAD_CPUS = "1" if LAST_CPU == 1 else f"1-{LAST_CPU}"
 PORT = int(os.environ.get("BENCH_PORT_BASE", "24300"))
 
 # Fixed-rate loads, spans/s, per spans/request. 20 000 spans/s at 100 and 1 000 spans/request
@@ -441,7 +448,8 @@ class Running:
             argv.append(str(CONFIGS / spec.config))
             with open(logfile, "wb") as out:
                 self.procs.append(
-                    subprocess.Popen(argv, env=self.env(spec), stdout=out, stderr=subprocess.STDOUT)
+                    subprocess.Popen(on_cpus(argv, DAEMON_CPUS), env=self.env(spec), stdout=out,
+                                     stderr=subprocess.STDOUT)
                 )
             self.wait_ready(spec, self.procs[-1], logfile)
 
@@ -539,6 +547,11 @@ SINK_PID: int | None = None
 LIVE = False
 
 
+def on_cpus(argv: list[str], cpus: str) -> list[str]:
+    """argv run on `cpus` under BENCH_PIN (taskset execs it: the pid stays the process's)."""
+    return ["taskset", "-c", cpus, *argv] if PIN else argv
+
+
 # === one run ===================================================================================
 
 
@@ -574,7 +587,8 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
         broker = BROKERS[variant.broker].pid() if variant.broker else None
         before = (busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN), proc_cpu_s(SINK_PID), proc_cpu_s(broker))
         t = time.monotonic()
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + DRAIN_TIMEOUT + 60)
+        out = subprocess.run(on_cpus(argv, LOAD_CPUS), capture_output=True, text=True,
+                             timeout=duration + DRAIN_TIMEOUT + 60)
         wall = time.monotonic() - t
         after = (busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN), proc_cpu_s(SINK_PID), proc_cpu_s(broker))
         if out.returncode != 0:
@@ -608,6 +622,8 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
     result["exit_codes"] = codes
     result["variant"] = variant.key
     result["mode"] = mode
+    if PIN:
+        result["pinned"] = f"daemon on CPU {DAEMON_CPUS}, load client and sink on CPU {LOAD_CPUS}"
     result["wall_s"] = time.monotonic() - started
     result["logs"] = [str(p) for p in running.logs]
     return result
@@ -754,7 +770,7 @@ def main() -> int:
 
     sink_log = open(logdir / "sink.log", "wb")
     sink = subprocess.Popen(
-        [str(LOADGEN_BIN), "sink", "--listen", SINK_ENDPOINT, "--control", SINK_CONTROL],
+        on_cpus([str(LOADGEN_BIN), "sink", "--listen", SINK_ENDPOINT, "--control", SINK_CONTROL], LOAD_CPUS),
         stdout=sink_log, stderr=subprocess.STDOUT,
     )
     global SINK_PID, LIVE
@@ -964,6 +980,9 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
                  f"{REPS} repetition(s) of {DURATION:g} s per run, medians; {elapsed / 60:.1f} min in all.")
     if measured:
         lines.append(f"Sluice {measured.get('sluice', '?')}; {measured.get('otelcol', 'Collector ?')}.")
+    pinned = sorted({r["pinned"] for r in results if r.get("pinned")})
+    if pinned:
+        lines.append(f"Pinned with taskset: {'; '.join(pinned)}. Saturation spans/s is what one core of the daemon takes.")
     others = sorted(r["machine_cores"]["other"] for r in results if "machine_cores" in r)
     if others:
         lines.append(f"CPU taken by other processes on the machine during the runs (noise): median "

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue};
@@ -25,7 +25,7 @@ use tonic::server::NamedService;
 use tonic::transport::server::{Connected, TcpIncoming};
 
 use super::decompress::{decompress, Encoding};
-use super::inflight::{Deadline, InflightBudget, InflightBytes};
+use super::inflight::{BodyChunks, Deadline, InflightBudget, InflightBytes};
 use super::GrpcConfig;
 use crate::pipeline::ingest::{count_refused_request, Ingest};
 use crate::receiver::{bind, server_task, Listening, ReceiveError, StartError};
@@ -305,28 +305,17 @@ async fn read_message(
     };
     let deadline = Deadline::after(shared.read_timeout);
     let mut body = std::pin::pin!(body);
-    // The chunks are kept as they come and joined once, at their exact size: no buffer grown
-    // and copied again on the way, and none at all for a body in one chunk.
-    let (mut chunks, mut total) = (Vec::new(), 0usize);
+    let mut chunks = BodyChunks::default();
     while let Some(chunk) = shared.budget.next_chunk(&mut body, held, deadline).await? {
-        total += chunk.len();
-        if total > limit.saturating_add(GRPC_HEADER_LEN) {
+        chunks.push(chunk);
+        if chunks.len() > limit.saturating_add(GRPC_HEADER_LEN) {
             return Err(ReceiveError::TooLarge {
                 limit,
                 decompressed: false,
             });
         }
-        chunks.push(chunk);
     }
-    let frame = match chunks.len() {
-        1 => chunks.swap_remove(0),
-        _ => {
-            let mut joined = BytesMut::with_capacity(total);
-            chunks.iter().for_each(|c| joined.extend_from_slice(c));
-            joined.freeze()
-        }
-    };
-    drop(chunks);
+    let frame = chunks.join();
     let message = unframe(frame, encoding, limit)?;
     if !message.is_empty() && encoding != Encoding::Identity {
         // A decompressed message is a second copy: it needs room too.

@@ -1,12 +1,12 @@
 //! What an OTLP/HTTP request body is (its `Content-Type` and `Content-Encoding`), and
 //! reading it within the size limit.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::HeaderMap;
 
 use crate::receiver::otlp::decompress::Encoding;
-use crate::receiver::otlp::inflight::{Deadline, InflightBudget, InflightBytes};
+use crate::receiver::otlp::inflight::{BodyChunks, Deadline, InflightBudget, InflightBytes};
 use crate::receiver::ReceiveError;
 
 /// The two OTLP/HTTP payload encodings. Responses use the one of the request.
@@ -94,20 +94,20 @@ where
         });
     }
     let mut body = std::pin::pin!(body);
-    let mut data = BytesMut::new();
+    let mut data = BodyChunks::default();
     let mut seen = 0usize;
     while let Some(chunk) = budget.next_chunk(&mut body, held, deadline).await? {
         seen = seen.saturating_add(chunk.len());
         if seen > limit {
             too_large = true;
-            data = BytesMut::new();
+            data = BodyChunks::default();
         }
         if too_large {
             if seen > limit.saturating_mul(2) {
                 break;
             }
         } else {
-            data.extend_from_slice(&chunk);
+            data.push(chunk);
         }
     }
     if too_large {
@@ -116,7 +116,7 @@ where
             decompressed: false,
         });
     }
-    Ok(data.freeze())
+    Ok(data.join())
 }
 
 /// Client-supplied text quoted in an error message, cut so it cannot blow up the response.
