@@ -1,5 +1,6 @@
 //! The receive hot path: walking a 1 000-span request and splitting it per tenant, without
 //! decoding the spans. Full prost decoding of the same request is measured beside it for scale.
+//! And OTLP/JSON: a 100-span request decoded into protobuf as the HTTP receiver does it.
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -9,6 +10,8 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
+use sluice::receiver::otlp::http::decode_json;
+use sluice::receiver::otlp::UnknownJsonFields;
 use sluice::signal::Signal;
 use sluice::tenant::{TenancyConfig, TenantResolver};
 
@@ -91,5 +94,84 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// 100 spans shaped like the bench load client's (`benches/loadgen/template.rs`): 7
+/// attributes each, one resource with 6, as OTLP/JSON.
+fn json_request() -> Vec<u8> {
+    let spans = (0..100u64)
+        .map(|i| Span {
+            trace_id: vec![0x5b; 16],
+            span_id: i.to_be_bytes().to_vec(),
+            name: format!("GET /api/v1/items/{}", i % 16),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i,
+            end_time_unix_nano: 1_700_000_000_001_000_000 + i,
+            attributes: vec![
+                attr("http.request.method", "GET"),
+                attr("http.route", "/api/v1/items/:id"),
+                KeyValue {
+                    key: "http.response.status_code".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::IntValue(200)),
+                    }),
+                    ..Default::default()
+                },
+                attr(
+                    "url.path",
+                    &format!("/api/v1/items/{}", 10_000 + i * 7919 % 90_000),
+                ),
+                attr("server.address", "checkout.shop.svc"),
+                attr("network.peer.address", "10.1.2.3"),
+                attr(
+                    "user_agent.original",
+                    "Mozilla/5.0 (X11; Linux x86_64) bench",
+                ),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: [
+                    ("service.name", "checkout"),
+                    ("service.namespace", "shop"),
+                    (
+                        "service.instance.id",
+                        "6f0d3c8e-5b1a-4c1e-9a55-2f1e0d9b7c41",
+                    ),
+                    ("host.name", "bench-host-01"),
+                    ("telemetry.sdk.language", "rust"),
+                    ("telemetry.sdk.name", "opentelemetry"),
+                ]
+                .iter()
+                .map(|(k, v)| attr(k, v))
+                .collect(),
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    serde_json::to_vec(&request).expect("a request serializes")
+}
+
+fn bench_json(c: &mut Criterion) {
+    let mut group = c.benchmark_group("otlp_json_100_spans");
+    group.throughput(Throughput::Elements(100));
+    let body = json_request();
+    for (name, unknown) in [
+        ("decode_ignoring_unknown_fields", UnknownJsonFields::Ignore),
+        ("decode_refusing_unknown_fields", UnknownJsonFields::Refuse),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| decode_json(Signal::Traces, &body, unknown).expect("valid request"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_json);
 criterion_main!(benches);

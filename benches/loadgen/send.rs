@@ -12,6 +12,11 @@
 //! more tenants (indices 1..=N, the main load is tenant 0) each send `--quiet-rate` spans/s
 //! on a fixed schedule over their own connections while the main load runs; the report then
 //! lists every tenant's acknowledgements, deliveries and latencies under `tenants`.
+//!
+//! `--protocol` picks the transport and encoding: OTLP/gRPC (HTTP/2, `--connections`
+//! connections), or OTLP/HTTP with protobuf or JSON bodies (HTTP/1.1, as the SDKs' HTTP
+//! exporters send: one request per connection at a time, so as many connections as requests
+//! in flight). `--compression gzip` compresses every request as it is sent, on both.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,20 +28,27 @@ use bytes::Bytes;
 use http::uri::PathAndQuery;
 use sluice::exporter::otlp::codec::RawCodec;
 use tokio::sync::Semaphore;
-use tonic::metadata::{MetadataKey, MetadataValue};
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
-use tonic::Status;
 
 use crate::hist::Hist;
 use crate::now_ns;
 use crate::procfs::{self, ProcSample};
-use crate::template::{healthz_in, SpanOptions, Templates, MAX_SEQ};
+use crate::template::{healthz_in, Encoding, SpanOptions, Templates, MAX_SEQ};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SendArgs {
-    /// OTLP/gRPC endpoint of the daemon under test.
+    /// OTLP endpoint of the daemon under test: gRPC's, or OTLP/HTTP's base URL (the request
+    /// goes to `<endpoint>/v1/traces`).
     #[arg(long, default_value = "http://127.0.0.1:4317")]
     endpoint: String,
+    /// Transport and encoding of the requests.
+    #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+    protocol: Protocol,
+    /// Compression of every request body.
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    compression: Compression,
     /// Spans per request.
     #[arg(long, default_value_t = 100)]
     spans: usize,
@@ -50,7 +62,8 @@ pub struct SendArgs {
     /// beyond it, which shows as lag and a lower offered rate).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// HTTP/2 connections the requests are spread over.
+    /// gRPC: HTTP/2 connections the requests are spread over. (OTLP/HTTP opens one
+    /// connection per request in flight.)
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// gRPC metadata `key=value` added to every request (repeatable).
@@ -111,7 +124,36 @@ pub struct SendArgs {
     quiet_only: bool,
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    #[value(name = "http/json")]
+    HttpJson,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+}
+
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Where requests go: one of the gRPC channels, or the OTLP/HTTP traces URL through a pool.
+#[derive(Clone)]
+enum Connection {
+    Grpc(Channel),
+    Http(reqwest::Client, Arc<str>),
+}
+
+/// The daemon's connections and how every request is sent over them.
+struct Transport {
+    connections: Vec<Connection>,
+    protocol: Protocol,
+    gzip: bool,
+}
 
 type Headers = Vec<(
     MetadataKey<tonic::metadata::Ascii>,
@@ -134,7 +176,25 @@ struct Source {
     templates: Arc<Templates>,
     spans: u64,
     tenant: u32,
+    /// As gRPC metadata, and the same as HTTP headers.
     headers: Headers,
+    http_headers: http::HeaderMap,
+}
+
+impl Source {
+    fn new(templates: Arc<Templates>, spans: u64, tenant: u32, headers: Headers) -> Source {
+        let mut metadata = MetadataMap::new();
+        for (k, v) in &headers {
+            metadata.insert(k.clone(), v.clone());
+        }
+        Source {
+            templates,
+            spans,
+            tenant,
+            headers,
+            http_headers: metadata.into_headers(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -223,32 +283,36 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         user_email: args.user_email,
         healthz_every: args.healthz_every,
     };
-    let channels = connect(&args.endpoint, args.connections).await?;
-    let templates = Arc::new(Templates::new(args.spans, options));
+    let encoding = match args.protocol {
+        Protocol::HttpJson => Encoding::Json,
+        Protocol::Grpc | Protocol::HttpProtobuf => Encoding::Protobuf,
+    };
+    let transport = Arc::new(connect(&args, args.connections).await?);
+    let templates = Arc::new(Templates::new(args.spans, options, encoding));
     let request_bytes = templates.encoded_len();
-    let main = Arc::new(Source {
+    let main = Arc::new(Source::new(
         templates,
-        spans: args.spans as u64,
-        tenant: 0,
-        headers: headers.clone(),
-    });
+        args.spans as u64,
+        0,
+        headers.clone(),
+    ));
     let mut quiet: Vec<Arc<Source>> = Vec::new();
-    let mut quiet_channels = Vec::new();
+    let mut quiet_transport = None;
     if args.quiet_tenants > 0 {
-        quiet_channels = connect(&args.endpoint, args.quiet_connections).await?;
-        let templates = Arc::new(Templates::new(args.quiet_spans, options));
+        quiet_transport = Some(Arc::new(connect(&args, args.quiet_connections).await?));
+        let templates = Arc::new(Templates::new(args.quiet_spans, options, encoding));
         for i in 1..=args.quiet_tenants {
             let mut h = extra_headers(&args)?;
             h.push(header(
                 &args.tenant_header,
                 &tenant_name(&args, i).expect("quiet tenants are named"),
             )?);
-            quiet.push(Arc::new(Source {
-                templates: templates.clone(),
-                spans: args.quiet_spans as u64,
-                tenant: i,
-                headers: h,
-            }));
+            quiet.push(Arc::new(Source::new(
+                templates.clone(),
+                args.quiet_spans as u64,
+                i,
+                h,
+            )));
         }
     }
     let shared = Arc::new(Shared {
@@ -280,7 +344,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         if args.quiet_only {
             Duration::ZERO
         } else if args.rate == 0 {
-            flat_out(&shared, &main, &channels, &args, started + duration).await;
+            flat_out(&shared, &main, &transport, &args, started + duration).await;
             Duration::ZERO
         } else {
             let per_request = Duration::from_secs_f64(args.spans as f64 / args.rate as f64);
@@ -288,7 +352,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             fixed_rate(
                 &shared,
                 &sources,
-                &channels,
+                &transport,
                 per_request,
                 args.concurrency,
                 started,
@@ -298,9 +362,9 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         }
     };
     let quiet_load = async {
-        if quiet.is_empty() {
+        let Some(quiet_transport) = &quiet_transport else {
             return Duration::ZERO;
-        }
+        };
         // All quiet tenants in turn: each sends every `quiet_spans / quiet_rate` seconds, the
         // tenants' sends spread evenly over that period.
         let total_rate = args.quiet_rate * quiet.len() as f64;
@@ -308,7 +372,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         fixed_rate(
             &shared,
             &quiet,
-            &quiet_channels,
+            quiet_transport,
             per_request,
             1024,
             started,
@@ -415,6 +479,8 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let out = serde_json::json!({
         "run": run,
         "endpoint": args.endpoint,
+        "protocol": format!("{:?}", args.protocol),
+        "compression": format!("{:?}", args.compression),
         "spans_per_request": args.spans,
         "request_bytes": request_bytes,
         "rate_target": args.rate,
@@ -520,15 +586,34 @@ fn compare(accepted: &[(u64, u64)], received: &[u8], healthz_every: u64) -> (u64
     )
 }
 
-async fn connect(endpoint: &str, connections: usize) -> anyhow::Result<Vec<Channel>> {
+async fn connect(args: &SendArgs, connections: usize) -> anyhow::Result<Transport> {
+    let endpoint = args.endpoint.as_str();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut channels = Vec::new();
-    while channels.len() < connections.max(1) {
+    let mut out = Vec::new();
+    if args.protocol != Protocol::Grpc {
+        // The pool connects on demand; wait here until the daemon's HTTP port accepts, since a
+        // daemon is declared ready by its gRPC port or health endpoint.
+        let authority = http::Uri::try_from(endpoint)?
+            .authority()
+            .context("--endpoint needs a host and port")?
+            .to_string();
+        while let Err(e) = tokio::net::TcpStream::connect(&authority).await {
+            anyhow::ensure!(Instant::now() < deadline, "connecting to {authority}: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let client = reqwest::Client::builder()
+            .http1_only()
+            .tcp_nodelay(true)
+            .build()?;
+        let url: Arc<str> = format!("{}/v1/traces", endpoint.trim_end_matches('/')).into();
+        out.push(Connection::Http(client, url));
+    }
+    while out.is_empty() || (args.protocol == Protocol::Grpc && out.len() < connections) {
         let e = Endpoint::from_shared(endpoint.to_string())?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2));
         match e.connect().await {
-            Ok(c) => channels.push(c),
+            Ok(c) => out.push(Connection::Grpc(c)),
             Err(e) if Instant::now() < deadline => {
                 eprintln!("loadgen: connecting to {endpoint}: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -536,11 +621,109 @@ async fn connect(endpoint: &str, connections: usize) -> anyhow::Result<Vec<Chann
             Err(e) => return Err(e).context("connecting to the daemon"),
         }
     }
-    Ok(channels)
+    Ok(Transport {
+        connections: out,
+        protocol: args.protocol,
+        gzip: args.compression == Compression::Gzip,
+    })
+}
+
+impl Transport {
+    fn connection(&self, i: usize) -> Connection {
+        self.connections[i % self.connections.len()].clone()
+    }
+
+    /// Sends one request body; `Err` is the refusal as reported (`Unavailable`, `HTTP 429`).
+    async fn send(
+        &self,
+        connection: Connection,
+        body: Bytes,
+        source: &Source,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        match connection {
+            Connection::Grpc(channel) => {
+                let mut request = tonic::Request::new(body);
+                request.set_timeout(timeout);
+                for (k, v) in &source.headers {
+                    request.metadata_mut().insert(k.clone(), v.clone());
+                }
+                let mut grpc = tonic::client::Grpc::new(channel);
+                if self.gzip {
+                    grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+                }
+                grpc.ready().await.map_err(|e| format!("not ready: {e}"))?;
+                grpc.unary::<Bytes, Bytes, _>(
+                    request,
+                    PathAndQuery::from_static(EXPORT_PATH),
+                    RawCodec,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|status| format!("{:?}", status.code()))
+            }
+            Connection::Http(client, url) => {
+                let content_type = match self.protocol {
+                    Protocol::HttpJson => "application/json",
+                    Protocol::Grpc | Protocol::HttpProtobuf => "application/x-protobuf",
+                };
+                let mut request = client
+                    .post(&*url)
+                    .headers(source.http_headers.clone())
+                    .header(http::header::CONTENT_TYPE, content_type)
+                    .timeout(timeout);
+                let body = if self.gzip {
+                    request = request.header(http::header::CONTENT_ENCODING, "gzip");
+                    Bytes::from(gzip(&body))
+                } else {
+                    body
+                };
+                let response = request
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| format!("HTTP transport: {}", short_error(&e)))?;
+                let status = response.status();
+                // Read to the end, so the connection goes back to the pool.
+                let _ = response.bytes().await;
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP {}", status.as_u16()))
+                }
+            }
+        }
+    }
+}
+
+/// gzip at the fastest level: the load client shares the machine with the daemon.
+fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(body).expect("writing to a Vec");
+    encoder.finish().expect("writing to a Vec")
+}
+
+fn short_error(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "other"
+    }
 }
 
 /// Sends one request of `source`; records the outcome. True when accepted.
-async fn send_one(shared: &Shared, source: &Source, channel: Channel) -> bool {
+async fn send_one(
+    shared: &Shared,
+    source: &Source,
+    transport: &Transport,
+    connection: Connection,
+) -> bool {
     let n = source.spans;
     let first = shared.next_seq.fetch_add(n, Ordering::Relaxed);
     assert!(first + n <= MAX_SEQ, "sequence numbers exhausted");
@@ -552,20 +735,10 @@ async fn send_one(shared: &Shared, source: &Source, channel: Channel) -> bool {
         now_ns(),
         source.tenant,
     );
-    let mut request = tonic::Request::new(body);
-    request.set_timeout(shared.timeout);
-    for (k, v) in &source.headers {
-        request.metadata_mut().insert(k.clone(), v.clone());
-    }
     let started = Instant::now();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    let outcome = match grpc.ready().await {
-        Ok(()) => grpc
-            .unary::<Bytes, Bytes, _>(request, PathAndQuery::from_static(EXPORT_PATH), RawCodec)
-            .await
-            .map(|_| ()),
-        Err(e) => Err(Status::unavailable(format!("not ready: {e}"))),
-    };
+    let outcome = transport
+        .send(connection, body, source, shared.timeout)
+        .await;
     let elapsed = started.elapsed();
     let micros = elapsed.as_micros() as u64;
     let mut r = shared.results.lock().unwrap();
@@ -582,9 +755,9 @@ async fn send_one(shared: &Shared, source: &Source, channel: Channel) -> bool {
             r.ack_latency.record_n(micros, 1);
             true
         }
-        Err(status) => {
+        Err(refusal) => {
             tenant.refused_spans += n;
-            *r.refused.entry(format!("{:?}", status.code())).or_default() += 1;
+            *r.refused.entry(refusal).or_default() += 1;
             r.refused_spans += n;
             false
         }
@@ -594,7 +767,7 @@ async fn send_one(shared: &Shared, source: &Source, channel: Channel) -> bool {
 async fn flat_out(
     shared: &Arc<Shared>,
     source: &Arc<Source>,
-    channels: &[Channel],
+    transport: &Arc<Transport>,
     args: &SendArgs,
     until: Instant,
 ) {
@@ -602,10 +775,11 @@ async fn flat_out(
     let workers = (0..args.concurrency.max(1)).map(|i| {
         let shared = shared.clone();
         let source = source.clone();
-        let channel = channels[i % channels.len()].clone();
+        let transport = transport.clone();
+        let connection = transport.connection(i);
         tokio::spawn(async move {
             while Instant::now() < until {
-                if !send_one(&shared, &source, channel.clone()).await {
+                if !send_one(&shared, &source, &transport, connection.clone()).await {
                     tokio::time::sleep(pause).await;
                 }
             }
@@ -622,7 +796,7 @@ async fn flat_out(
 async fn fixed_rate(
     shared: &Arc<Shared>,
     sources: &[Arc<Source>],
-    channels: &[Channel],
+    transport: &Arc<Transport>,
     per_request: Duration,
     concurrency: usize,
     started: Instant,
@@ -642,9 +816,10 @@ async fn fixed_rate(
         lag_max = lag_max.max(Instant::now().saturating_duration_since(due));
         let shared = shared.clone();
         let source = sources[(k as usize) % sources.len()].clone();
-        let channel = channels[(k as usize) % channels.len()].clone();
+        let transport = transport.clone();
+        let connection = transport.connection(k as usize);
         tasks.spawn(async move {
-            send_one(&shared, &source, channel).await;
+            send_one(&shared, &source, &transport, connection).await;
             drop(permit);
         });
         // Reap finished tasks so the set stays small.

@@ -20,6 +20,10 @@
 //! daemon's filter is expected to drop. Which spans are health checks depends only on their
 //! sequence numbers ([`is_healthz`]), so the sender knows exactly what the sink must receive;
 //! [`Templates`] holds one encoded request per `first_seq % healthz_every`.
+//!
+//! The request is encoded as protobuf (OTLP/gRPC and OTLP/HTTP) or as OTLP/JSON (OTLP/HTTP,
+//! [`Encoding`]). In JSON the ids are hex strings and the times decimal strings of 19 digits
+//! (every time from 2001 to 2286), so they too are patched in place at fixed widths.
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -32,8 +36,30 @@ use crate::wire::{self, SpanFields};
 
 pub struct Template {
     bytes: Vec<u8>,
-    spans: Vec<SpanFields>,
+    encoding: Encoding,
+    spans: Vec<Slots>,
 }
+
+/// How a request is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    #[default]
+    Protobuf,
+    Json,
+}
+
+/// Where one span's patched fields start in the encoded request.
+#[derive(Debug, Clone, Copy)]
+struct Slots {
+    trace_id: usize,
+    span_id: usize,
+    start_time: usize,
+    end_time: usize,
+}
+
+/// Placeholder times: 19 digits, like every wall-clock time in nanoseconds the sender writes.
+const START_PLACEHOLDER: u64 = 1_111_111_111_111_111_111;
+const END_PLACEHOLDER: u64 = 2_222_222_222_222_222_222;
 
 /// What the spans carry beyond the default template.
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,10 +93,10 @@ pub struct Templates {
 }
 
 impl Templates {
-    pub fn new(spans_per_request: usize, options: SpanOptions) -> Templates {
+    pub fn new(spans_per_request: usize, options: SpanOptions, encoding: Encoding) -> Templates {
         let phases = options.healthz_every.max(1);
         let variants = (0..phases)
-            .map(|phase| Template::build(spans_per_request, options, phase))
+            .map(|phase| Template::build(spans_per_request, options, phase, encoding))
             .collect();
         Templates {
             variants,
@@ -114,12 +140,22 @@ pub const MAX_SEQ: u64 = (1 << 48) - 1;
 impl Template {
     #[cfg(test)]
     pub fn new(spans_per_request: usize) -> Template {
-        Template::build(spans_per_request, SpanOptions::default(), 0)
+        Template::build(
+            spans_per_request,
+            SpanOptions::default(),
+            0,
+            Encoding::Protobuf,
+        )
     }
 
     /// The request for spans numbered from a `first_seq` with `first_seq % healthz_every ==
     /// phase`.
-    pub fn build(spans_per_request: usize, options: SpanOptions, phase: u64) -> Template {
+    pub fn build(
+        spans_per_request: usize,
+        options: SpanOptions,
+        phase: u64,
+        encoding: Encoding,
+    ) -> Template {
         let request = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource {
@@ -153,16 +189,16 @@ impl Template {
                 ..Default::default()
             }],
         };
-        let bytes = request.encode_to_vec();
-        let mut spans = Vec::with_capacity(spans_per_request);
-        wire::for_each_span(&bytes, |s| spans.push(s.clone())).expect("template walks");
+        let (bytes, spans) = match encoding {
+            Encoding::Protobuf => protobuf_slots(&request),
+            Encoding::Json => json_slots(&request),
+        };
         assert_eq!(spans.len(), spans_per_request);
-        for s in &spans {
-            assert!(s.trace_id.as_ref().is_some_and(|r| r.len() == 16));
-            assert!(s.span_id.as_ref().is_some_and(|r| r.len() == 8));
-            assert!(s.start_time.is_some() && s.end_time.is_some());
+        Template {
+            bytes,
+            encoding,
+            spans,
         }
-        Template { bytes, spans }
     }
 
     pub fn encoded_len(&self) -> usize {
@@ -186,21 +222,120 @@ impl Template {
         trace_id[8..].copy_from_slice(&request_no.to_be_bytes());
         trace_id[2] = 0x5b; // never all zero
         let end_ns = now_ns + 1_000_000;
+        let mut scratch = [0u8; 32];
         for (i, s) in self.spans.iter().enumerate() {
-            let patch = |out: &mut Vec<u8>, at: usize, v: &[u8]| {
+            let id = span_id(run, first_seq + i as u64);
+            for (at, value) in [
+                (s.trace_id, Field::Id(&trace_id)),
+                (s.span_id, Field::Id(&id)),
+                (s.start_time, Field::Time(now_ns)),
+                (s.end_time, Field::Time(end_ns)),
+            ] {
+                let v = value.encode(self.encoding, &mut scratch);
                 out[at..at + v.len()].copy_from_slice(v);
-            };
-            patch(&mut out, s.trace_id.as_ref().unwrap().start, &trace_id);
-            patch(
-                &mut out,
-                s.span_id.as_ref().unwrap().start,
-                &span_id(run, first_seq + i as u64),
-            );
-            patch(&mut out, s.start_time.unwrap(), &now_ns.to_le_bytes());
-            patch(&mut out, s.end_time.unwrap(), &end_ns.to_le_bytes());
+            }
         }
         Bytes::from(out)
     }
+}
+
+/// A patched value, written as the template's encoding writes it.
+enum Field<'a> {
+    Id(&'a [u8]),
+    Time(u64),
+}
+
+impl Field<'_> {
+    fn encode<'s>(&self, encoding: Encoding, scratch: &'s mut [u8; 32]) -> &'s [u8] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        match (self, encoding) {
+            (Field::Id(id), Encoding::Protobuf) => {
+                scratch[..id.len()].copy_from_slice(id);
+                &scratch[..id.len()]
+            }
+            (Field::Time(t), Encoding::Protobuf) => {
+                scratch[..8].copy_from_slice(&t.to_le_bytes());
+                &scratch[..8]
+            }
+            (Field::Id(id), Encoding::Json) => {
+                for (i, b) in id.iter().enumerate() {
+                    scratch[2 * i] = HEX[usize::from(b >> 4)];
+                    scratch[2 * i + 1] = HEX[usize::from(b & 0xf)];
+                }
+                &scratch[..2 * id.len()]
+            }
+            (Field::Time(t), Encoding::Json) => {
+                // The placeholder's width: a time outside 2001..2286 would shift the document.
+                assert!((1_000_000_000_000_000_000..=9_999_999_999_999_999_999).contains(t));
+                let mut t = *t;
+                for digit in scratch[..19].iter_mut().rev() {
+                    *digit = b'0' + (t % 10) as u8;
+                    t /= 10;
+                }
+                &scratch[..19]
+            }
+        }
+    }
+}
+
+/// The protobuf request and where each span's fields start in it.
+fn protobuf_slots(request: &ExportTraceServiceRequest) -> (Vec<u8>, Vec<Slots>) {
+    let bytes = request.encode_to_vec();
+    let mut spans = Vec::new();
+    wire::for_each_span(&bytes, |s: &SpanFields| {
+        let id = |r: &Option<std::ops::Range<usize>>, len: usize| {
+            let r = r.as_ref().expect("template span has the id");
+            assert_eq!(r.len(), len);
+            r.start
+        };
+        spans.push(Slots {
+            trace_id: id(&s.trace_id, 16),
+            span_id: id(&s.span_id, 8),
+            start_time: s.start_time.expect("template span has a start time"),
+            end_time: s.end_time.expect("template span has an end time"),
+        });
+    })
+    .expect("template walks");
+    (bytes, spans)
+}
+
+/// The OTLP/JSON request and where each span's field values start in it: the n-th
+/// `"traceId"`, `"spanId"`, `"startTimeUnixNano"` and `"endTimeUnixNano"` are span n's (the
+/// spans are the only messages with them; `parentSpanId` is another key).
+fn json_slots(request: &ExportTraceServiceRequest) -> (Vec<u8>, Vec<Slots>) {
+    let bytes = serde_json::to_vec(request).expect("a request serializes");
+    let text = std::str::from_utf8(&bytes).expect("JSON is UTF-8");
+    let values = |key: &str, placeholder: &str| -> Vec<usize> {
+        let needle = format!("\"{key}\":");
+        text.match_indices(&needle)
+            .map(|(at, _)| {
+                let mut value = at + needle.len();
+                value += usize::from(text.as_bytes()[value] == b'"');
+                assert!(
+                    text[value..].starts_with(placeholder),
+                    "{key} in the JSON template is not the placeholder {placeholder}"
+                );
+                value
+            })
+            .collect()
+    };
+    let trace_ids = values("traceId", &"01".repeat(16));
+    let span_ids = values("spanId", &"01".repeat(8));
+    let starts = values("startTimeUnixNano", &START_PLACEHOLDER.to_string());
+    let ends = values("endTimeUnixNano", &END_PLACEHOLDER.to_string());
+    assert!(
+        [span_ids.len(), starts.len(), ends.len()] == [trace_ids.len(); 3],
+        "every span of the JSON template has each field once"
+    );
+    let spans = (0..trace_ids.len())
+        .map(|i| Slots {
+            trace_id: trace_ids[i],
+            span_id: span_ids[i],
+            start_time: starts[i],
+            end_time: ends[i],
+        })
+        .collect();
+    (bytes, spans)
 }
 
 /// The tenant index a trace id carries (see [`Template::render`]).
@@ -241,8 +376,8 @@ fn span(i: usize, user_email: bool, healthz: bool) -> Span {
         parent_span_id: Vec::new(),
         name: format!("GET /api/v1/items/{}", i % 16),
         kind: span::SpanKind::Server as i32,
-        start_time_unix_nano: u64::MAX,
-        end_time_unix_nano: u64::MAX,
+        start_time_unix_nano: START_PLACEHOLDER,
+        end_time_unix_nano: END_PLACEHOLDER,
         attributes,
         status: Some(Status {
             code: 1,
@@ -291,6 +426,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn json_render_patches_ids_and_times_as_otlp_json() {
+        let options = SpanOptions::default();
+        let t = Template::build(3, options, 0, Encoding::Json);
+        let bytes = t.render(7, 40, 9, 1_700_000_000_123_456_789, 5);
+        let decoded: ExportTraceServiceRequest = serde_json::from_slice(&bytes).unwrap();
+        let protobuf = Template::build(3, options, 0, Encoding::Protobuf).render(
+            7,
+            40,
+            9,
+            1_700_000_000_123_456_789,
+            5,
+        );
+        // The same request as the protobuf template renders, field for field.
+        assert_eq!(
+            decoded,
+            ExportTraceServiceRequest::decode(protobuf).unwrap()
+        );
+        let spans = &decoded.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans.len(), 3);
+        for (i, s) in spans.iter().enumerate() {
+            assert_eq!(parse_span_id(&s.span_id), Some((7, 40 + i as u64)));
+            assert_eq!(s.start_time_unix_nano, 1_700_000_000_123_456_789);
+            assert_eq!(parse_tenant(&s.trace_id), Some(5));
+        }
+    }
+
     fn string_attr(s: &Span, key: &str) -> Option<String> {
         s.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
             match kv.value.as_ref()?.value.as_ref()? {
@@ -306,7 +468,7 @@ mod tests {
             user_email: true,
             healthz_every: 10,
         };
-        let t = Templates::new(7, options);
+        let t = Templates::new(7, options, Encoding::Protobuf);
         let mut healthz = 0;
         for (request, first) in (0..30u64).map(|r| (r, r * 7)) {
             let bytes = t.for_first(first).render(3, first, request, 1, 42);

@@ -62,6 +62,11 @@ Scenarios (configs in deploy/bench/configs/):
       the fixed load (100 spans/request, 20 000 spans/s). Sluice alone (the Collector's kafka
       receiver cannot split one tenant's records over processes by itself). Reported: the
       spans/s delivered with 1 and 2 exporter processes, and their ratio.
+  S9  OTLP/HTTP -> durable local buffer -> OTLP sink: S1's daemons (Sluice fsync: always,
+      Collector file_storage) at 100 spans/request, the requests sent as OTLP/HTTP protobuf,
+      OTLP/JSON, and protobuf compressed with gzip (fastest level, compressed by the load
+      client per request). HTTP/1.1 as the SDKs' HTTP exporters send: one connection per
+      request in flight.
   IDLE  Each daemon as a user starts it and then leaves it alone: Sluice with the S3 config
       (disk buffer), the Collector with its S3 config (in-memory queue). Measured IDLE_WINDOW_S
       seconds after it is ready (its timers have all fired by then): resident memory (VmRSS)
@@ -78,7 +83,7 @@ the daemon's processes), end-to-end latency p50/p99 (span send time -> sink rece
 spans refused, lost (acknowledged, never received) and duplicated.
 
 Environment: BENCH_QUICK=1 (one repetition, shorter windows, 100 spans/request only: ~5 min),
-BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,...,S8,IDLE; default
+BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,...,S9,IDLE; default
 all),
 BENCH_OUT (results directory; default target/sluice-bench), BENCH_PORT_BASE (default 24300),
 BENCH_PIN=1 (the daemon's processes on CPU 0 and the load client and sink on the other CPUs,
@@ -120,7 +125,7 @@ NATSCLI_SCRIPT = REPO / "deploy" / "bench" / "natscli.sh"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 DURATION = float(os.environ.get("BENCH_DURATION", "4" if QUICK else "6"))
-ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6,S7,S8,IDLE").split(",") if s.strip()}
+ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6,S7,S8,S9,IDLE").split(",") if s.strip()}
 # S4's "cost against pass-through" divides by S3 of the same run.
 S3_FOR_S4 = "S4" in ONLY and "S3" not in ONLY
 ONLY |= {"S3"} if S3_FOR_S4 else set()
@@ -157,11 +162,20 @@ S5_MODES = ("tenants", "quiet-only")
 # S8: how late the sink answers each export, and the exporter processes compared.
 S8_SINK_DELAY_MS = 100
 S8_EXPORTERS = (1, 2)
+# S9: the OTLP/HTTP bodies compared (Variant.ingest), with how the tables name them.
+S9_INGESTS = (("http/protobuf", "OTLP/HTTP protobuf"), ("http/json", "OTLP/HTTP JSON"),
+              ("http/protobuf+gzip", "OTLP/HTTP protobuf gzip"))
+
+
+def slug(ingest: str) -> str:
+    """An ingest as a variant key's part (keys name data directories): http-protobuf-gzip."""
+    return re.sub(r"[/+]", "-", ingest)
 # IDLE: how long each daemon is left alone once ready, then measured.
 IDLE_WINDOW_S = 10.0
 IDLE_VARIANTS = ("sluice-interval", "otelcol-memory")
 
 DAEMON_ENDPOINT = f"127.0.0.1:{PORT + 17}"
+HTTP_ENDPOINT = f"127.0.0.1:{PORT + 18}"
 SINK_ENDPOINT = f"127.0.0.1:{PORT + 117}"
 SINK_CONTROL = f"127.0.0.1:{PORT + 119}"
 METRICS_PORTS = (PORT + 88, PORT + 89)
@@ -265,6 +279,9 @@ class Variant:
     loadgen: tuple[str, ...] = ()
     # How late the sink answers each export during this variant's runs (S8).
     sink_delay_ms: int = 0
+    # How the load client sends (S9): "grpc", or OTLP/HTTP "http/protobuf" | "http/json",
+    # with "+gzip" for compressed bodies.
+    ingest: str = "grpc"
 
 
 def sluice(config: str, **env: str) -> list[ProcSpec]:
@@ -350,6 +367,12 @@ VARIANTS = {
                 [otelcol("otelcol-processors.yaml")], loadgen=S4_LOADGEN),
         *(Variant(f"sluice-scale-{n}", "sluice", f"Sluice, Kafka, {n} exporter process{'es' if n > 1 else ''}",
                   sluice_scaled(n), broker="kafka", sink_delay_ms=S8_SINK_DELAY_MS) for n in S8_EXPORTERS),
+        *(v for ingest, what in S9_INGESTS for v in (
+            Variant(f"sluice-{slug(ingest)}", "sluice", f"Sluice, {what}, disk buffer, fsync: always",
+                    sluice_disk("always"), ingest=ingest),
+            Variant(f"otelcol-{slug(ingest)}", "otelcol", f"Collector, {what}, file_storage queue (fsync: false)",
+                    [otelcol("otelcol-filestorage.yaml", BENCH_FSYNC="false")], ingest=ingest),
+        )),
         Variant("sluice-tenants", "sluice", "Sluice, disk buffer (fsync: interval)",
                 sluice_disk("interval", "sluice-tenants.yaml")),
         Variant("otelcol-tenants", "otelcol", "Collector, batch per tenant, in-memory queue",
@@ -390,6 +413,8 @@ COMPARISONS = [
       for n in S8_EXPORTERS),
     Comparison("S4", "sluice-processors", "otelcol-processors", (1, 100, 1000),
                "filter + attributes: disk buffer (interval) vs in-memory queue"),
+    *(Comparison("S9", f"sluice-{slug(ingest)}", f"otelcol-{slug(ingest)}", (100,), f"{what}: fsync: always vs file_storage")
+      for ingest, what in S9_INGESTS),
 ]
 if QUICK:
     COMPARISONS = [
@@ -419,6 +444,7 @@ class Running:
         env.update(
             {
                 "BENCH_DAEMON_ENDPOINT": DAEMON_ENDPOINT,
+                "BENCH_HTTP_ENDPOINT": HTTP_ENDPOINT,
                 "BENCH_SINK_ENDPOINT": SINK_ENDPOINT,
                 "BENCH_DATA_DIR": str(self.data),
                 "BENCH_METRICS_ENDPOINT": f"127.0.0.1:{METRICS_PORTS[0]}",
@@ -563,9 +589,12 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
         sink_delay(variant.sink_delay_ms)
         running.start()
         rate = FIXED_RATES[spans] if mode == "fixed" else 0
+        protocol, _, compression = variant.ingest.partition("+")
         argv = [
             str(LOADGEN_BIN), "send",
-            "--endpoint", f"http://{DAEMON_ENDPOINT}",
+            "--endpoint", f"http://{DAEMON_ENDPOINT if protocol == 'grpc' else HTTP_ENDPOINT}",
+            "--protocol", protocol,
+            "--compression", compression or "none",
             "--spans", str(spans),
             "--rate", str(rate),
             "--duration", str(duration),

@@ -277,6 +277,16 @@ fn decode(
     }
 }
 
+/// OTLP/JSON into the protobuf the buffer stores, as this receiver decodes it. Public for the
+/// criterion bench of the decoder (`benches/receive_path.rs`).
+pub fn decode_json(
+    signal: Signal,
+    body: &[u8],
+    unknown: UnknownJsonFields,
+) -> Result<Bytes, JsonError> {
+    json::decode(signal, body, unknown).map(|decoded| decoded.protobuf)
+}
+
 /// A request to a path that is no OTLP endpoint has no signal, so it is counted under
 /// `signal="_unknown"` (the underscore keeps it apart from real signals, as `_unknown` does
 /// for tenants). It is worth counting: a client with a wrong path loses all its data.

@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::collector::{
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Exemplar};
 use serde::de::{DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 use super::lossless::{self, Finding};
@@ -106,29 +107,19 @@ fn decode_as<T>(
 where
     T: DeserializeOwned + Serialize + prost::Message,
 {
-    let message: T = serde_path_to_error::deserialize(input).map_err(|e| JsonError::Invalid {
-        path: e.path().to_string(),
-        source: e.into_inner(),
-    })?;
-    // Serializing what serde's derive produced cannot fail: every float is finite or
-    // written as a string by the types' own serializers. Should it ever, the check cannot
-    // be made, and the request is refused rather than stored unchecked.
-    let output = serde_json::to_value(&message).map_err(|source| JsonError::Invalid {
-        path: "the request".into(),
-        source,
-    })?;
-    let report = lossless::compare(input, &output);
-    drop(output);
-    let mut findings = report.changed;
-    let (ignored, ignored_total) = match unknown_fields {
-        UnknownJsonFields::Refuse => {
-            findings.extend(report.unknown);
-            (Vec::new(), 0)
-        }
-        UnknownJsonFields::Ignore => (
-            report.unknown.into_iter().map(|f| f.path).collect(),
-            report.unknown_total,
-        ),
+    // Without path tracking first: it copies every key it passes. Only a refusal needs the
+    // path, so a request that does not decode is decoded again with it.
+    let message: T = match T::deserialize(input) {
+        Ok(message) => message,
+        Err(_) => serde_path_to_error::deserialize(input).map_err(|e| JsonError::Invalid {
+            path: e.path().to_string(),
+            source: e.into_inner(),
+        })?,
+    };
+    let (mut findings, ignored, ignored_total) = if lossless::proves_lossless(input, &message) {
+        (Vec::new(), Vec::new(), 0)
+    } else {
+        lossless_report(input, &message, unknown_fields)?
     };
     if findings.is_empty() {
         findings = check_ids(&message);
@@ -140,6 +131,35 @@ where
         protobuf: Bytes::from(message.encode_to_vec()),
         ignored,
         ignored_total,
+    })
+}
+
+/// The full comparison of what was sent with what decoded: the changes that refuse the
+/// request, and the unknown fields it reports or refuses.
+fn lossless_report<T: Serialize>(
+    input: &Value,
+    message: &T,
+    unknown_fields: UnknownJsonFields,
+) -> Result<(Vec<Finding>, Vec<String>, usize), JsonError> {
+    // Serializing what serde's derive produced cannot fail: every float is finite or
+    // written as a string by the types' own serializers. Should it ever, the check cannot
+    // be made, and the request is refused rather than stored unchecked.
+    let output = serde_json::to_value(message).map_err(|source| JsonError::Invalid {
+        path: "the request".into(),
+        source,
+    })?;
+    let report = lossless::compare(input, &output);
+    let mut findings = report.changed;
+    Ok(match unknown_fields {
+        UnknownJsonFields::Refuse => {
+            findings.extend(report.unknown);
+            (findings, Vec::new(), 0)
+        }
+        UnknownJsonFields::Ignore => (
+            findings,
+            report.unknown.into_iter().map(|f| f.path).collect(),
+            report.unknown_total,
+        ),
     })
 }
 
@@ -203,12 +223,17 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             let StrictValue(v) = map.next_value()?;
-            if out.contains_key(&key) {
-                return Err(serde::de::Error::custom(format!(
-                    "duplicate key {key:?} in an object"
-                )));
+            match out.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(v);
+                }
+                Entry::Occupied(slot) => {
+                    return Err(serde::de::Error::custom(format!(
+                        "duplicate key {:?} in an object",
+                        slot.key()
+                    )));
+                }
             }
-            out.insert(key, v);
         }
         Ok(Value::Object(out))
     }
