@@ -73,7 +73,21 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// Tags and most lengths in OTLP fit in one byte; that case is inlined into the walk (the
+/// walk of every request on ingest was ~10 % of a gRPC request's CPU).
+#[inline(always)]
 fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+    match buf.get(*pos) {
+        Some(&b) if b < 0x80 => {
+            *pos += 1;
+            Ok(u64::from(b))
+        }
+        _ => read_long_varint(buf, pos),
+    }
+}
+
+#[inline(never)]
+fn read_long_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
     let start = *pos;
     let mut value: u64 = 0;
     for i in 0..10 {
@@ -90,6 +104,7 @@ fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
 }
 
 impl<'a> Fields<'a> {
+    #[inline]
     fn next_field(&mut self) -> Result<Field<'a>, WireError> {
         let start = self.pos;
         let key = read_varint(self.buf, &mut self.pos)?;
@@ -150,6 +165,7 @@ impl<'a> Fields<'a> {
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<Field<'a>, WireError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.pos >= self.buf.len() {
             return None;
