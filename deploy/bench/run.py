@@ -67,6 +67,10 @@ Scenarios (configs in deploy/bench/configs/):
       OTLP/JSON, and protobuf compressed with gzip (fastest level, compressed by the load
       client per request). HTTP/1.1 as the SDKs' HTTP exporters send: one connection per
       request in flight.
+  S10 Steady state, for memory: S1's daemons (Sluice fsync: always, Collector file_storage)
+      at the fixed rate of 100 spans/request for BENCH_STEADY_DURATION seconds (default 120),
+      one repetition each. Reported: peak RSS, RSS at the end of the load, CPU-s per million
+      spans, p99, beside the same daemons' 6 s fixed-rate rows of S1.
   IDLE  Each daemon as a user starts it and then leaves it alone: Sluice with the S3 config
       (disk buffer), the Collector with its S3 config (in-memory queue). Measured IDLE_WINDOW_S
       seconds after it is ready (its timers have all fired by then): resident memory (VmRSS)
@@ -83,7 +87,7 @@ the daemon's processes), end-to-end latency p50/p99 (span send time -> sink rece
 spans refused, lost (acknowledged, never received) and duplicated.
 
 Environment: BENCH_QUICK=1 (one repetition, shorter windows, 100 spans/request only: ~5 min),
-BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,...,S9,IDLE; default
+BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,...,S10,IDLE; default
 all),
 BENCH_OUT (results directory; default target/sluice-bench), BENCH_PORT_BASE (default 24300),
 BENCH_PIN=1 (the daemon's processes on CPU 0 and the load client and sink on the other CPUs,
@@ -125,7 +129,7 @@ NATSCLI_SCRIPT = REPO / "deploy" / "bench" / "natscli.sh"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 DURATION = float(os.environ.get("BENCH_DURATION", "4" if QUICK else "6"))
-ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6,S7,S8,S9,IDLE").split(",") if s.strip()}
+ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6,S7,S8,S9,S10,IDLE").split(",") if s.strip()}
 # S4's "cost against pass-through" divides by S3 of the same run.
 S3_FOR_S4 = "S4" in ONLY and "S3" not in ONLY
 ONLY |= {"S3"} if S3_FOR_S4 else set()
@@ -170,6 +174,10 @@ S9_INGESTS = (("http/protobuf", "OTLP/HTTP protobuf"), ("http/json", "OTLP/HTTP 
 def slug(ingest: str) -> str:
     """An ingest as a variant key's part (keys name data directories): http-protobuf-gzip."""
     return re.sub(r"[/+]", "-", ingest)
+# S10: how long the steady-state run lasts, and its daemons (S1's).
+STEADY_DURATION = float(os.environ.get("BENCH_STEADY_DURATION", "30" if QUICK else "120"))
+STEADY_VARIANTS = ("sluice-always", "otelcol-file")
+STEADY_SPANS = 100
 # IDLE: how long each daemon is left alone once ready, then measured.
 IDLE_WINDOW_S = 10.0
 IDLE_VARIANTS = ("sluice-interval", "otelcol-memory")
@@ -582,13 +590,14 @@ def on_cpus(argv: list[str], cpus: str) -> list[str]:
 
 
 def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, duration: float = DURATION) -> dict:
-    """One run. mode: "saturation" | "fixed" (S1-S4), "tenants" | "quiet-only" (S5)."""
+    """One run. mode: "saturation" | "fixed" (S1-S4), "tenants" | "quiet-only" (S5), "steady"
+    (S10: the fixed rate, for longer)."""
     running = Running(variant, run_no, logdir)
     started = time.monotonic()
     try:
         sink_delay(variant.sink_delay_ms)
         running.start()
-        rate = FIXED_RATES[spans] if mode == "fixed" else 0
+        rate = FIXED_RATES[spans] if mode in ("fixed", "steady") else 0
         protocol, _, compression = variant.ingest.partition("+")
         argv = [
             str(LOADGEN_BIN), "send",
@@ -764,7 +773,18 @@ def cells() -> list[tuple[str, int, str, list[str]]]:
     if "S5" in ONLY:
         for mode in S5_MODES:
             out[("tenants", NOISY_SPANS, mode)] = list(S5_VARIANTS)
+    if "S10" in ONLY:
+        out[("steady", STEADY_SPANS, "steady")] = list(STEADY_VARIANTS)
     return [(g, s, m, vs) for (g, s, m), vs in out.items()]
+
+
+def group_reps(group: str) -> int:
+    """S10's runs are long: one repetition (its figures are the run's, not medians)."""
+    return 1 if group == "steady" else REPS
+
+
+def group_duration(group: str) -> float:
+    return {"tenants": S5_DURATION, "steady": STEADY_DURATION}.get(group, DURATION)
 
 
 def alternate(variants: list[str], turn: int) -> list[str]:
@@ -790,7 +810,7 @@ def main() -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logdir = OUT / "logs" / stamp
     logdir.mkdir(parents=True, exist_ok=True)
-    runs_total = sum(len(vs) for _, _, _, vs in plan) * REPS
+    runs_total = sum(len(vs) * group_reps(g) for g, _, _, vs in plan)
     log(f"{'quick' if QUICK else 'full'} run: {runs_total} runs of {DURATION:g} s"
         + (f" (S5: {S5_DURATION:g} s)" if "S5" in ONLY else "")
         + f", {REPS} repetition(s); logs in {logdir}")
@@ -836,7 +856,7 @@ def main() -> int:
                     idle.append(r)
                     log(f"{what}: RSS {r['idle_rss_kib'] / 1024:.1f} MiB (anonymous {r['idle_anon_kib'] / 1024:.1f}, "
                         f"file {r['idle_file_kib'] / 1024:.1f}), CPU {r['idle_cpu_ms_per_s']:.2f} ms/s")
-        for group in ("disk", "tenants", *BROKERS):
+        for group in ("disk", "tenants", "steady", *BROKERS):
             group_cells = [c for c in plan if c[0] == group]
             if not group_cells:
                 continue
@@ -859,7 +879,7 @@ def main() -> int:
                         log(f"warm-up through {key} done")
                     except Exception as e:
                         log(f"warm-up through {key} failed: {e}")
-            for rep in range(REPS):
+            for rep in range(group_reps(group)):
                 for i, (_, spans, mode, variants) in enumerate(group_cells):
                     for key in alternate(variants, rep + i):
                         run_no += 1
@@ -868,8 +888,7 @@ def main() -> int:
                         if group == "tenants":
                             what = f"[{measured}/{runs_total}] {key} {mode} (rep {rep + 1})"
                         try:
-                            r = measure(VARIANTS[key], spans, mode, run_no, logdir,
-                                        duration=S5_DURATION if group == "tenants" else DURATION)
+                            r = measure(VARIANTS[key], spans, mode, run_no, logdir, duration=group_duration(group))
                         except Exception as e:  # one broken run must not lose the others
                             log(f"{what}: FAILED: {e}")
                             failures.append(f"{what}: {str(e)[:600]}")
@@ -1074,6 +1093,8 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
         lines += render_s7(by, ceilings)
     if any(r["variant"].startswith("sluice-scale-") for r in results) or (LIVE and "S8" in ONLY):
         lines += render_s8(by)
+    if any(r["mode"] == "steady" for r in results) or (LIVE and "S10" in ONLY):
+        lines += render_steady(by)
     if idle or (LIVE and "IDLE" in ONLY):
         lines += render_idle(idle)
     problems = [r for r in results if r["missing_spans"] or r["duplicate_spans"] or r.get("healthz_received")
@@ -1112,6 +1133,31 @@ def render_s8(by: dict[tuple[str, int, str], list[dict]]) -> list[str]:
     if len(sps) == len(S8_EXPORTERS):
         lines += ["", f"Delivered with {S8_EXPORTERS[-1]} exporter processes / with {S8_EXPORTERS[0]}: "
                       f"{ratio(sps[S8_EXPORTERS[-1]], sps[S8_EXPORTERS[0]])}."]
+    return lines
+
+
+def render_steady(by: dict[tuple[str, int, str], list[dict]]) -> list[str]:
+    rate = FIXED_RATES[STEADY_SPANS]
+    lines = ["", f"S10, steady state: fixed {rate:,} spans/s at {STEADY_SPANS} spans/request for "
+                 f"{STEADY_DURATION:g} s, one run each (beside the {DURATION:g} s fixed-rate medians of S1):", "",
+             "| daemon | spans/s | CPU-s / M spans | peak RSS MiB | RSS after the load MiB | peak RSS in S1 MiB | p99 ms "
+             "| refused / lost / dup |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    peaks = {}
+    for key in STEADY_VARIANTS:
+        rs = by.get((key, STEADY_SPANS, "steady"), [])
+        if not rs:
+            lines.append(f"| {VARIANTS[key].label} | no result | | | | | | |")
+            continue
+        s = summarize(rs, "fixed")
+        peaks[key] = s["rss"]
+        end = med(rs, lambda r: sum(p["rss_kib"] for p in r["processes"]) / 1024)
+        s1 = summarize(by[(key, STEADY_SPANS, "fixed")], "fixed")["rss"] if by.get((key, STEADY_SPANS, "fixed")) else None
+        flags = f"{s['refused']} / {s['lost']} / {s['dup']}" + ("" if s["sustained"] else " NOT SUSTAINED")
+        lines.append(f"| {VARIANTS[key].label} | {fmt(s['sps'])} | {fmt(s['cpu'], 2)} | {fmt(s['rss'])} | {fmt(end)} | "
+                     f"{fmt(s1)} | {fmt(s['p99'])} | {flags} |")
+    if len(peaks) == 2:
+        lines += ["", f"Peak RSS over the steady run, Sluice / Collector: {ratio(*(peaks[k] for k in STEADY_VARIANTS))}."]
     return lines
 
 
@@ -1317,6 +1363,8 @@ def versions() -> dict[str, str]:
 
 
 def load_label(mode: str, spans: int) -> str:
+    if mode == "steady":
+        return f"fixed {FIXED_RATES[spans]:,}/s for {STEADY_DURATION:g} s"
     return "saturation" if mode == "saturation" else f"fixed {FIXED_RATES[spans]:,}/s"
 
 
