@@ -331,3 +331,18 @@ fn ignore_mode_drops_unknown_fields_but_never_changed_values() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The spec's examples of every signal are proved lossless on the fast path: the full
+/// comparison is left for requests with something to report.
+#[test]
+fn spec_examples_take_the_fast_proof() {
+    fn proved<T: DeserializeOwned + Serialize>(body: &str) -> bool {
+        let mut input = parse_strict(body.as_bytes()).unwrap();
+        normalize(&mut input, None);
+        let message: T = T::deserialize(&input).unwrap();
+        lossless::proves_lossless(&input, &message)
+    }
+    assert!(proved::<ExportTraceServiceRequest>(TRACE));
+    assert!(proved::<ExportMetricsServiceRequest>(METRICS));
+    assert!(proved::<ExportLogsServiceRequest>(LOGS));
+}
