@@ -6,9 +6,10 @@
 //!
 //! The proof follows the comparison's rules exactly (the same [`super::same_scalar`] and
 //! [`super::is_default`]), but it only answers yes or "not proven": at the first difference,
-//! or at a shape it does not follow (an input field the message did not produce, bytes, enum
-//! variants), it stops, and the caller runs [`super::compare`] for the report. So a refusal
-//! reads the same as before, and only a request that is fine is taken on the fast path.
+//! or at a shape it does not follow (an input field the message did not produce, bytes,
+//! tuples, enum variants), it stops, and the caller runs [`super::compare`] for the report.
+//! So a refusal reads the same as before, and only a request that is fine is taken on the
+//! fast path.
 
 use std::fmt;
 
@@ -43,6 +44,24 @@ impl ser::Error for Unproven {
 
 type Proof = Result<(), Unproven>;
 
+/// `Serializer` methods that compare a number with the input as serde_json's value would.
+macro_rules! numbers_into_values {
+    ($($method:ident: $ty:ty),* $(,)?) => {
+        $(fn $method(self, v: $ty) -> Proof {
+            leaf(self.input, &Value::from(v))
+        })*
+    };
+}
+
+/// `Serializer` methods that stop a key lookup.
+macro_rules! refuse_scalars {
+    ($($method:ident: $ty:ty),* $(,)?) => {
+        $(fn $method(self, _: $ty) -> Lookup<'a> {
+            Err(Unproven)
+        })*
+    };
+}
+
 fn holds(condition: bool) -> Proof {
     if condition {
         Ok(())
@@ -66,10 +85,6 @@ struct Against<'a> {
 }
 
 impl<'a> Against<'a> {
-    fn number(self, output: impl Into<Value>) -> Proof {
-        leaf(self.input, &output.into())
-    }
-
     fn object(self) -> Result<Fields<'a>, Unproven> {
         match self.input {
             Value::Object(input) => Ok(Fields {
@@ -86,8 +101,9 @@ impl<'a> ser::Serializer for Against<'a> {
     type Ok = ();
     type Error = Unproven;
     type SerializeSeq = Elements<'a>;
-    type SerializeTuple = Elements<'a>;
-    type SerializeTupleStruct = Elements<'a>;
+    // OTLP's types have no tuples: left to the full comparison.
+    type SerializeTuple = ser::Impossible<(), Unproven>;
+    type SerializeTupleStruct = ser::Impossible<(), Unproven>;
     type SerializeTupleVariant = ser::Impossible<(), Unproven>;
     type SerializeMap = Fields<'a>;
     type SerializeStruct = Fields<'a>;
@@ -96,37 +112,19 @@ impl<'a> ser::Serializer for Against<'a> {
     fn serialize_bool(self, v: bool) -> Proof {
         leaf(self.input, &Value::Bool(v))
     }
-    fn serialize_i8(self, v: i8) -> Proof {
-        self.number(v)
-    }
-    fn serialize_i16(self, v: i16) -> Proof {
-        self.number(v)
-    }
-    fn serialize_i32(self, v: i32) -> Proof {
-        self.number(v)
-    }
-    fn serialize_i64(self, v: i64) -> Proof {
-        self.number(v)
-    }
-    fn serialize_u8(self, v: u8) -> Proof {
-        self.number(v)
-    }
-    fn serialize_u16(self, v: u16) -> Proof {
-        self.number(v)
-    }
-    fn serialize_u32(self, v: u32) -> Proof {
-        self.number(v)
-    }
-    fn serialize_u64(self, v: u64) -> Proof {
-        self.number(v)
-    }
-    fn serialize_f32(self, v: f32) -> Proof {
-        // As serde_json's value serializer: a non-finite float becomes null.
-        self.number(v)
-    }
-    fn serialize_f64(self, v: f64) -> Proof {
-        self.number(v)
-    }
+    // Numbers become the JSON value serde_json would make of them (a non-finite float: null).
+    numbers_into_values!(
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_f32: f32,
+        serialize_f64: f64,
+    );
     fn serialize_char(self, v: char) -> Proof {
         self.serialize_str(v.encode_utf8(&mut [0; 4]))
     }
@@ -169,11 +167,15 @@ impl<'a> ser::Serializer for Against<'a> {
             _ => Err(Unproven),
         }
     }
-    fn serialize_tuple(self, len: usize) -> Result<Elements<'a>, Unproven> {
-        self.serialize_seq(Some(len))
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Unproven> {
+        Err(Unproven)
     }
-    fn serialize_tuple_struct(self, _: &'static str, len: usize) -> Result<Elements<'a>, Unproven> {
-        self.serialize_seq(Some(len))
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, Unproven> {
+        Err(Unproven)
     }
     fn serialize_tuple_variant(
         self,
@@ -207,48 +209,16 @@ struct Elements<'a> {
     next: usize,
 }
 
-impl Elements<'_> {
-    fn element<T: ?Sized + Serialize>(&mut self, value: &T) -> Proof {
-        let input = self.input.get(self.next).ok_or(Unproven)?;
-        self.next += 1;
-        value.serialize(Against { input })
-    }
-
-    fn end(self) -> Proof {
-        holds(self.next == self.input.len())
-    }
-}
-
 impl ser::SerializeSeq for Elements<'_> {
     type Ok = ();
     type Error = Unproven;
     fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Proof {
-        self.element(value)
+        let input = self.input.get(self.next).ok_or(Unproven)?;
+        self.next += 1;
+        value.serialize(Against { input })
     }
     fn end(self) -> Proof {
-        Elements::end(self)
-    }
-}
-
-impl ser::SerializeTuple for Elements<'_> {
-    type Ok = ();
-    type Error = Unproven;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Proof {
-        self.element(value)
-    }
-    fn end(self) -> Proof {
-        Elements::end(self)
-    }
-}
-
-impl ser::SerializeTupleStruct for Elements<'_> {
-    type Ok = ();
-    type Error = Unproven;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Proof {
-        self.element(value)
-    }
-    fn end(self) -> Proof {
-        Elements::end(self)
+        holds(self.next == self.input.len())
     }
 }
 
@@ -348,45 +318,22 @@ impl<'a> ser::Serializer for KeyLookup<'a> {
     ) -> Lookup<'a> {
         value.serialize(self)
     }
-    fn serialize_bool(self, _: bool) -> Lookup<'a> {
-        Err(Unproven)
-    }
-    fn serialize_i8(self, _: i8) -> Lookup<'a> {
-        Err(Unproven)
-    }
-    fn serialize_i16(self, _: i16) -> Lookup<'a> {
-        Err(Unproven)
-    }
-    fn serialize_i32(self, _: i32) -> Lookup<'a> {
-        Err(Unproven)
-    }
-    fn serialize_i64(self, _: i64) -> Lookup<'a> {
-        Err(Unproven)
-    }
-    fn serialize_u8(self, _: u8) -> Lookup<'a> {
-        Err(Unproven)
-    }
-    fn serialize_u16(self, _: u16) -> Lookup<'a> {
-        Err(Unproven)
-    }
-    fn serialize_u32(self, _: u32) -> Lookup<'a> {
-        Err(Unproven)
-    }
-    fn serialize_u64(self, _: u64) -> Lookup<'a> {
-        Err(Unproven)
-    }
-    fn serialize_f32(self, _: f32) -> Lookup<'a> {
-        Err(Unproven)
-    }
-    fn serialize_f64(self, _: f64) -> Lookup<'a> {
-        Err(Unproven)
-    }
-    fn serialize_char(self, _: char) -> Lookup<'a> {
-        Err(Unproven)
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Lookup<'a> {
-        Err(Unproven)
-    }
+    // A JSON object's keys are strings; anything else is left to the full comparison.
+    refuse_scalars!(
+        serialize_bool: bool,
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_f32: f32,
+        serialize_f64: f64,
+        serialize_char: char,
+        serialize_bytes: &[u8],
+    );
     fn serialize_none(self) -> Lookup<'a> {
         Err(Unproven)
     }
