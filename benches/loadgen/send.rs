@@ -587,33 +587,32 @@ fn compare(accepted: &[(u64, u64)], received: &[u8], healthz_every: u64) -> (u64
 }
 
 async fn connect(args: &SendArgs, connections: usize) -> anyhow::Result<Transport> {
-    let endpoint = args.endpoint.as_str();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut out = Vec::new();
-    if args.protocol != Protocol::Grpc {
-        // The pool connects on demand; wait here until the daemon's HTTP port accepts, since a
-        // daemon is declared ready by its gRPC port or health endpoint.
-        let authority = http::Uri::try_from(endpoint)?
-            .authority()
-            .context("--endpoint needs a host and port")?
-            .to_string();
-        while let Err(e) = tokio::net::TcpStream::connect(&authority).await {
-            anyhow::ensure!(Instant::now() < deadline, "connecting to {authority}: {e}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    let connections = match args.protocol {
+        Protocol::Grpc => grpc_channels(&args.endpoint, connections, deadline).await?,
+        Protocol::HttpProtobuf | Protocol::HttpJson => {
+            vec![http_pool(&args.endpoint, deadline).await?]
         }
-        let client = reqwest::Client::builder()
-            .http1_only()
-            .tcp_nodelay(true)
-            .build()?;
-        let url: Arc<str> = format!("{}/v1/traces", endpoint.trim_end_matches('/')).into();
-        out.push(Connection::Http(client, url));
-    }
-    while out.is_empty() || (args.protocol == Protocol::Grpc && out.len() < connections) {
+    };
+    Ok(Transport {
+        connections,
+        protocol: args.protocol,
+        gzip: args.compression == Compression::Gzip,
+    })
+}
+
+async fn grpc_channels(
+    endpoint: &str,
+    connections: usize,
+    deadline: Instant,
+) -> anyhow::Result<Vec<Connection>> {
+    let mut channels = Vec::new();
+    while channels.len() < connections.max(1) {
         let e = Endpoint::from_shared(endpoint.to_string())?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2));
         match e.connect().await {
-            Ok(c) => out.push(Connection::Grpc(c)),
+            Ok(c) => channels.push(Connection::Grpc(c)),
             Err(e) if Instant::now() < deadline => {
                 eprintln!("loadgen: connecting to {endpoint}: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -621,11 +620,27 @@ async fn connect(args: &SendArgs, connections: usize) -> anyhow::Result<Transpor
             Err(e) => return Err(e).context("connecting to the daemon"),
         }
     }
-    Ok(Transport {
-        connections: out,
-        protocol: args.protocol,
-        gzip: args.compression == Compression::Gzip,
-    })
+    Ok(channels)
+}
+
+/// One pool for all OTLP/HTTP requests: it opens a connection per request in flight.
+async fn http_pool(endpoint: &str, deadline: Instant) -> anyhow::Result<Connection> {
+    // The pool connects on demand; wait here until the daemon's HTTP port accepts, since a
+    // daemon is declared ready by its gRPC port or health endpoint.
+    let authority = http::Uri::try_from(endpoint)?
+        .authority()
+        .context("--endpoint needs a host and port")?
+        .to_string();
+    while let Err(e) = tokio::net::TcpStream::connect(&authority).await {
+        anyhow::ensure!(Instant::now() < deadline, "connecting to {authority}: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .build()?;
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    Ok(Connection::Http(client, url.into()))
 }
 
 impl Transport {
