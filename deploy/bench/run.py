@@ -1152,7 +1152,8 @@ def render_steady(by: dict[tuple[str, int, str], list[dict]]) -> list[str]:
         s = summarize(rs, "fixed")
         peaks[key] = s["rss"]
         end = med(rs, lambda r: sum(p["rss_kib"] for p in r["processes"]) / 1024)
-        s1 = summarize(by[(key, STEADY_SPANS, "fixed")], "fixed")["rss"] if by.get((key, STEADY_SPANS, "fixed")) else None
+        s1_runs = by.get((key, STEADY_SPANS, "fixed"))
+        s1 = summarize(s1_runs, "fixed")["rss"] if s1_runs else None
         flags = f"{s['refused']} / {s['lost']} / {s['dup']}" + ("" if s["sustained"] else " NOT SUSTAINED")
         lines.append(f"| {VARIANTS[key].label} | {fmt(s['sps'])} | {fmt(s['cpu'], 2)} | {fmt(s['rss'])} | {fmt(end)} | "
                      f"{fmt(s1)} | {fmt(s['p99'])} | {flags} |")

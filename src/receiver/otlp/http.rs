@@ -306,7 +306,6 @@ pub fn fuzz_json(signal: Signal, body: &[u8]) {
 /// (the OTLP/HTTP exporter's) can prove their JSON is what the receiver takes.
 #[cfg(test)]
 pub(crate) fn decode_json_for_tests(signal: Signal, body: &[u8]) -> Bytes {
-    json::decode(signal, body, UnknownJsonFields::Refuse)
+    decode_json(signal, body, UnknownJsonFields::Refuse)
         .unwrap_or_else(|e| panic!("{}", crate::error::error_chain(&e)))
-        .protobuf
 }
