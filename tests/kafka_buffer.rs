@@ -2,7 +2,8 @@
 //! SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and TLS listeners, a wrong password refused
 //! at start without the password in the output, the record headers of the message contract
 //! on what Sluice produced, and a stuck tenant's topic paused once its stream holds 8 MiB
-//! (and resumed when it drains) while another tenant flows, a record that is not OTLP
+//! (and resumed when it drains) while another tenant flows, a stream over that mark
+//! delivering without waiting out its batch timeout, a record that is not OTLP
 //! moved to the dead letters with its reason without holding up what follows, and a tenant
 //! given partitions of its own spread over them and shared by two exporter processes (its
 //! existing topic grown to that many), and an exporter that gives partitions up in a
@@ -219,6 +220,10 @@ async fn a_stuck_tenant_is_paused_at_its_mark_and_resumed_when_it_drains() {
         }
     })
     .await;
+    let pauses = sluice
+        .metric("sluice_kafka_pauses_total", &[("signal", "traces")])
+        .await;
+    assert!(pauses >= 1.0, "a pause counted: {pauses}");
     let sent = send_named_spans(&sluice, "flowing", 3, 2).await;
     backend.wait_span_names("flowing", &sent, WAIT).await;
 
@@ -233,6 +238,41 @@ async fn a_stuck_tenant_is_paused_at_its_mark_and_resumed_when_it_drains() {
         }
     })
     .await;
+}
+
+/// A stream past its read-ahead mark may have its topic paused, so nothing more comes until
+/// it hands out: it delivers instead of waiting for a batch minimum that cannot arrive.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_over_its_read_ahead_mark_does_not_wait_out_the_batch_timeout() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let run = common::pulsar::tenant("kafkamark");
+    let mut config = kafka_config(
+        dir.path(),
+        backend.port(),
+        &run,
+        &common::kafka::brokers(),
+        &[],
+    );
+    // A minimum no test reaches and a timeout far past WAIT: only the mark lets a delivery
+    // out.
+    config.batch_traces = false;
+    config
+        .trace_processors
+        .push("batch/huge: { send_batch_size: 10000000, timeout: 1h }".to_string());
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let client = channel(&sluice.otlp_endpoint()).await;
+    // ~12 MiB, about 1 KiB a span: past the 8 MiB pause mark.
+    let (requests, spans) = (60u64, 200usize);
+    for r in 0..requests {
+        let batch = padded_spans(&format!("marked-{r}"), r * 1000, spans);
+        export_traces(&client, Some("marked"), trace_request("svc", None, batch))
+            .await
+            .expect("accepted");
+    }
+    // What is left under the 4 MiB mark at the end waits for the timeout, as a batch should.
+    let over_the_mark = requests as usize * spans - 4 * 1024;
+    backend.wait_spans("marked", over_the_mark, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -34,6 +34,8 @@ pub(super) const RESUME_BYTES: usize = 4 << 20;
 /// failed connection attempt while a broker is away, ahead of the records that follow, so a
 /// long wait per error would hold the records back long after the broker is back.
 const READ_ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// Bound of the request that wakes the fetchers of a resumed topic ([`wake_fetchers`]).
+const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A record as read from a tenant topic.
 #[derive(Debug, Clone)]
@@ -304,6 +306,8 @@ impl Run {
             feed.paused = true;
             metrics::gauge!("sluice_kafka_paused_topics", "signal" => self.signal.as_str())
                 .increment(1.0);
+            metrics::counter!("sluice_kafka_pauses_total", "signal" => self.signal.as_str())
+                .increment(1);
             let partitions = partition_list(topic, &feed.partitions);
             if let Err(e) = self.consumer.pause(&partitions) {
                 tracing::warn!(%topic, error = %e, "cannot pause a Kafka topic");
@@ -347,15 +351,33 @@ impl Run {
                 feed.paused = false;
                 metrics::gauge!("sluice_kafka_paused_topics", "signal" => self.signal.as_str())
                     .decrement(1.0);
-                if let Err(e) = self
-                    .consumer
-                    .resume(&partition_list(topic, &feed.partitions))
-                {
-                    tracing::warn!(%topic, error = %e, "cannot resume a Kafka topic");
+                let partitions = partition_list(topic, &feed.partitions);
+                match self.consumer.resume(&partitions) {
+                    Ok(()) => wake_fetchers(&self.consumer, partitions),
+                    Err(e) => tracing::warn!(%topic, error = %e, "cannot resume a Kafka topic"),
                 }
             }
         }
     }
+}
+
+/// librdkafka resumes a partition without waking the thread that fetches it from its
+/// leader. While everything it fetches is paused that thread idles on its socket, for up to
+/// a second, so every pause cost up to a second of export (S6 in `make bench`; contract in
+/// docs/contracts.md, "Kafka buffer"). A request to each leader wakes its thread: asking for the partitions'
+/// latest offsets is the cheapest one that goes there.
+fn wake_fetchers(consumer: &Arc<StreamConsumer<GroupMember>>, mut partitions: TopicPartitionList) {
+    // A "timestamp" of -1 asks for the latest offset.
+    if partitions.set_all_offsets(Offset::End).is_err() {
+        return;
+    }
+    let consumer = Arc::clone(consumer);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = consumer.offsets_for_times(partitions, WAKE_TIMEOUT) {
+            // Only the wake-up is lost: the fetcher starts on its own a little later.
+            tracing::debug!(error = %e, "cannot wake the Kafka fetchers of a resumed topic");
+        }
+    });
 }
 
 fn partition_list(topic: &str, partitions: &BTreeSet<i32>) -> TopicPartitionList {

@@ -318,7 +318,10 @@ impl BufferStream for KafkaStream {
             let until = *self
                 .linger_until
                 .get_or_insert_with(|| Instant::now() + limits.linger);
-            if !self.pending.below_minimum(limits) || Instant::now() >= until {
+            // Past the resume mark the consumer may have paused the topic: nothing more
+            // comes until this stream hands out, so waiting for the minimum would only idle.
+            let may_be_paused = self.queued.load(Ordering::Acquire) > RESUME_BYTES;
+            if may_be_paused || !self.pending.below_minimum(limits) || Instant::now() >= until {
                 break;
             }
             tokio::select! {
