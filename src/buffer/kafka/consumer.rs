@@ -363,9 +363,10 @@ impl Run {
 
 /// librdkafka resumes a partition without waking the thread that fetches it from its
 /// leader. While everything it fetches is paused that thread idles on its socket, for up to
-/// a second, so every pause cost up to a second of export (S6 in `make bench`; contract in
-/// docs/contracts.md, "Kafka buffer"). A request to each leader wakes its thread: asking for the partitions'
-/// latest offsets is the cheapest one that goes there.
+/// a second, so every pause cost up to a second of export (README, Performance,
+/// "Observations" 6; contract in docs/contracts.md, "Kafka buffer"). A request to each
+/// leader wakes its thread: asking for the partitions' latest offsets is the cheapest one
+/// that goes there.
 fn wake_fetchers(consumer: &Arc<StreamConsumer<GroupMember>>, mut partitions: TopicPartitionList) {
     // A "timestamp" of -1 asks for the latest offset.
     if partitions.set_all_offsets(Offset::End).is_err() {
