@@ -11,12 +11,16 @@ use crate::batch::Batch;
 #[derive(Debug)]
 pub struct Pending<T> {
     queue: VecDeque<(T, Batch)>,
+    /// Items of the records in `queue`, kept as they come and go: a stream asks
+    /// [`Pending::below_minimum`] for every record it takes while it lingers.
+    items: u64,
 }
 
 impl<T> Default for Pending<T> {
     fn default() -> Self {
         Pending {
             queue: VecDeque::new(),
+            items: 0,
         }
     }
 }
@@ -32,6 +36,7 @@ pub struct Taken<T> {
 
 impl<T> Pending<T> {
     pub fn push(&mut self, handle: T, batch: Batch) {
+        self.items += u64::from(batch.items);
         self.queue.push_back((handle, batch));
     }
 
@@ -46,22 +51,23 @@ impl<T> Pending<T> {
     /// Removes the records whose handle matches, keeping the order of the rest; returns how
     /// many records and payload bytes went.
     pub fn remove_where(&mut self, matches: impl Fn(&T) -> bool) -> (usize, usize) {
-        let (mut records, mut bytes) = (0, 0);
+        let (mut records, mut bytes, mut items) = (0, 0, 0u64);
         self.queue.retain(|(handle, batch)| {
             let gone = matches(handle);
             if gone {
                 records += 1;
                 bytes += batch.payload.len();
+                items += u64::from(batch.items);
             }
             !gone
         });
+        self.items -= items;
         (records, bytes)
     }
 
     /// Whether the records held add up to fewer items than a delivery should wait for.
     pub fn below_minimum(&self, limits: &ReadLimits) -> bool {
-        let items: u64 = self.queue.iter().map(|(_, b)| u64::from(b.items)).sum();
-        items < u64::from(limits.min_items)
+        self.items < u64::from(limits.min_items)
     }
 
     /// Takes records from the front, at least one and then as many as fit `limits`, merged
@@ -82,6 +88,7 @@ impl<T> Pending<T> {
             handles.push(handle);
             parts.push(batch);
         }
+        self.items -= items;
         let traceparents = distinct_contexts(parts.iter().filter_map(|b| b.traceparent.as_deref()));
         let records = u32::try_from(parts.len()).unwrap_or(u32::MAX);
         let batch = Batch::concat(parts)?;
@@ -142,6 +149,30 @@ mod tests {
         let tiny = ReadLimits::single_record();
         assert_eq!(pending.take(&tiny, 8).unwrap().handles, vec!['c']);
         assert!(pending.take(&tiny, 9).is_none());
+    }
+
+    #[test]
+    fn the_minimum_counts_what_is_held_after_takes_and_removals() {
+        let at_least = |min_items| ReadLimits {
+            max_items: 4,
+            max_bytes: 1000,
+            min_items,
+            linger: std::time::Duration::ZERO,
+        };
+        let mut pending = Pending::default();
+        for handle in 0..5 {
+            pending.push(handle, batch(2, 10, None));
+        }
+        assert!(!pending.below_minimum(&at_least(10)));
+        assert!(pending.below_minimum(&at_least(11)));
+        pending.take(&at_least(10), 0).unwrap();
+        assert!(!pending.below_minimum(&at_least(6)));
+        assert!(pending.below_minimum(&at_least(7)));
+        pending.remove_where(|h| *h == 4);
+        assert!(!pending.below_minimum(&at_least(4)));
+        assert!(pending.below_minimum(&at_least(5)));
+        pending.take(&at_least(1), 1).unwrap();
+        assert!(pending.below_minimum(&at_least(1)));
     }
 
     #[test]
