@@ -14,6 +14,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
 use super::client;
 use super::rebalance::{Change, GroupMember, Rebalances};
@@ -36,6 +37,11 @@ pub(super) const RESUME_BYTES: usize = 4 << 20;
 const READ_ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// Bound of the request that wakes the fetchers of a resumed topic ([`wake_fetchers`]).
 const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest a topic is waited for in this consumer's metadata before it is subscribed to
+/// ([`Run::learn_topic`]); past it, the subscription goes ahead and the group catches up.
+const NEW_TOPIC_WAIT: Duration = Duration::from_secs(5);
+/// How often the metadata is read meanwhile: a topic just created shows within milliseconds.
+const NEW_TOPIC_POLL: Duration = Duration::from_millis(10);
 
 /// A record as read from a tenant topic.
 #[derive(Debug, Clone)]
@@ -222,12 +228,45 @@ impl Run {
             tracing::warn!(%tenant, signal = %self.signal, error = %error_chain(&e), "cannot create the tenant's Kafka topic; trying again later");
             return;
         }
+        self.learn_topic(&topic).await;
         self.topics.insert(topic);
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         if let Err(e) = self.consumer.subscribe(&topics) {
             tracing::error!(signal = %self.signal, error = %e, "cannot subscribe to the Kafka topics");
         } else {
             tracing::info!(%tenant, signal = %self.signal, topic = %self.ctx.config.topic(tenant, self.signal), "exporting a Kafka topic");
+        }
+    }
+
+    /// Waits, bounded by [`NEW_TOPIC_WAIT`], until this consumer's own metadata holds `topic`.
+    /// Under KIP-848 the coordinator assigns partitions by topic id, and librdkafka takes up
+    /// an assignment at once only for topics its metadata cache knows; for the others it asks
+    /// for their metadata and, as measured, often takes them up only on the next heartbeat
+    /// (the broker's `group.consumer.heartbeat.interval.ms`, 5 s by default). A topic created
+    /// a moment before is not in that cache, so a new tenant's first records waited in the
+    /// topic that long (README, Performance, "Observations" 7).
+    async fn learn_topic(&self, topic: &str) {
+        let deadline = Instant::now() + NEW_TOPIC_WAIT;
+        loop {
+            let consumer = Arc::clone(&self.consumer);
+            let name = topic.to_string();
+            let timeout = self.ctx.config.publish_timeout;
+            // librdkafka's metadata call blocks.
+            let known = tokio::task::spawn_blocking(move || {
+                consumer
+                    .fetch_metadata(Some(&name), timeout)
+                    .map(|metadata| {
+                        metadata
+                            .topics()
+                            .iter()
+                            .any(|t| t.name() == name && !t.partitions().is_empty())
+                    })
+            })
+            .await;
+            if matches!(known, Ok(Ok(true))) || Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(NEW_TOPIC_POLL).await;
         }
     }
 
