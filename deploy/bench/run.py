@@ -63,10 +63,10 @@ Scenarios (configs in deploy/bench/configs/):
       receiver cannot split one tenant's records over processes by itself). Reported: the
       spans/s delivered with 1 and 2 exporter processes, and their ratio.
   S9  OTLP/HTTP -> durable local buffer -> OTLP sink: S1's daemons (Sluice fsync: always,
-      Collector file_storage) at 100 spans/request, the requests sent as OTLP/HTTP protobuf,
-      OTLP/JSON, and protobuf compressed with gzip (fastest level, compressed by the load
-      client per request). HTTP/1.1 as the SDKs' HTTP exporters send: one connection per
-      request in flight.
+      Collector file_storage) at 1, 100 and 1 000 spans/request, the requests sent as
+      OTLP/HTTP protobuf, OTLP/JSON, and protobuf compressed with gzip (fastest level,
+      compressed by the load client per request). HTTP/1.1 as the SDKs' HTTP exporters send:
+      one connection per request in flight.
   S10 Steady state, for memory: S1's daemons (Sluice fsync: always, Collector file_storage)
       at the fixed rate of 100 spans/request for BENCH_STEADY_DURATION seconds (default 120),
       one repetition each. Reported: peak RSS, RSS at the end of the load, CPU-s per million
@@ -421,7 +421,7 @@ COMPARISONS = [
       for n in S8_EXPORTERS),
     Comparison("S4", "sluice-processors", "otelcol-processors", (1, 100, 1000),
                "filter + attributes: disk buffer (interval) vs in-memory queue"),
-    *(Comparison("S9", f"sluice-{slug(ingest)}", f"otelcol-{slug(ingest)}", (100,), f"{what}: fsync: always vs file_storage")
+    *(Comparison("S9", f"sluice-{slug(ingest)}", f"otelcol-{slug(ingest)}", (1, 100, 1000), f"{what}: fsync: always vs file_storage")
       for ingest, what in S9_INGESTS),
 ]
 if QUICK:
