@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::metadata::Metadata;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -248,41 +250,44 @@ impl Run {
     async fn learn_topic(&self, topic: &str) {
         let deadline = Instant::now() + NEW_TOPIC_WAIT;
         loop {
-            let consumer = Arc::clone(&self.consumer);
-            let name = topic.to_string();
-            let timeout = self.ctx.config.publish_timeout;
-            // librdkafka's metadata call blocks.
-            let known = tokio::task::spawn_blocking(move || {
-                consumer
-                    .fetch_metadata(Some(&name), timeout)
-                    .map(|metadata| {
-                        metadata
-                            .topics()
-                            .iter()
-                            .any(|t| t.name() == name && !t.partitions().is_empty())
-                    })
-            })
-            .await;
-            if matches!(known, Ok(Ok(true))) || Instant::now() >= deadline {
+            let known = self
+                .read_metadata(Some(topic))
+                .await
+                .and_then(Result::ok)
+                .is_some_and(|metadata| {
+                    metadata
+                        .topics()
+                        .iter()
+                        .any(|t| t.name() == topic && !t.partitions().is_empty())
+                });
+            if known || Instant::now() >= deadline {
                 return;
             }
             tokio::time::sleep(NEW_TOPIC_POLL).await;
         }
     }
 
+    /// The brokers' metadata of `topic` (or of every topic), read through this consumer,
+    /// which keeps it in its cache; `None` when the blocking read did not finish.
+    async fn read_metadata(&self, topic: Option<&str>) -> Option<KafkaResult<Metadata>> {
+        let consumer = Arc::clone(&self.consumer);
+        let topic = topic.map(str::to_string);
+        let timeout = self.ctx.config.publish_timeout;
+        // librdkafka's metadata call blocks.
+        tokio::task::spawn_blocking(move || consumer.fetch_metadata(topic.as_deref(), timeout))
+            .await
+            .ok()
+    }
+
     /// Subscribes to every topic of the signal's template on the brokers.
     async fn discover(&mut self) {
-        let consumer = Arc::clone(&self.consumer);
-        let timeout = self.ctx.config.publish_timeout;
-        let listed =
-            tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, timeout)).await;
-        let metadata = match listed {
-            Ok(Ok(metadata)) => metadata,
-            Ok(Err(e)) => {
+        let metadata = match self.read_metadata(None).await {
+            Some(Ok(metadata)) => metadata,
+            Some(Err(e)) => {
                 tracing::warn!(signal = %self.signal, error = %e, "cannot list the Kafka topics; trying again later");
                 return;
             }
-            Err(_) => return,
+            None => return,
         };
         let tenants: HashSet<TenantId> = metadata
             .topics()
