@@ -1,6 +1,10 @@
 //! OTLP/JSON requests into the protobuf bytes the buffer stores, without losing anything.
 //!
-//! Steps: parse the body into a JSON tree, refusing duplicate keys (a JSON parser keeps one
+//! Most requests take [`transcode`], which writes the protobuf in one pass over the body
+//! and gives up on anything outside the canonical OTLP/JSON form. What it gives up on takes
+//! the full decoder below, which is slower but judges every request precisely.
+//!
+//! The full decoder's steps: parse the body into a JSON tree, refusing duplicate keys (a JSON parser keeps one
 //! silently); normalise what proto3 JSON allows but the serde types refuse (`null` for a
 //! default, an `arrayValue` without `values`); decode into the opentelemetry-proto message;
 //! prove with [`super::lossless`] that the message holds everything that was sent; check the
@@ -25,6 +29,9 @@ use serde_json::{Map, Value};
 use super::lossless::{self, Finding};
 use crate::receiver::otlp::UnknownJsonFields;
 use crate::signal::Signal;
+
+mod schema;
+mod transcode;
 
 /// Why an OTLP/JSON body was refused. Every variant names where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +84,56 @@ pub struct Decoded {
 
 /// Decodes an OTLP/JSON export request of `signal`.
 pub fn decode(
+    signal: Signal,
+    body: &[u8],
+    unknown_fields: UnknownJsonFields,
+) -> Result<Decoded, JsonError> {
+    if let Ok(protobuf) = transcode::transcode(signal, body) {
+        return Ok(Decoded {
+            protobuf: Bytes::from(protobuf),
+            ignored: Vec::new(),
+            ignored_total: 0,
+        });
+    }
+    decode_fully(signal, body, unknown_fields)
+}
+
+/// Panics when the transcoder takes a request that the full decoder refuses, or decodes it
+/// into another message; returns whether it took the request. The `otlp_json` fuzz target
+/// and the transcoder's tests hold it to this.
+#[cfg(any(fuzzing, test))]
+pub fn check_transcoder(signal: Signal, body: &[u8]) -> bool {
+    fn decoded<T: prost::Message + Default>(bytes: &[u8]) -> T {
+        T::decode(bytes).unwrap_or_else(|e| panic!("protobuf that does not decode: {e}"))
+    }
+    fn same<T: prost::Message + Default + PartialEq + fmt::Debug>(fast: &[u8], full: &[u8]) {
+        assert_eq!(
+            decoded::<T>(fast),
+            decoded::<T>(full),
+            "the transcoder and the full decoder differ"
+        );
+    }
+    let Ok(fast) = transcode::transcode(signal, body) else {
+        return false;
+    };
+    let full = decode_fully(signal, body, UnknownJsonFields::Refuse).unwrap_or_else(|e| {
+        panic!(
+            "the transcoder took a request the full decoder refuses ({}): {}",
+            crate::error::error_chain(&e),
+            String::from_utf8_lossy(body)
+        )
+    });
+    match signal {
+        Signal::Traces => same::<ExportTraceServiceRequest>(&fast, &full.protobuf),
+        Signal::Metrics => same::<ExportMetricsServiceRequest>(&fast, &full.protobuf),
+        Signal::Logs => same::<ExportLogsServiceRequest>(&fast, &full.protobuf),
+    }
+    true
+}
+
+/// The full decoder: every request it takes is proved lossless, and every refusal names
+/// the field.
+fn decode_fully(
     signal: Signal,
     body: &[u8],
     unknown_fields: UnknownJsonFields,
