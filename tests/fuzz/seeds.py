@@ -77,6 +77,12 @@ def main(out: pathlib.Path) -> None:
         seeds["disk_segment"].append(
             record(wire, 1, b"00-000102030405060708090a0b0c0d0e0f-0001020304050607-01")
             + record(wire, 1))
+    # Requests in the canonical form the one-pass OTLP/JSON transcoder takes (protojson above
+    # writes enums by name, which only the full decoder reads), so the fuzzer starts on both.
+    testdata = REPO / "src" / "receiver" / "otlp" / "http" / "testdata"
+    for selector, signal in enumerate(("traces", "metrics", "logs")):
+        body = (testdata / f"every_field_{signal}.json").read_bytes()
+        seeds["otlp_json"].append(bytes([selector]) + body)
     configs = [REPO / "config.yaml", *sorted((REPO / "deploy").glob("**/*.yaml"))]
     for path in configs:
         text = path.read_bytes()

@@ -1,8 +1,9 @@
 //! The OTLP messages as the streaming transcoder ([`super::transcode`]) sees them: for each
 //! message, its fields' JSON names, protobuf field numbers and how their values are written.
 //! Field numbers and types are those of opentelemetry-proto 0.33 (the `.proto` files of
-//! OTLP 1.x); `schema_matches_the_generated_types` in the transcoder's tests checks them
-//! against the prost types field by field.
+//! OTLP 1.x). The transcoder's tests check them against the prost types: requests that set
+//! every field listed here must decode, through prost, into what the full decoder makes of
+//! them.
 //!
 //! Only the fields OTLP/JSON clients send are listed. A field missing here (`keyStrindex`,
 //! `stringValueStrindex`, `bytesValue`) is not refused: the transcoder hands the request to

@@ -77,6 +77,8 @@ fn the_requests_set_every_field_the_schema_lists() {
         (message as *const Message as usize, field.json)
     }
     fn listed(message: &'static Message, out: &mut HashSet<FieldId>) {
+        // The transcoder keeps a bit per field in a u32.
+        assert!(message.fields.len() <= 32);
         for field in message.fields {
             if out.insert(id(message, field)) {
                 if let Kind::Message(m) | Kind::RepeatedMessage(m) = field.kind {
