@@ -4,11 +4,12 @@
 //! and gives up on anything outside the canonical OTLP/JSON form. What it gives up on takes
 //! the full decoder below, which is slower but judges every request precisely.
 //!
-//! The full decoder's steps: parse the body into a JSON tree, refusing duplicate keys (a JSON parser keeps one
-//! silently); normalise what proto3 JSON allows but the serde types refuse (`null` for a
-//! default, an `arrayValue` without `values`); decode into the opentelemetry-proto message;
-//! prove with [`super::lossless`] that the message holds everything that was sent; check the
-//! lengths of trace and span ids; encode the message with prost.
+//! The full decoder's steps: parse the body into a JSON tree, refusing duplicate keys (a
+//! JSON parser keeps one silently); normalise what proto3 JSON allows but the serde types
+//! refuse (`null` for a default, an `arrayValue` without `values`); decode into the
+//! opentelemetry-proto message; prove with [`super::lossless`] that the message holds
+//! everything that was sent; check the lengths of trace and span ids; encode the message
+//! with prost.
 //!
 //! Fields with unknown names are refused by default, or ignored as the OTLP/JSON spec says
 //! when the receiver is configured so, and then reported back to the client as a warning.
