@@ -6,12 +6,15 @@
 //! `/readyz` is ready again. At the end every item acknowledged to a client has reached the
 //! backend, including what the broker held across its restarts. On Pulsar the broker then
 //! stops once more with no client sending: `/readyz` still turns not ready (the buffer probes
-//! an idle broker) and ready again when it is back.
+//! an idle broker) and ready again when it is back. Also on Pulsar, the link to its service
+//! URL is cut and restored while idle (a TCP relay, `common::tcp_proxy`): ready again, and
+//! appending.
 //!
 //! This binary stops and starts the shared test brokers (`deploy/*/…sh stop|resume`), so it
-//! holds only these tests, one per broker; cargo runs test binaries one after another. The
-//! tests also run one after another: two brokers restarting under load at once starve the
-//! two-core machine, and a broker that answers late is not what these trials are about.
+//! holds only these tests; cargo runs test binaries one after another. The tests also run one
+//! after another: two brokers restarting under load at once starve the two-core machine, a
+//! broker that answers late is not what these trials are about, and the link test must not
+//! see the broker itself stop.
 
 mod common;
 
@@ -19,6 +22,8 @@ use std::time::Duration;
 
 use common::chaos::{setting, settle, Load};
 use common::http::http_get;
+use common::otlp::{channel, export_traces, named_spans, trace_request};
+use common::tcp_proxy::TcpProxy;
 use common::{kafka, nats, pulsar};
 use common::{temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
 use tonic::Code;
@@ -102,8 +107,9 @@ async fn wait_readyz(sluice: &SluiceProcess, what: &str, want: impl Fn(u16, &str
     .await;
 }
 
-/// The restart trials under load on `broker`; returns Sluice (still running) and the tenant.
-async fn restart_trials(broker: Broker) -> (SluiceProcess, Backend, String) {
+/// The restart trials under load on `broker`; returns Sluice (still running) with its
+/// directory (which holds its stderr), the backend and the tenant.
+async fn restart_trials(broker: Broker) -> (SluiceProcess, tempfile::TempDir, Backend, String) {
     let tenant = pulsar::tenant(&format!("restart{}", broker.kind()));
     let dir = temp_dir();
     let backend = Backend::start().await;
@@ -173,13 +179,13 @@ async fn restart_trials(broker: Broker) -> (SluiceProcess, Backend, String) {
         )
         .await;
     assert!(refused_items > 0.0, "{broker:?}: refusals are counted");
-    (sluice, backend, tenant)
+    (sluice, dir, backend, tenant)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pulsar_restarts_refuse_then_resume_and_lose_nothing_acknowledged() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let (sluice, _backend, _) = restart_trials(Broker::Pulsar).await;
+    let (sluice, _dir, _backend, _) = restart_trials(Broker::Pulsar).await;
     // With no client sending, nothing appends: readiness follows the broker through probes.
     Broker::Pulsar.run("stop").await;
     wait_readyz(
@@ -193,6 +199,74 @@ async fn pulsar_restarts_refuse_then_resume_and_lose_nothing_acknowledged() {
         code == 200
     })
     .await;
+}
+
+/// The link to the broker's service URL goes away and comes back while no client sends. It
+/// carries the readiness probe's lookups and the namespace listings of topic discovery (here
+/// every second), so both fail, and time out, while the link is cut. A listing given up in
+/// the middle of connecting once left the Pulsar client's connection table "connecting" for
+/// good: every later lookup waited forever, and Sluice never became ready again.
+#[tokio::test(flavor = "multi_thread")]
+async fn pulsar_link_cut_while_idle_then_ready_and_appending_again() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let broker = pulsar::service_url();
+    let broker = broker.trim_start_matches("pulsar://");
+    let proxy = TcpProxy::start(broker.parse().expect("host:port of the broker")).await;
+    let tenant = pulsar::tenant("linkcut");
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let consumer = format!("consumer: {{ subscription: {tenant}, topic_refresh_interval: 1s }}");
+    let config = SluiceConfig::new(dir.path(), backend.port()).with_pulsar(
+        &format!("pulsar://{}", proxy.addr()),
+        &[
+            "send_timeout: 3s",
+            "topic: 'persistent://public/default/linkcut-{signal}-{tenant}'",
+            &consumer,
+        ],
+    );
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+
+    proxy.cut().await;
+    // Long enough for many listings to time out while connecting: each gives up after 3 s.
+    wait_readyz(
+        &sluice,
+        "/readyz to say for 15 s that the broker does not answer lookups",
+        |code, body| code == 503 && body.contains("lookup") && failing_for(body) >= 15,
+    )
+    .await;
+    assert!(
+        sluice.stderr().contains("the Pulsar namespace's topics"),
+        "listings failed while the link was cut"
+    );
+    proxy.restore();
+    wait_readyz(
+        &sluice,
+        "/readyz ready again after the link is back",
+        |code, _| code == 200,
+    )
+    .await;
+
+    let endpoint = channel(&sluice.otlp_endpoint()).await;
+    let request = trace_request("link", None, named_spans("after-cut", 0, 3));
+    export_traces(&endpoint, Some(&tenant), request)
+        .await
+        .unwrap_or_else(|e| panic!("append after the link is back: {e}"));
+    wait_for("the spans sent after the cut", WAIT, || async {
+        match backend.span_count(&tenant) {
+            3 => Ok(()),
+            n => Err(format!("{n} of 3 spans")),
+        }
+    })
+    .await;
+}
+
+/// The seconds in `/readyz`'s "appends failing for {n}s", or 0.
+fn failing_for(body: &str) -> u64 {
+    body.split("failing for ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]

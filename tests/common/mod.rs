@@ -26,6 +26,7 @@ pub mod otlp;
 pub mod process;
 pub mod pulsar;
 pub mod python;
+pub mod tcp_proxy;
 pub mod tls;
 
 use std::future::Future;

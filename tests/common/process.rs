@@ -224,9 +224,11 @@ impl SluiceProcess {
         std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
 
-    /// Everything sluice wrote to stderr so far.
+    /// Everything sluice wrote to stderr so far, or why it cannot be read (e.g. its
+    /// directory was removed while the process ran).
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        std::fs::read_to_string(&self.stderr_path)
+            .unwrap_or_else(|e| format!("(cannot read {}: {e})", self.stderr_path.display()))
     }
 
     pub fn stderr_tail(&self, lines: usize) -> String {

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::consumer::PulsarStream;
 use super::topic::{is_partition, DeadLetterTemplate, TopicTemplate};
-use super::Context;
+use super::{detached, Context};
 use crate::buffer::BufferStream;
 use crate::error::error_chain;
 use crate::signal::Signal;
@@ -130,15 +130,18 @@ impl Discovery {
             if *closed.borrow() {
                 break;
             }
-            let listed = tokio::time::timeout(
-                self.ctx.config.send_timeout,
-                self.ctx
-                    .client
-                    .get_topics_of_namespace(namespace.clone(), Mode::Persistent),
-            )
-            .await;
-            match listed {
-                Ok(Ok(topics)) => {
+            // Detached: a listing may open the client's connection to the broker, and one
+            // given up halfway leaves it unusable for good (see `detached`).
+            let listing = {
+                let (client, namespace) = (self.ctx.client.clone(), namespace.clone());
+                async move {
+                    client
+                        .get_topics_of_namespace(namespace, Mode::Persistent)
+                        .await
+                }
+            };
+            match detached(self.ctx.config.send_timeout, listing).await {
+                Ok(topics) => {
                     if failed {
                         tracing::info!(%namespace, "listing Pulsar topics works again");
                         failed = false;
@@ -147,15 +150,11 @@ impl Discovery {
                         self.announce(signal, &tenant);
                     }
                 }
-                Ok(Err(e)) if !failed => {
+                Err(e) if !failed => {
                     failed = true;
                     tracing::warn!(%namespace, error = %error_chain(&e), "cannot list the Pulsar namespace's topics; retrying");
                 }
-                Err(_) if !failed => {
-                    failed = true;
-                    tracing::warn!(%namespace, "listing the Pulsar namespace's topics timed out; retrying");
-                }
-                _ => {}
+                Err(_) => {}
             }
             tokio::select! {
                 _ = closed.changed() => {}

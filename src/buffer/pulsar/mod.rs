@@ -378,12 +378,13 @@ where
 }
 
 /// Like [`within`], for an operation that may open a connection (creating a client, a
-/// producer or a consumer): it runs on a task of its own and is never dropped halfway. A
-/// connection attempt that pulsar-rs (6.9) sees dropped leaves its broker marked as
-/// "connecting" in the client's connection table, and every later operation on that broker
-/// then waits forever, so a broker outage longer than `send_timeout` was never recovered
-/// from (found by the broker-restart test). Past `limit` the caller gets its error and the
-/// operation finishes in the background; what it then creates is dropped.
+/// producer or a consumer, a lookup, listing a namespace's topics): it runs on a task of its
+/// own and is never dropped halfway. A connection attempt that pulsar-rs (6.9) sees dropped
+/// leaves its broker marked as "connecting" in the client's connection table, and every later
+/// operation on that broker then waits forever, so a broker outage longer than
+/// `send_timeout` was never recovered from (tests/broker_restart.rs: the broker restarts, and
+/// the cut link, which caught the topic listing). Past `limit` the caller gets its error and
+/// the operation finishes in the background; what it then creates is dropped.
 async fn detached<T, E>(
     limit: Duration,
     operation: impl std::future::Future<Output = Result<T, E>> + Send + 'static,

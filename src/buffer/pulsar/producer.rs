@@ -388,8 +388,16 @@ impl TopicTask {
             .build::<Vec<u8>>();
         match detached(self.config.send_timeout, build).await {
             Ok(mut consumer) => {
-                if let Err(e) = consumer.close().await {
-                    tracing::debug!(topic = %self.topic, error = %e, "closing the subscription probe failed");
+                // Bounded, as the producer's close: appends to this topic wait for it. Giving
+                // up is safe here, as the consumer's own task does any reconnecting.
+                match tokio::time::timeout(CLOSE_TIMEOUT, consumer.close()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(topic = %self.topic, error = %e, "closing the subscription probe failed");
+                    }
+                    Err(_) => {
+                        tracing::debug!(topic = %self.topic, "closing the subscription probe timed out");
+                    }
                 }
                 Ok(())
             }

@@ -484,3 +484,25 @@ fn the_admin_url_defaults_to_the_service_hosts_web_port() {
         "backlog.tenant_headroom_percent"
     );
 }
+
+/// What may open a connection runs `detached`: the caller gets its error at the limit, and
+/// the operation still runs to its end, because pulsar-rs must never see a connection
+/// attempt dropped halfway (tests/broker_restart.rs shows what that did).
+#[tokio::test(start_paused = true)]
+async fn a_detached_operation_runs_on_after_its_caller_gives_up() {
+    let (finished, finished_rx) = tokio::sync::oneshot::channel();
+    let operation = async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let _ = finished.send(());
+        Ok::<_, std::io::Error>(())
+    };
+    let started = tokio::time::Instant::now();
+    let outcome = super::detached(Duration::from_secs(3), operation).await;
+    let error = outcome.expect_err("past its limit");
+    assert!(error.to_string().contains("within 3s"), "{error}");
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    tokio::time::timeout(Duration::from_secs(60), finished_rx)
+        .await
+        .expect("the operation ran on to its end")
+        .expect("and finished");
+}

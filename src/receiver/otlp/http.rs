@@ -244,9 +244,7 @@ async fn receive(
     } else {
         // Never closed; should it be, the runtime is going away, as below.
         let Ok(slot) = Arc::clone(&shared.decode_slots).acquire_owned().await else {
-            return Err(ReceiveError::Ingest(IngestError::Buffer(
-                crate::buffer::BufferError::Closed,
-            )));
+            return Err(shutting_down());
         };
         let work = move || {
             let received = work();
@@ -257,16 +255,20 @@ async fn receive(
             Ok(result) => result,
             // A panic while decoding is a bug; it propagates as it would have inline.
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Cancelled: the runtime is shutting down, so the client should come back.
-            Err(_) => Err(ReceiveError::Ingest(IngestError::Buffer(
-                crate::buffer::BufferError::Closed,
-            ))),
+            // Cancelled: the runtime is shutting down.
+            Err(_) => Err(shutting_down()),
         }
     }?;
     if copied {
         budget.take(held, received.payload.len())?;
     }
     Ok(received)
+}
+
+/// The runtime is going away mid-request: the client should come back (as to a closed
+/// buffer), not be told its request was bad.
+fn shutting_down() -> ReceiveError {
+    ReceiveError::Ingest(IngestError::Buffer(crate::buffer::BufferError::Closed))
 }
 
 /// Decompresses and, for JSON, decodes: CPU work, possibly on the blocking pool.
