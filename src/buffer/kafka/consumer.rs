@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,7 +40,7 @@ const READ_ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// Bound of the request that wakes the fetchers of a resumed topic ([`wake_fetchers`]).
 const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest a topic is waited for in this consumer's metadata before it is subscribed to
-/// ([`Run::learn_topic`]); past it, the subscription goes ahead and the group catches up.
+/// ([`learn_topic`]); past it, the subscription goes ahead and the group catches up.
 const NEW_TOPIC_WAIT: Duration = Duration::from_secs(5);
 /// How often the metadata is read meanwhile: a topic just created shows within milliseconds.
 const NEW_TOPIC_POLL: Duration = Duration::from_millis(10);
@@ -132,6 +132,15 @@ enum Event {
     Drained,
     Rebalanced,
     ReadFailed(rdkafka::error::KafkaError),
+    /// A new tenant's topic is ready to be subscribed to, or could not be created.
+    Prepared(Prepared),
+}
+
+/// A new tenant topic, made ready off the consumer's loop ([`Run::subscribe`]).
+struct Prepared {
+    tenant: TenantId,
+    topic: String,
+    created: Result<(), BufferError>,
 }
 
 struct Run {
@@ -142,6 +151,9 @@ struct Run {
     streams: StreamSender,
     /// The topics subscribed to.
     topics: BTreeSet<String>,
+    /// New topics being created and learned meanwhile, which tell `prepared_tx` when done.
+    preparing: HashSet<String>,
+    prepared_tx: mpsc::UnboundedSender<Prepared>,
     feeds: HashMap<String, Feed>,
     /// Told by a stream whose queue went down to [`RESUME_BYTES`].
     drained: Arc<Notify>,
@@ -155,6 +167,7 @@ async fn run(
     mut told: mpsc::UnboundedReceiver<TenantId>,
 ) {
     let mut closed = ctx.closed.clone();
+    let (prepared_tx, mut prepared_rx) = mpsc::unbounded_channel();
     let mut run = Run {
         ctx: Arc::clone(&ctx),
         signal,
@@ -162,6 +175,8 @@ async fn run(
         rebalances: Arc::clone(&consumer.context().rebalances),
         streams,
         topics: BTreeSet::new(),
+        preparing: HashSet::new(),
+        prepared_tx,
         feeds: HashMap::new(),
         drained: Arc::new(Notify::new()),
     };
@@ -181,6 +196,7 @@ async fn run(
         let event = tokio::select! {
             _ = closed.wait_for(|c| *c) => Event::Closed,
             Some(tenant) = told.recv() => Event::Appended(tenant),
+            Some(prepared) = prepared_rx.recv() => Event::Prepared(prepared),
             _ = refresh.tick() => Event::Refresh,
             _ = drained.notified() => Event::Drained,
             _ = run.rebalances.changed.notified() => Event::Rebalanced,
@@ -196,13 +212,14 @@ async fn run(
         };
         match event {
             Event::Closed => break,
-            Event::Appended(tenant) => run.subscribe(&tenant).await,
+            Event::Appended(tenant) => run.subscribe(&tenant),
             Event::Refresh if fixed.is_empty() => run.discover().await,
             Event::Refresh => {
                 for tenant in &fixed {
-                    run.subscribe(tenant).await;
+                    run.subscribe(tenant);
                 }
             }
+            Event::Prepared(prepared) => run.prepared(prepared),
             Event::Drained => run.resume_drained(),
             Event::Rebalanced => run.apply_rebalances(),
             Event::ReadFailed(e) => {
@@ -219,18 +236,53 @@ async fn run(
 }
 
 impl Run {
-    /// Adds `tenant`'s topic to the subscription (creating it when missing).
-    async fn subscribe(&mut self, tenant: &TenantId) {
+    /// Adds `tenant`'s topic to the subscription once it is created and this consumer's
+    /// metadata holds it. That takes up to [`NEW_TOPIC_WAIT`], so it is done on a task of its
+    /// own: meanwhile this loop goes on handing out every other tenant's records.
+    fn subscribe(&mut self, tenant: &TenantId) {
         let topic = self.ctx.config.topic(tenant, self.signal);
-        if self.topics.contains(&topic) {
+        if self.topics.contains(&topic) || !self.preparing.insert(topic.clone()) {
             return;
         }
         let partitions = self.ctx.config.topics.partitions_of(tenant);
-        if let Err(e) = ensure_topic(&self.ctx, &topic, partitions).await {
-            tracing::warn!(%tenant, signal = %self.signal, error = %error_chain(&e), "cannot create the tenant's Kafka topic; trying again later");
-            return;
+        let (ctx, tenant, done) = (
+            Arc::clone(&self.ctx),
+            tenant.clone(),
+            self.prepared_tx.clone(),
+        );
+        // Weak: the consumer leaves the group when the last handle goes, which blocks, and
+        // must not happen on this task when the buffer closes meanwhile.
+        let consumer = Arc::downgrade(&self.consumer);
+        tokio::spawn(async move {
+            let created = ensure_topic(&ctx, &topic, partitions).await.map(drop);
+            if created.is_ok() {
+                learn_topic(&ctx, &consumer, &topic).await;
+            }
+            // The loop ended (shutting down): nothing left to subscribe.
+            let _ = done.send(Prepared {
+                tenant,
+                topic,
+                created,
+            });
+        });
+    }
+
+    fn prepared(&mut self, prepared: Prepared) {
+        let Prepared {
+            tenant,
+            topic,
+            created,
+        } = prepared;
+        self.preparing.remove(&topic);
+        match created {
+            Ok(()) => self.add_topic(&tenant, topic),
+            Err(e) => {
+                tracing::warn!(%tenant, signal = %self.signal, error = %error_chain(&e), "cannot create the tenant's Kafka topic; trying again later");
+            }
         }
-        self.learn_topic(&topic).await;
+    }
+
+    fn add_topic(&mut self, tenant: &TenantId, topic: String) {
         self.topics.insert(topic);
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         if let Err(e) = self.consumer.subscribe(&topics) {
@@ -240,48 +292,11 @@ impl Run {
         }
     }
 
-    /// Waits, bounded by [`NEW_TOPIC_WAIT`], until this consumer's own metadata holds `topic`.
-    /// Under KIP-848 the coordinator assigns partitions by topic id, and librdkafka takes up
-    /// an assignment at once only for topics its metadata cache knows; for the others it asks
-    /// for their metadata and, as measured, often takes them up only on the next heartbeat
-    /// (the broker's `group.consumer.heartbeat.interval.ms`, 5 s by default). A topic created
-    /// a moment before is not in that cache, so a new tenant's first records waited in the
-    /// topic that long (README, Performance, "Observations" 7).
-    async fn learn_topic(&self, topic: &str) {
-        let deadline = Instant::now() + NEW_TOPIC_WAIT;
-        loop {
-            let known = self
-                .read_metadata(Some(topic))
-                .await
-                .and_then(Result::ok)
-                .is_some_and(|metadata| {
-                    metadata
-                        .topics()
-                        .iter()
-                        .any(|t| t.name() == topic && !t.partitions().is_empty())
-                });
-            if known || Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep(NEW_TOPIC_POLL).await;
-        }
-    }
-
-    /// The brokers' metadata of `topic` (or of every topic), read through this consumer,
-    /// which keeps it in its cache; `None` when the blocking read did not finish.
-    async fn read_metadata(&self, topic: Option<&str>) -> Option<KafkaResult<Metadata>> {
-        let consumer = Arc::clone(&self.consumer);
-        let topic = topic.map(str::to_string);
-        let timeout = self.ctx.config.publish_timeout;
-        // librdkafka's metadata call blocks.
-        tokio::task::spawn_blocking(move || consumer.fetch_metadata(topic.as_deref(), timeout))
-            .await
-            .ok()
-    }
-
-    /// Subscribes to every topic of the signal's template on the brokers.
+    /// Subscribes to the tenant topics that exist. Their metadata was just read through this
+    /// consumer, so they are in its cache: no creating and no waiting for them.
     async fn discover(&mut self) {
-        let metadata = match self.read_metadata(None).await {
+        let consumer = Arc::downgrade(&self.consumer);
+        let metadata = match read_metadata(&self.ctx, &consumer, None).await {
             Some(Ok(metadata)) => metadata,
             Some(Err(e)) => {
                 tracing::warn!(signal = %self.signal, error = %e, "cannot list the Kafka topics; trying again later");
@@ -289,13 +304,19 @@ impl Run {
             }
             None => return,
         };
-        let tenants: HashSet<TenantId> = metadata
+        let found: Vec<(TenantId, String)> = metadata
             .topics()
             .iter()
-            .filter_map(|t| self.ctx.config.tenant_of(t.name(), self.signal))
+            .filter(|t| !t.partitions().is_empty() && !self.topics.contains(t.name()))
+            .filter_map(|t| {
+                let tenant = self.ctx.config.tenant_of(t.name(), self.signal)?;
+                Some((tenant, t.name().to_string()))
+            })
             .collect();
-        for tenant in tenants {
-            self.subscribe(&tenant).await;
+        for (tenant, topic) in found {
+            if !self.preparing.contains(&topic) {
+                self.add_topic(&tenant, topic);
+            }
         }
     }
 
@@ -423,6 +444,53 @@ fn wake_fetchers(consumer: &Arc<StreamConsumer<GroupMember>>, mut partitions: To
             tracing::debug!(error = %e, "cannot wake the Kafka fetchers of a resumed topic");
         }
     });
+}
+
+/// Waits, bounded by [`NEW_TOPIC_WAIT`], until the consumer's own metadata holds `topic`.
+/// Under KIP-848 the coordinator assigns partitions by topic id, and librdkafka takes up an
+/// assignment at once only for topics its metadata cache knows; for the others it asks for
+/// their metadata and, as measured, often takes them up only on the next heartbeat (the
+/// broker's `group.consumer.heartbeat.interval.ms`, 5 s by default). A topic created a
+/// moment before is not in that cache, so a new tenant's first records waited in the topic
+/// that long (README, Performance, "Observations" 7).
+async fn learn_topic(ctx: &Context, consumer: &Weak<StreamConsumer<GroupMember>>, topic: &str) {
+    let deadline = Instant::now() + NEW_TOPIC_WAIT;
+    loop {
+        let known = read_metadata(ctx, consumer, Some(topic))
+            .await
+            .and_then(Result::ok)
+            .is_some_and(|metadata| {
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == topic && !t.partitions().is_empty())
+            });
+        if known || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(NEW_TOPIC_POLL).await;
+    }
+}
+
+/// The brokers' metadata of `topic` (or of every topic), read through `consumer`, which
+/// keeps it in its cache; `None` when the blocking read did not finish or the consumer is
+/// gone.
+async fn read_metadata(
+    ctx: &Context,
+    consumer: &Weak<StreamConsumer<GroupMember>>,
+    topic: Option<&str>,
+) -> Option<KafkaResult<Metadata>> {
+    let consumer = Weak::clone(consumer);
+    let topic = topic.map(str::to_string);
+    let timeout = ctx.config.publish_timeout;
+    // librdkafka's metadata call blocks; so may dropping the last handle (see `subscribe`).
+    tokio::task::spawn_blocking(move || {
+        let consumer = consumer.upgrade()?;
+        Some(consumer.fetch_metadata(topic.as_deref(), timeout))
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 fn partition_list(topic: &str, partitions: &BTreeSet<i32>) -> TopicPartitionList {
