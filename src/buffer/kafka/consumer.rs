@@ -275,20 +275,28 @@ impl Run {
         } = prepared;
         self.preparing.remove(&topic);
         match created {
-            Ok(()) => self.add_topic(&tenant, topic),
+            Ok(()) => self.add_topics(vec![(tenant, topic)]),
             Err(e) => {
                 tracing::warn!(%tenant, signal = %self.signal, error = %error_chain(&e), "cannot create the tenant's Kafka topic; trying again later");
             }
         }
     }
 
-    fn add_topic(&mut self, tenant: &TenantId, topic: String) {
-        self.topics.insert(topic);
+    /// Subscribes to `new` topics with those already subscribed to, in one call: each
+    /// subscription change is a rebalance of the group.
+    fn add_topics(&mut self, new: Vec<(TenantId, String)>) {
+        if new.is_empty() {
+            return;
+        }
+        self.topics
+            .extend(new.iter().map(|(_, topic)| topic.clone()));
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         if let Err(e) = self.consumer.subscribe(&topics) {
             tracing::error!(signal = %self.signal, error = %e, "cannot subscribe to the Kafka topics");
-        } else {
-            tracing::info!(%tenant, signal = %self.signal, topic = %self.ctx.config.topic(tenant, self.signal), "exporting a Kafka topic");
+            return;
+        }
+        for (tenant, topic) in new {
+            tracing::info!(%tenant, signal = %self.signal, %topic, "exporting a Kafka topic");
         }
     }
 
@@ -307,17 +315,14 @@ impl Run {
         let found: Vec<(TenantId, String)> = metadata
             .topics()
             .iter()
-            .filter(|t| !t.partitions().is_empty() && !self.topics.contains(t.name()))
+            .filter(|t| !t.partitions().is_empty())
+            .filter(|t| !self.topics.contains(t.name()) && !self.preparing.contains(t.name()))
             .filter_map(|t| {
                 let tenant = self.ctx.config.tenant_of(t.name(), self.signal)?;
                 Some((tenant, t.name().to_string()))
             })
             .collect();
-        for (tenant, topic) in found {
-            if !self.preparing.contains(&topic) {
-                self.add_topic(&tenant, topic);
-            }
-        }
+        self.add_topics(found);
     }
 
     /// Hands a record to its tenant's stream, announcing the stream on the first.
