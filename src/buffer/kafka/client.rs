@@ -82,6 +82,12 @@ fn common(config: &KafkaBufferConfig) -> ClientConfig {
     for (key, value) in &config.librdkafka_options {
         c.set(key, value);
     }
+    // rust-rdkafka gives librdkafka the log level of the `log` crate, which Sluice does not
+    // use (it logs through `tracing`): errors only. So the contexts a user named in `debug`
+    // were never logged. Asked for, they are, at debug level.
+    if config.librdkafka_options.contains_key("debug") {
+        c.set_log_level(RDKafkaLogLevel::Debug);
+    }
     c
 }
 
@@ -122,4 +128,20 @@ pub(super) fn consumer(
     };
     c.create_with_context(member)
         .map_err(|e| refused("consumer", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn librdkafka_debug_contexts_are_logged_when_asked_for() {
+        let asked = KafkaBufferConfig {
+            librdkafka_options: [("debug".to_string(), "cgrp,topic".to_string())].into(),
+            ..Default::default()
+        };
+        let is_debug = |c: ClientConfig| matches!(c.log_level, RDKafkaLogLevel::Debug);
+        assert!(is_debug(common(&asked)));
+        assert!(!is_debug(common(&KafkaBufferConfig::default())));
+    }
 }
