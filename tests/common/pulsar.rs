@@ -97,6 +97,29 @@ pub async fn topic_stats(topic: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats {body:?}: {e}"))
 }
 
+/// The partitions of `topic` the broker knows (`0`: a plain topic, or none).
+pub async fn partition_count(topic: &str) -> u64 {
+    let path = topic.replace("persistent://", "/admin/v2/persistent/") + "/partitions";
+    let body = admin_get(&path)
+        .await
+        .unwrap_or_else(|e| panic!("partitions of {topic}: {e}"));
+    let metadata: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("partitions {body:?}: {e}"));
+    metadata["partitions"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("partitions of {topic}: {body}"))
+}
+
+/// The broker's stats of a partitioned topic, each partition's under `partitions`.
+pub async fn partitioned_stats(topic: &str) -> serde_json::Value {
+    let path = topic.replace("persistent://", "/admin/v2/persistent/")
+        + "/partitioned-stats?perPartition=true";
+    let body = admin_get(&path)
+        .await
+        .unwrap_or_else(|e| panic!("partitioned stats of {topic}: {e}"));
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats {body:?}: {e}"))
+}
+
 pub async fn client() -> Pulsar<TokioExecutor> {
     Pulsar::builder(service_url(), TokioExecutor)
         .build()

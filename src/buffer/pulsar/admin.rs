@@ -4,6 +4,7 @@
 //! topic retention with a replay subscription reset to a time (`replay.rs`). Requests
 //! carry the buffer's `auth` credentials as a bearer token.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use pulsar::authentication::Authentication;
@@ -87,6 +88,79 @@ impl AdminClient {
         Ok(Some(body))
     }
 
+    /// The topic's stats; for a partitioned topic (whose own name the broker does not know
+    /// as a topic) the partitions' stats added up, which have the same fields. `None` when
+    /// the broker has neither.
+    async fn stats(&self, topic: &str) -> Result<Option<bytes::Bytes>, AdminError> {
+        let path = Self::topic_path(topic);
+        let url = format!("{}/admin/v2/{path}/stats", self.base);
+        if let Some(body) = self
+            .send(self.http.get(url), format!("stats of {topic}"))
+            .await?
+        {
+            return Ok(Some(body));
+        }
+        let url = format!(
+            "{}/admin/v2/{path}/partitioned-stats?perPartition=false",
+            self.base
+        );
+        self.send(self.http.get(url), format!("partitioned stats of {topic}"))
+            .await
+    }
+
+    /// How many partitions `topic` has: 0 for a plain topic or none at all.
+    pub(super) async fn partitions(&self, topic: &str) -> Result<u32, AdminError> {
+        #[derive(serde::Deserialize)]
+        struct Metadata {
+            #[serde(default)]
+            partitions: u32,
+        }
+        let url = self.partitions_url(topic);
+        match self
+            .send(self.http.get(url), format!("partitions of {topic}"))
+            .await?
+        {
+            Some(body) => Ok(serde_json::from_slice::<Metadata>(&body)?.partitions),
+            None => Ok(0),
+        }
+    }
+
+    /// Creates `topic` as a partitioned topic of `count` partitions. The broker answers
+    /// `409 Conflict` when a topic of that name exists, plain or partitioned.
+    pub(super) async fn create_partitioned(
+        &self,
+        topic: &str,
+        count: u32,
+    ) -> Result<(), AdminError> {
+        let url = self.partitions_url(topic);
+        self.put(
+            url,
+            &count.into(),
+            format!("creation of {topic} with {count} partitions"),
+        )
+        .await
+    }
+
+    /// Grows the partitioned `topic` to `count` partitions (the broker creates the export
+    /// subscription on the new ones too).
+    pub(super) async fn grow_partitions(&self, topic: &str, count: u32) -> Result<(), AdminError> {
+        let url = self.partitions_url(topic);
+        self.post(
+            url,
+            &count.into(),
+            format!("growth of {topic} to {count} partitions"),
+        )
+        .await
+    }
+
+    fn partitions_url(&self, topic: &str) -> String {
+        format!(
+            "{}/admin/v2/{}/partitions",
+            self.base,
+            Self::topic_path(topic)
+        )
+    }
+
     /// The topic's `backlogSize` (bytes its subscriptions have not acknowledged, as stored),
     /// or 0 for a topic the broker does not have.
     pub(super) async fn backlog_bytes(&self, topic: &str) -> Result<u64, AdminError> {
@@ -95,11 +169,7 @@ impl AdminClient {
             #[serde(rename = "backlogSize", default)]
             backlog_size: i64,
         }
-        let url = format!("{}/admin/v2/{}/stats", self.base, Self::topic_path(topic));
-        match self
-            .send(self.http.get(url), format!("stats of {topic}"))
-            .await?
-        {
+        match self.stats(topic).await? {
             Some(body) => {
                 let stats: TopicStats = serde_json::from_slice(&body)?;
                 Ok(stats.backlog_size.max(0) as u64)
@@ -124,13 +194,9 @@ impl AdminClient {
         #[derive(serde::Deserialize)]
         struct TopicStats {
             #[serde(default)]
-            subscriptions: std::collections::HashMap<String, SubscriptionStats>,
+            subscriptions: HashMap<String, SubscriptionStats>,
         }
-        let url = format!("{}/admin/v2/{}/stats", self.base, Self::topic_path(topic));
-        let Some(body) = self
-            .send(self.http.get(url), format!("stats of {topic}"))
-            .await?
-        else {
+        let Some(body) = self.stats(topic).await? else {
             return Ok(0);
         };
         let stats: TopicStats = serde_json::from_slice(&body)?;
@@ -232,13 +298,14 @@ impl AdminClient {
         self.post(url, &body, format!("retention of {topic}")).await
     }
 
-    /// Where `subscription` on `topic` has acknowledged everything before and at:
-    /// `(ledger, entry)`; `None` when the broker has neither.
-    pub(super) async fn mark_delete_position(
+    /// Where `subscription` has acknowledged everything before and at, `(ledger, entry)`, by
+    /// topic: `topic` itself, or each partition of a partitioned topic. Empty when the
+    /// broker has neither the topic nor the subscription.
+    pub(super) async fn acknowledged_positions(
         &self,
         topic: &str,
         subscription: &str,
-    ) -> Result<Option<(i64, i64)>, AdminError> {
+    ) -> Result<HashMap<String, (i64, i64)>, AdminError> {
         #[derive(serde::Deserialize)]
         struct Cursor {
             #[serde(rename = "markDeletePosition")]
@@ -247,38 +314,56 @@ impl AdminClient {
         #[derive(serde::Deserialize)]
         struct InternalStats {
             #[serde(default)]
-            cursors: std::collections::HashMap<String, Cursor>,
+            cursors: HashMap<String, Cursor>,
         }
-        let url = format!(
-            "{}/admin/v2/{}/internalStats",
-            self.base,
-            Self::topic_path(topic)
-        );
-        let Some(body) = self
+        #[derive(serde::Deserialize)]
+        struct PartitionedInternalStats {
+            #[serde(default)]
+            partitions: HashMap<String, InternalStats>,
+        }
+        let path = Self::topic_path(topic);
+        let url = format!("{}/admin/v2/{path}/internalStats", self.base);
+        let by_topic = match self
             .send(self.http.get(url), format!("internal stats of {topic}"))
             .await?
-        else {
-            return Ok(None);
+        {
+            Some(body) => HashMap::from([(
+                topic.to_string(),
+                serde_json::from_slice::<InternalStats>(&body)?,
+            )]),
+            None => {
+                let url = format!("{}/admin/v2/{path}/partitioned-internalStats", self.base);
+                match self
+                    .send(self.http.get(url), format!("internal stats of {topic}"))
+                    .await?
+                {
+                    Some(body) => {
+                        serde_json::from_slice::<PartitionedInternalStats>(&body)?.partitions
+                    }
+                    None => HashMap::new(),
+                }
+            }
         };
-        let stats: InternalStats = serde_json::from_slice(&body)?;
-        let Some(cursor) = stats.cursors.get(subscription) else {
-            return Ok(None);
-        };
-        let position = cursor
-            .mark_delete_position
-            .split_once(':')
-            .and_then(|(l, e)| Some((l.parse().ok()?, e.parse().ok()?)));
-        match position {
-            Some(position) => Ok(Some(position)),
-            None => Err(AdminError::Status {
-                status: reqwest::StatusCode::OK,
-                what: format!("the position of {subscription} on {topic}"),
-                body: format!(
-                    "markDeletePosition {:?} is not ledger:entry",
-                    cursor.mark_delete_position
-                ),
-            }),
+        let mut positions = HashMap::new();
+        for (name, stats) in by_topic {
+            let Some(cursor) = stats.cursors.get(subscription) else {
+                continue;
+            };
+            let position = cursor
+                .mark_delete_position
+                .split_once(':')
+                .and_then(|(l, e)| Some((l.parse().ok()?, e.parse().ok()?)))
+                .ok_or_else(|| AdminError::Status {
+                    status: reqwest::StatusCode::OK,
+                    what: format!("the position of {subscription} on {name}"),
+                    body: format!(
+                        "markDeletePosition {:?} is not ledger:entry",
+                        cursor.mark_delete_position
+                    ),
+                })?;
+            positions.insert(name, position);
         }
+        Ok(positions)
     }
 
     /// Moves `subscription` to the first message published at or after `timestamp_ms`.

@@ -4,6 +4,7 @@
 //! Validation is pure: it parses URLs and templates but reads no file, no environment
 //! variable and opens no socket; [`super::PulsarBuffer::open`] does the I/O.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -78,6 +79,20 @@ pub struct PulsarBufferConfig {
     /// next one, so tenants that went quiet hold no broker resources. Default: `5m`.
     #[serde(default = "default_producer_idle_timeout", with = "humantime_serde")]
     pub producer_idle_timeout: Duration,
+
+    /// Partitions of a new tenant topic. `1` (the default) is a plain topic; with more, the
+    /// topic is a partitioned topic, created through the admin API before the first publish,
+    /// whose partitions the broker can place on different brokers. Sluice spreads a tenant's
+    /// messages over them in turn (the key stays the tenant), and exporters read them all.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+
+    /// Partitions of the named tenants' topics instead of `partitions`, e.g. `{ acme: 8 }`
+    /// for a tenant too big for one topic. A partitioned topic that has fewer is grown
+    /// (Pulsar cannot shrink one); a plain topic that already exists stays plain. Default:
+    /// none.
+    #[serde(default)]
+    pub tenant_partitions: BTreeMap<String, u32>,
 
     /// How export workers read the topics.
     #[serde(default)]
@@ -265,6 +280,8 @@ impl Default for PulsarBufferConfig {
             coalesce: CoalesceConfig::default(),
             max_message_bytes: default_max_message_bytes(),
             producer_idle_timeout: default_producer_idle_timeout(),
+            partitions: default_partitions(),
+            tenant_partitions: BTreeMap::new(),
             consumer: ConsumerConfig::default(),
             backlog: BacklogConfig::default(),
             dead_letter: DeadLetterRetention::default(),
@@ -335,6 +352,7 @@ impl Validate for PulsarBufferConfig {
         }
         positive("send_timeout", self.send_timeout)?;
         positive("producer_idle_timeout", self.producer_idle_timeout)?;
+        super::partitions::validate(self.partitions, &self.tenant_partitions)?;
         if self.max_message_bytes < 1024 {
             return Err(FieldError::new(
                 "max_message_bytes",
@@ -525,6 +543,10 @@ fn default_max_message_bytes() -> usize {
 
 fn default_producer_idle_timeout() -> Duration {
     Duration::from_secs(300)
+}
+
+fn default_partitions() -> u32 {
+    1
 }
 
 fn default_coalesce_bytes() -> usize {

@@ -12,7 +12,7 @@ use pulsar::proto::command_get_topics_of_namespace::Mode;
 use tokio::sync::{mpsc, Notify};
 
 use super::consumer::PulsarStream;
-use super::topic::{is_partition, DeadLetterTemplate, TopicTemplate};
+use super::topic::{partitioned_topic_of, DeadLetterTemplate, TopicTemplate};
 use super::{detached, Context};
 use crate::buffer::BufferStream;
 use crate::error::error_chain;
@@ -180,16 +180,20 @@ impl Discovery {
     }
 }
 
-/// The tenants whose `signal` topics are among `topics` (as listed by the broker).
+/// The tenants whose `signal` topics are among `topics` (as listed by the broker: a
+/// partitioned topic by its partitions), each once, in the order listed.
 pub(super) fn tenants_in(
     topic: &TopicTemplate,
     dead_letter: &DeadLetterTemplate,
     signal: Signal,
     topics: &[String],
 ) -> Vec<TenantId> {
+    let mut seen = std::collections::HashSet::new();
     topics
         .iter()
-        .filter(|t| !is_partition(t) && !dead_letter.is_dead_letter_topic(t, signal))
+        .map(|t| partitioned_topic_of(t).unwrap_or(t))
+        .filter(|t| !dead_letter.is_dead_letter_topic(t, signal))
         .filter_map(|t| topic.tenant_of(t, signal))
+        .filter(|tenant| seen.insert(tenant.clone()))
         .collect()
 }

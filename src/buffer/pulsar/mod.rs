@@ -29,6 +29,7 @@ mod discovery;
 mod limits;
 pub mod message;
 mod nodelay;
+mod partitions;
 mod probe;
 mod producer;
 mod reading;
@@ -204,7 +205,7 @@ impl PulsarBuffer {
         });
         Ok(Arc::new(PulsarBuffer {
             backlogs,
-            producers: Producers::new(client, config, nodelay),
+            producers: Producers::new(client, Arc::clone(&ctx.admin), config, nodelay),
             discovery: Discovery::new(Arc::clone(&ctx)),
             dead_letter_store: PulsarDeadLetters {
                 ctx: Arc::clone(&ctx),
@@ -238,11 +239,12 @@ impl PulsarBuffer {
             Some(backlogs) => Some(backlogs.reserve(&topic, &tenant, bytes)?),
             None => None,
         };
+        let partitions = config.partitions_of(&tenant);
         let parts = crate::buffer::split::split(batch, config.max_message_bytes)?;
         let publish = async {
             let mut receipts = Vec::with_capacity(parts.len());
             for part in parts {
-                receipts.push(self.producers.submit(&topic, part).await?);
+                receipts.push(self.producers.submit(&topic, partitions, part).await?);
             }
             for receipt in receipts {
                 receipt.await.map_err(|_| BufferError::Closed)??;

@@ -23,9 +23,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use super::admin::AdminClient;
 use super::config::{PulsarBufferConfig, SubscriptionType};
 use super::message::{self, Coalescer};
 use super::nodelay::NoDelay;
+use super::partitions::{self, Layout};
 use super::{detached, unavailable, within, GaugeGuard, SharedError};
 use crate::batch::Batch;
 use crate::buffer::BufferError;
@@ -55,6 +57,7 @@ struct Request {
 /// The topic tasks of one buffer.
 pub(super) struct Producers {
     client: Pulsar<TokioExecutor>,
+    admin: Arc<AdminClient>,
     config: Arc<PulsarBufferConfig>,
     options: ProducerOptions,
     topics: Topics,
@@ -65,6 +68,7 @@ pub(super) struct Producers {
 impl Producers {
     pub fn new(
         client: Pulsar<TokioExecutor>,
+        admin: Arc<AdminClient>,
         config: Arc<PulsarBufferConfig>,
         nodelay: NoDelay,
     ) -> Self {
@@ -81,6 +85,7 @@ impl Producers {
         };
         Producers {
             client,
+            admin,
             config,
             options,
             topics: Arc::new(Mutex::new(HashMap::new())),
@@ -90,16 +95,18 @@ impl Producers {
     }
 
     /// Queues `batch` on its topic's task; the receiver resolves with the broker's verdict.
+    /// `partitions` is how many the topic should have (1: a plain topic).
     pub async fn submit(
         &self,
         topic: &str,
+        partitions: u32,
         batch: Batch,
     ) -> Result<oneshot::Receiver<Result<(), BufferError>>, BufferError> {
         let (reply, done) = oneshot::channel();
         let mut request = Request { batch, reply };
         // A task that just closed (idle) refuses the request: start a new one and try again.
         for _ in 0..3 {
-            let tx = self.sender(topic, request.batch.signal)?;
+            let tx = self.sender(topic, partitions, request.batch.signal)?;
             match tx.send(request).await {
                 Ok(()) => return Ok(done),
                 Err(mpsc::error::SendError(back)) => {
@@ -114,7 +121,12 @@ impl Producers {
         Err(BufferError::Closed)
     }
 
-    fn sender(&self, topic: &str, signal: Signal) -> Result<mpsc::Sender<Request>, BufferError> {
+    fn sender(
+        &self,
+        topic: &str,
+        partitions: u32,
+        signal: Signal,
+    ) -> Result<mpsc::Sender<Request>, BufferError> {
         let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, tx)) = topics.get(topic) {
             return Ok(tx.clone());
@@ -126,6 +138,8 @@ impl Producers {
         let id = TASK_IDS.fetch_add(1, Ordering::Relaxed);
         let task = TopicTask {
             client: self.client.clone(),
+            admin: Arc::clone(&self.admin),
+            partitions: (partitions > 1).then_some(partitions),
             config: Arc::clone(&self.config),
             options: self.options.clone(),
             topic: topic.to_string(),
@@ -165,6 +179,10 @@ struct InFlight {
 
 struct TopicTask {
     client: Pulsar<TokioExecutor>,
+    admin: Arc<AdminClient>,
+    /// The partitions the topic should have, until it is known to have them (`None`: a plain
+    /// topic, or done).
+    partitions: Option<u32>,
     config: Arc<PulsarBufferConfig>,
     options: ProducerOptions,
     topic: String,
@@ -350,6 +368,15 @@ impl TopicTask {
     async fn ensure_producer(&mut self) -> Result<(), SharedError> {
         if self.producer.is_some() {
             return Ok(());
+        }
+        if let Some(wanted) = self.partitions {
+            let layout = partitions::ensure(&self.admin, &self.topic, wanted)
+                .await
+                .map_err(SharedError::new)?;
+            if layout == Layout::Plain {
+                tracing::warn!(topic = %self.topic, partitions = wanted, "the topic exists as a plain topic, which Pulsar cannot partition; publishing to it as it is");
+            }
+            self.partitions = None;
         }
         if !self.subscribed {
             self.ensure_subscription().await?;

@@ -3,9 +3,12 @@
 //!
 //! A replay subscription of its own (`sluice-replay-…`) is created at the earliest message,
 //! moved by the broker to the window's start (admin `resetcursor`), read up to the export
-//! subscription's acknowledged position as it stood when the replay began, and deleted. The
+//! subscription's acknowledged position as it stood when the replay began (on each
+//! partition of a partitioned topic: positions are per partition), and deleted. The
 //! export subscription is never touched. Batches are filtered by their receive time, as on
 //! disk; the publish time only picks where reading starts.
+
+use std::collections::{HashMap, HashSet};
 
 use pulsar::SubType;
 
@@ -45,13 +48,13 @@ impl PulsarBuffer {
             |e: AdminError| unavailable(&format!("cannot replay {topic}"), SharedError::new(e));
         let acknowledged = ctx
             .admin
-            .mark_delete_position(&topic, &ctx.config.consumer.subscription)
+            .acknowledged_positions(&topic, &ctx.config.consumer.subscription)
             .await
             .map_err(admin_failed)?;
-        let Some(acknowledged) = acknowledged else {
+        if acknowledged.is_empty() {
             // No topic, or never exported: nothing was acknowledged.
             return Ok(Replayed::default());
-        };
+        }
         let subscription = format!("sluice-replay-{}-{}", now_ms(), rand::random::<u32>());
         let target = Target {
             tenant,
@@ -59,7 +62,7 @@ impl PulsarBuffer {
             topic: &topic,
             subscription: &subscription,
         };
-        let replayed = self.read_from(&target, window, acknowledged, to).await;
+        let replayed = self.read_from(&target, window, &acknowledged, to).await;
         if let Err(e) = ctx.admin.delete_subscription(&topic, &subscription).await {
             tracing::warn!(%topic, %subscription, error = %crate::error::error_chain(&e), "cannot delete a replay subscription; delete it by hand, it holds the topic's messages");
         }
@@ -70,7 +73,7 @@ impl PulsarBuffer {
         &self,
         target: &Target<'_>,
         window: ReplayWindow,
-        acknowledged: (i64, i64),
+        acknowledged: &HashMap<String, (i64, i64)>,
         to: Handover<'_>,
     ) -> Result<Replayed, BufferError> {
         let Target {
@@ -100,14 +103,25 @@ impl PulsarBuffer {
             return Ok(replayed);
         }
         let mut consumer = reading::subscribe(ctx, topic, subscription, SubType::Exclusive).await?;
+        // Topics (partitions) read up to where the export subscription stood.
+        let mut caught_up = HashSet::new();
         for _ in 0..waiting {
             let Some(message) = reading::next(&mut consumer, topic).await? else {
                 break;
             };
             let id = &message.message_id.id;
-            if (id.ledger_id as i64, id.entry_id as i64) > acknowledged {
+            let exported = acknowledged
+                .get(&message.topic)
+                .is_some_and(|&at| (id.ledger_id as i64, id.entry_id as i64) <= at);
+            if !exported {
                 // Not yet exported: the live export sends it.
-                break;
+                if acknowledged.contains_key(&message.topic) {
+                    caught_up.insert(message.topic.clone());
+                }
+                if caught_up.len() >= acknowledged.len() {
+                    break;
+                }
+                continue;
             }
             // A message that is not OTLP was dead-lettered, never exported: not replayed.
             if let (_, Ok(decoded)) = message::decode_read(tenant, signal, &message) {

@@ -14,7 +14,7 @@ use super::config::PulsarBufferConfig;
 use super::discovery::tenants_in;
 use super::limits::BacklogConfig;
 use super::message::{self, Coalescer};
-use super::topic::{is_partition, DeadLetterTemplate, TopicTemplate};
+use super::topic::{partitioned_topic_of, DeadLetterTemplate, TopicTemplate};
 use crate::batch::Batch;
 use crate::buffer::BufferError;
 use crate::config::Validate;
@@ -62,6 +62,16 @@ fn defaults_are_valid_and_documented_values() {
     assert_eq!(c.consumer.idle_check_interval, Duration::from_secs(60));
     assert_eq!(c.consumer.max_consumers, 1000);
     assert!(c.tls.verify_hostname && !c.tls.allow_insecure_connection);
+    assert_eq!(c.partitions, 1);
+    assert!(c.tenant_partitions.is_empty());
+}
+
+#[test]
+fn a_tenant_named_in_tenant_partitions_gets_its_own_count_the_rest_the_default() {
+    let c = config("{partitions: 2, tenant_partitions: {acme: 8}}");
+    c.validate().unwrap();
+    assert_eq!(c.partitions_of(&tenant("acme")), 8);
+    assert_eq!(c.partitions_of(&tenant("globex")), 2);
 }
 
 #[test]
@@ -107,6 +117,9 @@ fn validate_names_the_field() {
         ("{max_message_bytes: 2048, coalesce: {max_bytes: 4096}}", "coalesce.max_bytes"),
         ("{coalesce: {max_linger: 2s}}", "coalesce.max_linger"),
         ("producer_idle_timeout: 0s", "producer_idle_timeout"),
+        ("partitions: 0", "partitions"),
+        ("{tenant_partitions: {acme: 0}}", "tenant_partitions.acme"),
+        ("{tenant_partitions: {'a/b': 2}}", "tenant_partitions.a/b"),
     ];
     for (yaml, field) in cases {
         let err = config(yaml).validate().expect_err(yaml);
@@ -205,12 +218,14 @@ fn topics_render_from_tenant_and_signal_and_parse_back() {
 }
 
 #[test]
-fn discovery_skips_dead_letters_partitions_and_foreign_topics() {
+fn discovery_skips_dead_letters_and_foreign_topics_and_reads_partitions_as_their_topic() {
     let (topic, dlq) = default_templates();
     let listed: Vec<String> = [
         "persistent://public/default/otlp-traces-acme",
         "persistent://public/default/otlp-traces-acme-DLQ",
         "persistent://public/default/otlp-traces-big-partition-0",
+        "persistent://public/default/otlp-traces-big-partition-1",
+        "persistent://public/default/otlp-traces-acme-DLQ-partition-0",
         "persistent://public/default/otlp-logs-globex",
         "persistent://public/default/otlp-traces-bad=zz",
         "persistent://public/default/otlp-traces-it=27s",
@@ -223,9 +238,17 @@ fn discovery_skips_dead_letters_partitions_and_foreign_topics() {
     let found = tenants_in(&topic, &dlq, Signal::Traces, &listed);
     assert_eq!(
         found,
-        vec![tenant("acme"), tenant("it's"), tenant("globex")]
+        vec![
+            tenant("acme"),
+            tenant("big"),
+            tenant("it's"),
+            tenant("globex")
+        ]
     );
-    assert!(is_partition("x-partition-12") && !is_partition("x-partition-") && !is_partition("x"));
+    assert_eq!(partitioned_topic_of("x-partition-12"), Some("x"));
+    assert_eq!(partitioned_topic_of("x-partition-"), None);
+    assert_eq!(partitioned_topic_of("x-partition-1a"), None);
+    assert_eq!(partitioned_topic_of("x"), None);
 }
 
 // === the message contract ===

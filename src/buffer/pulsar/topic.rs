@@ -217,11 +217,12 @@ impl DeadLetterTemplate {
     }
 }
 
-/// Whether `topic` is one partition of a partitioned topic (`…-partition-3`). Sluice's topics
-/// are not partitioned; a partition name would otherwise be read as a tenant id ending in
-/// `-partition-3` and exported under the wrong tenant.
-pub fn is_partition(topic: &str) -> bool {
+/// The partitioned topic `topic` is one partition of (`…-partition-3`), if it is one. The
+/// broker lists a partitioned topic by its partitions only; read as a topic, a partition's
+/// name would give a tenant id ending in `-partition-3`, exported under the wrong tenant.
+pub fn partitioned_topic_of(topic: &str) -> Option<&str> {
     topic
         .rsplit_once("-partition-")
-        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(base, _)| base)
 }

@@ -1,7 +1,8 @@
 //! Export from Pulsar: the [`BufferStream`] of one tenant+signal topic, backed by one
-//! consumer on the shared subscription.
+//! consumer on the shared subscription (of every partition, for a partitioned topic).
 //!
-//! Settling with the broker (ack, nack, dead letter) is in `settle.rs`.
+//! Settling with the broker (ack, nack, dead letter) is in `settle.rs`; the watchdog and
+//! the parking of idle streams in `watchdog.rs`.
 //!
 //! * `next` merges received messages into one delivery within the read limits and keeps
 //!   their message ids under the delivery's `end_position` (a per-stream counter).
@@ -21,6 +22,7 @@
 //!   `max_consumers` (slots.rs).
 
 mod settle;
+mod watchdog;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -50,6 +52,8 @@ use crate::tenant::TenantId;
 const CHECK_INTERVAL: Duration = Duration::from_secs(15);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A topic refresh interval that never comes (about ten years).
+const NO_TOPIC_REFRESH: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// In-process redelivery counts kept at most; beyond it they are forgotten (the broker's
 /// count still applies), so messages nacked to other processes cannot grow the map forever.
 const MAX_TRACKED: usize = 100_000;
@@ -58,6 +62,9 @@ const MAX_TRACKED: usize = 100_000;
 #[derive(Clone)]
 struct Held {
     id: MessageIdData,
+    /// The topic the message came from: one partition of a partitioned topic, where it must
+    /// be acknowledged.
+    topic: String,
     /// Messages in the broker entry this one came in: more than 1 when another producer
     /// (e.g. the Collector's pulsarexporter) batched them.
     entry_size: u32,
@@ -93,6 +100,8 @@ struct Merging {
 /// An open consumer and what it holds.
 struct Open {
     consumer: Consumer<Vec<u8>, TokioExecutor>,
+    /// Whether the consumer reads a partitioned topic (one consumer per partition inside).
+    partitioned: bool,
     slot: Slot,
     _gauge: GaugeGuard,
 }
@@ -117,9 +126,10 @@ pub(super) struct PulsarStream {
     deliveries: HashMap<u64, Vec<Held>>,
     next_position: u64,
     attempts: HashMap<MessageIdData, u32>,
-    nacks: VecDeque<(Instant, Vec<MessageIdData>)>,
+    /// Negative acknowledgements to send, and when: (partition topic, message id) pairs.
+    nacks: VecDeque<(Instant, Vec<(String, MessageIdData)>)>,
     /// Batched broker entries with some, not yet all, of their messages settled.
-    entries: HashMap<(u64, u64), Vec<MessageIdData>>,
+    entries: HashMap<(u64, u64), Vec<(String, MessageIdData)>>,
     next_check: Instant,
     failures: u32,
     /// The topic's purge count this stream last saw (see `Context::purges`).
@@ -179,6 +189,7 @@ impl PulsarStream {
                     self.next_check = Instant::now() + CHECK_INTERVAL;
                     self.last_activity = Instant::now();
                     self.consumer = Some(Open {
+                        partitioned: consumer.topics().len() > 1,
                         consumer,
                         slot,
                         _gauge: GaugeGuard::new("sluice_pulsar_consumers"),
@@ -212,6 +223,11 @@ impl PulsarStream {
             .with_subscription(&c.subscription)
             .with_subscription_type(c.subscription_type.to_pulsar())
             .with_batch_size(c.receiver_queue_size)
+            // The refresh of a partitioned topic's consumer looks the partitions up inside
+            // the consumer's own polling, where a lookup dropped with the consumer (closed
+            // when idle, or by the watchdog) can wedge the client (see `detached`). So it
+            // runs once, as the consumer starts, and `check` looks for unread partitions.
+            .with_topic_refresh(NO_TOPIC_REFRESH)
             .with_options(
                 ConsumerOptions::default()
                     .durable(true)
@@ -300,7 +316,7 @@ impl PulsarStream {
             .into_iter()
             .map(|kv| (kv.key, kv.value))
             .collect();
-        let id = m.message_id.id;
+        let (id, topic) = (m.message_id.id, m.topic);
         let entry_size = match (id.batch_index, m.message_id.batch_size) {
             (Some(_), Some(n)) => u32::try_from(n).unwrap_or(1).max(1),
             _ => 1,
@@ -326,6 +342,7 @@ impl PulsarStream {
         match decoded {
             Ok(Decoded { batch }) => Some(Held {
                 id,
+                topic,
                 entry_size,
                 batch,
                 properties,
@@ -340,6 +357,7 @@ impl PulsarStream {
                     .increment(1);
                 let held = Held {
                     id,
+                    topic,
                     entry_size,
                     batch: Batch {
                         tenant: self.tenant.clone(),
@@ -356,75 +374,6 @@ impl PulsarStream {
                 };
                 self.undecodable.push((held, reason));
                 None
-            }
-        }
-    }
-
-    /// Closes the idle consumer, freeing its slot, and waits until the topic has messages
-    /// again: an append through this process, or a backlog found by the admin API check.
-    /// False when the buffer closed meanwhile.
-    async fn park(&mut self) -> bool {
-        self.consumer = None;
-        metrics::counter!("sluice_pulsar_idle_consumer_closes_total").increment(1);
-        tracing::debug!(topic = %self.topic, "closed the idle Pulsar consumer");
-        let interval = self.ctx.config.consumer.idle_check_interval;
-        loop {
-            if *self.closed.borrow() {
-                return false;
-            }
-            tokio::select! {
-                _ = self.closed.changed() => {}
-                _ = self.wake.notified() => return true,
-                _ = tokio::time::sleep(interval) => {
-                    if self.has_backlog().await {
-                        return true;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whether the subscription has messages on the topic, by the admin API. When it cannot
-    /// tell, true: subscribing again is how to find out.
-    async fn has_backlog(&self) -> bool {
-        let Ok(_permit) = self.ctx.idle_checks.acquire().await else {
-            return true;
-        };
-        let subscription = &self.ctx.config.consumer.subscription;
-        match self
-            .ctx
-            .admin
-            .subscription_backlog(&self.topic, subscription)
-            .await
-        {
-            Ok(messages) => messages > 0,
-            Err(e) => {
-                metrics::counter!("sluice_pulsar_idle_check_failures_total").increment(1);
-                tracing::debug!(topic = %self.topic, error = %error_chain(&e), "cannot read the idle topic's backlog; subscribing to see");
-                true
-            }
-        }
-    }
-
-    /// Watchdog: a consumer whose broker does not answer a stats request is replaced.
-    async fn check(&mut self) {
-        self.next_check = Instant::now() + CHECK_INTERVAL;
-        let Some(Open { consumer, .. }) = self.consumer.as_mut() else {
-            return;
-        };
-        match tokio::time::timeout(CHECK_TIMEOUT, consumer.get_stats()).await {
-            Ok(Ok(stats)) => {
-                let backlog: u64 = stats.iter().filter_map(|s| s.msg_backlog).sum();
-                metrics::gauge!("sluice_pulsar_backlog_messages", "signal" => self.signal.as_str(), "tenant" => self.label.clone())
-                    .set(backlog as f64);
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(topic = %self.topic, error = %error_chain(&e), "Pulsar consumer check failed; subscribing again");
-                self.consumer = None;
-            }
-            Err(_) => {
-                tracing::warn!(topic = %self.topic, "Pulsar consumer check got no answer; subscribing again");
-                self.consumer = None;
             }
         }
     }

@@ -22,8 +22,8 @@ impl PulsarStream {
             }
             self.last_activity = now;
             if let Some(Open { consumer, .. }) = self.consumer.as_mut() {
-                while let Some(id) = ids.last() {
-                    if let Err(e) = consumer.nack_with_id(&self.topic, id.clone()).await {
+                while let Some((topic, id)) = ids.last() {
+                    if let Err(e) = consumer.nack_with_id(topic, id.clone()).await {
                         tracing::debug!(topic = %self.topic, error = %e, "nack failed; the message comes back with the next consumer");
                     }
                     ids.pop();
@@ -53,14 +53,15 @@ impl PulsarStream {
         let mut ready = Vec::with_capacity(parts.len());
         for held in parts {
             self.attempts.remove(&held.id);
+            let part = (held.topic.clone(), held.id.clone());
             if held.entry_size <= 1 {
-                ready.push(held.id.clone());
+                ready.push(part);
                 continue;
             }
             let key = (held.id.ledger_id, held.id.entry_id);
             let settled = self.entries.entry(key).or_default();
-            if !settled.contains(&held.id) {
-                settled.push(held.id.clone());
+            if !settled.contains(&part) {
+                settled.push(part);
             }
             if settled.len() >= held.entry_size as usize {
                 ready.extend(self.entries.remove(&key).unwrap_or_default());
@@ -76,8 +77,8 @@ impl PulsarStream {
         let Some(Open { consumer, .. }) = self.consumer.as_mut() else {
             return Err(BufferError::Closed);
         };
-        for id in ready {
-            if let Err(e) = consumer.ack_with_id(&self.topic, id).await {
+        for (topic, id) in ready {
+            if let Err(e) = consumer.ack_with_id(&topic, id).await {
                 // The engine is gone: the broker redelivers the message to the next consumer.
                 self.consumer = None;
                 return Err(unavailable(
@@ -98,7 +99,7 @@ impl PulsarStream {
         }
         let due = Instant::now() + self.ctx.config.consumer.redelivery_delay;
         self.nacks
-            .push_back((due, parts.into_iter().map(|h| h.id).collect()));
+            .push_back((due, parts.into_iter().map(|h| (h.topic, h.id)).collect()));
     }
 
     /// Publishes each message to the dead-letter topic (waiting for every receipt), then
