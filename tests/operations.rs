@@ -557,17 +557,23 @@ async fn send_and_export(
 
 /// Replaying one tenant's last minutes sends exactly that tenant's items of the window again
 /// (not the earlier ones, not another tenant's), and the live export goes on untouched;
-/// on `buffer` with `retention` on. Without retention, replay says why it cannot.
-async fn replay_round_trip(buffer: &str) {
+/// on `buffer` with `retention` on, the tenant's Pulsar topic with `partitions` (1: plain).
+/// Without retention, replay says why it cannot.
+async fn replay_round_trip(buffer: &str, partitions: u32) {
     let dir = temp_dir();
     let backend = Backend::start().await;
-    let tenant = common::pulsar::tenant(&format!("replay{buffer}"));
-    let other = common::pulsar::tenant(&format!("replayother{buffer}"));
+    let tenant = common::pulsar::tenant(&format!("replay{buffer}{partitions}"));
+    let other = common::pulsar::tenant(&format!("replayother{buffer}{partitions}"));
     let (tenant, other) = (tenant.as_str(), other.as_str());
     let mut config = buffer_config(dir.path(), backend.port(), buffer, tenant);
     let retention = "retention: { max_age: 1h }".to_string();
     match config.broker.as_mut() {
-        Some(broker) => broker.extra.push(retention),
+        Some(broker) => {
+            broker.extra.push(retention);
+            broker
+                .extra
+                .push(format!("tenant_partitions: {{ {tenant}: {partitions} }}"));
+        }
         None => config.disk_extra.push(retention),
     }
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
@@ -583,7 +589,10 @@ async fn replay_round_trip(buffer: &str) {
         // The replay reads what the export subscription acknowledged, as the broker has it.
         let topic = format!("persistent://public/default/{tenant}-traces-{tenant}");
         wait_for("the acknowledgements at the broker", WAIT, || async {
-            let stats = common::pulsar::topic_stats(&topic).await;
+            let stats = match partitions {
+                1 => common::pulsar::topic_stats(&topic).await,
+                _ => common::pulsar::partitioned_stats(&topic).await,
+            };
             match stats["subscriptions"][tenant]["msgBacklog"].as_u64() {
                 Some(0) => Ok(()),
                 other => Err(format!("{other:?}")),
@@ -672,12 +681,19 @@ async fn replay_round_trip(buffer: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_sends_one_tenants_window_again_on_disk() {
-    replay_round_trip("disk").await;
+    replay_round_trip("disk", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_sends_one_tenants_window_again_on_pulsar() {
-    replay_round_trip("pulsar").await;
+    replay_round_trip("pulsar", 1).await;
+}
+
+/// The window and the spans before it are on different partitions: each partition is read
+/// up to its own acknowledged position.
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_sends_one_tenants_window_again_on_partitioned_pulsar() {
+    replay_round_trip("pulsar", 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
