@@ -47,7 +47,7 @@ pub(super) fn validate(default: u32, tenants: &BTreeMap<String, u32>) -> Result<
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Layout {
     /// A partitioned topic of at least the partitions wanted.
-    Partitioned(u32),
+    Partitioned,
     /// A plain topic of that name already exists, so it stays plain.
     Plain,
 }
@@ -65,7 +65,7 @@ pub(super) async fn ensure(
         match admin.create_partitioned(topic, wanted).await {
             Ok(()) => {
                 tracing::info!(%topic, partitions = wanted, "created the partitioned Pulsar topic");
-                return Ok(Layout::Partitioned(wanted));
+                return Ok(Layout::Partitioned);
             }
             Err(AdminError::Status { status, .. }) if status == reqwest::StatusCode::CONFLICT => {
                 have = admin.partitions(topic).await?;
@@ -77,7 +77,7 @@ pub(super) async fn ensure(
         }
     }
     if have >= wanted {
-        return Ok(Layout::Partitioned(have));
+        return Ok(Layout::Partitioned);
     }
     if let Err(e) = admin.grow_partitions(topic, wanted).await {
         // Another process may have grown it meanwhile.
@@ -86,5 +86,5 @@ pub(super) async fn ensure(
         }
     }
     tracing::info!(%topic, from = have, to = wanted, "grew the partitioned Pulsar topic");
-    Ok(Layout::Partitioned(wanted))
+    Ok(Layout::Partitioned)
 }
