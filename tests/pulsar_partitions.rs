@@ -56,21 +56,6 @@ async fn published_per_partition(topic: &str) -> Vec<u64> {
     counts
 }
 
-async fn wait_names(backend: &Backend, tenant: &str, want: &BTreeSet<String>) {
-    let what = format!("every span of {tenant} at the backend");
-    wait_for(&what, WAIT, || {
-        let got: BTreeSet<String> = backend.spans(tenant).into_iter().map(|s| s.name).collect();
-        let missing = want.difference(&got).count();
-        async move {
-            match missing {
-                0 => Ok(()),
-                n => Err(format!("{n} of {} missing", want.len())),
-            }
-        }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_tenant_is_spread_over_its_partitions_discovered_and_read_whole() {
     let (big, small) = (pulsar::tenant("partbig"), pulsar::tenant("partsmall"));
@@ -116,8 +101,8 @@ async fn a_partitioned_tenant_is_spread_over_its_partitions_discovered_and_read_
     let mut export = config(dir.path(), backend.port(), &[]);
     export.receive = false;
     let exporter = SluiceProcess::start(&export.yaml(), dir.path()).await;
-    wait_names(&backend, &big, &sent_big).await;
-    wait_names(&backend, &small, &sent_small).await;
+    backend.wait_span_names(&big, &sent_big, WAIT).await;
+    backend.wait_span_names(&small, &sent_small, WAIT).await;
 
     // More partitions for the big tenant; the small one's plain topic stays as it is.
     let grown = format!("tenant_partitions: {{ {big}: 4, {small}: 2 }}");
@@ -150,8 +135,8 @@ async fn a_partitioned_tenant_is_spread_over_its_partitions_discovered_and_read_
         0,
         "still plain"
     );
-    wait_names(&backend, &big, &sent_big).await;
-    wait_names(&backend, &small, &sent_small).await;
+    backend.wait_span_names(&big, &sent_big, WAIT).await;
+    backend.wait_span_names(&small, &sent_small, WAIT).await;
 
     // Every message was acknowledged on its own partition: nothing is left for redelivery.
     let subscription = pulsar::tenant("parts");
