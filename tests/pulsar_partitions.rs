@@ -20,10 +20,20 @@ use common::{send_named_spans, temp_dir, wait_for, Backend, SluiceConfig, Sluice
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Topics `persistent://public/default/parts-{signal}-{tenant}` and a subscription of this
-/// run; `extra` holds more lines of the `pulsar:` buffer.
-fn config(dir: &std::path::Path, backend_port: u16, extra: &[&str]) -> SluiceConfig {
+/// run, `tenants` to export (none: discovered); `extra` holds more lines of the `pulsar:`
+/// buffer.
+fn config(
+    dir: &std::path::Path,
+    backend_port: u16,
+    tenants: &[&str],
+    extra: &[&str],
+) -> SluiceConfig {
+    let tenants = match tenants {
+        [] => String::new(),
+        listed => format!(", tenants: [{}]", listed.join(", ")),
+    };
     let consumer = format!(
-        "consumer: {{ subscription: {}, topic_refresh_interval: 1s }}",
+        "consumer: {{ subscription: {}, topic_refresh_interval: 1s{tenants} }}",
         pulsar::tenant("parts")
     );
     let mut lines = vec![
@@ -63,7 +73,7 @@ async fn a_partitioned_tenant_is_spread_over_its_partitions_discovered_and_read_
     let backend = Backend::start().await;
     let three = format!("tenant_partitions: {{ {big}: 3 }}");
     let poll = "backlog: { refresh_interval: 1s }";
-    let mut ingest = config(dir.path(), backend.port(), &[&three, poll]);
+    let mut ingest = config(dir.path(), backend.port(), &[], &[&three, poll]);
     ingest.export = false;
     let first_ingest = SluiceProcess::start(&ingest.yaml(), dir.path()).await;
 
@@ -98,7 +108,7 @@ async fn a_partitioned_tenant_is_spread_over_its_partitions_discovered_and_read_
 
     // Exporters started after the data, with no tenant list: the namespace lists the
     // partitions only.
-    let mut export = config(dir.path(), backend.port(), &[]);
+    let mut export = config(dir.path(), backend.port(), &[], &[]);
     export.receive = false;
     let exporter = SluiceProcess::start(&export.yaml(), dir.path()).await;
     backend.wait_span_names(&big, &sent_big, WAIT).await;
@@ -106,7 +116,7 @@ async fn a_partitioned_tenant_is_spread_over_its_partitions_discovered_and_read_
 
     // More partitions for the big tenant; the small one's plain topic stays as it is.
     let grown = format!("tenant_partitions: {{ {big}: 4, {small}: 2 }}");
-    let mut ingest = config(dir.path(), backend.port(), &[&grown]);
+    let mut ingest = config(dir.path(), backend.port(), &[], &[&grown]);
     ingest.export = false;
     let second_ingest = SluiceProcess::start(&ingest.yaml(), dir.path()).await;
     let client = common::otlp::channel(&second_ingest.otlp_endpoint()).await;
@@ -159,4 +169,32 @@ async fn a_partitioned_tenant_is_spread_over_its_partitions_discovered_and_read_
         delivered.len()
     );
     drop(exporter);
+}
+
+/// An exporter that names the tenant starts before anything was published: its subscribing
+/// must not create the topic plain.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exporter_started_first_creates_the_topic_partitioned() {
+    let tenant = pulsar::tenant("partfirst");
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let two = format!("tenant_partitions: {{ {tenant}: 2 }}");
+    let mut export = config(dir.path(), backend.port(), &[&tenant], &[&two]);
+    export.receive = false;
+    let _exporter = SluiceProcess::start(&export.yaml(), dir.path()).await;
+    let path = topic(&tenant).replace("persistent://", "/admin/v2/persistent/") + "/partitions";
+    wait_for("the topic created by the exporter", WAIT, || async {
+        match pulsar::admin_get(&path).await {
+            Ok(body) if body.contains("\"partitions\":2") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    let mut ingest = config(dir.path(), backend.port(), &[], &[&two]);
+    ingest.export = false;
+    let ingest = SluiceProcess::start(&ingest.yaml(), dir.path()).await;
+    let sent = send_named_spans(&ingest, &tenant, 6, 2).await;
+    assert_eq!(pulsar::partition_count(&topic(&tenant)).await, 2);
+    backend.wait_span_names(&tenant, &sent, WAIT).await;
 }

@@ -86,6 +86,13 @@ pub fn fuzz_message(
     let _ = message::decode(&tenant, signal, payload, properties, None, 0);
 }
 
+/// The topic refresh interval of Sluice's consumers: one that never comes (about ten years).
+/// The client library's consumer of a partitioned topic refreshes its partitions inside its
+/// own polling, where a lookup dropped with the consumer (closed when idle, by a timeout, by
+/// the watchdog) can wedge the client (see [`detached`]); so the refresh runs only once, at
+/// the consumer's first poll, right after the lookups that made it.
+const NO_TOPIC_REFRESH: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// How long clients are told to wait when the broker cannot take their data.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 

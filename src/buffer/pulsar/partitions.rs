@@ -43,41 +43,35 @@ pub(super) fn validate(default: u32, tenants: &BTreeMap<String, u32>) -> Result<
     Ok(())
 }
 
-/// What [`ensure`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Layout {
-    /// A partitioned topic of at least the partitions wanted.
-    Partitioned,
-    /// A plain topic of that name already exists, so it stays plain.
-    Plain,
-}
-
 /// Makes `topic` a partitioned topic of at least `wanted` partitions: created when missing,
-/// grown when it has fewer. Several processes may race to do it; each checks what the
-/// broker holds after a refusal.
+/// grown when it has fewer. A plain topic of that name stays plain (logged). Both sides call
+/// it before they first touch a topic (publishing, subscribing), since either would create
+/// it plain; several processes may race to do it, so each checks what the broker holds after
+/// a refusal.
 pub(super) async fn ensure(
     admin: &AdminClient,
     topic: &str,
     wanted: u32,
-) -> Result<Layout, AdminError> {
+) -> Result<(), AdminError> {
     let mut have = admin.partitions(topic).await?;
     if have == 0 {
         match admin.create_partitioned(topic, wanted).await {
             Ok(()) => {
                 tracing::info!(%topic, partitions = wanted, "created the partitioned Pulsar topic");
-                return Ok(Layout::Partitioned);
+                return Ok(());
             }
             Err(AdminError::Status { status, .. }) if status == reqwest::StatusCode::CONFLICT => {
                 have = admin.partitions(topic).await?;
                 if have == 0 {
-                    return Ok(Layout::Plain);
+                    tracing::warn!(%topic, partitions = wanted, "the topic exists as a plain topic, which Pulsar cannot partition; using it as it is");
+                    return Ok(());
                 }
             }
             Err(e) => return Err(e),
         }
     }
     if have >= wanted {
-        return Ok(Layout::Partitioned);
+        return Ok(());
     }
     if let Err(e) = admin.grow_partitions(topic, wanted).await {
         // Another process may have grown it meanwhile.
@@ -86,5 +80,5 @@ pub(super) async fn ensure(
         }
     }
     tracing::info!(%topic, from = have, to = wanted, "grew the partitioned Pulsar topic");
-    Ok(Layout::Partitioned)
+    Ok(())
 }

@@ -27,7 +27,7 @@ use super::admin::AdminClient;
 use super::config::{PulsarBufferConfig, SubscriptionType};
 use super::message::{self, Coalescer};
 use super::nodelay::NoDelay;
-use super::partitions::{self, Layout};
+use super::partitions;
 use super::{detached, unavailable, within, GaugeGuard, SharedError};
 use crate::batch::Batch;
 use crate::buffer::BufferError;
@@ -139,7 +139,7 @@ impl Producers {
         let task = TopicTask {
             client: self.client.clone(),
             admin: Arc::clone(&self.admin),
-            partitions: (partitions > 1).then_some(partitions),
+            partitions: Some(partitions).filter(|&n| n > 1),
             config: Arc::clone(&self.config),
             options: self.options.clone(),
             topic: topic.to_string(),
@@ -370,12 +370,9 @@ impl TopicTask {
             return Ok(());
         }
         if let Some(wanted) = self.partitions {
-            let layout = partitions::ensure(&self.admin, &self.topic, wanted)
+            partitions::ensure(&self.admin, &self.topic, wanted)
                 .await
                 .map_err(SharedError::new)?;
-            if layout == Layout::Plain {
-                tracing::warn!(topic = %self.topic, partitions = wanted, "the topic exists as a plain topic, which Pulsar cannot partition; publishing to it as it is");
-            }
             self.partitions = None;
         }
         if !self.subscribed {

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use pulsar::consumer::{InitialPosition, Message};
 use pulsar::{Consumer, ConsumerOptions, SubType, TokioExecutor};
 
-use super::{detached, unavailable, Context, SharedError};
+use super::{detached, unavailable, Context, SharedError, NO_TOPIC_REFRESH};
 use crate::buffer::BufferError;
 
 /// How long to wait for the next message the backlog says is there.
@@ -29,6 +29,7 @@ pub(super) async fn subscribe(
         .with_topic(topic)
         .with_subscription(subscription)
         .with_subscription_type(kind)
+        .with_topic_refresh(NO_TOPIC_REFRESH)
         .with_options(
             ConsumerOptions::default()
                 .durable(true)

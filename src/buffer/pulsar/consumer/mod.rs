@@ -39,8 +39,9 @@ use tokio::time::Instant;
 
 use super::dead_letter::DeadLetters;
 use super::message::{self, Decoded};
+use super::partitions;
 use super::slots::Slot;
-use super::{detached, Context, GaugeGuard, SharedError};
+use super::{detached, Context, GaugeGuard, SharedError, NO_TOPIC_REFRESH};
 use crate::batch::Batch;
 use crate::buffer::{distinct_contexts, BufferError, BufferStream, Delivery, GaveUp, ReadLimits};
 use crate::error::error_chain;
@@ -52,8 +53,6 @@ use crate::tenant::TenantId;
 const CHECK_INTERVAL: Duration = Duration::from_secs(15);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// A topic refresh interval that never comes (about ten years).
-const NO_TOPIC_REFRESH: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// In-process redelivery counts kept at most; beyond it they are forgotten (the broker's
 /// count still applies), so messages nacked to other processes cannot grow the map forever.
 const MAX_TRACKED: usize = 100_000;
@@ -134,6 +133,9 @@ pub(super) struct PulsarStream {
     failures: u32,
     /// The topic's purge count this stream last saw (see `Context::purges`).
     purges_seen: u64,
+    /// The partitions the topic should have, until it is known to have them (`None`: a
+    /// plain topic, or done).
+    partitions: Option<u32>,
 }
 
 impl PulsarStream {
@@ -144,6 +146,7 @@ impl PulsarStream {
         wake: Arc<Notify>,
     ) -> PulsarStream {
         let dead_letter_topic = ctx.dead_letter.render(&tenant, signal);
+        let partitions = Some(ctx.config.partitions_of(&tenant)).filter(|&n| n > 1);
         PulsarStream {
             topic: ctx.topic.render(&tenant, signal),
             dead_letters: DeadLetters::new(Arc::clone(&ctx), dead_letter_topic),
@@ -166,6 +169,7 @@ impl PulsarStream {
             next_check: Instant::now() + CHECK_INTERVAL,
             failures: 0,
             purges_seen: 0,
+            partitions,
         }
     }
 
@@ -213,7 +217,14 @@ impl PulsarStream {
         true
     }
 
-    async fn build_consumer(&self) -> Result<Consumer<Vec<u8>, TokioExecutor>, SharedError> {
+    async fn build_consumer(&mut self) -> Result<Consumer<Vec<u8>, TokioExecutor>, SharedError> {
+        if let Some(wanted) = self.partitions {
+            // Subscribing to a missing topic would create it plain.
+            partitions::ensure(&self.ctx.admin, &self.topic, wanted)
+                .await
+                .map_err(SharedError::new)?;
+            self.partitions = None;
+        }
         let c = &self.ctx.config.consumer;
         let build = self
             .ctx
@@ -223,10 +234,7 @@ impl PulsarStream {
             .with_subscription(&c.subscription)
             .with_subscription_type(c.subscription_type.to_pulsar())
             .with_batch_size(c.receiver_queue_size)
-            // The refresh of a partitioned topic's consumer looks the partitions up inside
-            // the consumer's own polling, where a lookup dropped with the consumer (closed
-            // when idle, or by the watchdog) can wedge the client (see `detached`). So it
-            // runs once, as the consumer starts, and `check` looks for unread partitions.
+            // Once, as it starts (see NO_TOPIC_REFRESH); `check` looks for unread partitions.
             .with_topic_refresh(NO_TOPIC_REFRESH)
             .with_options(
                 ConsumerOptions::default()
