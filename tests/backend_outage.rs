@@ -45,7 +45,7 @@ async fn backend_down_then_up_gets_everything() {
 
     let backend = Backend::start_on(backend_port).await;
     backend.wait_spans(TENANT, sent.len(), WAIT).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    sluice.wait_settled(TENANT, "traces", WAIT).await;
 
     let spans = backend.spans(TENANT);
     let got: BTreeSet<String> = spans.iter().map(|s| s.name.clone()).collect();
@@ -94,7 +94,8 @@ async fn permanent_refusal_dead_letters_only_that_tenant() {
         bad.len() as f64,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    sluice.wait_settled("good", "traces", WAIT).await;
+    sluice.wait_settled("bad", "traces", WAIT).await;
 
     let got: BTreeSet<String> = backend.spans("good").into_iter().map(|s| s.name).collect();
     assert_eq!(got, good, "good tenant's spans at the backend");

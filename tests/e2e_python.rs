@@ -31,7 +31,9 @@ async fn python_sdk_spans_arrive_under_their_tenant() {
     backend
         .wait_spans(TENANT, SPANS, Duration::from_secs(30))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    sluice
+        .wait_settled(TENANT, "traces", Duration::from_secs(30))
+        .await;
 
     let spans = backend.spans(TENANT);
     let mut names: Vec<String> = spans.iter().map(|s| s.name.clone()).collect();

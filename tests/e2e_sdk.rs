@@ -126,9 +126,11 @@ async fn sdk_traces_metrics_logs_of_two_tenants_arrive_as_sent() {
     for tenant in TENANTS {
         backend.wait_spans(tenant, SPANS, WAIT).await;
         backend.wait_log_records(tenant, LOGS, WAIT).await;
+        // Anything extra (duplicates, strays) would be sent before this: then count exactly.
+        for signal in ["traces", "metrics", "logs"] {
+            sluice.wait_settled(tenant, signal, WAIT).await;
+        }
     }
-    // Let anything extra (duplicates, strays) arrive before counting exactly.
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Every request carries the tenant header of the data inside it.
     backend.with(|r| {

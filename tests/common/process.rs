@@ -245,6 +245,36 @@ impl SluiceProcess {
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_sum(&self.metrics().await, name, labels)
     }
+
+    /// Waits until nothing more can reach a backend for `tenant`'s `signal`: every item
+    /// stored was exported or dead-lettered (`GET /tenants`) and no send is in flight. After
+    /// that no duplicate can still arrive, so what a backend holds can be counted exactly.
+    pub async fn wait_settled(&self, tenant: &str, signal: &str, timeout: Duration) {
+        let what =
+            format!("{tenant}'s {signal} settled: all stored items exported, no send in flight");
+        super::wait_for(&what, timeout, || async {
+            let (status, body) = http_get(self.health_addr, "/tenants").await?;
+            let table: serde_json::Value =
+                serde_json::from_str(&body).map_err(|e| format!("{status} {body}: {e}"))?;
+            let row = table["tenants"]
+                .as_array()
+                .and_then(|rows| {
+                    rows.iter()
+                        .find(|r| r["tenant"] == tenant && r["signal"] == signal)
+                })
+                .cloned()
+                .ok_or_else(|| format!("no row yet: {body}"))?;
+            let count = |key: &str| row[key].as_u64().unwrap_or(0);
+            let done = count("exported_items") + count("dead_lettered_items");
+            let in_flight = self.metric("sluice_exporter_sends_in_flight", &[]).await;
+            if count("stored_items") > 0 && done >= count("stored_items") && in_flight == 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{row}, sends in flight {in_flight}"))
+            }
+        })
+        .await;
+    }
 }
 
 impl Drop for SluiceProcess {
