@@ -19,9 +19,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use super::client;
+use super::nudge::AssignmentNudge;
 use super::rebalance::{Change, GroupMember, Rebalances};
 use super::stream::KafkaStream;
-use super::{ensure_topic, Context, StreamSender};
+use super::{ensure_topic, Context, GroupProtocol, StreamSender};
 use crate::buffer::BufferError;
 use crate::error::error_chain;
 use crate::signal::Signal;
@@ -134,6 +135,8 @@ enum Event {
     ReadFailed(rdkafka::error::KafkaError),
     /// A new tenant's topic is ready to be subscribed to, or could not be created.
     Prepared(Prepared),
+    /// A new topic still has no partition here: ask for the assignment again.
+    Nudge,
 }
 
 /// A new tenant topic, made ready off the consumer's loop ([`Run::subscribe`]).
@@ -157,6 +160,8 @@ struct Run {
     feeds: HashMap<String, Feed>,
     /// Told by a stream whose queue went down to [`RESUME_BYTES`].
     drained: Arc<Notify>,
+    /// New topics waiting for their first partitions (consumer group protocol only).
+    nudge: Option<AssignmentNudge>,
 }
 
 async fn run(
@@ -179,6 +184,8 @@ async fn run(
         prepared_tx,
         feeds: HashMap::new(),
         drained: Arc::new(Notify::new()),
+        nudge: (ctx.config.consumer.group_protocol == GroupProtocol::Consumer)
+            .then(AssignmentNudge::default),
     };
     let fixed: Vec<TenantId> = ctx
         .config
@@ -193,6 +200,7 @@ async fn run(
     let mut refresh = tokio::time::interval(ctx.config.consumer.refresh_interval);
     let drained = Arc::clone(&run.drained);
     loop {
+        let nudge_at = run.nudge.as_ref().and_then(AssignmentNudge::due);
         let event = tokio::select! {
             _ = closed.wait_for(|c| *c) => Event::Closed,
             Some(tenant) = told.recv() => Event::Appended(tenant),
@@ -200,6 +208,7 @@ async fn run(
             _ = refresh.tick() => Event::Refresh,
             _ = drained.notified() => Event::Drained,
             _ = run.rebalances.changed.notified() => Event::Rebalanced,
+            _ = sleep_until_some(nudge_at), if nudge_at.is_some() => Event::Nudge,
             read = consumer.recv() => match read {
                 Ok(message) => {
                     // A rebalance in the poll that read this record comes first.
@@ -222,6 +231,7 @@ async fn run(
             Event::Prepared(prepared) => run.prepared(prepared),
             Event::Drained => run.resume_drained(),
             Event::Rebalanced => run.apply_rebalances(),
+            Event::Nudge => run.nudge_assignment(),
             Event::ReadFailed(e) => {
                 // librdkafka's own log (`Logged`) already says what went wrong.
                 tracing::debug!(%signal, error = %e, "cannot read from Kafka; trying again");
@@ -290,13 +300,35 @@ impl Run {
         }
         self.topics
             .extend(new.iter().map(|(_, topic)| topic.clone()));
-        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        if let Err(e) = self.consumer.subscribe(&topics) {
+        if let Err(e) = self.resubscribe() {
             tracing::error!(signal = %self.signal, error = %e, "cannot subscribe to the Kafka topics");
             return;
         }
+        if let Some(nudge) = &mut self.nudge {
+            nudge.subscribed(new.iter().map(|(_, topic)| topic.clone()));
+        }
         for (tenant, topic) in new {
             tracing::info!(%tenant, signal = %self.signal, %topic, "exporting a Kafka topic");
+        }
+    }
+
+    /// Subscribes to every topic in `topics`.
+    fn resubscribe(&self) -> KafkaResult<()> {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&topics)
+    }
+
+    /// Subscribes again to the same topics, which makes librdkafka send a heartbeat at once,
+    /// while a new topic has no partition here (nudge.rs).
+    fn nudge_assignment(&mut self) {
+        if !self.nudge.as_mut().is_some_and(AssignmentNudge::fire) {
+            return;
+        }
+        metrics::counter!("sluice_kafka_assignment_nudges_total", "signal" => self.signal.as_str())
+            .increment(1);
+        tracing::debug!(signal = %self.signal, "a new Kafka topic has no partition here yet; asking the group coordinator again");
+        if let Err(e) = self.resubscribe() {
+            tracing::warn!(signal = %self.signal, error = %e, "cannot subscribe to the Kafka topics again");
         }
     }
 
@@ -389,6 +421,9 @@ impl Run {
     /// tenant was given (librdkafka fetches every newly assigned partition).
     fn apply_rebalances(&mut self) {
         for (topic, change) in self.rebalances.take() {
+            if let (Change::Assigned(_), Some(nudge)) = (&change, &mut self.nudge) {
+                nudge.assigned(&topic);
+            }
             let Some(feed) = self.feeds.get_mut(&topic) else {
                 continue;
             };
@@ -505,4 +540,12 @@ fn partition_list(topic: &str, partitions: &BTreeSet<i32>) -> TopicPartitionList
         let _ = list.add_partition_offset(topic, partition, Offset::Invalid);
     }
     list
+}
+
+/// Sleeps until `at`; forever without one (the branch is off then anyway).
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

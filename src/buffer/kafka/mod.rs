@@ -25,6 +25,7 @@
 mod client;
 mod config;
 mod consumer;
+mod nudge;
 mod offsets;
 mod rebalance;
 mod stream;
