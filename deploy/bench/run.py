@@ -55,13 +55,16 @@ Scenarios (configs in deploy/bench/configs/):
       tenant's delivered spans/s, and of the quiet tenants' per-tenant end-to-end p99 the
       median and the worst (with ~10 samples/s per tenant a run's p99 is close to its max).
       Runs last max(BENCH_DURATION, S5_MIN_DURATION) seconds.
-  S8  One tenant too big for one exporter process (Kafka, the bench's broker): an ingest-only
-      Sluice and 1 or 2 export-only Sluice processes in one consumer group, the tenant's topic
-      with 4 partitions of its own (topics.tenant_partitions), batches of 250 spans, and the
-      sink answering every export S8_SINK_DELAY_MS late, so one exporter process cannot take
-      the fixed load (100 spans/request, 20 000 spans/s). Sluice alone (the Collector's kafka
-      receiver cannot split one tenant's records over processes by itself). Reported: the
-      spans/s delivered with 1 and 2 exporter processes, and their ratio.
+  S8  One tenant too big for one exporter process, on Kafka and on Pulsar (the bench's
+      brokers): an ingest-only Sluice and 1 or 2 export-only Sluice processes in one consumer
+      group (Kafka) or on one shared subscription (Pulsar), the tenant's topic with 4
+      partitions of its own (tenant_partitions), batches of 250 spans, and the sink answering
+      every export S8_SINK_DELAY_MS late, so one exporter process cannot take the fixed load
+      (100 spans/request, 20 000 spans/s). Sluice alone (the Collector's kafka and pulsar
+      receivers cannot split one tenant's records over processes by themselves). Reported:
+      the spans/s delivered with 1 and 2 exporter processes, and their ratio. The Pulsar
+      partitions all live on the one standalone broker, so this shows the exporter side
+      scaling, not the broker side.
   S9  OTLP/HTTP -> durable local buffer -> OTLP sink: S1's daemons (Sluice fsync: always,
       Collector file_storage) at 1, 100 and 1 000 spans/request, the requests sent as
       OTLP/HTTP protobuf, OTLP/JSON, and protobuf compressed with gzip (fastest level,
@@ -166,6 +169,13 @@ S5_MODES = ("tenants", "quiet-only")
 # S8: how late the sink answers each export, and the exporter processes compared.
 S8_SINK_DELAY_MS = 100
 S8_EXPORTERS = (1, 2)
+# S8's buffers: the tenant's topic has 4 partitions on each.
+S8_BUFFERS = {"kafka": "Kafka", "pulsar": "Pulsar"}
+
+
+def s8_variant(buffer: str, exporters: int) -> str:
+    # Kafka's keeps the name earlier reports used.
+    return f"sluice-scale-{exporters}" if buffer == "kafka" else f"sluice-{buffer}-scale-{exporters}"
 # S9: the OTLP/HTTP bodies compared (Variant.ingest), with how the tables name them.
 S9_INGESTS = (("http/protobuf", "OTLP/HTTP protobuf"), ("http/json", "OTLP/HTTP JSON"),
               ("http/protobuf+gzip", "OTLP/HTTP protobuf gzip"))
@@ -249,7 +259,7 @@ class Broker:
 
 
 BROKERS = {
-    "pulsar": Broker(("S2",), "Pulsar standalone broker", PULSAR_SCRIPT, PULSAR_ENV,
+    "pulsar": Broker(("S2", "S8"), "Pulsar standalone broker", PULSAR_SCRIPT, PULSAR_ENV,
                      Path(PULSAR_ENV["PULSAR_RUN_DIR"]) / "pulsar.pid"),
     "kafka": Broker(("S6", "S8"), "Kafka broker (KRaft)", KAFKA_SCRIPT, KAFKA_ENV,
                     Path(KAFKA_ENV["KAFKA_RUN_DIR"]) / "kafka.pid"),
@@ -301,9 +311,9 @@ def sluice_disk(fsync: str, config: str = "sluice-disk.yaml") -> list[ProcSpec]:
     return sluice(config, BENCH_FSYNC=fsync)
 
 
-def sluice_scaled(exporters: int) -> list[ProcSpec]:
+def sluice_scaled(exporters: int, buffer: str) -> list[ProcSpec]:
     """S8: an ingest-only Sluice, then `exporters` export-only ones, each on ports of its own."""
-    config = "sluice-kafka-scale.yaml"
+    config = f"sluice-{buffer}-scale.yaml"
     procs = sluice(config, BENCH_RECEIVERS="[otlp]", BENCH_EXPORTERS="[]")
     for i in range(exporters):
         keys = ("BENCH_DAEMON_ENDPOINT", "BENCH_METRICS_ENDPOINT", "BENCH_HEALTH_ENDPOINT", "BENCH_ADMIN_ENDPOINT")
@@ -373,8 +383,10 @@ VARIANTS = {
                 sluice_disk("interval", "sluice-processors.yaml"), loadgen=S4_LOADGEN),
         Variant("otelcol-processors", "otelcol", "Collector, filter + attributes, in-memory queue",
                 [otelcol("otelcol-processors.yaml")], loadgen=S4_LOADGEN),
-        *(Variant(f"sluice-scale-{n}", "sluice", f"Sluice, Kafka, {n} exporter process{'es' if n > 1 else ''}",
-                  sluice_scaled(n), broker="kafka", sink_delay_ms=S8_SINK_DELAY_MS) for n in S8_EXPORTERS),
+        *(Variant(s8_variant(buffer, n), "sluice",
+                  f"Sluice, {S8_BUFFERS[buffer]}, {n} exporter process{'es' if n > 1 else ''}",
+                  sluice_scaled(n, buffer), broker=buffer, sink_delay_ms=S8_SINK_DELAY_MS)
+          for buffer in S8_BUFFERS for n in S8_EXPORTERS),
         *(v for ingest, what in S9_INGESTS for v in (
             Variant(f"sluice-{slug(ingest)}", "sluice", f"Sluice, {what}, disk buffer, fsync: always",
                     sluice_disk("always"), ingest=ingest),
@@ -390,6 +402,7 @@ VARIANTS = {
 # S4 against the same daemon's S3 (pass-through) variant.
 S3_OF = {"sluice-processors": "sluice-interval", "otelcol-processors": "otelcol-memory"}
 S5_VARIANTS = ("sluice-tenants", "otelcol-tenants")
+S8_VARIANTS = {s8_variant(buffer, n) for buffer in S8_BUFFERS for n in S8_EXPORTERS}
 # The exporter half must be subscribed before the agent publishes.
 VARIANTS["otelcol-pulsar"].procs[0].ready = ("pulsar-sub", "otelcol-bench")
 # The Kafka exporter half has no OTLP port; it is up once its own metrics answer.
@@ -417,8 +430,9 @@ COMPARISONS = [
     Comparison("S2", "sluice-pulsar", "otelcol-pulsar", (1, 100, 1000), "Pulsar buffer vs pulsarexporter/pulsarreceiver"),
     Comparison("S6", "sluice-kafka", "otelcol-kafka", (1, 100, 1000), "Kafka buffer vs kafka exporter/receiver"),
     Comparison("S7", "sluice-nats", "", (1, 100, 1000), "NATS buffer vs the broker's own publish ceiling"),
-    *(Comparison("S8", f"sluice-scale-{n}", "", (100,), f"one tenant, {n} exporter process(es)", ("fixed",))
-      for n in S8_EXPORTERS),
+    *(Comparison("S8", s8_variant(buffer, n), "", (100,), f"one tenant, {S8_BUFFERS[buffer]}, {n} exporter process(es)",
+                 ("fixed",))
+      for buffer in S8_BUFFERS for n in S8_EXPORTERS),
     Comparison("S4", "sluice-processors", "otelcol-processors", (1, 100, 1000),
                "filter + attributes: disk buffer (interval) vs in-memory queue"),
     *(Comparison("S9", f"sluice-{slug(ingest)}", f"otelcol-{slug(ingest)}", (1, 100, 1000), f"{what}: fsync: always vs file_storage")
@@ -462,6 +476,7 @@ class Running:
                 "BENCH_TENANT": self.tenant,
                 "BENCH_TOPIC": self.topic,
                 "BENCH_PULSAR_URL": PULSAR_URL,
+                "BENCH_PULSAR_ADMIN_URL": PULSAR_ADMIN,
                 "BENCH_KAFKA_BROKERS": KAFKA_BROKERS,
                 "BENCH_NATS_URL": NATS_URL,
             }
@@ -763,7 +778,7 @@ def cells() -> list[tuple[str, int, str, list[str]]]:
     """(group, spans, mode, variants) in run order; a variant measured once per cell."""
     out: dict[tuple[str, int, str], list[str]] = {}
     for c in COMPARISONS:
-        group = next((name for name, b in BROKERS.items() if c.scenario in b.scenarios), "disk")
+        group = VARIANTS[c.sluice].broker or "disk"
         for spans in c.spans:
             for mode in c.modes:
                 vs = out.setdefault((group, spans, mode), [])
@@ -1091,8 +1106,9 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
         lines += render_s5(results)
     if any(r["variant"] == "sluice-nats" for r in results) or ceilings or (LIVE and "S7" in ONLY):
         lines += render_s7(by, ceilings)
-    if any(r["variant"].startswith("sluice-scale-") for r in results) or (LIVE and "S8" in ONLY):
-        lines += render_s8(by)
+    if any(r["variant"] in S8_VARIANTS for r in results) or (LIVE and "S8" in ONLY):
+        for buffer in S8_BUFFERS:
+            lines += render_s8(by, buffer)
     if any(r["mode"] == "steady" for r in results) or (LIVE and "S10" in ONLY):
         lines += render_steady(by)
     if idle or (LIVE and "IDLE" in ONLY):
@@ -1115,14 +1131,14 @@ def render(results: list[dict], failures: list[str], elapsed: float, measured: d
     return "\n".join(lines) + "\n"
 
 
-def render_s8(by: dict[tuple[str, int, str], list[dict]]) -> list[str]:
-    lines = ["", f"S8, one tenant (4 partitions) through Kafka, sink answering {S8_SINK_DELAY_MS} ms late, "
+def render_s8(by: dict[tuple[str, int, str], list[dict]], buffer: str) -> list[str]:
+    lines = ["", f"S8, one tenant (4 partitions) through {S8_BUFFERS[buffer]}, sink answering {S8_SINK_DELAY_MS} ms late, "
                  f"fixed {FIXED_RATES[100]:,} spans/s at 100 spans/request (medians):", "",
              "| exporter processes | spans/s delivered | CPU-s / M spans (all processes) | p99 ms | refused / lost / dup |",
              "|---:|---:|---:|---:|---|"]
     sps = {}
     for n in S8_EXPORTERS:
-        rs = by.get((f"sluice-scale-{n}", 100, "fixed"), [])
+        rs = by.get((s8_variant(buffer, n), 100, "fixed"), [])
         if not rs:
             lines.append(f"| {n} | no result | | | |")
             continue
