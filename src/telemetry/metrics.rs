@@ -214,4 +214,98 @@ fn describe() {
         Unit::Bytes,
         "Resident memory as the memory_limiter processor last sampled it."
     );
+    describe_counter!(
+        "sluice_receiver_refused_connections_total",
+        Unit::Count,
+        "Connections closed at once, by transport and reason (connection_limit, handshake_limit)."
+    );
+    describe_counter!(
+        "sluice_replayed_items_total",
+        Unit::Count,
+        "Items sent again by sluice replay, by signal and tenant."
+    );
+    describe_counter!(
+        "sluice_own_spans_exported_total",
+        Unit::Count,
+        "Sluice's own spans sent to service.telemetry.traces.endpoint."
+    );
+    describe_counter!(
+        "sluice_own_spans_dropped_total",
+        Unit::Count,
+        "Sluice's own spans dropped rather than slowing anything, by reason (queue_full, export_failed)."
+    );
+    describe_counter!(
+        "sluice_pulsar_retention_setup_failures_total",
+        Unit::Count,
+        "Pulsar topics whose retention policy could not be set (retried 30 s later, on a publish)."
+    );
+    describe_counter!(
+        "sluice_nats_undecodable_messages_total",
+        Unit::Count,
+        "Messages on a NATS subject that were not OTLP (sent to the dead-letter subject)."
+    );
+    describe_kafka();
+}
+
+fn describe_kafka() {
+    describe_counter!(
+        "sluice_kafka_pauses_total",
+        Unit::Count,
+        "Times a tenant's Kafka topic was paused because its stream held too much not yet exported, by signal."
+    );
+    describe_counter!(
+        "sluice_kafka_revoked_records_total",
+        Unit::Count,
+        "Records read ahead of a partition a rebalance gave to another exporter process, dropped unexported (the new owner reads them)."
+    );
+    describe_counter!(
+        "sluice_kafka_commit_failures_total",
+        Unit::Count,
+        "Kafka offset commits the group refused (the records are read again, never lost)."
+    );
+    describe_counter!(
+        "sluice_kafka_undecodable_records_total",
+        Unit::Count,
+        "Records on a Kafka tenant topic that were not OTLP (sent to the dead-letter topic)."
+    );
+    describe_counter!(
+        "sluice_kafka_assignment_nudges_total",
+        Unit::Count,
+        "Times a new tenant topic still had no partition in this process a moment after it was subscribed to, so the consumer asked the group coordinator again, by signal."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counters that had no `# HELP` line once: each is described now.
+    #[test]
+    fn buffer_and_receiver_counters_are_described() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let names = [
+            "sluice_kafka_assignment_nudges_total",
+            "sluice_kafka_commit_failures_total",
+            "sluice_kafka_pauses_total",
+            "sluice_kafka_revoked_records_total",
+            "sluice_kafka_undecodable_records_total",
+            "sluice_nats_undecodable_messages_total",
+            "sluice_own_spans_dropped_total",
+            "sluice_own_spans_exported_total",
+            "sluice_pulsar_retention_setup_failures_total",
+            "sluice_receiver_refused_connections_total",
+            "sluice_replayed_items_total",
+        ];
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            for name in names {
+                metrics::counter!(name).increment(1);
+            }
+        });
+        let text = handle.render();
+        for name in names {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
+        }
+    }
 }
