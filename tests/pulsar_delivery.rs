@@ -272,6 +272,27 @@ async fn two_exporters_share_the_subscription_and_both_work() {
     export.batch_traces = false;
     let a = SluiceProcess::start(&export.yaml(), dir.path()).await;
     let b = SluiceProcess::start(&export.clone().with_fresh_ports().yaml(), dir.path()).await;
+    // Readiness comes before the streams subscribe: with one exporter still subscribing, the
+    // other could take every message and the test would fail for no fault of Sluice's.
+    let subscription = pulsar::tenant("shared");
+    for tenant in &tenants {
+        let topic = topic("shared", tenant);
+        wait_for("both exporters subscribed", WAIT, || async {
+            let path = topic.replace("persistent://", "/admin/v2/persistent/") + "/stats";
+            let stats: serde_json::Value = match pulsar::admin_get(&path).await {
+                Ok(body) => serde_json::from_str(&body).map_err(|e| e.to_string())?,
+                Err(e) => return Err(e),
+            };
+            let consumers = stats["subscriptions"][subscription.as_str()]["consumers"]
+                .as_array()
+                .map_or(0, Vec::len);
+            match consumers {
+                2.. => Ok(()),
+                n => Err(format!("{topic}: {n} consumers")),
+            }
+        })
+        .await;
+    }
     let mut ingest = pulsar_config(dir.path(), backend.port(), "shared", "");
     ingest.export = false;
     let ingest = SluiceProcess::start(&ingest.yaml(), dir.path()).await;

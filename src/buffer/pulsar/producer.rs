@@ -9,6 +9,9 @@
 //! receipt never holds up the next message; each request is answered once its message's
 //! receipt is in. A send that fails drops the producer, and the next message creates a new
 //! one, which is how publishing comes back after a broker restart.
+//!
+//! A topic that should be partitioned (`tenant_partitions`) is made so before its first
+//! producer (`partitions.rs`); the client's producer then sends to the partitions in turn.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
