@@ -92,20 +92,35 @@ impl AdminClient {
     /// as a topic) the partitions' stats added up, which have the same fields. `None` when
     /// the broker has neither.
     async fn stats(&self, topic: &str) -> Result<Option<bytes::Bytes>, AdminError> {
-        let path = Self::topic_path(topic);
-        let url = format!("{}/admin/v2/{path}/stats", self.base);
-        if let Some(body) = self
-            .send(self.http.get(url), format!("stats of {topic}"))
+        Ok(self
+            .get_plain_or_partitioned(topic, "stats", "partitioned-stats?perPartition=false")
             .await?
-        {
-            return Ok(Some(body));
+            .map(|(_, body)| body))
+    }
+
+    /// `GET` of `plain` on `topic`; when the broker has no plain topic of that name, of
+    /// `partitioned` on it as a partitioned topic. The body, and whether it came from the
+    /// second; `None` when the broker has neither.
+    async fn get_plain_or_partitioned(
+        &self,
+        topic: &str,
+        plain: &str,
+        partitioned: &str,
+    ) -> Result<Option<(bool, bytes::Bytes)>, AdminError> {
+        let path = Self::topic_path(topic);
+        for (is_partitioned, what) in [(false, plain), (true, partitioned)] {
+            let url = format!("{}/admin/v2/{path}/{what}", self.base);
+            if let Some(body) = self
+                .send(
+                    self.http.get(url),
+                    format!("{} of {topic}", what.split('?').next().unwrap_or(what)),
+                )
+                .await?
+            {
+                return Ok(Some((is_partitioned, body)));
+            }
         }
-        let url = format!(
-            "{}/admin/v2/{path}/partitioned-stats?perPartition=false",
-            self.base
-        );
-        self.send(self.http.get(url), format!("partitioned stats of {topic}"))
-            .await
+        Ok(None)
     }
 
     /// How many partitions `topic` has: 0 for a plain topic or none at all.
@@ -321,28 +336,18 @@ impl AdminClient {
             #[serde(default)]
             partitions: HashMap<String, InternalStats>,
         }
-        let path = Self::topic_path(topic);
-        let url = format!("{}/admin/v2/{path}/internalStats", self.base);
         let by_topic = match self
-            .send(self.http.get(url), format!("internal stats of {topic}"))
+            .get_plain_or_partitioned(topic, "internalStats", "partitioned-internalStats")
             .await?
         {
-            Some(body) => HashMap::from([(
+            Some((false, body)) => HashMap::from([(
                 topic.to_string(),
                 serde_json::from_slice::<InternalStats>(&body)?,
             )]),
-            None => {
-                let url = format!("{}/admin/v2/{path}/partitioned-internalStats", self.base);
-                match self
-                    .send(self.http.get(url), format!("internal stats of {topic}"))
-                    .await?
-                {
-                    Some(body) => {
-                        serde_json::from_slice::<PartitionedInternalStats>(&body)?.partitions
-                    }
-                    None => HashMap::new(),
-                }
+            Some((true, body)) => {
+                serde_json::from_slice::<PartitionedInternalStats>(&body)?.partitions
             }
+            None => HashMap::new(),
         };
         let mut positions = HashMap::new();
         for (name, stats) in by_topic {

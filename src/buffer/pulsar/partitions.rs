@@ -82,3 +82,27 @@ pub(super) async fn ensure(
     tracing::info!(%topic, from = have, to = wanted, "grew the partitioned Pulsar topic");
     Ok(())
 }
+
+/// The partitions a topic should have, until it is known to have them: what the producer's
+/// topic task and the export stream each do once, before they first touch the topic.
+pub(super) struct Unsettled(Option<u32>);
+
+impl Unsettled {
+    /// `wanted` partitions; 1 is a plain topic, which needs nothing.
+    pub(super) fn new(wanted: u32) -> Unsettled {
+        Unsettled(Some(wanted).filter(|&n| n > 1))
+    }
+
+    /// Runs [`ensure`] unless it already succeeded.
+    pub(super) async fn settle(
+        &mut self,
+        admin: &AdminClient,
+        topic: &str,
+    ) -> Result<(), AdminError> {
+        if let Some(wanted) = self.0 {
+            ensure(admin, topic, wanted).await?;
+            self.0 = None;
+        }
+        Ok(())
+    }
+}

@@ -30,7 +30,7 @@ use super::admin::AdminClient;
 use super::config::{PulsarBufferConfig, SubscriptionType};
 use super::message::{self, Coalescer};
 use super::nodelay::NoDelay;
-use super::partitions;
+use super::partitions::Unsettled;
 use super::{detached, unavailable, within, GaugeGuard, SharedError};
 use crate::batch::Batch;
 use crate::buffer::BufferError;
@@ -142,7 +142,7 @@ impl Producers {
         let task = TopicTask {
             client: self.client.clone(),
             admin: Arc::clone(&self.admin),
-            partitions: Some(partitions).filter(|&n| n > 1),
+            partitions: Unsettled::new(partitions),
             config: Arc::clone(&self.config),
             options: self.options.clone(),
             topic: topic.to_string(),
@@ -183,9 +183,7 @@ struct InFlight {
 struct TopicTask {
     client: Pulsar<TokioExecutor>,
     admin: Arc<AdminClient>,
-    /// The partitions the topic should have, until it is known to have them (`None`: a plain
-    /// topic, or done).
-    partitions: Option<u32>,
+    partitions: Unsettled,
     config: Arc<PulsarBufferConfig>,
     options: ProducerOptions,
     topic: String,
@@ -372,12 +370,10 @@ impl TopicTask {
         if self.producer.is_some() {
             return Ok(());
         }
-        if let Some(wanted) = self.partitions {
-            partitions::ensure(&self.admin, &self.topic, wanted)
-                .await
-                .map_err(SharedError::new)?;
-            self.partitions = None;
-        }
+        self.partitions
+            .settle(&self.admin, &self.topic)
+            .await
+            .map_err(SharedError::new)?;
         if !self.subscribed {
             self.ensure_subscription().await?;
             self.subscribed = true;

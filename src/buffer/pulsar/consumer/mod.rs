@@ -39,7 +39,7 @@ use tokio::time::Instant;
 
 use super::dead_letter::DeadLetters;
 use super::message::{self, Decoded};
-use super::partitions;
+use super::partitions::Unsettled;
 use super::slots::Slot;
 use super::{detached, Context, GaugeGuard, SharedError, NO_TOPIC_REFRESH};
 use crate::batch::Batch;
@@ -133,9 +133,7 @@ pub(super) struct PulsarStream {
     failures: u32,
     /// The topic's purge count this stream last saw (see `Context::purges`).
     purges_seen: u64,
-    /// The partitions the topic should have, until it is known to have them (`None`: a
-    /// plain topic, or done).
-    partitions: Option<u32>,
+    partitions: Unsettled,
 }
 
 impl PulsarStream {
@@ -146,7 +144,7 @@ impl PulsarStream {
         wake: Arc<Notify>,
     ) -> PulsarStream {
         let dead_letter_topic = ctx.dead_letter.render(&tenant, signal);
-        let partitions = Some(ctx.config.partitions_of(&tenant)).filter(|&n| n > 1);
+        let partitions = Unsettled::new(ctx.config.partitions_of(&tenant));
         PulsarStream {
             topic: ctx.topic.render(&tenant, signal),
             dead_letters: DeadLetters::new(Arc::clone(&ctx), dead_letter_topic),
@@ -218,13 +216,11 @@ impl PulsarStream {
     }
 
     async fn build_consumer(&mut self) -> Result<Consumer<Vec<u8>, TokioExecutor>, SharedError> {
-        if let Some(wanted) = self.partitions {
-            // Subscribing to a missing topic would create it plain.
-            partitions::ensure(&self.ctx.admin, &self.topic, wanted)
-                .await
-                .map_err(SharedError::new)?;
-            self.partitions = None;
-        }
+        // Subscribing to a missing topic would create it plain.
+        self.partitions
+            .settle(&self.ctx.admin, &self.topic)
+            .await
+            .map_err(SharedError::new)?;
         let c = &self.ctx.config.consumer;
         let build = self
             .ctx
