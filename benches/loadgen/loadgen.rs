@@ -13,6 +13,10 @@
 //! throughput, end-to-end latency percentiles and an exact count of lost and duplicated spans,
 //! plus the CPU time and peak RSS of the processes named with `--pids` (`procfs.rs`).
 //!
+//! `--signal logs` or `--signal metrics` sends log records or metric data points instead of
+//! spans (S11); the reports still say "spans" for the items of whichever signal it is. The
+//! sink serves all three OTLP/gRPC services.
+//!
 //! Processor runs (S4) add `--user-email --healthz-every 10`: the sink must then receive
 //! exactly the spans that are not health checks. Multi-tenant runs (S5) add
 //! `--quiet-tenants 200 --quiet-rate 10` beside the main load (`--tenant noisy`): every quiet
@@ -27,9 +31,11 @@
 // The run report is one large `serde_json::json!` object.
 #![recursion_limit = "256"]
 
+mod content;
 mod hist;
 mod procfs;
 mod send;
+mod signal;
 mod sink;
 mod template;
 mod wire;

@@ -1,4 +1,5 @@
-//! The load client: sends `ExportTraceServiceRequest`s over OTLP/gRPC, either at a fixed rate
+//! The load client: sends OTLP export requests (`--signal`: traces by default, logs or
+//! metrics; "spans" below are the items of whichever it is), either at a fixed rate
 //! (open loop: requests go out on schedule whether or not earlier ones were answered) or flat
 //! out (closed loop: `concurrency` requests in flight, each followed at once by the next).
 //!
@@ -32,17 +33,22 @@ use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::content::{healthz_in, ItemOptions};
 use crate::hist::Hist;
 use crate::now_ns;
 use crate::procfs::{self, ProcSample};
-use crate::template::{healthz_in, Encoding, SpanOptions, Templates, MAX_SEQ};
+use crate::signal::Signal;
+use crate::template::{Encoding, Templates, MAX_SEQ};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SendArgs {
     /// OTLP endpoint of the daemon under test: gRPC's, or OTLP/HTTP's base URL (the request
-    /// goes to `<endpoint>/v1/traces`).
+    /// goes to `<endpoint>/v1/traces`, `/v1/logs` or `/v1/metrics`).
     #[arg(long, default_value = "http://127.0.0.1:4317")]
     endpoint: String,
+    /// The signal sent: spans, log records, or metric data points (integer gauges).
+    #[arg(long, value_enum, default_value_t = Signal::Traces)]
+    signal: Signal,
     /// Transport and encoding of the requests.
     #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
     protocol: Protocol,
@@ -139,9 +145,7 @@ pub enum Compression {
     Gzip,
 }
 
-const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-
-/// Where requests go: one of the gRPC channels, or the OTLP/HTTP traces URL through a pool.
+/// Where requests go: one of the gRPC channels, or the signal's OTLP/HTTP URL through a pool.
 #[derive(Clone)]
 enum Connection {
     Grpc(Channel),
@@ -151,6 +155,7 @@ enum Connection {
 /// The daemon's connections and how every request is sent over them.
 struct Transport {
     connections: Vec<Connection>,
+    signal: Signal,
     protocol: Protocol,
     gzip: bool,
 }
@@ -279,7 +284,11 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     if let Some(tenant) = &args.tenant {
         headers.push(header(&args.tenant_header, tenant)?);
     }
-    let options = SpanOptions {
+    anyhow::ensure!(
+        args.signal == Signal::Traces || args.protocol != Protocol::HttpJson,
+        "OTLP/JSON requests are built for traces only"
+    );
+    let options = ItemOptions {
         user_email: args.user_email,
         healthz_every: args.healthz_every,
     };
@@ -288,7 +297,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         Protocol::Grpc | Protocol::HttpProtobuf => Encoding::Protobuf,
     };
     let transport = Arc::new(connect(&args, args.connections).await?);
-    let templates = Arc::new(Templates::new(args.spans, options, encoding));
+    let templates = Arc::new(Templates::new(args.signal, args.spans, options, encoding));
     let request_bytes = templates.encoded_len();
     let main = Arc::new(Source::new(
         templates,
@@ -300,7 +309,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let mut quiet_transport = None;
     if args.quiet_tenants > 0 {
         quiet_transport = Some(Arc::new(connect(&args, args.quiet_connections).await?));
-        let templates = Arc::new(Templates::new(args.quiet_spans, options, encoding));
+        let templates = Arc::new(Templates::new(
+            args.signal,
+            args.quiet_spans,
+            options,
+            encoding,
+        ));
         for i in 1..=args.quiet_tenants {
             let mut h = extra_headers(&args)?;
             h.push(header(
@@ -479,6 +493,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let out = serde_json::json!({
         "run": run,
         "endpoint": args.endpoint,
+        "signal": format!("{:?}", args.signal),
         "protocol": format!("{:?}", args.protocol),
         "compression": format!("{:?}", args.compression),
         "spans_per_request": args.spans,
@@ -565,7 +580,7 @@ fn compare(accepted: &[(u64, u64)], received: &[u8], healthz_every: u64) -> (u64
     let mut healthz_received = 0;
     for &(first, n) in accepted {
         for seq in first..first + n {
-            let healthz = crate::template::is_healthz(seq, healthz_every);
+            let healthz = crate::content::is_healthz(seq, healthz_every);
             if !bit(seq) {
                 missing += u64::from(!healthz);
             } else {
@@ -591,11 +606,12 @@ async fn connect(args: &SendArgs, connections: usize) -> anyhow::Result<Transpor
     let connections = match args.protocol {
         Protocol::Grpc => grpc_channels(&args.endpoint, connections, deadline).await?,
         Protocol::HttpProtobuf | Protocol::HttpJson => {
-            vec![http_pool(&args.endpoint, deadline).await?]
+            vec![http_pool(&args.endpoint, args.signal, deadline).await?]
         }
     };
     Ok(Transport {
         connections,
+        signal: args.signal,
         protocol: args.protocol,
         gzip: args.compression == Compression::Gzip,
     })
@@ -624,7 +640,11 @@ async fn grpc_channels(
 }
 
 /// One pool for all OTLP/HTTP requests: it opens a connection per request in flight.
-async fn http_pool(endpoint: &str, deadline: Instant) -> anyhow::Result<Connection> {
+async fn http_pool(
+    endpoint: &str,
+    signal: Signal,
+    deadline: Instant,
+) -> anyhow::Result<Connection> {
     // The pool connects on demand; wait here until the daemon's HTTP port accepts, since a
     // daemon is declared ready by its gRPC port or health endpoint.
     let authority = http::Uri::try_from(endpoint)?
@@ -639,7 +659,7 @@ async fn http_pool(endpoint: &str, deadline: Instant) -> anyhow::Result<Connecti
         .http1_only()
         .tcp_nodelay(true)
         .build()?;
-    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let url = format!("{}{}", endpoint.trim_end_matches('/'), signal.http_path());
     Ok(Connection::Http(client, url.into()))
 }
 
@@ -670,7 +690,7 @@ impl Transport {
                 grpc.ready().await.map_err(|e| format!("not ready: {e}"))?;
                 grpc.unary::<Bytes, Bytes, _>(
                     request,
-                    PathAndQuery::from_static(EXPORT_PATH),
+                    PathAndQuery::from_static(self.signal.grpc_path()),
                     RawCodec,
                 )
                 .await

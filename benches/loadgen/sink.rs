@@ -1,5 +1,5 @@
-//! The backend both daemons export to: an OTLP/gRPC trace server that answers OK at once and
-//! records, per span of the current run, that it arrived (a bitset by sequence number, so
+//! The backend both daemons export to: an OTLP/gRPC server of traces, logs and metrics that
+//! answers OK at once and records, per span (log record, data point) of the current run, that it arrived (a bitset by sequence number, so
 //! duplicates are told apart from new spans) and how long after its send it arrived.
 //!
 //! Control API (HTTP/1.1, for the sender):
@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Read;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +38,8 @@ use tonic::server::NamedService;
 use sluice::receiver::otlp::grpc::export_ok_response;
 
 use crate::hist::Hist;
-use crate::template::{parse_span_id, parse_tenant};
+use crate::signal::Signal;
+use crate::template::{parse_item_id, parse_tenant};
 use crate::{now_ns, wire};
 
 #[derive(Default)]
@@ -129,7 +131,9 @@ pub async fn run(
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(16 << 20))
         .max_frame_size(Some(1 << 20))
-        .add_service(TraceSink(sink.clone()))
+        .add_service(ExportSink::<Traces>::new(&sink))
+        .add_service(ExportSink::<Logs>::new(&sink))
+        .add_service(ExportSink::<Metrics>::new(&sink))
         .serve_with_incoming(incoming);
     let app = axum::Router::new()
         .route("/reset", axum::routing::post(reset))
@@ -219,14 +223,51 @@ async fn received(axum::extract::State(sink): axum::extract::State<Sink>) -> Vec
 
 // === OTLP/gRPC ===
 
-#[derive(Clone)]
-struct TraceSink(Sink);
-
-impl NamedService for TraceSink {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+/// The OTLP/gRPC export service of one signal.
+trait SignalService: Send + 'static {
+    const NAME: &'static str;
+    const SIGNAL: Signal;
 }
 
-impl tower::Service<http::Request<Body>> for TraceSink {
+struct Traces;
+struct Logs;
+struct Metrics;
+
+impl SignalService for Traces {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const SIGNAL: Signal = Signal::Traces;
+}
+
+impl SignalService for Logs {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const SIGNAL: Signal = Signal::Logs;
+}
+
+impl SignalService for Metrics {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const SIGNAL: Signal = Signal::Metrics;
+}
+
+/// All three services count into the same run: a run sends one signal.
+struct ExportSink<S>(Sink, PhantomData<S>);
+
+impl<S> ExportSink<S> {
+    fn new(sink: &Sink) -> Self {
+        ExportSink(sink.clone(), PhantomData)
+    }
+}
+
+impl<S> Clone for ExportSink<S> {
+    fn clone(&self) -> Self {
+        ExportSink(self.0.clone(), PhantomData)
+    }
+}
+
+impl<S: SignalService> NamedService for ExportSink<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S: SignalService> tower::Service<http::Request<Body>> for ExportSink<S> {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
@@ -238,7 +279,7 @@ impl tower::Service<http::Request<Body>> for TraceSink {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let sink = self.0.clone();
         Box::pin(async move {
-            let response = handle(&sink, request).await;
+            let response = handle(&sink, S::SIGNAL, request).await;
             let delay = sink.delay_ms.load(Ordering::Relaxed);
             if delay > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
@@ -248,7 +289,7 @@ impl tower::Service<http::Request<Body>> for TraceSink {
     }
 }
 
-async fn handle(sink: &Sink, request: http::Request<Body>) -> http::Response<Body> {
+async fn handle(sink: &Sink, signal: Signal, request: http::Request<Body>) -> http::Response<Body> {
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -268,12 +309,11 @@ async fn handle(sink: &Sink, request: http::Request<Body>) -> http::Response<Bod
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     // (run, seq, send time, tenant)
     let mut seen: Vec<(u16, u64, u64, u32)> = Vec::new();
-    let walked = wire::for_each_span(&message, |s| {
-        let id = s
-            .span_id
-            .as_ref()
-            .and_then(|r| parse_span_id(&message[r.clone()]));
-        let start = s.start_time.map(|at| wire::read_u64_le(&message, at));
+    let walked = wire::for_each_item(signal, &message, |s| {
+        let id =
+            s.id.as_ref()
+                .and_then(|r| parse_item_id(&message[r.clone()]));
+        let start = s.time.map(|at| wire::read_u64_le(&message, at));
         let tenant = s
             .trace_id
             .as_ref()
@@ -289,7 +329,8 @@ async fn handle(sink: &Sink, request: http::Request<Body>) -> http::Response<Bod
     state.requests += 1;
     if walked.is_err() {
         state.malformed += 1;
-        return tonic::Status::invalid_argument("not an ExportTraceServiceRequest").into_http();
+        let message = format!("not an OTLP {signal:?} export request");
+        return tonic::Status::invalid_argument(message).into_http();
     }
     // The tenants of this request's spans of the current run, each counted once.
     let mut request_tenants: Vec<u32> = Vec::new();

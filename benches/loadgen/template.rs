@@ -1,43 +1,38 @@
 //! The request the sender sends: encoded once, then copied and patched per send.
 //!
-//! Every span carries who sent it and when, in fields both daemons forward untouched:
+//! Every item (span, log record or metric data point; `content.rs`) carries who sent it and
+//! when, in fields both daemons forward untouched:
 //!
-//! * `span_id` = run id (2 bytes, big-endian) + sequence number (6 bytes): the sink counts
-//!   each span of the current run once, so duplicates and losses show;
-//! * `start_time_unix_nano` = the wall-clock time of the send (the sink's receipt time minus
-//!   this is the end-to-end latency); `end_time_unix_nano` = start + 1 ms;
-//! * `trace_id` = run id + tenant index (bytes 4..8, big-endian; 0 for the main load) +
-//!   request number, so each request is one trace and the sink can tell tenants apart even
-//!   when a daemon does not forward the tenant header.
+//! * its id (a span's or log record's `span_id`, a data point's `as_int`) = run id (2 bytes,
+//!   big-endian) + sequence number (6 bytes): the sink counts each item of the current run
+//!   once, so duplicates and losses show;
+//! * its time (a span's start, a log record's time, a data point's time) = the wall-clock
+//!   time of the send (the sink's receipt time minus this is the end-to-end latency); a
+//!   span's end and a log record's observed time = that + 1 ms;
+//! * `trace_id` (spans and log records) = run id + tenant index (bytes 4..8, big-endian; 0 for
+//!   the main load) + request number, so each request is one trace and the sink can tell
+//!   tenants apart even when a daemon does not forward the tenant header. Data points carry
+//!   no tenant.
 //!
-//! Spans look like an HTTP server's: 7 attributes, a name, kind, status, one resource with 6
-//! attributes and one scope per request. About 350 bytes per span on the wire (35 KB per
-//! 100-span request).
+//! [`Templates`] holds one encoded request per `first_seq % healthz_every` (S4's health
+//! checks depend on the sequence numbers).
 //!
-//! For the processor scenario (S4) two options change the spans ([`SpanOptions`]): every
-//! span gets a `user.email` attribute (`--user-email`), and every `healthz_every`-th span by
-//! sequence number is a health check (`http.route` = `url.path` = `/healthz`), which the
-//! daemon's filter is expected to drop. Which spans are health checks depends only on their
-//! sequence numbers ([`is_healthz`]), so the sender knows exactly what the sink must receive;
-//! [`Templates`] holds one encoded request per `first_seq % healthz_every`.
-//!
-//! The request is encoded as protobuf (OTLP/gRPC and OTLP/HTTP) or as OTLP/JSON (OTLP/HTTP,
-//! [`Encoding`]). In JSON the ids are hex strings and the times decimal strings of 19 digits
-//! (every time from 2001 to 2286), so they too are patched in place at fixed widths.
+//! Traces are encoded as protobuf (OTLP/gRPC and OTLP/HTTP) or as OTLP/JSON (OTLP/HTTP,
+//! [`Encoding`]); logs and metrics as protobuf. In JSON the ids are hex strings and the times
+//! decimal strings of 19 digits (every time from 2001 to 2286), so they too are patched in
+//! place at fixed widths.
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
 
-use crate::wire::{self, SpanFields};
+use crate::content::{self, ItemOptions, END_PLACEHOLDER, TIME_PLACEHOLDER};
+use crate::signal::Signal;
+use crate::wire::{self, ItemFields};
 
 pub struct Template {
     bytes: Vec<u8>,
     encoding: Encoding,
-    spans: Vec<Slots>,
+    items: Vec<Slots>,
 }
 
 /// How a request is encoded on the wire.
@@ -48,42 +43,13 @@ pub enum Encoding {
     Json,
 }
 
-/// Where one span's patched fields start in the encoded request.
+/// Where one item's patched fields start in the encoded request.
 #[derive(Debug, Clone, Copy)]
 struct Slots {
-    trace_id: usize,
-    span_id: usize,
-    start_time: usize,
-    end_time: usize,
-}
-
-/// Placeholder times: 19 digits, like every wall-clock time in nanoseconds the sender writes.
-const START_PLACEHOLDER: u64 = 1_111_111_111_111_111_111;
-const END_PLACEHOLDER: u64 = 2_222_222_222_222_222_222;
-
-/// What the spans carry beyond the default template.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SpanOptions {
-    /// Every span gets `user.email` (for the attributes processor's `hash`).
-    pub user_email: bool,
-    /// Every span whose sequence number is a multiple of this is a health check
-    /// (`http.route: /healthz`); 0 = none.
-    pub healthz_every: u64,
-}
-
-/// Whether the span with sequence number `seq` is a health check under `healthz_every`.
-pub fn is_healthz(seq: u64, healthz_every: u64) -> bool {
-    healthz_every > 0 && seq.is_multiple_of(healthz_every)
-}
-
-/// How many of the sequence numbers `first..first + n` are health checks.
-pub fn healthz_in(first: u64, n: u64, healthz_every: u64) -> u64 {
-    if healthz_every == 0 || n == 0 {
-        return 0;
-    }
-    // Multiples of k in [first, first + n): floor((first + n - 1) / k) - floor((first - 1) / k).
-    let below = |x: u64| x.div_ceil(healthz_every); // multiples of k in [0, x)
-    below(first + n) - below(first)
+    trace_id: Option<usize>,
+    id: usize,
+    time: usize,
+    end_time: Option<usize>,
 }
 
 /// The encoded requests of one sender: one per phase of the health-check pattern.
@@ -93,10 +59,15 @@ pub struct Templates {
 }
 
 impl Templates {
-    pub fn new(spans_per_request: usize, options: SpanOptions, encoding: Encoding) -> Templates {
+    pub fn new(
+        signal: Signal,
+        items_per_request: usize,
+        options: ItemOptions,
+        encoding: Encoding,
+    ) -> Templates {
         let phases = options.healthz_every.max(1);
         let variants = (0..phases)
-            .map(|phase| Template::build(spans_per_request, options, phase, encoding))
+            .map(|phase| Template::build(signal, items_per_request, options, phase, encoding))
             .collect();
         Templates {
             variants,
@@ -104,7 +75,7 @@ impl Templates {
         }
     }
 
-    /// The request whose spans are numbered from `first_seq`.
+    /// The request whose items are numbered from `first_seq`.
     pub fn for_first(&self, first_seq: u64) -> &Template {
         if self.healthz_every == 0 {
             &self.variants[0]
@@ -118,15 +89,15 @@ impl Templates {
     }
 }
 
-/// Patched into every span id: the run and the span's sequence number.
-pub fn span_id(run: u16, seq: u64) -> [u8; 8] {
+/// Patched into every item's id: the run and the item's sequence number.
+pub fn item_id(run: u16, seq: u64) -> [u8; 8] {
     let mut id = seq.to_be_bytes();
     id[..2].copy_from_slice(&run.to_be_bytes());
     id
 }
 
-/// The inverse of [`span_id`].
-pub fn parse_span_id(id: &[u8]) -> Option<(u16, u64)> {
+/// The inverse of [`item_id`].
+pub fn parse_item_id(id: &[u8]) -> Option<(u16, u64)> {
     let id: [u8; 8] = id.try_into().ok()?;
     let run = u16::from_be_bytes([id[0], id[1]]);
     let mut seq = id;
@@ -134,70 +105,46 @@ pub fn parse_span_id(id: &[u8]) -> Option<(u16, u64)> {
     Some((run, u64::from_be_bytes(seq)))
 }
 
-/// Largest sequence number that fits in a span id.
+/// Largest sequence number that fits in an id.
 pub const MAX_SEQ: u64 = (1 << 48) - 1;
 
 impl Template {
     #[cfg(test)]
     pub fn new(spans_per_request: usize) -> Template {
+        let options = ItemOptions::default();
         Template::build(
+            Signal::Traces,
             spans_per_request,
-            SpanOptions::default(),
+            options,
             0,
             Encoding::Protobuf,
         )
     }
 
-    /// The request for spans numbered from a `first_seq` with `first_seq % healthz_every ==
-    /// phase`.
+    /// The request of `signal` for items numbered from a `first_seq` with `first_seq %
+    /// healthz_every == phase`. OTLP/JSON is built for traces only.
     pub fn build(
-        spans_per_request: usize,
-        options: SpanOptions,
+        signal: Signal,
+        items_per_request: usize,
+        options: ItemOptions,
         phase: u64,
         encoding: Encoding,
     ) -> Template {
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![
-                        kv("service.name", "checkout"),
-                        kv("service.namespace", "shop"),
-                        kv(
-                            "service.instance.id",
-                            "6f0d3c8e-5b1a-4c1e-9a55-2f1e0d9b7c41",
-                        ),
-                        kv("host.name", "bench-host-01"),
-                        kv("telemetry.sdk.language", "rust"),
-                        kv("telemetry.sdk.name", "opentelemetry"),
-                    ],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "sluice-loadgen".into(),
-                        version: "0.1.0".into(),
-                        ..Default::default()
-                    }),
-                    spans: (0..spans_per_request)
-                        .map(|i| {
-                            let healthz = is_healthz(phase + i as u64, options.healthz_every);
-                            span(i, options.user_email, healthz)
-                        })
-                        .collect(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+        let (bytes, items) = match encoding {
+            Encoding::Protobuf => protobuf_slots(
+                signal,
+                content::protobuf(signal, items_per_request, options, phase),
+            ),
+            Encoding::Json => {
+                assert_eq!(signal, Signal::Traces, "OTLP/JSON templates are of traces");
+                json_slots(&content::traces(items_per_request, options, phase))
+            }
         };
-        let (bytes, spans) = match encoding {
-            Encoding::Protobuf => protobuf_slots(&request),
-            Encoding::Json => json_slots(&request),
-        };
-        assert_eq!(spans.len(), spans_per_request);
+        assert_eq!(items.len(), items_per_request);
         Template {
             bytes,
             encoding,
-            spans,
+            items,
         }
     }
 
@@ -205,7 +152,7 @@ impl Template {
         self.bytes.len()
     }
 
-    /// A copy of the request for `run`, its spans numbered from `first_seq`, sent at
+    /// A copy of the request for `run`, its items numbered from `first_seq`, sent at
     /// `now_ns`; `tenant` and `request_no` go into the trace id.
     pub fn render(
         &self,
@@ -223,14 +170,15 @@ impl Template {
         trace_id[2] = 0x5b; // never all zero
         let end_ns = now_ns + 1_000_000;
         let mut scratch = [0u8; 32];
-        for (i, s) in self.spans.iter().enumerate() {
-            let id = span_id(run, first_seq + i as u64);
+        for (i, s) in self.items.iter().enumerate() {
+            let id = item_id(run, first_seq + i as u64);
             for (at, value) in [
                 (s.trace_id, Field::Id(&trace_id)),
-                (s.span_id, Field::Id(&id)),
-                (s.start_time, Field::Time(now_ns)),
+                (Some(s.id), Field::Id(&id)),
+                (Some(s.time), Field::Time(now_ns)),
                 (s.end_time, Field::Time(end_ns)),
             ] {
+                let Some(at) = at else { continue };
                 let v = value.encode(self.encoding, &mut scratch);
                 out[at..at + v.len()].copy_from_slice(v);
             }
@@ -278,25 +226,23 @@ impl Field<'_> {
     }
 }
 
-/// The protobuf request and where each span's fields start in it.
-fn protobuf_slots(request: &ExportTraceServiceRequest) -> (Vec<u8>, Vec<Slots>) {
-    let bytes = request.encode_to_vec();
-    let mut spans = Vec::new();
-    wire::for_each_span(&bytes, |s: &SpanFields| {
-        let id = |r: &Option<std::ops::Range<usize>>, len: usize| {
-            let r = r.as_ref().expect("template span has the id");
+/// Where each item's fields start in the protobuf request `bytes` of `signal`.
+fn protobuf_slots(signal: Signal, bytes: Vec<u8>) -> (Vec<u8>, Vec<Slots>) {
+    let mut items = Vec::new();
+    wire::for_each_item(signal, &bytes, |s: &ItemFields| {
+        let sized = |r: &std::ops::Range<usize>, len: usize| {
             assert_eq!(r.len(), len);
             r.start
         };
-        spans.push(Slots {
-            trace_id: id(&s.trace_id, 16),
-            span_id: id(&s.span_id, 8),
-            start_time: s.start_time.expect("template span has a start time"),
-            end_time: s.end_time.expect("template span has an end time"),
+        items.push(Slots {
+            trace_id: s.trace_id.as_ref().map(|r| sized(r, 16)),
+            id: sized(s.id.as_ref().expect("template item has an id"), 8),
+            time: s.time.expect("template item has a time"),
+            end_time: s.end_time,
         });
     })
     .expect("template walks");
-    (bytes, spans)
+    (bytes, items)
 }
 
 /// The OTLP/JSON request and where each span's field values start in it: the n-th
@@ -321,7 +267,7 @@ fn json_slots(request: &ExportTraceServiceRequest) -> (Vec<u8>, Vec<Slots>) {
     };
     let trace_ids = values("traceId", &"01".repeat(16));
     let span_ids = values("spanId", &"01".repeat(8));
-    let starts = values("startTimeUnixNano", &START_PLACEHOLDER.to_string());
+    let starts = values("startTimeUnixNano", &TIME_PLACEHOLDER.to_string());
     let ends = values("endTimeUnixNano", &END_PLACEHOLDER.to_string());
     assert!(
         [span_ids.len(), starts.len(), ends.len()] == [trace_ids.len(); 3],
@@ -329,10 +275,10 @@ fn json_slots(request: &ExportTraceServiceRequest) -> (Vec<u8>, Vec<Slots>) {
     );
     let spans = (0..trace_ids.len())
         .map(|i| Slots {
-            trace_id: trace_ids[i],
-            span_id: span_ids[i],
-            start_time: starts[i],
-            end_time: ends[i],
+            trace_id: Some(trace_ids[i]),
+            id: span_ids[i],
+            time: starts[i],
+            end_time: Some(ends[i]),
         })
         .collect();
     (bytes, spans)
@@ -344,72 +290,17 @@ pub fn parse_tenant(trace_id: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes([id[4], id[5], id[6], id[7]]))
 }
 
-fn span(i: usize, user_email: bool, healthz: bool) -> Span {
-    let item = 10_000 + (i * 7919) % 90_000;
-    let (route, path) = if healthz {
-        ("/healthz".to_string(), "/healthz".to_string())
-    } else {
-        (
-            "/api/v1/items/:id".to_string(),
-            format!("/api/v1/items/{item}"),
-        )
-    };
-    let mut attributes = vec![
-        kv("http.request.method", "GET"),
-        kv("http.route", &route),
-        kv_int("http.response.status_code", 200),
-        kv("url.path", &path),
-        kv("server.address", "checkout.shop.svc"),
-        kv("network.peer.address", "10.1.2.3"),
-        kv(
-            "user_agent.original",
-            "Mozilla/5.0 (X11; Linux x86_64) bench",
-        ),
-    ];
-    if user_email {
-        attributes.push(kv("user.email", &format!("user{item}@example.com")));
-    }
-    Span {
-        // Placeholders of the right sizes (non-zero, so prost does not omit them).
-        trace_id: vec![1; 16],
-        span_id: vec![1; 8],
-        parent_span_id: Vec::new(),
-        name: format!("GET /api/v1/items/{}", i % 16),
-        kind: span::SpanKind::Server as i32,
-        start_time_unix_nano: START_PLACEHOLDER,
-        end_time_unix_nano: END_PLACEHOLDER,
-        attributes,
-        status: Some(Status {
-            code: 1,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn kv_int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+
     use super::*;
+    use crate::content::{healthz_in, is_healthz};
 
     #[test]
     fn render_patches_ids_and_times() {
@@ -418,7 +309,7 @@ mod tests {
         let decoded = ExportTraceServiceRequest::decode(bytes).unwrap();
         let spans = &decoded.resource_spans[0].scope_spans[0].spans;
         for (i, s) in spans.iter().enumerate() {
-            assert_eq!(parse_span_id(&s.span_id), Some((7, 40 + i as u64)));
+            assert_eq!(parse_item_id(&s.span_id), Some((7, 40 + i as u64)));
             assert_eq!(s.start_time_unix_nano, 1_700_000_000_123_456_789);
             assert_eq!(s.end_time_unix_nano, 1_700_000_000_124_456_789);
             assert_eq!(&s.trace_id[8..], &9u64.to_be_bytes());
@@ -428,11 +319,11 @@ mod tests {
 
     #[test]
     fn json_render_patches_ids_and_times_as_otlp_json() {
-        let options = SpanOptions::default();
-        let t = Template::build(3, options, 0, Encoding::Json);
+        let options = ItemOptions::default();
+        let t = Template::build(Signal::Traces, 3, options, 0, Encoding::Json);
         let bytes = t.render(7, 40, 9, 1_700_000_000_123_456_789, 5);
         let decoded: ExportTraceServiceRequest = serde_json::from_slice(&bytes).unwrap();
-        let protobuf = Template::build(3, options, 0, Encoding::Protobuf).render(
+        let protobuf = Template::build(Signal::Traces, 3, options, 0, Encoding::Protobuf).render(
             7,
             40,
             9,
@@ -447,9 +338,88 @@ mod tests {
         let spans = &decoded.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans.len(), 3);
         for (i, s) in spans.iter().enumerate() {
-            assert_eq!(parse_span_id(&s.span_id), Some((7, 40 + i as u64)));
+            assert_eq!(parse_item_id(&s.span_id), Some((7, 40 + i as u64)));
             assert_eq!(s.start_time_unix_nano, 1_700_000_000_123_456_789);
             assert_eq!(parse_tenant(&s.trace_id), Some(5));
+        }
+    }
+
+    #[test]
+    fn log_records_carry_the_id_times_and_tenant() {
+        let t = Template::build(
+            Signal::Logs,
+            3,
+            ItemOptions::default(),
+            0,
+            Encoding::Protobuf,
+        );
+        let bytes = t.render(7, 40, 9, 1_700_000_000_123_456_789, 5);
+        let decoded = ExportLogsServiceRequest::decode(bytes).unwrap();
+        let records = &decoded.resource_logs[0].scope_logs[0].log_records;
+        assert_eq!(records.len(), 3);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(parse_item_id(&r.span_id), Some((7, 40 + i as u64)));
+            assert_eq!(r.time_unix_nano, 1_700_000_000_123_456_789);
+            assert_eq!(r.observed_time_unix_nano, 1_700_000_000_124_456_789);
+            assert_eq!(parse_tenant(&r.trace_id), Some(5));
+        }
+    }
+
+    #[test]
+    fn metric_points_carry_the_id_as_their_value_and_the_send_time() {
+        // 23 points: two metrics of ten and one of three.
+        let t = Template::build(
+            Signal::Metrics,
+            23,
+            ItemOptions::default(),
+            0,
+            Encoding::Protobuf,
+        );
+        let bytes = t.render(7, 40, 9, 1_700_000_000_123_456_789, 5);
+        let decoded = ExportMetricsServiceRequest::decode(bytes).unwrap();
+        let metrics = &decoded.resource_metrics[0].scope_metrics[0].metrics;
+        assert_eq!(metrics.len(), 3);
+        let points: Vec<_> = metrics
+            .iter()
+            .flat_map(|m| match &m.data {
+                Some(metric::Data::Gauge(g)) => g.data_points.clone(),
+                other => panic!("not a gauge: {other:?}"),
+            })
+            .collect();
+        assert_eq!(points.len(), 23);
+        for (i, p) in points.iter().enumerate() {
+            let Some(number_data_point::Value::AsInt(v)) = p.value else {
+                panic!("not an integer point");
+            };
+            assert_eq!(parse_item_id(&v.to_le_bytes()), Some((7, 40 + i as u64)));
+            assert_eq!(p.time_unix_nano, 1_700_000_000_123_456_789);
+        }
+    }
+
+    #[test]
+    fn the_sinks_walk_reads_what_render_wrote_for_every_signal() {
+        for signal in [Signal::Traces, Signal::Logs, Signal::Metrics] {
+            let t = Template::build(signal, 25, ItemOptions::default(), 0, Encoding::Protobuf);
+            let bytes = t.render(7, 40, 9, 1_700_000_000_123_456_789, 5);
+            let mut seen = Vec::new();
+            wire::for_each_item(signal, &bytes, |item| {
+                let id = item.id.clone().map(|r| parse_item_id(&bytes[r]));
+                let time = item.time.map(|at| wire::read_u64_le(&bytes, at));
+                let tenant = item.trace_id.clone().map(|r| parse_tenant(&bytes[r]));
+                seen.push((id, time, tenant));
+            })
+            .unwrap();
+            let tenant = (signal != Signal::Metrics).then_some(Some(5));
+            let expected: Vec<_> = (0..25)
+                .map(|i| {
+                    (
+                        Some(Some((7, 40 + i))),
+                        Some(1_700_000_000_123_456_789),
+                        tenant,
+                    )
+                })
+                .collect();
+            assert_eq!(seen, expected, "{signal:?}");
         }
     }
 
@@ -464,11 +434,11 @@ mod tests {
 
     #[test]
     fn health_checks_follow_the_sequence_numbers() {
-        let options = SpanOptions {
+        let options = ItemOptions {
             user_email: true,
             healthz_every: 10,
         };
-        let t = Templates::new(7, options, Encoding::Protobuf);
+        let t = Templates::new(Signal::Traces, 7, options, Encoding::Protobuf);
         let mut healthz = 0;
         for (request, first) in (0..30u64).map(|r| (r, r * 7)) {
             let bytes = t.for_first(first).render(3, first, request, 1, 42);

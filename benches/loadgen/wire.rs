@@ -1,71 +1,107 @@
-//! The spans of an `ExportTraceServiceRequest`, found by walking its protobuf bytes.
+//! The items of an OTLP export request, found by walking its protobuf bytes.
 //!
-//! The sender uses it once, on its template request, to find where each span's ids and
+//! The sender uses it once, on its template request, to find where each item's ids and
 //! timestamps sit (they are patched in place per send); the sink uses it on every request it
-//! receives, to read the span ids and send times without decoding the rest.
+//! receives, to read the ids and send times without decoding the rest.
 //!
 //! ```text
-//! ExportTraceServiceRequest { 1: ResourceSpans { 2: ScopeSpans { 2: Span {
-//!     1: trace_id (16 bytes)  2: span_id (8 bytes)  7: start_time_unix_nano (fixed64)
-//!     8: end_time_unix_nano (fixed64) } } } }
+//! Export*ServiceRequest { 1: Resource* { 2: Scope* { 2: item or Metric } } }
+//! Span       { 1: trace_id (16 bytes)  2: span_id (8 bytes)  7: start_time_unix_nano (fixed64)
+//!              8: end_time_unix_nano (fixed64) }
+//! LogRecord  { 9: trace_id  10: span_id  1: time_unix_nano  11: observed_time_unix_nano }
+//! Metric     { 5: Gauge or 7: Sum { 1: NumberDataPoint { 3: time_unix_nano (fixed64)
+//!              6: as_int (sfixed64) } } }
 //! ```
+//!
+//! A metric data point has no ids: the sequence number the bench patches into a span id is
+//! its `as_int` value, and it carries no tenant.
 
 use std::ops::Range;
 
+use crate::signal::Signal;
+
 /// Where the fields the bench uses are, within the walked buffer.
 #[derive(Debug, Default, Clone)]
-pub struct SpanFields {
+pub struct ItemFields {
     pub trace_id: Option<Range<usize>>,
-    pub span_id: Option<Range<usize>>,
-    /// Offset of the 8 little-endian bytes of `start_time_unix_nano`.
-    pub start_time: Option<usize>,
+    /// The 8 bytes of run id and sequence number: the span id, or a data point's `as_int`.
+    pub id: Option<Range<usize>>,
+    /// Offset of the 8 little-endian bytes of the send time: a span's start, a log record's
+    /// time, a data point's time.
+    pub time: Option<usize>,
+    /// A span's end, a log record's observed time.
     pub end_time: Option<usize>,
 }
 
 #[derive(Debug)]
 pub struct Malformed;
 
-/// Calls `on_span` for every span of the request in `buf`, in order.
-pub fn for_each_span(buf: &[u8], mut on_span: impl FnMut(&SpanFields)) -> Result<(), Malformed> {
-    let end = for_each_field_in(buf, 0..buf.len(), &mut |field, resource_spans, _| {
-        if field != (1, WT_LEN) {
+/// Calls `on_item` for every item of the `signal` request in `buf`, in order.
+pub fn for_each_item(
+    signal: Signal,
+    buf: &[u8],
+    mut on_item: impl FnMut(&ItemFields),
+) -> Result<(), Malformed> {
+    // resource (1) → scope (2) → span, log record or metric (2)
+    each_nested(buf, 0..buf.len(), &[1, 2, 2], &mut |record| {
+        if signal != Signal::Metrics {
+            on_item(&item_fields(signal, buf, record)?);
             return Ok(());
         }
-        let end = for_each_field_in(buf, resource_spans.clone(), &mut |field, scope_spans, _| {
-            if field != (2, WT_LEN) {
-                return Ok(());
-            }
-            walk_scope_spans(buf, scope_spans, &mut on_span)
-        })?;
-        check_end(end, resource_spans.end)
-    })?;
-    check_end(end, buf.len())
+        // Metric → gauge (5) or sum (7) → data point (1); other kinds are not the bench's.
+        for kind in [5, 7] {
+            each_nested(buf, record.clone(), &[kind, 1], &mut |point| {
+                on_item(&item_fields(signal, buf, point)?);
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })
 }
 
-fn walk_scope_spans(
+/// Calls `f` with every message reached through the length-delimited fields numbered
+/// `path`, one level each, checking that every level parses to its end.
+fn each_nested(
     buf: &[u8],
-    scope_spans: Range<usize>,
-    on_span: &mut impl FnMut(&SpanFields),
+    range: Range<usize>,
+    path: &[u32],
+    f: &mut dyn FnMut(Range<usize>) -> Result<(), Malformed>,
 ) -> Result<(), Malformed> {
-    let end = for_each_field_in(buf, scope_spans.clone(), &mut |field, range, _| {
-        if field != (2, WT_LEN) {
-            return Ok(());
+    let Some((&number, rest)) = path.split_first() else {
+        return f(range);
+    };
+    let end = for_each_field_in(buf, range.clone(), &mut |field, inner, _| {
+        if field == (number, WT_LEN) {
+            each_nested(buf, inner, rest, f)?;
         }
-        let mut span = SpanFields::default();
-        for_each_field_in(buf, range, &mut |field, range, _| {
-            match field {
-                (1, WT_LEN) => span.trace_id = Some(range),
-                (2, WT_LEN) => span.span_id = Some(range),
-                (7, WT_I64) => span.start_time = Some(range.start),
-                (8, WT_I64) => span.end_time = Some(range.start),
-                _ => {}
-            }
-            Ok(())
-        })?;
-        on_span(&span);
         Ok(())
     })?;
-    check_end(end, scope_spans.end)
+    check_end(end, range.end)
+}
+
+/// The fields of one item (`range`) of `signal`.
+fn item_fields(signal: Signal, buf: &[u8], range: Range<usize>) -> Result<ItemFields, Malformed> {
+    let mut item = ItemFields::default();
+    let end = for_each_field_in(buf, range.clone(), &mut |field, value, _| {
+        match (signal, field) {
+            (Signal::Traces, (1, WT_LEN)) | (Signal::Logs, (9, WT_LEN)) => {
+                item.trace_id = Some(value)
+            }
+            (Signal::Traces, (2, WT_LEN))
+            | (Signal::Logs, (10, WT_LEN))
+            | (Signal::Metrics, (6, WT_I64)) => item.id = Some(value),
+            (Signal::Traces, (7, WT_I64))
+            | (Signal::Logs, (1, WT_I64))
+            | (Signal::Metrics, (3, WT_I64)) => item.time = Some(value.start),
+            (Signal::Traces, (8, WT_I64)) | (Signal::Logs, (11, WT_I64)) => {
+                item.end_time = Some(value.start)
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    check_end(end, range.end)?;
+    Ok(item)
 }
 
 const WT_VARINT: u8 = 0;

@@ -74,6 +74,11 @@ Scenarios (configs in deploy/bench/configs/):
       at the fixed rate of 100 spans/request for BENCH_STEADY_DURATION seconds (default 120),
       one repetition each. Reported: peak RSS, RSS at the end of the load, CPU-s per million
       spans, p99, beside the same daemons' 6 s fixed-rate rows of S1.
+  S11 Logs and metrics: S1's daemons (Sluice disk buffer fsync: always, Collector file_storage)
+      with a logs and a metrics pipeline (sluice-signals.yaml, otelcol-signals.yaml), at 100
+      and 1 000 items/request over OTLP/gRPC: log records like S1's spans (the same
+      attributes, a severity and a body), or integer gauge points (4 attributes, 10 points
+      per metric). The tables' "spans" are then log records or data points.
   IDLE  Each daemon as a user starts it and then leaves it alone: Sluice with the S3 config
       (disk buffer), the Collector with its S3 config (in-memory queue). Measured IDLE_WINDOW_S
       seconds after it is ready (its timers have all fired by then): resident memory (VmRSS)
@@ -90,7 +95,7 @@ the daemon's processes), end-to-end latency p50/p99 (span send time -> sink rece
 spans refused, lost (acknowledged, never received) and duplicated.
 
 Environment: BENCH_QUICK=1 (one repetition, shorter windows, 100 spans/request only: ~5 min),
-BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,...,S10,IDLE; default
+BENCH_REPS, BENCH_DURATION (seconds per run), BENCH_ONLY (comma list of S1,...,S11,IDLE; default
 all),
 BENCH_OUT (results directory; default target/sluice-bench), BENCH_PORT_BASE (default 24300),
 BENCH_PIN=1 (the daemon's processes on CPU 0 and the load client and sink on the other CPUs,
@@ -132,7 +137,7 @@ NATSCLI_SCRIPT = REPO / "deploy" / "bench" / "natscli.sh"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 DURATION = float(os.environ.get("BENCH_DURATION", "4" if QUICK else "6"))
-ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6,S7,S8,S9,S10,IDLE").split(",") if s.strip()}
+ONLY = {s.strip().upper() for s in os.environ.get("BENCH_ONLY", "S1,S2,S3,S4,S5,S6,S7,S8,S9,S10,S11,IDLE").split(",") if s.strip()}
 # S4's "cost against pass-through" divides by S3 of the same run.
 S3_FOR_S4 = "S4" in ONLY and "S3" not in ONLY
 ONLY |= {"S3"} if S3_FOR_S4 else set()
@@ -184,6 +189,9 @@ S9_INGESTS = (("http/protobuf", "OTLP/HTTP protobuf"), ("http/json", "OTLP/HTTP 
 def slug(ingest: str) -> str:
     """An ingest as a variant key's part (keys name data directories): http-protobuf-gzip."""
     return re.sub(r"[/+]", "-", ingest)
+# S11: the signals besides traces, and their spans/request (items/request).
+S11_SIGNALS = ("logs", "metrics")
+S11_SPANS = (100, 1000)
 # S10: how long the steady-state run lasts, and its daemons (S1's).
 STEADY_DURATION = float(os.environ.get("BENCH_STEADY_DURATION", "30" if QUICK else "120"))
 STEADY_VARIANTS = ("sluice-always", "otelcol-file")
@@ -300,6 +308,8 @@ class Variant:
     # How the load client sends (S9): "grpc", or OTLP/HTTP "http/protobuf" | "http/json",
     # with "+gzip" for compressed bodies.
     ingest: str = "grpc"
+    # The OTLP signal the load client sends (S11): "traces", "logs" or "metrics".
+    signal: str = "traces"
 
 
 def sluice(config: str, **env: str) -> list[ProcSpec]:
@@ -393,6 +403,12 @@ VARIANTS = {
             Variant(f"otelcol-{slug(ingest)}", "otelcol", f"Collector, {what}, file_storage queue (fsync: false)",
                     [otelcol("otelcol-filestorage.yaml", BENCH_FSYNC="false")], ingest=ingest),
         )),
+        *(v for signal in S11_SIGNALS for v in (
+            Variant(f"sluice-{signal}", "sluice", f"Sluice, {signal}, disk buffer, fsync: always",
+                    sluice_disk("always", "sluice-signals.yaml"), signal=signal),
+            Variant(f"otelcol-{signal}", "otelcol", f"Collector, {signal}, file_storage queue (fsync: false)",
+                    [otelcol("otelcol-signals.yaml", BENCH_FSYNC="false")], signal=signal),
+        )),
         Variant("sluice-tenants", "sluice", "Sluice, disk buffer (fsync: interval)",
                 sluice_disk("interval", "sluice-tenants.yaml")),
         Variant("otelcol-tenants", "otelcol", "Collector, batch per tenant, in-memory queue",
@@ -437,6 +453,8 @@ COMPARISONS = [
                "filter + attributes: disk buffer (interval) vs in-memory queue"),
     *(Comparison("S9", f"sluice-{slug(ingest)}", f"otelcol-{slug(ingest)}", (1, 100, 1000), f"{what}: fsync: always vs file_storage")
       for ingest, what in S9_INGESTS),
+    *(Comparison("S11", f"sluice-{signal}", f"otelcol-{signal}", S11_SPANS, f"{signal}: fsync: always vs file_storage")
+      for signal in S11_SIGNALS),
 ]
 if QUICK:
     COMPARISONS = [
@@ -619,6 +637,7 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
             "--endpoint", f"http://{DAEMON_ENDPOINT if protocol == 'grpc' else HTTP_ENDPOINT}",
             "--protocol", protocol,
             "--compression", compression or "none",
+            "--signal", variant.signal,
             "--spans", str(spans),
             "--rate", str(rate),
             "--duration", str(duration),
