@@ -30,7 +30,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 
-use crate::signal::Signal;
+use sluice::signal::Signal;
 
 /// Placeholder times: 19 digits, like every wall-clock time in nanoseconds the sender writes.
 pub const TIME_PLACEHOLDER: u64 = 1_111_111_111_111_111_111;

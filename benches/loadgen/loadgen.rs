@@ -35,7 +35,6 @@ mod content;
 mod hist;
 mod procfs;
 mod send;
-mod signal;
 mod sink;
 mod template;
 mod wire;

@@ -37,8 +37,8 @@ use crate::content::{healthz_in, ItemOptions};
 use crate::hist::Hist;
 use crate::now_ns;
 use crate::procfs::{self, ProcSample};
-use crate::signal::Signal;
 use crate::template::{Encoding, Templates, MAX_SEQ};
+use sluice::signal::Signal;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SendArgs {
@@ -46,8 +46,9 @@ pub struct SendArgs {
     /// goes to `<endpoint>/v1/traces`, `/v1/logs` or `/v1/metrics`).
     #[arg(long, default_value = "http://127.0.0.1:4317")]
     endpoint: String,
-    /// The signal sent: spans, log records, or metric data points (integer gauges).
-    #[arg(long, value_enum, default_value_t = Signal::Traces)]
+    /// The signal sent: traces (spans), logs (log records), or metrics (integer gauge
+    /// points).
+    #[arg(long, default_value = "traces")]
     signal: Signal,
     /// Transport and encoding of the requests.
     #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
@@ -493,7 +494,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let out = serde_json::json!({
         "run": run,
         "endpoint": args.endpoint,
-        "signal": format!("{:?}", args.signal),
+        "signal": args.signal.as_str(),
         "protocol": format!("{:?}", args.protocol),
         "compression": format!("{:?}", args.compression),
         "spans_per_request": args.spans,
@@ -659,7 +660,7 @@ async fn http_pool(
         .http1_only()
         .tcp_nodelay(true)
         .build()?;
-    let url = format!("{}{}", endpoint.trim_end_matches('/'), signal.http_path());
+    let url = format!("{}/v1/{signal}", endpoint.trim_end_matches('/'));
     Ok(Connection::Http(client, url.into()))
 }
 

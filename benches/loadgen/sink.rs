@@ -1,6 +1,7 @@
 //! The backend both daemons export to: an OTLP/gRPC server of traces, logs and metrics that
-//! answers OK at once and records, per span (log record, data point) of the current run, that it arrived (a bitset by sequence number, so
-//! duplicates are told apart from new spans) and how long after its send it arrived.
+//! answers OK at once and records, per span (log record, data point) of the current run, that
+//! it arrived (a bitset by sequence number, so duplicates are told apart from new spans) and
+//! how long after its send it arrived.
 //!
 //! Control API (HTTP/1.1, for the sender):
 //!
@@ -38,9 +39,9 @@ use tonic::server::NamedService;
 use sluice::receiver::otlp::grpc::export_ok_response;
 
 use crate::hist::Hist;
-use crate::signal::Signal;
 use crate::template::{parse_item_id, parse_tenant};
 use crate::{now_ns, wire};
+use sluice::signal::Signal;
 
 #[derive(Default)]
 struct RunState {
@@ -329,7 +330,7 @@ async fn handle(sink: &Sink, signal: Signal, request: http::Request<Body>) -> ht
     state.requests += 1;
     if walked.is_err() {
         state.malformed += 1;
-        let message = format!("not an OTLP {signal:?} export request");
+        let message = format!("not an OTLP {signal} export request");
         return tonic::Status::invalid_argument(message).into_http();
     }
     // The tenants of this request's spans of the current run, each counted once.

@@ -26,8 +26,8 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::content::{self, ItemOptions, END_PLACEHOLDER, TIME_PLACEHOLDER};
-use crate::signal::Signal;
 use crate::wire::{self, ItemFields};
+use sluice::signal::Signal;
 
 pub struct Template {
     bytes: Vec<u8>,

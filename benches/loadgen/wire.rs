@@ -18,7 +18,7 @@
 
 use std::ops::Range;
 
-use crate::signal::Signal;
+use sluice::signal::Signal;
 
 /// Where the fields the bench uses are, within the walked buffer.
 #[derive(Debug, Default, Clone)]
