@@ -29,7 +29,6 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
-
 use sluice::signal::Signal;
 
 /// Placeholder times: 19 digits, like every wall-clock time in nanoseconds the sender writes.

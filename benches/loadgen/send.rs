@@ -28,6 +28,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use sluice::exporter::otlp::codec::RawCodec;
+use sluice::signal::Signal;
 use tokio::sync::Semaphore;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
@@ -38,7 +39,6 @@ use crate::hist::Hist;
 use crate::now_ns;
 use crate::procfs::{self, ProcSample};
 use crate::template::{Encoding, Templates, MAX_SEQ};
-use sluice::signal::Signal;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SendArgs {

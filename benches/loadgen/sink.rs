@@ -37,11 +37,11 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 
 use sluice::receiver::otlp::grpc::export_ok_response;
+use sluice::signal::Signal;
 
 use crate::hist::Hist;
 use crate::template::{parse_item_id, parse_tenant};
 use crate::{now_ns, wire};
-use sluice::signal::Signal;
 
 #[derive(Default)]
 struct RunState {

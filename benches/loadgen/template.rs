@@ -24,10 +24,10 @@
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use sluice::signal::Signal;
 
 use crate::content::{self, ItemOptions, END_PLACEHOLDER, TIME_PLACEHOLDER};
 use crate::wire::{self, ItemFields};
-use sluice::signal::Signal;
 
 pub struct Template {
     bytes: Vec<u8>,
