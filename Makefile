@@ -119,7 +119,7 @@ bench-smoke: tools ## run each benchmark once, as a test
 
 # The criterion benches, then Sluice against the OpenTelemetry Collector measured in the same
 # run (deploy/bench/run.py; the Collector comes from `make peers`). BENCH_QUICK=1: criterion's
-# --quick and one short repetition of the comparison (~7 min instead of ~45).
+# --quick and one short repetition of the comparison (~7 min instead of ~55).
 bench: tools ## criterion benches, then Sluice vs the Collector (needs `make peers`; BENCH_QUICK=1 for ~7 min)
 	$(CARGO) bench $(if $(filter-out 0,$(BENCH_QUICK)),--bench '*' -- --quick)
 	nice -n 10 $(CARGO) build --release --bin sluice --example loadgen
