@@ -36,7 +36,7 @@ use http_body_util::BodyExt;
 use tonic::body::Body;
 use tonic::server::NamedService;
 
-use sluice::receiver::otlp::grpc::export_ok_response;
+use sluice::receiver::otlp::grpc::{export_ok_response, Logs, Metrics, SignalKind, Traces};
 use sluice::signal::Signal;
 
 use crate::hist::Hist;
@@ -224,33 +224,9 @@ async fn received(axum::extract::State(sink): axum::extract::State<Sink>) -> Vec
 
 // === OTLP/gRPC ===
 
-/// The OTLP/gRPC export service of one signal.
-trait SignalService: Send + 'static {
-    const NAME: &'static str;
-    const SIGNAL: Signal;
-}
-
-struct Traces;
-struct Logs;
-struct Metrics;
-
-impl SignalService for Traces {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-    const SIGNAL: Signal = Signal::Traces;
-}
-
-impl SignalService for Logs {
-    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-    const SIGNAL: Signal = Signal::Logs;
-}
-
-impl SignalService for Metrics {
-    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    const SIGNAL: Signal = Signal::Metrics;
-}
-
 /// All three services count into the same run: a run sends one signal.
-struct ExportSink<S>(Sink, PhantomData<S>);
+/// The signal is the receiver's compile-time [`SignalKind`], so tonic routes by its name.
+struct ExportSink<S>(Sink, PhantomData<fn() -> S>);
 
 impl<S> ExportSink<S> {
     fn new(sink: &Sink) -> Self {
@@ -264,11 +240,11 @@ impl<S> Clone for ExportSink<S> {
     }
 }
 
-impl<S: SignalService> NamedService for ExportSink<S> {
-    const NAME: &'static str = S::NAME;
+impl<S: SignalKind> NamedService for ExportSink<S> {
+    const NAME: &'static str = S::SERVICE;
 }
 
-impl<S: SignalService> tower::Service<http::Request<Body>> for ExportSink<S> {
+impl<S: SignalKind> tower::Service<http::Request<Body>> for ExportSink<S> {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;

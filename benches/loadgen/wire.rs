@@ -49,13 +49,16 @@ pub fn for_each_item(
             return Ok(());
         }
         // Metric → gauge (5) or sum (7) → data point (1); other kinds are not the bench's.
-        for kind in [5, 7] {
-            each_nested(buf, record.clone(), &[kind, 1], &mut |point| {
+        let end = for_each_field_in(buf, record.clone(), &mut |field, kind, _| {
+            if !matches!(field, (5 | 7, WT_LEN)) {
+                return Ok(());
+            }
+            each_nested(buf, kind, &[1], &mut |point| {
                 on_item(&item_fields(signal, buf, point)?);
                 Ok(())
-            })?;
-        }
-        Ok(())
+            })
+        })?;
+        check_end(end, record.end)
     })
 }
 
