@@ -116,6 +116,7 @@ bench-smoke: tools ## run each benchmark once, as a test
 	$(CARGO) bench --bench receive_path -- --test
 	$(CARGO) bench --bench disk_buffer -- --test
 	$(CARGO) bench --bench broker_paths -- --test
+	$(CARGO) bench --bench processors -- --test
 
 # The criterion benches, then Sluice against the OpenTelemetry Collector measured in the same
 # run (deploy/bench/run.py; the Collector comes from `make peers`). BENCH_QUICK=1: criterion's

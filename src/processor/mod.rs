@@ -7,7 +7,8 @@
 //!   it, or drop some or all of its items. It runs once per batch: before the buffer when the
 //!   pipeline has receivers, otherwise (an export-only pipeline) after reading it
 //!   (docs/architecture.md, "Processors"). Processors work on the protobuf bytes and decode
-//!   only what they must; a batch no processor changed keeps its received bytes.
+//!   only what they must; a chain decodes a request at most once and encodes it once
+//!   ([`Part`]), and a batch no processor changed keeps its received bytes.
 //!
 //! Items dropped by policy are not an error: the client is answered with success, and the
 //! drop is counted in `sluice_processor_dropped_items_total{processor,reason}` by [`Chain`].
@@ -17,10 +18,12 @@ pub mod attributes;
 pub mod batch;
 pub mod filter;
 pub mod memory_limiter;
+mod part;
 pub mod probabilistic_sampler;
 mod registry;
 pub mod resource;
 
+pub use part::Part;
 pub use registry::PROCESSORS;
 
 use std::fmt;
@@ -28,6 +31,7 @@ use std::sync::Arc;
 
 use crate::batch::Batch;
 use crate::buffer::ReadLimits;
+use crate::otlp::decoded::DecodedRequest;
 use crate::otlp::walk::MalformedRequest;
 use crate::telemetry::tenant_label;
 
@@ -67,10 +71,10 @@ pub enum ProcessError {
 }
 
 /// What a processor made of one batch.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Processed {
     /// What goes on: nothing (all dropped), the batch (changed or not), or several parts.
-    pub kept: Vec<Batch>,
+    pub kept: Vec<Part>,
     /// Items removed by policy, with why; zero when nothing was dropped.
     pub dropped: u32,
     /// The `reason` label of the drop, e.g. `filter`, `sampled_out`.
@@ -79,49 +83,40 @@ pub struct Processed {
 
 impl Processed {
     /// The batch goes on, changed or not, whole.
-    pub fn keep(batch: Batch) -> Self {
+    pub fn keep(part: Part) -> Self {
         Processed {
-            kept: vec![batch],
+            kept: vec![part],
             dropped: 0,
             reason: "",
         }
     }
 
-    /// Some items of the batch were dropped; `batch` holds the rest (if any remain).
-    pub fn reduced(batch: Option<Batch>, dropped: u32, reason: &'static str) -> Self {
+    /// Some items of the batch were dropped; `part` holds the rest (if any remain).
+    pub fn reduced(part: Option<Part>, dropped: u32, reason: &'static str) -> Self {
         Processed {
-            kept: batch.into_iter().collect(),
+            kept: part.into_iter().collect(),
             dropped,
             reason,
         }
     }
-}
 
-/// Decodes `batch`'s request as `R`, lets `edit` change it (returning the items it dropped and
-/// whether anything changed), and gives back what is left: the received bytes when nothing
-/// changed, the re-encoded request otherwise, nothing once `is_empty`. For processors that
-/// drop items by `reason` (`filter`, `probabilistic_sampler`).
-pub(crate) fn rewrite<R: prost::Message + Default>(
-    mut batch: Batch,
-    reason: &'static str,
-    is_empty: impl FnOnce(&R) -> bool,
-    edit: impl FnOnce(&mut R) -> (u32, bool),
-) -> Result<Processed, ProcessError> {
-    let signal = batch.signal;
-    let mut request =
-        R::decode(&batch.payload[..]).map_err(|source| ProcessError::Decode { signal, source })?;
-    let (dropped, changed) = edit(&mut request);
-    if changed {
-        batch.payload = bytes::Bytes::from(request.encode_to_vec());
+    /// Lets `edit` change `part`'s decoded request (returning the items it dropped and
+    /// whether anything changed), and keeps what is left: nothing once no resource entry is.
+    /// For processors that drop items by `reason` (`filter`, `probabilistic_sampler`).
+    pub(crate) fn dropping(
+        mut part: Part,
+        reason: &'static str,
+        edit: impl FnOnce(&mut DecodedRequest) -> (u32, bool),
+    ) -> Result<Self, ProcessError> {
+        let dropped = part.edit(edit)?;
+        let kept = (!part.is_empty()).then_some(part);
+        Ok(Processed::reduced(kept, dropped, reason))
     }
-    batch.items = batch.items.saturating_sub(dropped);
-    let kept = (!is_empty(&request)).then_some(batch);
-    Ok(Processed::reduced(kept, dropped, reason))
 }
 
 /// Changes, splits or drops batches. Cheap and synchronous: it runs on the request path.
 pub trait Processor: fmt::Debug + Send + Sync + 'static {
-    fn process(&self, batch: Batch) -> Result<Processed, ProcessError>;
+    fn process(&self, part: Part) -> Result<Processed, ProcessError>;
 }
 
 /// The processors of one pipeline, in order, each with its component id (the `processor`
@@ -143,11 +138,14 @@ impl Chain {
     /// Runs every processor on every part the previous one kept, counting what each drops.
     /// Returns what is left to buffer or export: possibly nothing.
     pub fn run(&self, batch: Batch) -> Result<Vec<Batch>, ProcessError> {
-        let mut parts = vec![batch];
+        if self.stages.is_empty() {
+            return Ok(vec![batch]);
+        }
+        let mut parts = vec![Part::from(batch)];
         for (id, processor) in &self.stages {
             let mut next = Vec::with_capacity(parts.len());
             for part in parts {
-                let (tenant, signal) = (part.tenant.clone(), part.signal);
+                let (tenant, signal) = (part.tenant().clone(), part.signal());
                 let processed = processor.process(part)?;
                 if processed.dropped > 0 {
                     metrics::counter!("sluice_processor_dropped_items_total", "processor" => id.clone(), "reason" => processed.reason, "signal" => signal.as_str(), "tenant" => tenant_label(&tenant))
@@ -160,7 +158,7 @@ impl Chain {
                 break;
             }
         }
-        Ok(parts)
+        Ok(parts.into_iter().map(Part::into_batch).collect())
     }
 }
 

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 
+use super::{Part, ProcessError, Processor};
 use crate::batch::Batch;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
@@ -27,5 +28,29 @@ pub fn batch(signal: Signal, payload: Vec<u8>, items: u32) -> Batch {
         items,
         received_at_ms: 0,
         traceparent: None,
+    }
+}
+
+/// What a processor made of one batch, with what it kept as the batches a chain hands on.
+#[derive(Debug)]
+pub struct Outcome {
+    pub kept: Vec<Batch>,
+    pub dropped: u32,
+    pub reason: &'static str,
+}
+
+/// Runs a processor on a [`Batch`] rather than a [`Part`].
+pub trait ProcessBatch {
+    fn process_batch(&self, batch: Batch) -> Result<Outcome, ProcessError>;
+}
+
+impl<P: Processor + ?Sized> ProcessBatch for P {
+    fn process_batch(&self, batch: Batch) -> Result<Outcome, ProcessError> {
+        let processed = self.process(Part::from(batch))?;
+        Ok(Outcome {
+            kept: processed.kept.into_iter().map(Part::into_batch).collect(),
+            dropped: processed.dropped,
+            reason: processed.reason,
+        })
     }
 }

@@ -23,15 +23,16 @@ struct Truncate {
 }
 
 impl Processor for Truncate {
-    fn process(&self, mut b: Batch) -> Result<Processed, ProcessError> {
+    fn process(&self, part: Part) -> Result<Processed, ProcessError> {
+        let mut b = part.into_batch();
         if b.items <= self.keep {
-            return Ok(Processed::keep(b));
+            return Ok(Processed::keep(b.into()));
         }
         let dropped = b.items - self.keep;
         b.items = self.keep;
         b.payload = b.payload.slice(..self.keep as usize);
         Ok(Processed::reduced(
-            (self.keep > 0).then_some(b),
+            (self.keep > 0).then_some(b.into()),
             dropped,
             "truncated",
         ))
@@ -43,12 +44,15 @@ impl Processor for Truncate {
 struct Singles;
 
 impl Processor for Singles {
-    fn process(&self, b: Batch) -> Result<Processed, ProcessError> {
+    fn process(&self, part: Part) -> Result<Processed, ProcessError> {
+        let b = part.into_batch();
         let parts = (0..b.items)
-            .map(|i| Batch {
-                items: 1,
-                payload: b.payload.slice(i as usize..i as usize + 1),
-                ..b.clone()
+            .map(|i| {
+                Part::from(Batch {
+                    items: 1,
+                    payload: b.payload.slice(i as usize..i as usize + 1),
+                    ..b.clone()
+                })
             })
             .collect();
         Ok(Processed {
@@ -106,4 +110,99 @@ fn drops_are_counted_per_processor_and_reason() {
         ),
         3
     );
+}
+
+/// `filter`, `attributes` and `resource` as configured, in that order.
+fn decoding_processors() -> Vec<(String, Arc<dyn Processor>)> {
+    [
+        (
+            "filter",
+            "traces: { span: ['attributes[\"http.route\"] == \"/healthz\"'] }",
+        ),
+        (
+            "attributes",
+            "actions: [ { key: user.email, action: hash } ]",
+        ),
+        (
+            "resource",
+            "attributes: [ { key: env, value: test, action: upsert } ]",
+        ),
+    ]
+    .into_iter()
+    .map(|(kind, yaml)| {
+        let config = PROCESSORS
+            .parse(kind, serde_yaml::from_str(yaml).unwrap())
+            .unwrap();
+        match config.build() {
+            Processing::Transform(p) => (kind.to_string(), p),
+            other => panic!("{kind} is not a transform: {other:?}"),
+        }
+    })
+    .collect()
+}
+
+/// One span per (`http.route`, `user.email`); no `user.email` where it is empty.
+fn spans(routes: &[(&str, &str)]) -> Batch {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+    use test_support::kv;
+
+    let spans = routes
+        .iter()
+        .map(|(route, email)| Span {
+            name: format!("GET {route}"),
+            attributes: [kv("http.route", route), kv("user.email", email)]
+                .into_iter()
+                .filter(|a| a.key == "http.route" || !email.is_empty())
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "checkout")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    test_support::batch(Signal::Traces, request.encode_to_vec(), routes.len() as u32)
+}
+
+#[test]
+fn a_chain_gives_what_its_processors_give_one_after_another() {
+    // The chain decodes once and encodes once; one chain per processor decodes and encodes
+    // at each. What comes out must be the same.
+    let input = spans(&[("/healthz", "a@b.c"), ("/api", "d@e.f"), ("/api", "g@h.i")]);
+    let together = Chain::new(decoding_processors())
+        .run(input.clone())
+        .unwrap();
+    let mut apart = vec![input];
+    for stage in decoding_processors() {
+        let chain = Chain::new(vec![stage]);
+        apart = apart
+            .into_iter()
+            .flat_map(|b| chain.run(b).unwrap())
+            .collect();
+    }
+    assert_eq!(together, apart);
+    assert_eq!(together[0].items, 2);
+}
+
+#[test]
+fn a_chain_that_changes_nothing_keeps_the_received_bytes() {
+    // Nothing matches the filter and no span has `user.email`.
+    let processors = decoding_processors();
+    let input = spans(&[("/api", "")]);
+    let unchanged = Chain::new(processors[..2].to_vec())
+        .run(input.clone())
+        .unwrap();
+    assert_eq!(unchanged[0].payload.as_ptr(), input.payload.as_ptr());
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::*;
 use crate::exporter::retry::RetryConfig;
 use crate::exporter::{Accepted, BoxError, ExportError, Exporter};
-use crate::processor::{Processed, Processor};
+use crate::processor::{Part, Processed, Processor};
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
@@ -443,12 +443,13 @@ async fn shutdown_leaves_an_unfinished_delivery_and_everything_after_it_unsettle
 struct DropNamed;
 
 impl Processor for DropNamed {
-    fn process(&self, batch: Batch) -> Result<Processed, crate::processor::ProcessError> {
+    fn process(&self, part: Part) -> Result<Processed, crate::processor::ProcessError> {
+        let batch = part.into_batch();
         if batch.payload.starts_with(b"drop") {
             let items = batch.items;
             return Ok(Processed::reduced(None, items, "filtered"));
         }
-        Ok(Processed::keep(batch))
+        Ok(Processed::keep(batch.into()))
     }
 }
 

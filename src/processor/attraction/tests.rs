@@ -95,6 +95,8 @@ fn hash_is_the_collectors_sha256_of_the_value_bytes() {
         hash(&any_value::Value::BoolValue(true)),
         "4bf5122f344554c53bde2ebb8cd2b7e3d1600ad631c385a5d7cce23c7785459a"
     );
+    // Nothing to hash hashes to nothing, as in the Collector.
+    assert_eq!(hash(&s("")), "");
     // By pattern over keys.
     let out = run(
         "- { pattern: '^user\\.', action: hash }",

@@ -2,8 +2,8 @@
 //! record and metric data point attributes (see [`super::attraction`]), for the items that
 //! `include` / `exclude` select.
 //!
-//! It has to look inside the items, so it decodes the request; when no attribute changed,
-//! the batch keeps its received bytes.
+//! It has to look inside the items, so it decodes the request (once per chain: see
+//! [`super::Part`]); when no attribute changed, the batch keeps its received bytes.
 
 mod config;
 mod matcher;
@@ -12,18 +12,15 @@ pub use config::{AttributeMatch, AttributesConfig, MatchConfig, MatchType};
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-use prost::Message;
 
 use super::attraction::{compile_all, Action};
-use super::{ProcessError, Processed, Processing, Processor, ProcessorConfig};
-use crate::batch::Batch;
-use crate::signal::Signal;
+use super::{Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
+use crate::otlp::decoded::DecodedRequest;
 use matcher::{Item, Matcher};
 
 #[derive(Debug)]
@@ -152,36 +149,17 @@ fn data_point_attributes(data: Option<&mut Data>) -> Vec<&mut Vec<KeyValue>> {
     }
 }
 
-fn malformed(signal: Signal, source: prost::DecodeError) -> ProcessError {
-    ProcessError::Decode { signal, source }
-}
-
 impl Processor for AttributesProcessor {
-    fn process(&self, mut batch: Batch) -> Result<Processed, ProcessError> {
-        let signal = batch.signal;
-        let bytes = &batch.payload[..];
-        let encoded = match signal {
-            Signal::Traces => {
-                let mut r =
-                    ExportTraceServiceRequest::decode(bytes).map_err(|e| malformed(signal, e))?;
-                self.traces(&mut r).then(|| r.encode_to_vec())
-            }
-            Signal::Logs => {
-                let mut r =
-                    ExportLogsServiceRequest::decode(bytes).map_err(|e| malformed(signal, e))?;
-                self.logs(&mut r).then(|| r.encode_to_vec())
-            }
-            Signal::Metrics => {
-                let mut r =
-                    ExportMetricsServiceRequest::decode(bytes).map_err(|e| malformed(signal, e))?;
-                self.metrics(&mut r).then(|| r.encode_to_vec())
-            }
-        };
-        // Unchanged data keeps its received bytes (docs/contracts.md, "Processors").
-        if let Some(encoded) = encoded {
-            batch.payload = Bytes::from(encoded);
-        }
-        Ok(Processed::keep(batch))
+    fn process(&self, mut part: Part) -> Result<Processed, ProcessError> {
+        part.edit(|request| {
+            let changed = match request {
+                DecodedRequest::Traces(r) => self.traces(r),
+                DecodedRequest::Logs(r) => self.logs(r),
+                DecodedRequest::Metrics(r) => self.metrics(r),
+            };
+            (0, changed)
+        })?;
+        Ok(Processed::keep(part))
     }
 }
 

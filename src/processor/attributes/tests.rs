@@ -5,9 +5,13 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
+use prost::Message;
+
 use super::*;
+use crate::batch::Batch;
 use crate::config::{parse_component, Validate};
-use crate::processor::test_support::{self, kv};
+use crate::processor::test_support::{self, kv, ProcessBatch};
+use crate::signal::Signal;
 
 fn resource(service: &str) -> Option<Resource> {
     Some(Resource {
@@ -30,7 +34,7 @@ fn processor(yaml: &str) -> Arc<dyn Processor> {
 }
 
 fn run(p: &Arc<dyn Processor>, b: Batch) -> Batch {
-    let mut out = p.process(b).unwrap();
+    let mut out = p.process_batch(b).unwrap();
     assert_eq!(out.dropped, 0);
     out.kept.remove(0)
 }
@@ -183,6 +187,6 @@ fn config_errors_name_the_field_and_unknown_match_properties_are_refused() {
 fn a_malformed_request_is_an_error() {
     let p = processor("actions: [ { key: k, action: delete } ]");
     assert!(p
-        .process(batch(Signal::Traces, vec![0x0a, 0x05, 1]))
+        .process_batch(batch(Signal::Traces, vec![0x0a, 0x05, 1]))
         .is_err());
 }

@@ -18,8 +18,8 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use super::{rewrite, ProcessError, Processed, Processing, Processor, ProcessorConfig};
-use crate::batch::Batch;
+use super::{Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
+use crate::otlp::decoded::DecodedRequest;
 use crate::signal::Signal;
 use condition::Condition;
 use config::parse_all;
@@ -59,6 +59,16 @@ fn any(conditions: &[Condition], subject: &dyn condition::Subject) -> bool {
     conditions.iter().any(|c| c.eval(subject))
 }
 
+/// Keeps the entries `keep` selects; whether any went. An entry left empty goes even when
+/// nothing was dropped, so that counts as a change: a processor after this one in the chain
+/// works on the same decoded request, and its encoding must not depend on whether it changed
+/// anything itself.
+fn prune<T>(entries: &mut Vec<T>, keep: impl FnMut(&T) -> bool) -> bool {
+    let before = entries.len();
+    entries.retain(keep);
+    entries.len() != before
+}
+
 impl FilterProcessor {
     /// Returns (items dropped, whether anything changed).
     fn traces(&self, request: &mut ExportTraceServiceRequest) -> (u32, bool) {
@@ -96,16 +106,14 @@ impl FilterProcessor {
                     }
                 }
             }
-            rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+            changed |= prune(&mut rs.scope_spans, |ss| !ss.spans.is_empty());
         }
-        request
-            .resource_spans
-            .retain(|rs| !rs.scope_spans.is_empty());
+        changed |= prune(&mut request.resource_spans, |rs| !rs.scope_spans.is_empty());
         (dropped, changed || dropped > 0)
     }
 
     fn logs(&self, request: &mut ExportLogsServiceRequest) -> (u32, bool) {
-        let mut dropped = 0u32;
+        let (mut dropped, mut changed) = (0u32, false);
         for rl in &mut request.resource_logs {
             let resource = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
             for sl in &mut rl.scope_logs {
@@ -123,18 +131,19 @@ impl FilterProcessor {
                 });
                 dropped += (before - sl.log_records.len()) as u32;
             }
-            rl.scope_logs.retain(|sl| !sl.log_records.is_empty());
+            changed |= prune(&mut rl.scope_logs, |sl| !sl.log_records.is_empty());
         }
-        request.resource_logs.retain(|rl| !rl.scope_logs.is_empty());
-        (dropped, dropped > 0)
+        changed |= prune(&mut request.resource_logs, |rl| !rl.scope_logs.is_empty());
+        (dropped, changed || dropped > 0)
     }
 
     fn metrics(&self, request: &mut ExportMetricsServiceRequest) -> (u32, bool) {
-        let mut dropped = 0u32;
+        let (mut dropped, mut changed) = (0u32, false);
         for rm in &mut request.resource_metrics {
             let resource = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
             for sm in &mut rm.scope_metrics {
                 let scope = sm.scope.as_ref();
+                let before = sm.metrics.len();
                 sm.metrics.retain_mut(|metric| {
                     let subject = MetricSubject {
                         metric,
@@ -158,40 +167,33 @@ impl FilterProcessor {
                     }
                     true
                 });
+                changed |= sm.metrics.len() != before;
             }
-            rm.scope_metrics.retain(|sm| !sm.metrics.is_empty());
+            changed |= prune(&mut rm.scope_metrics, |sm| !sm.metrics.is_empty());
         }
-        request
-            .resource_metrics
-            .retain(|rm| !rm.scope_metrics.is_empty());
-        (dropped, dropped > 0)
+        changed |= prune(&mut request.resource_metrics, |rm| {
+            !rm.scope_metrics.is_empty()
+        });
+        (dropped, changed || dropped > 0)
     }
 }
 
 impl Processor for FilterProcessor {
-    fn process(&self, batch: Batch) -> Result<Processed, ProcessError> {
-        match batch.signal {
-            Signal::Traces if !self.span.is_empty() || !self.spanevent.is_empty() => rewrite(
-                batch,
-                REASON,
-                |r: &ExportTraceServiceRequest| r.resource_spans.is_empty(),
-                |r| self.traces(r),
-            ),
-            Signal::Logs if !self.log_record.is_empty() => rewrite(
-                batch,
-                REASON,
-                |r: &ExportLogsServiceRequest| r.resource_logs.is_empty(),
-                |r| self.logs(r),
-            ),
-            Signal::Metrics if !self.metric.is_empty() || !self.datapoint.is_empty() => rewrite(
-                batch,
-                REASON,
-                |r: &ExportMetricsServiceRequest| r.resource_metrics.is_empty(),
-                |r| self.metrics(r),
-            ),
+    fn process(&self, part: Part) -> Result<Processed, ProcessError> {
+        let looks = match part.signal() {
+            Signal::Traces => !self.span.is_empty() || !self.spanevent.is_empty(),
+            Signal::Logs => !self.log_record.is_empty(),
+            Signal::Metrics => !self.metric.is_empty() || !self.datapoint.is_empty(),
+        };
+        if !looks {
             // No condition for this signal: nothing to look at.
-            _ => Ok(Processed::keep(batch)),
+            return Ok(Processed::keep(part));
         }
+        Processed::dropping(part, REASON, |request| match request {
+            DecodedRequest::Traces(r) => self.traces(r),
+            DecodedRequest::Logs(r) => self.logs(r),
+            DecodedRequest::Metrics(r) => self.metrics(r),
+        })
     }
 }
 

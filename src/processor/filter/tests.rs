@@ -10,7 +10,7 @@ use prost::Message;
 
 use super::*;
 use crate::config::{parse_component, Validate};
-use crate::processor::test_support::{batch, kv};
+use crate::processor::test_support::{batch, kv, ProcessBatch};
 
 fn filter(yaml: &str) -> Arc<dyn Processor> {
     let config: FilterConfig = parse_component(serde_yaml::from_str(yaml).unwrap()).unwrap();
@@ -75,7 +75,7 @@ traces:
 "#,
     );
     let out = p
-        .process(batch(
+        .process_batch(batch(
             Signal::Traces,
             traces(&[("GET", "/healthz"), ("GET", "/api")]),
             3,
@@ -102,14 +102,14 @@ traces:
 fn empty_resources_go_and_a_fully_filtered_batch_is_dropped_whole() {
     let p = filter(r#"traces: { span: ['IsMatch(name, ".*")'] }"#);
     let out = p
-        .process(batch(Signal::Traces, traces(&[("a", "/x")]), 2))
+        .process_batch(batch(Signal::Traces, traces(&[("a", "/x")]), 2))
         .unwrap();
     assert!(out.kept.is_empty());
     assert_eq!(out.dropped, 2);
 
     let p = filter(r#"traces: { span: ['resource.attributes["service.name"] == "api"'] }"#);
     let out = p
-        .process(batch(Signal::Traces, traces(&[("a", "/x")]), 2))
+        .process_batch(batch(Signal::Traces, traces(&[("a", "/x")]), 2))
         .unwrap();
     let r = ExportTraceServiceRequest::decode(&out.kept[0].payload[..]).unwrap();
     assert_eq!(r.resource_spans.len(), 1, "the emptied resource is removed");
@@ -119,7 +119,7 @@ fn empty_resources_go_and_a_fully_filtered_batch_is_dropped_whole() {
 fn span_events_are_filtered_without_counting_items() {
     let p = filter(r#"traces: { spanevent: ['name == "noise"'] }"#);
     let out = p
-        .process(batch(Signal::Traces, traces(&[("a", "/x")]), 2))
+        .process_batch(batch(Signal::Traces, traces(&[("a", "/x")]), 2))
         .unwrap();
     assert_eq!(out.dropped, 0);
     let r = ExportTraceServiceRequest::decode(&out.kept[0].payload[..]).unwrap();
@@ -136,11 +136,11 @@ fn unmatched_batches_keep_their_bytes() {
     let p = filter(r#"traces: { span: ['name == "nothing"'] }"#);
     let input = batch(Signal::Traces, traces(&[("a", "/x")]), 2);
     let before = input.payload.clone();
-    let out = p.process(input).unwrap();
+    let out = p.process_batch(input).unwrap();
     assert_eq!(out.kept[0].payload.as_ptr(), before.as_ptr());
     // A signal without conditions is not even decoded.
     let logs = batch(Signal::Logs, vec![0xff], 1);
-    assert_eq!(p.process(logs).unwrap().kept.len(), 1);
+    assert_eq!(p.process_batch(logs).unwrap().kept.len(), 1);
 }
 
 #[test]
@@ -166,7 +166,7 @@ metrics:
         }],
     };
     let out = p
-        .process(batch(Signal::Logs, logs.encode_to_vec(), 3))
+        .process_batch(batch(Signal::Logs, logs.encode_to_vec(), 3))
         .unwrap();
     assert_eq!(out.dropped, 1);
     assert_eq!(out.kept[0].items, 2);
@@ -200,12 +200,12 @@ metrics:
         }],
     };
     let out = p
-        .process(batch(Signal::Metrics, metrics.encode_to_vec(), 3))
+        .process_batch(batch(Signal::Metrics, metrics.encode_to_vec(), 3))
         .unwrap();
     assert_eq!(out.dropped, 1, "only m's dev point");
     let p = filter(r#"metrics: { metric: ['name == "only-dev"'] }"#);
     let out = p
-        .process(batch(Signal::Metrics, metrics.encode_to_vec(), 3))
+        .process_batch(batch(Signal::Metrics, metrics.encode_to_vec(), 3))
         .unwrap();
     assert_eq!(out.dropped, 1, "a dropped metric counts its points");
     let r = ExportMetricsServiceRequest::decode(&out.kept[0].payload[..]).unwrap();

@@ -28,8 +28,8 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValu
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use super::{rewrite, ProcessError, Processed, Processing, Processor, ProcessorConfig};
-use crate::batch::Batch;
+use super::{Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
+use crate::otlp::decoded::DecodedRequest;
 use crate::signal::Signal;
 use sampling::{hash_seed_threshold, Randomness, Threshold, MIN_SAMPLING_PROBABILITY};
 use tracestate::W3cTraceState;
@@ -520,22 +520,15 @@ impl ProcessorConfig for ProbabilisticSamplerConfig {
 }
 
 impl Processor for ProbabilisticSampler {
-    fn process(&self, batch: Batch) -> Result<Processed, ProcessError> {
-        match batch.signal {
-            Signal::Traces => rewrite(
-                batch,
-                REASON,
-                |r: &ExportTraceServiceRequest| r.resource_spans.is_empty(),
-                |r| self.traces(r),
-            ),
-            Signal::Logs => rewrite(
-                batch,
-                REASON,
-                |r: &ExportLogsServiceRequest| r.resource_logs.is_empty(),
-                |r| self.logs(r),
-            ),
-            Signal::Metrics => Ok(Processed::keep(batch)),
+    fn process(&self, part: Part) -> Result<Processed, ProcessError> {
+        if part.signal() == Signal::Metrics {
+            return Ok(Processed::keep(part));
         }
+        Processed::dropping(part, REASON, |request| match request {
+            DecodedRequest::Traces(r) => self.traces(r),
+            DecodedRequest::Logs(r) => self.logs(r),
+            DecodedRequest::Metrics(_) => (0, false),
+        })
     }
 }
 

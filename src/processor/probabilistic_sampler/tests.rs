@@ -5,8 +5,9 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 use super::*;
+use crate::batch::Batch;
 use crate::config::parse_validated;
-use crate::processor::test_support::{batch, kv};
+use crate::processor::test_support::{batch, kv, Outcome, ProcessBatch};
 
 fn sampler(yaml: &str) -> Arc<dyn Processor> {
     let value: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
@@ -42,7 +43,7 @@ fn traces(spans: Vec<Span>) -> Batch {
     batch(Signal::Traces, request.encode_to_vec(), n)
 }
 
-fn kept_spans(processed: &Processed) -> Vec<Span> {
+fn kept_spans(processed: &Outcome) -> Vec<Span> {
     processed
         .kept
         .iter()
@@ -71,13 +72,13 @@ fn zero_percent_drops_everything_and_hundred_keeps_everything() {
             .collect::<Vec<_>>()
     };
     let none = sampler("sampling_percentage: 0")
-        .process(traces(spans()))
+        .process_batch(traces(spans()))
         .expect("processes");
     assert!(none.kept.is_empty());
     assert_eq!((none.dropped, none.reason), (20, REASON));
 
     let all = sampler("sampling_percentage: 100")
-        .process(traces(spans()))
+        .process_batch(traces(spans()))
         .expect("processes");
     let kept = kept_spans(&all);
     assert_eq!(kept.len(), 20);
@@ -95,7 +96,7 @@ fn sampling_priority_overrides_the_decision() {
         span(id(2), "", vec![kv("sampling.priority", "0")]),
     ];
     let processed = sampler("sampling_percentage: 0.001")
-        .process(traces(spans))
+        .process_batch(traces(spans))
         .expect("processes");
     let kept = kept_spans(&processed);
     assert_eq!(kept.len(), 1);
@@ -111,7 +112,7 @@ fn equalizing_keeps_spans_sampled_at_the_same_rate_and_records_it() {
     low[9] = 0x10;
     low[0] = 1;
     let processed = sampler("{mode: equalizing, sampling_percentage: 25}")
-        .process(traces(vec![
+        .process_batch(traces(vec![
             span(high, "vendor=1", vec![]),
             span(low, "", vec![]),
         ]))
@@ -125,11 +126,11 @@ fn equalizing_keeps_spans_sampled_at_the_same_rate_and_records_it() {
 fn an_unreadable_tracestate_fails_closed_by_default_and_open_when_asked() {
     let bad = || traces(vec![span(id(7), "NOT VALID", vec![])]);
     let closed = sampler("sampling_percentage: 100")
-        .process(bad())
+        .process_batch(bad())
         .expect("ok");
     assert_eq!(closed.dropped, 1);
     let open = sampler("{sampling_percentage: 100, fail_closed: false}")
-        .process(bad())
+        .process_batch(bad())
         .expect("ok");
     assert_eq!(open.dropped, 0);
     // The unreadable tracestate is left as it was.
@@ -165,7 +166,7 @@ fn logs_without_trace_id_or_attribute_fail_closed_and_priority_keeps_them() {
     };
     let processed =
         sampler("{sampling_percentage: 50, from_attribute: user.id, sampling_priority: prio}")
-            .process(logs(vec![record(vec![]), record(vec![priority])]))
+            .process_batch(logs(vec![record(vec![]), record(vec![priority])]))
             .expect("processes");
     assert_eq!(processed.dropped, 1);
     let kept = ExportLogsServiceRequest::decode(&processed.kept[0].payload[..]).expect("decodes");
@@ -304,7 +305,9 @@ fn check_traces(name: &str) {
             }
         })
         .collect();
-    let processed = sampler(&config).process(traces(spans)).expect("processes");
+    let processed = sampler(&config)
+        .process_batch(traces(spans))
+        .expect("processes");
     let mut outcome: Vec<Option<String>> = vec![None; items.len()];
     for span in kept_spans(&processed) {
         outcome[seq(&span.attributes)] = Some(span.trace_state);
@@ -340,7 +343,9 @@ fn check_logs(name: &str) {
             }
         })
         .collect();
-    let processed = sampler(&config).process(logs(records)).expect("processes");
+    let processed = sampler(&config)
+        .process_batch(logs(records))
+        .expect("processes");
     let mut outcome: Vec<Option<String>> = vec![None; items.len()];
     for batch in &processed.kept {
         let request = ExportLogsServiceRequest::decode(&batch.payload[..]).expect("decodes");

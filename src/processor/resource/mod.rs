@@ -4,7 +4,8 @@
 //!
 //! Only the `Resource` message of each resource entry is decoded: the spans, points and
 //! records beside it are copied as bytes. An entry whose attributes no action changes is
-//! copied whole, and a batch where nothing changed keeps its received bytes.
+//! copied whole, and a batch where nothing changed keeps its received bytes. After a
+//! processor that decoded the whole request, the decoded resources are changed instead.
 
 mod config;
 
@@ -17,10 +18,11 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use super::attraction::{compile_all, Action};
-use super::{ProcessError, Processed, Processing, Processor, ProcessorConfig};
-use crate::batch::Batch;
+use super::{Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
+use crate::otlp::decoded::DecodedRequest;
 use crate::otlp::walk;
 use crate::otlp::wire::{put_len_field, Fields, WireError};
+use crate::signal::Signal;
 
 /// `Resource*.resource` and `Export*ServiceRequest.resource_*` are both field 1.
 const RESOURCE_FIELD: u32 = 1;
@@ -41,15 +43,52 @@ impl ProcessorConfig for ResourceConfig {
 }
 
 impl Processor for ResourceProcessor {
-    fn process(&self, batch: Batch) -> Result<Processed, ProcessError> {
-        self.apply(batch).map(Processed::keep)
+    fn process(&self, mut part: Part) -> Result<Processed, ProcessError> {
+        if part.is_decoded() {
+            // An earlier processor decoded it: change the decoded resources rather than
+            // encode them only to walk the bytes again.
+            part.edit(|request| (0, self.apply_decoded(request)))?;
+        } else {
+            let signal = part.signal();
+            let payload = part.payload_mut();
+            if let Some(changed) = self.apply_encoded(signal, payload)? {
+                *payload = changed;
+            }
+        }
+        Ok(Processed::keep(part))
     }
 }
 
 impl ResourceProcessor {
-    fn apply(&self, mut batch: Batch) -> Result<Batch, ProcessError> {
-        let signal = batch.signal;
-        let payload = &batch.payload;
+    /// Applies the actions to `resource`; whether anything changed.
+    fn apply(&self, resource: &mut Resource) -> bool {
+        self.actions.iter().fold(false, |touched, action| {
+            action.apply(&mut resource.attributes) | touched
+        })
+    }
+
+    fn apply_decoded(&self, request: &mut DecodedRequest) -> bool {
+        let mut changed = false;
+        for slot in request.resources_mut() {
+            // An absent resource stays absent unless an action changes it, as on the wire.
+            let present = slot.is_some();
+            let mut resource = slot.take().unwrap_or_default();
+            let touched = self.apply(&mut resource);
+            if present || touched {
+                *slot = Some(resource);
+            }
+            changed |= touched;
+        }
+        changed
+    }
+
+    /// The request with the actions applied, or `None` when nothing changed (the received
+    /// bytes are kept: docs/contracts.md, "Processors").
+    fn apply_encoded(
+        &self,
+        signal: Signal,
+        payload: &Bytes,
+    ) -> Result<Option<Bytes>, ProcessError> {
         let malformed = |source: WireError| {
             ProcessError::Malformed(walk::MalformedRequest {
                 signal,
@@ -76,9 +115,7 @@ impl ResourceProcessor {
                     rest.extend_from_slice(&body[field.span()]);
                 }
             }
-            let touched = self.actions.iter().fold(false, |touched, action| {
-                action.apply(&mut resource.attributes) | touched
-            });
+            let touched = self.apply(&mut resource);
             if !touched {
                 out.extend_from_slice(bytes);
                 continue;
@@ -89,11 +126,7 @@ impl ResourceProcessor {
             new_body.extend_from_slice(&rest);
             put_len_field(&mut out, ENTRY_FIELD, &new_body);
         }
-        // Unchanged data keeps its received bytes (docs/contracts.md, "Processors").
-        if changed {
-            batch.payload = Bytes::from(out);
-        }
-        Ok(batch)
+        Ok(changed.then(|| Bytes::from(out)))
     }
 }
 

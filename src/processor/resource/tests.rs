@@ -5,6 +5,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 use super::*;
+use crate::batch::Batch;
 use crate::config::Validate;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
@@ -61,6 +62,36 @@ attributes:
     }
 }
 
+/// Runs `p` on `batch` as the first processor of a chain (on the wire), or after one that
+/// decoded the request (`decoded`).
+fn run(p: &ResourceProcessor, batch: Batch, decoded: bool) -> Batch {
+    let mut part = Part::from(batch);
+    if decoded {
+        part.edit(|_| (0, false)).unwrap();
+    }
+    let mut out = p.process(part).unwrap();
+    assert_eq!(out.kept.len(), 1);
+    out.kept.remove(0).into_batch()
+}
+
+#[test]
+fn changes_the_same_on_the_wire_and_decoded() {
+    let input = batch(vec![
+        Some(Resource {
+            attributes: vec![kv("service.name", "checkout")],
+            ..Default::default()
+        }),
+        None,
+        Some(Resource {
+            attributes: vec![kv("service.name", "a"), kv("k8s.node.name", "n")],
+            ..Default::default()
+        }),
+    ]);
+    let on_the_wire = run(&processor(), input.clone(), false);
+    let decoded = run(&processor(), input, true);
+    assert_eq!(on_the_wire.payload, decoded.payload);
+}
+
 #[test]
 fn inserts_missing_attributes_and_keeps_existing_ones() {
     let input = batch(vec![
@@ -70,7 +101,7 @@ fn inserts_missing_attributes_and_keeps_existing_ones() {
         }),
         None,
     ]);
-    let out = processor().apply(input).unwrap();
+    let out = run(&processor(), input, false);
     let decoded = ExportTraceServiceRequest::decode(out.payload).unwrap();
     let attrs = |i: usize| {
         decoded.resource_spans[i]
@@ -104,8 +135,10 @@ fn leaves_the_bytes_alone_when_nothing_changes() {
         ..Default::default()
     })]);
     let before = input.payload.clone();
-    let out = processor().apply(input).unwrap();
-    assert_eq!(out.payload.as_ptr(), before.as_ptr());
+    for decoded in [false, true] {
+        let out = run(&processor(), input.clone(), decoded);
+        assert_eq!(out.payload.as_ptr(), before.as_ptr());
+    }
 }
 
 #[test]
@@ -122,16 +155,15 @@ attributes:
     let p = ResourceProcessor {
         actions: compile_all(&config.attributes, "attributes").unwrap(),
     };
-    let out = p
-        .apply(batch(vec![Some(Resource {
-            attributes: vec![
-                kv("cloud.account.id", "hello"),
-                kv("host.ip", "10.0.0.1"),
-                kv("deployment.environment", "dev"),
-            ],
-            ..Default::default()
-        })]))
-        .unwrap();
+    let input = batch(vec![Some(Resource {
+        attributes: vec![
+            kv("cloud.account.id", "hello"),
+            kv("host.ip", "10.0.0.1"),
+            kv("deployment.environment", "dev"),
+        ],
+        ..Default::default()
+    })]);
+    let out = run(&p, input, false);
     let decoded = ExportTraceServiceRequest::decode(out.payload).unwrap();
     assert_eq!(
         decoded.resource_spans[0]

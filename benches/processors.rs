@@ -1,0 +1,133 @@
+//! The processors on the ingest path, on S4's data (deploy/bench/run.py): 1 000 spans over 10
+//! resources, every span with `user.email` and every tenth a health check. Each processor
+//! alone, and S4's chain (`filter` dropping the health checks, then `attributes` hashing
+//! `user.email` and inserting `env`), from received bytes to the bytes that are buffered.
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use sluice::batch::Batch;
+use sluice::processor::{Chain, Processing, PROCESSORS};
+use sluice::signal::Signal;
+use sluice::tenant::TenantId;
+
+const FILTER: &str = r#"
+error_mode: ignore
+traces:
+  span:
+    - 'attributes["http.route"] == "/healthz"'
+"#;
+
+const ATTRIBUTES: &str = r#"
+actions:
+  - { key: user.email, action: hash }
+  - { key: env, value: bench, action: insert }
+"#;
+
+const RESOURCE: &str = r#"
+attributes:
+  - { key: deployment.environment, value: bench, action: upsert }
+"#;
+
+fn attr(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn request() -> Bytes {
+    let resource_spans = (0..10)
+        .map(|r| ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![attr("service.name", &format!("checkout-{r}"))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: (0..100)
+                    .map(|i| {
+                        let route = if i % 10 == 0 {
+                            "/healthz"
+                        } else {
+                            "/api/items/:id"
+                        };
+                        Span {
+                            trace_id: vec![7; 16],
+                            span_id: (i as u64).to_be_bytes().to_vec(),
+                            name: format!("GET /api/items/{i}"),
+                            start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+                            end_time_unix_nano: 1_700_000_000_000_500_000 + i as u64,
+                            attributes: vec![
+                                attr("http.method", "GET"),
+                                attr("http.route", route),
+                                attr("user.email", &format!("user{i}@example.com")),
+                            ],
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
+}
+
+fn chain(stages: &[(&str, &str)]) -> Chain {
+    Chain::new(
+        stages
+            .iter()
+            .map(|(kind, yaml)| {
+                let body = serde_yaml::from_str(yaml).expect("bench config is YAML");
+                let config = PROCESSORS.parse(kind, body).expect("bench config is valid");
+                match config.build() {
+                    Processing::Transform(processor) => (kind.to_string(), processor),
+                    other => panic!("{kind} is not a transform: {other:?}"),
+                }
+            })
+            .collect(),
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let batch = Batch {
+        tenant: TenantId::parse("bench").expect("valid tenant"),
+        signal: Signal::Traces,
+        payload: request(),
+        items: 1000,
+        received_at_ms: 0,
+        traceparent: None,
+    };
+    let mut group = c.benchmark_group("process_1000_spans");
+    group.throughput(Throughput::Elements(1000));
+    for (name, stages) in [
+        ("filter", vec![("filter", FILTER)]),
+        ("attributes", vec![("attributes", ATTRIBUTES)]),
+        ("resource", vec![("resource", RESOURCE)]),
+        (
+            "filter_attributes",
+            vec![("filter", FILTER), ("attributes", ATTRIBUTES)],
+        ),
+    ] {
+        let chain = chain(&stages);
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || batch.clone(),
+                |batch| chain.run(batch).expect("the bench request is well formed"),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
