@@ -30,6 +30,7 @@ mod replay;
 mod retained;
 mod segment;
 mod stream;
+mod wake;
 mod writer;
 
 #[cfg(test)]
@@ -50,6 +51,7 @@ pub use config::{DeadLetterConfig, DiskBufferConfig, FsyncPolicy, RetentionConfi
 use self::dead_letters::DeadLetters;
 use self::open::{discover, open_log, OpenedLog};
 use self::stream::DiskStream;
+use self::wake::WakeAt;
 use self::writer::WriterMsg;
 use super::share::{Refusal, TenantShares, TenantUsage};
 use super::{
@@ -310,6 +312,7 @@ impl DiskBuffer {
         self.shared.shares.add(&usage, writer.index().total_bytes());
         let (committed, _) = watch::channel(writer.committed());
         let committed = Arc::new(committed);
+        let wake_at = Arc::new(WakeAt::default());
         let acked = Arc::new(AtomicU64::new(acked));
         let purged_below = Arc::new(AtomicU64::new(0));
         let stream = DiskStream::new(stream::StreamInit {
@@ -318,6 +321,7 @@ impl DiskBuffer {
             dir,
             index: Arc::clone(writer.index()),
             committed: Arc::clone(&committed),
+            wake_at: Arc::clone(&wake_at),
             shared: Arc::clone(&self.shared),
             acked: Arc::clone(&acked),
             purged_below: Arc::clone(&purged_below),
@@ -327,6 +331,7 @@ impl DiskBuffer {
         let tx = writer::spawn(
             writer,
             committed,
+            wake_at,
             acked,
             purged_below,
             Arc::clone(&self.shared),

@@ -25,6 +25,7 @@ use super::config::FsyncPolicy;
 use super::cursor::{self, PositionFile};
 use super::reader::{LogReader, ReadRecord};
 use super::segment::{Committed, SegmentIndex};
+use super::wake::{Thresholds, WakeAt};
 use super::{record, retained, Shared, TenantUsage};
 use crate::batch::Batch;
 use crate::buffer::{distinct_contexts, BufferError, BufferStream, Delivery, ReadLimits};
@@ -41,6 +42,8 @@ pub(super) struct StreamInit {
     pub dir: PathBuf,
     pub index: Arc<SegmentIndex>,
     pub committed: Arc<watch::Sender<Committed>>,
+    /// What this stream waits for, so that its writer wakes it only then.
+    pub wake_at: Arc<WakeAt>,
     pub shared: Arc<Shared>,
     /// The persisted cursor, shared with the writer task (which reclaims space behind it).
     pub acked: Arc<AtomicU64>,
@@ -61,6 +64,7 @@ pub(super) struct DiskStream {
     /// Kept so that `committed` never reports a dropped sender once the writer has stopped.
     _committed_tx: Arc<watch::Sender<Committed>>,
     committed: watch::Receiver<Committed>,
+    wake_at: Arc<WakeAt>,
     closed: watch::Receiver<bool>,
     /// `None` only while a blocking read runs (or after one panicked).
     reader: Option<LogReader>,
@@ -127,11 +131,13 @@ impl DiskStream {
             acked,
         );
         let start = *init.committed.borrow();
+        init.wake_at.set(Thresholds::ANY);
         DiskStream {
             backlog_end: start.next_seq,
             read_items: start.appended_items,
             read_bytes: start.appended_bytes,
             committed: init.committed.subscribe(),
+            wake_at: init.wake_at,
             closed: init.shared.closed.subscribe(),
             _committed_tx: init.committed,
             tenant: init.tenant,
@@ -271,13 +277,24 @@ impl DiskStream {
     /// delivery, or once enough small records piled up that reading them all when due would
     /// delay the delivery.
     fn worth_reading(&self, committed: &Committed, fill: &Fill, limits: &ReadLimits) -> bool {
-        let position = self.read_position();
-        if position < self.backlog_end || committed.next_seq - position >= READ_AHEAD_RECORDS {
-            return true;
+        self.read_position() < self.backlog_end
+            || self.worth_reading_at(fill, limits).reached_by(committed)
+    }
+
+    /// The writer's totals at which records appended after the read position are worth
+    /// reading: [`READ_AHEAD_RECORDS`] of them, or enough items or bytes to fill `fill` up.
+    fn worth_reading_at(&self, fill: &Fill, limits: &ReadLimits) -> Thresholds {
+        Thresholds {
+            next_seq: self.read_position().saturating_add(READ_AHEAD_RECORDS),
+            appended_items: self
+                .read_items
+                .saturating_add(u64::from(limits.min_items))
+                .saturating_sub(fill.items),
+            appended_bytes: self
+                .read_bytes
+                .saturating_add(limits.max_bytes as u64)
+                .saturating_sub(fill.bytes),
         }
-        let items = fill.items + committed.appended_items.saturating_sub(self.read_items);
-        let bytes = fill.bytes + committed.appended_bytes.saturating_sub(self.read_bytes);
-        items >= u64::from(limits.min_items) || bytes >= limits.max_bytes as u64
     }
 
     /// Persists the cursor at `end` (never backwards) and deletes the segments behind it.
@@ -346,7 +363,13 @@ impl DiskStream {
         self.persist_cursor(purged).await
     }
 
-    async fn wait(&mut self, deadline: Option<Instant>) {
+    /// Sleeps until `deadline`, until the writer's totals reach `wake`, or until the buffer
+    /// closes.
+    async fn wait(&mut self, deadline: Option<Instant>, wake: Thresholds) {
+        self.wake_at.set(wake);
+        if wake.reached_by(&self.committed.borrow()) {
+            return;
+        }
         let sleep = async {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -393,7 +416,8 @@ impl BufferStream for DiskStream {
             let mut unread = self.read_position() < committed.next_seq;
             if fill.count == 0 && !unread {
                 self.linger_until = None;
-                self.wait(None).await;
+                let position = self.read_position();
+                self.wait(None, Thresholds::record_at(position)).await;
                 continue;
             }
             // Linger counts from the moment there is something to deliver, read or not.
@@ -420,7 +444,8 @@ impl BufferStream for DiskStream {
             } else if ready(&fill) {
                 return self.hand_out(fill.count).await.map(Some);
             }
-            self.wait(Some(until)).await;
+            let wake = self.worth_reading_at(&fill, limits);
+            self.wait(Some(until), wake).await;
         }
     }
 

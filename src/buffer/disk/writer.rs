@@ -20,6 +20,7 @@ use super::config::FsyncPolicy;
 use super::files::{FileBudget, FileSlot};
 use super::record::Framed;
 use super::segment::{Committed, GroupOutcome, SegmentWriter};
+use super::wake::WakeAt;
 use super::{retained, Reservation, Shared, TenantUsage};
 use crate::buffer::BufferError;
 
@@ -59,6 +60,7 @@ pub(super) enum WriterMsg {
 pub(super) fn spawn(
     writer: SegmentWriter,
     committed: Arc<watch::Sender<Committed>>,
+    wake_at: Arc<WakeAt>,
     acked: Arc<AtomicU64>,
     purged_below: Arc<AtomicU64>,
     shared: Arc<Shared>,
@@ -71,6 +73,7 @@ pub(super) fn spawn(
         slot: None,
         last_append: Instant::now(),
         committed,
+        wake_at,
         acked,
         purged_below,
         rx,
@@ -102,6 +105,8 @@ struct WriterTask {
     slot: Option<FileSlot>,
     last_append: Instant,
     committed: Arc<watch::Sender<Committed>>,
+    /// What the stream waits for: appends wake it only then.
+    wake_at: Arc<WakeAt>,
     acked: Arc<AtomicU64>,
     /// Records before this were purged; the stream skips them.
     purged_below: Arc<AtomicU64>,
@@ -336,7 +341,7 @@ impl WriterTask {
             self.appended_items += u64::from(pending.items);
             self.appended_bytes += pending.record.len() as u64;
         }
-        self.publish(committed);
+        self.publish_appended(committed);
         if self.fsync == FsyncPolicy::Interval && outcome.durable > 0 {
             self.dirty = true;
         }
@@ -397,7 +402,18 @@ impl WriterTask {
         }
     }
 
+    /// Publishes the totals and wakes the stream if they changed.
     fn publish(&self, committed: Committed) {
+        self.send(committed, |_| true);
+    }
+
+    /// Publishes the totals after an append, waking the stream only once they reach what it
+    /// waits for (see [`super::wake`]).
+    fn publish_appended(&self, committed: Committed) {
+        self.send(committed, |c| self.wake_at.reached_by(c));
+    }
+
+    fn send(&self, committed: Committed, wake: impl FnOnce(&Committed) -> bool) {
         let committed = Committed {
             appended_items: self.appended_items,
             appended_bytes: self.appended_bytes,
@@ -406,7 +422,7 @@ impl WriterTask {
         self.committed.send_if_modified(|c| {
             let changed = *c != committed;
             *c = committed;
-            changed
+            changed && wake(&committed)
         });
     }
 }
