@@ -31,9 +31,24 @@ struct Sent {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_spans_survive_sigkill() {
+    acknowledged_spans_survive_sigkill_with("always").await;
+}
+
+/// Under `fsync: interval` an append that finds its log's writer idle is written by the
+/// request itself, not the writer task: what it acknowledged must be in the file all the
+/// same (a killed process loses nothing the OS has; an OS crash is what `interval` risks).
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_spans_survive_sigkill_with_fsync_interval() {
+    acknowledged_spans_survive_sigkill_with("interval").await;
+}
+
+async fn acknowledged_spans_survive_sigkill_with(fsync: &str) {
     let dir = temp_dir();
     let backend_port = free_port();
-    let config = SluiceConfig::new(dir.path(), backend_port);
+    let config = SluiceConfig {
+        fsync: fsync.to_string(),
+        ..SluiceConfig::new(dir.path(), backend_port)
+    };
     let mut sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
 
     // One client per tenant, sending until sluice stops answering.

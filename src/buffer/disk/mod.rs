@@ -52,7 +52,7 @@ use self::dead_letters::DeadLetters;
 use self::open::{discover, open_log, OpenedLog};
 use self::stream::DiskStream;
 use self::wake::WakeAt;
-use self::writer::WriterMsg;
+use self::writer::{LogHandle, WriterMsg};
 use super::share::{Refusal, TenantShares, TenantUsage};
 use super::{
     Amount, Buffer, BufferConfig, BufferContext, BufferError, BufferStream, DeadLetterStore,
@@ -76,7 +76,7 @@ type StreamReceiver = mpsc::UnboundedReceiver<Box<dyn BufferStream>>;
 pub struct DiskBuffer {
     shared: Arc<Shared>,
     /// The writer queue of every log.
-    logs: RwLock<HashMap<(Signal, TenantId), mpsc::Sender<WriterMsg>>>,
+    logs: RwLock<HashMap<(Signal, TenantId), LogHandle>>,
     /// Held while creating a log, and by `close`, so no log appears after closing.
     create_lock: tokio::sync::Mutex<()>,
     accepting: AtomicBool,
@@ -236,17 +236,13 @@ impl DiskBuffer {
             .join(tenant.as_str())
     }
 
-    fn lookup(&self, signal: Signal, tenant: &TenantId) -> Option<mpsc::Sender<WriterMsg>> {
+    fn lookup(&self, signal: Signal, tenant: &TenantId) -> Option<LogHandle> {
         let logs = self.logs.read().unwrap_or_else(PoisonError::into_inner);
         logs.get(&(signal, tenant.clone())).cloned()
     }
 
-    /// The writer queue of the tenant+signal log, creating the log on first use.
-    async fn log(
-        &self,
-        signal: Signal,
-        tenant: &TenantId,
-    ) -> Result<mpsc::Sender<WriterMsg>, BufferError> {
+    /// The tenant+signal log, created on first use.
+    async fn log(&self, signal: Signal, tenant: &TenantId) -> Result<LogHandle, BufferError> {
         if let Some(tx) = self.lookup(signal, tenant) {
             return Ok(tx);
         }
@@ -273,7 +269,7 @@ impl DiskBuffer {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .cloned()
+            .map(|log| log.tx.clone())
             .collect()
     }
 
@@ -299,7 +295,7 @@ impl DiskBuffer {
     }
 
     /// Starts the writer task of an opened log and announces its stream.
-    fn start_log(&self, log: OpenedLog) -> mpsc::Sender<WriterMsg> {
+    fn start_log(&self, log: OpenedLog) -> LogHandle {
         let OpenedLog {
             tenant,
             signal,
@@ -378,7 +374,11 @@ impl DiskBuffer {
             }
             other => other?,
         };
-        let tx = self.log(batch.signal, &batch.tenant).await?;
+        let log = self.log(batch.signal, &batch.tenant).await?;
+        let (record, reservation) = match log.append_inline(record, batch.items, reservation) {
+            Ok(appended) => return appended,
+            Err(declined) => declined,
+        };
         let (reply, done) = oneshot::channel();
         let msg = WriterMsg::Append {
             record,
@@ -386,7 +386,7 @@ impl DiskBuffer {
             reservation,
             reply,
         };
-        tx.send(msg).await.map_err(|_| BufferError::Closed)?;
+        log.tx.send(msg).await.map_err(|_| BufferError::Closed)?;
         // A dropped reply means the writer stopped (closed) before reaching this record.
         done.await.map_err(|_| BufferError::Closed)?
     }
@@ -407,6 +407,7 @@ impl Buffer for DiskBuffer {
         if let Some(writer) = self.lookup(signal, tenant) {
             let (reply, freed) = oneshot::channel();
             writer
+                .tx
                 .send(WriterMsg::Purge { reply })
                 .await
                 .map_err(|_| BufferError::Closed)?;

@@ -5,11 +5,18 @@
 //! with a single fsync (`fsync: always`). While that runs, new appends queue up for the next
 //! group, so concurrent clients share fsyncs. With `fsync: interval` a timer fsyncs the log.
 //! After each group the task publishes the new committed end to the log's readers.
+//!
+//! Under `fsync: interval` an append that finds the task idle (nothing queued), the active
+//! segment's file open and room in it, and the log's lock free, is written by the appending
+//! request itself ([`LogHandle::append_inline`]): one write into the page cache, without the
+//! two task wake-ups of the queue and the reply, which were most of an append's cost at low
+//! request rates. Every append, inline or queued, changes the log under one lock
+//! ([`Locked`]), and publishes under it, so the published end never goes backwards.
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -65,29 +72,169 @@ pub(super) fn spawn(
     purged_below: Arc<AtomicU64>,
     shared: Arc<Shared>,
     usage: Arc<TenantUsage>,
-) -> mpsc::Sender<WriterMsg> {
+) -> LogHandle {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let state = Arc::new(LogState {
+        locked: Mutex::new(Locked {
+            writer,
+            appended_items: 0,
+            appended_bytes: 0,
+            closed: false,
+            committed,
+            wake_at,
+        }),
+        dirty: AtomicBool::new(false),
+        started: Instant::now(),
+        last_append_ms: AtomicU64::new(0),
+    });
     let task = WriterTask {
-        writer: Arc::new(Mutex::new(writer)),
+        state: Arc::clone(&state),
         files: Arc::clone(&shared.files),
         slot: None,
-        last_append: Instant::now(),
-        committed,
-        wake_at,
         acked,
         purged_below,
         rx,
         fsync: shared.config.fsync,
         fsync_interval: shared.config.fsync_interval,
-        shared,
+        shared: Arc::clone(&shared),
         usage,
-        dirty: false,
         last_sync: Instant::now(),
-        appended_items: 0,
-        appended_bytes: 0,
     };
     tokio::spawn(task.run());
-    tx
+    let inline = (shared.config.fsync == FsyncPolicy::Interval).then(|| Inline {
+        state,
+        files: Arc::clone(&shared.files),
+    });
+    LogHandle {
+        tx,
+        inline: inline.map(Arc::new),
+    }
+}
+
+/// How appends reach one log: its writer task's queue, and under `fsync: interval` the log
+/// itself for an append made inline.
+#[derive(Clone)]
+pub(super) struct LogHandle {
+    pub tx: mpsc::Sender<WriterMsg>,
+    inline: Option<Arc<Inline>>,
+}
+
+struct Inline {
+    state: Arc<LogState>,
+    files: Arc<FileBudget>,
+}
+
+impl LogHandle {
+    /// Writes `record` on the caller's thread if the log can take it at once: `fsync:
+    /// interval`, nothing queued for the task (queued appends are written as one group), the
+    /// lock free (it is held through fsyncs), the file open (the task holds a file slot), and
+    /// room in the active segment (starting a segment fsyncs the last one). Otherwise gives
+    /// the record back for the queue.
+    pub fn append_inline(
+        &self,
+        record: Framed,
+        items: u32,
+        reservation: Reservation,
+    ) -> Result<Result<(), BufferError>, (Framed, Reservation)> {
+        let Some(inline) = &self.inline else {
+            return Err((record, reservation));
+        };
+        if self.tx.capacity() < self.tx.max_capacity() || inline.files.under_pressure() {
+            return Err((record, reservation));
+        }
+        let mut locked = match inline.state.locked.try_lock() {
+            Ok(locked) => locked,
+            Err(_) => return Err((record, reservation)),
+        };
+        if locked.closed || !locked.writer.fits_active(record.len() as u64) {
+            return Err((record, reservation));
+        }
+        let outcome = locked.append(std::slice::from_ref(&record), &[items]);
+        if let Some(error) = outcome.error {
+            let path = locked.writer.active_path();
+            tracing::error!(path = %path.display(), error = %error, "disk buffer append failed");
+            // Dropping the reservation gives the room back: nothing of it stayed on disk.
+            return Ok(Err(BufferError::io(path, error)));
+        }
+        // Set under the lock, as `sync` clears it under the lock before it fsyncs.
+        inline.state.dirty.store(true, Ordering::Release);
+        drop(locked);
+        inline.state.touch();
+        reservation.keep();
+        Ok(Ok(()))
+    }
+}
+
+/// A log's writer and its totals, behind the one lock every append takes.
+struct Locked {
+    writer: SegmentWriter,
+    /// Totals of the records committed so far, published with [`Committed`].
+    appended_items: u64,
+    appended_bytes: u64,
+    /// The task has stopped taking appends: none is made inline either.
+    closed: bool,
+    committed: Arc<watch::Sender<Committed>>,
+    /// What the stream waits for: appends wake it only then.
+    wake_at: Arc<WakeAt>,
+}
+
+impl Locked {
+    /// Appends a group (the items of each record in `items`), counts what became durable
+    /// and publishes it.
+    fn append(&mut self, records: &[Framed], items: &[u32]) -> GroupOutcome {
+        let outcome = self.writer.append_group(records);
+        for (record, items) in records.iter().zip(items).take(outcome.durable) {
+            self.appended_items += u64::from(*items);
+            self.appended_bytes += record.len() as u64;
+        }
+        let wake_at = Arc::clone(&self.wake_at);
+        self.send(|c| wake_at.reached_by(c));
+        outcome
+    }
+
+    /// Publishes the totals and wakes the stream if they changed.
+    fn publish(&self) {
+        self.send(|_| true);
+    }
+
+    fn send(&self, wake: impl FnOnce(&Committed) -> bool) {
+        let committed = Committed {
+            appended_items: self.appended_items,
+            appended_bytes: self.appended_bytes,
+            ..self.writer.committed()
+        };
+        self.committed.send_if_modified(|c| {
+            let changed = *c != committed;
+            *c = committed;
+            changed && wake(&committed)
+        });
+    }
+}
+
+/// What the writer task and inline appends share.
+struct LogState {
+    locked: Mutex<Locked>,
+    /// Written to the OS but not fsynced yet (`fsync: interval` only).
+    dirty: AtomicBool,
+    started: Instant,
+    /// When the log was last appended to, in ms after `started`: an idle log closes its file.
+    last_append_ms: AtomicU64,
+}
+
+impl LogState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Locked> {
+        self.locked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes that the log is in use: it keeps its file open for [`IDLE_FILE_TIMEOUT`].
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_append_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    fn last_append(&self) -> Instant {
+        self.started + Duration::from_millis(self.last_append_ms.load(Ordering::Acquire))
+    }
 }
 
 /// An append taken off the queue.
@@ -99,14 +246,10 @@ struct Pending {
 }
 
 struct WriterTask {
-    writer: Arc<Mutex<SegmentWriter>>,
+    state: Arc<LogState>,
     files: Arc<FileBudget>,
     /// Held while the active segment's file may be open.
     slot: Option<FileSlot>,
-    last_append: Instant,
-    committed: Arc<watch::Sender<Committed>>,
-    /// What the stream waits for: appends wake it only then.
-    wake_at: Arc<WakeAt>,
     acked: Arc<AtomicU64>,
     /// Records before this were purged; the stream skips them.
     purged_below: Arc<AtomicU64>,
@@ -116,12 +259,7 @@ struct WriterTask {
     rx: mpsc::Receiver<WriterMsg>,
     fsync: FsyncPolicy,
     fsync_interval: Duration,
-    /// Written to the OS but not fsynced yet (`fsync: interval` only).
-    dirty: bool,
     last_sync: Instant,
-    /// Totals of the records committed so far, published with [`Committed`].
-    appended_items: u64,
-    appended_bytes: u64,
 }
 
 /// What to do after a message other than an append.
@@ -137,13 +275,18 @@ impl WriterTask {
         let interval = self.fsync == FsyncPolicy::Interval;
         let mut pressure = self.files.pressure();
         loop {
-            let idle_at = tokio::time::Instant::from_std(self.last_append + IDLE_FILE_TIMEOUT);
+            let idle_at =
+                tokio::time::Instant::from_std(self.state.last_append() + IDLE_FILE_TIMEOUT);
             let msg = tokio::select! {
                 biased;
                 msg = self.rx.recv() => msg,
-                _ = ticker.tick(), if interval && self.dirty => {
-                    // A failure marks the log unusable; the next append reports it.
-                    let _ = self.sync().await;
+                // Ticks while the file is open, not only after the task's own appends: an
+                // inline append does not wake the task.
+                _ = ticker.tick(), if interval && self.slot.is_some() => {
+                    if self.state.dirty.load(Ordering::Acquire) {
+                        // A failure marks the log unusable; the next append reports it.
+                        let _ = self.sync().await;
+                    }
                     continue;
                 }
                 _ = pressure.changed(), if self.slot.is_some() => {
@@ -151,12 +294,16 @@ impl WriterTask {
                     continue;
                 }
                 _ = tokio::time::sleep_until(idle_at), if self.slot.is_some() => {
-                    self.close_file().await;
+                    // Inline appends move the idle time on without waking the task.
+                    if self.state.last_append() + IDLE_FILE_TIMEOUT <= Instant::now() {
+                        self.close_file().await;
+                    }
                     continue;
                 }
             };
             let Some(msg) = msg else {
                 // Every sender is gone: the buffer was dropped without `close`.
+                self.state.lock().closed = true;
                 let _ = self.sync().await;
                 return;
             };
@@ -180,11 +327,13 @@ impl WriterTask {
                     // Its own calls while waiting are not a reason to close again.
                     pressure.borrow_and_update();
                 }
-                self.last_append = Instant::now();
+                self.state.touch();
                 self.write_group(group).await;
                 if self.files.under_pressure() {
                     self.close_file().await;
-                } else if self.dirty && self.last_sync.elapsed() >= self.fsync_interval {
+                } else if self.state.dirty.load(Ordering::Acquire)
+                    && self.last_sync.elapsed() >= self.fsync_interval
+                {
                     // Under steady load the channel is always ready and the timer branch
                     // above never wins, so the interval is also checked here.
                     let _ = self.sync().await;
@@ -214,6 +363,8 @@ impl WriterTask {
                 Flow::Continue
             }
             WriterMsg::Close { reply } => {
+                // No inline append after the last fsync.
+                self.state.lock().closed = true;
                 let _ = reply.send(self.sync().await);
                 Flow::Stop
             }
@@ -251,21 +402,22 @@ impl WriterTask {
     /// Cuts the log where it is, tells the stream to skip to there, and deletes every segment
     /// before it. The stream persists its cursor there on its next read.
     async fn purge(&mut self) -> Result<u64, BufferError> {
-        let writer = Arc::clone(&self.writer);
+        let state = Arc::clone(&self.state);
         let purged_below = Arc::clone(&self.purged_below);
         let done = tokio::task::spawn_blocking(move || {
-            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let cut = w.cut();
-            let path = w.active_path();
+            let mut locked = state.lock();
+            let cut = locked.writer.cut();
+            let path = locked.writer.active_path();
             let cut = cut.map_err(|e| BufferError::io(path, e))?;
             purged_below.fetch_max(cut, Ordering::AcqRel);
-            let freed = retained::retire_behind(w.dir(), w.index(), cut, false);
-            Ok::<_, BufferError>((freed, w.committed()))
+            let freed =
+                retained::retire_behind(locked.writer.dir(), locked.writer.index(), cut, false);
+            locked.publish();
+            Ok::<_, BufferError>(freed)
         })
         .await
         .map_err(|e| BufferError::io(PathBuf::new(), io::Error::other(e)))?;
-        let (freed, committed) = done?;
-        self.publish(committed);
+        let freed = done?;
         self.shared.shares.release(&self.usage, freed);
         Ok(freed)
     }
@@ -275,27 +427,28 @@ impl WriterTask {
     /// could hold the buffer at its cap forever.
     async fn reclaim(&mut self) -> u64 {
         let acked = self.acked.load(Ordering::Acquire);
-        let committed = *self.committed.borrow();
+        let committed = self.state.lock().writer.committed();
         if committed.active_len == 0 || committed.next_seq > acked {
             // Unacknowledged records in the active segment: nothing to give back here (the
             // stream's own acks already deleted the closed segments behind its cursor).
             return 0;
         }
-        let writer = Arc::clone(&self.writer);
+        let state = Arc::clone(&self.state);
         let retain = self.shared.config.retention.enabled();
         let done = tokio::task::spawn_blocking(move || {
-            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let rolled = w.close_active_if_acked(acked);
-            let freed = retained::retire_behind(w.dir(), w.index(), acked, retain);
-            (rolled, freed, w.committed(), w.active_path())
+            let mut locked = state.lock();
+            let rolled = locked.writer.close_active_if_acked(acked);
+            let freed =
+                retained::retire_behind(locked.writer.dir(), locked.writer.index(), acked, retain);
+            locked.publish();
+            (rolled, freed, locked.writer.active_path())
         })
         .await;
         match done {
-            Ok((rolled, freed, committed, path)) => {
+            Ok((rolled, freed, path)) => {
                 if let Err(e) = rolled {
                     tracing::warn!(path = %path.display(), error = %e, "cannot close an acknowledged segment to free space");
                 }
-                self.publish(committed);
                 self.shared.shares.release(&self.usage, freed);
                 freed
             }
@@ -305,28 +458,25 @@ impl WriterTask {
 
     async fn write_group(&mut self, group: Vec<Pending>) {
         let records: Vec<Framed> = group.iter().map(|p| p.record.clone()).collect();
+        let items: Vec<u32> = group.iter().map(|p| p.items).collect();
         let bytes = records.iter().map(|r| r.len() as u64).sum();
-        let writer = Arc::clone(&self.writer);
+        let state = Arc::clone(&self.state);
         let append = move || {
-            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let outcome = w.append_group(&records);
-            (outcome, w.committed(), w.active_path())
+            let mut locked = state.lock();
+            let outcome = locked.append(&records, &items);
+            (outcome, locked.writer.active_path())
         };
         // Under `fsync: interval` a group that stays in the active segment is one write into
         // the page cache, shorter than the two thread hops of a blocking section, which were
         // most of the cost of an append at low request rates.
-        let inline = self.fsync == FsyncPolicy::Interval
-            && self
-                .writer
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .fits_active(bytes);
+        let inline =
+            self.fsync == FsyncPolicy::Interval && self.state.lock().writer.fits_active(bytes);
         let outcome = if inline {
             Ok(append())
         } else {
             tokio::task::spawn_blocking(append).await
         };
-        let (outcome, committed, path) = match outcome {
+        let (outcome, path) = match outcome {
             Ok(done) => done,
             Err(join) => {
                 let error = io::Error::other(format!("disk buffer writer failed: {join}"));
@@ -334,16 +484,11 @@ impl WriterTask {
                     durable: 0,
                     error: Some(error),
                 };
-                (outcome, *self.committed.borrow(), PathBuf::new())
+                (outcome, PathBuf::new())
             }
         };
-        for pending in group.iter().take(outcome.durable) {
-            self.appended_items += u64::from(pending.items);
-            self.appended_bytes += pending.record.len() as u64;
-        }
-        self.publish_appended(committed);
         if self.fsync == FsyncPolicy::Interval && outcome.durable > 0 {
-            self.dirty = true;
+            self.state.dirty.store(true, Ordering::Release);
         }
         let shared = outcome.error.map(|e| {
             tracing::error!(path = %path.display(), error = %e, "disk buffer append failed");
@@ -365,14 +510,14 @@ impl WriterTask {
     /// Fsyncs and closes the active segment's file, giving its slot back. On a failed fsync
     /// the file is closed all the same: the log is unusable until restart then.
     async fn close_file(&mut self) {
-        let writer = Arc::clone(&self.writer);
+        let state = Arc::clone(&self.state);
         let closed = tokio::task::spawn_blocking(move || {
-            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let result = w.close_file();
-            (result, w.active_path())
+            let mut locked = state.lock();
+            state.dirty.store(false, Ordering::Release);
+            let result = locked.writer.close_file();
+            (result, locked.writer.active_path())
         })
         .await;
-        self.dirty = false;
         if let Ok((Err(e), path)) = closed {
             tracing::error!(path = %path.display(), error = %e, "disk buffer fsync failed while closing an idle log; the log refuses appends until restart");
         }
@@ -380,14 +525,15 @@ impl WriterTask {
     }
 
     async fn sync(&mut self) -> Result<(), BufferError> {
-        let writer = Arc::clone(&self.writer);
+        let state = Arc::clone(&self.state);
         let result = tokio::task::spawn_blocking(move || {
-            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let result = w.sync();
-            (result, w.active_path())
+            let mut locked = state.lock();
+            // Cleared under the lock, before the fsync: an append after it sets it again.
+            state.dirty.store(false, Ordering::Release);
+            let result = locked.writer.sync();
+            (result, locked.writer.active_path())
         })
         .await;
-        self.dirty = false;
         self.last_sync = Instant::now();
         match result {
             Ok((Ok(()), _)) => Ok(()),
@@ -400,30 +546,6 @@ impl WriterTask {
                 io::Error::other(format!("disk buffer writer failed: {join}")),
             )),
         }
-    }
-
-    /// Publishes the totals and wakes the stream if they changed.
-    fn publish(&self, committed: Committed) {
-        self.send(committed, |_| true);
-    }
-
-    /// Publishes the totals after an append, waking the stream only once they reach what it
-    /// waits for (see [`super::wake`]).
-    fn publish_appended(&self, committed: Committed) {
-        self.send(committed, |c| self.wake_at.reached_by(c));
-    }
-
-    fn send(&self, committed: Committed, wake: impl FnOnce(&Committed) -> bool) {
-        let committed = Committed {
-            appended_items: self.appended_items,
-            appended_bytes: self.appended_bytes,
-            ..committed
-        };
-        self.committed.send_if_modified(|c| {
-            let changed = *c != committed;
-            *c = committed;
-            changed && wake(&committed)
-        });
     }
 }
 

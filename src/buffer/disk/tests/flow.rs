@@ -79,8 +79,18 @@ async fn merges_within_limits() {
 
 #[tokio::test]
 async fn waits_for_min_items_up_to_linger() {
+    waits_for_min_items_up_to_linger_with(FsyncPolicy::Always).await;
+    // Appends are made inline there while the writer is idle: the stream hears of them too.
+    waits_for_min_items_up_to_linger_with(FsyncPolicy::Interval).await;
+}
+
+async fn waits_for_min_items_up_to_linger_with(fsync: FsyncPolicy) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let buffer = open(&config(dir.path())).await;
+    let buffer = open(&DiskBufferConfig {
+        fsync,
+        ..config(dir.path())
+    })
+    .await;
     buffer.append(batch("acme", 0, 100)).await.expect("append");
     let mut stream = only_stream(&buffer, "acme");
     let limits = ReadLimits {
@@ -427,8 +437,18 @@ async fn close_ends_streams_and_refuses_appends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_are_all_durable() {
+    concurrent_appends_are_all_durable_with(FsyncPolicy::Always).await;
+    // Inline appends and queued groups mixed, on two threads.
+    concurrent_appends_are_all_durable_with(FsyncPolicy::Interval).await;
+}
+
+async fn concurrent_appends_are_all_durable_with(fsync: FsyncPolicy) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let buffer = open(&config(dir.path())).await;
+    let buffer = open(&DiskBufferConfig {
+        fsync,
+        ..config(dir.path())
+    })
+    .await;
     let tasks: Vec<_> = (0..32u32)
         .map(|task| {
             let buffer = Arc::clone(&buffer);
