@@ -5,13 +5,11 @@
 //!   writes and without it (what other producers write: the payload is walked);
 //! * Kafka and NATS export: 32 records merged into one delivery (`Pending`).
 
+mod common;
+
 use bytes::Bytes;
+use common::attr;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
 use sluice::batch::Batch;
 use sluice::buffer::pending::Pending;
 use sluice::buffer::pulsar::message::{self, Coalescer};
@@ -22,46 +20,10 @@ use sluice::tenant::TenantId;
 const SPANS: u32 = 100;
 const REQUESTS: usize = 32;
 
-fn attr(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// One request of [`SPANS`] spans, as the bench's load client sends.
 fn request() -> Bytes {
-    let spans = (0..SPANS)
-        .map(|i| Span {
-            trace_id: vec![7; 16],
-            span_id: u64::from(i).to_be_bytes().to_vec(),
-            name: format!("GET /api/items/{i}"),
-            start_time_unix_nano: 1_700_000_000_000_000_000 + u64::from(i),
-            end_time_unix_nano: 1_700_000_000_000_500_000 + u64::from(i),
-            attributes: vec![
-                attr("http.method", "GET"),
-                attr("http.route", "/api/items/:id"),
-            ],
-            ..Default::default()
-        })
-        .collect();
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![attr("service.name", "checkout")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    Bytes::from(request.encode_to_vec())
+    let spans = (0..u64::from(SPANS)).map(common::http_span).collect();
+    common::traces([(vec![attr("service.name", "checkout")], spans)])
 }
 
 fn batch(tenant: &TenantId, payload: &Bytes) -> Batch {

@@ -3,13 +3,11 @@
 //! alone, and S4's chain (`filter` dropping the health checks, then `attributes` hashing
 //! `user.email` and inserting `env`), from received bytes to the bytes that are buffered.
 
+mod common;
+
 use bytes::Bytes;
+use common::attr;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
 use sluice::batch::Batch;
 use sluice::processor::{Chain, Processing, PROCESSORS};
 use sluice::signal::Signal;
@@ -33,52 +31,27 @@ attributes:
   - { key: deployment.environment, value: bench, action: upsert }
 "#;
 
-fn attr(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
+/// 1 000 spans over 10 resources, every span with `user.email` and every tenth a health check.
 fn request() -> Bytes {
-    let resource_spans = (0..10)
-        .map(|r| ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![attr("service.name", &format!("checkout-{r}"))],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: (0..100)
-                    .map(|i| {
-                        let route = if i % 10 == 0 {
-                            "/healthz"
-                        } else {
-                            "/api/items/:id"
-                        };
-                        Span {
-                            trace_id: vec![7; 16],
-                            span_id: (i as u64).to_be_bytes().to_vec(),
-                            name: format!("GET /api/items/{i}"),
-                            start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-                            end_time_unix_nano: 1_700_000_000_000_500_000 + i as u64,
-                            attributes: vec![
-                                attr("http.method", "GET"),
-                                attr("http.route", route),
-                                attr("user.email", &format!("user{i}@example.com")),
-                            ],
-                            ..Default::default()
-                        }
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .collect();
-    Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
+    common::traces((0..10).map(|r| {
+        let spans = (0..100)
+            .map(|i| {
+                let route = if i % 10 == 0 {
+                    "/healthz"
+                } else {
+                    "/api/items/:id"
+                };
+                let email = format!("user{i}@example.com");
+                let attributes = vec![
+                    attr("http.method", "GET"),
+                    attr("http.route", route),
+                    attr("user.email", &email),
+                ];
+                common::span(i, attributes)
+            })
+            .collect();
+        (vec![attr("service.name", &format!("checkout-{r}"))], spans)
+    }))
 }
 
 fn chain(stages: &[(&str, &str)]) -> Chain {

@@ -3,7 +3,10 @@
 //! And OTLP/JSON: a 100-span request decoded into protobuf as the HTTP receiver does it. And
 //! the other two signals: 1 000 log records, and 1 000 gauge points, walked and split.
 
+mod common;
+
 use bytes::Bytes;
+use common::attr;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -22,48 +25,15 @@ use sluice::receiver::otlp::UnknownJsonFields;
 use sluice::signal::Signal;
 use sluice::tenant::{TenancyConfig, TenantResolver};
 
-fn attr(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// 1 000 spans over 10 resources, each resource naming one of `tenants` tenants.
 fn request(tenants: usize) -> Bytes {
-    let resource_spans = (0..10)
-        .map(|r| ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    attr("service.name", "checkout"),
-                    attr("tenant.id", &format!("tenant-{}", r % tenants)),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: (0..100)
-                    .map(|i| Span {
-                        trace_id: vec![7; 16],
-                        span_id: (i as u64).to_be_bytes().to_vec(),
-                        name: format!("GET /api/items/{i}"),
-                        start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-                        end_time_unix_nano: 1_700_000_000_000_500_000 + i as u64,
-                        attributes: vec![
-                            attr("http.method", "GET"),
-                            attr("http.route", "/api/items/:id"),
-                        ],
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .collect();
-    Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
+    common::traces((0..10).map(|r| {
+        let resource = vec![
+            attr("service.name", "checkout"),
+            attr("tenant.id", &format!("tenant-{}", r % tenants)),
+        ];
+        (resource, (0..100).map(common::http_span).collect())
+    }))
 }
 
 fn bench(c: &mut Criterion) {
