@@ -23,6 +23,7 @@ mod config;
 mod cursor;
 mod dead_letters;
 mod files;
+mod log;
 mod open;
 mod reader;
 mod record;
@@ -49,10 +50,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use config::{DeadLetterConfig, DiskBufferConfig, FsyncPolicy, RetentionConfig};
 
 use self::dead_letters::DeadLetters;
+use self::log::LogHandle;
 use self::open::{discover, open_log, OpenedLog};
 use self::stream::DiskStream;
 use self::wake::WakeAt;
-use self::writer::{LogHandle, WriterMsg};
+use self::writer::WriterMsg;
 use super::share::{Refusal, TenantShares, TenantUsage};
 use super::{
     Amount, Buffer, BufferConfig, BufferContext, BufferError, BufferStream, DeadLetterStore,

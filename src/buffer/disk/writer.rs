@@ -6,18 +6,14 @@
 //! group, so concurrent clients share fsyncs. With `fsync: interval` a timer fsyncs the log.
 //! After each group the task publishes the new committed end to the log's readers.
 //!
-//! Under `fsync: interval` an append that finds the task idle (nothing queued), the active
-//! segment's file open and room in it, and the log's lock free, is written by the appending
-//! request itself ([`LogHandle::append_inline`]): one write into the page cache, without the
-//! two task wake-ups of the queue and the reply, which were most of an append's cost at low
-//! request rates. Every append, inline or queued, changes the log under one lock
-//! ([`Locked`]), and publishes under it, so the published end never goes backwards.
+//! Under `fsync: interval` an append that finds the task idle is written by the appending
+//! request instead ([`super::log`]); the task still fsyncs it and closes the idle file.
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -25,6 +21,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::config::FsyncPolicy;
 use super::files::{FileBudget, FileSlot};
+use super::log::{LogHandle, LogState};
 use super::record::Framed;
 use super::segment::{Committed, GroupOutcome, SegmentWriter};
 use super::wake::WakeAt;
@@ -74,19 +71,7 @@ pub(super) fn spawn(
     usage: Arc<TenantUsage>,
 ) -> LogHandle {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    let state = Arc::new(LogState {
-        locked: Mutex::new(Locked {
-            writer,
-            appended_items: 0,
-            appended_bytes: 0,
-            closed: false,
-            committed,
-            wake_at,
-        }),
-        dirty: AtomicBool::new(false),
-        started: Instant::now(),
-        last_append_ms: AtomicU64::new(0),
-    });
+    let state = Arc::new(LogState::new(writer, committed, wake_at));
     let task = WriterTask {
         state: Arc::clone(&state),
         files: Arc::clone(&shared.files),
@@ -101,140 +86,9 @@ pub(super) fn spawn(
         last_sync: Instant::now(),
     };
     tokio::spawn(task.run());
-    let inline = (shared.config.fsync == FsyncPolicy::Interval).then(|| Inline {
-        state,
-        files: Arc::clone(&shared.files),
-    });
-    LogHandle {
-        tx,
-        inline: inline.map(Arc::new),
-    }
-}
-
-/// How appends reach one log: its writer task's queue, and under `fsync: interval` the log
-/// itself for an append made inline.
-#[derive(Clone)]
-pub(super) struct LogHandle {
-    pub tx: mpsc::Sender<WriterMsg>,
-    inline: Option<Arc<Inline>>,
-}
-
-struct Inline {
-    state: Arc<LogState>,
-    files: Arc<FileBudget>,
-}
-
-impl LogHandle {
-    /// Writes `record` on the caller's thread if the log can take it at once: `fsync:
-    /// interval`, nothing queued for the task (queued appends are written as one group), the
-    /// lock free (it is held through fsyncs), the file open (the task holds a file slot), and
-    /// room in the active segment (starting a segment fsyncs the last one). Otherwise gives
-    /// the record back for the queue.
-    pub fn append_inline(
-        &self,
-        record: Framed,
-        items: u32,
-        reservation: Reservation,
-    ) -> Result<Result<(), BufferError>, (Framed, Reservation)> {
-        let Some(inline) = &self.inline else {
-            return Err((record, reservation));
-        };
-        if self.tx.capacity() < self.tx.max_capacity() || inline.files.under_pressure() {
-            return Err((record, reservation));
-        }
-        let mut locked = match inline.state.locked.try_lock() {
-            Ok(locked) => locked,
-            Err(_) => return Err((record, reservation)),
-        };
-        if locked.closed || !locked.writer.fits_active(record.len() as u64) {
-            return Err((record, reservation));
-        }
-        let outcome = locked.append(std::slice::from_ref(&record), &[items]);
-        if let Some(error) = outcome.error {
-            let path = locked.writer.active_path();
-            tracing::error!(path = %path.display(), error = %error, "disk buffer append failed");
-            // Dropping the reservation gives the room back: nothing of it stayed on disk.
-            return Ok(Err(BufferError::io(path, error)));
-        }
-        // Set under the lock, as `sync` clears it under the lock before it fsyncs.
-        inline.state.dirty.store(true, Ordering::Release);
-        drop(locked);
-        inline.state.touch();
-        reservation.keep();
-        Ok(Ok(()))
-    }
-}
-
-/// A log's writer and its totals, behind the one lock every append takes.
-struct Locked {
-    writer: SegmentWriter,
-    /// Totals of the records committed so far, published with [`Committed`].
-    appended_items: u64,
-    appended_bytes: u64,
-    /// The task has stopped taking appends: none is made inline either.
-    closed: bool,
-    committed: Arc<watch::Sender<Committed>>,
-    /// What the stream waits for: appends wake it only then.
-    wake_at: Arc<WakeAt>,
-}
-
-impl Locked {
-    /// Appends a group (the items of each record in `items`), counts what became durable
-    /// and publishes it.
-    fn append(&mut self, records: &[Framed], items: &[u32]) -> GroupOutcome {
-        let outcome = self.writer.append_group(records);
-        for (record, items) in records.iter().zip(items).take(outcome.durable) {
-            self.appended_items += u64::from(*items);
-            self.appended_bytes += record.len() as u64;
-        }
-        let wake_at = Arc::clone(&self.wake_at);
-        self.send(|c| wake_at.reached_by(c));
-        outcome
-    }
-
-    /// Publishes the totals and wakes the stream if they changed.
-    fn publish(&self) {
-        self.send(|_| true);
-    }
-
-    fn send(&self, wake: impl FnOnce(&Committed) -> bool) {
-        let committed = Committed {
-            appended_items: self.appended_items,
-            appended_bytes: self.appended_bytes,
-            ..self.writer.committed()
-        };
-        self.committed.send_if_modified(|c| {
-            let changed = *c != committed;
-            *c = committed;
-            changed && wake(&committed)
-        });
-    }
-}
-
-/// What the writer task and inline appends share.
-struct LogState {
-    locked: Mutex<Locked>,
-    /// Written to the OS but not fsynced yet (`fsync: interval` only).
-    dirty: AtomicBool,
-    started: Instant,
-    /// When the log was last appended to, in ms after `started`: an idle log closes its file.
-    last_append_ms: AtomicU64,
-}
-
-impl LogState {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Locked> {
-        self.locked.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Notes that the log is in use: it keeps its file open for [`IDLE_FILE_TIMEOUT`].
-    fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_append_ms.fetch_max(ms, Ordering::AcqRel);
-    }
-
-    fn last_append(&self) -> Instant {
-        self.started + Duration::from_millis(self.last_append_ms.load(Ordering::Acquire))
-    }
+    let inline_files =
+        (shared.config.fsync == FsyncPolicy::Interval).then(|| Arc::clone(&shared.files));
+    LogHandle::new(tx, state, inline_files)
 }
 
 /// An append taken off the queue.
