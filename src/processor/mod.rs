@@ -114,6 +114,16 @@ impl Processed {
     }
 }
 
+/// Keeps the entries `keep` selects; whether any went. For processors that drop items: a
+/// scope or resource left empty goes even when nothing else changed, and that counts as a
+/// change, since a processor after it in the chain works on the same decoded request and its
+/// encoding must not depend on whether that one changed anything itself.
+pub(crate) fn prune<T>(entries: &mut Vec<T>, keep: impl FnMut(&T) -> bool) -> bool {
+    let before = entries.len();
+    entries.retain(keep);
+    entries.len() != before
+}
+
 /// Changes, splits or drops batches. Cheap and synchronous: it runs on the request path.
 pub trait Processor: fmt::Debug + Send + Sync + 'static {
     fn process(&self, part: Part) -> Result<Processed, ProcessError>;

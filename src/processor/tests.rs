@@ -1,6 +1,11 @@
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
 
 use super::*;
+use crate::processor::test_support::kv;
 use crate::signal::Signal;
 use crate::telemetry::test_recorder::TestRecorder;
 use crate::tenant::TenantId;
@@ -143,12 +148,6 @@ fn decoding_processors() -> Vec<(String, Arc<dyn Processor>)> {
 
 /// One span per (`http.route`, `user.email`); no `user.email` where it is empty.
 fn spans(routes: &[(&str, &str)]) -> Batch {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    use prost::Message;
-    use test_support::kv;
-
     let spans = routes
         .iter()
         .map(|(route, email)| Span {
@@ -181,6 +180,24 @@ fn a_chain_gives_what_its_processors_give_one_after_another() {
     // The chain decodes once and encodes once; one chain per processor decodes and encodes
     // at each. What comes out must be the same.
     let input = spans(&[("/healthz", "a@b.c"), ("/api", "d@e.f"), ("/api", "g@h.i")]);
+    let together = run_together_and_apart(input);
+    assert_eq!(together[0].items, 2);
+
+    // Nothing dropped, but an empty scope the filter removes: that is a change too.
+    let mut with_empty_scope = spans(&[("/api", "d@e.f")]);
+    let mut request = ExportTraceServiceRequest::decode(&with_empty_scope.payload[..]).unwrap();
+    request.resource_spans[0]
+        .scope_spans
+        .push(Default::default());
+    with_empty_scope.payload = request.encode_to_vec().into();
+    let together = run_together_and_apart(with_empty_scope);
+    let request = ExportTraceServiceRequest::decode(&together[0].payload[..]).unwrap();
+    assert_eq!(request.resource_spans[0].scope_spans.len(), 1);
+}
+
+/// Runs [`decoding_processors`] as one chain and as one chain each, asserts that both give
+/// the same batches, and returns them.
+fn run_together_and_apart(input: Batch) -> Vec<Batch> {
     let together = Chain::new(decoding_processors())
         .run(input.clone())
         .unwrap();
@@ -193,7 +210,7 @@ fn a_chain_gives_what_its_processors_give_one_after_another() {
             .collect();
     }
     assert_eq!(together, apart);
-    assert_eq!(together[0].items, 2);
+    together
 }
 
 #[test]

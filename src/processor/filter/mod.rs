@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use super::{Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
+use super::{prune, Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
 use crate::otlp::decoded::DecodedRequest;
 use crate::signal::Signal;
 use condition::Condition;
@@ -57,16 +57,6 @@ impl ProcessorConfig for FilterConfig {
 
 fn any(conditions: &[Condition], subject: &dyn condition::Subject) -> bool {
     conditions.iter().any(|c| c.eval(subject))
-}
-
-/// Keeps the entries `keep` selects; whether any went. An entry left empty goes even when
-/// nothing was dropped, so that counts as a change: a processor after this one in the chain
-/// works on the same decoded request, and its encoding must not depend on whether it changed
-/// anything itself.
-fn prune<T>(entries: &mut Vec<T>, keep: impl FnMut(&T) -> bool) -> bool {
-    let before = entries.len();
-    entries.retain(keep);
-    entries.len() != before
 }
 
 impl FilterProcessor {

@@ -28,7 +28,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValu
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use super::{Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
+use super::{prune, Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
 use crate::otlp::decoded::DecodedRequest;
 use crate::signal::Signal;
 use sampling::{hash_seed_threshold, Randomness, Threshold, MIN_SAMPLING_PROBABILITY};
@@ -266,11 +266,9 @@ impl ProbabilisticSampler {
                     true
                 });
             }
-            rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+            changed |= prune(&mut rs.scope_spans, |ss| !ss.spans.is_empty());
         }
-        request
-            .resource_spans
-            .retain(|rs| !rs.scope_spans.is_empty());
+        changed |= prune(&mut request.resource_spans, |rs| !rs.scope_spans.is_empty());
         (dropped, changed || dropped > 0)
     }
 
@@ -287,9 +285,9 @@ impl ProbabilisticSampler {
                     sampled
                 });
             }
-            rl.scope_logs.retain(|sl| !sl.log_records.is_empty());
+            changed |= prune(&mut rl.scope_logs, |sl| !sl.log_records.is_empty());
         }
-        request.resource_logs.retain(|rl| !rl.scope_logs.is_empty());
+        changed |= prune(&mut request.resource_logs, |rl| !rl.scope_logs.is_empty());
         (dropped, changed || dropped > 0)
     }
 }
