@@ -53,39 +53,42 @@ impl LogHandle {
     /// lock free (it is held through fsyncs), the file open (the task holds a file slot), and
     /// room in the active segment (starting a segment fsyncs the last one). Otherwise gives
     /// the record back for the queue.
-    pub fn append_inline(
-        &self,
-        record: Framed,
-        items: u32,
-        reservation: Reservation,
-    ) -> Result<Result<(), BufferError>, (Framed, Reservation)> {
+    pub fn append_inline(&self, record: Framed, items: u32, reservation: Reservation) -> Appended {
         let Some(inline) = &self.inline else {
-            return Err((record, reservation));
+            return Appended::Declined(record, reservation);
         };
         if self.tx.capacity() < self.tx.max_capacity() || inline.files.under_pressure() {
-            return Err((record, reservation));
+            return Appended::Declined(record, reservation);
         }
         let mut locked = match inline.state.locked.try_lock() {
             Ok(locked) => locked,
-            Err(_) => return Err((record, reservation)),
+            Err(_) => return Appended::Declined(record, reservation),
         };
         if locked.closed || !locked.writer.fits_active(record.len() as u64) {
-            return Err((record, reservation));
+            return Appended::Declined(record, reservation);
         }
         let outcome = locked.append(std::slice::from_ref(&record), &[items]);
         if let Some(error) = outcome.error {
             let path = locked.writer.active_path();
             tracing::error!(path = %path.display(), error = %error, "disk buffer append failed");
             // Dropping the reservation gives the room back: nothing of it stayed on disk.
-            return Ok(Err(BufferError::io(path, error)));
+            return Appended::Done(Err(BufferError::io(path, error)));
         }
         // Set under the lock, as `sync` clears it under the lock before it fsyncs.
         inline.state.dirty.store(true, Ordering::Release);
         drop(locked);
         inline.state.touch();
         reservation.keep();
-        Ok(Ok(()))
+        Appended::Done(Ok(()))
     }
+}
+
+/// What [`LogHandle::append_inline`] did.
+pub(super) enum Appended {
+    /// Written (or failed) inline: the append's answer.
+    Done(Result<(), BufferError>),
+    /// Not written: the record and its reservation, for the writer task's queue.
+    Declined(Framed, Reservation),
 }
 
 /// A log's writer and its totals, behind the one lock every append takes.

@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use config::{DeadLetterConfig, DiskBufferConfig, FsyncPolicy, RetentionConfig};
 
 use self::dead_letters::DeadLetters;
-use self::log::LogHandle;
+use self::log::{Appended, LogHandle};
 use self::open::{discover, open_log, OpenedLog};
 use self::stream::DiskStream;
 use self::wake::WakeAt;
@@ -378,8 +378,8 @@ impl DiskBuffer {
         };
         let log = self.log(batch.signal, &batch.tenant).await?;
         let (record, reservation) = match log.append_inline(record, batch.items, reservation) {
-            Ok(appended) => return appended,
-            Err(declined) => declined,
+            Appended::Done(answer) => return answer,
+            Appended::Declined(record, reservation) => (record, reservation),
         };
         let (reply, done) = oneshot::channel();
         let msg = WriterMsg::Append {
