@@ -77,7 +77,7 @@ type StreamReceiver = mpsc::UnboundedReceiver<Box<dyn BufferStream>>;
 /// The embedded disk buffer. See the module documentation.
 pub struct DiskBuffer {
     shared: Arc<Shared>,
-    /// The writer queue of every log.
+    /// Every open log: its writer's queue, and the log itself for inline appends.
     logs: RwLock<HashMap<(Signal, TenantId), LogHandle>>,
     /// Held while creating a log, and by `close`, so no log appears after closing.
     create_lock: tokio::sync::Mutex<()>,
@@ -245,15 +245,15 @@ impl DiskBuffer {
 
     /// The tenant+signal log, created on first use.
     async fn log(&self, signal: Signal, tenant: &TenantId) -> Result<LogHandle, BufferError> {
-        if let Some(tx) = self.lookup(signal, tenant) {
-            return Ok(tx);
+        if let Some(log) = self.lookup(signal, tenant) {
+            return Ok(log);
         }
         let _creating = self.create_lock.lock().await;
         if !self.is_ready() {
             return Err(BufferError::Closed);
         }
-        if let Some(tx) = self.lookup(signal, tenant) {
-            return Ok(tx);
+        if let Some(log) = self.lookup(signal, tenant) {
+            return Ok(log);
         }
         let dir = self.log_dir(signal, tenant);
         let config = self.shared.config.clone();
@@ -326,7 +326,7 @@ impl DiskBuffer {
             redeliver_below,
             usage: Arc::clone(&usage),
         });
-        let tx = writer::spawn(
+        let log = writer::spawn(
             writer,
             committed,
             wake_at,
@@ -338,13 +338,13 @@ impl DiskBuffer {
         self.logs
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert((signal, tenant), tx.clone());
+            .insert((signal, tenant), log.clone());
         let announce = self.announce.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(chan) = announce.get(&signal) {
             // Nobody listening is fine: the stream is simply never consumed.
             let _ = chan.send(Box::new(stream));
         }
-        tx
+        log
     }
 }
 
