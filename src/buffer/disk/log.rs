@@ -113,17 +113,18 @@ impl Locked {
             self.appended_items += u64::from(*items);
             self.appended_bytes += record.len() as u64;
         }
-        let wake_at = Arc::clone(&self.wake_at);
-        self.send(|c| wake_at.reached_by(c));
+        self.send(false);
         outcome
     }
 
     /// Publishes the totals and wakes the stream if they changed.
     pub fn publish(&self) {
-        self.send(|_| true);
+        self.send(true);
     }
 
-    fn send(&self, wake: impl FnOnce(&Committed) -> bool) {
+    /// Publishes the totals; wakes the stream if they changed and, unless `always`, reach
+    /// what it waits for.
+    fn send(&self, always: bool) {
         let committed = Committed {
             appended_items: self.appended_items,
             appended_bytes: self.appended_bytes,
@@ -132,7 +133,7 @@ impl Locked {
         self.committed.send_if_modified(|c| {
             let changed = *c != committed;
             *c = committed;
-            changed && wake(&committed)
+            changed && (always || self.wake_at.reached_by(&committed))
         });
     }
 }
