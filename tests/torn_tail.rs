@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::otlp::{channel, export_traces, named_spans, trace_request};
-use common::{free_port, temp_dir, Backend, SluiceConfig, SluiceProcess};
+use common::{free_port, temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
 
 const TENANT: &str = "torn";
 const REQUESTS: usize = 12;
@@ -125,8 +125,42 @@ async fn run(damage: Damage) {
     backend
         .wait_spans(TENANT, expected.len(), Duration::from_secs(30))
         .await;
-    // Give a wrongly replayed torn record the time to show up before counting exactly.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A wrongly replayed torn record would sit in the log before this marker, so it is read
+    // no later than the marker; once the marker has arrived and no delivery is in flight,
+    // everything read so far has reached the backend and can be counted exactly.
+    let client = channel(&sluice.otlp_endpoint()).await;
+    let marker = named_spans(&format!("{TENANT}-marker"), 1 << 20, SPANS_PER_REQUEST);
+    let expected: BTreeSet<String> = expected
+        .into_iter()
+        .chain((0..SPANS_PER_REQUEST).map(|i| format!("{TENANT}-marker-{i}")))
+        .collect();
+    if let Err(status) = export_traces(
+        &client,
+        Some(TENANT),
+        trace_request("torn-svc", None, marker),
+    )
+    .await
+    {
+        panic!("marker request refused: {status:?}");
+    }
+    backend
+        .wait_spans(TENANT, expected.len(), Duration::from_secs(30))
+        .await;
+    let running = &sluice;
+    wait_for(
+        "no delivery in flight",
+        Duration::from_secs(30),
+        || async move {
+            let metrics = running.metrics().await;
+            let in_flight = common::metric_sum(&metrics, "sluice_exporter_sends_in_flight", &[]);
+            if in_flight == 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{in_flight} in flight"))
+            }
+        },
+    )
+    .await;
 
     let spans = backend.spans(TENANT);
     let got: BTreeSet<String> = spans.iter().map(|s| s.name.clone()).collect();

@@ -55,7 +55,8 @@ pub(super) fn load(dir: &Path, name: &str) -> io::Result<Option<u64>> {
     Ok(Some(u64::from_le_bytes(value)))
 }
 
-/// A position file, kept open for cheap updates.
+/// An open position file. The stream opens it for each update and drops it after, so an idle
+/// log holds no descriptor ([`super::stream`]).
 #[derive(Debug)]
 pub(super) struct PositionFile {
     file: File,
