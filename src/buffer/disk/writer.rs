@@ -314,21 +314,30 @@ impl WriterTask {
         let records: Vec<Framed> = group.iter().map(|p| p.record.clone()).collect();
         let items: Vec<u32> = group.iter().map(|p| p.items).collect();
         let bytes = records.iter().map(|r| r.len() as u64).sum();
-        let state = Arc::clone(&self.state);
-        let append = move || {
-            let mut locked = state.lock();
-            let outcome = locked.append(&records, &items);
-            (outcome, locked.writer.active_path())
-        };
         // Under `fsync: interval` a group that stays in the active segment is one write into
         // the page cache, shorter than the two thread hops of a blocking section, which were
         // most of the cost of an append at low request rates.
-        let inline =
-            self.fsync == FsyncPolicy::Interval && self.state.lock().writer.fits_active(bytes);
-        let outcome = if inline {
-            Ok(append())
-        } else {
-            tokio::task::spawn_blocking(append).await
+        let inline = match self.fsync {
+            FsyncPolicy::Interval => {
+                let mut locked = self.state.lock();
+                locked.writer.fits_active(bytes).then(|| {
+                    let outcome = locked.append(&records, &items);
+                    (outcome, locked.writer.active_path())
+                })
+            }
+            FsyncPolicy::Always => None,
+        };
+        let outcome = match inline {
+            Some(done) => Ok(done),
+            None => {
+                let state = Arc::clone(&self.state);
+                tokio::task::spawn_blocking(move || {
+                    let mut locked = state.lock();
+                    let outcome = locked.append(&records, &items);
+                    (outcome, locked.writer.active_path())
+                })
+                .await
+            }
         };
         let (outcome, path) = match outcome {
             Ok(done) => done,
