@@ -21,7 +21,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::config::FsyncPolicy;
 use super::files::{FileBudget, FileSlot};
-use super::log::{LogHandle, LogState};
+use super::log::{Locked, LogHandle, LogState};
 use super::record::Framed;
 use super::segment::{Committed, GroupOutcome, SegmentWriter};
 use super::wake::WakeAt;
@@ -320,10 +320,10 @@ impl WriterTask {
         let inline = match self.fsync {
             FsyncPolicy::Interval => {
                 let mut locked = self.state.lock();
-                locked.writer.fits_active(bytes).then(|| {
-                    let outcome = locked.append(&records, &items);
-                    (outcome, locked.writer.active_path())
-                })
+                locked
+                    .writer
+                    .fits_active(bytes)
+                    .then(|| append_group(&mut locked, &records, &items))
             }
             FsyncPolicy::Always => None,
         };
@@ -332,9 +332,7 @@ impl WriterTask {
             None => {
                 let state = Arc::clone(&self.state);
                 tokio::task::spawn_blocking(move || {
-                    let mut locked = state.lock();
-                    let outcome = locked.append(&records, &items);
-                    (outcome, locked.writer.active_path())
+                    append_group(&mut state.lock(), &records, &items)
                 })
                 .await
             }
@@ -410,6 +408,12 @@ impl WriterTask {
             )),
         }
     }
+}
+
+/// Appends a group under the log's lock; the path names the file in error messages.
+fn append_group(locked: &mut Locked, records: &[Framed], items: &[u32]) -> (GroupOutcome, PathBuf) {
+    let outcome = locked.append(records, items);
+    (outcome, locked.writer.active_path())
 }
 
 /// One I/O error reported to every append of a failed group, keeping it as the source.
