@@ -1,6 +1,8 @@
 //! A gRPC codec that moves bytes without looking at them. Batches already hold the protobuf
-//! encoding of an export request, so encoding is a copy into the frame, and the response is
-//! handed back undecoded so only its small `partial_success` part is ever parsed.
+//! encoding of an export request, so encoding is a copy into the frame (made only when the
+//! export is compressed; uncompressed, the batch is sent as it is, see `message_body.rs`),
+//! and the response is handed back undecoded so only its small `partial_success` part is ever
+//! parsed.
 
 use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};

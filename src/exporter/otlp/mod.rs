@@ -1,14 +1,16 @@
 //! The OTLP/gRPC exporter: forwards each batch to a backend's
 //! `opentelemetry.proto.collector.*.v1.*Service/Export` method.
 //!
-//! Pass-through: the batch's protobuf bytes go on the wire as they are, through a raw codec
-//! ([`codec::RawCodec`]), never decoded and re-encoded. Only the small response is decoded,
-//! to read `partial_success`. The channel connects lazily, so the daemon starts even while
+//! Pass-through: the batch's protobuf bytes go on the wire as they are, never decoded and
+//! re-encoded: from the batch's own buffer when uncompressed ([`message_body`]), through a
+//! raw codec ([`codec::RawCodec`]) when compressed. Only the small response is decoded, to
+//! read `partial_success`. The channel connects lazily, so the daemon starts even while
 //! the backend is down; a failed connect is a retryable error like any other, and the shared
 //! retry loop ([`crate::exporter::retry`]) waits and tries again.
 
 pub mod codec;
 mod config;
+mod message_body;
 mod skip_verify;
 mod status;
 #[cfg(test)]
@@ -36,6 +38,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use self::codec::RawCodec;
 use self::config::{HeaderTemplate, HeaderValue};
+use self::message_body::{Payload, PayloadChannel};
 use self::skip_verify::SkipVerifyConnector;
 use crate::batch::Batch;
 use crate::config::Validate;
@@ -139,8 +142,32 @@ impl OtlpExporter {
         self
     }
 
-    fn request(&self, batch: &Batch) -> Result<tonic::Request<Bytes>, ExportError> {
-        let mut request = tonic::Request::new(batch.payload.clone());
+    /// The call for `batch`: its message, its deadline and its headers. Uncompressed, the
+    /// message goes in the extensions and [`PayloadChannel`] sends it from the batch's own
+    /// buffer; compressed, it goes through tonic's encoder.
+    fn request(
+        &self,
+        batch: &Batch,
+    ) -> Result<tonic::Request<futures::stream::Iter<std::option::IntoIter<Bytes>>>, ExportError>
+    {
+        let through_encoder = self.compression.is_some();
+        let message = through_encoder.then(|| batch.payload.clone());
+        let mut request = tonic::Request::new(futures::stream::iter(message));
+        if !through_encoder {
+            if !message_body::fits_one_message(&batch.payload) {
+                return Err(ExportError::Permanent {
+                    reason: "message_too_large",
+                    source: format!(
+                        "a batch of {} bytes does not fit one gRPC message",
+                        batch.payload.len()
+                    )
+                    .into(),
+                });
+            }
+            request
+                .extensions_mut()
+                .insert(Payload(batch.payload.clone()));
+        }
         // Tells the backend our deadline, so it can stop working on a call we gave up on.
         request.set_timeout(self.timeout);
         let metadata = request.metadata_mut();
@@ -155,7 +182,7 @@ impl OtlpExporter {
     }
 
     async fn call(&self, batch: &Batch) -> Result<Bytes, ExportError> {
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+        let mut grpc = tonic::client::Grpc::new(PayloadChannel(self.channel.clone()))
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd);
         if let Some(encoding) = self.compression {
@@ -167,7 +194,10 @@ impl OtlpExporter {
             source: Box::new(e),
         })?;
         let path = PathAndQuery::from_static(batch.signal.grpc_path());
-        match grpc.unary(self.request(batch)?, path, RawCodec).await {
+        match grpc
+            .client_streaming(self.request(batch)?, path, RawCodec)
+            .await
+        {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => Err(status::classify(status)),
         }

@@ -88,7 +88,7 @@ fn exporter(addr: SocketAddr, extra_yaml: &str) -> OtlpExporter {
 fn request(spans: usize) -> ExportTraceServiceRequest {
     let span = |i: usize| Span {
         trace_id: vec![1; 16],
-        span_id: vec![i as u8 + 1; 8],
+        span_id: (i as u64 + 1).to_be_bytes().to_vec(),
         name: format!("span-{i}"),
         ..Default::default()
     };
@@ -189,6 +189,67 @@ async fn tenant_placeholder_follows_each_batch_and_merged_payloads_arrive_whole(
         .map(|r| r.scope_spans[0].spans.len())
         .sum();
     assert_eq!((received[0].1.resource_spans.len(), spans), (2, 3));
+}
+
+/// Uncompressed, the batch goes out from its own buffer behind a header this exporter writes
+/// (`message_body.rs`), not through tonic's encoder: it must still arrive whole over many
+/// HTTP/2 DATA frames, with the call's headers, and a refusal must still be read as one.
+#[tokio::test]
+async fn an_uncompressed_batch_arrives_whole_and_its_refusal_is_read() {
+    let (addr, backend) = start_backend().await;
+    let exporter = exporter(
+        addr,
+        ", compression: none, headers: {x-scope-orgid: '{tenant}'}",
+    );
+    // About 80 KB: five DATA frames at h2's default 16 KiB.
+    let sent = request(2_000);
+    let payload = Bytes::from(sent.encode_to_vec());
+    assert!(payload.len() > 4 * 16_384, "{}", payload.len());
+
+    exporter
+        .send(&batch("team-a", payload.clone(), 2_000))
+        .await
+        .unwrap();
+    {
+        let received = backend.received.lock().unwrap();
+        let (metadata, message) = &received[0];
+        assert_eq!(message.encode_to_vec(), payload.to_vec());
+        assert_eq!(
+            metadata.get("x-scope-orgid").and_then(|v| v.to_str().ok()),
+            Some("team-a")
+        );
+        assert!(metadata.get("grpc-encoding").is_none());
+        assert!(metadata.get("grpc-timeout").is_some());
+    }
+
+    backend
+        .replies
+        .lock()
+        .unwrap()
+        .push_back(reply(|| Err(Status::invalid_argument("bad spans"))));
+    let err = exporter
+        .send(&batch("team-a", payload, 2_000))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExportError::Permanent {
+                reason: "invalid_argument",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(backend.received.lock().unwrap().len(), 2);
+
+    // An empty request is a message of length 0, which the backend decodes as empty.
+    exporter
+        .send(&batch("team-a", Bytes::new(), 0))
+        .await
+        .unwrap();
+    let received = backend.received.lock().unwrap();
+    assert_eq!(received[2].1, ExportTraceServiceRequest::default());
 }
 
 #[tokio::test]
