@@ -50,9 +50,9 @@ impl LogHandle {
 
     /// Writes `record` on the caller's thread if the log can take it at once: `fsync:
     /// interval`, nothing queued for the task (queued appends are written as one group), the
-    /// lock free (it is held through fsyncs), the file open (the task holds a file slot), and
-    /// room in the active segment (starting a segment fsyncs the last one). Otherwise gives
-    /// the record back for the queue.
+    /// lock free (a group being written holds it), the file open (the task holds a file
+    /// slot), and room in the active segment (starting a segment creates a file and fsyncs
+    /// the directory). Otherwise gives the record back for the queue.
     pub fn append_inline(&self, record: Framed, items: u32, reservation: Reservation) -> Appended {
         let Some(inline) = &self.inline else {
             return Appended::Declined(record, reservation);

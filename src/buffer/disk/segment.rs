@@ -2,8 +2,9 @@
 //! writer that appends groups of records to the active (last) segment.
 //!
 //! Segments are named by the sequence number of their first record. Only the last one is
-//! written to; the ones before it are closed, fsynced and never change again until retention
-//! deletes them.
+//! written to; the ones before it are closed and never change again until retention deletes
+//! them. A segment is fsynced as it closes under `fsync: always`; under `interval` by the
+//! writer's next timed fsync, outside the log's lock ([`SegmentWriter::take_sync`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -172,6 +173,10 @@ pub(super) struct SegmentWriter {
     next_seq: u64,
     /// Written since the last fsync.
     dirty: bool,
+    /// Segments closed under `fsync: interval` and not fsynced yet, each by a handle of its
+    /// own (the file's, not one opened again: an fsync reports a writeback error only to the
+    /// descriptions open when it happened), by first sequence number, oldest first.
+    unsynced: Vec<(u64, File)>,
     /// Set after a failure that leaves the file in an unknown state (a failed fsync, or a
     /// partial write that could not be cut off). Every later append fails until a restart
     /// recovers the log from what is on disk.
@@ -251,6 +256,7 @@ impl SegmentWriter {
             active_len: 0,
             next_seq: first,
             dirty: false,
+            unsynced: Vec::new(),
             broken: None,
         }
     }
@@ -315,8 +321,8 @@ impl SegmentWriter {
     }
 
     /// Writes a group of framed records, rolling to new segments as needed, and fsyncs at the
-    /// end with `fsync: always`. A segment is always fsynced before a new one is started, so
-    /// closed segments are durable under both policies.
+    /// end with `fsync: always`. Under `always` a segment is fsynced before a new one starts;
+    /// under `interval` it is left to the next timed fsync ([`Self::end_active`]).
     pub(super) fn append_group(&mut self, records: &[Framed]) -> GroupOutcome {
         if let Some(why) = &self.broken {
             let error = io::Error::other(format!("log is unusable until restart: {why}"));
@@ -334,7 +340,7 @@ impl SegmentWriter {
             if in_segment > 0 && in_segment + rec.len() as u64 > self.segment_size {
                 let closed = self
                     .flush(&records[pending_from..i])
-                    .and_then(|()| self.sync());
+                    .and_then(|()| self.end_active());
                 if let Err(error) = closed {
                     return GroupOutcome {
                         durable: pending_from,
@@ -398,22 +404,76 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Fsyncs the active segment if anything was written since the last fsync.
+    /// Fsyncs the closed segments still waiting for it, then the active segment if anything
+    /// was written to it since the last fsync.
     pub(super) fn sync(&mut self) -> io::Result<()> {
+        for (_, file) in std::mem::take(&mut self.unsynced) {
+            let synced = fsync(&file);
+            self.check_fsync(synced)?;
+        }
         if !self.dirty {
             return Ok(());
         }
-        let started = Instant::now();
-        if let Err(error) = self.file().and_then(|f| f.sync_data()) {
-            // After a failed fsync the kernel may have dropped the dirty pages: nothing
-            // written since the last good fsync can be trusted any more.
-            self.broken = Some(format!("fsync failed: {error}"));
-            return Err(error);
-        }
-        metrics::histogram!("sluice_buffer_fsync_duration_seconds", "buffer" => "disk")
-            .record(started.elapsed().as_secs_f64());
+        let synced = self.file().and_then(|f| fsync(f));
+        self.check_fsync(synced)?;
         self.dirty = false;
         Ok(())
+    }
+
+    /// The timed fsync of `fsync: interval`, first half, under the log's lock: hands over
+    /// what is to be fsynced (the closed segments waiting for it, and a second handle of the
+    /// active one if it was written to), so the fsyncs run after the lock is released. An
+    /// fsync takes tens of milliseconds at a few hundred MB/s of appends, and every append
+    /// waited for it under the lock (README, "What changed" 15). An append made meanwhile is
+    /// the next fsync's. Without a second handle the active segment is fsynced here.
+    pub(super) fn take_sync(&mut self) -> io::Result<PendingSync> {
+        if self.dirty {
+            match self.file.as_ref().map(File::try_clone) {
+                Some(Ok(file)) => {
+                    self.unsynced.push((self.active_first, file));
+                    self.dirty = false;
+                }
+                _ => self.sync()?,
+            }
+        }
+        Ok(PendingSync {
+            dir: self.dir.clone(),
+            files: std::mem::take(&mut self.unsynced),
+        })
+    }
+
+    /// Marks the log unusable after an fsync that failed outside the lock ([`PendingSync`]).
+    pub(super) fn fsync_failed(&mut self, error: &io::Error) {
+        // After a failed fsync the kernel may have dropped the dirty pages: nothing written
+        // since the last good fsync can be trusted any more.
+        self.broken = Some(format!("fsync failed: {error}"));
+    }
+
+    fn check_fsync(&mut self, result: io::Result<()>) -> io::Result<()> {
+        if let Err(error) = &result {
+            self.fsync_failed(error);
+        }
+        result
+    }
+
+    /// Before a new segment starts: under `fsync: always` the active one is fsynced now;
+    /// under `interval` a handle of it waits for the next timed fsync, so that appends do
+    /// not wait for this one under the log's lock. Without a second handle it is fsynced now.
+    fn end_active(&mut self) -> io::Result<()> {
+        if self.sync_every_group {
+            return self.sync();
+        }
+        if !self.dirty {
+            return Ok(());
+        }
+        match self.file.as_ref().map(File::try_clone) {
+            Some(Ok(file)) => {
+                self.unsynced.push((self.active_first, file));
+                self.dirty = false;
+                Ok(())
+            }
+            _ => self.sync(),
+        }
     }
 
     /// Ends the active segment here (fsynced) and starts an empty one, so that every record
@@ -427,7 +487,8 @@ impl SegmentWriter {
         Ok(self.next_seq)
     }
 
-    /// Starts a new, empty active segment at `next_seq`. The previous one must be synced.
+    /// Starts a new, empty active segment at `next_seq`. The previous one must be synced, or
+    /// waiting for the next timed fsync in `unsynced`.
     /// The new file stays open only if the previous one was.
     fn roll(&mut self) -> io::Result<()> {
         let first = self.next_seq;
@@ -438,6 +499,33 @@ impl SegmentWriter {
         self.index.lock().insert(first, 0);
         Ok(())
     }
+}
+
+/// Fsyncs to hand over from [`SegmentWriter::take_sync`], run without the log's lock.
+#[derive(Debug)]
+pub(super) struct PendingSync {
+    dir: PathBuf,
+    files: Vec<(u64, File)>,
+}
+
+impl PendingSync {
+    /// Fsyncs each file, oldest first; stops at the first failure, which makes the log
+    /// unusable ([`SegmentWriter::fsync_failed`]), and names the file that failed.
+    pub(super) fn run(self) -> Result<(), (PathBuf, io::Error)> {
+        for (first, file) in &self.files {
+            fsync(file).map_err(|error| (segment_path(&self.dir, *first), error))?;
+        }
+        Ok(())
+    }
+}
+
+/// `fdatasync`, timed in `sluice_buffer_fsync_duration_seconds`.
+fn fsync(file: &File) -> io::Result<()> {
+    let started = Instant::now();
+    file.sync_data()?;
+    metrics::histogram!("sluice_buffer_fsync_duration_seconds", "buffer" => "disk")
+        .record(started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Creates (or empties) the segment file starting at `first` and makes its name durable.
@@ -530,6 +618,64 @@ fn write_all_vectored(file: &mut File, slices: &mut [IoSlice<'_>]) -> io::Result
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    /// Records of about 100 bytes, `n` of them.
+    fn records(n: usize) -> Vec<Framed> {
+        (0..n)
+            .map(|i| {
+                let batch = crate::batch::Batch {
+                    tenant: crate::tenant::TenantId::parse("t").expect("tenant"),
+                    signal: crate::signal::Signal::Traces,
+                    payload: Bytes::from(vec![i as u8; 80]),
+                    items: 1,
+                    received_at_ms: 0,
+                    traceparent: None,
+                };
+                record::encode(&batch, None).expect("encoded")
+            })
+            .collect()
+    }
+
+    fn firsts(pending: &PendingSync) -> Vec<u64> {
+        pending.files.iter().map(|(first, _)| *first).collect()
+    }
+
+    /// Under `fsync: interval` a segment that closes inside a group is left to the timed
+    /// fsync, which takes it with the active one, oldest first, and runs without the writer;
+    /// under `always` it is fsynced before the new one starts and nothing is left over.
+    #[test]
+    fn closed_segments_wait_for_the_timed_fsync_under_interval_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Room for three records per segment: ten records make four segments.
+        let (mut writer, _) = SegmentWriter::recover(dir.path(), 3 * 110, false, 0).expect("log");
+        let outcome = writer.append_group(&records(10));
+        assert!(outcome.error.is_none(), "{:?}", outcome.error);
+        assert_eq!(outcome.durable, 10);
+        let segments: Vec<u64> = writer.index().lock().keys().copied().collect();
+        assert_eq!(segments.len(), 4, "{segments:?}");
+        assert_eq!(writer.committed().active_first, segments[3]);
+
+        let pending = writer.take_sync().expect("taken");
+        assert_eq!(
+            firsts(&pending),
+            segments,
+            "closed ones first, then the active one"
+        );
+        pending.run().expect("fsynced");
+        assert!(
+            firsts(&writer.take_sync().expect("taken")).is_empty(),
+            "nothing written since"
+        );
+        let outcome = writer.append_group(&records(1));
+        assert!(outcome.error.is_none());
+        assert_eq!(firsts(&writer.take_sync().expect("taken")), [segments[3]]);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut writer, _) = SegmentWriter::recover(dir.path(), 3 * 110, true, 0).expect("log");
+        let outcome = writer.append_group(&records(10));
+        assert_eq!(outcome.durable, 10);
+        assert!(firsts(&writer.take_sync().expect("taken")).is_empty());
+    }
 
     #[test]
     fn vectored_writes_put_every_buffer_in_order_past_iov_max() {

@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::MissedTickBehavior;
 
 use super::config::FsyncPolicy;
 use super::files::{FileBudget, FileSlot};
 use super::log::{Locked, LogHandle, LogState};
 use super::record::Framed;
-use super::segment::{Committed, GroupOutcome, SegmentWriter};
+use super::segment::{Committed, GroupOutcome, PendingSync, SegmentWriter};
 use super::wake::WakeAt;
 use super::{retained, Reservation, Shared, TenantUsage};
 use crate::buffer::BufferError;
@@ -84,6 +85,7 @@ pub(super) fn spawn(
         shared: Arc::clone(&shared),
         usage,
         last_sync: Instant::now(),
+        syncing: None,
     };
     tokio::spawn(task.run());
     let inline_files =
@@ -113,8 +115,14 @@ struct WriterTask {
     rx: mpsc::Receiver<WriterMsg>,
     fsync: FsyncPolicy,
     fsync_interval: Duration,
+    /// When the last timed fsync started.
     last_sync: Instant,
+    /// The timed fsync running in the background, if one is (`fsync: interval` only).
+    syncing: Option<JoinHandle<SyncResult>>,
 }
+
+/// How an fsync went; a failure names the file.
+type SyncResult = Result<(), (PathBuf, io::Error)>;
 
 /// What to do after a message other than an append.
 enum Flow {
@@ -133,13 +141,25 @@ impl WriterTask {
                 tokio::time::Instant::from_std(self.state.last_append() + IDLE_FILE_TIMEOUT);
             let msg = tokio::select! {
                 biased;
+                // First, so that under steady load (the channel always ready) a finished fsync
+                // is seen and the next one can start.
+                done = finished(&mut self.syncing), if self.syncing.is_some() => {
+                    self.syncing = None;
+                    // A failure marks the log unusable; the next append reports it.
+                    let _ = report_sync(done);
+                    if self.state.dirty.load(Ordering::Acquire)
+                        && self.last_sync.elapsed() >= self.fsync_interval
+                    {
+                        self.start_sync();
+                    }
+                    continue;
+                }
                 msg = self.rx.recv() => msg,
                 // Ticks while the file is open, not only after the task's own appends: an
                 // inline append does not wake the task.
                 _ = ticker.tick(), if interval && self.slot.is_some() => {
                     if self.state.dirty.load(Ordering::Acquire) {
-                        // A failure marks the log unusable; the next append reports it.
-                        let _ = self.sync().await;
+                        self.start_sync();
                     }
                     continue;
                 }
@@ -190,7 +210,7 @@ impl WriterTask {
                 {
                     // Under steady load the channel is always ready and the timer branch
                     // above never wins, so the interval is also checked here.
-                    let _ = self.sync().await;
+                    self.start_sync();
                 }
             }
             if let Some(msg) = held {
@@ -385,28 +405,69 @@ impl WriterTask {
         self.slot = None;
     }
 
-    async fn sync(&mut self) -> Result<(), BufferError> {
-        let state = Arc::clone(&self.state);
-        let result = tokio::task::spawn_blocking(move || {
-            let mut locked = state.lock();
-            // Cleared under the lock, before the fsync: an append after it sets it again.
-            state.dirty.store(false, Ordering::Release);
-            let result = locked.writer.sync();
-            (result, locked.writer.active_path())
-        })
-        .await;
-        self.last_sync = Instant::now();
-        match result {
-            Ok((Ok(()), _)) => Ok(()),
-            Ok((Err(e), path)) => {
-                tracing::error!(path = %path.display(), error = %e, "disk buffer fsync failed; the log refuses appends until restart");
-                Err(BufferError::io(path, e))
-            }
-            Err(join) => Err(BufferError::io(
-                PathBuf::new(),
-                io::Error::other(format!("disk buffer writer failed: {join}")),
-            )),
+    /// Starts the timed fsync of `fsync: interval` in the background, unless one is running:
+    /// the files are taken under the log's lock and fsynced after it is released
+    /// ([`SegmentWriter::take_sync`]), and the task goes on writing groups meanwhile. At a few
+    /// hundred MB/s of appends an fsync takes tens to hundreds of milliseconds, and every
+    /// append waited for it, under the lock or in the task's queue (README, "What changed" 15).
+    fn start_sync(&mut self) {
+        if self.syncing.is_some() {
+            return;
         }
+        self.last_sync = Instant::now();
+        let state = Arc::clone(&self.state);
+        self.syncing = Some(tokio::task::spawn_blocking(move || timed_sync(&state)));
+    }
+
+    /// Fsyncs everything written so far, after the background fsync if one is running.
+    async fn sync(&mut self) -> Result<(), BufferError> {
+        let running = match self.syncing.take() {
+            Some(handle) => report_sync(handle.await),
+            None => Ok(()),
+        };
+        let state = Arc::clone(&self.state);
+        let now = report_sync(tokio::task::spawn_blocking(move || timed_sync(&state)).await);
+        self.last_sync = Instant::now();
+        running.and(now)
+    }
+}
+
+/// One timed fsync: what to fsync is taken under the log's lock, and fsynced without it.
+fn timed_sync(state: &LogState) -> SyncResult {
+    let pending = {
+        let mut locked = state.lock();
+        // Cleared under the lock, before the fsync: an append after it sets it again.
+        state.dirty.store(false, Ordering::Release);
+        let pending = locked.writer.take_sync();
+        pending.map_err(|error| (locked.writer.active_path(), error))
+    };
+    let result = pending.and_then(PendingSync::run);
+    if let Err((_, error)) = &result {
+        state.lock().writer.fsync_failed(error);
+    }
+    result
+}
+
+/// The background fsync's result, once it has one.
+async fn finished(syncing: &mut Option<JoinHandle<SyncResult>>) -> Result<SyncResult, JoinError> {
+    match syncing {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Logs a failed fsync; the log refuses appends from then on.
+fn report_sync(done: Result<SyncResult, JoinError>) -> Result<(), BufferError> {
+    match done {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err((path, e))) => {
+            tracing::error!(path = %path.display(), error = %e, "disk buffer fsync failed; the log refuses appends until restart");
+            Err(BufferError::io(path, e))
+        }
+        Err(join) => Err(BufferError::io(
+            PathBuf::new(),
+            io::Error::other(format!("disk buffer writer failed: {join}")),
+        )),
     }
 }
 
