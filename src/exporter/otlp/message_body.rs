@@ -21,6 +21,10 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::transport::Channel;
 use tower::Service;
 
+/// The messages tonic encodes for a call: the batch when the export is compressed, none when
+/// [`PayloadChannel`] sends it.
+pub(super) type Messages = futures::stream::Iter<std::option::IntoIter<Bytes>>;
+
 /// An encoded export request to send as the call's only message, in the request's
 /// extensions.
 #[derive(Clone, Debug)]

@@ -38,7 +38,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use self::codec::RawCodec;
 use self::config::{HeaderTemplate, HeaderValue};
-use self::message_body::{Payload, PayloadChannel};
+use self::message_body::{Messages, Payload, PayloadChannel};
 use self::skip_verify::SkipVerifyConnector;
 use crate::batch::Batch;
 use crate::config::Validate;
@@ -145,11 +145,7 @@ impl OtlpExporter {
     /// The call for `batch`: its message, its deadline and its headers. Uncompressed, the
     /// message goes in the extensions and [`PayloadChannel`] sends it from the batch's own
     /// buffer; compressed, it goes through tonic's encoder.
-    fn request(
-        &self,
-        batch: &Batch,
-    ) -> Result<tonic::Request<futures::stream::Iter<std::option::IntoIter<Bytes>>>, ExportError>
-    {
+    fn request(&self, batch: &Batch) -> Result<tonic::Request<Messages>, ExportError> {
         let through_encoder = self.compression.is_some();
         let message = through_encoder.then(|| batch.payload.clone());
         let mut request = tonic::Request::new(futures::stream::iter(message));
