@@ -89,18 +89,19 @@ async fn reload(
     views: &AdminViews,
     by: &str,
 ) -> Result<(serde_json::Value, Option<PathBuf>), String> {
+    // Counted after the outcome is logged, so whoever sees the count can read the reason.
     let count = |result: &'static str| {
         metrics::counter!("sluice_config_reloads_total", "result" => result).increment(1)
     };
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
-            count("invalid");
             let why = format!(
                 "{}: invalid configuration, keeping the running one:\n{e}",
                 path.display()
             );
             tracing::error!(by, "{why}");
+            count("invalid");
             return Err(why);
         }
     };
@@ -108,9 +109,9 @@ async fn reload(
     let overrides = config.tenancy.overrides_file.clone();
     match running.reload(config).await {
         Ok(done) => {
-            count("ok");
             views.replace(effective, pipelines);
             tracing::info!(by, restarted = ?done.receivers_restarted, started = ?done.receivers_started, stopped = ?done.receivers_stopped, after_restart = ?done.after_restart, "config reloaded");
+            count("ok");
             let answer = serde_json::json!({
                 "reloaded": true,
                 "receivers_restarted": done.receivers_restarted,
@@ -121,9 +122,9 @@ async fn reload(
             Ok((answer, overrides))
         }
         Err(e) => {
-            count(e.result());
             let why = error_chain(&e);
             tracing::error!(by, error = %why, "config reload not applied");
+            count(e.result());
             Err(why)
         }
     }
