@@ -106,60 +106,77 @@ fn read_long_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
 impl<'a> Fields<'a> {
     #[inline]
     fn next_field(&mut self) -> Result<Field<'a>, WireError> {
-        let start = self.pos;
-        let key = read_varint(self.buf, &mut self.pos)?;
-        let wire_type = (key & 0x7) as u8;
-        let number = (key >> 3) as u32;
-        if number == 0 {
-            return Err(WireError::ZeroFieldNumber(start));
-        }
-        let mut bytes: &'a [u8] = &[];
-        match wire_type {
-            VARINT => {
-                read_varint(self.buf, &mut self.pos)?;
-            }
-            I64 | I32 => {
-                let width = if wire_type == I64 { 8 } else { 4 };
-                let left = self.buf.len() - self.pos;
-                if left < width {
-                    return Err(WireError::LengthOverrun {
-                        at: start,
-                        len: width as u64,
-                        left,
-                    });
-                }
-                self.pos += width;
-            }
-            LEN => {
-                let len = read_varint(self.buf, &mut self.pos)?;
-                let left = self.buf.len() - self.pos;
-                if len > left as u64 {
-                    return Err(WireError::LengthOverrun {
-                        at: start,
-                        len,
-                        left,
-                    });
-                }
-                let len = len as usize;
-                bytes = &self.buf[self.pos..self.pos + len];
-                self.pos += len;
-            }
-            other => {
-                // Groups (3, 4) are deprecated and never used by OTLP; 6 and 7 are invalid.
-                return Err(WireError::BadWireType {
-                    wire_type: other,
-                    at: start,
-                });
-            }
-        }
+        let read = read_field(self.buf, &mut self.pos)?;
+        let bytes = if read.wire_type == LEN {
+            &self.buf[read.body..self.pos]
+        } else {
+            &[]
+        };
         Ok(Field {
-            number,
-            wire_type,
+            number: read.number,
+            wire_type: read.wire_type,
             bytes,
-            start,
+            start: read.start,
             end: self.pos,
         })
     }
+}
+
+/// One field's key and where it lies, without its bytes: what [`Fields`] and
+/// [`check_message`] share.
+struct ReadField {
+    number: u32,
+    wire_type: u8,
+    /// Where the field's tag starts.
+    start: usize,
+    /// Where its value starts (for a length-delimited field, its bytes).
+    body: usize,
+}
+
+/// Reads the field at `pos` and moves `pos` past it. Always inlined: `check_message`, which
+/// drops what this returns, then costs only the skipping (when it went through `Fields`, the
+/// check of every span on ingest took 40 % longer).
+#[inline(always)]
+fn read_field(buf: &[u8], pos: &mut usize) -> Result<ReadField, WireError> {
+    let start = *pos;
+    let key = read_varint(buf, pos)?;
+    let wire_type = (key & 0x7) as u8;
+    let number = (key >> 3) as u32;
+    if number == 0 {
+        return Err(WireError::ZeroFieldNumber(start));
+    }
+    let len = match wire_type {
+        VARINT => {
+            read_varint(buf, pos)?;
+            0
+        }
+        I64 => 8,
+        I32 => 4,
+        LEN => read_varint(buf, pos)?,
+        other => {
+            // Groups (3, 4) are deprecated and never used by OTLP; 6 and 7 are invalid.
+            return Err(WireError::BadWireType {
+                wire_type: other,
+                at: start,
+            });
+        }
+    };
+    let body = *pos;
+    let left = buf.len() - body;
+    if len > left as u64 {
+        return Err(WireError::LengthOverrun {
+            at: start,
+            len,
+            left,
+        });
+    }
+    *pos = body + len as usize;
+    Ok(ReadField {
+        number,
+        wire_type,
+        start,
+        body,
+    })
 }
 
 impl<'a> Iterator for Fields<'a> {
@@ -178,41 +195,11 @@ impl<'a> Iterator for Fields<'a> {
 
 /// Checks that a message is well-formed at its top level (every tag, length and fixed-width
 /// value fits), without looking inside nested messages. Runs once for every span, log record
-/// and data point on ingest, so it skips fields in a loop of its own rather than building a
-/// [`Field`] for each.
+/// and data point on ingest, so it skips fields without building a [`Field`] for each.
 pub fn check_message(buf: &[u8]) -> Result<(), WireError> {
     let mut pos = 0;
     while pos < buf.len() {
-        let start = pos;
-        let key = read_varint(buf, &mut pos)?;
-        // Truncated as `Fields` does, so both accept and refuse the same bytes.
-        if (key >> 3) as u32 == 0 {
-            return Err(WireError::ZeroFieldNumber(start));
-        }
-        let skip = match (key & 0x7) as u8 {
-            VARINT => {
-                read_varint(buf, &mut pos)?;
-                0
-            }
-            I64 => 8,
-            I32 => 4,
-            LEN => read_varint(buf, &mut pos)?,
-            other => {
-                return Err(WireError::BadWireType {
-                    wire_type: other,
-                    at: start,
-                })
-            }
-        };
-        let left = buf.len() - pos;
-        if skip > left as u64 {
-            return Err(WireError::LengthOverrun {
-                at: start,
-                len: skip,
-                left,
-            });
-        }
-        pos += skip as usize;
+        read_field(buf, &mut pos)?;
     }
     Ok(())
 }
@@ -237,8 +224,8 @@ pub fn put_len_field(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
 mod tests {
     use super::*;
 
-    /// `check_message` skips fields in a loop of its own; it must accept and refuse exactly
-    /// what walking with `Fields` does, with the same error.
+    /// `check_message` drops what `read_field` returns where `Fields` builds a `Field` from
+    /// it; the two must accept and refuse exactly the same bytes, with the same error.
     #[test]
     fn check_message_agrees_with_fields() {
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
