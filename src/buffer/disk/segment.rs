@@ -11,10 +11,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
 
 use super::config::LogCaps;
 use super::record::{self, Frame, Framed};
+
+mod fsync;
+pub(super) use fsync::PendingSync;
 
 /// First sequence number → size in bytes, of every segment of one log. Shared between the
 /// writer (which adds segments and grows the last one), the reader (which looks up where a
@@ -404,78 +406,6 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Fsyncs the closed segments still waiting for it, then the active segment if anything
-    /// was written to it since the last fsync.
-    pub(super) fn sync(&mut self) -> io::Result<()> {
-        for (_, file) in std::mem::take(&mut self.unsynced) {
-            let synced = fsync(&file);
-            self.check_fsync(synced)?;
-        }
-        if !self.dirty {
-            return Ok(());
-        }
-        let synced = self.file().and_then(|f| fsync(f));
-        self.check_fsync(synced)?;
-        self.dirty = false;
-        Ok(())
-    }
-
-    /// The timed fsync of `fsync: interval`, first half, under the log's lock: hands over
-    /// what is to be fsynced (the closed segments waiting for it, and a second handle of the
-    /// active one if it was written to), so the fsyncs run after the lock is released. An
-    /// fsync takes tens of milliseconds at a few hundred MB/s of appends, and every append
-    /// waited for it under the lock (README, "What changed" 15). An append made meanwhile is
-    /// the next fsync's. Without a second handle the active segment is fsynced here.
-    pub(super) fn take_sync(&mut self) -> io::Result<PendingSync> {
-        if self.dirty {
-            match self.file.as_ref().map(File::try_clone) {
-                Some(Ok(file)) => {
-                    self.unsynced.push((self.active_first, file));
-                    self.dirty = false;
-                }
-                _ => self.sync()?,
-            }
-        }
-        Ok(PendingSync {
-            dir: self.dir.clone(),
-            files: std::mem::take(&mut self.unsynced),
-        })
-    }
-
-    /// Marks the log unusable after an fsync that failed outside the lock ([`PendingSync`]).
-    pub(super) fn fsync_failed(&mut self, error: &io::Error) {
-        // After a failed fsync the kernel may have dropped the dirty pages: nothing written
-        // since the last good fsync can be trusted any more.
-        self.broken = Some(format!("fsync failed: {error}"));
-    }
-
-    fn check_fsync(&mut self, result: io::Result<()>) -> io::Result<()> {
-        if let Err(error) = &result {
-            self.fsync_failed(error);
-        }
-        result
-    }
-
-    /// Before a new segment starts: under `fsync: always` the active one is fsynced now;
-    /// under `interval` a handle of it waits for the next timed fsync, so that appends do
-    /// not wait for this one under the log's lock. Without a second handle it is fsynced now.
-    fn end_active(&mut self) -> io::Result<()> {
-        if self.sync_every_group {
-            return self.sync();
-        }
-        if !self.dirty {
-            return Ok(());
-        }
-        match self.file.as_ref().map(File::try_clone) {
-            Some(Ok(file)) => {
-                self.unsynced.push((self.active_first, file));
-                self.dirty = false;
-                Ok(())
-            }
-            _ => self.sync(),
-        }
-    }
-
     /// Ends the active segment here (fsynced) and starts an empty one, so that every record
     /// so far is in closed segments, which retention can delete. Returns the sequence number
     /// of the next record.
@@ -499,33 +429,6 @@ impl SegmentWriter {
         self.index.lock().insert(first, 0);
         Ok(())
     }
-}
-
-/// Fsyncs to hand over from [`SegmentWriter::take_sync`], run without the log's lock.
-#[derive(Debug)]
-pub(super) struct PendingSync {
-    dir: PathBuf,
-    files: Vec<(u64, File)>,
-}
-
-impl PendingSync {
-    /// Fsyncs each file, oldest first; stops at the first failure, which makes the log
-    /// unusable ([`SegmentWriter::fsync_failed`]), and names the file that failed.
-    pub(super) fn run(self) -> Result<(), (PathBuf, io::Error)> {
-        for (first, file) in &self.files {
-            fsync(file).map_err(|error| (segment_path(&self.dir, *first), error))?;
-        }
-        Ok(())
-    }
-}
-
-/// `fdatasync`, timed in `sluice_buffer_fsync_duration_seconds`.
-fn fsync(file: &File) -> io::Result<()> {
-    let started = Instant::now();
-    file.sync_data()?;
-    metrics::histogram!("sluice_buffer_fsync_duration_seconds", "buffer" => "disk")
-        .record(started.elapsed().as_secs_f64());
-    Ok(())
 }
 
 /// Creates (or empties) the segment file starting at `first` and makes its name durable.
@@ -618,64 +521,6 @@ fn write_all_vectored(file: &mut File, slices: &mut [IoSlice<'_>]) -> io::Result
 mod tests {
     use super::*;
     use bytes::Bytes;
-
-    /// Records of about 100 bytes, `n` of them.
-    fn records(n: usize) -> Vec<Framed> {
-        (0..n)
-            .map(|i| {
-                let batch = crate::batch::Batch {
-                    tenant: crate::tenant::TenantId::parse("t").expect("tenant"),
-                    signal: crate::signal::Signal::Traces,
-                    payload: Bytes::from(vec![i as u8; 80]),
-                    items: 1,
-                    received_at_ms: 0,
-                    traceparent: None,
-                };
-                record::encode(&batch, None).expect("encoded")
-            })
-            .collect()
-    }
-
-    fn firsts(pending: &PendingSync) -> Vec<u64> {
-        pending.files.iter().map(|(first, _)| *first).collect()
-    }
-
-    /// Under `fsync: interval` a segment that closes inside a group is left to the timed
-    /// fsync, which takes it with the active one, oldest first, and runs without the writer;
-    /// under `always` it is fsynced before the new one starts and nothing is left over.
-    #[test]
-    fn closed_segments_wait_for_the_timed_fsync_under_interval_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // Room for three records per segment: ten records make four segments.
-        let (mut writer, _) = SegmentWriter::recover(dir.path(), 3 * 110, false, 0).expect("log");
-        let outcome = writer.append_group(&records(10));
-        assert!(outcome.error.is_none(), "{:?}", outcome.error);
-        assert_eq!(outcome.durable, 10);
-        let segments: Vec<u64> = writer.index().lock().keys().copied().collect();
-        assert_eq!(segments.len(), 4, "{segments:?}");
-        assert_eq!(writer.committed().active_first, segments[3]);
-
-        let pending = writer.take_sync().expect("taken");
-        assert_eq!(
-            firsts(&pending),
-            segments,
-            "closed ones first, then the active one"
-        );
-        pending.run().expect("fsynced");
-        assert!(
-            firsts(&writer.take_sync().expect("taken")).is_empty(),
-            "nothing written since"
-        );
-        let outcome = writer.append_group(&records(1));
-        assert!(outcome.error.is_none());
-        assert_eq!(firsts(&writer.take_sync().expect("taken")), [segments[3]]);
-
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut writer, _) = SegmentWriter::recover(dir.path(), 3 * 110, true, 0).expect("log");
-        let outcome = writer.append_group(&records(10));
-        assert_eq!(outcome.durable, 10);
-        assert!(firsts(&writer.take_sync().expect("taken")).is_empty());
-    }
 
     #[test]
     fn vectored_writes_put_every_buffer_in_order_past_iov_max() {
