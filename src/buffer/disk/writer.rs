@@ -147,9 +147,7 @@ impl WriterTask {
                     self.syncing = None;
                     // A failure marks the log unusable; the next append reports it.
                     let _ = report_sync(done);
-                    if self.state.dirty.load(Ordering::Acquire)
-                        && self.last_sync.elapsed() >= self.fsync_interval
-                    {
+                    if self.sync_due() {
                         self.start_sync();
                     }
                     continue;
@@ -205,9 +203,7 @@ impl WriterTask {
                 self.write_group(group).await;
                 if self.files.under_pressure() {
                     self.close_file().await;
-                } else if self.state.dirty.load(Ordering::Acquire)
-                    && self.last_sync.elapsed() >= self.fsync_interval
-                {
+                } else if self.sync_due() {
                     // Under steady load the channel is always ready and the timer branch
                     // above never wins, so the interval is also checked here.
                     self.start_sync();
@@ -403,6 +399,11 @@ impl WriterTask {
             tracing::error!(path = %path.display(), error = %e, "disk buffer fsync failed while closing an idle log; the log refuses appends until restart");
         }
         self.slot = None;
+    }
+
+    /// Whether something was appended since the last fsync and the interval has passed.
+    fn sync_due(&self) -> bool {
+        self.state.dirty.load(Ordering::Acquire) && self.last_sync.elapsed() >= self.fsync_interval
     }
 
     /// Starts the timed fsync of `fsync: interval` in the background, unless one is running:
