@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesOrdered, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -77,6 +77,7 @@ pub fn spawn_dispatcher(
     tracker: TaskTracker,
 ) {
     let workers = tracker.clone();
+    let read_ahead = Arc::new(Semaphore::new(READ_AHEAD_PER_PIPELINE));
     tracker.spawn(async move {
         loop {
             let stream = tokio::select! {
@@ -88,17 +89,31 @@ pub fn spawn_dispatcher(
                 },
             };
             tracing::debug!(pipeline = %plan.current().pipeline, tenant = %stream.tenant(), signal = %stream.signal(), "export worker started");
-            workers.spawn(run_worker(plan.clone(), stream, stop.clone()));
+            workers.spawn(run_worker(
+                plan.clone(),
+                stream,
+                Arc::clone(&read_ahead),
+                stop.clone(),
+            ));
         }
     });
 }
 
-/// Deliveries of one stream exported at the same time, for buffers whose `next` may be
-/// abandoned halfway. More than one lets the next read overlap with the backend's answer to
-/// the previous delivery, which otherwise caps a stream at one round trip per delivery.
+/// Deliveries of one stream exported at the same time, at most, for buffers whose `next` may
+/// be abandoned halfway. More than one lets the next read overlap with the backend's answer
+/// to the previous delivery, which otherwise caps a stream at one round trip per delivery.
 /// Results are settled in read order, so a buffer whose ack covers everything before a
-/// position never skips an unsettled delivery.
-const IN_FLIGHT_PER_STREAM: usize = 4;
+/// position never skips an unsettled delivery. Eight, not four: at saturation with large
+/// requests four left the export behind intake, its backlog the end-to-end p99 (README,
+/// "What changed" 16).
+const IN_FLIGHT_PER_STREAM: usize = 8;
+
+/// Deliveries beyond each stream's first that the workers of one pipeline may have in flight
+/// together. Each stream always has one; read-ahead is shared, so a pipeline's memory in
+/// flight is bounded by its streams plus this, not by its streams times
+/// `IN_FLIGHT_PER_STREAM` (hundreds of tenants with a backlog after an outage). Two streams
+/// at saturation still each reach the per-stream depth, with two to spare.
+const READ_AHEAD_PER_PIPELINE: usize = 16;
 
 /// A delivery and what each exporter of the pipeline made of it (in the order of
 /// `ExportPlan::exporters`), or why it could not be sent at all.
@@ -109,6 +124,9 @@ struct Exported {
     outcomes: Result<Vec<RetryOutcome>, NotSent>,
     /// The consumer span of Sluice's own trace, ended once the delivery is settled.
     span: Option<Span>,
+    /// The pipeline's read-ahead this delivery holds, if it was read beside others in flight;
+    /// given back once it is settled.
+    read_ahead: Option<OwnedSemaphorePermit>,
 }
 
 /// Why a delivery goes to the dead letters without every exporter's verdict.
@@ -134,6 +152,7 @@ enum Turn {
 async fn run_worker(
     slot: Arc<PlanSlot>,
     mut stream: Box<dyn BufferStream>,
+    read_ahead: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
     let cancel_safe = stream.next_is_cancel_safe();
@@ -148,7 +167,9 @@ async fn run_worker(
     let mut control = slot.current().control.subscribe();
     let mut paused = false;
     // A delivery read just as its stream was paused: exported once it is resumed.
-    let mut parked: Option<Delivery> = None;
+    let mut parked: Option<(Delivery, Option<OwnedSemaphorePermit>)> = None;
+    // The read-ahead taken for the next read, while other deliveries are in flight.
+    let mut ahead: Option<OwnedSemaphorePermit> = None;
     loop {
         let plan = slot.current();
         let now_paused = control
@@ -160,7 +181,7 @@ async fn run_worker(
             tracing::info!(pipeline = %plan.pipeline, tenant = %stream.tenant(), signal = %stream.signal(), "export {state} by an operator");
         }
         if !paused {
-            if let Some(delivery) = parked.take() {
+            if let Some((delivery, permit)) = parked.take() {
                 if stream.purged(&delivery) {
                     // Purged while it waited: acknowledged (a no-op for what is gone), never sent.
                     if let Err(e) = stream.ack(&delivery).await {
@@ -169,7 +190,7 @@ async fn run_worker(
                     waiting.pop_back();
                     usage.set_oldest_unexported(waiting.front().copied());
                 } else {
-                    in_flight.push_back(export(Arc::clone(&plan), delivery, &stop));
+                    in_flight.push_back(export(Arc::clone(&plan), delivery, permit, &stop));
                 }
             }
         }
@@ -177,7 +198,15 @@ async fn run_worker(
         // (depth > 1), so it may be dropped to settle a send that finished. A paused stream
         // settles what it sent and reads nothing more; one whose `next` may not be dropped
         // sees the pause when that read returns.
-        let reading = in_flight.len() < depth && !paused && parked.is_none();
+        let mut reading = in_flight.len() < depth && !paused && parked.is_none();
+        if in_flight.is_empty() {
+            // A stream's first delivery needs none of the shared read-ahead.
+            ahead = None;
+        } else if reading && ahead.is_none() {
+            // Not waited for: without it the stream goes on with what it has in flight.
+            ahead = Arc::clone(&read_ahead).try_acquire_owned().ok();
+            reading = ahead.is_some();
+        }
         let turn = tokio::select! {
             biased;
             _ = stop.cancelled() => Turn::Stop,
@@ -192,7 +221,7 @@ async fn run_worker(
             {
                 waiting.push_back(delivery.batch.received_at_ms);
                 usage.set_oldest_unexported(waiting.front().copied());
-                parked = Some(delivery);
+                parked = Some((delivery, ahead.take()));
             }
             Turn::Finished(done) => {
                 if !settle(stream.as_mut(), &usage, done).await {
@@ -204,7 +233,7 @@ async fn run_worker(
             Turn::Read(Ok(Some(delivery))) => {
                 waiting.push_back(delivery.batch.received_at_ms);
                 usage.set_oldest_unexported(waiting.front().copied());
-                in_flight.push_back(export(Arc::clone(&plan), delivery, &stop));
+                in_flight.push_back(export(Arc::clone(&plan), delivery, ahead.take(), &stop));
             }
             Turn::Read(Err(e)) => {
                 tracing::error!(tenant = %stream.tenant(), signal = %stream.signal(), error = %error_chain(&e), "buffer read failed");
@@ -227,7 +256,12 @@ async fn run_worker(
 }
 
 /// Offers one delivery to every exporter of the pipeline, each with the shared retry.
-async fn export(plan: Arc<ExportPlan>, delivery: Delivery, stop: &CancellationToken) -> Exported {
+async fn export(
+    plan: Arc<ExportPlan>,
+    delivery: Delivery,
+    read_ahead: Option<OwnedSemaphorePermit>,
+    stop: &CancellationToken,
+) -> Exported {
     let batch = &delivery.batch;
     if delivery.redelivered {
         metrics::counter!("sluice_redelivered_items_total", "signal" => batch.signal.as_str(), "tenant" => tenant_label(&batch.tenant))
@@ -264,6 +298,7 @@ async fn export(plan: Arc<ExportPlan>, delivery: Delivery, stop: &CancellationTo
         delivery,
         outcomes,
         span,
+        read_ahead,
     }
 }
 
@@ -359,11 +394,13 @@ pub(super) async fn send_parts(
 /// Settles an exported delivery with the buffer: ack, give up, or dead-letter. Returns false
 /// when an export was cancelled by shutdown; nothing after it may then be settled.
 async fn settle(stream: &mut dyn BufferStream, usage: &TenantCounters, exported: Exported) -> bool {
+    // The read-ahead is given back when this returns, once the delivery is settled.
     let Exported {
         plan,
         delivery,
         outcomes,
         span,
+        read_ahead: _read_ahead,
     } = exported;
     let batch = &delivery.batch;
     let mut permanent = Vec::new();

@@ -546,3 +546,63 @@ async fn data_older_than_the_tenants_buffer_max_age_is_dead_lettered_not_retried
     assert_eq!(settled[1], Settled::Ack("next".into()));
     h.stop().await;
 }
+
+/// `n` deliveries named `{prefix}{i}`.
+fn backlog(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+fn slow_backend() -> Arc<Scripted> {
+    Arc::new(Scripted {
+        latency: Duration::from_secs(1),
+        ..Scripted::default()
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_with_a_backlog_has_its_depth_in_flight_and_no_more() {
+    let exporter = slow_backend();
+    let h = start_streams(
+        &[("t", backlog("d", 20))],
+        true,
+        vec![handle("otlp", exporter.clone(), fast_retry())],
+        Chain::default(),
+        LimitsConfig::default(),
+    );
+    h.settled(20).await;
+    assert_eq!(exporter.in_flight.lock().unwrap().1, IN_FLIGHT_PER_STREAM);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_share_the_pipelines_read_ahead() {
+    // Three streams with a backlog: each has its first delivery out, and what more is in
+    // flight comes out of the shared read-ahead, which two of them can empty.
+    let exporter = slow_backend();
+    let h = start_streams(
+        &[
+            ("a", backlog("a", 20)),
+            ("b", backlog("b", 20)),
+            ("c", backlog("c", 20)),
+        ],
+        true,
+        vec![handle("otlp", exporter.clone(), fast_retry())],
+        Chain::default(),
+        LimitsConfig::default(),
+    );
+    h.settled(60).await;
+    // Without the sharing the three would have more out.
+    const { assert!(3 * IN_FLIGHT_PER_STREAM > 3 + READ_AHEAD_PER_PIPELINE) };
+    assert_eq!(
+        exporter.in_flight.lock().unwrap().1,
+        3 + READ_AHEAD_PER_PIPELINE
+    );
+    // Every read-ahead was given back with its delivery.
+    assert_eq!(
+        exporter.attempts().len(),
+        60,
+        "each delivery sent once: {:?}",
+        exporter.attempts()
+    );
+    h.stop().await;
+}
