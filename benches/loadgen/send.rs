@@ -443,8 +443,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         serde_json::from_slice(&body)?
     };
     let results = shared.results.lock().unwrap();
-    let (missing, unexpected, healthz_received) =
-        compare(&results.accepted, &received, args.healthz_every);
+    let Comparison {
+        missing,
+        missing_ranges,
+        unexpected,
+        healthz_received,
+    } = compare(&results.accepted, &received, args.healthz_every);
 
     let unique = sink["unique"].as_u64().unwrap_or(0);
     let last_ns = sink["last_ns"].as_u64().unwrap_or(0);
@@ -524,6 +528,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         "drained": drained,
         "drain_s": drain_s,
         "missing_spans": missing,
+        "missing_ranges": missing_ranges,
         "unexpected_spans": unexpected,
         "duplicate_spans": sink["duplicates"],
         "stale_spans": sink["stale"],
@@ -569,21 +574,44 @@ async fn sink_stats(http: &reqwest::Client, control: &str) -> anyhow::Result<ser
     Ok(serde_json::from_slice(&body)?)
 }
 
-/// (missing: accepted, not a health check, never received; unexpected: received, never
-/// accepted; healthz_received: accepted health checks that arrived although filtered).
-fn compare(accepted: &[(u64, u64)], received: &[u8], healthz_every: u64) -> (u64, u64, u64) {
+/// What the sink got against what was accepted.
+struct Comparison {
+    /// Accepted, not a health check, never received.
+    missing: u64,
+    /// The first runs of missing span numbers, `[first, count]` in send order: where in the
+    /// run the lost spans were sent.
+    missing_ranges: Vec<[u64; 2]>,
+    /// Received, never accepted.
+    unexpected: u64,
+    /// Accepted health checks that arrived although filtered.
+    healthz_received: u64,
+}
+
+/// How many runs of missing spans a report lists.
+const MISSING_RANGES_LISTED: usize = 16;
+
+fn compare(accepted: &[(u64, u64)], received: &[u8], healthz_every: u64) -> Comparison {
     let bit = |seq: u64| -> bool {
         let byte = (seq / 8) as usize;
         byte < received.len() && received[byte] & (1 << (seq % 8)) != 0
     };
     let mut accepted_bits = vec![0u8; received.len()];
     let mut missing = 0;
+    let mut missing_ranges: Vec<[u64; 2]> = Vec::new();
     let mut healthz_received = 0;
     for &(first, n) in accepted {
         for seq in first..first + n {
             let healthz = crate::content::is_healthz(seq, healthz_every);
             if !bit(seq) {
-                missing += u64::from(!healthz);
+                if !healthz {
+                    missing += 1;
+                    let listed = missing_ranges.len();
+                    match missing_ranges.last_mut() {
+                        Some([start, count]) if *start + *count == seq => *count += 1,
+                        _ if listed < MISSING_RANGES_LISTED => missing_ranges.push([seq, 1]),
+                        _ => {}
+                    }
+                }
             } else {
                 healthz_received += u64::from(healthz);
                 accepted_bits[(seq / 8) as usize] |= 1 << (seq % 8);
@@ -595,11 +623,12 @@ fn compare(accepted: &[(u64, u64)], received: &[u8], healthz_every: u64) -> (u64
         .iter()
         .map(|b| u64::from(b.count_ones()))
         .sum();
-    (
+    Comparison {
         missing,
-        received_total - received_accepted,
+        missing_ranges,
+        unexpected: received_total - received_accepted,
         healthz_received,
-    )
+    }
 }
 
 async fn connect(args: &SendArgs, connections: usize) -> anyhow::Result<Transport> {

@@ -540,6 +540,19 @@ class Running:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
+    def save_metrics(self) -> None:
+        """Each Sluice process's /metrics next to its log, for a run that did not drain: what
+        its streams and consumers held when the bench stopped waiting."""
+        for spec, logfile in zip(self.variant.procs, self.logs):
+            if spec.binary != SLUICE_BIN:
+                continue
+            url = f"http://{self.env(spec)['BENCH_METRICS_ENDPOINT']}/metrics"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    logfile.with_suffix(".metrics.txt").write_bytes(r.read())
+            except (urllib.error.URLError, OSError) as e:
+                logfile.with_suffix(".metrics.txt").write_text(f"cannot read {url}: {e}\n")
+
     def stop(self) -> list[int | None]:
         # Agent first, so nothing is published to a stopped exporter half.
         for p in reversed(self.procs):
@@ -669,6 +682,8 @@ def measure(variant: Variant, spans: int, mode: str, run_no: int, logdir: Path, 
             raise RuntimeError(f"loadgen failed ({out.returncode}){'; ' + ', '.join(dead) if dead else ''}: "
                                f"{out.stderr[-2000:]}; daemon logs {', '.join(map(str, running.logs))}")
         result = json.loads(out.stdout)
+        if not result["drained"]:
+            running.save_metrics()
         # Where the machine's CPU went during the run, in cores: the daemon(s), the load
         # client, the sink, the broker, and anything else on the machine ("other": noise).
         loadgen = (after[1].ru_utime + after[1].ru_stime) - (before[1].ru_utime + before[1].ru_stime)

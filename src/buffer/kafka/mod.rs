@@ -4,7 +4,8 @@
 //! * `append` produces the batch (key: the tenant; the message contract's properties as
 //!   record headers; to each partition in turn when the topic has several: `topics.rs`)
 //!   with an idempotent producer and `acks=all`, and answers only after the
-//!   brokers acknowledged it, within `publish_timeout`; brokers that cannot take it are
+//!   brokers acknowledged it, within `publish_timeout` (one record at a time to a partition
+//!   new to the producer: `first_write.rs`); brokers that cannot take it are
 //!   [`BufferError::Unavailable`], which clients see as `UNAVAILABLE` with a retry hint.
 //! * Each signal has one consumer in the consumer group, subscribed to every tenant topic of
 //!   the signal it knows (its own appends at once, the topics matching the template every
@@ -25,6 +26,7 @@
 mod client;
 mod config;
 mod consumer;
+mod first_write;
 mod nudge;
 mod offsets;
 mod rebalance;
@@ -49,7 +51,7 @@ pub use config::{
 };
 
 use self::client::Logged;
-use self::topics::{ensure_topic, Topics};
+use self::topics::{ensure_topic, Route, Topics};
 use super::{Buffer, BufferConfig, BufferContext, BufferError, BufferStream, HealthTracker};
 use crate::batch::Batch;
 use crate::config::Validate;
@@ -184,7 +186,7 @@ impl KafkaBuffer {
         let parts = super::split::split(batch, MAX_RECORD_BYTES)?;
         let sends = parts
             .iter()
-            .map(|part| produce(&self.ctx, &topic, route.next_partition(), part));
+            .map(|part| produce(&self.ctx, &topic, &route, part));
         for sent in futures::future::join_all(sends).await {
             sent?;
         }
@@ -221,7 +223,7 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
 async fn produce(
     ctx: &Context,
     topic: &str,
-    partition: Option<i32>,
+    route: &Route,
     batch: &Batch,
 ) -> Result<(), BufferError> {
     let record = |partition: Option<i32>| {
@@ -234,35 +236,39 @@ async fn produce(
             None => record,
         }
     };
-    if let Some(partition) = partition {
-        let timeout = ctx.config.publish_timeout;
-        match ctx.producer.send(record(Some(partition)), timeout).await {
-            Ok(_) => return Ok(()),
-            // Partitions just added are unknown to the producer until it refreshes its
-            // metadata: the key decides meanwhile.
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition), _)) => {}
-            Err((e, _)) => return Err(refused(topic, batch.payload.len(), e)),
+    let partition = route.next_partition();
+    match send(ctx, route, partition, record(partition)).await {
+        // Partitions just added are unknown to the producer until it refreshes its metadata:
+        // the first takes their records meanwhile (a tenant's key names one partition too).
+        Err(KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition))
+            if partition.is_some() =>
+        {
+            send(ctx, route, Some(0), record(Some(0))).await
         }
+        sent => sent,
     }
-    send(ctx, topic, record(None)).await
+    .map_err(|e| refused(topic, batch.payload.len(), e))
 }
 
-/// Sends a record and waits for the brokers' acknowledgement.
+/// Sends a record to `partition` of its topic (`None`: the key decides), through the topic
+/// route's first-write gate ([`first_write`]), and waits for the brokers' acknowledgement.
 async fn send(
     ctx: &Context,
-    topic: &str,
+    route: &Route,
+    partition: Option<i32>,
     record: FutureRecord<'_, str, [u8]>,
-) -> Result<(), BufferError> {
-    let size = record.payload.map_or(0, <[u8]>::len);
+) -> Result<(), KafkaError> {
     let timeout = ctx.config.publish_timeout;
-    match ctx.producer.send(record, timeout).await {
-        Ok(_) => Ok(()),
-        Err((e, _)) => Err(refused(topic, size, e)),
-    }
+    route
+        .first_writes
+        .write(partition, || ctx.producer.send(record, timeout))
+        .await
+        .map(drop)
+        .map_err(|(e, _)| e)
 }
 
 /// What the brokers' refusal of a record of `size` bytes means for the client.
-fn refused(topic: &str, size: usize, e: KafkaError) -> BufferError {
+pub(super) fn refused(topic: &str, size: usize, e: KafkaError) -> BufferError {
     match e {
         KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => {
             BufferError::RecordTooLarge {

@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use super::consumer::{Handed, Intake, Record, RESUME_BYTES};
 use super::offsets::OffsetTracker;
 use super::rebalance::GroupMember;
-use super::{ensure_topic, send, unavailable, Context, ITEMS, REASON, RECEIVED_AT, TRACEPARENT};
+use super::{
+    ensure_topic, refused, send, unavailable, Context, ITEMS, REASON, RECEIVED_AT, TRACEPARENT,
+};
 use crate::batch::{now_ms, Batch};
 use crate::buffer::pending::{Pending, Taken};
 use crate::buffer::{BufferError, BufferStream, Delivery, ReadLimits};
@@ -252,7 +254,7 @@ async fn bury(
     records: Vec<Record>,
     reason: String,
 ) -> Result<(), BufferError> {
-    ensure_topic(&ctx, &topic, ctx.config.topics.partitions).await?;
+    let route = ensure_topic(&ctx, &topic, ctx.config.topics.partitions).await?;
     let sends = records.iter().map(|record| {
         let headers = record
             .headers
@@ -269,13 +271,16 @@ async fn bury(
                 value: Some(reason.as_bytes()),
             });
         let key = record.header(super::TENANT).unwrap_or_default().to_string();
-        let (ctx, topic) = (&ctx, &topic);
+        let (ctx, topic, route) = (&ctx, &topic, &route);
         async move {
+            let size = record.payload.len();
             let record = FutureRecord::to(topic)
                 .key(key.as_str())
                 .payload(record.payload.as_ref())
                 .headers(headers);
-            send(ctx, topic, record).await
+            send(ctx, route, None, record)
+                .await
+                .map_err(|e| refused(topic, size, e))
         }
     });
     for sent in futures::future::join_all(sends).await {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rdkafka::admin::{AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+use super::first_write::FirstWrites;
 use super::{unavailable, Context};
 use crate::buffer::BufferError;
 
@@ -28,13 +29,17 @@ pub(super) struct Topics {
 pub(super) struct Route {
     partitions: u32,
     next: AtomicU32,
+    /// Every write to the topic goes through it ([`FirstWrites::write`]).
+    pub(super) first_writes: FirstWrites,
 }
 
 impl Route {
     fn new(partitions: i32) -> Route {
+        let partitions = u32::try_from(partitions).unwrap_or(1).max(1);
         Route {
-            partitions: u32::try_from(partitions).unwrap_or(1).max(1),
+            partitions,
             next: AtomicU32::new(0),
+            first_writes: FirstWrites::new(partitions),
         }
     }
 
@@ -58,13 +63,16 @@ impl Topics {
             .cloned()
     }
 
+    /// The route of `topic`: `route` unless another append made the topic known first
+    /// (appends that arrive before it is known all create it). One route per topic, so that
+    /// its first-write gate holds for every append.
     fn insert(&self, topic: &str, route: Route) -> Arc<Route> {
-        let route = Arc::new(route);
-        self.known
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(topic.to_string(), Arc::clone(&route));
-        route
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            known
+                .entry(topic.to_string())
+                .or_insert_with(|| Arc::new(route)),
+        )
     }
 }
 
@@ -177,4 +185,18 @@ fn options(ctx: &Context) -> AdminOptions {
     AdminOptions::new()
         .operation_timeout(Some(ctx.config.publish_timeout))
         .request_timeout(Some(ctx.config.publish_timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_racing_to_create_a_topic_share_the_route_of_the_first() {
+        let topics = Topics::default();
+        let first = topics.insert("t", Route::new(4));
+        let second = topics.insert("t", Route::new(2));
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(second.partitions, 4);
+    }
 }
