@@ -34,15 +34,7 @@ impl SegmentWriter {
     /// waited for it under the lock (README, "What changed" 15). An append made meanwhile is
     /// the next fsync's. Without a second handle the active segment is fsynced here.
     pub(in crate::buffer::disk) fn take_sync(&mut self) -> io::Result<PendingSync> {
-        if self.dirty {
-            match self.file.as_ref().map(File::try_clone) {
-                Some(Ok(file)) => {
-                    self.unsynced.push((self.active_first, file));
-                    self.dirty = false;
-                }
-                _ => self.sync()?,
-            }
-        }
+        self.defer_active()?;
         Ok(PendingSync {
             dir: self.dir.clone(),
             files: std::mem::take(&mut self.unsynced),
@@ -70,6 +62,13 @@ impl SegmentWriter {
         if self.sync_every_group {
             return self.sync();
         }
+        self.defer_active()
+    }
+
+    /// Adds a second handle of the active segment, if it was written to since its last
+    /// fsync, to the files waiting for the next timed fsync; without a second handle it is
+    /// fsynced now.
+    fn defer_active(&mut self) -> io::Result<()> {
         if !self.dirty {
             return Ok(());
         }
