@@ -175,6 +175,9 @@ pub(super) struct SegmentWriter {
     next_seq: u64,
     /// Written since the last fsync.
     dirty: bool,
+    /// How far into the active segment the kernel was asked to start writing back
+    /// (`fsync: interval`, [`Self::start_writeback`]).
+    written_back: u64,
     /// Segments closed under `fsync: interval` and not fsynced yet, each by a handle of its
     /// own (the file's, not one opened again: an fsync reports a writeback error only to the
     /// descriptions open when it happened), by first sequence number, oldest first.
@@ -225,6 +228,7 @@ impl SegmentWriter {
         drop(file);
         let mut writer = SegmentWriter::new(dir, index, segment_size, sync_every_group, first);
         writer.active_len = valid_len;
+        writer.written_back = valid_len;
         writer.next_seq = first.saturating_add(count);
 
         if writer.next_seq < min_next_seq {
@@ -258,6 +262,7 @@ impl SegmentWriter {
             active_len: 0,
             next_seq: first,
             dirty: false,
+            written_back: 0,
             unsynced: Vec::new(),
             broken: None,
         }
@@ -403,6 +408,7 @@ impl SegmentWriter {
         self.next_seq += records.len() as u64;
         self.dirty = true;
         self.index.lock().insert(self.active_first, self.active_len);
+        self.start_writeback();
         Ok(())
     }
 
@@ -426,6 +432,7 @@ impl SegmentWriter {
         self.file = self.file.is_some().then_some(file);
         self.active_first = first;
         self.active_len = 0;
+        self.written_back = 0;
         self.index.lock().insert(first, 0);
         Ok(())
     }

@@ -2,9 +2,13 @@
 //! under `interval` by the writer's timed fsync, which takes the files under the log's lock
 //! and fsyncs them after it is released, so appends never wait for it (README, "What
 //! changed" 15). A segment that closes under `interval` waits for that timed fsync too.
+//! Under `interval` the kernel is also asked to start writing each MiB out as it is
+//! appended, so the timed fsync finds little left to write (README, "What changed" 18).
 
 use std::fs::File;
 use std::io;
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -83,6 +87,59 @@ impl SegmentWriter {
     }
 }
 
+/// Under `fsync: interval`, how many bytes appended to the active segment make the kernel
+/// start writing them out. Measured at saturation (README, "What changed" 18): 256 KiB to
+/// 4 MiB all took S3's p99 from ~43 to ~28 ms; 16 MiB less so; 1 MiB is the middle.
+const WRITEBACK_STEP: u64 = 1 << 20;
+
+impl SegmentWriter {
+    /// Under `fsync: interval`, once `WRITEBACK_STEP` bytes were appended past the last call,
+    /// asks the kernel to start writing them to disk, without waiting for it. Left to the
+    /// timed fsync, a second of appends at saturation (hundreds of MB) is written out in one
+    /// burst that holds one of two cores for tens of milliseconds, and the exports and
+    /// clients running meanwhile wait for the other: that burst was most of S3's end-to-end
+    /// p99 at 100 spans/request. Started a MiB at a time (RocksDB's `bytes_per_sync`), the
+    /// same work is spread over the second. Only a hint: the timed fsync is still what makes
+    /// the records durable, and it reports any write error, so a failed call is only logged.
+    pub(super) fn start_writeback(&mut self) {
+        let unstarted = self.active_len.saturating_sub(self.written_back);
+        if self.sync_every_group || unstarted < WRITEBACK_STEP {
+            return;
+        }
+        if let Some(file) = &self.file {
+            if let Err(error) = start_writeback(file, self.written_back, unstarted) {
+                tracing::debug!(%error, "disk buffer: could not start writeback (the timed fsync still writes the data)");
+            }
+        }
+        self.written_back = self.active_len;
+    }
+}
+
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: starts writeback of the dirty pages in the
+/// range and returns without waiting for it.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Ok(());
+    };
+    // SAFETY: `file` is borrowed, so its descriptor stays open for the call, which reads
+    // nothing but its integer arguments.
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere the timed fsync writes everything.
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+    Ok(())
+}
+
 /// Fsyncs to hand over from [`SegmentWriter::take_sync`], run without the log's lock.
 #[derive(Debug)]
 pub(in crate::buffer::disk) struct PendingSync {
@@ -119,12 +176,17 @@ mod tests {
 
     /// Records of about 100 bytes, `n` of them.
     fn records(n: usize) -> Vec<Framed> {
+        records_of(n, 80)
+    }
+
+    /// `n` records of a `payload`-byte payload each.
+    fn records_of(n: usize, payload: usize) -> Vec<Framed> {
         (0..n)
             .map(|i| {
                 let batch = crate::batch::Batch {
                     tenant: crate::tenant::TenantId::parse("t").expect("tenant"),
                     signal: crate::signal::Signal::Traces,
-                    payload: Bytes::from(vec![i as u8; 80]),
+                    payload: Bytes::from(vec![i as u8; payload]),
                     items: 1,
                     received_at_ms: 0,
                     traceparent: None,
@@ -173,5 +235,35 @@ mod tests {
         let outcome = writer.append_group(&records(10));
         assert_eq!(outcome.durable, 10);
         assert!(firsts(&writer.take_sync().expect("taken")).is_empty());
+    }
+
+    /// Under `fsync: interval` writeback is started each time a step's worth of bytes was
+    /// appended to the active segment since the last start, and from the start of a new
+    /// segment after a roll; under `always` never (each group's fsync writes everything).
+    #[test]
+    fn writeback_starts_every_step_under_interval_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let size = 3 * WRITEBACK_STEP;
+        let (mut writer, _) = SegmentWriter::recover(dir.path(), size, false, 0).expect("log");
+        let quarter = (WRITEBACK_STEP / 4) as usize;
+        assert!(writer.append_group(&records_of(3, quarter)).error.is_none());
+        assert_eq!(writer.written_back, 0, "less than a step appended");
+        assert!(writer.append_group(&records_of(2, quarter)).error.is_none());
+        let first_start = writer.written_back;
+        assert!(first_start >= WRITEBACK_STEP, "{first_start}");
+        assert_eq!(first_start, writer.active_len);
+
+        assert!(writer.append_group(&records_of(1, quarter)).error.is_none());
+        assert_eq!(writer.written_back, first_start, "a quarter step since");
+        // Past the segment's end: the new segment starts from nothing written back.
+        assert!(writer.append_group(&records_of(8, quarter)).error.is_none());
+        assert!(writer.active_first > 0, "rolled");
+        assert!(writer.written_back <= writer.active_len);
+        assert!(writer.active_len - writer.written_back < WRITEBACK_STEP);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut writer, _) = SegmentWriter::recover(dir.path(), size, true, 0).expect("log");
+        assert!(writer.append_group(&records_of(6, quarter)).error.is_none());
+        assert_eq!(writer.written_back, 0);
     }
 }
