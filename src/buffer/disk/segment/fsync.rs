@@ -101,6 +101,8 @@ impl SegmentWriter {
     /// p99 at 100 spans/request. Started a MiB at a time (RocksDB's `bytes_per_sync`), the
     /// same work is spread over the second. Only a hint: the timed fsync is still what makes
     /// the records durable, and it reports any write error, so a failed call is only logged.
+    /// It returns without waiting for the disk, unless the device's queue is full: then the
+    /// append waits, which is the backpressure a disk slower than the appends gives anyway.
     pub(super) fn start_writeback(&mut self) {
         let unstarted = self.active_len.saturating_sub(self.written_back);
         if self.sync_every_group || unstarted < WRITEBACK_STEP {
