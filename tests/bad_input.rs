@@ -6,11 +6,13 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
+use common::http_client::{post, PROTOBUF};
 use common::otlp::{
-    channel, expect_code, export_traces, named_spans, raw_unary, span, trace_request, LOGS_EXPORT,
-    METRICS_EXPORT, TRACE_EXPORT,
+    channel, expect_code, export_log, export_traces, named_spans, raw_unary, span, trace_request,
+    LOGS_EXPORT, METRICS_EXPORT, TRACE_EXPORT,
 };
 use common::{free_port, temp_dir, Backend, SluiceConfig, SluiceProcess};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -167,6 +169,88 @@ async fn bad_requests_are_refused_with_the_right_status_and_counted() {
         &[("transport", "grpc"), ("signal", "traces")],
     );
     assert_eq!(accepted, 9.0, "accepted spans (gz + after)\n{metrics}");
+}
+
+/// A signal with no pipeline is refused as the OTLP specification has a server refuse what it
+/// does not serve (gRPC `UNIMPLEMENTED`, HTTP `404`), with a message naming the signal, and so
+/// is a gRPC `grpc-encoding` the receiver cannot decompress; each refusal is counted, and the
+/// signal that has a pipeline is still served.
+#[tokio::test(flavor = "multi_thread")]
+async fn signals_without_a_pipeline_and_unknown_encodings_are_unimplemented_and_counted() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let mut config = SluiceConfig::new(dir.path(), backend.port()).with_http(&[]);
+    config.signals = vec!["traces"];
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let client = channel(&sluice.otlp_endpoint()).await;
+
+    let status = export_log(&client, "no-logs", "a log record")
+        .await
+        .expect_err("logs have no pipeline");
+    let message = expect_code("logs over gRPC", &status, Code::Unimplemented);
+    assert!(
+        message.contains("logs") && message.contains("pipeline"),
+        "message does not say that logs have no pipeline: {message:?}"
+    );
+
+    let http = sluice.http_addr.expect("an http endpoint");
+    let empty_metrics = ExportMetricsServiceRequest::default().encode_to_vec();
+    let reply = post(
+        http,
+        "/v1/metrics",
+        PROTOBUF,
+        Some("no-metrics"),
+        empty_metrics,
+    )
+    .await;
+    assert_eq!(reply.status, 404, "metrics over HTTP: {}", reply.message());
+    let message = reply.message();
+    assert!(
+        message.contains("metrics") && message.contains("pipeline"),
+        "message does not say that metrics have no pipeline: {message:?}"
+    );
+
+    let valid = trace_request("no-pipeline-svc", None, named_spans("br", 0, 2)).encode_to_vec();
+    let status = raw_unary(
+        &client,
+        TRACE_EXPORT,
+        &valid,
+        false,
+        &[("grpc-encoding", "br")],
+    )
+    .await;
+    let message = expect_code("grpc-encoding br", &status, Code::Unimplemented);
+    assert!(
+        message.contains("br") && message.contains("gzip"),
+        "message does not name the encoding and the supported ones: {message:?}"
+    );
+
+    let request = trace_request("no-pipeline-svc", None, named_spans("served", 10, 3));
+    export_traces(&client, Some("served"), request)
+        .await
+        .expect("traces have a pipeline");
+    backend.wait_spans("served", 3, WAIT).await;
+
+    let metrics = sluice.metrics().await;
+    for (transport, signal, reason) in [
+        ("grpc", "logs", "no_pipeline"),
+        ("http", "metrics", "no_pipeline"),
+        ("grpc", "traces", "unsupported_encoding"),
+    ] {
+        let refused = common::metric_sum(
+            &metrics,
+            "sluice_receiver_refused_requests_total",
+            &[
+                ("transport", transport),
+                ("signal", signal),
+                ("reason", reason),
+            ],
+        );
+        assert_eq!(
+            refused, 1.0,
+            "{signal} refused over {transport}, {reason}\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -54,6 +54,8 @@ pub struct SluiceConfig {
     pub tenancy_extra: Vec<String>,
     /// Extra lines under `service.telemetry:` (e.g. `traces: { … }`).
     pub telemetry_extra: Vec<String>,
+    /// The signals that have a pipeline (`traces`, `metrics`, `logs`); default all three.
+    pub signals: Vec<&'static str>,
 }
 
 /// `buffers.<kind>` of a test config: a broker's buffer.
@@ -98,6 +100,7 @@ impl SluiceConfig {
             pipeline_exporters: "[otlp]".to_string(),
             tenancy_extra: Vec::new(),
             telemetry_extra: Vec::new(),
+            signals: vec!["traces", "metrics", "logs"],
         }
     }
 
@@ -226,18 +229,17 @@ impl SluiceConfig {
         } else {
             "[]"
         };
-        let _ = writeln!(
-            w,
-            "    traces:  {{ receivers: {receivers}, processors: {processors}, buffer: {buffer}, exporters: {exporters} }}"
-        );
-        let _ = writeln!(
-            w,
-            "    metrics: {{ receivers: {receivers}, buffer: {buffer}, exporters: {exporters} }}"
-        );
-        let _ = writeln!(
-            w,
-            "    logs:    {{ receivers: {receivers}, buffer: {buffer}, exporters: {exporters} }}"
-        );
+        for signal in &self.signals {
+            let processors = if *signal == "traces" {
+                format!(" processors: {processors},")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                w,
+                "    {signal}: {{ receivers: {receivers},{processors} buffer: {buffer}, exporters: {exporters} }}"
+            );
+        }
         let _ = writeln!(w, "  telemetry:");
         let _ = writeln!(
             w,
