@@ -109,7 +109,7 @@ impl SegmentWriter {
             return;
         }
         if let Some(file) = &self.file {
-            if let Err(error) = start_writeback(file, self.written_back, unstarted) {
+            if let Err(error) = sync_file_range_write(file, self.written_back, unstarted) {
                 tracing::debug!(%error, "disk buffer: could not start writeback (the timed fsync still writes the data)");
             }
         }
@@ -120,7 +120,7 @@ impl SegmentWriter {
 /// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: starts writeback of the dirty pages in the
 /// range and returns without waiting for it.
 #[cfg(target_os = "linux")]
-fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+fn sync_file_range_write(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
         return Ok(());
     };
@@ -138,7 +138,7 @@ fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
 
 /// Elsewhere the timed fsync writes everything.
 #[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+fn sync_file_range_write(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
     Ok(())
 }
 
