@@ -30,7 +30,7 @@ fn batch(tenant: &TenantId, payload: &Bytes) -> Batch {
     Batch {
         tenant: tenant.clone(),
         signal: Signal::Traces,
-        payload: payload.clone(),
+        payload: payload.clone().into(),
         items: SPANS,
         received_at_ms: 1_700_000_000_000,
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),

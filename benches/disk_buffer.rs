@@ -1,11 +1,10 @@
 //! Disk buffer hot paths: appends of ~100 KiB payloads (about 1 000 spans each) under both
-//! fsync policies, concurrent appends sharing fsyncs (group commit), and a full
-//! append → read → ack round trip.
+//! fsync policies, concurrent appends sharing fsyncs (group commit), a full
+//! append → read → ack round trip, and a delivery merged from many records.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sluice::batch::Batch;
 use sluice::buffer::disk::{DiskBuffer, DiskBufferConfig, FsyncPolicy};
@@ -48,7 +47,7 @@ fn fixture(rt: &Runtime, fsync: FsyncPolicy) -> Fixture {
     let batch = Batch {
         tenant,
         signal: Signal::Traces,
-        payload: Bytes::from(payload),
+        payload: payload.into(),
         items: 1000,
         received_at_ms: 1_700_000_000_000,
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
@@ -188,5 +187,58 @@ fn round_trip(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, appends, concurrent_appends, round_trip);
+/// Records merged into one delivery by [`merged_delivery`]: what an export worker with a
+/// `batch` processor reads at once.
+const MERGED_RECORDS: u64 = 32;
+
+/// Reads `MERGED_RECORDS` records back as one delivery, acknowledges and drops it; the
+/// appends before each read are not timed. Merging chains the records' buffers
+/// (`batch::Payload`) instead of copying them into one.
+fn merged_delivery(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("disk_buffer_delivery");
+    group.throughput(Throughput::Bytes(MERGED_RECORDS * PAYLOAD_BYTES as u64));
+    let fx = Arc::new(Mutex::new(fixture(&rt, FsyncPolicy::Interval)));
+    group.bench_function(BenchmarkId::new("32x100KiB", "interval"), |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let fx = Arc::clone(&fx);
+            async move {
+                let limits = ReadLimits {
+                    max_items: u32::MAX,
+                    max_bytes: 16 << 20,
+                    min_items: 1,
+                    linger: Duration::ZERO,
+                };
+                let mut fx = fx.lock().await;
+                let fx = &mut *fx;
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    for _ in 0..MERGED_RECORDS {
+                        fx.buffer.append(fx.batch.clone()).await.expect("append");
+                    }
+                    let start = Instant::now();
+                    let mut read = 0;
+                    while read < MERGED_RECORDS {
+                        let delivery = fx.stream.next(&limits).await.expect("next").expect("open");
+                        read += u64::from(delivery.records);
+                        fx.stream.ack(&delivery).await.expect("ack");
+                        drop(std::hint::black_box(delivery));
+                    }
+                    timed += start.elapsed();
+                }
+                timed
+            }
+        });
+    });
+    close(&rt, &fx);
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    appends,
+    concurrent_appends,
+    round_trip,
+    merged_delivery
+);
 criterion_main!(benches);

@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
     let batch = Batch {
         tenant: TenantId::parse("bench").expect("valid tenant"),
         signal: Signal::Traces,
-        payload: request(),
+        payload: request().into(),
         items: 1000,
         received_at_ms: 0,
         traceparent: None,

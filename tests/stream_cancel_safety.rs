@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
@@ -40,7 +39,7 @@ fn record(tenant: &TenantId, i: usize) -> Batch {
     Batch {
         tenant: tenant.clone(),
         signal: Signal::Traces,
-        payload: Bytes::from(request.encode_to_vec()),
+        payload: request.encode_to_vec().into(),
         items: 1,
         received_at_ms: 1,
         traceparent: None,
@@ -129,7 +128,7 @@ async fn every_record_survives_dropped_reads(kind: &str, yaml: &str, tenant: &st
                 continue;
             }
         };
-        for name in span_names(&delivery.batch.payload) {
+        for name in span_names(&delivery.batch.payload.contiguous()) {
             *seen.entry(name).or_default() += 1;
         }
         stream

@@ -349,7 +349,7 @@ async fn tap(State(state): Shared, headers: HeaderMap, Query(query): Query<TapQu
             return None;
         }
         let batch = tap.batches.recv().await?;
-        let mut line = otlp_json::render(batch.signal, &batch.payload);
+        let mut line = otlp_json::render(batch.signal, &batch.payload.contiguous());
         line.push('\n');
         Some((Ok::<_, std::convert::Infallible>(line), (tap, shown + 1)))
     });

@@ -130,9 +130,11 @@ async fn sample(State(state): Shared, headers: HeaderMap, Query(query): Query<Ta
                 .await
                 .map_err(|e| failed("dlq_show", e))?;
             for letter in letters {
-                let request: serde_json::Value =
-                    serde_json::from_str(&otlp_json::render(signal, &letter.batch.payload))
-                        .unwrap_or_default();
+                let request: serde_json::Value = serde_json::from_str(&otlp_json::render(
+                    signal,
+                    &letter.batch.payload.contiguous(),
+                ))
+                .unwrap_or_default();
                 let line = serde_json::json!({
                     "signal": signal.as_str(),
                     "reason": letter.reason,

@@ -15,7 +15,8 @@ pub fn split(batch: Batch, max: usize) -> Result<Vec<Batch>, BufferError> {
         return Ok(vec![batch]);
     }
     let too_large = |size| BufferError::RecordTooLarge { size, max };
-    let entries = walk::resource_entries(batch.signal, &batch.payload).map_err(|e| {
+    let payload = batch.payload.contiguous();
+    let entries = walk::resource_entries(batch.signal, &payload).map_err(|e| {
         // The receiver walked this request already, so this cannot happen in practice.
         tracing::warn!(error = %e, "cannot split a request that is not valid OTLP");
         too_large(batch.payload.len())
@@ -32,7 +33,7 @@ pub fn split(batch: Batch, max: usize) -> Result<Vec<Batch>, BufferError> {
             parts.push(part(&batch, current.split().freeze(), items));
             items = 0;
         }
-        current.extend_from_slice(&batch.payload[entry.span.clone()]);
+        current.extend_from_slice(&payload[entry.span.clone()]);
         items = items.saturating_add(entry.items);
     }
     if !current.is_empty() {
@@ -45,7 +46,7 @@ fn part(batch: &Batch, payload: Bytes, items: u32) -> Batch {
     Batch {
         tenant: batch.tenant.clone(),
         signal: batch.signal,
-        payload,
+        payload: payload.into(),
         items,
         received_at_ms: batch.received_at_ms,
         traceparent: batch.traceparent.clone(),

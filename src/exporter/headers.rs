@@ -134,7 +134,7 @@ mod tests {
         let batch = Batch {
             tenant: TenantId::parse("acme").unwrap(),
             signal: Signal::Logs,
-            payload: Bytes::new(),
+            payload: Bytes::new().into(),
             items: 0,
             received_at_ms: 0,
             traceparent: None,

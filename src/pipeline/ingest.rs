@@ -253,7 +253,7 @@ impl IngestState {
             .map(|part| Batch {
                 tenant: part.tenant,
                 signal,
-                payload: part.payload,
+                payload: part.payload.into(),
                 items: part.items,
                 received_at_ms,
                 traceparent: traceparent.clone(),

@@ -119,7 +119,7 @@ mod tests {
         Batch {
             tenant: TenantId::parse(tenant).unwrap(),
             signal,
-            payload: bytes::Bytes::from_static(b"x"),
+            payload: b"x"[..].into(),
             items: 1,
             received_at_ms: 0,
             traceparent: None,

@@ -6,10 +6,8 @@
 //! so a chain of two that each did both cost twice what it must. A part no processor changed
 //! keeps its received bytes (docs/contracts.md, "Processors").
 
-use bytes::Bytes;
-
 use super::ProcessError;
-use crate::batch::Batch;
+use crate::batch::{Batch, Payload};
 use crate::otlp::decoded::DecodedRequest;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
@@ -62,7 +60,7 @@ impl Part {
         let request = match &mut self.decoded {
             Some(request) => request,
             None => self.decoded.insert(
-                DecodedRequest::decode(signal, &self.batch.payload)
+                DecodedRequest::decode(signal, &self.batch.payload.contiguous())
                     .map_err(|source| ProcessError::Decode { signal, source })?,
             ),
         };
@@ -79,7 +77,7 @@ impl Part {
 
     /// The encoded request, for a processor that works on the wire format. Any decoded form
     /// is let go, since the caller may change the bytes under it.
-    pub fn payload_mut(&mut self) -> &mut Bytes {
+    pub fn payload_mut(&mut self) -> &mut Payload {
         self.encode();
         self.decoded = None;
         &mut self.batch.payload
@@ -93,7 +91,7 @@ impl Part {
 
     fn encode(&mut self) {
         if let (true, Some(request)) = (self.stale, &self.decoded) {
-            self.batch.payload = Bytes::from(request.encode_to_vec());
+            self.batch.payload = request.encode_to_vec().into();
         }
         self.stale = false;
     }

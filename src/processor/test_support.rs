@@ -24,7 +24,7 @@ pub fn batch(signal: Signal, payload: Vec<u8>, items: u32) -> Batch {
     Batch {
         tenant: TenantId::parse("t").expect("valid tenant"),
         signal,
-        payload: Bytes::from(payload),
+        payload: Bytes::from(payload).into(),
         items,
         received_at_ms: 0,
         traceparent: None,

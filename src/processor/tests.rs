@@ -14,7 +14,7 @@ fn batch(items: u32) -> Batch {
     Batch {
         tenant: TenantId::parse("t").unwrap(),
         signal: Signal::Logs,
-        payload: Bytes::from(vec![0u8; items as usize]),
+        payload: Bytes::from(vec![0u8; items as usize]).into(),
         items,
         received_at_ms: 0,
         traceparent: None,
@@ -35,7 +35,7 @@ impl Processor for Truncate {
         }
         let dropped = b.items - self.keep;
         b.items = self.keep;
-        b.payload = b.payload.slice(..self.keep as usize);
+        b.payload = b.payload.to_bytes().slice(..self.keep as usize).into();
         Ok(Processed::reduced(
             (self.keep > 0).then_some(b.into()),
             dropped,
@@ -55,7 +55,11 @@ impl Processor for Singles {
             .map(|i| {
                 Part::from(Batch {
                     items: 1,
-                    payload: b.payload.slice(i as usize..i as usize + 1),
+                    payload: b
+                        .payload
+                        .to_bytes()
+                        .slice(i as usize..i as usize + 1)
+                        .into(),
                     ..b.clone()
                 })
             })
@@ -185,13 +189,14 @@ fn a_chain_gives_what_its_processors_give_one_after_another() {
 
     // Nothing dropped, but an empty scope the filter removes: that is a change too.
     let mut with_empty_scope = spans(&[("/api", "d@e.f")]);
-    let mut request = ExportTraceServiceRequest::decode(&with_empty_scope.payload[..]).unwrap();
+    let mut request =
+        ExportTraceServiceRequest::decode(&with_empty_scope.payload.contiguous()[..]).unwrap();
     request.resource_spans[0]
         .scope_spans
         .push(Default::default());
     with_empty_scope.payload = request.encode_to_vec().into();
     let together = run_together_and_apart(with_empty_scope);
-    let request = ExportTraceServiceRequest::decode(&together[0].payload[..]).unwrap();
+    let request = ExportTraceServiceRequest::decode(&together[0].payload.contiguous()[..]).unwrap();
     assert_eq!(request.resource_spans[0].scope_spans.len(), 1);
 }
 
@@ -221,5 +226,8 @@ fn a_chain_that_changes_nothing_keeps_the_received_bytes() {
     let unchanged = Chain::new(processors[..2].to_vec())
         .run(input.clone())
         .unwrap();
-    assert_eq!(unchanged[0].payload.as_ptr(), input.payload.as_ptr());
+    assert_eq!(
+        unchanged[0].payload.chunks()[0].as_ptr(),
+        input.payload.chunks()[0].as_ptr()
+    );
 }

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -106,7 +105,7 @@ async fn send_spans(mut queue: mpsc::Receiver<ProtoSpan>, exporter: Arc<dyn Expo
         let batch = Batch {
             tenant: tenant.clone(),
             signal: Signal::Traces,
-            payload: Bytes::from(traces::request(spans).encode_to_vec()),
+            payload: traces::request(spans).encode_to_vec().into(),
             items: u32::try_from(count).unwrap_or(u32::MAX),
             received_at_ms: now_ms(),
             traceparent: None,

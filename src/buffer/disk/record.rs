@@ -13,7 +13,7 @@ use std::io::{self, Read};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Payload};
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
@@ -31,7 +31,7 @@ const MAX_REASON: usize = 4096;
 #[derive(Debug, Clone)]
 pub(super) struct Framed {
     head: Bytes,
-    payload: Bytes,
+    payload: Payload,
 }
 
 impl Framed {
@@ -41,14 +41,14 @@ impl Framed {
     }
 
     /// The record's bytes, in the order they go to the file.
-    pub(super) fn parts(&self) -> [&[u8]; 2] {
-        [&self.head, &self.payload]
+    pub(super) fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self.head[..]).chain(self.payload.chunks().iter().map(|c| &c[..]))
     }
 
     /// The record as one buffer, as it reads back from a segment.
     #[cfg(test)]
     pub(super) fn to_bytes(&self) -> Bytes {
-        [self.head.as_ref(), self.payload.as_ref()].concat().into()
+        self.parts().collect::<Vec<_>>().concat().into()
     }
 }
 
@@ -75,7 +75,10 @@ pub(super) fn encode(batch: &Batch, reason: Option<&str>) -> Option<Framed> {
     buf.put_slice(traceparent.as_bytes());
     buf.put_u16_le(reason.len() as u16);
     buf.put_slice(reason.as_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&buf[FRAME_HEADER..]), &batch.payload);
+    let crc = (batch.payload.chunks().iter())
+        .fold(crc32c::crc32c(&buf[FRAME_HEADER..]), |crc, chunk| {
+            crc32c::crc32c_append(crc, chunk)
+        });
     buf[4..8].copy_from_slice(&crc.to_le_bytes());
     Some(Framed {
         head: buf.freeze(),
@@ -161,7 +164,7 @@ pub(super) fn decode(
         batch: Batch {
             tenant: tenant.clone(),
             signal,
-            payload: body.slice(at..),
+            payload: body.slice(at..).into(),
             items,
             received_at_ms,
             traceparent,
@@ -273,7 +276,7 @@ mod tests {
         let batch = Batch {
             tenant: tenant.clone(),
             signal: Signal::Traces,
-            payload: Bytes::from_static(b"\x0a\x03otlp payload"),
+            payload: Bytes::from_static(b"\x0a\x03otlp payload").into(),
             items: 7,
             received_at_ms: 1_700_000_000_123,
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),

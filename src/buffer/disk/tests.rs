@@ -47,7 +47,7 @@ fn batch(tenant_id: &str, id: u32, len: usize) -> Batch {
     Batch {
         tenant: tenant(tenant_id),
         signal: Signal::Traces,
-        payload: payload(id, len),
+        payload: payload(id, len).into(),
         items: 10,
         received_at_ms: 1_700_000_000_000 + u64::from(id),
         traceparent: Some(format!("00-{:032x}-{:016x}-01", id + 1, id + 1)),
@@ -65,6 +65,7 @@ fn ids(delivery: &Delivery, record_len: usize) -> Vec<u32> {
     delivery
         .batch
         .payload
+        .contiguous()
         .chunks(record_len)
         .map(id_of)
         .collect()
@@ -120,7 +121,7 @@ async fn drain_ids(stream: &mut Box<dyn BufferStream>, count: usize) -> Vec<u32>
     let mut out = Vec::new();
     while out.len() < count {
         let delivery = next(stream, &ReadLimits::single_record()).await;
-        out.push(id_of(&delivery.batch.payload));
+        out.push(id_of(&delivery.batch.payload.contiguous()));
         stream.ack(&delivery).await.expect("ack");
     }
     out

@@ -226,10 +226,11 @@ async fn produce(
     route: &Route,
     batch: &Batch,
 ) -> Result<(), BufferError> {
+    let payload = batch.payload.contiguous();
     let record = |partition: Option<i32>| {
         let record = FutureRecord::to(topic)
             .key(batch.tenant.as_str())
-            .payload(batch.payload.as_ref())
+            .payload(payload.as_ref())
             .headers(headers_of(batch));
         match partition {
             Some(partition) => record.partition(partition),

@@ -112,7 +112,7 @@ impl KafkaStream {
         Some(Batch {
             tenant: self.tenant.clone(),
             signal: self.signal,
-            payload: record.payload.clone(),
+            payload: record.payload.clone().into(),
             items,
             received_at_ms,
             traceparent: record.header(TRACEPARENT).map(str::to_string),

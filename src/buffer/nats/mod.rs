@@ -255,7 +255,7 @@ impl NatsBuffer {
             let ack = self
                 .ctx
                 .js
-                .publish_with_headers(subject.clone(), headers, batch.payload.clone())
+                .publish_with_headers(subject.clone(), headers, batch.payload.to_bytes())
                 .await
                 .map_err(|e| unavailable(what(), e))?;
             ack.await.map_err(|e| {

@@ -176,7 +176,7 @@ impl NatsStream {
         Some(Batch {
             tenant: self.tenant.clone(),
             signal: self.signal,
-            payload,
+            payload: payload.into(),
             items,
             received_at_ms,
             traceparent: header(TRACEPARENT),

@@ -96,7 +96,7 @@ fn letter(tenant: &TenantId, signal: Signal, message: &Message<Vec<u8>>) -> Dead
         Err(_) => crate::batch::Batch {
             tenant: tenant.clone(),
             signal,
-            payload: bytes::Bytes::from(message.payload.data.clone()),
+            payload: message.payload.data.clone().into(),
             items: 0,
             received_at_ms: message.payload.metadata.publish_time,
             traceparent: None,

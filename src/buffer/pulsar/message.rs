@@ -45,7 +45,7 @@ pub fn encode(batch: &Batch, links: &[String]) -> producer::Message {
         properties.insert(TRACELINKS.to_string(), links.join(" "));
     }
     producer::Message {
-        payload: batch.payload.to_vec(),
+        payload: batch.payload.contiguous().into_owned(),
         properties,
         partition_key: Some(batch.tenant.to_string()),
         // Pulsar reads an event time of 0 as "none"; a real receive time is never 0.
@@ -115,7 +115,7 @@ pub fn decode(
     let batch = Batch {
         tenant: tenant.clone(),
         signal,
-        payload,
+        payload: payload.into(),
         items,
         received_at_ms: event_time.filter(|t| *t > 0).unwrap_or(publish_time),
         traceparent: properties.get(TRACEPARENT).cloned(),

@@ -279,7 +279,7 @@ fn batch(payload: Bytes, items: u32) -> Batch {
     Batch {
         tenant: tenant("acme"),
         signal: Signal::Traces,
-        payload,
+        payload: payload.into(),
         items,
         received_at_ms: 1_700_000_000_123,
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
@@ -303,7 +303,7 @@ fn message_carries_key_event_time_and_properties_per_contract() {
     let m = message::encode(&b, &[]);
     assert_eq!(
         m.payload,
-        b.payload.to_vec(),
+        b.payload.contiguous().to_vec(),
         "payload is the OTLP bytes exactly"
     );
     assert_eq!(m.partition_key.as_deref(), Some("acme"));
@@ -335,7 +335,7 @@ fn message_carries_key_event_time_and_properties_per_contract() {
     let decoded = message::decode(
         &b.tenant,
         b.signal,
-        b.payload.clone(),
+        b.payload.to_bytes(),
         &m.properties,
         m.event_time,
         5,
@@ -410,10 +410,14 @@ fn large_requests_split_at_resource_boundaries() {
             ),
             (&b.tenant, b.signal, b.received_at_ms, &b.traceparent)
         );
-        names.extend(span_names(&part.payload));
+        names.extend(span_names(&part.payload.contiguous()));
     }
     assert_eq!(parts.iter().map(|p| p.items).sum::<u32>(), 50);
-    assert_eq!(names, span_names(&b.payload), "every span once, in order");
+    assert_eq!(
+        names,
+        span_names(&b.payload.contiguous()),
+        "every span once, in order"
+    );
 }
 
 #[test]
@@ -443,9 +447,13 @@ fn coalescing_merges_up_to_the_limit() {
     assert_eq!(tags, vec!['a', 'b']);
     assert_eq!(batch.items, 3);
     assert_eq!(batch.received_at_ms, 10, "earliest receive time");
-    let mut want = span_names(&a.payload);
-    want.extend(span_names(&b.payload));
-    assert_eq!(span_names(&batch.payload), want, "a valid merged request");
+    let mut want = span_names(&a.payload.contiguous());
+    want.extend(span_names(&b.payload.contiguous()));
+    assert_eq!(
+        span_names(&batch.payload.contiguous()),
+        want,
+        "a valid merged request"
+    );
 
     // A first request larger than the limit still goes out, alone.
     let big = small(4, 1);

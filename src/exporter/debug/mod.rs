@@ -92,7 +92,7 @@ fn attribute_count(resource: &Option<Resource>) -> usize {
 
 /// `(attribute count, item count)` of each resource in the batch.
 fn resources(batch: &Batch) -> Result<Vec<(usize, usize)>, ExportError> {
-    let payload = &batch.payload[..];
+    let payload = &batch.payload.contiguous()[..];
     Ok(match batch.signal {
         Signal::Traces => ExportTraceServiceRequest::decode(payload)
             .map_err(undecodable)?
@@ -131,7 +131,7 @@ fn resources(batch: &Batch) -> Result<Vec<(usize, usize)>, ExportError> {
 
 /// The whole request as one line of OTLP/JSON-shaped JSON (camelCase field names).
 fn to_json(batch: &Batch) -> Result<String, ExportError> {
-    let payload = &batch.payload[..];
+    let payload = &batch.payload.contiguous()[..];
     let json = match batch.signal {
         Signal::Traces => {
             serde_json::to_string(&ExportTraceServiceRequest::decode(payload).map_err(undecodable)?)
@@ -164,7 +164,7 @@ mod tests {
         Batch {
             tenant: TenantId::parse("t1").unwrap(),
             signal: Signal::Traces,
-            payload,
+            payload: payload.into(),
             items: 2,
             received_at_ms: now_ms(),
             traceparent: None,

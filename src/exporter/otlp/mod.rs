@@ -38,7 +38,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use self::codec::RawCodec;
 use self::config::{HeaderTemplate, HeaderValue};
-use self::message_body::{Messages, Payload, PayloadChannel};
+use self::message_body::{Messages, Outgoing, PayloadChannel};
 use self::skip_verify::SkipVerifyConnector;
 use crate::batch::Batch;
 use crate::config::Validate;
@@ -147,7 +147,7 @@ impl OtlpExporter {
     /// buffer; compressed, it goes through tonic's encoder.
     fn request(&self, batch: &Batch) -> Result<tonic::Request<Messages>, ExportError> {
         let through_encoder = self.compression.is_some();
-        let message = through_encoder.then(|| batch.payload.clone());
+        let message = through_encoder.then(|| batch.payload.to_bytes());
         let mut request = tonic::Request::new(futures::stream::iter(message));
         if !through_encoder {
             if !message_body::fits_one_message(&batch.payload) {
@@ -162,7 +162,7 @@ impl OtlpExporter {
             }
             request
                 .extensions_mut()
-                .insert(Payload(batch.payload.clone()));
+                .insert(Outgoing(batch.payload.clone()));
         }
         // Tells the backend our deadline, so it can stop working on a call we gave up on.
         request.set_timeout(self.timeout);

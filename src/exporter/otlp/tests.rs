@@ -21,7 +21,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::*;
-use crate::batch::now_ms;
+use crate::batch::{now_ms, Payload};
 use crate::tenant::TenantId;
 
 type Reply = Box<dyn Fn() -> Result<ExportTraceServiceResponse, Status> + Send + Sync>;
@@ -103,7 +103,7 @@ fn request(spans: usize) -> ExportTraceServiceRequest {
     }
 }
 
-fn batch(tenant: &str, payload: Bytes, items: u32) -> Batch {
+fn batch(tenant: &str, payload: Payload, items: u32) -> Batch {
     Batch {
         tenant: TenantId::parse(tenant).unwrap(),
         signal: Signal::Traces,
@@ -131,7 +131,7 @@ async fn payload_arrives_byte_for_byte_with_tenant_headers_and_gzip() {
     let payload = Bytes::from(sent.encode_to_vec());
 
     exporter
-        .send(&batch("team-a", payload.clone(), 3))
+        .send(&batch("team-a", payload.clone().into(), 3))
         .await
         .unwrap();
 
@@ -159,11 +159,20 @@ async fn tenant_placeholder_follows_each_batch_and_merged_payloads_arrive_whole(
         addr,
         ", compression: none, headers: {x-scope-orgid: '{tenant}'}",
     );
-    // Two encoded requests concatenated are one valid request holding both resources.
-    let mut merged = request(1).encode_to_vec();
-    merged.extend(request(2).encode_to_vec());
+    // Encoded requests concatenated are one valid request holding all their resources; a
+    // delivery chains its records' buffers, short ones joined on the way out and a large one
+    // sent as it is (`message_body.rs`).
+    let large = request(1000).encode_to_vec();
+    assert!(
+        large.len() > 16 * 1024,
+        "more than a frame: {}",
+        large.len()
+    );
+    let mut merged = Payload::from(request(1).encode_to_vec());
+    merged.append(request(2).encode_to_vec().into());
+    merged.append(large.into());
 
-    exporter.send(&batch("t1", merged.into(), 3)).await.unwrap();
+    exporter.send(&batch("t1", merged, 1003)).await.unwrap();
     exporter
         .send(&batch("t2", request(1).encode_to_vec().into(), 1))
         .await
@@ -188,7 +197,7 @@ async fn tenant_placeholder_follows_each_batch_and_merged_payloads_arrive_whole(
         .iter()
         .map(|r| r.scope_spans[0].spans.len())
         .sum();
-    assert_eq!((received[0].1.resource_spans.len(), spans), (2, 3));
+    assert_eq!((received[0].1.resource_spans.len(), spans), (3, 1003));
 }
 
 /// Uncompressed, the batch goes out from its own buffer behind a header this exporter writes
@@ -207,7 +216,7 @@ async fn an_uncompressed_batch_arrives_whole() {
     assert!(payload.len() > 4 * 16_384, "{}", payload.len());
 
     exporter
-        .send(&batch("team-a", payload.clone(), 2_000))
+        .send(&batch("team-a", payload.clone().into(), 2_000))
         .await
         .unwrap();
     {
@@ -224,7 +233,7 @@ async fn an_uncompressed_batch_arrives_whole() {
 
     // An empty request is a message of length 0, which the backend decodes as empty.
     exporter
-        .send(&batch("team-a", Bytes::new(), 0))
+        .send(&batch("team-a", Payload::default(), 0))
         .await
         .unwrap();
     let received = backend.received.lock().unwrap();

@@ -83,7 +83,7 @@ fn batch() -> Batch {
     Batch {
         tenant: TenantId::parse("team-tls").unwrap(),
         signal: Signal::Traces,
-        payload: Bytes::from(ExportTraceServiceRequest::default().encode_to_vec()),
+        payload: Bytes::from(ExportTraceServiceRequest::default().encode_to_vec()).into(),
         items: 0,
         received_at_ms: now_ms(),
         traceparent: None,

@@ -34,7 +34,7 @@ use opentelemetry_proto::tonic::collector::{
 use prost::Message;
 use reqwest::{Certificate, Client, Identity, Url};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Payload};
 use crate::config::FieldError;
 use crate::config::Validate;
 use crate::exporter::headers::HttpHeader;
@@ -199,13 +199,13 @@ impl Exporter for OtlpHttpExporter {
 /// The request body: the batch's protobuf or its OTLP/JSON, compressed.
 fn encode(
     signal: Signal,
-    payload: Bytes,
+    payload: Payload,
     encoding: Encoding,
     compression: Compression,
 ) -> Result<Bytes, ExportError> {
     let body = match encoding {
-        Encoding::Proto => payload,
-        Encoding::Json => Bytes::from(to_json(signal, &payload)?),
+        Encoding::Proto => payload.to_bytes(),
+        Encoding::Json => Bytes::from(to_json(signal, &payload.contiguous())?),
     };
     let compressed = match compression {
         Compression::None => return Ok(body),

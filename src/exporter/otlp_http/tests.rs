@@ -117,7 +117,7 @@ fn trace_batch(tenant: &str, spans: usize) -> (Batch, ExportTraceServiceRequest)
     let batch = Batch {
         tenant: TenantId::parse(tenant).unwrap(),
         signal: Signal::Traces,
-        payload: Bytes::from(request.encode_to_vec()),
+        payload: Bytes::from(request.encode_to_vec()).into(),
         items: spans as u32,
         received_at_ms: now_ms(),
         traceparent: None,
@@ -174,7 +174,7 @@ async fn json_zstd_is_real_otlp_json() {
     let batch = Batch {
         tenant: TenantId::parse("t").unwrap(),
         signal: Signal::Logs,
-        payload: Bytes::from(request.encode_to_vec()),
+        payload: Bytes::from(request.encode_to_vec()).into(),
         items: 1,
         received_at_ms: now_ms(),
         traceparent: None,

@@ -91,7 +91,7 @@ fn batch() -> Batch {
     Batch {
         tenant: TenantId::parse("team-a").unwrap(),
         signal: Signal::Traces,
-        payload: Bytes::from_static(b"\x0a\x00"),
+        payload: Bytes::from_static(b"\x0a\x00").into(),
         items: 7,
         received_at_ms: now_ms(),
         traceparent: None,

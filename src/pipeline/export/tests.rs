@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 use super::*;
 use crate::exporter::retry::RetryConfig;
@@ -51,7 +50,7 @@ fn delivery(tenant: &TenantId, name: &str, position: u64) -> Delivery {
         batch: Batch {
             tenant: tenant.clone(),
             signal: Signal::Traces,
-            payload: Bytes::copy_from_slice(name.as_bytes()),
+            payload: name.as_bytes().to_vec().into(),
             items: 1,
             received_at_ms: crate::batch::now_ms(),
             traceparent: None,
@@ -64,7 +63,7 @@ fn delivery(tenant: &TenantId, name: &str, position: u64) -> Delivery {
 }
 
 fn name(d: &Delivery) -> String {
-    String::from_utf8_lossy(&d.batch.payload).into_owned()
+    String::from_utf8_lossy(&d.batch.payload.contiguous()).into_owned()
 }
 
 #[async_trait]
@@ -144,7 +143,7 @@ fn failure() -> BoxError {
 #[async_trait]
 impl Exporter for Scripted {
     async fn send(&self, batch: &Batch) -> Result<Accepted, ExportError> {
-        let name = String::from_utf8_lossy(&batch.payload).into_owned();
+        let name = String::from_utf8_lossy(&batch.payload.contiguous()).into_owned();
         self.attempts.lock().unwrap().push(name.clone());
         let step = {
             let mut script = self.script.lock().unwrap();
@@ -445,7 +444,7 @@ struct DropNamed;
 impl Processor for DropNamed {
     fn process(&self, part: Part) -> Result<Processed, crate::processor::ProcessError> {
         let batch = part.into_batch();
-        if batch.payload.starts_with(b"drop") {
+        if batch.payload.contiguous().starts_with(b"drop") {
             let items = batch.items;
             return Ok(Processed::reduced(None, items, "filtered"));
         }

@@ -48,7 +48,7 @@ fn kept_spans(processed: &Outcome) -> Vec<Span> {
         .kept
         .iter()
         .flat_map(|b| {
-            ExportTraceServiceRequest::decode(&b.payload[..])
+            ExportTraceServiceRequest::decode(&b.payload.contiguous()[..])
                 .expect("decodes")
                 .resource_spans
         })
@@ -169,7 +169,8 @@ fn logs_without_trace_id_or_attribute_fail_closed_and_priority_keeps_them() {
             .process_batch(logs(vec![record(vec![]), record(vec![priority])]))
             .expect("processes");
     assert_eq!(processed.dropped, 1);
-    let kept = ExportLogsServiceRequest::decode(&processed.kept[0].payload[..]).expect("decodes");
+    let kept = ExportLogsServiceRequest::decode(&processed.kept[0].payload.contiguous()[..])
+        .expect("decodes");
     let attributes = &kept.resource_logs[0].scope_logs[0].log_records[0].attributes;
     // Kept by priority: a threshold of "always" is recorded, and no randomness (it had none).
     assert_eq!(
@@ -348,7 +349,8 @@ fn check_logs(name: &str) {
         .expect("processes");
     let mut outcome: Vec<Option<String>> = vec![None; items.len()];
     for batch in &processed.kept {
-        let request = ExportLogsServiceRequest::decode(&batch.payload[..]).expect("decodes");
+        let request =
+            ExportLogsServiceRequest::decode(&batch.payload.contiguous()[..]).expect("decodes");
         for record in request
             .resource_logs
             .into_iter()

@@ -51,8 +51,9 @@ impl Processor for ResourceProcessor {
         } else {
             let signal = part.signal();
             let payload = part.payload_mut();
-            if let Some(changed) = self.apply_encoded(signal, payload)? {
-                *payload = changed;
+            let changed = self.apply_encoded(signal, &payload.contiguous())?;
+            if let Some(changed) = changed {
+                *payload = changed.into();
             }
         }
         Ok(Processed::keep(part))
@@ -84,11 +85,7 @@ impl ResourceProcessor {
 
     /// The request with the actions applied, or `None` when nothing changed (the received
     /// bytes are kept: docs/contracts.md, "Processors").
-    fn apply_encoded(
-        &self,
-        signal: Signal,
-        payload: &Bytes,
-    ) -> Result<Option<Bytes>, ProcessError> {
+    fn apply_encoded(&self, signal: Signal, payload: &[u8]) -> Result<Option<Bytes>, ProcessError> {
         let malformed = |source: WireError| {
             ProcessError::Malformed(walk::MalformedRequest {
                 signal,

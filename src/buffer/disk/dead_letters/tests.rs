@@ -19,7 +19,7 @@ fn record(id: u32, len: usize) -> record::Framed {
     let batch = Batch {
         tenant: tenant(),
         signal: Signal::Traces,
-        payload: Bytes::from(payload),
+        payload: Bytes::from(payload).into(),
         items: 3,
         received_at_ms: 0,
         traceparent: None,
@@ -39,7 +39,7 @@ fn ids_left(root: &Path) -> Vec<u32> {
         while let Frame::Record { body, .. } = record::read_frame(&mut file, None).unwrap() {
             let decoded = record::decode(body, &tenant(), Signal::Traces).unwrap();
             ids.push(u32::from_be_bytes(
-                decoded.batch.payload[..4].try_into().unwrap(),
+                decoded.batch.payload.contiguous()[..4].try_into().unwrap(),
             ));
         }
     }

@@ -188,7 +188,7 @@ mod tests {
                 let batch = crate::batch::Batch {
                     tenant: crate::tenant::TenantId::parse("t").expect("tenant"),
                     signal: crate::signal::Signal::Traces,
-                    payload: Bytes::from(vec![i as u8; payload]),
+                    payload: Bytes::from(vec![i as u8; payload]).into(),
                     items: 1,
                     received_at_ms: 0,
                     traceparent: None,

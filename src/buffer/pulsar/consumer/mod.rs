@@ -366,7 +366,7 @@ impl PulsarStream {
                     batch: Batch {
                         tenant: self.tenant.clone(),
                         signal: self.signal,
-                        payload,
+                        payload: payload.into(),
                         items: 0,
                         received_at_ms: metadata.publish_time,
                         traceparent: None,

@@ -109,7 +109,7 @@ impl PulsarStream {
             .iter()
             .map(|held| {
                 message::dead_letter(
-                    &held.batch.payload,
+                    &held.batch.payload.contiguous(),
                     &held.properties,
                     held.key.clone(),
                     held.event_time,

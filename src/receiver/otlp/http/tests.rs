@@ -241,7 +241,7 @@ async fn json_and_compressed_bodies_are_decoded() {
     let appended = app.buffer.appended.lock().unwrap();
     assert_eq!(appended.len(), 4);
     assert_eq!(appended[0].tenant.as_str(), "t1");
-    let decoded = ExportTraceServiceRequest::decode(appended[0].payload.clone()).unwrap();
+    let decoded = ExportTraceServiceRequest::decode(appended[0].payload.to_bytes()).unwrap();
     assert_eq!(
         decoded.resource_spans[0].scope_spans[0].spans[0].name,
         "I'm a server span"
