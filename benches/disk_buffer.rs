@@ -2,6 +2,8 @@
 //! fsync policies, concurrent appends sharing fsyncs (group commit), a full
 //! append → read → ack round trip, and a delivery merged from many records.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,7 @@
-//! The binary's allocator: mimalloc, with its arenas committed lazily.
+//! The binary's allocator: mimalloc, with its arenas committed lazily. The `sluice` binary
+//! installs it, and so do the criterion benches, so that they measure allocation as the
+//! daemon pays for it (glibc's malloc gives a chain of freed buffers back to the OS on every
+//! iteration, where mimalloc keeps them for its purge delay).
 //!
 //! Measured on S1 (disk buffer, `fsync: always`, 100 spans/request, saturation; README,
 //! Performance), mimalloc spends about a fifth less CPU per span than glibc's malloc, whose
@@ -11,9 +14,6 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-#[global_allocator]
-static ALLOCATOR: LazyCommitMimalloc = LazyCommitMimalloc;
-
 /// `mi_option_arena_eager_commit` in the option enum of mimalloc v3 (`mimalloc.h`), which
 /// `libmimalloc-sys` does not name; the crate versions are pinned in Cargo.toml.
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
@@ -22,8 +22,9 @@ static CONFIGURED: AtomicBool = AtomicBool::new(false);
 
 /// mimalloc, with its options set before its first allocation: the first arena (1 GiB of
 /// address space, which holds the daemon's memory) is reserved on that allocation, before
-/// `main` runs, and an option set later does not change how it was committed.
-struct LazyCommitMimalloc;
+/// `main` runs, and an option set later does not change how it was committed. Install it
+/// with `#[global_allocator]`.
+pub struct LazyCommitMimalloc;
 
 impl LazyCommitMimalloc {
     #[inline]

@@ -8,6 +8,7 @@
 //! and contracts are described in docs/architecture.md and docs/contracts.md.
 
 pub mod admin;
+pub mod allocator;
 pub mod batch;
 pub mod buffer;
 pub mod config;

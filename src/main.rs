@@ -1,6 +1,5 @@
 //! The `sluice` command: the binary's edge, where errors become exit codes and messages.
 
-mod allocator;
 mod commands;
 mod reloading;
 
@@ -17,6 +16,9 @@ use sluice::telemetry::config::LogEncoding;
 use sluice::telemetry::health::Readiness;
 use sluice::telemetry::{health, labels, listener, logging, metrics, usage};
 use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static ALLOCATOR: sluice::allocator::LazyCommitMimalloc = sluice::allocator::LazyCommitMimalloc;
 
 /// Sluice: a multi-tenant OpenTelemetry pipeline. OTLP in, tenant resolved, buffered durably
 /// per tenant, forwarded to OTLP backends with at-least-once delivery.

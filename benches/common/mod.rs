@@ -1,5 +1,6 @@
 //! Builders of the OTLP trace requests the criterion benches run on, shared so that every
-//! bench measures spans of the same shape as the others.
+//! bench measures spans of the same shape as the others, and the daemon's allocator, so that
+//! every bench pays for allocation what the `sluice` binary pays.
 
 // Each bench target compiles this module on its own and uses part of it.
 #![allow(dead_code)]
@@ -10,6 +11,9 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
+
+#[global_allocator]
+static ALLOCATOR: sluice::allocator::LazyCommitMimalloc = sluice::allocator::LazyCommitMimalloc;
 
 /// A string attribute.
 pub fn attr(key: &str, value: &str) -> KeyValue {

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 #[derive(Clone, Default)]
 pub struct Payload(Repr);
@@ -62,7 +62,7 @@ impl Payload {
     pub fn contiguous(&self) -> Cow<'_, [u8]> {
         match &self.0 {
             Repr::One(bytes) => Cow::Borrowed(bytes),
-            Repr::Chain { chunks, len } => Cow::Owned(join(chunks, *len).to_vec()),
+            Repr::Chain { chunks, len } => Cow::Owned(join(chunks, *len)),
         }
     }
 
@@ -70,7 +70,7 @@ impl Payload {
     pub fn to_bytes(&self) -> Bytes {
         match &self.0 {
             Repr::One(bytes) => bytes.clone(),
-            Repr::Chain { chunks, len } => join(chunks, *len),
+            Repr::Chain { chunks, len } => join(chunks, *len).into(),
         }
     }
 
@@ -104,12 +104,12 @@ impl Payload {
     }
 }
 
-fn join(chunks: &[Bytes], len: usize) -> Bytes {
-    let mut joined = BytesMut::with_capacity(len);
+fn join(chunks: &[Bytes], len: usize) -> Vec<u8> {
+    let mut joined = Vec::with_capacity(len);
     for chunk in chunks {
         joined.extend_from_slice(chunk);
     }
-    joined.freeze()
+    joined
 }
 
 impl From<Bytes> for Payload {
