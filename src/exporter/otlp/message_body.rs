@@ -18,11 +18,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
-
-use crate::batch::Payload;
 use http_body::{Body, Frame, SizeHint};
 use tonic::transport::Channel;
 use tower::Service;
+
+use crate::batch::Payload;
 
 /// The messages tonic encodes for a call: the batch when the export is compressed, none when
 /// [`PayloadChannel`] sends it.
