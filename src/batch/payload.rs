@@ -90,10 +90,10 @@ impl Payload {
         };
         match &mut self.0 {
             Repr::One(first) => {
+                let len = first.len() + added;
                 let mut chunks = Vec::with_capacity(1 + more.len());
                 chunks.push(std::mem::take(first));
                 chunks.extend(more);
-                let len = chunks.iter().map(Bytes::len).sum();
                 self.0 = Repr::Chain { chunks, len };
             }
             Repr::Chain { chunks, len } => {
