@@ -189,49 +189,54 @@ fn round_trip(c: &mut Criterion) {
     group.finish();
 }
 
-/// Records merged into one delivery by [`merged_delivery`]: what an export worker with a
-/// `batch` processor reads at once.
-const MERGED_RECORDS: u64 = 32;
+/// Records merged into deliveries by [`merged_delivery`]: 32 are what an export worker with a
+/// `batch` processor reads at once, all still kept in memory by the log's writer; of 96 (more
+/// than a log keeps, 4 MiB) the oldest are read back from the file, as by a stream behind.
+const MERGED_RECORDS: [u64; 2] = [32, 96];
 
-/// Reads `MERGED_RECORDS` records back as one delivery, acknowledges and drops it; the
-/// appends before each read are not timed. Merging chains the records' buffers
-/// (`batch::Payload`) instead of copying them into one.
+/// Reads the records appended before it back as deliveries (up to 16 MiB each),
+/// acknowledges and drops them; the appends are not timed. Merging chains the records'
+/// buffers (`batch::Payload`) instead of copying them into one.
 fn merged_delivery(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("disk_buffer_delivery");
-    group.throughput(Throughput::Bytes(MERGED_RECORDS * PAYLOAD_BYTES as u64));
     let fx = Arc::new(Mutex::new(fixture(&rt, FsyncPolicy::Interval)));
-    group.bench_function(BenchmarkId::new("32x100KiB", "interval"), |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let fx = Arc::clone(&fx);
-            async move {
-                let limits = ReadLimits {
-                    max_items: u32::MAX,
-                    max_bytes: 16 << 20,
-                    min_items: 1,
-                    linger: Duration::ZERO,
-                };
-                let mut fx = fx.lock().await;
-                let fx = &mut *fx;
-                let mut timed = Duration::ZERO;
-                for _ in 0..iters {
-                    for _ in 0..MERGED_RECORDS {
-                        fx.buffer.append(fx.batch.clone()).await.expect("append");
+    for records in MERGED_RECORDS {
+        group.throughput(Throughput::Bytes(records * PAYLOAD_BYTES as u64));
+        let id = BenchmarkId::new(format!("{records}x100KiB"), "interval");
+        group.bench_function(id, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let fx = Arc::clone(&fx);
+                async move {
+                    let limits = ReadLimits {
+                        max_items: u32::MAX,
+                        max_bytes: 16 << 20,
+                        min_items: 1,
+                        linger: Duration::ZERO,
+                    };
+                    let mut fx = fx.lock().await;
+                    let fx = &mut *fx;
+                    let mut timed = Duration::ZERO;
+                    for _ in 0..iters {
+                        for _ in 0..records {
+                            fx.buffer.append(fx.batch.clone()).await.expect("append");
+                        }
+                        let start = Instant::now();
+                        let mut read = 0;
+                        while read < records {
+                            let delivery =
+                                fx.stream.next(&limits).await.expect("next").expect("open");
+                            read += u64::from(delivery.records);
+                            fx.stream.ack(&delivery).await.expect("ack");
+                            drop(std::hint::black_box(delivery));
+                        }
+                        timed += start.elapsed();
                     }
-                    let start = Instant::now();
-                    let mut read = 0;
-                    while read < MERGED_RECORDS {
-                        let delivery = fx.stream.next(&limits).await.expect("next").expect("open");
-                        read += u64::from(delivery.records);
-                        fx.stream.ack(&delivery).await.expect("ack");
-                        drop(std::hint::black_box(delivery));
-                    }
-                    timed += start.elapsed();
+                    timed
                 }
-                timed
-            }
+            });
         });
-    });
+    }
     close(&rt, &fx);
     group.finish();
 }

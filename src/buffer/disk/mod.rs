@@ -26,6 +26,7 @@ mod files;
 mod log;
 mod open;
 mod reader;
+mod recent;
 mod record;
 mod replay;
 mod retained;
@@ -52,6 +53,7 @@ pub use config::{DeadLetterConfig, DiskBufferConfig, FsyncPolicy, RetentionConfi
 use self::dead_letters::DeadLetters;
 use self::log::{Appended, LogHandle};
 use self::open::{discover, open_log, OpenedLog};
+use self::recent::{RecentBudget, RecentRecords};
 use self::stream::DiskStream;
 use self::wake::WakeAt;
 use self::writer::WriterMsg;
@@ -101,6 +103,8 @@ struct Shared {
     reclaiming: AtomicBool,
     /// The open files the logs' writers may hold, all logs together.
     files: Arc<files::FileBudget>,
+    /// The memory the logs may keep their newest records in for their streams.
+    recent: Arc<RecentBudget>,
 }
 
 impl Shared {
@@ -198,6 +202,7 @@ impl DiskBuffer {
                 dead_letters: DeadLetters::new(&config.directory, &config.dead_letter),
                 closed,
                 reclaiming: AtomicBool::new(false),
+                recent: Arc::new(RecentBudget::new(recent::BUFFER_BYTES)),
                 files: files::FileBudget::new(match config.max_open_files {
                     0 => files::default_cap(),
                     n => n,
@@ -302,10 +307,12 @@ impl DiskBuffer {
             tenant,
             signal,
             dir,
-            writer,
+            mut writer,
             acked,
             redeliver_below,
         } = log;
+        let recent = Arc::new(RecentRecords::new(Arc::clone(&self.shared.recent)));
+        writer.keep_recent(Arc::clone(&recent));
         let usage = self.shared.shares.usage(&tenant);
         self.shared.shares.add(&usage, writer.index().total_bytes());
         let (committed, _) = watch::channel(writer.committed());
@@ -318,6 +325,7 @@ impl DiskBuffer {
             signal,
             dir,
             index: Arc::clone(writer.index()),
+            recent,
             committed: Arc::clone(&committed),
             wake_at: Arc::clone(&wake_at),
             shared: Arc::clone(&self.shared),

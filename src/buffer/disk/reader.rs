@@ -5,12 +5,16 @@
 //! write that was later cut. A record that fails its checksum here (damage to a closed
 //! segment, which recovery does not scan) is never delivered: the rest of its segment is
 //! skipped, because the lengths in it can no longer be trusted, and the loss is counted.
+//!
+//! A record still kept in memory by the writer ([`super::recent`]) is taken from there
+//! instead of the file; reading then goes on from the file where that record ends.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::recent::{RecentRecord, RecentRecords};
 use super::record::{self, Frame};
 use super::segment::{segment_path, Committed, SegmentIndex};
 use crate::batch::Batch;
@@ -20,6 +24,50 @@ use crate::tenant::TenantId;
 
 /// Most records one blocking read returns, so a read never runs for long.
 const MAX_RECORDS_PER_READ: usize = 4096;
+
+/// How much one read is after: it stops once it holds `need_items` items or `need_bytes`
+/// payload bytes (having read at least one record), or [`MAX_RECORDS_PER_READ`] records.
+/// A read may go on in several parts (from memory, then from the file) with one goal.
+#[derive(Debug)]
+pub(super) struct ReadGoal {
+    need_items: u64,
+    need_bytes: u64,
+    items: u64,
+    bytes: u64,
+    count: usize,
+}
+
+impl ReadGoal {
+    pub(super) fn new(need_items: u64, need_bytes: u64) -> ReadGoal {
+        ReadGoal {
+            need_items,
+            need_bytes,
+            items: 0,
+            bytes: 0,
+            count: 0,
+        }
+    }
+
+    fn wants_more(&self) -> bool {
+        self.count < MAX_RECORDS_PER_READ
+            && (self.count == 0 || (self.items < self.need_items && self.bytes < self.need_bytes))
+    }
+
+    fn add(&mut self, rec: &ReadRecord) {
+        self.items += u64::from(rec.batch.items);
+        self.bytes += rec.batch.payload.len() as u64;
+        self.count += 1;
+    }
+}
+
+/// Where a read may take records from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// Only the records kept in memory: no blocking I/O, for the stream's own task.
+    Memory,
+    /// Memory where kept, the file otherwise: a blocking section.
+    File,
+}
 
 /// One record read from the log.
 #[derive(Debug)]
@@ -36,6 +84,7 @@ pub(super) struct LogReader {
     /// Sequence number of the next record to read.
     seq: u64,
     current: Option<OpenSegment>,
+    recent: Arc<RecentRecords>,
 }
 
 struct OpenSegment {
@@ -59,6 +108,7 @@ impl LogReader {
         tenant: TenantId,
         signal: Signal,
         seq: u64,
+        recent: Arc<RecentRecords>,
     ) -> LogReader {
         LogReader {
             dir,
@@ -67,6 +117,7 @@ impl LogReader {
             signal,
             seq,
             current: None,
+            recent,
         }
     }
 
@@ -74,26 +125,25 @@ impl LogReader {
         self.seq
     }
 
-    /// Reads committed records into `out` until they hold at least `need_items` items or
-    /// `need_bytes` payload bytes (so the caller can tell whether its limits are reached), or
-    /// everything committed is read.
+    /// Reads committed records into `out` until `goal` has what it wants (so the caller can
+    /// tell whether its limits are reached) or everything committed is read, or, from
+    /// [`Source::Memory`], the next record is not kept in memory. Returns whether more is
+    /// wanted and committed.
     pub(super) fn read(
         &mut self,
         committed: Committed,
-        need_items: u64,
-        need_bytes: u64,
+        goal: &mut ReadGoal,
+        source: Source,
         out: &mut Vec<ReadRecord>,
-    ) -> io::Result<()> {
-        let (mut items, mut bytes, mut count) = (0u64, 0u64, 0usize);
-        while self.seq < committed.next_seq
-            && count < MAX_RECORDS_PER_READ
-            && (count == 0 || (items < need_items && bytes < need_bytes))
-        {
-            let step = self.step(committed);
+    ) -> io::Result<bool> {
+        while self.seq < committed.next_seq && goal.wants_more() {
+            let step = match self.recent.take(self.seq) {
+                Some(kept) => Ok(self.kept(kept)),
+                None if source == Source::Memory => return Ok(true),
+                None => self.step(committed),
+            };
             if let Ok(Step::Record(rec)) = step {
-                items += u64::from(rec.batch.items);
-                bytes += rec.batch.payload.len() as u64;
-                count += 1;
+                goal.add(&rec);
                 out.push(rec);
             } else if let Err(e) = step {
                 self.close_file();
@@ -103,7 +153,29 @@ impl LogReader {
         // A log's reader holds no file between reads, so idle tenants cost no descriptors
         // (docs/architecture.md, "Disk buffer"); reopening is one open and one seek.
         self.close_file();
-        Ok(())
+        Ok(false)
+    }
+
+    /// The record `seq` from memory; the file is read on where it ends.
+    fn kept(&mut self, kept: RecentRecord) -> Step {
+        self.current = Some(OpenSegment {
+            first: kept.segment,
+            file: None,
+            offset: kept.end,
+        });
+        let seq = self.seq;
+        self.seq += 1;
+        match kept.framed.decode(&self.tenant, self.signal) {
+            Ok(decoded) => Step::Record(ReadRecord {
+                seq,
+                batch: decoded.batch,
+            }),
+            // The bytes the file holds too, so they would fail to decode from there as well.
+            Err(why) => {
+                self.lost(1, why);
+                Step::Moved
+            }
+        }
     }
 
     fn close_file(&mut self) {

@@ -25,6 +25,9 @@ const BODY_HEADER_MIN: usize = 1 + 4 + 8 + 2 + 2;
 /// Longest dead-letter reason kept; longer reasons are cut at a character boundary.
 const MAX_REASON: usize = 4096;
 
+/// Payloads at least this long are kept in memory as the buffers they arrived in.
+const KEEP_SLICES_FROM: usize = 4096;
+
 /// One record framed for a segment: the frame and body headers, then the payload as
 /// received. They are kept apart so the payload is written from the request's own buffer
 /// (vectored writes, `segment.rs`) and never copied on the way to the file.
@@ -43,6 +46,19 @@ impl Framed {
     /// The record's bytes, in the order they go to the file.
     pub(super) fn parts(&self) -> impl Iterator<Item = &[u8]> {
         std::iter::once(&self.head[..]).chain(self.payload.chunks().iter().map(|c| &c[..]))
+    }
+
+    /// The record to keep in memory after writing it ([`super::recent`]). A short payload
+    /// is copied into a buffer of its own: it may be a slice of a receive buffer many times
+    /// its size, which keeping the slice would keep whole.
+    pub(super) fn to_keep(&self) -> Framed {
+        if self.payload.len() >= KEEP_SLICES_FROM {
+            return self.clone();
+        }
+        Framed {
+            head: self.head.clone(),
+            payload: Bytes::copy_from_slice(&self.payload.contiguous()).into(),
+        }
     }
 
     /// The record as one buffer, as it reads back from a segment.
@@ -131,6 +147,53 @@ pub(super) fn decode(
     tenant: &TenantId,
     signal: Signal,
 ) -> Result<Decoded, &'static str> {
+    let (header, payload_at) = decode_header(&body)?;
+    Ok(header.with_payload(body.slice(payload_at..).into(), tenant, signal))
+}
+
+impl Framed {
+    /// The record as [`decode`] reads it back from a segment, without the file: the header
+    /// from the bytes this record wrote, the payload as the buffers it was written from.
+    pub(super) fn decode(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+    ) -> Result<Decoded, &'static str> {
+        let body_header = self.head.get(FRAME_HEADER..).ok_or("header is cut short")?;
+        let (header, payload_at) = decode_header(body_header)?;
+        if payload_at != body_header.len() {
+            return Err("header is longer than its fields");
+        }
+        Ok(header.with_payload(self.payload.clone(), tenant, signal))
+    }
+}
+
+/// The body header's fields.
+struct BodyHeader {
+    items: u32,
+    received_at_ms: u64,
+    traceparent: Option<String>,
+    reason: String,
+}
+
+impl BodyHeader {
+    fn with_payload(self, payload: Payload, tenant: &TenantId, signal: Signal) -> Decoded {
+        Decoded {
+            batch: Batch {
+                tenant: tenant.clone(),
+                signal,
+                payload,
+                items: self.items,
+                received_at_ms: self.received_at_ms,
+                traceparent: self.traceparent,
+            },
+            reason: self.reason,
+        }
+    }
+}
+
+/// Reads the body header at the start of `body`; returns it and where the payload starts.
+fn decode_header(body: &[u8]) -> Result<(BodyHeader, usize), &'static str> {
     let mut at = 0usize;
     let take = |at: &mut usize, n: usize| -> Result<&[u8], &'static str> {
         let end = at
@@ -160,17 +223,13 @@ pub(super) fn decode(
     let reason_len = u16::from_le_bytes(array(take(&mut at, 2)?)?);
     let reason = take(&mut at, usize::from(reason_len))?;
     let reason = String::from_utf8_lossy(reason).into_owned();
-    Ok(Decoded {
-        batch: Batch {
-            tenant: tenant.clone(),
-            signal,
-            payload: body.slice(at..).into(),
-            items,
-            received_at_ms,
-            traceparent,
-        },
+    let header = BodyHeader {
+        items,
+        received_at_ms,
+        traceparent,
         reason,
-    })
+    };
+    Ok((header, at))
 }
 
 fn array<const N: usize>(s: &[u8]) -> Result<[u8; N], &'static str> {
@@ -297,6 +356,10 @@ mod tests {
         );
         assert_eq!(decoded.batch.traceparent, batch.traceparent);
         assert_eq!(decoded.reason, "refused");
+        // Decoded from memory, the record is the one read back from the file.
+        let kept = framed.decode(&tenant, Signal::Traces).expect("decodes");
+        assert_eq!(kept.batch, decoded.batch);
+        assert_eq!(kept.reason, decoded.reason);
 
         // A payload byte changed on disk no longer matches the checksum.
         let mut damaged = bytes.to_vec();

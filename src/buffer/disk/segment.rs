@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::config::LogCaps;
+use super::recent::{RecentRecord, RecentRecords};
 use super::record::{self, Frame, Framed};
 
 mod fsync;
@@ -186,6 +187,8 @@ pub(super) struct SegmentWriter {
     /// partial write that could not be cut off). Every later append fails until a restart
     /// recovers the log from what is on disk.
     broken: Option<String>,
+    /// Where records are kept for the log's stream once written (main logs only).
+    recent: Option<Arc<RecentRecords>>,
 }
 
 impl SegmentWriter {
@@ -265,7 +268,13 @@ impl SegmentWriter {
             written_back: 0,
             unsynced: Vec::new(),
             broken: None,
+            recent: None,
         }
+    }
+
+    /// Keeps every record written from now on in `recent` for the log's stream.
+    pub(super) fn keep_recent(&mut self, recent: Arc<RecentRecords>) {
+        self.recent = Some(recent);
     }
 
     pub(super) fn index(&self) -> &Arc<SegmentIndex> {
@@ -403,6 +412,18 @@ impl SegmentWriter {
                 }
             }
             return Err(error);
+        }
+        if let Some(recent) = &self.recent {
+            let (first_seq, segment, mut end) = (self.next_seq, self.active_first, active_len);
+            recent.keep(records.iter().zip(first_seq..).map(|(framed, seq)| {
+                end += framed.len() as u64;
+                RecentRecord {
+                    seq,
+                    segment,
+                    end,
+                    framed: framed.to_keep(),
+                }
+            }));
         }
         self.active_len += bytes;
         self.next_seq += records.len() as u64;

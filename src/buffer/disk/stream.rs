@@ -23,7 +23,8 @@ use tokio::time::Instant;
 
 use super::config::FsyncPolicy;
 use super::cursor::{self, PositionFile};
-use super::reader::{LogReader, ReadRecord};
+use super::reader::{LogReader, ReadGoal, ReadRecord, Source};
+use super::recent::RecentRecords;
 use super::segment::{Committed, SegmentIndex};
 use super::wake::{Thresholds, WakeAt};
 use super::{record, retained, Shared, TenantUsage};
@@ -41,6 +42,8 @@ pub(super) struct StreamInit {
     pub signal: Signal,
     pub dir: PathBuf,
     pub index: Arc<SegmentIndex>,
+    /// The records its writer keeps in memory for it.
+    pub recent: Arc<RecentRecords>,
     pub committed: Arc<watch::Sender<Committed>>,
     /// What this stream waits for, so that its writer wakes it only then.
     pub wake_at: Arc<WakeAt>,
@@ -59,6 +62,7 @@ pub(super) struct DiskStream {
     signal: Signal,
     dir: PathBuf,
     index: Arc<SegmentIndex>,
+    recent: Arc<RecentRecords>,
     shared: Arc<Shared>,
     usage: Arc<TenantUsage>,
     /// Kept so that `committed` never reports a dropped sender once the writer has stopped.
@@ -66,7 +70,7 @@ pub(super) struct DiskStream {
     committed: watch::Receiver<Committed>,
     wake_at: Arc<WakeAt>,
     closed: watch::Receiver<bool>,
-    /// `None` only while a blocking read runs (or after one panicked).
+    /// `None` before the first read, while a blocking read runs, or after one panicked.
     reader: Option<LogReader>,
     /// A blocking read whose `next` was dropped before it finished; the next call takes its
     /// records, which keeps `next` cancel-safe without re-reading.
@@ -123,13 +127,6 @@ impl Fill {
 impl DiskStream {
     pub(super) fn new(init: StreamInit) -> DiskStream {
         let acked = init.acked.load(Ordering::Acquire);
-        let reader = LogReader::new(
-            init.dir.clone(),
-            Arc::clone(&init.index),
-            init.tenant.clone(),
-            init.signal,
-            acked,
-        );
         let start = *init.committed.borrow();
         init.wake_at.set(Thresholds::ANY);
         DiskStream {
@@ -144,9 +141,10 @@ impl DiskStream {
             signal: init.signal,
             dir: init.dir,
             index: init.index,
+            recent: init.recent,
             shared: init.shared,
             usage: init.usage,
-            reader: Some(reader),
+            reader: None,
             pending_read: None,
             linger_until: None,
             readahead: VecDeque::new(),
@@ -159,18 +157,23 @@ impl DiskStream {
         }
     }
 
-    /// The reader, rebuilt at the right position if a panic lost it.
+    /// The reader, made at the read position if there is none yet (or a panic lost it).
     fn take_reader(&mut self) -> LogReader {
         self.reader.take().unwrap_or_else(|| {
             let seq = self.readahead.back().map_or(self.handed_out, |r| r.seq + 1);
-            LogReader::new(
-                self.dir.clone(),
-                Arc::clone(&self.index),
-                self.tenant.clone(),
-                self.signal,
-                seq,
-            )
+            self.reader_at(seq)
         })
+    }
+
+    fn reader_at(&self, seq: u64) -> LogReader {
+        LogReader::new(
+            self.dir.clone(),
+            Arc::clone(&self.index),
+            self.tenant.clone(),
+            self.signal,
+            seq,
+            Arc::clone(&self.recent),
+        )
     }
 
     fn read_position(&self) -> u64 {
@@ -180,6 +183,8 @@ impl DiskStream {
         }
     }
 
+    /// Reads what the next delivery needs: from memory on this task, and from the file in a
+    /// blocking section only for records no longer kept in memory.
     async fn read_more(
         &mut self,
         committed: Committed,
@@ -188,11 +193,22 @@ impl DiskStream {
     ) -> Result<(), BufferError> {
         let need_items = u64::from(limits.max_items).saturating_sub(fill.items);
         let need_bytes = (limits.max_bytes as u64).saturating_sub(fill.bytes);
+        let mut goal = ReadGoal::new(need_items, need_bytes);
         let mut reader = self.take_reader();
+        let mut kept = Vec::new();
+        let from_memory = reader.read(committed, &mut goal, Source::Memory, &mut kept);
+        self.keep_read(kept);
+        match from_memory {
+            Ok(true) => {}
+            done => {
+                self.reader = Some(reader);
+                return done.map(drop).map_err(|e| BufferError::io(&self.dir, e));
+            }
+        }
         self.pending_read = Some(tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            let result = reader.read(committed, need_items, need_bytes, &mut out);
-            (reader, result.map(|()| out))
+            let result = reader.read(committed, &mut goal, Source::File, &mut out);
+            (reader, result.map(|_| out))
         }));
         self.finish_read().await
     }
@@ -208,15 +224,20 @@ impl DiskStream {
             Ok((reader, result)) => {
                 self.reader = Some(reader);
                 let records = result.map_err(|e| BufferError::io(&self.dir, e))?;
-                for rec in records.iter().filter(|r| r.seq >= self.backlog_end) {
-                    self.read_items += u64::from(rec.batch.items);
-                    self.read_bytes += record::framed_len(&rec.batch) as u64;
-                }
-                self.readahead.extend(records);
+                self.keep_read(records);
                 Ok(())
             }
             Err(join) => Err(BufferError::io(&self.dir, io::Error::other(join))),
         }
+    }
+
+    /// Adds records read to the read-ahead, counting them against the writer's totals.
+    fn keep_read(&mut self, records: Vec<ReadRecord>) {
+        for rec in records.iter().filter(|r| r.seq >= self.backlog_end) {
+            self.read_items += u64::from(rec.batch.items);
+            self.read_bytes += record::framed_len(&rec.batch) as u64;
+        }
+        self.readahead.extend(records);
     }
 
     /// Turns the first `count` read-ahead records into a delivery. The handed-out mark is
@@ -344,13 +365,7 @@ impl DiskStream {
         self.finish_read().await?;
         self.readahead.retain(|r| r.seq >= purged);
         if self.read_position() < purged {
-            self.reader = Some(LogReader::new(
-                self.dir.clone(),
-                Arc::clone(&self.index),
-                self.tenant.clone(),
-                self.signal,
-                purged,
-            ));
+            self.reader = Some(self.reader_at(purged));
             // The writer's totals up to here are all behind the reader now.
             let committed = *self.committed.borrow();
             self.read_items = committed.appended_items;

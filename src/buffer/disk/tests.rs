@@ -3,6 +3,7 @@
 mod faults;
 mod files;
 mod flow;
+mod recent;
 mod replay;
 mod shares;
 
