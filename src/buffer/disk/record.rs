@@ -61,6 +61,21 @@ impl Framed {
         }
     }
 
+    /// The record as [`decode`] reads it back from a segment, without the file: the header
+    /// from the bytes this record wrote, the payload as the buffers it was written from.
+    pub(super) fn decode(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+    ) -> Result<Decoded, &'static str> {
+        let body_header = self.head.get(FRAME_HEADER..).ok_or("header is cut short")?;
+        let (header, payload_at) = decode_header(body_header)?;
+        if payload_at != body_header.len() {
+            return Err("header is longer than its fields");
+        }
+        Ok(header.with_payload(self.payload.clone(), tenant, signal))
+    }
+
     /// The record as one buffer, as it reads back from a segment.
     #[cfg(test)]
     pub(super) fn to_bytes(&self) -> Bytes {
@@ -149,23 +164,6 @@ pub(super) fn decode(
 ) -> Result<Decoded, &'static str> {
     let (header, payload_at) = decode_header(&body)?;
     Ok(header.with_payload(body.slice(payload_at..).into(), tenant, signal))
-}
-
-impl Framed {
-    /// The record as [`decode`] reads it back from a segment, without the file: the header
-    /// from the bytes this record wrote, the payload as the buffers it was written from.
-    pub(super) fn decode(
-        &self,
-        tenant: &TenantId,
-        signal: Signal,
-    ) -> Result<Decoded, &'static str> {
-        let body_header = self.head.get(FRAME_HEADER..).ok_or("header is cut short")?;
-        let (header, payload_at) = decode_header(body_header)?;
-        if payload_at != body_header.len() {
-            return Err("header is longer than its fields");
-        }
-        Ok(header.with_payload(self.payload.clone(), tenant, signal))
-    }
 }
 
 /// The body header's fields.
@@ -360,6 +358,24 @@ mod tests {
         let kept = framed.decode(&tenant, Signal::Traces).expect("decodes");
         assert_eq!(kept.batch, decoded.batch);
         assert_eq!(kept.reason, decoded.reason);
+
+        // Kept in memory, a short payload gets a buffer of its own; a long one stays as it is.
+        assert_ne!(
+            framed.to_keep().payload.chunks()[0].as_ptr(),
+            framed.payload.chunks()[0].as_ptr()
+        );
+        let long = encode(
+            &Batch {
+                payload: Bytes::from(vec![1u8; KEEP_SLICES_FROM]).into(),
+                ..batch.clone()
+            },
+            None,
+        )
+        .expect("encodes");
+        assert_eq!(
+            long.to_keep().payload.chunks()[0].as_ptr(),
+            long.payload.chunks()[0].as_ptr()
+        );
 
         // A payload byte changed on disk no longer matches the checksum.
         let mut damaged = bytes.to_vec();
