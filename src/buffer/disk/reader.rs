@@ -60,15 +60,6 @@ impl ReadGoal {
     }
 }
 
-/// Where a read may take records from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Source {
-    /// Only the records kept in memory: no blocking I/O, for the stream's own task.
-    Memory,
-    /// Memory where kept, the file otherwise: a blocking section.
-    File,
-}
-
 /// One record read from the log.
 #[derive(Debug)]
 pub(super) struct ReadRecord {
@@ -125,21 +116,40 @@ impl LogReader {
         self.seq
     }
 
-    /// Reads committed records into `out` until `goal` has what it wants (so the caller can
-    /// tell whether its limits are reached) or everything committed is read, or, from
-    /// [`Source::Memory`], the next record is not kept in memory. Returns whether more is
-    /// wanted and committed.
+    /// Reads committed records into `out` while `goal` wants more (so the caller can tell
+    /// whether its limits are reached) and the next one is kept in memory. No I/O, for the
+    /// stream's own task. Returns whether more is wanted and committed: the rest is for
+    /// [`Self::read`].
+    pub(super) fn read_kept(
+        &mut self,
+        committed: Committed,
+        goal: &mut ReadGoal,
+        out: &mut Vec<ReadRecord>,
+    ) -> bool {
+        while self.seq < committed.next_seq && goal.wants_more() {
+            let Some(kept) = self.recent.take(self.seq) else {
+                return true;
+            };
+            if let Step::Record(rec) = self.kept(kept) {
+                goal.add(&rec);
+                out.push(rec);
+            }
+        }
+        false
+    }
+
+    /// Reads committed records into `out` until `goal` has what it wants or everything
+    /// committed is read: from memory where kept, from the file otherwise (a blocking
+    /// section).
     pub(super) fn read(
         &mut self,
         committed: Committed,
         goal: &mut ReadGoal,
-        source: Source,
         out: &mut Vec<ReadRecord>,
-    ) -> io::Result<bool> {
+    ) -> io::Result<()> {
         while self.seq < committed.next_seq && goal.wants_more() {
             let step = match self.recent.take(self.seq) {
                 Some(kept) => Ok(self.kept(kept)),
-                None if source == Source::Memory => return Ok(true),
                 None => self.step(committed),
             };
             if let Ok(Step::Record(rec)) = step {
@@ -153,7 +163,7 @@ impl LogReader {
         // A log's reader holds no file between reads, so idle tenants cost no descriptors
         // (docs/architecture.md, "Disk buffer"); reopening is one open and one seek.
         self.close_file();
-        Ok(false)
+        Ok(())
     }
 
     /// The record `seq` from memory; the file is read on where it ends.

@@ -93,26 +93,20 @@ impl RecentRecords {
     /// A record that does not fit is not kept (the reader reads it from the file).
     pub fn keep(&self, records: impl IntoIterator<Item = RecentRecord>) {
         let mut kept = self.lock();
-        for record in records {
+        'records: for record in records {
             let len = record.framed.len() as u64;
             if len > LOG_BYTES {
                 continue;
             }
             while kept.bytes + len > LOG_BYTES || kept.records.len() >= LOG_RECORDS {
-                self.drop_oldest(&mut kept);
+                self.pop_oldest(&mut kept);
             }
             // The buffer-wide budget: room is made from this log's own oldest records; when
             // other logs hold all of it, this record is not kept.
-            let taken = loop {
-                if self.budget.try_take(len) {
-                    break true;
+            while !self.budget.try_take(len) {
+                if self.pop_oldest(&mut kept).is_none() {
+                    continue 'records;
                 }
-                if !self.drop_oldest(&mut kept) {
-                    break false;
-                }
-            };
-            if !taken {
-                continue;
             }
             kept.bytes += len;
             kept.records.push_back(record);
@@ -124,16 +118,12 @@ impl RecentRecords {
     pub fn take(&self, seq: u64) -> Option<RecentRecord> {
         let mut kept = self.lock();
         while kept.records.front().is_some_and(|r| r.seq < seq) {
-            self.drop_oldest(&mut kept);
+            self.pop_oldest(&mut kept);
         }
         if kept.records.front()?.seq != seq {
             return None;
         }
         self.pop_oldest(&mut kept)
-    }
-
-    fn drop_oldest(&self, kept: &mut Kept) -> bool {
-        self.pop_oldest(kept).is_some()
     }
 
     fn pop_oldest(&self, kept: &mut Kept) -> Option<RecentRecord> {

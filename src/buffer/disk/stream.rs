@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::config::FsyncPolicy;
 use super::cursor::{self, PositionFile};
-use super::reader::{LogReader, ReadGoal, ReadRecord, Source};
+use super::reader::{LogReader, ReadGoal, ReadRecord};
 use super::recent::RecentRecords;
 use super::segment::{Committed, SegmentIndex};
 use super::wake::{Thresholds, WakeAt};
@@ -195,20 +195,17 @@ impl DiskStream {
         let need_bytes = (limits.max_bytes as u64).saturating_sub(fill.bytes);
         let mut goal = ReadGoal::new(need_items, need_bytes);
         let mut reader = self.take_reader();
-        let mut kept = Vec::new();
-        let from_memory = reader.read(committed, &mut goal, Source::Memory, &mut kept);
-        self.keep_read(kept);
-        match from_memory {
-            Ok(true) => {}
-            done => {
-                self.reader = Some(reader);
-                return done.map(drop).map_err(|e| BufferError::io(&self.dir, e));
-            }
+        let mut records = Vec::new();
+        let more = reader.read_kept(committed, &mut goal, &mut records);
+        self.keep_read(records);
+        if !more {
+            self.reader = Some(reader);
+            return Ok(());
         }
         self.pending_read = Some(tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            let result = reader.read(committed, &mut goal, Source::File, &mut out);
-            (reader, result.map(|_| out))
+            let result = reader.read(committed, &mut goal, &mut out);
+            (reader, result.map(|()| out))
         }));
         self.finish_read().await
     }
