@@ -1,13 +1,19 @@
 //! One log's state shared by its writer task and the requests appending to it.
 //!
-//! Under `fsync: interval` an append that finds the task idle (nothing queued), the active
-//! segment's file open and room in it, and the log's lock free, is written by the appending
-//! request itself ([`LogHandle::append_inline`]): one write into the page cache, without the
-//! two task wake-ups of the queue and the reply, which were most of an append's cost at low
-//! request rates. Every append, inline or queued, changes the log under one lock
-//! ([`Locked`]), and publishes under it, so the published end never goes backwards.
+//! An append that finds the task idle (nothing queued), the active segment's file open and
+//! room in it, and the log's lock free, is written by the appending request itself
+//! ([`LogHandle::append_inline`]), without the task wake-ups of the queue, the blocking
+//! section and the reply, which were most of an append's cost at low request rates. Under
+//! `fsync: interval` that is one write into the page cache. Under `always` it is the write
+//! and its fsync, which block the request's runtime worker for as long as the disk takes, so
+//! only one append of the buffer does that at a time ([`InlineSyncPermit`]) and only on a
+//! runtime with more than one worker: the others go on serving the network meanwhile. It is
+//! also only done by the one append under way to the log: where others are coming, one
+//! fsync for all of them (the task's group) costs less than one each.
+//! Every append, inline or queued, changes the log under one lock ([`Locked`]), and
+//! publishes under it, so the published end never goes backwards.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,8 +27,8 @@ use super::writer::WriterMsg;
 use super::Reservation;
 use crate::buffer::BufferError;
 
-/// How appends reach one log: its writer task's queue, and under `fsync: interval` the log
-/// itself for an append made inline.
+/// How appends reach one log: its writer task's queue, and the log itself for an append
+/// made inline.
 #[derive(Clone)]
 pub(super) struct LogHandle {
     pub tx: mpsc::Sender<WriterMsg>,
@@ -31,28 +37,83 @@ pub(super) struct LogHandle {
 
 struct Inline {
     state: Arc<LogState>,
+    /// The buffer's file budget, which inline appends respect by leaving a log under
+    /// pressure to its task.
     files: Arc<FileBudget>,
+    /// `fsync: always`: the buffer's one permit to fsync on a runtime worker.
+    sync: Option<Arc<InlineSyncPermit>>,
+    /// Appends to the log under way, inline or queued ([`LogHandle::start_append`]).
+    appending: AtomicUsize,
+}
+
+/// Which appends a log takes inline, per the buffer's fsync policy.
+pub(super) enum InlineAppends {
+    /// None: every append goes through the writer task.
+    Never,
+    /// `fsync: interval`: a write into the page cache.
+    Write,
+    /// `fsync: always`: the write and its fsync, while the permit is free.
+    WriteAndSync(Arc<InlineSyncPermit>),
+}
+
+/// The one inline append of a buffer allowed to wait for an fsync on a runtime worker.
+#[derive(Debug, Default)]
+pub(super) struct InlineSyncPermit(AtomicBool);
+
+impl InlineSyncPermit {
+    pub(super) fn try_take(&self) -> Option<TakenPermit<'_>> {
+        self.0
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(TakenPermit(&self.0))
+    }
+}
+
+pub(super) struct TakenPermit<'a>(&'a AtomicBool);
+
+impl Drop for TakenPermit<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl LogHandle {
-    /// `inline_files` under `fsync: interval` only: the buffer's file budget, which inline
-    /// appends respect by leaving a log under pressure to its task.
     pub fn new(
         tx: mpsc::Sender<WriterMsg>,
         state: Arc<LogState>,
-        inline_files: Option<Arc<FileBudget>>,
+        files: Arc<FileBudget>,
+        appends: InlineAppends,
     ) -> LogHandle {
+        let sync = match appends {
+            InlineAppends::Never => return LogHandle { tx, inline: None },
+            InlineAppends::Write => None,
+            InlineAppends::WriteAndSync(permit) => Some(permit),
+        };
+        let inline = Inline {
+            state,
+            files,
+            sync,
+            appending: AtomicUsize::new(0),
+        };
         LogHandle {
             tx,
-            inline: inline_files.map(|files| Arc::new(Inline { state, files })),
+            inline: Some(Arc::new(inline)),
         }
     }
 
-    /// Writes `record` on the caller's thread if the log can take it at once: `fsync:
-    /// interval`, nothing queued for the task (queued appends are written as one group), the
-    /// lock free (a group being written holds it), the file open (the task holds a file
-    /// slot), and room in the active segment (starting a segment creates a file and fsyncs
-    /// the directory). Otherwise gives the record back for the queue.
+    /// Counts an append to the log as under way until the guard is dropped.
+    pub fn start_append(&self) -> Option<AppendUnderWay<'_>> {
+        let inline = self.inline.as_deref()?;
+        inline.appending.fetch_add(1, Ordering::AcqRel);
+        Some(AppendUnderWay(&inline.appending))
+    }
+
+    /// Writes `record` on the caller's thread if the log can take it at once: nothing queued
+    /// for the task (queued appends are written as one group), under `fsync: always` no
+    /// other append under way and the buffer's permit free, the lock free (a group being written holds it), the file open
+    /// (the task holds a file slot), and room in the active segment (starting a segment
+    /// creates a file and fsyncs the directory). Otherwise gives the record back for the
+    /// queue.
     pub fn append_inline(&self, record: Framed, items: u32, reservation: Reservation) -> Appended {
         let Some(inline) = &self.inline else {
             return Appended::Declined(record, reservation);
@@ -60,6 +121,17 @@ impl LogHandle {
         if self.tx.capacity() < self.tx.max_capacity() || inline.files.under_pressure() {
             return Appended::Declined(record, reservation);
         }
+        // Held until the fsync is done, so no second worker blocks on a disk meanwhile.
+        let _syncing = match &inline.sync {
+            None => None,
+            Some(_) if inline.appending.load(Ordering::Acquire) > 1 => {
+                return Appended::Declined(record, reservation)
+            }
+            Some(permit) => match permit.try_take() {
+                Some(taken) => Some(taken),
+                None => return Appended::Declined(record, reservation),
+            },
+        };
         let mut locked = match inline.state.locked.try_lock() {
             Ok(locked) => locked,
             Err(_) => return Appended::Declined(record, reservation),
@@ -74,12 +146,23 @@ impl LogHandle {
             // Dropping the reservation gives the room back: nothing of it stayed on disk.
             return Appended::Done(Err(BufferError::io(path, error)));
         }
-        // Set under the lock, as `sync` clears it under the lock before it fsyncs.
-        inline.state.dirty.store(true, Ordering::Release);
+        if inline.sync.is_none() {
+            // Set under the lock, as `sync` clears it under the lock before it fsyncs.
+            inline.state.dirty.store(true, Ordering::Release);
+        }
         drop(locked);
         inline.state.touch();
         reservation.keep();
         Appended::Done(Ok(()))
+    }
+}
+
+/// An append under way to a log, counted by [`LogHandle::start_append`].
+pub(super) struct AppendUnderWay<'a>(&'a AtomicUsize);
+
+impl Drop for AppendUnderWay<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -181,5 +264,19 @@ impl LogState {
 
     pub fn last_append(&self) -> Instant {
         self.started + Duration::from_millis(self.last_append_ms.load(Ordering::Acquire))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inline_sync_permit_is_held_by_one_append_at_a_time() {
+        let permit = InlineSyncPermit::default();
+        let taken = permit.try_take().expect("free at first");
+        assert!(permit.try_take().is_none(), "held");
+        drop(taken);
+        assert!(permit.try_take().is_some(), "given back on drop");
     }
 }

@@ -51,7 +51,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use config::{DeadLetterConfig, DiskBufferConfig, FsyncPolicy, RetentionConfig};
 
 use self::dead_letters::DeadLetters;
-use self::log::{Appended, LogHandle};
+use self::log::{Appended, InlineSyncPermit, LogHandle};
 use self::open::{discover, open_log, OpenedLog};
 use self::recent::{RecentBudget, RecentRecords};
 use self::stream::DiskStream;
@@ -105,6 +105,9 @@ struct Shared {
     files: Arc<files::FileBudget>,
     /// The memory the logs may keep their newest records in for their streams.
     recent: Arc<RecentBudget>,
+    /// Under `fsync: always`, on a runtime with more than one worker: the one append that may
+    /// fsync on the worker it arrived on (`log.rs`).
+    inline_sync: Option<Arc<InlineSyncPermit>>,
 }
 
 impl Shared {
@@ -169,6 +172,11 @@ impl BufferConfig for DiskBufferConfig {
     }
 }
 
+/// Workers of the runtime the buffer is opened on (1 outside one).
+fn runtime_workers() -> usize {
+    tokio::runtime::Handle::try_current().map_or(1, |runtime| runtime.metrics().num_workers())
+}
+
 impl DiskBuffer {
     /// Opens (or creates) the buffer in `config.directory`, recovering every existing log.
     /// Must be called inside a tokio runtime.
@@ -203,6 +211,8 @@ impl DiskBuffer {
                 closed,
                 reclaiming: AtomicBool::new(false),
                 recent: Arc::new(RecentBudget::new(recent::BUFFER_BYTES)),
+                inline_sync: (config.fsync == FsyncPolicy::Always && runtime_workers() > 1)
+                    .then(Arc::default),
                 files: files::FileBudget::new(match config.max_open_files {
                     0 => files::default_cap(),
                     n => n,
@@ -385,6 +395,7 @@ impl DiskBuffer {
             other => other?,
         };
         let log = self.log(batch.signal, &batch.tenant).await?;
+        let _under_way = log.start_append();
         let (record, reservation) = match log.append_inline(record, batch.items, reservation) {
             Appended::Done(answer) => return answer,
             Appended::Declined(record, reservation) => (record, reservation),

@@ -22,7 +22,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::config::FsyncPolicy;
 use super::files::{FileBudget, FileSlot};
-use super::log::{Locked, LogHandle, LogState};
+use super::log::{InlineAppends, Locked, LogHandle, LogState};
 use super::record::Framed;
 use super::segment::{Committed, GroupOutcome, PendingSync, SegmentWriter};
 use super::wake::WakeAt;
@@ -88,9 +88,12 @@ pub(super) fn spawn(
         syncing: None,
     };
     tokio::spawn(task.run());
-    let inline_files =
-        (shared.config.fsync == FsyncPolicy::Interval).then(|| Arc::clone(&shared.files));
-    LogHandle::new(tx, state, inline_files)
+    let inline = match (shared.config.fsync, &shared.inline_sync) {
+        (FsyncPolicy::Interval, _) => InlineAppends::Write,
+        (FsyncPolicy::Always, Some(permit)) => InlineAppends::WriteAndSync(Arc::clone(permit)),
+        (FsyncPolicy::Always, None) => InlineAppends::Never,
+    };
+    LogHandle::new(tx, state, Arc::clone(&shared.files), inline)
 }
 
 /// An append taken off the queue.

@@ -498,6 +498,57 @@ async fn concurrent_appends_are_all_durable_with(fsync: FsyncPolicy) {
     assert_eq!(on_disk.len(), 800);
 }
 
+/// Under `fsync: always` an append waits for its fsync on the runtime worker it arrived on
+/// only where another worker goes on meanwhile, and only one append of the buffer at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_fsyncs_inline_beside_another_worker_one_append_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let buffer = open(&config(dir.path())).await;
+    let permit = Arc::clone(buffer.shared.inline_sync.as_ref().expect("two workers"));
+    // Held elsewhere: the appends go through the writer task instead.
+    let held = permit.try_take().expect("free while idle");
+    for id in 0..3 {
+        buffer.append(batch("acme", id, 100)).await.expect("queued");
+    }
+    drop(held);
+    for id in 3..6 {
+        buffer.append(batch("acme", id, 100)).await.expect("inline");
+    }
+    assert!(permit.try_take().is_some(), "given back by every append");
+    // Another append under way to the log: queued too, to share the group's fsync.
+    let log = buffer
+        .lookup(Signal::Traces, &tenant("acme"))
+        .expect("log open");
+    let other = log.start_append().expect("counted");
+    for id in 6..9 {
+        buffer.append(batch("acme", id, 100)).await.expect("queued");
+    }
+    drop(other);
+    let mut stream = only_stream(&buffer, "acme");
+    assert_eq!(drain_ids(&mut stream, 9).await, (0..9).collect::<Vec<_>>());
+    buffer.close().await.expect("close");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let interval = open(&DiskBufferConfig {
+        fsync: FsyncPolicy::Interval,
+        ..config(dir.path())
+    })
+    .await;
+    assert!(
+        interval.shared.inline_sync.is_none(),
+        "nothing to fsync inline"
+    );
+    interval.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn always_never_fsyncs_inline_on_a_single_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let buffer = open(&config(dir.path())).await;
+    assert!(buffer.shared.inline_sync.is_none());
+    buffer.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn interval_policy_writes_before_acknowledging() {
     let dir = tempfile::tempdir().expect("tempdir");
