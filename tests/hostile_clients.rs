@@ -1,7 +1,8 @@
 //! Clients as an attacker on the same network would be (issue: hardening): connections that
 //! trickle header bytes, more connections than allowed, and uploads that stall after most of
 //! a large body. Sluice closes the first, refuses the second at once (counted), and keeps its
-//! memory bounded under the third while a well-behaved client is still served.
+//! memory bounded under the third while a well-behaved client is still served. Also the
+//! HTTP/2 settings its gRPC server gives every client.
 
 mod common;
 
@@ -79,6 +80,32 @@ async fn a_grpc_connection_past_its_max_age_is_sent_away() {
         .unwrap();
     let closed = closed_within(&mut stream, Duration::from_secs(15)).await;
     assert!(closed.is_some(), "the connection outlived its maximum age");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grpc_server_lets_clients_send_64_kib_frames() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let config = SluiceConfig::new(dir.path(), backend.port());
+    let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let mut stream = TcpStream::connect(sluice.grpc_addr).await.unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    // The server's first frame is its SETTINGS: 6-byte entries of a 16-bit id and a 32-bit
+    // value; SETTINGS_MAX_FRAME_SIZE is id 5.
+    let mut header = [0u8; 9];
+    stream.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[3], 0x4, "a SETTINGS frame first");
+    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.unwrap();
+    let max_frame_size = payload.chunks_exact(6).find_map(|entry| {
+        (u16::from_be_bytes([entry[0], entry[1]]) == 5)
+            .then(|| u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]))
+    });
+    assert_eq!(max_frame_size, Some(64 * 1024));
 }
 
 #[tokio::test(flavor = "multi_thread")]

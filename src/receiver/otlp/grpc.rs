@@ -40,6 +40,13 @@ const HTTP2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_
 const HTTP2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Request headers per call, all together: OTLP clients send a few hundred bytes.
 const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+/// Largest HTTP/2 frame a client may send. At HTTP/2's default of 16 KiB a request of 100
+/// spans (about 35 KB) comes as three DATA frames, each handled on its own and then joined
+/// into one buffer again; a client that writes frames as large as the server allows (tonic
+/// and h2 do) sends it as one, which the handler takes without a copy. 64 KiB is the
+/// measured middle (README, "What changed" 22): 256 KiB held more memory at 1 000
+/// spans/request for no less CPU. Clients that keep to 16 KiB frames are served as before.
+const MAX_FRAME_BYTES: u32 = 64 * 1024;
 
 /// Binds the listener (so a busy port fails startup) and serves until `shutdown`; in-flight
 /// calls are finished before the returned task ends. With `tls`, the certificate files are
@@ -68,7 +75,8 @@ pub async fn serve(
         // reset and ping floods stay on (its defaults).
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES);
     if let Some(age) = config.max_connection_age {
         builder = builder.max_connection_age(age);
     }
