@@ -42,7 +42,8 @@ struct Inline {
     files: Arc<FileBudget>,
     /// `fsync: always`: the buffer's one permit to fsync on a runtime worker.
     sync: Option<Arc<InlineSyncPermit>>,
-    /// Appends to the log under way, inline or queued ([`LogHandle::start_append`]).
+    /// Appends to the log under way, inline or queued ([`LogHandle::start_append`]);
+    /// counted under `fsync: always` only, where they decide whether to fsync inline.
     appending: AtomicUsize,
 }
 
@@ -101,19 +102,22 @@ impl LogHandle {
         }
     }
 
-    /// Counts an append to the log as under way until the guard is dropped.
+    /// Counts an append to the log as under way until the guard is dropped (`fsync: always`).
     pub fn start_append(&self) -> Option<AppendUnderWay<'_>> {
-        let inline = self.inline.as_deref()?;
+        let inline = self
+            .inline
+            .as_deref()
+            .filter(|inline| inline.sync.is_some())?;
         inline.appending.fetch_add(1, Ordering::AcqRel);
         Some(AppendUnderWay(&inline.appending))
     }
 
     /// Writes `record` on the caller's thread if the log can take it at once: nothing queued
     /// for the task (queued appends are written as one group), under `fsync: always` no
-    /// other append under way and the buffer's permit free, the lock free (a group being written holds it), the file open
-    /// (the task holds a file slot), and room in the active segment (starting a segment
-    /// creates a file and fsyncs the directory). Otherwise gives the record back for the
-    /// queue.
+    /// other append under way and the buffer's permit free, the lock free (a group being
+    /// written holds it), the file open (the task holds a file slot), and room in the active
+    /// segment (starting a segment creates a file and fsyncs the directory). Otherwise gives
+    /// the record back for the queue.
     pub fn append_inline(&self, record: Framed, items: u32, reservation: Reservation) -> Appended {
         let Some(inline) = &self.inline else {
             return Appended::Declined(record, reservation);
