@@ -30,6 +30,14 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Durati
         .map(|()| started.elapsed())
 }
 
+/// An HTTP/2 client preface and an empty SETTINGS frame.
+async fn send_h2_preface(stream: &mut TcpStream) {
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_trickling_its_headers_is_closed_at_the_header_timeout() {
     let dir = temp_dir();
@@ -72,12 +80,9 @@ async fn a_grpc_connection_past_its_max_age_is_sent_away() {
     ];
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
     let mut stream = TcpStream::connect(sluice.grpc_addr).await.unwrap();
-    // An HTTP/2 client preface and an empty SETTINGS frame, then silence: without a maximum
-    // age the connection would stay open until the keep-alive gives up (about 50 s).
-    stream
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
+    // The preface, then silence: without a maximum age the connection would stay open until
+    // the keep-alive gives up (about 50 s).
+    send_h2_preface(&mut stream).await;
     let closed = closed_within(&mut stream, Duration::from_secs(15)).await;
     assert!(closed.is_some(), "the connection outlived its maximum age");
 }
@@ -89,10 +94,7 @@ async fn the_grpc_server_lets_clients_send_64_kib_frames() {
     let config = SluiceConfig::new(dir.path(), backend.port());
     let sluice = SluiceProcess::start(&config.yaml(), dir.path()).await;
     let mut stream = TcpStream::connect(sluice.grpc_addr).await.unwrap();
-    stream
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
+    send_h2_preface(&mut stream).await;
     // The server's first frame is its SETTINGS: 6-byte entries of a 16-bit id and a 32-bit
     // value; SETTINGS_MAX_FRAME_SIZE is id 5.
     let mut header = [0u8; 9];
