@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::config::FsyncPolicy;
 use super::files::FileBudget;
 use super::record::Framed;
 use super::segment::{Committed, GroupOutcome, SegmentWriter};
@@ -47,16 +48,6 @@ struct Inline {
     appending: AtomicUsize,
 }
 
-/// Which appends a log takes inline, per the buffer's fsync policy.
-pub(super) enum InlineAppends {
-    /// None: every append goes through the writer task.
-    Never,
-    /// `fsync: interval`: a write into the page cache.
-    Write,
-    /// `fsync: always`: the write and its fsync, while the permit is free.
-    WriteAndSync(Arc<InlineSyncPermit>),
-}
-
 /// The one inline append of a buffer allowed to wait for an fsync on a runtime worker.
 #[derive(Debug, Default)]
 pub(super) struct InlineSyncPermit(AtomicBool);
@@ -79,16 +70,20 @@ impl Drop for TakenPermit<'_> {
 }
 
 impl LogHandle {
+    /// Appends are made inline under `fsync: interval` (a write into the page cache), and
+    /// under `always` only where the buffer has an `inline_sync` permit (the write and its
+    /// fsync); otherwise every append goes through the writer task.
     pub fn new(
         tx: mpsc::Sender<WriterMsg>,
         state: Arc<LogState>,
         files: Arc<FileBudget>,
-        appends: InlineAppends,
+        fsync: FsyncPolicy,
+        inline_sync: Option<&Arc<InlineSyncPermit>>,
     ) -> LogHandle {
-        let sync = match appends {
-            InlineAppends::Never => return LogHandle { tx, inline: None },
-            InlineAppends::Write => None,
-            InlineAppends::WriteAndSync(permit) => Some(permit),
+        let sync = match (fsync, inline_sync) {
+            (FsyncPolicy::Interval, _) => None,
+            (FsyncPolicy::Always, Some(permit)) => Some(Arc::clone(permit)),
+            (FsyncPolicy::Always, None) => return LogHandle { tx, inline: None },
         };
         let inline = Inline {
             state,
@@ -151,7 +146,8 @@ impl LogHandle {
             return Appended::Done(Err(BufferError::io(path, error)));
         }
         if inline.sync.is_none() {
-            // Set under the lock, as `sync` clears it under the lock before it fsyncs.
+            // For the timed fsync of `interval`; set under the lock, as `sync` clears it under
+            // the lock before it fsyncs.
             inline.state.dirty.store(true, Ordering::Release);
         }
         drop(locked);

@@ -22,7 +22,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::config::FsyncPolicy;
 use super::files::{FileBudget, FileSlot};
-use super::log::{InlineAppends, Locked, LogHandle, LogState};
+use super::log::{Locked, LogHandle, LogState};
 use super::record::Framed;
 use super::segment::{Committed, GroupOutcome, PendingSync, SegmentWriter};
 use super::wake::WakeAt;
@@ -88,12 +88,13 @@ pub(super) fn spawn(
         syncing: None,
     };
     tokio::spawn(task.run());
-    let inline = match (shared.config.fsync, &shared.inline_sync) {
-        (FsyncPolicy::Interval, _) => InlineAppends::Write,
-        (FsyncPolicy::Always, Some(permit)) => InlineAppends::WriteAndSync(Arc::clone(permit)),
-        (FsyncPolicy::Always, None) => InlineAppends::Never,
-    };
-    LogHandle::new(tx, state, Arc::clone(&shared.files), inline)
+    LogHandle::new(
+        tx,
+        state,
+        Arc::clone(&shared.files),
+        shared.config.fsync,
+        shared.inline_sync.as_ref(),
+    )
 }
 
 /// An append taken off the queue.
