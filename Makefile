@@ -11,7 +11,7 @@ SCRIPTS := deploy/scripts
 PULSAR := deploy/pulsar/standalone.sh
 WITH_BROKER := deploy/pulsar/with-broker.sh
 
-.PHONY: help tools python-env build run test fmt fmt-check lint bench bench-smoke validate clean pulsar pulsar-stop nats nats-stop kafka kafka-stop deploy-check
+.PHONY: help tools python-env build run test fmt fmt-check lint bench bench-smoke validate clean startup-symbols pulsar pulsar-stop nats nats-stop kafka kafka-stop deploy-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -125,6 +125,12 @@ bench: tools ## criterion benches, then Sluice vs the Collector (needs `make pee
 	$(CARGO) bench $(if $(filter-out 0,$(BENCH_QUICK)),--bench '*' -- --quick)
 	nice -n 10 $(CARGO) build --release --bin sluice --example loadgen
 	python3 deploy/bench/run.py
+
+# The functions a start and an idle daemon run, which the release build's linker lays out
+# together (src/build.rs; docs/architecture.md, "Code layout"). Rerun after dependency upgrades.
+startup-symbols: tools ## regenerate src/startup_symbols.txt (release build under valgrind, ~2 min)
+	$(CARGO) build --release --bin sluice
+	python3 $(SCRIPTS)/startup_symbols.py target/release/sluice src/startup_symbols.txt
 
 clean: ## remove build output and the local caches (venv)
 	$(CARGO) clean

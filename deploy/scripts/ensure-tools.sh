@@ -20,7 +20,7 @@ as_root() {
 }
 
 if ! command -v cargo >/dev/null 2>&1; then
-    log "cargo not found on PATH. Install a Rust toolchain (https://rustup.rs, 1.89 or newer)"
+    log "cargo not found on PATH. Install a Rust toolchain (https://rustup.rs, 1.90 or newer)"
     log "and make sure ~/.cargo/bin is on PATH."
     exit 1
 fi
