@@ -126,11 +126,12 @@ bench: tools ## criterion benches, then Sluice vs the Collector (needs `make pee
 	nice -n 10 $(CARGO) build --release --bin sluice --example loadgen
 	python3 deploy/bench/run.py
 
-# The functions a start and an idle daemon run, which the release build's linker lays out
-# together (src/build.rs; docs/architecture.md, "Code layout"). Rerun after dependency upgrades.
-startup-symbols: tools ## regenerate src/startup_symbols.txt (release build under valgrind, ~2 min)
-	$(CARGO) build --release --bin sluice
-	python3 $(SCRIPTS)/startup_symbols.py target/release/sluice src/startup_symbols.txt
+# The functions a start and an idle daemon run, then those serving requests adds, which the
+# release build's linker lays out in that order (src/build.rs; docs/architecture.md, "Code
+# layout"). Rerun after dependency or toolchain upgrades.
+startup-symbols: tools ## regenerate src/startup_symbols.txt (release build under valgrind, ~3 min)
+	$(CARGO) build --release --bin sluice --example loadgen
+	python3 $(SCRIPTS)/startup_symbols.py target/release/sluice target/release/examples/loadgen src/startup_symbols.txt
 
 clean: ## remove build output and the local caches (venv)
 	$(CARGO) clean
