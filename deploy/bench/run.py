@@ -1226,7 +1226,24 @@ def render_idle(idle: list[dict]) -> list[str]:
         cpu = med(rs, lambda r: r["idle_cpu_ms_per_s"])
         lines.append(f"| {VARIANTS[key].label} | {fmt(rss[key], 1)} | {fmt(anon, 1)} | {fmt(file, 1)} | {fmt(cpu, 2)} |")
     lines += ["", f"Idle RSS, Sluice / Collector: {ratio(*(rss[k] for k in IDLE_VARIANTS))}."]
+    matched = startup_symbols_matched()
+    if matched:
+        lines += ["", f"Code layout: {matched[0]} of the {matched[1]} functions in src/startup_symbols.txt are in the "
+                      "Sluice binary measured (the others are laid out anywhere; `make startup-symbols` when many are "
+                      "missing)."]
     return lines
+
+
+def startup_symbols_matched() -> tuple[int, int] | None:
+    """How much of the linker's start-up list the measured binary still has: a stale list
+    shows here before it shows as idle memory (docs/architecture.md, "Code layout")."""
+    try:
+        listed = (REPO / "src" / "startup_symbols.txt").read_text().split()
+        out = subprocess.run(["nm", "--defined-only", str(SLUICE_BIN)], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    defined = {p[2] for p in (line.split() for line in out.stdout.splitlines()) if len(p) == 3}
+    return sum(name in defined for name in listed), len(listed)
 
 
 def render_s4(by: dict[tuple[str, int, str], list[dict]]) -> list[str]:

@@ -10,8 +10,8 @@ a few windows instead.
 
 How: each config below runs under valgrind's callgrind (every executed function, not a
 sample) until /readyz answers and IDLE_SECONDS more; the profile so far is dumped, then the
-bench's config serves a little of every kind of request (the bench's load client, its OTLP
-sink behind the exporter) and is stopped with SIGTERM. The functions the binary defines are
+bench's config, under each fsync policy, serves a little of every kind of request (the
+bench's load client, its OTLP sink behind the exporter), and each is stopped with SIGTERM. The functions the binary defines are
 written out: the union of the start-and-idle parts first, then what only the requests (and
 the shutdown) ran, each sorted so that a rerun's diff shows what changed. Run it through
 `make startup-symbols` after dependency upgrades or larger changes; a stale list still links
