@@ -1237,12 +1237,14 @@ def render_idle(idle: list[dict]) -> list[str]:
 def startup_symbols_matched() -> tuple[int, int] | None:
     """How much of the linker's start-up list the measured binary still has: a stale list
     shows here before it shows as idle memory (docs/architecture.md, "Code layout")."""
+    sys.path.insert(0, str(REPO / "deploy" / "scripts"))
+    from startup_symbols import defined_functions  # the list's own reading of the binary
+
     try:
         listed = (REPO / "src" / "startup_symbols.txt").read_text().split()
-        out = subprocess.run(["nm", "--defined-only", str(SLUICE_BIN)], capture_output=True, text=True, check=True)
+        defined = defined_functions(SLUICE_BIN)
     except (OSError, subprocess.CalledProcessError):
         return None
-    defined = {p[2] for p in (line.split() for line in out.stdout.splitlines()) if len(p) == 3}
     return sum(name in defined for name in listed), len(listed)
 
 
