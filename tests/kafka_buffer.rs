@@ -6,9 +6,9 @@
 //! delivering without waiting out its batch timeout, a record that is not OTLP
 //! moved to the dead letters with its reason without holding up what follows, and a tenant
 //! given partitions of its own spread over them and shared by two exporter processes (its
-//! existing topic grown to that many), and an exporter that gives partitions up in a
+//! existing topic grown to that many), an exporter that gives partitions up in a
 //! rebalance dropping what it read ahead of them, so they are exported once more at most for
-//! the deliveries it had out.
+//! the deliveries it had out, and a restarted exporter resuming at the committed offsets.
 
 mod common;
 
@@ -183,6 +183,66 @@ async fn records_carry_the_message_contract_as_headers() {
         .await
         .and_then(|v| v.parse::<u64>().ok())
         .is_some());
+}
+
+/// `count` one-span requests to `tenant`, each span named apart (`<prefix><n>-0`).
+async fn send_spans_named(
+    sluice: &SluiceProcess,
+    tenant: &str,
+    prefix: &str,
+    count: u64,
+) -> std::collections::BTreeSet<String> {
+    let client = channel(&sluice.otlp_endpoint()).await;
+    let mut sent = std::collections::BTreeSet::new();
+    for n in 0..count {
+        let batch = named_spans(&format!("{prefix}{n}"), n, 1);
+        sent.extend(batch.iter().map(|s| s.name.clone()));
+        export_traces(&client, Some(tenant), trace_request("svc", None, batch))
+            .await
+            .expect("accepted");
+    }
+    sent
+}
+
+/// A new topic's partitions start at their first record without asking librdkafka to look
+/// the beginning up (src/buffer/kafka/rebalance.rs); a partition the group committed must
+/// still start at its committed offset, or a restart exports everything again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_exporter_resumes_at_the_committed_offsets() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let run = common::pulsar::tenant("resume");
+    let tenant = "acme";
+    let config = kafka_config(
+        dir.path(),
+        backend.port(),
+        &run,
+        &common::kafka::brokers(),
+        &[],
+    );
+    let mut first = SluiceProcess::start(&config.yaml(), dir.path()).await;
+    let mut sent = send_spans_named(&first, tenant, "before", 20).await;
+    backend.wait_span_names(tenant, &sent, WAIT).await;
+    let topic = format!("{run}-traces-{tenant}");
+    wait_for("every record committed", WAIT, || async {
+        let uncommitted = common::kafka::uncommitted_per_partition(&topic, &run).await;
+        if uncommitted.iter().all(|&n| n == 0) {
+            Ok(())
+        } else {
+            Err(format!("{uncommitted:?}"))
+        }
+    })
+    .await;
+    assert!(first.terminate().await.success());
+
+    let second = SluiceProcess::start(&config.with_fresh_ports().yaml(), dir.path()).await;
+    sent.extend(send_spans_named(&second, tenant, "after", 20).await);
+    backend.wait_span_names(tenant, &sent, WAIT).await;
+    assert_eq!(
+        backend.span_count(tenant),
+        sent.len(),
+        "the spans exported and committed before the restart are not exported again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,12 +15,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
 use super::client::Logged;
@@ -107,16 +109,51 @@ impl ClientContext for GroupMember {
     }
 }
 
-impl ConsumerContext for GroupMember {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            self.rebalances.record(list, Change::Revoked);
-        }
-    }
+/// The longest an assignment waits for the group's committed offsets of its partitions
+/// ([`start_uncommitted_at_beginning`]); past it, librdkafka looks them up itself.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            self.rebalances.record(list, Change::Assigned);
+impl ConsumerContext for GroupMember {
+    /// rdkafka's own handling (assign or unassign, incrementally under a cooperative
+    /// protocol), with two additions: the consumer hears of every change, and partitions the
+    /// group never committed start at their beginning at once.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let done = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                start_uncommitted_at_beginning(consumer, partitions);
+                let done = if cooperative {
+                    consumer.incremental_assign(partitions)
+                } else {
+                    consumer.assign(partitions)
+                };
+                self.rebalances.record(partitions, Change::Assigned);
+                done
+            }
+            revoke_or_error => {
+                if revoke_or_error == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    // Heard before the poll returns any record read after the revocation.
+                    self.rebalances.record(partitions, Change::Revoked);
+                } else {
+                    tracing::warn!(error = ?revoke_or_error, "Kafka consumer group rebalance failed; giving up the partitions");
+                }
+                if cooperative {
+                    consumer.incremental_unassign(partitions)
+                } else {
+                    consumer.unassign()
+                }
+            }
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "cannot apply a Kafka consumer group rebalance");
         }
     }
 
@@ -125,6 +162,41 @@ impl ConsumerContext for GroupMember {
             // The records stay uncommitted: read again after a rebalance or restart, never lost.
             metrics::counter!("sluice_kafka_commit_failures_total").increment(1);
             tracing::warn!(error = %e, partitions = offsets.count(), "cannot commit Kafka offsets; those records may be exported again");
+        }
+    }
+}
+
+/// Partitions the group has no committed offset for (a new tenant's topic) start at their
+/// first record, as `auto.offset.reset = earliest` would, but without librdkafka's detour:
+/// assigned at the committed offset it asks the group, finds none, and looks the beginning up
+/// only after a 100 ms backoff (librdkafka 2.12.1, `rd_kafka_offset_reset`), which a new
+/// tenant's first records waited on top of the batch's linger (README, Performance,
+/// "Observations" 10). Asking here costs one offset fetch per rebalance. The committed
+/// offsets are final at this point: a partition is assigned here only after its previous
+/// owner gave it up, and a stream commits only partitions its process owns.
+fn start_uncommitted_at_beginning(
+    consumer: &BaseConsumer<GroupMember>,
+    partitions: &mut TopicPartitionList,
+) {
+    if partitions.count() == 0 {
+        return;
+    }
+    let committed = match consumer.committed_offsets(partitions.clone(), COMMITTED_TIMEOUT) {
+        Ok(committed) => committed,
+        Err(e) => {
+            // librdkafka asks again itself when it starts the partitions.
+            tracing::debug!(error = %e, "cannot read the committed offsets of newly assigned Kafka partitions");
+            return;
+        }
+    };
+    for element in committed.elements() {
+        if element.error().is_ok() && element.offset() == Offset::Invalid {
+            // The element exists: it came from this very list.
+            let _ = partitions.set_partition_offset(
+                element.topic(),
+                element.partition(),
+                Offset::Beginning,
+            );
         }
     }
 }
