@@ -23,6 +23,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use metrics::Gauge;
+
 use crate::telemetry::labels::OTHER_TENANT;
 use crate::telemetry::tenant_label;
 use crate::telemetry::usage::usage;
@@ -46,10 +48,14 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct TenantUsage {
     tenant: TenantId,
-    label: String,
     held: AtomicU64,
     /// The same number in the usage table (`GET /tenants`), which has no label cap.
     reported: Arc<AtomicU64>,
+    /// `sluice_buffer_tenant_size_bytes` of this tenant, looked up once: it is set on every
+    /// append and every acknowledgement. None past the label cap, where tenants share
+    /// `_other` and one tenant's value would overwrite another's (their bytes are in the
+    /// total only).
+    size_gauge: Option<Gauge>,
 }
 
 impl TenantUsage {
@@ -67,6 +73,8 @@ impl TenantUsage {
 pub struct TenantShares {
     /// `buffer` label of the gauges.
     buffer: &'static str,
+    /// `sluice_buffer_size_bytes`, looked up once (set on every append and acknowledgement).
+    size_gauge: Gauge,
     cap: u64,
     headroom: u64,
     /// Each tenant's explicit cap (`buffer_max_mib`), as reloaded.
@@ -97,6 +105,7 @@ impl TenantShares {
         }
         TenantShares {
             buffer,
+            size_gauge: metrics::gauge!("sluice_buffer_size_bytes", "buffer" => buffer),
             cap,
             headroom: (u128::from(cap) * u128::from(headroom_percent.min(100)) / 100) as u64,
             limits,
@@ -118,11 +127,15 @@ impl TenantShares {
             .tenants
             .entry(tenant.clone())
             .or_insert_with(|| {
+                let label = Some(tenant_label(tenant)).filter(|l| l != OTHER_TENANT);
+                let size_gauge = label.map(|label| {
+                    metrics::gauge!("sluice_buffer_tenant_size_bytes", "buffer" => self.buffer, "tenant" => label)
+                });
                 Arc::new(TenantUsage {
                     tenant: tenant.clone(),
-                    label: tenant_label(tenant),
                     held: AtomicU64::new(0),
                     reported: usage().held_bytes(self.buffer, tenant),
+                    size_gauge,
                 })
             })
             .clone()
@@ -208,13 +221,10 @@ impl TenantShares {
     }
 
     fn report(&self, state: &State, usage: &TenantUsage) {
-        metrics::gauge!("sluice_buffer_size_bytes", "buffer" => self.buffer).set(state.used as f64);
+        self.size_gauge.set(state.used as f64);
         usage.reported.store(usage.held(), Ordering::Relaxed);
-        // Tenants past the label cap share `_other`, where one tenant's value would overwrite
-        // another's: their bytes are in the total only.
-        if usage.label != OTHER_TENANT {
-            metrics::gauge!("sluice_buffer_tenant_size_bytes", "buffer" => self.buffer, "tenant" => usage.label.clone())
-                .set(usage.held() as f64);
+        if let Some(gauge) = &usage.size_gauge {
+            gauge.set(usage.held() as f64);
         }
     }
 }
