@@ -110,8 +110,9 @@ impl ClientContext for GroupMember {
 }
 
 /// The longest an assignment waits for the group's committed offsets of its partitions
-/// ([`start_uncommitted_at_beginning`]); past it, librdkafka looks them up itself.
-const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
+/// ([`start_uncommitted_at_beginning`]); past it, librdkafka looks them up itself. Short: the
+/// rebalance callback runs inside the consumer's poll, on a runtime thread.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl ConsumerContext for GroupMember {
     /// rdkafka's own handling (assign or unassign, incrementally under a cooperative
