@@ -224,15 +224,7 @@ async fn a_restarted_exporter_resumes_at_the_committed_offsets() {
     let mut sent = send_spans_named(&first, tenant, "before", 20).await;
     backend.wait_span_names(tenant, &sent, WAIT).await;
     let topic = format!("{run}-traces-{tenant}");
-    wait_for("every record committed", WAIT, || async {
-        let uncommitted = common::kafka::uncommitted_per_partition(&topic, &run).await;
-        if uncommitted.iter().all(|&n| n == 0) {
-            Ok(())
-        } else {
-            Err(format!("{uncommitted:?}"))
-        }
-    })
-    .await;
+    common::kafka::wait_all_committed(&topic, &run, WAIT).await;
     assert!(first.terminate().await.success());
 
     let second = SluiceProcess::start(&config.with_fresh_ports().yaml(), dir.path()).await;
@@ -478,15 +470,7 @@ async fn an_exporter_drops_what_it_read_ahead_of_partitions_a_rebalance_took_awa
         "a dropped what it read of the partitions b took"
     );
     let topic = format!("{run}-traces-{tenant}");
-    wait_for("every record committed", WAIT, || async {
-        let uncommitted = common::kafka::uncommitted_per_partition(&topic, &run).await;
-        if uncommitted.iter().all(|&n| n == 0) {
-            Ok(())
-        } else {
-            Err(format!("{uncommitted:?}"))
-        }
-    })
-    .await;
+    common::kafka::wait_all_committed(&topic, &run, WAIT).await;
     // Only the deliveries a had out when its partitions went to b are exported twice.
     let duplicates = backend.span_count(tenant) - sent.len();
     // Eight: the export worker's depth, all of it read-ahead a's one stream can take.

@@ -133,6 +133,19 @@ pub async fn uncommitted_per_partition(topic: &str, group: &str) -> Vec<i64> {
     .expect("offsets task")
 }
 
+/// Waits until consumer group `group` has committed past every record of `topic`.
+pub async fn wait_all_committed(topic: &str, group: &str, timeout: Duration) {
+    super::wait_for("every record committed", timeout, || async {
+        let uncommitted = uncommitted_per_partition(topic, group).await;
+        if uncommitted.iter().all(|&n| n == 0) {
+            Ok(())
+        } else {
+            Err(format!("{uncommitted:?}"))
+        }
+    })
+    .await;
+}
+
 /// Writes one record with `payload` (no key, no headers) to `topic`, waiting for the broker.
 pub async fn produce(topic: &str, payload: &[u8]) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
