@@ -17,7 +17,9 @@ use std::time::Duration;
 use tonic::Code;
 
 use common::otlp::{channel, export_traces, kv_str, named_spans, trace_request};
-use common::{send_named_spans, temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess};
+use common::{
+    send_named_spans, send_prefixed_spans, temp_dir, wait_for, Backend, SluiceConfig, SluiceProcess,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -185,25 +187,6 @@ async fn records_carry_the_message_contract_as_headers() {
         .is_some());
 }
 
-/// `count` one-span requests to `tenant`, each span named apart (`<prefix><n>-0`).
-async fn send_spans_named(
-    sluice: &SluiceProcess,
-    tenant: &str,
-    prefix: &str,
-    count: u64,
-) -> std::collections::BTreeSet<String> {
-    let client = channel(&sluice.otlp_endpoint()).await;
-    let mut sent = std::collections::BTreeSet::new();
-    for n in 0..count {
-        let batch = named_spans(&format!("{prefix}{n}"), n, 1);
-        sent.extend(batch.iter().map(|s| s.name.clone()));
-        export_traces(&client, Some(tenant), trace_request("svc", None, batch))
-            .await
-            .expect("accepted");
-    }
-    sent
-}
-
 /// A new topic's partitions start at their first record without asking librdkafka to look
 /// the beginning up (src/buffer/kafka/rebalance.rs); a partition the group committed must
 /// still start at its committed offset, or a restart exports everything again.
@@ -221,14 +204,14 @@ async fn a_restarted_exporter_resumes_at_the_committed_offsets() {
         &[],
     );
     let mut first = SluiceProcess::start(&config.yaml(), dir.path()).await;
-    let mut sent = send_spans_named(&first, tenant, "before", 20).await;
+    let mut sent = send_prefixed_spans(&first, tenant, "before", 20, 1).await;
     backend.wait_span_names(tenant, &sent, WAIT).await;
     let topic = format!("{run}-traces-{tenant}");
     common::kafka::wait_all_committed(&topic, &run, WAIT).await;
     assert!(first.terminate().await.success());
 
     let second = SluiceProcess::start(&config.with_fresh_ports().yaml(), dir.path()).await;
-    sent.extend(send_spans_named(&second, tenant, "after", 20).await);
+    sent.extend(send_prefixed_spans(&second, tenant, "after", 20, 1).await);
     backend.wait_span_names(tenant, &sent, WAIT).await;
     assert_eq!(
         backend.span_count(tenant),

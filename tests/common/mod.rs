@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 pub use backend::Backend;
 pub use config::SluiceConfig;
 pub use http::{metric_sum, metrics_text};
-pub use process::{send_named_spans, SluiceProcess};
+pub use process::{send_named_spans, send_prefixed_spans, SluiceProcess};
 
 /// A TCP port on 127.0.0.1 that is free now, that this test process has not handed out
 /// before, and that lies below the kernel's ephemeral range. A port taken from the

@@ -298,12 +298,24 @@ pub async fn send_named_spans(
     requests: usize,
     per_request: usize,
 ) -> std::collections::BTreeSet<String> {
+    send_prefixed_spans(sluice, tenant, tenant, requests, per_request).await
+}
+
+/// [`send_named_spans`] with the spans named `{prefix}-r{r}-{i}`, so that one tenant can be
+/// sent several sets told apart.
+pub async fn send_prefixed_spans(
+    sluice: &SluiceProcess,
+    tenant: &str,
+    prefix: &str,
+    requests: usize,
+    per_request: usize,
+) -> std::collections::BTreeSet<String> {
     use super::otlp::{channel, export_traces, named_spans, trace_request};
     let client = channel(&sluice.otlp_endpoint()).await;
     let mut names = std::collections::BTreeSet::new();
     for r in 0..requests {
         let spans = named_spans(
-            &format!("{tenant}-r{r}"),
+            &format!("{prefix}-r{r}"),
             (r * per_request) as u64,
             per_request,
         );
