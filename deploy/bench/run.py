@@ -850,13 +850,17 @@ def alternate(variants: list[str], turn: int) -> list[str]:
 
 def main() -> int:
     plan = cells()
-    needed = [(SLUICE_BIN, "cargo build --release"), (LOADGEN_BIN, "cargo build --release --example loadgen")]
+    needed = [(SLUICE_BIN, "make release-daemon"), (LOADGEN_BIN, "cargo build --release --example loadgen")]
     if "IDLE" in ONLY or any(VARIANTS[v].daemon == "otelcol" for _, _, _, vs in plan for v in vs):
         needed.append((OTELCOL_BIN, "make peers"))
     for b, hint in needed:
         if not b.exists():
             log(f"missing {b} (build it with `{hint}`)")
             return 2
+    matched = startup_symbols_matched()
+    if matched and matched[0] < 0.9 * matched[1]:
+        log(f"warning: only {matched[0]} of the {matched[1]} functions in src/startup_symbols.txt are in {SLUICE_BIN}, "
+            f"so its memory is not what a user's build has. {LAYOUT_HINT}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logdir = OUT / "logs" / stamp
     logdir.mkdir(parents=True, exist_ok=True)
@@ -1229,9 +1233,14 @@ def render_idle(idle: list[dict]) -> list[str]:
     matched = startup_symbols_matched()
     if matched:
         lines += ["", f"Code layout: {matched[0]} of the {matched[1]} functions in src/startup_symbols.txt are in the "
-                      "Sluice binary measured (the others are laid out anywhere; `make startup-symbols` when many are "
-                      "missing)."]
+                      "Sluice binary measured (the others are laid out anywhere). " + LAYOUT_HINT]
     return lines
+
+
+# Where many of the list's functions are missing, the binary or the list is not what the image gets.
+LAYOUT_HINT = ("When many are missing, either the daemon was built in one cargo invocation with an example (its "
+               "dependencies then get the dev-dependencies' features and other symbol names: `make release-daemon` "
+               "builds it alone, as the image does), or the list is stale (`make startup-symbols`).")
 
 
 def startup_symbols_matched() -> tuple[int, int] | None:
