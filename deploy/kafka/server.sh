@@ -300,7 +300,7 @@ log.dirs=$DATA_DIR
 # A one-node test broker: replication factor 1 everywhere, few internal partitions (faster
 # first consumer group / transaction), no rebalance delay for either group protocol (the
 # classic one's initial delay; KIP-848's batching of assignment updates, 1 s by default since
-# Kafka 4.4, which a new tenant topic otherwise waits out: README, Performance, "Observations"
+# Kafka 4.4, which a new tenant topic otherwise waits out: docs/performance.md, "Observations"
 # 10). Sluice creates its topics itself.
 num.partitions=1
 default.replication.factor=1

@@ -104,8 +104,8 @@ pub fn spawn_dispatcher(
 /// to the previous delivery, which otherwise caps a stream at one round trip per delivery.
 /// Results are settled in read order, so a buffer whose ack covers everything before a
 /// position never skips an unsettled delivery. Eight, not four: at saturation with large
-/// requests four left the export behind intake, its backlog the end-to-end p99 (README,
-/// "What changed" 16).
+/// requests four left the export behind intake, its backlog the end-to-end p99
+/// (docs/performance.md, "What changed" 16).
 const IN_FLIGHT_PER_STREAM: usize = 8;
 
 /// Deliveries beyond each stream's first that the workers of one pipeline may have in flight

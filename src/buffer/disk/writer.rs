@@ -410,11 +410,12 @@ impl WriterTask {
         self.state.dirty.load(Ordering::Acquire) && self.last_sync.elapsed() >= self.fsync_interval
     }
 
-    /// Starts the timed fsync of `fsync: interval` in the background, unless one is running:
-    /// the files are taken under the log's lock and fsynced after it is released
+    /// Starts the timed fsync of `fsync: interval` in the background, unless one is running: the
+    /// files are taken under the log's lock and fsynced after it is released
     /// ([`SegmentWriter::take_sync`]), and the task goes on writing groups meanwhile. At a few
-    /// hundred MB/s of appends an fsync takes tens to hundreds of milliseconds, and every
-    /// append waited for it, under the lock or in the task's queue (README, "What changed" 15).
+    /// hundred MB/s of appends an fsync takes tens to hundreds of milliseconds, and every append
+    /// waited for it, under the lock or in the task's queue (docs/performance.md, "What changed"
+    /// 15).
     fn start_sync(&mut self) {
         if self.syncing.is_some() {
             return;

@@ -468,7 +468,7 @@ impl Run {
 
 /// librdkafka resumes a partition without waking the thread that fetches it from its
 /// leader. While everything it fetches is paused that thread idles on its socket, for up to
-/// a second, so every pause cost up to a second of export (README, Performance,
+/// a second, so every pause cost up to a second of export (docs/performance.md,
 /// "Observations" 6; contract in docs/contracts.md, "Kafka buffer"). A request to each
 /// leader wakes its thread: asking for the partitions' latest offsets is the cheapest one
 /// that goes there.
@@ -492,7 +492,7 @@ fn wake_fetchers(consumer: &Arc<StreamConsumer<GroupMember>>, mut partitions: To
 /// their metadata and, as measured, often takes them up only on the next heartbeat (the
 /// broker's `group.consumer.heartbeat.interval.ms`, 5 s by default). A topic created a
 /// moment before is not in that cache, so a new tenant's first records waited in the topic
-/// that long (README, Performance, "Observations" 7).
+/// that long (docs/performance.md, "Observations" 7).
 async fn learn_topic(ctx: &Context, consumer: &Weak<StreamConsumer<GroupMember>>, topic: &str) {
     let deadline = Instant::now() + NEW_TOPIC_WAIT;
     loop {

@@ -1,15 +1,15 @@
 //! One record at a time to a partition until the brokers have acknowledged one of this
 //! producer's records there (docs/contracts.md, "Kafka buffer").
 //!
-//! A broker that holds no state for a producer on a partition takes that producer's first
-//! batch there whatever its sequence number (so that a producer whose state expired can go
-//! on). librdkafka keeps several batches in flight per partition. So when the first batch is
-//! refused with a retriable error (a partition whose leader is not ready yet answers "Not
-//! leader for partition" just after the topic was created) and the second is taken, the log
-//! has the second without the first, and librdkafka reports the first delivered as well
-//! ("implicitly acked by subsequent batch success"): a record acknowledged to the client and
-//! never written. S8 showed it on freshly started brokers (README, "What changed" 17). With
-//! the first record alone, librdkafka retries it before anything follows it.
+//! A broker that holds no state for a producer on a partition takes that producer's first batch
+//! there whatever its sequence number (so that a producer whose state expired can go on).
+//! librdkafka keeps several batches in flight per partition. So when the first batch is refused
+//! with a retriable error (a partition whose leader is not ready yet answers "Not leader for
+//! partition" just after the topic was created) and the second is taken, the log has the second
+//! without the first, and librdkafka reports the first delivered as well ("implicitly acked by
+//! subsequent batch success"): a record acknowledged to the client and never written. S8 showed it
+//! on freshly started brokers (docs/performance.md, "What changed" 17). With the first record
+//! alone, librdkafka retries it before anything follows it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,5 @@
 //! Asking again for a new topic's first assignment (docs/contracts.md, "Kafka buffer";
-//! README, Performance, "Observations" 7 and 10).
+//! docs/performance.md, "Observations" 7 and 10).
 //!
 //! With the consumer group protocol (KIP-848) librdkafka sends a new subscription in a
 //! heartbeat at once, and the group coordinator answers with the member's target assignment.

@@ -171,7 +171,7 @@ impl ConsumerContext for GroupMember {
 /// first record, as `auto.offset.reset = earliest` would, but without librdkafka's detour:
 /// assigned at the committed offset it asks the group, finds none, and looks the beginning up
 /// only after a 100 ms backoff (librdkafka 2.12.1, `rd_kafka_offset_reset`), which a new
-/// tenant's first records waited on top of the batch's linger (README, Performance,
+/// tenant's first records waited on top of the batch's linger (docs/performance.md,
 /// "Observations" 10). Asking here costs one offset fetch per rebalance. The committed
 /// offsets are final at this point: a partition is assigned here only after its previous
 /// owner gave it up, and a stream commits only partitions its process owns.

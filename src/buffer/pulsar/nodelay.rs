@@ -3,7 +3,8 @@
 //! The `pulsar` crate (6.9.1, the newest) connects without `TCP_NODELAY` and gives no access
 //! to its sockets. Nagle's algorithm then holds a frame back until the broker acknowledges the
 //! one before, which a delayed ACK puts off by up to 40 ms on Linux: at 1 span/request the p99
-//! of an answer was 50 ms instead of 10 ms, and throughput a fifth lower (README, Performance).
+//! of an answer was 50 ms instead of 10 ms, and throughput a fifth lower (docs/performance.md,
+//! "Observations" 4).
 //! So Sluice sets the option itself, after the client may have opened a connection: each
 //! socket of this process whose peer is on the broker's port is duplicated through a pidfd of
 //! the process (`pidfd_getfd`, no unsafe code), and the option set on the duplicate applies

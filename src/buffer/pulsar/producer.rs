@@ -40,8 +40,8 @@ use crate::signal::Signal;
 /// (within `send_timeout`), which is the back-pressure towards clients.
 const QUEUE: usize = 1024;
 /// Messages of a topic awaiting receipts before new requests linger to be merged. Measured
-/// (README, Performance, "Pulsar pipelining"): 2 beat lingering always (the old default),
-/// sending at once always, and 3 or 4, at 1, 100 and 1 000 spans per request together.
+/// (docs/performance.md, "Observations" 4, "Pulsar pipelining"): 2 beat lingering always (the old
+/// default), sending at once always, and 3 or 4, at 1, 100 and 1 000 spans per request together.
 const PIPELINE: usize = 2;
 /// How long closing a producer may wait for the broker.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -254,8 +254,8 @@ impl TopicTask {
     /// [`PIPELINE`] messages of the topic await their receipts: it goes out as soon as one of
     /// them settles, when it is full, or after `max_linger`. An idle topic publishes at once,
     /// so a lone client waits for one receipt, and a busy one sends fewer, larger messages,
-    /// which is what the broker's one thread per topic needs (measured in the README's
-    /// Performance section, "Pulsar pipelining"). Receipts are settled meanwhile, so their
+    /// which is what the broker's one thread per topic needs (measured in docs/performance.md,
+    /// "Observations" 4, "Pulsar pipelining"). Receipts are settled meanwhile, so their
     /// clients are answered without waiting for this message.
     async fn gather<F: std::future::Future<Output = InFlight>>(
         &mut self,

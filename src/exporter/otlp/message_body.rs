@@ -1,11 +1,11 @@
 //! The request body of an uncompressed export, sent from the batch's own buffers.
 //!
-//! tonic encodes a message by copying it into a frame buffer of its own, behind the 5-byte
-//! gRPC message header. A batch is already the encoded message, so that copy bought nothing
-//! (5 % of the daemon's samples at 1 000 spans/request; README, "What changed" 14). Here the
-//! header is its own small chunk and the batch's buffers follow as they are (a delivery's
-//! records, chained: [`crate::batch::Payload`]), so h2 writes them to the socket straight
-//! from the buffers the records were read into.
+//! tonic encodes a message by copying it into a frame buffer of its own, behind the 5-byte gRPC
+//! message header. A batch is already the encoded message, so that copy bought nothing (5 % of the
+//! daemon's samples at 1 000 spans/request; docs/performance.md, "What changed" 14). Here the
+//! header is its own small chunk and the batch's buffers follow as they are (a delivery's records,
+//! chained: [`crate::batch::Payload`]), so h2 writes them to the socket straight from the buffers
+//! the records were read into.
 //!
 //! Everything else stays tonic's (request headers, the deadline, the response's status and
 //! trailers, response decompression): the call still goes through `tonic::client::Grpc`, with
@@ -61,11 +61,11 @@ const FRAME: usize = 16 * 1024;
 /// One uncompressed gRPC message: the header (flag 0, big-endian length), then the payload's
 /// buffers.
 ///
-/// h2 writes every chunk of 256 bytes or more with a write (and a wake-up of the body's
-/// task) of its own. A buffer of a frame or more goes as it is; shorter neighbours are joined
-/// into chunks of up to a frame first, so a delivery of many small records costs a write per
-/// frame, as one joined buffer would, and a delivery of large ones no copy at all (README,
-/// "What changed" 19).
+/// h2 writes every chunk of 256 bytes or more with a write (and a wake-up of the body's task) of
+/// its own. A buffer of a frame or more goes as it is; shorter neighbours are joined into chunks of
+/// up to a frame first, so a delivery of many small records costs a write per frame, as one joined
+/// buffer would, and a delivery of large ones no copy at all (docs/performance.md, "What changed"
+/// 19).
 #[derive(Debug)]
 pub(super) struct MessageBody {
     header: Option<Bytes>,

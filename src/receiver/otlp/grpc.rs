@@ -44,7 +44,7 @@ const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// spans (about 35 KB) comes as three DATA frames, each handled on its own and then joined
 /// into one buffer again; a client that writes frames as large as the server allows (tonic
 /// and h2 do) sends it as one, which the handler takes without a copy. 64 KiB is the
-/// measured middle (README, "What changed" 22): 256 KiB held more memory at 1 000
+/// measured middle (docs/performance.md, "What changed" 22): 256 KiB held more memory at 1 000
 /// spans/request for no less CPU. Clients that keep to 16 KiB frames are served as before.
 const MAX_FRAME_BYTES: u32 = 64 * 1024;
 

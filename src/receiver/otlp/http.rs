@@ -139,8 +139,8 @@ struct Shared {
     /// Decode jobs on the blocking pool at once, two per core. Unbounded, S9's OTLP/JSON at
     /// saturation grew the pool to ~30 threads, each with its own allocator heap (RSS 178
     /// MiB); one per core left cores idle between jobs (-16 % spans/s); two per core kept the
-    /// spans/s within a few percent at 132 MiB (README, "S9 after the one-pass OTLP/JSON
-    /// transcoder").
+    /// spans/s within a few percent at 132 MiB (docs/performance.md, "S9 after the
+    /// one-pass OTLP/JSON transcoder").
     decode_slots: Arc<Semaphore>,
     /// The `Allow` header of `405` answers.
     allow: HeaderValue,

@@ -1,9 +1,10 @@
 //! When a log's segments are fsynced: at the end of every group under `fsync: always`, and
 //! under `interval` by the writer's timed fsync, which takes the files under the log's lock
-//! and fsyncs them after it is released, so appends never wait for it (README, "What
-//! changed" 15). A segment that closes under `interval` waits for that timed fsync too.
+//! and fsyncs them after it is released, so appends never wait for it (docs/performance.md,
+//! "What changed" 15). A segment that closes under `interval` waits for that timed fsync too.
 //! Under `interval` the kernel is also asked to start writing each MiB out as it is
-//! appended, so the timed fsync finds little left to write (README, "What changed" 18).
+//! appended, so the timed fsync finds little left to write (docs/performance.md, "What
+//! changed" 18).
 
 use std::fs::File;
 use std::io;
@@ -31,12 +32,12 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// The timed fsync of `fsync: interval`, first half, under the log's lock: hands over
-    /// what is to be fsynced (the closed segments waiting for it, and a second handle of the
-    /// active one if it was written to), so the fsyncs run after the lock is released. An
-    /// fsync takes tens of milliseconds at a few hundred MB/s of appends, and every append
-    /// waited for it under the lock (README, "What changed" 15). An append made meanwhile is
-    /// the next fsync's. Without a second handle the active segment is fsynced here.
+    /// The timed fsync of `fsync: interval`, first half, under the log's lock: hands over what is
+    /// to be fsynced (the closed segments waiting for it, and a second handle of the active one if
+    /// it was written to), so the fsyncs run after the lock is released. An fsync takes tens of
+    /// milliseconds at a few hundred MB/s of appends, and every append waited for it under the lock
+    /// (docs/performance.md, "What changed" 15). An append made meanwhile is the next fsync's.
+    /// Without a second handle the active segment is fsynced here.
     pub(in crate::buffer::disk) fn take_sync(&mut self) -> io::Result<PendingSync> {
         self.defer_active()?;
         Ok(PendingSync {
@@ -87,9 +88,9 @@ impl SegmentWriter {
     }
 }
 
-/// Under `fsync: interval`, how many bytes appended to the active segment make the kernel
-/// start writing them out. Measured at saturation (README, "What changed" 18): 256 KiB to
-/// 4 MiB all took S3's p99 from ~43 to ~28 ms; 16 MiB less so; 1 MiB is the middle.
+/// Under `fsync: interval`, how many bytes appended to the active segment make the kernel start
+/// writing them out. Measured at saturation (docs/performance.md, "What changed" 18): 256 KiB to 4
+/// MiB all took S3's p99 from ~43 to ~28 ms; 16 MiB less so; 1 MiB is the middle.
 const WRITEBACK_STEP: u64 = 1 << 20;
 
 impl SegmentWriter {
