@@ -6,11 +6,10 @@
 //! Measured on S1 (disk buffer, `fsync: always`, 100 spans/request, saturation;
 //! docs/performance.md, "What changed" 6), mimalloc spends about a fifth less CPU per span
 //! than glibc's malloc, whose `_int_malloc`, `free` and arena locking were spread over the
-//! profile. With its default of
-//! eagerly committed arenas it also kept what it had touched: 10 MiB of anonymous memory at
-//! idle instead of 2, and 1.5 times glibc's peak RSS under load. Committing arenas lazily lets
-//! it give freed pages back after its purge delay (10 ms), which keeps RSS at glibc's level
-//! and costs no measurable CPU. (An immediate purge, `purge_delay: 0`, cost a third more CPU.)
+//! profile. With its default of eagerly committed arenas it also kept what it had touched: 10
+//! MiB of anonymous memory at idle instead of 2, and 1.5 times glibc's peak RSS under load.
+//! Committing arenas lazily lets it give freed pages back after its purge delay (10 ms), which
+//! keeps RSS at glibc's level and costs no measurable CPU. (An immediate purge, `purge_delay: 0`, cost a third more CPU.)
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -89,8 +89,8 @@ impl SegmentWriter {
 }
 
 /// Under `fsync: interval`, how many bytes appended to the active segment make the kernel start
-/// writing them out. Measured at saturation (docs/performance.md, "What changed" 18): 256 KiB to 4
-/// MiB all took S3's p99 from ~43 to ~28 ms; 16 MiB less so; 1 MiB is the middle.
+/// writing them out. Measured at saturation (docs/performance.md, "What changed" 18): 256 KiB
+/// to 4 MiB all took S3's p99 from ~43 to ~28 ms; 16 MiB less so; 1 MiB is the middle.
 const WRITEBACK_STEP: u64 = 1 << 20;
 
 impl SegmentWriter {
