@@ -127,19 +127,16 @@ bench: tools ## criterion benches, then Sluice vs the Collector (needs `make pee
 	nice -n 10 $(CARGO) build --release --example loadgen
 	python3 deploy/bench/run.py
 
-# The daemon as the image builds it: on its own. Built in one cargo invocation with an example,
-# its dependencies get the dev-dependencies' features too (tokio's test-util), which changes the
-# hashes in every symbol name, so most of src/startup_symbols.txt would no longer name a
-# function of the binary and the code layout would be lost (measured: 1 121 of 2 296 matched,
-# 11 instead of 7 MiB of file-backed RSS at idle).
+# The daemon as the image builds it: on its own. Built in one cargo invocation with an example or
+# a test (`cargo bench` too), it gets other symbol names and loses the code layout
+# (docs/architecture.md, "Code layout"), so `bench` builds it again after the criterion benches.
 release-daemon:
 	nice -n 10 $(CARGO) build --release --bin sluice
 
 # The functions a start and an idle daemon run, then those serving requests adds, which the
 # release build's linker lays out in that order (src/build.rs; docs/architecture.md, "Code
 # layout"). Rerun after dependency or toolchain upgrades.
-startup-symbols: tools ## regenerate src/startup_symbols.txt (release build under valgrind, ~3 min)
-	$(MAKE) --no-print-directory release-daemon
+startup-symbols: tools release-daemon ## regenerate src/startup_symbols.txt (release build under valgrind, ~3 min)
 	$(CARGO) build --release --example loadgen
 	python3 $(SCRIPTS)/startup_symbols.py target/release/sluice target/release/examples/loadgen src/startup_symbols.txt
 
