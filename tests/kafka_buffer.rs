@@ -7,8 +7,10 @@
 //! moved to the dead letters with its reason without holding up what follows, and a tenant
 //! given partitions of its own spread over them and shared by two exporter processes (its
 //! existing topic grown to that many), an exporter that gives partitions up in a
-//! rebalance dropping what it read ahead of them, so they are exported once more at most for
-//! the deliveries it had out, and a restarted exporter resuming at the committed offsets.
+//! rebalance dropping what it read ahead of them and settling the deliveries it had out of
+//! them first, so nothing is exported twice (and, when its backend refuses those
+//! deliveries, giving the partitions up after a bound, exporting once more at most the
+//! deliveries it had out), and a restarted exporter resuming at the committed offsets.
 
 mod common;
 
@@ -57,6 +59,13 @@ fn split_roles(
     config.export = !receive;
     config.batch_traces = false;
     config
+}
+
+/// The spans `sluice` exported so far.
+async fn traces_exported(sluice: &SluiceProcess) -> f64 {
+    sluice
+        .metric("sluice_exporter_sent_items_total", &[("signal", "traces")])
+        .await
 }
 
 /// `spans` spans of about 1 KiB each, so a few requests add up to megabytes.
@@ -433,7 +442,9 @@ async fn an_exporter_drops_what_it_read_ahead_of_partitions_a_rebalance_took_awa
     .await;
 
     // b joins the group and takes a share of the partitions from a. a's stream hears of it
-    // when it is next asked for a delivery, before it hands out anything more.
+    // when it is next asked for a delivery, before it hands out anything more; a gives the
+    // partitions up when its deliveries out of them are still refused after the handover's
+    // bound (2 s).
     let b = SluiceProcess::start(&config(false).with_fresh_ports().yaml(), dir.path()).await;
     wait_for("b exporting a share", WAIT, || async {
         match b.metric("sluice_exporter_retries_total", &[]).await {
@@ -461,6 +472,65 @@ async fn an_exporter_drops_what_it_read_ahead_of_partitions_a_rebalance_took_awa
     assert!(
         duplicates <= bound,
         "{duplicates} spans exported twice, more than a's 8 deliveries out ({bound})"
+    );
+    drop(b);
+}
+
+/// A rebalance while a healthy backend takes a's deliveries: a exports and commits the ones
+/// it had out of the revoked partitions before b reads them, so nothing is exported twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebalance_hands_partitions_over_once_the_deliveries_out_of_them_settled() {
+    let dir = temp_dir();
+    let backend = Backend::start().await;
+    let run = common::pulsar::tenant("handover");
+    let tenant = "big";
+    // Every delivery takes a while: a has 8 out at any moment while it works off the backlog.
+    backend.set_latency(Duration::from_millis(400));
+    let config = |receive| split_roles(dir.path(), backend.port(), &run, tenant, receive);
+    let a = SluiceProcess::start(&config(false).yaml(), dir.path()).await;
+    let ingest = SluiceProcess::start(&config(true).yaml(), dir.path()).await;
+
+    // 160 records, one per delivery, 8 at a time: about 8 s of export for a alone, so b
+    // joins while a has deliveries out of every partition.
+    let client = channel(&ingest.otlp_endpoint()).await;
+    let mut sent = std::collections::BTreeSet::new();
+    for r in 0..160u64 {
+        let spans = named_spans(&format!("{tenant}-{r}"), r * 100, 10);
+        sent.extend(spans.iter().map(|s| s.name.clone()));
+        export_traces(&client, Some(tenant), trace_request("svc", None, spans))
+            .await
+            .expect("accepted");
+    }
+    wait_for("a exporting", WAIT, || async {
+        match traces_exported(&a).await {
+            n if n > 0.0 => Ok(()),
+            n => Err(n.to_string()),
+        }
+    })
+    .await;
+    let b = SluiceProcess::start(&config(false).with_fresh_ports().yaml(), dir.path()).await;
+    wait_for("b exporting a share", WAIT, || async {
+        match traces_exported(&b).await {
+            n if n > 0.0 => Ok(()),
+            n => Err(n.to_string()),
+        }
+    })
+    .await;
+
+    backend.wait_span_names(tenant, &sent, WAIT).await;
+    let topic = format!("{run}-traces-{tenant}");
+    common::kafka::wait_all_committed(&topic, &run, WAIT).await;
+    let dropped = a
+        .metric("sluice_kafka_revoked_records_total", &[("tenant", tenant)])
+        .await;
+    assert!(
+        dropped > 0.0,
+        "a had read ahead of the partitions b took, and dropped that"
+    );
+    assert_eq!(
+        backend.span_count(tenant),
+        sent.len(),
+        "every span exported once: a settled its deliveries out of the revoked partitions before giving them up"
     );
     drop(b);
 }

@@ -50,7 +50,7 @@ impl<T> Pending<T> {
 
     /// Removes the records whose handle matches, keeping the order of the rest; returns how
     /// many records and payload bytes went.
-    pub fn remove_where(&mut self, matches: impl Fn(&T) -> bool) -> (usize, usize) {
+    pub fn remove_where(&mut self, mut matches: impl FnMut(&T) -> bool) -> (usize, usize) {
         let (mut records, mut bytes, mut items) = (0, 0, 0u64);
         self.queue.retain(|(handle, batch)| {
             let gone = matches(handle);

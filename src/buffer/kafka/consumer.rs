@@ -2,7 +2,8 @@
 //! knows of, it hands each record to its tenant's stream and pauses the partitions of a
 //! tenant whose stream holds too much that is not exported yet. It tells a stream of the
 //! partitions a rebalance took away, so the stream drops what it read ahead of them
-//! (`rebalance.rs`).
+//! (`rebalance.rs`), and gives them up once the streams settled what they had out of them
+//! (`handover.rs`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,8 +89,8 @@ impl Record {
 #[derive(Debug)]
 pub(super) enum Handed {
     Record(Record),
-    /// These partitions went to another member of the group, which reads them again from
-    /// the committed offset.
+    /// These partitions go to another member of the group, which reads them again from the
+    /// committed offset, once the stream settled what it handed out of them.
     Revoked(Vec<i32>),
 }
 
@@ -132,6 +133,8 @@ enum Event {
     /// A paused tenant's stream went down to [`RESUME_BYTES`].
     Drained,
     Rebalanced,
+    /// The revocation held is settled, or its time ran out.
+    HandoverDue,
     ReadFailed(rdkafka::error::KafkaError),
     /// A new tenant's topic is ready to be subscribed to, or could not be created.
     Prepared(Prepared),
@@ -201,6 +204,7 @@ async fn run(
     let drained = Arc::clone(&run.drained);
     loop {
         let nudge_at = run.nudge.as_ref().and_then(AssignmentNudge::due);
+        let handover_at = run.rebalances.handover.deadline();
         let event = tokio::select! {
             _ = closed.wait_for(|c| *c) => Event::Closed,
             Some(tenant) = told.recv() => Event::Appended(tenant),
@@ -208,6 +212,8 @@ async fn run(
             _ = refresh.tick() => Event::Refresh,
             _ = drained.notified() => Event::Drained,
             _ = run.rebalances.changed.notified() => Event::Rebalanced,
+            _ = run.rebalances.handover.settled_all.notified() => Event::HandoverDue,
+            _ = sleep_until_some(handover_at), if handover_at.is_some() => Event::HandoverDue,
             _ = sleep_until_some(nudge_at), if nudge_at.is_some() => Event::Nudge,
             read = consumer.recv() => match read {
                 Ok(message) => {
@@ -231,6 +237,7 @@ async fn run(
             Event::Prepared(prepared) => run.prepared(prepared),
             Event::Drained => run.resume_drained(),
             Event::Rebalanced => run.apply_rebalances(),
+            Event::HandoverDue => run.rebalances.give_up_when_due(&*consumer, false),
             Event::Nudge => run.nudge_assignment(),
             Event::ReadFailed(e) => {
                 // librdkafka's own log (`Logged`) already says what went wrong.
@@ -241,6 +248,7 @@ async fn run(
     }
     // Dropping the feeds ends the streams; leaving the group blocks, so not on a runtime
     // thread.
+    run.rebalances.close(&*consumer);
     drop(run);
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
 }
@@ -425,16 +433,24 @@ impl Run {
                 nudge.assigned(&topic);
             }
             let Some(feed) = self.feeds.get_mut(&topic) else {
+                if let Change::Revoked(partitions) = &change {
+                    // Nothing of the topic was read here, so nothing is out.
+                    self.rebalances.handover.settled(&topic, partitions);
+                }
                 continue;
             };
             match change {
                 Change::Revoked(partitions) => {
-                    tracing::info!(%topic, ?partitions, "Kafka partitions went to another member of the group");
+                    tracing::info!(%topic, ?partitions, "Kafka partitions go to another member of the group");
                     for partition in &partitions {
                         feed.partitions.remove(partition);
                     }
-                    // A stream that ended holds nothing to drop.
-                    let _ = feed.records.send(Handed::Revoked(partitions));
+                    if let Err(unsent) = feed.records.send(Handed::Revoked(partitions)) {
+                        // A stream that ended holds nothing to drop or settle.
+                        if let Handed::Revoked(partitions) = unsent.0 {
+                            self.rebalances.handover.settled(&topic, &partitions);
+                        }
+                    }
                 }
                 Change::Assigned(partitions) => {
                     let given: BTreeSet<i32> = partitions.into_iter().collect();

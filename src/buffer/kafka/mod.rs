@@ -27,6 +27,7 @@ mod client;
 mod config;
 mod consumer;
 mod first_write;
+mod handover;
 mod nudge;
 mod offsets;
 mod rebalance;

@@ -20,10 +20,19 @@ impl OffsetTracker {
             .insert(offset, false);
     }
 
-    /// The partition went to another member of the group: nothing read of it is committed
-    /// by this process any more, until it reads the partition again.
-    pub(super) fn forget(&mut self, partition: i32) {
-        self.partitions.remove(&partition);
+    /// A record read is not handed out after all (its partition went to another member of
+    /// the group, which reads it again): nothing waits for it to settle.
+    pub(super) fn unread(&mut self, partition: i32, offset: i64) {
+        if let Some(outstanding) = self.partitions.get_mut(&partition) {
+            outstanding.remove(&offset);
+        }
+    }
+
+    /// Whether a record of `partition` was read and is not settled yet (or one before it).
+    pub(super) fn outstanding(&self, partition: i32) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_some_and(|outstanding| !outstanding.is_empty())
     }
 
     /// Records are settled; returns, per partition whose committable offset moved, the
@@ -78,16 +87,20 @@ mod tests {
     }
 
     #[test]
-    fn a_forgotten_partition_commits_nothing_until_read_again() {
+    fn records_unread_are_not_waited_for() {
         let mut t = OffsetTracker::default();
-        t.read(0, 5);
-        t.read(0, 6);
+        for offset in 5..9 {
+            t.read(0, offset);
+        }
         t.read(1, 9);
-        t.forget(0);
-        // A delivery that was out when the partition went away is settled late.
-        assert_eq!(t.settle(&[(0, 5), (1, 9)]), vec![(1, 10)]);
-        // Given back, the partition is read again from its committed offset.
-        t.read(0, 5);
-        assert_eq!(t.settle(&[(0, 5)]), vec![(0, 6)]);
+        assert!(!t.outstanding(2));
+        // 5 and 6 were handed out; 7 and 8 are dropped when the partition is revoked.
+        t.unread(0, 7);
+        t.unread(0, 8);
+        t.unread(3, 1);
+        assert_eq!(t.settle(&[(0, 6)]), vec![]);
+        assert!(t.outstanding(0));
+        assert_eq!(t.settle(&[(0, 5), (1, 9)]), vec![(0, 7), (1, 10)]);
+        assert!(!t.outstanding(0) && !t.outstanding(1));
     }
 }

@@ -8,9 +8,10 @@
 //! that `recv` runs, before that poll returns any record of the new assignment, so the
 //! consumer hears of a revocation before it hands over anything read after it.
 //!
-//! A stream hears of it only when next asked for a delivery, and may settle deliveries
-//! before that: it commits only partitions the context says this process owns, so it never
-//! commits over the new owner's progress.
+//! A revoked partition stays this process's until the deliveries out of it settled
+//! (`handover.rs`): a stream commits only partitions the context says this process owns, so
+//! it commits the deliveries it had out before the new owner reads the partition, and never
+//! over the new owner's progress after that.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
 use super::client::Logged;
+use super::handover::{unassign, Handover};
 
 /// A change of this process's share of a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +37,7 @@ pub(super) enum Change {
 }
 
 /// Rebalance changes not yet taken by the consumer, in the order they happened, and the
-/// partitions this process owns now.
+/// partitions this process owns now (revoked ones until they are given up).
 #[derive(Default)]
 pub(super) struct Rebalances {
     changes: Mutex<Vec<(String, Change)>>,
@@ -44,6 +46,10 @@ pub(super) struct Rebalances {
     any: AtomicBool,
     /// Wakes the consumer's loop when a change came in a poll that returned no record.
     pub changed: Notify,
+    pub handover: Handover,
+    /// Set when the consumer's loop ended: leaving the group revokes everything, and nobody
+    /// would apply a revocation held.
+    closing: AtomicBool,
 }
 
 impl Rebalances {
@@ -62,15 +68,39 @@ impl Rebalances {
         let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
         for (topic, partitions) in by_topic {
             let change = change(partitions);
-            let topic_owned = owned.entry(topic.clone()).or_default();
-            match &change {
-                Change::Revoked(gone) => topic_owned.retain(|p| !gone.contains(p)),
-                Change::Assigned(given) => topic_owned.extend(given),
+            if let Change::Assigned(given) = &change {
+                owned.entry(topic.clone()).or_default().extend(given);
             }
             changes.push((topic, change));
         }
         self.any.store(true, Ordering::Release);
         self.changed.notify_one();
+    }
+
+    /// This process no longer owns `partitions`: given up after a revocation.
+    pub(super) fn disown(&self, partitions: &TopicPartitionList) {
+        let mut owned = self.owned.lock().unwrap_or_else(PoisonError::into_inner);
+        for element in partitions.elements() {
+            if let Some(topic_owned) = owned.get_mut(element.topic()) {
+                topic_owned.remove(&element.partition());
+            }
+        }
+    }
+
+    /// Gives up the revocation held once it is due (`now`: at once); see `handover.rs`.
+    pub(super) fn give_up_when_due<C: Consumer<GroupMember>>(&self, consumer: &C, now: bool) {
+        match self.handover.give_up_when_due(consumer, now) {
+            Ok(Some(given_up)) => self.disown(&given_up),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot give up revoked Kafka partitions"),
+        }
+    }
+
+    /// The consumer's loop ended: a revocation held is applied now, and later ones (leaving
+    /// the group revokes everything) in the rebalance callback itself.
+    pub(super) fn close<C: Consumer<GroupMember>>(&self, consumer: &C) {
+        self.closing.store(true, Ordering::Release);
+        self.give_up_when_due(consumer, true);
     }
 
     /// Whether this process owns `topic`'s `partition` (was given it and not yet asked to
@@ -116,8 +146,9 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl ConsumerContext for GroupMember {
     /// rdkafka's own handling (assign or unassign, incrementally under a cooperative
-    /// protocol), with two additions: the consumer hears of every change, and partitions the
-    /// group never committed start at their beginning at once.
+    /// protocol), with three changes: the consumer hears of every change, partitions the
+    /// group never committed start at their beginning at once, and revoked partitions are
+    /// given up only once the deliveries out of them settled (`handover.rs`).
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -140,16 +171,27 @@ impl ConsumerContext for GroupMember {
                 done
             }
             revoke_or_error => {
-                if revoke_or_error == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                let revoked =
+                    revoke_or_error == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS;
+                if revoked {
                     // Heard before the poll returns any record read after the revocation.
                     self.rebalances.record(partitions, Change::Revoked);
                 } else {
                     tracing::warn!(error = ?revoke_or_error, "Kafka consumer group rebalance failed; giving up the partitions");
                 }
-                if cooperative {
-                    consumer.incremental_unassign(partitions)
+                // Partitions the group already gave to another member (this one missed its
+                // session) are given up at once, and so is everything when leaving.
+                if revoked
+                    && !consumer.assignment_lost()
+                    && !self.rebalances.closing.load(Ordering::Acquire)
+                {
+                    // One held before, if any, is given up first.
+                    self.rebalances.give_up_when_due(consumer, true);
+                    self.rebalances.handover.hold(partitions);
+                    Ok(())
                 } else {
-                    consumer.unassign()
+                    self.rebalances.disown(partitions);
+                    unassign(consumer, partitions)
                 }
             }
         };
@@ -231,12 +273,15 @@ mod tests {
         );
         assert!(rebalances.take().is_empty());
         assert!(rebalances.owns("a", 2));
-        assert!(!rebalances.owns("a", 0) && !rebalances.owns("b", 1) && !rebalances.owns("c", 0));
+        assert!(!rebalances.owns("b", 1) && !rebalances.owns("c", 0));
         let mut back = TopicPartitionList::new();
         back.add_partition("b", 1);
         rebalances.record(&back, Change::Assigned);
         assert!(rebalances.owns("b", 1));
+        // Revoked, it stays owned until given up.
         rebalances.record(&back, Change::Revoked);
+        assert!(rebalances.owns("b", 1));
+        rebalances.disown(&back);
         assert!(!rebalances.owns("b", 1));
     }
 }

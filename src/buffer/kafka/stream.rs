@@ -1,9 +1,11 @@
 //! One tenant topic of the Kafka buffer as a [`BufferStream`]: the records its signal's
 //! consumer hands over, merged into deliveries, and offsets committed to the group once the
 //! deliveries are settled. What it read ahead of a partition a rebalance took away is
-//! dropped: the partition's new owner reads it again.
+//! dropped: the partition's new owner reads it again. The deliveries it had out of that
+//! partition are still exported and committed before the partition is given up
+//! (`handover.rs`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,6 +59,8 @@ pub(super) struct KafkaStream {
     /// When the delivery being gathered goes out even if it is small.
     linger_until: Option<Instant>,
     offsets: OffsetTracker,
+    /// Partitions revoked whose records handed out have not all settled yet.
+    leaving: BTreeSet<i32>,
     next_position: u64,
     deliveries: HashMap<u64, Vec<Record>>,
 }
@@ -88,6 +92,7 @@ impl KafkaStream {
             burial: None,
             linger_until: None,
             offsets: OffsetTracker::default(),
+            leaving: BTreeSet::new(),
             next_position: 0,
             deliveries: HashMap::new(),
         }
@@ -128,16 +133,20 @@ impl KafkaStream {
         }
     }
 
-    /// Forgets what was read of partitions another member now owns and not handed out yet,
-    /// and stops committing them: deliveries already out are still exported and acked, but
-    /// their offsets are the new owner's to commit.
+    /// Forgets what was read of partitions another member now owns and not handed out yet.
+    /// The deliveries already out are still exported and committed, and the consumer gives
+    /// the partitions up once they are (or when that takes too long).
     fn drop_revoked(&mut self, partitions: &[i32]) {
-        let (records, bytes) = self
-            .pending
-            .remove_where(|record| partitions.contains(&record.partition));
-        for &partition in partitions {
-            self.offsets.forget(partition);
-        }
+        let offsets = &mut self.offsets;
+        let (records, bytes) = self.pending.remove_where(|record| {
+            let gone = partitions.contains(&record.partition);
+            if gone {
+                offsets.unread(record.partition, record.offset);
+            }
+            gone
+        });
+        self.leaving.extend(partitions);
+        self.report_handed_over();
         if self.pending.is_empty() {
             // The linger counts from the first record of the next delivery.
             self.linger_until = None;
@@ -222,12 +231,45 @@ impl KafkaStream {
         self.ctx.config.dead_letter_topic(&self.tenant, self.signal)
     }
 
-    /// Marks records settled and commits the offsets that moved.
+    /// Tells the consumer of the revoked partitions whose records handed out have all
+    /// settled (and are committed or being committed): it may give them up.
+    fn report_handed_over(&mut self) {
+        if self.leaving.is_empty() {
+            return;
+        }
+        let offsets = &self.offsets;
+        let settled: Vec<i32> = self
+            .leaving
+            .iter()
+            .copied()
+            .filter(|&partition| !offsets.outstanding(partition))
+            .collect();
+        if settled.is_empty() {
+            return;
+        }
+        for partition in &settled {
+            self.leaving.remove(partition);
+        }
+        self.consumer
+            .context()
+            .rebalances
+            .handover
+            .settled(&self.topic, &settled);
+    }
+
+    /// Marks records settled, commits the offsets that moved, and then tells the consumer
+    /// of revoked partitions that are done with: librdkafka finishes that commit before it
+    /// gives them up.
     fn settle(&mut self, records: &[Record]) -> Result<(), BufferError> {
+        let committed = self.commit_settled(records);
+        self.report_handed_over();
+        committed
+    }
+
+    fn commit_settled(&mut self, records: &[Record]) -> Result<(), BufferError> {
         let settled: Vec<(i32, i64)> = records.iter().map(|r| (r.partition, r.offset)).collect();
         let mut moved = self.offsets.settle(&settled);
-        // A partition given up in a rebalance this stream has not heard of yet is the new
-        // owner's to commit.
+        // A partition given up in a rebalance is the new owner's to commit.
         let rebalances = &self.consumer.context().rebalances;
         moved.retain(|&(partition, _)| rebalances.owns(&self.topic, partition));
         if moved.is_empty() {
