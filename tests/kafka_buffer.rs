@@ -463,6 +463,11 @@ async fn an_exporter_drops_what_it_read_ahead_of_partitions_a_rebalance_took_awa
         dropped > 0.0,
         "a dropped what it read of the partitions b took"
     );
+    let unsettled = a.metric("sluice_kafka_handover_timeouts_total", &[]).await;
+    assert!(
+        unsettled > 0.0,
+        "a gave the partitions up with its refused deliveries out of them unsettled"
+    );
     let topic = format!("{run}-traces-{tenant}");
     common::kafka::wait_all_committed(&topic, &run, WAIT).await;
     // Only the deliveries a had out when its partitions went to b are exported twice.
@@ -526,6 +531,11 @@ async fn a_rebalance_hands_partitions_over_once_the_deliveries_out_of_them_settl
     assert!(
         dropped > 0.0,
         "a had read ahead of the partitions b took, and dropped that"
+    );
+    assert_eq!(
+        a.metric("sluice_kafka_handover_timeouts_total", &[]).await,
+        0.0,
+        "every revoked partition settled in time"
     );
     assert_eq!(
         backend.span_count(tenant),

@@ -259,6 +259,11 @@ fn describe_kafka() {
         "Records read ahead of a partition a rebalance gave to another exporter process, dropped unexported (the new owner reads them)."
     );
     describe_counter!(
+        "sluice_kafka_handover_timeouts_total",
+        Unit::Count,
+        "Revoked Kafka partitions given up before the deliveries out of them settled (their new owner may export those again)."
+    );
+    describe_counter!(
         "sluice_kafka_commit_failures_total",
         Unit::Count,
         "Kafka offset commits the group refused (the records are read again, never lost)."
@@ -287,6 +292,7 @@ mod tests {
         let names = [
             "sluice_kafka_assignment_nudges_total",
             "sluice_kafka_commit_failures_total",
+            "sluice_kafka_handover_timeouts_total",
             "sluice_kafka_pauses_total",
             "sluice_kafka_revoked_records_total",
             "sluice_kafka_undecodable_records_total",

@@ -121,6 +121,8 @@ impl Handover {
 
 fn give_up<C: Consumer<GroupMember>>(consumer: &C, revocation: Revocation) -> KafkaResult<()> {
     if !revocation.waiting.is_empty() {
+        metrics::counter!("sluice_kafka_handover_timeouts_total")
+            .increment(revocation.waiting.len() as u64);
         let mut unsettled: Vec<_> = revocation.waiting.into_iter().collect();
         unsettled.sort_unstable();
         tracing::info!(partitions = ?unsettled, "giving up Kafka partitions before the deliveries out of them settled; their new owner exports those again");
