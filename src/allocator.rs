@@ -8,8 +8,15 @@
 //! than glibc's malloc, whose `_int_malloc`, `free` and arena locking were spread over the
 //! profile. With its default of eagerly committed arenas it also kept what it had touched: 10
 //! MiB of anonymous memory at idle instead of 2, and 1.5 times glibc's peak RSS under load.
-//! Committing arenas lazily lets it give freed pages back after its purge delay (10 ms), which
-//! keeps RSS at glibc's level and costs no measurable CPU. (An immediate purge, `purge_delay: 0`, cost a third more CPU.)
+//! Committing arenas lazily lets it give freed pages back after its purge delay, which keeps
+//! RSS at glibc's level and costs no measurable CPU. (An immediate purge, `purge_delay: 0`,
+//! cost a third more CPU.)
+//!
+//! That delay is left at this mimalloc's default, 1 s (v3's `options.c`; its header says 10
+//! ms). Shorter lowers the peak at saturation but costs CPU at a fixed rate, where the pages
+//! of each export batch would be given back and faulted in again between batches: 50 ms
+//! took a fifth off the peak and added an eighth to the CPU per span at 20 000 spans/s
+//! (docs/performance.md, "Observations" 11). `MIMALLOC_PURGE_DELAY` sets it per deployment.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, Ordering};
