@@ -61,11 +61,20 @@ fn split_roles(
     config
 }
 
-/// The spans `sluice` exported so far.
-async fn traces_exported(sluice: &SluiceProcess) -> f64 {
-    sluice
-        .metric("sluice_exporter_sent_items_total", &[("signal", "traces")])
-        .await
+/// Waits until `sluice`'s `metric` (summed over the series with `labels`) is above zero.
+async fn wait_above_zero(
+    what: &str,
+    sluice: &SluiceProcess,
+    metric: &str,
+    labels: &[(&str, &str)],
+) {
+    wait_for(what, WAIT, || async {
+        match sluice.metric(metric, labels).await {
+            n if n > 0.0 => Ok(()),
+            n => Err(n.to_string()),
+        }
+    })
+    .await;
 }
 
 /// `spans` spans of about 1 KiB each, so a few requests add up to megabytes.
@@ -446,12 +455,12 @@ async fn an_exporter_drops_what_it_read_ahead_of_partitions_a_rebalance_took_awa
     // partitions up when its deliveries out of them are still refused after the handover's
     // bound (2 s).
     let b = SluiceProcess::start(&config(false).with_fresh_ports().yaml(), dir.path()).await;
-    wait_for("b exporting a share", WAIT, || async {
-        match b.metric("sluice_exporter_retries_total", &[]).await {
-            n if n > 0.0 => Ok(()),
-            n => Err(n.to_string()),
-        }
-    })
+    wait_above_zero(
+        "b exporting a share",
+        &b,
+        "sluice_exporter_retries_total",
+        &[],
+    )
     .await;
 
     backend.heal_tenant(tenant);
@@ -506,21 +515,10 @@ async fn a_rebalance_hands_partitions_over_once_the_deliveries_out_of_them_settl
             .await
             .expect("accepted");
     }
-    wait_for("a exporting", WAIT, || async {
-        match traces_exported(&a).await {
-            n if n > 0.0 => Ok(()),
-            n => Err(n.to_string()),
-        }
-    })
-    .await;
+    let sent_items = "sluice_exporter_sent_items_total";
+    wait_above_zero("a exporting", &a, sent_items, &[]).await;
     let b = SluiceProcess::start(&config(false).with_fresh_ports().yaml(), dir.path()).await;
-    wait_for("b exporting a share", WAIT, || async {
-        match traces_exported(&b).await {
-            n if n > 0.0 => Ok(()),
-            n => Err(n.to_string()),
-        }
-    })
-    .await;
+    wait_above_zero("b exporting a share", &b, sent_items, &[]).await;
 
     backend.wait_span_names(tenant, &sent, WAIT).await;
     let topic = format!("{run}-traces-{tenant}");

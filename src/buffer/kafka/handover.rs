@@ -29,7 +29,7 @@ use super::rebalance::GroupMember;
 /// for this process meanwhile, and librdkafka has paused every partition of the consumer,
 /// so a backend that is down must not hold the other tenants of the signal for long. A
 /// delivery to a backend that answers settles in milliseconds.
-pub(super) const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Partitions revoked and not given up yet.
 struct Revocation {
