@@ -16,13 +16,9 @@ use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, RebalanceProtocol};
-use rdkafka::error::KafkaResult;
 use rdkafka::TopicPartitionList;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-
-use super::rebalance::GroupMember;
 
 /// The longest revoked partitions are held for the deliveries out of them. Past it they are
 /// given up anyway and those deliveries may be exported twice: the group's rebalance waits
@@ -32,7 +28,7 @@ use super::rebalance::GroupMember;
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Partitions revoked and not given up yet.
-struct Revocation {
+pub(super) struct Revocation {
     partitions: TopicPartitionList,
     /// Those whose deliveries have not settled yet.
     waiting: HashSet<(String, i32)>,
@@ -50,6 +46,18 @@ impl Revocation {
                 .collect(),
             deadline: Instant::now() + HANDOVER_TIMEOUT,
         }
+    }
+
+    /// The partitions to give up now, saying which of them had deliveries out unsettled.
+    pub(super) fn into_partitions(self) -> TopicPartitionList {
+        if !self.waiting.is_empty() {
+            metrics::counter!("sluice_kafka_handover_timeouts_total")
+                .increment(self.waiting.len() as u64);
+            let mut unsettled: Vec<_> = self.waiting.into_iter().collect();
+            unsettled.sort_unstable();
+            tracing::info!(partitions = ?unsettled, "giving up Kafka partitions before the deliveries out of them settled; their new owner exports those again");
+        }
+        self.partitions
     }
 }
 
@@ -87,22 +95,9 @@ impl Handover {
         self.lock().as_ref().map(|r| r.deadline)
     }
 
-    /// Gives up the revocation held once it settled or its time ran out (or at once with
-    /// `now`); returns the partitions given up.
-    pub(super) fn give_up_when_due<C: Consumer<GroupMember>>(
-        &self,
-        consumer: &C,
-        now: bool,
-    ) -> KafkaResult<Option<TopicPartitionList>> {
-        let Some(revocation) = self.take_due(now) else {
-            return Ok(None);
-        };
-        let partitions = revocation.partitions.clone();
-        give_up(consumer, revocation)?;
-        Ok(Some(partitions))
-    }
-
-    fn take_due(&self, now: bool) -> Option<Revocation> {
+    /// Takes the revocation held once it settled or its time ran out (or at once with
+    /// `now`), for the consumer to give up.
+    pub(super) fn take_due(&self, now: bool) -> Option<Revocation> {
         let mut held = self.lock();
         let due = held
             .as_ref()
@@ -116,29 +111,6 @@ impl Handover {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Revocation>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-fn give_up<C: Consumer<GroupMember>>(consumer: &C, revocation: Revocation) -> KafkaResult<()> {
-    if !revocation.waiting.is_empty() {
-        metrics::counter!("sluice_kafka_handover_timeouts_total")
-            .increment(revocation.waiting.len() as u64);
-        let mut unsettled: Vec<_> = revocation.waiting.into_iter().collect();
-        unsettled.sort_unstable();
-        tracing::info!(partitions = ?unsettled, "giving up Kafka partitions before the deliveries out of them settled; their new owner exports those again");
-    }
-    unassign(consumer, &revocation.partitions)
-}
-
-/// Gives `partitions` up: incrementally under a cooperative protocol, else the whole
-/// assignment (an eager rebalance revokes all of it).
-pub(super) fn unassign<C: Consumer<GroupMember>>(
-    consumer: &C,
-    partitions: &TopicPartitionList,
-) -> KafkaResult<()> {
-    match consumer.rebalance_protocol() {
-        RebalanceProtocol::Cooperative => consumer.incremental_unassign(partitions),
-        _ => consumer.unassign(),
     }
 }
 

@@ -27,7 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
 use super::client::Logged;
-use super::handover::{unassign, Handover};
+use super::handover::Handover;
 
 /// A change of this process's share of a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,10 +89,25 @@ impl Rebalances {
 
     /// Gives up the revocation held once it is due (`now`: at once); see `handover.rs`.
     pub(super) fn give_up_when_due<C: Consumer<GroupMember>>(&self, consumer: &C, now: bool) {
-        match self.handover.give_up_when_due(consumer, now) {
-            Ok(Some(given_up)) => self.disown(&given_up),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot give up revoked Kafka partitions"),
+        let Some(revocation) = self.handover.take_due(now) else {
+            return;
+        };
+        if let Err(e) = self.give_up(consumer, &revocation.into_partitions()) {
+            tracing::warn!(error = %e, "cannot give up revoked Kafka partitions");
+        }
+    }
+
+    /// No longer owns `partitions` and unassigns them: incrementally under a cooperative
+    /// protocol, else the whole assignment (an eager rebalance revokes all of it).
+    fn give_up<C: Consumer<GroupMember>>(
+        &self,
+        consumer: &C,
+        partitions: &TopicPartitionList,
+    ) -> KafkaResult<()> {
+        self.disown(partitions);
+        match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_unassign(partitions),
+            _ => consumer.unassign(),
         }
     }
 
@@ -190,8 +205,7 @@ impl ConsumerContext for GroupMember {
                     self.rebalances.handover.hold(partitions);
                     Ok(())
                 } else {
-                    self.rebalances.disown(partitions);
-                    unassign(consumer, partitions)
+                    self.rebalances.give_up(consumer, partitions)
                 }
             }
         };
