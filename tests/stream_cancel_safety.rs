@@ -3,7 +3,9 @@
 //! once. This holds each such buffer (disk, Pulsar, Kafka) to the claim, through the library
 //! and against the brokers `make test` starts: records trickle in while a reader keeps
 //! dropping `next` part-way through its linger, and every record still comes out exactly
-//! once. (NATS does not claim it, so its export reads one delivery at a time.)
+//! once. (NATS does not claim it, so its export reads one delivery at a time.) And a Kafka
+//! consumer whose reading loop is dropped with its runtime, before it heard the buffer close,
+//! still leaves its group.
 
 mod common;
 
@@ -16,7 +18,7 @@ use prost::Message;
 
 use common::otlp::{named_spans, trace_request};
 use sluice::batch::Batch;
-use sluice::buffer::{Buffer, BufferContext, ReadLimits, BUFFERS};
+use sluice::buffer::{Buffer, BufferContext, BufferStream, ReadLimits, StreamReceiver, BUFFERS};
 use sluice::signal::Signal;
 use sluice::tenant::TenantId;
 
@@ -57,6 +59,19 @@ fn span_names(payload: &[u8]) -> Vec<String> {
         .collect()
 }
 
+async fn tenant_stream(streams: &mut StreamReceiver, tenant: &TenantId) -> Box<dyn BufferStream> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let stream = streams.recv().await.expect("the tenant's stream");
+            if stream.tenant() == tenant {
+                return stream;
+            }
+        }
+    })
+    .await
+    .expect("the tenant's stream appears")
+}
+
 async fn every_record_survives_dropped_reads(kind: &str, yaml: &str, tenant: &str) {
     let buffer = open(kind, yaml).await;
     let tenant = TenantId::parse(tenant).expect("valid tenant id");
@@ -70,16 +85,7 @@ async fn every_record_survives_dropped_reads(kind: &str, yaml: &str, tenant: &st
         .append(record(&tenant, 0))
         .await
         .unwrap_or_else(|e| panic!("{kind}: append: {e}"));
-    let mut stream = tokio::time::timeout(WAIT, async {
-        loop {
-            let stream = streams.recv().await.expect("the tenant's stream");
-            if stream.tenant() == &tenant {
-                return stream;
-            }
-        }
-    })
-    .await
-    .expect("the tenant's stream appears");
+    let mut stream = tenant_stream(&mut streams, &tenant).await;
     let appender = {
         let buffer = Arc::clone(&buffer);
         let tenant = tenant.clone();
@@ -162,11 +168,60 @@ async fn pulsar_next_loses_nothing_when_dropped() {
     every_record_survives_dropped_reads("pulsar", &yaml, &format!("p-{run}")).await;
 }
 
+fn kafka_yaml(run: &str) -> String {
+    let mut lines = vec![common::kafka::brokers_yaml(&common::kafka::brokers())];
+    lines.extend(common::kafka::run_lines(run, ""));
+    lines.join("\n")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_next_loses_nothing_when_dropped() {
     let run = common::pulsar::tenant("cancel");
-    let mut lines = vec![common::kafka::brokers_yaml(&common::kafka::brokers())];
-    lines.extend(common::kafka::run_lines(&run, ""));
-    let yaml = lines.join("\n");
-    every_record_survives_dropped_reads("kafka", &yaml, &format!("k-{run}")).await;
+    every_record_survives_dropped_reads("kafka", &kafka_yaml(&run), &format!("k-{run}")).await;
+}
+
+/// Leaving the group revokes every partition, and librdkafka waits until the revocation is
+/// applied. A process shutting down (or a test's runtime ending) drops the consumer's loop
+/// wherever it is, and the consumer goes with it: this once hung on a revocation held for
+/// deliveries nobody would settle any more.
+#[test]
+fn a_kafka_consumer_dropped_with_its_runtime_leaves_its_group() {
+    let run = common::pulsar::tenant("leave");
+    let tenant = TenantId::parse(&format!("k-{run}")).expect("valid tenant id");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let buffer = runtime.block_on(async {
+        let buffer = open("kafka", &kafka_yaml(&run)).await;
+        let mut streams = buffer
+            .take_streams(Signal::Traces)
+            .expect("the traces streams");
+        buffer.append(record(&tenant, 0)).await.expect("append");
+        // Read and acknowledged: the consumer owns the tenant's partition when it goes.
+        let mut stream = tenant_stream(&mut streams, &tenant).await;
+        let limits = ReadLimits {
+            max_items: 1,
+            max_bytes: 1 << 20,
+            min_items: 1,
+            linger: Duration::ZERO,
+        };
+        let delivery = tokio::time::timeout(WAIT, stream.next(&limits))
+            .await
+            .expect("a delivery within the wait")
+            .expect("read")
+            .expect("the buffer is open");
+        stream.ack(&delivery).await.expect("ack");
+        buffer
+    });
+    // The buffer stays open: only the runtime's end stops the loop, which holds the
+    // consumer's last handle.
+    let (gone, went) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(runtime);
+        let _ = gone.send(());
+    });
+    went.recv_timeout(WAIT)
+        .expect("the runtime ended: its Kafka consumer left the group");
+    drop(buffer);
 }

@@ -231,6 +231,9 @@ pub struct BufferContext {
     pub tenant_limits: Arc<crate::tenant::limits::LiveLimits>,
 }
 
+/// Where a buffer announces one signal's tenant streams ([`Buffer::take_streams`]).
+pub type StreamReceiver = mpsc::UnboundedReceiver<Box<dyn BufferStream>>;
+
 #[async_trait]
 pub trait Buffer: Send + Sync + 'static {
     /// Short name for metric labels, e.g. `disk`.
@@ -243,10 +246,7 @@ pub trait Buffer: Send + Sync + 'static {
     /// The streams of one signal: every existing tenant's stream first, then each new tenant's
     /// stream as soon as its first record is appended. May be taken once per signal; later
     /// calls return `None`.
-    fn take_streams(
-        &self,
-        signal: Signal,
-    ) -> Option<mpsc::UnboundedReceiver<Box<dyn BufferStream>>>;
+    fn take_streams(&self, signal: Signal) -> Option<StreamReceiver>;
 
     /// Flushes and closes: pending appends complete, positions are persisted, and every
     /// stream's `next` returns `Ok(None)`.

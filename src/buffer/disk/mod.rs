@@ -60,7 +60,7 @@ use self::writer::WriterMsg;
 use super::share::{Refusal, TenantShares, TenantUsage};
 use super::{
     Amount, Buffer, BufferConfig, BufferContext, BufferError, BufferStream, DeadLetterStore,
-    Handover, HealthTracker, Purged, ReplayWindow, Replayed,
+    Handover, HealthTracker, Purged, ReplayWindow, Replayed, StreamReceiver,
 };
 use crate::batch::Batch;
 use crate::config::Validate;
@@ -74,7 +74,6 @@ pub const MAX_RECORD_BYTES: usize = 64 << 20;
 const DEAD_LETTER_DIR: &str = "dead-letter";
 
 type StreamSender = mpsc::UnboundedSender<Box<dyn BufferStream>>;
-type StreamReceiver = mpsc::UnboundedReceiver<Box<dyn BufferStream>>;
 
 /// The embedded disk buffer. See the module documentation.
 pub struct DiskBuffer {

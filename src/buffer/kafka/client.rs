@@ -5,11 +5,10 @@
 use rdkafka::admin::AdminClient;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
-use super::rebalance::GroupMember;
+use super::rebalance::{GroupConsumer, GroupMember};
 use super::{GroupProtocol, KafkaBufferConfig};
 use crate::buffer::BufferError;
 
@@ -113,7 +112,7 @@ pub(super) fn admin(config: &KafkaBufferConfig) -> Result<AdminClient<Logged>, B
 pub(super) fn consumer(
     config: &KafkaBufferConfig,
     member: GroupMember,
-) -> Result<StreamConsumer<GroupMember>, BufferError> {
+) -> Result<GroupConsumer, BufferError> {
     let mut c = common(config);
     c.set("group.id", &config.consumer.group)
         .set("enable.auto.commit", "false")
@@ -127,6 +126,7 @@ pub(super) fn consumer(
             .set("partition.assignment.strategy", "cooperative-sticky"),
     };
     c.create_with_context(member)
+        .map(GroupConsumer::new)
         .map_err(|e| refused("consumer", e))
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::metadata::Metadata;
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::client;
 use super::nudge::AssignmentNudge;
-use super::rebalance::{Change, GroupMember, Rebalances};
+use super::rebalance::{Change, GroupConsumer, GroupMember, Rebalances};
 use super::stream::KafkaStream;
 use super::{ensure_topic, Context, GroupProtocol, StreamSender};
 use crate::buffer::BufferError;
@@ -152,7 +152,7 @@ struct Prepared {
 struct Run {
     ctx: Arc<Context>,
     signal: Signal,
-    consumer: Arc<StreamConsumer<GroupMember>>,
+    consumer: Arc<GroupConsumer>,
     rebalances: Arc<Rebalances>,
     streams: StreamSender,
     /// The topics subscribed to.
@@ -170,7 +170,7 @@ struct Run {
 async fn run(
     ctx: Arc<Context>,
     signal: Signal,
-    consumer: Arc<StreamConsumer<GroupMember>>,
+    consumer: Arc<GroupConsumer>,
     streams: StreamSender,
     mut told: mpsc::UnboundedReceiver<TenantId>,
 ) {
@@ -237,7 +237,7 @@ async fn run(
             Event::Prepared(prepared) => run.prepared(prepared),
             Event::Drained => run.resume_drained(),
             Event::Rebalanced => run.apply_rebalances(),
-            Event::HandoverDue => run.rebalances.give_up_when_due(&*consumer, false),
+            Event::HandoverDue => run.rebalances.give_up_when_due(&**consumer, false),
             Event::Nudge => run.nudge_assignment(),
             Event::ReadFailed(e) => {
                 // librdkafka's own log (`Logged`) already says what went wrong.
@@ -248,7 +248,7 @@ async fn run(
     }
     // Dropping the feeds ends the streams; leaving the group blocks, so not on a runtime
     // thread.
-    run.rebalances.close(&*consumer);
+    run.rebalances.close(&**consumer);
     drop(run);
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
 }
@@ -488,7 +488,7 @@ impl Run {
 /// "Observations" 6; contract in docs/contracts.md, "Kafka buffer"). A request to each
 /// leader wakes its thread: asking for the partitions' latest offsets is the cheapest one
 /// that goes there.
-fn wake_fetchers(consumer: &Arc<StreamConsumer<GroupMember>>, mut partitions: TopicPartitionList) {
+fn wake_fetchers(consumer: &Arc<GroupConsumer>, mut partitions: TopicPartitionList) {
     // A "timestamp" of -1 asks for the latest offset.
     if partitions.set_all_offsets(Offset::End).is_err() {
         return;
@@ -509,7 +509,7 @@ fn wake_fetchers(consumer: &Arc<StreamConsumer<GroupMember>>, mut partitions: To
 /// broker's `group.consumer.heartbeat.interval.ms`, 5 s by default). A topic created a
 /// moment before is not in that cache, so a new tenant's first records waited in the topic
 /// that long (docs/performance.md, "Observations" 7).
-async fn learn_topic(ctx: &Context, consumer: &Weak<StreamConsumer<GroupMember>>, topic: &str) {
+async fn learn_topic(ctx: &Context, consumer: &Weak<GroupConsumer>, topic: &str) {
     let deadline = Instant::now() + NEW_TOPIC_WAIT;
     loop {
         let known = read_metadata(ctx, consumer, Some(topic))
@@ -533,7 +533,7 @@ async fn learn_topic(ctx: &Context, consumer: &Weak<StreamConsumer<GroupMember>>
 /// gone.
 async fn read_metadata(
     ctx: &Context,
-    consumer: &Weak<StreamConsumer<GroupMember>>,
+    consumer: &Weak<GroupConsumer>,
     topic: Option<&str>,
 ) -> Option<KafkaResult<Metadata>> {
     let consumer = Weak::clone(consumer);

@@ -53,7 +53,9 @@ pub use config::{
 
 use self::client::Logged;
 use self::topics::{ensure_topic, Route, Topics};
-use super::{Buffer, BufferConfig, BufferContext, BufferError, BufferStream, HealthTracker};
+use super::{
+    Buffer, BufferConfig, BufferContext, BufferError, BufferStream, HealthTracker, StreamReceiver,
+};
 use crate::batch::Batch;
 use crate::config::Validate;
 use crate::signal::Signal;
@@ -75,7 +77,6 @@ const HEALTH_GRACE: Duration = Duration::from_secs(5);
 const MAX_RECORD_BYTES: usize = 960 * 1024;
 
 type StreamSender = mpsc::UnboundedSender<Box<dyn BufferStream>>;
-type StreamReceiver = mpsc::UnboundedReceiver<Box<dyn BufferStream>>;
 /// Where a signal's consumer hears of tenants this process appended to, and those it heard of.
 type Listener = (mpsc::UnboundedSender<TenantId>, HashSet<TenantId>);
 

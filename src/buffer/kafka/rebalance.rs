@@ -14,13 +14,16 @@
 //! over the new owner's progress after that.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
@@ -47,8 +50,8 @@ pub(super) struct Rebalances {
     /// Wakes the consumer's loop when a change came in a poll that returned no record.
     pub changed: Notify,
     pub handover: Handover,
-    /// Set when the consumer's loop ended: leaving the group revokes everything, and nobody
-    /// would apply a revocation held.
+    /// Set when the consumer's loop ended or the consumer is dropped: leaving the group
+    /// revokes everything, and nobody would apply a revocation held.
     closing: AtomicBool,
 }
 
@@ -111,8 +114,8 @@ impl Rebalances {
         }
     }
 
-    /// The consumer's loop ended: a revocation held is applied now, and later ones (leaving
-    /// the group revokes everything) in the rebalance callback itself.
+    /// The consumer's loop ended or the consumer is going: a revocation held is applied now,
+    /// and later ones (leaving the group revokes everything) in the rebalance callback itself.
     pub(super) fn close<C: Consumer<GroupMember>>(&self, consumer: &C) {
         self.closing.store(true, Ordering::Release);
         self.give_up_when_due(consumer, true);
@@ -134,6 +137,33 @@ impl Rebalances {
             return Vec::new();
         }
         std::mem::take(&mut *self.changes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A signal's consumer in the group. Dropping the last handle leaves the group: librdkafka
+/// revokes every partition and polls, calling the rebalance callback, until the revocation
+/// is applied. A callback that held it (`handover.rs`) would have it waited for forever, so
+/// the consumer is marked closing first, whoever drops it: the loop that reads it may be
+/// dropped with its runtime without ever seeing the buffer close.
+pub(super) struct GroupConsumer(StreamConsumer<GroupMember>);
+
+impl GroupConsumer {
+    pub(super) fn new(consumer: StreamConsumer<GroupMember>) -> GroupConsumer {
+        GroupConsumer(consumer)
+    }
+}
+
+impl Deref for GroupConsumer {
+    type Target = StreamConsumer<GroupMember>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        self.0.context().rebalances.close(&self.0);
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::consumer::{Handed, Intake, Record, RESUME_BYTES};
 use super::offsets::OffsetTracker;
-use super::rebalance::GroupMember;
+use super::rebalance::GroupConsumer;
 use super::{
     ensure_topic, refused, send, unavailable, Context, ITEMS, REASON, RECEIVED_AT, TRACEPARENT,
 };
@@ -44,7 +44,7 @@ struct Burial {
 
 pub(super) struct KafkaStream {
     ctx: Arc<Context>,
-    consumer: Arc<StreamConsumer<GroupMember>>,
+    consumer: Arc<GroupConsumer>,
     tenant: TenantId,
     signal: Signal,
     topic: String,
@@ -68,7 +68,7 @@ pub(super) struct KafkaStream {
 impl KafkaStream {
     pub(super) fn new(
         ctx: Arc<Context>,
-        consumer: Arc<StreamConsumer<GroupMember>>,
+        consumer: Arc<GroupConsumer>,
         tenant: TenantId,
         signal: Signal,
         topic: String,

@@ -32,7 +32,9 @@ use tokio::sync::{mpsc, watch};
 pub use config::{NatsBufferConfig, NatsConsumerConfig};
 
 use self::stream::NatsStream;
-use super::{Buffer, BufferConfig, BufferContext, BufferError, BufferStream, HealthTracker};
+use super::{
+    Buffer, BufferConfig, BufferContext, BufferError, BufferStream, HealthTracker, StreamReceiver,
+};
 use crate::batch::Batch;
 use crate::config::Validate;
 use crate::error::error_chain;
@@ -50,7 +52,6 @@ pub const REASON: &str = "reason";
 const HEALTH_GRACE: Duration = Duration::from_secs(5);
 
 type StreamSender = mpsc::UnboundedSender<Box<dyn BufferStream>>;
-type StreamReceiver = mpsc::UnboundedReceiver<Box<dyn BufferStream>>;
 
 /// Where one signal's new streams go, and the tenants whose stream was announced.
 type Announcer = (StreamSender, HashSet<TenantId>);
