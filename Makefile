@@ -83,9 +83,15 @@ interop: tools peers ## Sluice <-> OpenTelemetry Collector through Pulsar and Ka
 # SLUICE_PULSAR_ADMIN_URL and fail without them.
 # --all-targets also runs every criterion bench once in test mode, so a broken bench fails here
 # without paying for a release build.
+#
+# Each test binary runs under `timeout` (TEST_BINARY_TIMEOUT seconds; the longest,
+# broker_restart, takes ~3 min): one that hangs fails by name (exit status 124) and the
+# others still run, instead of the whole run waiting for CI's own limit.
+TEST_BINARY_TIMEOUT ?= 900
 test: tools python-env fmt-check lint peers ## fmt check, clippy, all tests with a Pulsar broker (benches run once as tests)
 	@SLUICE_TEST_PYTHON="$$(bash $(SCRIPTS)/python-env.sh)" \
-	bash $(WITH_BROKER) $(CARGO) test --all-targets --no-fail-fast
+	bash $(WITH_BROKER) $(CARGO) test --all-targets --no-fail-fast \
+		--config "target.$$(rustc -vV | sed -n 's/^host: //p').runner = ['timeout', '--kill-after=30', '$(TEST_BINARY_TIMEOUT)']"
 	$(MAKE) --no-print-directory deploy-check
 
 # The fault matrix (tests/fault_matrix.rs, tests/broker_restart.rs), long version: more
