@@ -246,8 +246,9 @@ async fn run(
             }
         }
     }
-    // Dropping the feeds ends the streams; leaving the group blocks, so not on a runtime
-    // thread.
+    // A revocation held is given up now, not when the last stream lets go of the consumer
+    // (`GroupConsumer`'s drop). Dropping the feeds ends the streams; leaving the group
+    // blocks, so not on a runtime thread.
     run.rebalances.close(&**consumer);
     drop(run);
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
