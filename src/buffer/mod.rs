@@ -233,6 +233,8 @@ pub struct BufferContext {
 
 /// Where a buffer announces one signal's tenant streams ([`Buffer::take_streams`]).
 pub type StreamReceiver = mpsc::UnboundedReceiver<Box<dyn BufferStream>>;
+/// The buffer's end of a [`StreamReceiver`].
+pub(crate) type StreamSender = mpsc::UnboundedSender<Box<dyn BufferStream>>;
 
 #[async_trait]
 pub trait Buffer: Send + Sync + 'static {

@@ -59,8 +59,8 @@ use self::wake::WakeAt;
 use self::writer::WriterMsg;
 use super::share::{Refusal, TenantShares, TenantUsage};
 use super::{
-    Amount, Buffer, BufferConfig, BufferContext, BufferError, BufferStream, DeadLetterStore,
-    Handover, HealthTracker, Purged, ReplayWindow, Replayed, StreamReceiver,
+    Amount, Buffer, BufferConfig, BufferContext, BufferError, DeadLetterStore, Handover,
+    HealthTracker, Purged, ReplayWindow, Replayed, StreamReceiver, StreamSender,
 };
 use crate::batch::Batch;
 use crate::config::Validate;
@@ -72,8 +72,6 @@ use crate::tenant::TenantId;
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
 const DEAD_LETTER_DIR: &str = "dead-letter";
-
-type StreamSender = mpsc::UnboundedSender<Box<dyn BufferStream>>;
 
 /// The embedded disk buffer. See the module documentation.
 pub struct DiskBuffer {

@@ -237,7 +237,7 @@ async fn run(
             Event::Prepared(prepared) => run.prepared(prepared),
             Event::Drained => run.resume_drained(),
             Event::Rebalanced => run.apply_rebalances(),
-            Event::HandoverDue => run.rebalances.give_up_when_due(&**consumer, false),
+            Event::HandoverDue => consumer.give_up_due(),
             Event::Nudge => run.nudge_assignment(),
             Event::ReadFailed(e) => {
                 // librdkafka's own log (`Logged`) already says what went wrong.
@@ -249,7 +249,7 @@ async fn run(
     // A revocation held is given up now, not when the last stream lets go of the consumer
     // (`GroupConsumer`'s drop). Dropping the feeds ends the streams; leaving the group
     // blocks, so not on a runtime thread.
-    run.rebalances.close(&**consumer);
+    consumer.stop_holding();
     drop(run);
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
 }

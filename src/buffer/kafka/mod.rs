@@ -54,7 +54,7 @@ pub use config::{
 use self::client::Logged;
 use self::topics::{ensure_topic, Route, Topics};
 use super::{
-    Buffer, BufferConfig, BufferContext, BufferError, BufferStream, HealthTracker, StreamReceiver,
+    Buffer, BufferConfig, BufferContext, BufferError, HealthTracker, StreamReceiver, StreamSender,
 };
 use crate::batch::Batch;
 use crate::config::Validate;
@@ -76,7 +76,6 @@ const HEALTH_GRACE: Duration = Duration::from_secs(5);
 /// (1 MiB) with room for the headers. Larger requests are split at resource boundaries.
 const MAX_RECORD_BYTES: usize = 960 * 1024;
 
-type StreamSender = mpsc::UnboundedSender<Box<dyn BufferStream>>;
 /// Where a signal's consumer hears of tenants this process appended to, and those it heard of.
 type Listener = (mpsc::UnboundedSender<TenantId>, HashSet<TenantId>);
 

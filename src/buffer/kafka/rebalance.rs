@@ -81,7 +81,7 @@ impl Rebalances {
     }
 
     /// This process no longer owns `partitions`: given up after a revocation.
-    pub(super) fn disown(&self, partitions: &TopicPartitionList) {
+    fn disown(&self, partitions: &TopicPartitionList) {
         let mut owned = self.owned.lock().unwrap_or_else(PoisonError::into_inner);
         for element in partitions.elements() {
             if let Some(topic_owned) = owned.get_mut(element.topic()) {
@@ -91,7 +91,7 @@ impl Rebalances {
     }
 
     /// Gives up the revocation held once it is due (`now`: at once); see `handover.rs`.
-    pub(super) fn give_up_when_due<C: Consumer<GroupMember>>(&self, consumer: &C, now: bool) {
+    fn give_up_when_due<C: Consumer<GroupMember>>(&self, consumer: &C, now: bool) {
         let Some(revocation) = self.handover.take_due(now) else {
             return;
         };
@@ -116,7 +116,7 @@ impl Rebalances {
 
     /// The consumer's loop ended or the consumer is going: a revocation held is applied now,
     /// and later ones (leaving the group revokes everything) in the rebalance callback itself.
-    pub(super) fn close<C: Consumer<GroupMember>>(&self, consumer: &C) {
+    fn close<C: Consumer<GroupMember>>(&self, consumer: &C) {
         self.closing.store(true, Ordering::Release);
         self.give_up_when_due(consumer, true);
     }
@@ -151,6 +151,16 @@ impl GroupConsumer {
     pub(super) fn new(consumer: StreamConsumer<GroupMember>) -> GroupConsumer {
         GroupConsumer(consumer)
     }
+
+    /// Gives the revocation held up if it settled or its time ran out (`handover.rs`).
+    pub(super) fn give_up_due(&self) {
+        self.context().rebalances.give_up_when_due(&self.0, false);
+    }
+
+    /// Holds no revocation any more: one held is given up now, later ones at once.
+    pub(super) fn stop_holding(&self) {
+        self.context().rebalances.close(&self.0);
+    }
 }
 
 impl Deref for GroupConsumer {
@@ -163,7 +173,7 @@ impl Deref for GroupConsumer {
 
 impl Drop for GroupConsumer {
     fn drop(&mut self) {
-        self.0.context().rebalances.close(&self.0);
+        self.stop_holding();
     }
 }
 

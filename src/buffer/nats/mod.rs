@@ -33,7 +33,7 @@ pub use config::{NatsBufferConfig, NatsConsumerConfig};
 
 use self::stream::NatsStream;
 use super::{
-    Buffer, BufferConfig, BufferContext, BufferError, BufferStream, HealthTracker, StreamReceiver,
+    Buffer, BufferConfig, BufferContext, BufferError, HealthTracker, StreamReceiver, StreamSender,
 };
 use crate::batch::Batch;
 use crate::config::Validate;
@@ -50,8 +50,6 @@ pub const REASON: &str = "reason";
 
 /// How long appends may fail before the buffer reports itself unhealthy.
 const HEALTH_GRACE: Duration = Duration::from_secs(5);
-
-type StreamSender = mpsc::UnboundedSender<Box<dyn BufferStream>>;
 
 /// Where one signal's new streams go, and the tenants whose stream was announced.
 type Announcer = (StreamSender, HashSet<TenantId>);

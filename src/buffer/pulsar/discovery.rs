@@ -14,12 +14,10 @@ use tokio::sync::{mpsc, Notify};
 use super::consumer::PulsarStream;
 use super::topic::{partitioned_topic_of, DeadLetterTemplate, TopicTemplate};
 use super::{detached, Context};
-use crate::buffer::{BufferStream, StreamReceiver};
+use crate::buffer::{StreamReceiver, StreamSender};
 use crate::error::error_chain;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
-
-type StreamSender = mpsc::UnboundedSender<Box<dyn BufferStream>>;
 
 struct Announcer {
     tx: StreamSender,
