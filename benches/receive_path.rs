@@ -1,7 +1,9 @@
 //! The receive hot path: walking a 1 000-span request and splitting it per tenant, without
 //! decoding the spans. Full prost decoding of the same request is measured beside it for scale.
 //! And OTLP/JSON: a 100-span request decoded into protobuf as the HTTP receiver does it. And
-//! the other two signals: 1 000 log records, and 1 000 gauge points, walked and split.
+//! the other two signals: 1 000 log records, and 1 000 gauge points, walked and split. And a
+//! 1 000-span body that came in 16 KiB HTTP/2 frames joined into one buffer, reused
+//! (`batch::recycled`, as the receivers do) and fresh from the allocator.
 
 mod common;
 
@@ -20,6 +22,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
+use sluice::batch::Payload;
 use sluice::receiver::otlp::http::decode_json;
 use sluice::receiver::otlp::UnknownJsonFields;
 use sluice::signal::Signal;
@@ -261,5 +264,30 @@ fn bench_logs_and_metrics(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_json, bench_logs_and_metrics);
+/// Joins the 1 000-span request from 16 KiB chunks and drops it, as a receiver does with a
+/// body that arrived in several HTTP/2 frames once its record is written.
+fn bench_join(c: &mut Criterion) {
+    let body = request(1);
+    let mut chunks = Payload::default();
+    for start in (0..body.len()).step_by(16 << 10) {
+        chunks.append(body.slice(start..body.len().min(start + (16 << 10))).into());
+    }
+    let mut group = c.benchmark_group("receive_join_1000_spans");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("recycled", |b| {
+        b.iter(|| drop(std::hint::black_box(chunks.to_bytes())));
+    });
+    group.bench_function("allocator", |b| {
+        b.iter(|| drop(std::hint::black_box(chunks.contiguous().into_owned())));
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench,
+    bench_json,
+    bench_logs_and_metrics,
+    bench_join
+);
 criterion_main!(benches);

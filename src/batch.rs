@@ -2,6 +2,7 @@
 //! request, belonging to one tenant and one signal.
 
 mod payload;
+pub mod recycled;
 
 pub use payload::Payload;
 

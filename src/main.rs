@@ -120,6 +120,7 @@ fn run(
         let health_stop = CancellationToken::new();
         let lag_gauges =
             usage::spawn_lag_gauges(std::time::Duration::from_secs(5), health_stop.clone());
+        let recycled_trim = sluice::batch::recycled::spawn_trim(health_stop.clone());
         let metrics_task = listener::serve(
             "metrics",
             "service.telemetry.metrics.tls",
@@ -184,6 +185,7 @@ fn run(
             let _ = task.await;
         }
         let _ = lag_gauges.await;
+        let _ = recycled_trim.await;
         tracing::info!("sluice stopped");
         Ok(())
     })

@@ -12,6 +12,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use super::recycled::SHARED;
+
 #[derive(Clone, Default)]
 pub struct Payload(Repr);
 
@@ -66,11 +68,12 @@ impl Payload {
         }
     }
 
-    /// The encoded request as one buffer: shared when it is one, copied from a chain.
+    /// The encoded request as one buffer: shared when it is one, copied from a chain (into a
+    /// buffer reused once the bytes are dropped, when it is large).
     pub fn to_bytes(&self) -> Bytes {
         match &self.0 {
             Repr::One(bytes) => bytes.clone(),
-            Repr::Chain { chunks, len } => join(chunks, *len).into(),
+            Repr::Chain { chunks, .. } => SHARED.joined(chunks),
         }
     }
 

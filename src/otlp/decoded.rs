@@ -1,6 +1,9 @@
 //! Helpers over decoded OTLP messages, for the few places that decode (processors that look
 //! inside items, the debug exporter).
 
+use std::convert::Infallible;
+
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -9,6 +12,7 @@ use opentelemetry_proto::tonic::metrics::v1::Metric;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+use crate::batch::recycled::SHARED;
 use crate::signal::Signal;
 
 /// The data points of a metric, whatever its type.
@@ -21,6 +25,15 @@ pub fn data_point_count(metric: &Metric) -> usize {
         Some(Data::Summary(s)) => s.data_points.len(),
         None => 0,
     }
+}
+
+/// What `prost`'s `encode_to_vec` does, into a buffer of [`SHARED`].
+fn encode(message: &impl Message) -> Bytes {
+    let Ok(encoded) = SHARED.filled::<Infallible>(message.encoded_len(), |buf| {
+        message.encode_raw(buf);
+        Ok(())
+    });
+    encoded
 }
 
 /// A whole export request of one signal, decoded: what processors that look inside items
@@ -41,11 +54,13 @@ impl DecodedRequest {
         })
     }
 
-    pub fn encode_to_vec(&self) -> Vec<u8> {
+    /// The request encoded again, into a buffer that is reused once the bytes are dropped
+    /// when it is large ([`crate::batch::recycled`]).
+    pub fn encode_to_bytes(&self) -> Bytes {
         match self {
-            Self::Traces(r) => r.encode_to_vec(),
-            Self::Logs(r) => r.encode_to_vec(),
-            Self::Metrics(r) => r.encode_to_vec(),
+            Self::Traces(r) => encode(r),
+            Self::Logs(r) => encode(r),
+            Self::Metrics(r) => encode(r),
         }
     }
 

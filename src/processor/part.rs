@@ -91,7 +91,7 @@ impl Part {
 
     fn encode(&mut self) {
         if let (true, Some(request)) = (self.stale, &self.decoded) {
-            self.batch.payload = request.encode_to_vec().into();
+            self.batch.payload = request.encode_to_bytes().into();
         }
         self.stale = false;
     }

@@ -13,6 +13,7 @@ use std::io::{self, Read};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::batch::recycled::SHARED;
 use crate::batch::{Batch, Payload};
 use crate::signal::Signal;
 use crate::tenant::TenantId;
@@ -264,9 +265,17 @@ pub(super) fn read_frame<R: Read>(r: &mut R, remaining: Option<u64>) -> io::Resu
     if remaining.is_some_and(|rem| frame_len > rem) {
         return Ok(Frame::Torn);
     }
-    // Grow as bytes arrive rather than trusting the length field with one big allocation.
-    let mut body = Vec::with_capacity((len as usize).min(1 << 20));
-    r.take(u64::from(len)).read_to_end(&mut body)?;
+    let mut body_from = r.take(u64::from(len));
+    let body = match remaining {
+        // The file holds the whole frame: one buffer of the record's size, reused.
+        Some(_) => SHARED.filled(len as usize, |body| body_from.read_to_end(body).map(drop))?,
+        // Grow as bytes arrive rather than trusting the length field with one big allocation.
+        None => {
+            let mut body = Vec::with_capacity((len as usize).min(1 << 20));
+            body_from.read_to_end(&mut body)?;
+            Bytes::from(body)
+        }
+    };
     if body.len() < len as usize {
         return Ok(Frame::Torn);
     }
@@ -274,7 +283,7 @@ pub(super) fn read_frame<R: Read>(r: &mut R, remaining: Option<u64>) -> io::Resu
         return Ok(Frame::Corrupt);
     }
     Ok(Frame::Record {
-        body: Bytes::from(body),
+        body,
         len: frame_len,
     })
 }

@@ -7,11 +7,12 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::batch::recycled::SHARED;
 use crate::receiver::ReceiveError;
 
 /// Room is counted in KiB, so a `u32` of permits covers any budget.
@@ -99,8 +100,9 @@ impl Deadline {
     }
 }
 
-/// A body's chunks as they arrived, joined once at the end at their exact size. A buffer grown
-/// as chunks come copies the body again at every doubling, and the allocator may hold the
+/// A body's chunks as they arrived, joined once at the end at their exact size, into a buffer
+/// reused once the request is done with it ([`crate::batch::recycled`]). A buffer grown as
+/// chunks come copies the body again at every doubling, and the allocator may hold the
 /// outgrown buffers for a while: with many large uploads at once that showed as peak RSS
 /// well above the in-flight budget. A body in one chunk is not copied at all.
 #[derive(Debug, Default)]
@@ -129,11 +131,7 @@ impl BodyChunks {
         match self.parts.len() {
             0 => Bytes::new(),
             1 => self.parts.swap_remove(0),
-            _ => {
-                let mut joined = BytesMut::with_capacity(self.len);
-                self.parts.iter().for_each(|c| joined.extend_from_slice(c));
-                joined.freeze()
-            }
+            _ => SHARED.joined(&self.parts),
         }
     }
 }

@@ -91,7 +91,7 @@ pub fn decode(
 ) -> Result<Decoded, JsonError> {
     if let Ok(protobuf) = transcode::transcode(signal, body) {
         return Ok(Decoded {
-            protobuf: Bytes::from(protobuf),
+            protobuf,
             ignored: Vec::new(),
             ignored_total: 0,
         });

@@ -21,10 +21,12 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::Deserializer;
 
 use super::schema::{self, Field, Kind, Message, Presence};
+use crate::batch::recycled::SHARED;
 use crate::signal::Signal;
 
 /// Why the transcoder gave up. Never shown to a client; the full decoder's verdict is.
@@ -33,23 +35,24 @@ pub struct GaveUp(#[allow(dead_code)] serde_json::Error);
 
 /// The protobuf encoding of the `Export*ServiceRequest` that `body` holds, or [`GaveUp`]
 /// when the full decoder must judge it.
-pub fn transcode(signal: Signal, body: &[u8]) -> Result<Vec<u8>, GaveUp> {
+pub fn transcode(signal: Signal, body: &[u8]) -> Result<Bytes, GaveUp> {
     let request = match signal {
         Signal::Traces => &schema::TRACES_REQUEST,
         Signal::Metrics => &schema::METRICS_REQUEST,
         Signal::Logs => &schema::LOGS_REQUEST,
     };
     // Protobuf is smaller than its JSON; half the body is rarely exceeded.
-    let mut out = Vec::with_capacity(body.len() / 2);
-    let mut de = serde_json::Deserializer::from_slice(body);
-    MessageBody {
-        message: request,
-        out: &mut out,
-    }
-    .deserialize(&mut de)
-    .and_then(|()| de.end())
-    .map_err(GaveUp)?;
-    Ok(out)
+    SHARED
+        .filled(body.len() / 2, |out| {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            MessageBody {
+                message: request,
+                out,
+            }
+            .deserialize(&mut de)
+            .and_then(|()| de.end())
+        })
+        .map_err(GaveUp)
 }
 
 // === protobuf writing ===
