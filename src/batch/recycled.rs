@@ -24,12 +24,12 @@ use bytes::Bytes;
 
 /// Smaller buffers stay with the allocator, which serves them from its size classes well
 /// (at 100 spans per request a record is about 34 KB).
-pub const MIN_LEN: usize = 16 << 10;
+const MIN_LEN: usize = 16 << 10;
 /// Bytes kept for reuse at most: a stream's deliveries in flight at 1 000 spans per request
 /// (8 of up to 8 192 spans, about 2.8 MB each) and the request bodies being joined.
-pub const KEEP_BYTES: usize = 32 << 20;
+const KEEP_BYTES: usize = 32 << 20;
 /// A kept buffer not reused for this long is freed.
-pub const IDLE: Duration = Duration::from_secs(1);
+const IDLE: Duration = Duration::from_secs(1);
 
 /// Where buffers are kept for reuse. The daemon uses one, [`SHARED`].
 #[derive(Debug, Default)]
@@ -120,6 +120,10 @@ impl Recycler {
 
     fn give_back(&self, mut buf: Vec<u8>) {
         let capacity = buf.capacity();
+        // A buffer `fill` grew past its class would never be taken again.
+        if capacity != capacity_for(capacity) {
+            return;
+        }
         let mut kept = self.kept();
         if kept.bytes.saturating_add(capacity) > KEEP_BYTES {
             // Freed outside the lock.
@@ -152,8 +156,8 @@ impl Recycler {
         drop(freed);
     }
 
-    /// Bytes kept for reuse.
-    pub fn kept_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn kept_bytes(&self) -> usize {
         self.kept().bytes
     }
 }

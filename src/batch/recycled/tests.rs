@@ -47,6 +47,20 @@ fn a_large_buffer_is_reused_once_its_bytes_are_dropped() {
 }
 
 #[test]
+fn a_buffer_grown_past_its_class_is_not_kept() {
+    let recycler = recycler();
+    let grown = recycler
+        .filled::<Infallible>(100_000, |buf| {
+            buf.resize(300_000, 1);
+            Ok(())
+        })
+        .expect("infallible");
+    assert_eq!(grown.len(), 300_000, "all that was written");
+    drop(grown);
+    assert_eq!(recycler.kept_bytes(), 0);
+}
+
+#[test]
 fn small_buffers_stay_with_the_allocator() {
     let recycler = recycler();
     drop(bytes_of(recycler, MIN_LEN - 1, 1));
