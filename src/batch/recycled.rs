@@ -11,12 +11,12 @@
 //! made of one hand the buffer back when the last clone is dropped, so the next buffer of
 //! about the same size reuses pages that are already resident.
 //!
-//! What is kept is bounded ([`KEEP_BYTES`]), and a buffer not reused within [`IDLE`] is freed
-//! by [`trim`] (run every second by the daemon, [`spawn_trim`]), so the memory goes back once
-//! the load stops, as the allocator's own delay would give it back.
+//! What is kept is bounded ([`KEEP_BYTES`]), and a buffer not reused within [`IDLE`] goes to
+//! the allocator after all ([`spawn_trim`], which the daemon runs), so what a load left is
+//! not held here past a second or two after it stops.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
+use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -69,36 +69,35 @@ impl Recycler {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `len` bytes written by `fill` into one buffer, shared as [`Bytes`]. `fill` gets an
-    /// empty buffer with room for at least `len` bytes; a buffer of [`MIN_LEN`] or more is a
-    /// kept one when one of its size is here, and comes back here once the bytes are dropped.
+    /// An empty buffer with room for `len` bytes, to append to as bytes come. One of
+    /// [`MIN_LEN`] or more is a kept one when one of its size is here, and comes back here
+    /// once the [`Bytes`] made of it are dropped (or the [`Filling`] is, unfinished).
+    fn filling(&'static self, len: usize) -> Filling {
+        if len < MIN_LEN {
+            return Filling(Repr::Plain(Vec::with_capacity(len)));
+        }
+        Filling(Repr::Reused(Recycled {
+            buf: self.take(len),
+            home: self,
+        }))
+    }
+
+    /// `len` bytes written by `fill` into a [`Recycler::filling`] buffer, shared as [`Bytes`].
     pub fn filled<E>(
         &'static self,
         len: usize,
         fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<Bytes, E> {
-        if len < MIN_LEN {
-            let mut buf = Vec::with_capacity(len);
-            fill(&mut buf)?;
-            return Ok(Bytes::from(buf));
-        }
-        // Wrapped before `fill` runs, so the buffer comes back on an error too.
-        let mut buf = Recycled {
-            buf: self.take(len),
-            home: self,
-        };
-        fill(&mut buf.buf)?;
-        Ok(Bytes::from_owner(buf))
+        let mut filling = self.filling(len);
+        fill(filling.buf_mut())?;
+        Ok(filling.into_bytes())
     }
 
-    /// `chunks` copied into one buffer, as [`Recycler::filled`] gives it.
+    /// `chunks` copied into one [`Recycler::filling`] buffer.
     pub fn joined(&'static self, chunks: &[Bytes]) -> Bytes {
-        let len = chunks.iter().map(Bytes::len).sum();
-        let Ok(joined) = self.filled::<Infallible>(len, |joined| {
-            chunks.iter().for_each(|c| joined.extend_from_slice(c));
-            Ok(())
-        });
-        joined
+        let mut joined = self.filling(chunks.iter().map(Bytes::len).sum());
+        chunks.iter().for_each(|c| joined.extend_from_slice(c));
+        joined.into_bytes()
     }
 
     /// An empty buffer with room for `len` bytes: the newest kept one of its class (its pages
@@ -118,6 +117,7 @@ impl Recycler {
         reused.unwrap_or_else(|| Vec::with_capacity(capacity))
     }
 
+    /// Keeps `buf` for reuse, unless that would pass [`KEEP_BYTES`].
     fn give_back(&self, mut buf: Vec<u8>) {
         let capacity = buf.capacity();
         // A buffer `fill` grew past its class would never be taken again.
@@ -162,7 +162,52 @@ impl Recycler {
     }
 }
 
-/// A buffer that goes back to its recycler when the [`Bytes`] made of it are dropped.
+/// A buffer being written: appended to, then shared as [`Bytes`].
+struct Filling(Repr);
+
+enum Repr {
+    /// Too small to keep: the allocator's.
+    Plain(Vec<u8>),
+    Reused(Recycled),
+}
+
+impl Filling {
+    fn buf_mut(&mut self) -> &mut Vec<u8> {
+        match &mut self.0 {
+            Repr::Plain(buf) => buf,
+            Repr::Reused(recycled) => &mut recycled.buf,
+        }
+    }
+
+    /// Appends `bytes`; past the room asked for, the allocator grows the buffer (which is then
+    /// not kept for reuse).
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.buf_mut().extend_from_slice(bytes);
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self.0 {
+            Repr::Plain(buf) => Bytes::from(buf),
+            Repr::Reused(recycled) => Bytes::from_owner(recycled),
+        }
+    }
+}
+
+impl fmt::Debug for Filling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, buf) = match &self.0 {
+            Repr::Plain(buf) => ("plain", buf),
+            Repr::Reused(recycled) => ("reused", &recycled.buf),
+        };
+        f.debug_struct("Filling")
+            .field("kind", &kind)
+            .field("len", &buf.len())
+            .field("capacity", &buf.capacity())
+            .finish()
+    }
+}
+
+/// A buffer that goes back to its recycler when dropped (with the [`Bytes`] made of it).
 struct Recycled {
     buf: Vec<u8>,
     home: &'static Recycler,
@@ -181,7 +226,7 @@ impl Drop for Recycled {
 }
 
 /// Frees the shared buffers that were not reused within [`IDLE`].
-pub fn trim() {
+fn trim() {
     SHARED.trim_at(Instant::now());
 }
 

@@ -104,3 +104,22 @@ fn buffers_idle_for_a_second_are_freed() {
     // Both classes are gone, not only emptied.
     assert!(recycler.kept().by_capacity.is_empty());
 }
+
+#[test]
+fn a_filling_appends_as_bytes_come_and_an_unfinished_one_gives_its_buffer_back() {
+    let recycler = recycler();
+    let mut filling = recycler.filling(100_000);
+    filling.extend_from_slice(&[1; 60_000]);
+    filling.extend_from_slice(&[2; 40_000]);
+    let bytes = filling.into_bytes();
+    assert_eq!(bytes.len(), 100_000);
+    assert_eq!((bytes[59_999], bytes[60_000]), (1, 2));
+    drop(bytes);
+    assert_eq!(recycler.kept_bytes(), capacity_for(100_000));
+
+    let mut unfinished = recycler.filling(100_000);
+    unfinished.extend_from_slice(&[3; 10]);
+    assert_eq!(recycler.kept_bytes(), 0, "taken");
+    drop(unfinished);
+    assert_eq!(recycler.kept_bytes(), capacity_for(100_000), "back");
+}
