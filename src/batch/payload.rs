@@ -64,7 +64,7 @@ impl Payload {
     pub fn contiguous(&self) -> Cow<'_, [u8]> {
         match &self.0 {
             Repr::One(bytes) => Cow::Borrowed(bytes),
-            Repr::Chain { chunks, len } => Cow::Owned(join(chunks, *len)),
+            Repr::Chain { chunks, .. } => Cow::Owned(chunks.concat()),
         }
     }
 
@@ -105,14 +105,6 @@ impl Payload {
             }
         }
     }
-}
-
-fn join(chunks: &[Bytes], len: usize) -> Vec<u8> {
-    let mut joined = Vec::with_capacity(len);
-    for chunk in chunks {
-        joined.extend_from_slice(chunk);
-    }
-    joined
 }
 
 impl From<Bytes> for Payload {

@@ -100,7 +100,7 @@ impl Deadline {
     }
 }
 
-/// A body's chunks as they arrived, joined once at the end at their exact size, into a buffer
+/// A body's chunks as they arrived, joined once at the end into a buffer of about their size,
 /// reused once the request is done with it ([`crate::batch::recycled`]). A buffer grown as
 /// chunks come copies the body again at every doubling, and the allocator may hold the
 /// outgrown buffers for a while: with many large uploads at once that showed as peak RSS
