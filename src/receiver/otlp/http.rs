@@ -12,6 +12,7 @@
 mod body;
 mod connections;
 mod cors;
+mod decode_slots;
 mod json;
 mod lossless;
 mod response;
@@ -30,10 +31,10 @@ use axum::Router;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Method, Request};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use self::body::Format;
+use self::decode_slots::{DecodeSlots, Slot};
 use super::decompress::{decompress, Encoding};
 use super::inflight::{Deadline, InflightBudget, InflightBytes};
 use super::{HttpConfig, UnknownJsonFields};
@@ -111,9 +112,7 @@ pub fn router(config: &HttpConfig, ingest: Arc<Ingest>, budget: InflightBudget) 
             (config.logs_url_path.clone(), Signal::Logs),
         ],
         unknown_json_fields: config.unknown_json_fields,
-        decode_slots: Arc::new(Semaphore::new(
-            2 * std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
-        )),
+        decode_slots: DecodeSlots::for_this_host(),
         allow: HeaderValue::from_static(if config.cors.is_some() {
             "POST, OPTIONS"
         } else {
@@ -136,12 +135,7 @@ struct Shared {
     read_timeout: std::time::Duration,
     paths: [(String, Signal); 3],
     unknown_json_fields: UnknownJsonFields,
-    /// Decode jobs on the blocking pool at once, two per core. Unbounded, S9's OTLP/JSON at
-    /// saturation grew the pool to ~30 threads, each with its own allocator heap (RSS 178
-    /// MiB); one per core left cores idle between jobs (-16 % spans/s); two per core kept the
-    /// spans/s within a few percent at 132 MiB (docs/performance.md, "S9 after the
-    /// one-pass OTLP/JSON transcoder").
-    decode_slots: Arc<Semaphore>,
+    decode_slots: DecodeSlots,
     /// The `Allow` header of `405` answers.
     allow: HeaderValue,
 }
@@ -221,6 +215,18 @@ async fn receive(
     }
     let format = body::request_format(&parts.headers)?;
     let encoding = body::content_encoding(&parts.headers)?;
+    // A decompressed or decoded payload is a second copy: it needs room too.
+    let copied = encoding != Encoding::Identity || format == Format::Json;
+    let needs_slot = copied
+        && body::declared_length(&parts.headers).is_none_or(|len| len > INLINE_WORK_BYTES as u64);
+    let mut slot = if needs_slot {
+        // Never closed; should it be, the runtime is going away, as below.
+        let taken = shared.decode_slots.take().await;
+        taken.map_err(|_| shutting_down())?
+    } else {
+        Slot::default()
+    };
+    // Counted from here: the wait for a slot is the receiver's, not the client's.
     let deadline = Deadline::after(shared.read_timeout);
     let budget = &shared.budget;
     let wire = body::read_limited(
@@ -230,20 +236,18 @@ async fn receive(
         budget,
         held,
         deadline,
+        &mut slot,
     )
     .await?;
-    // A decompressed or decoded payload is a second copy: it needs room too.
-    let copied = encoding != Encoding::Identity || format == Format::Json;
     let limit = shared.max_bytes;
     let unknown = shared.unknown_json_fields;
-    let small = (format == Format::Protobuf && encoding == Encoding::Identity)
-        || wire.len() <= INLINE_WORK_BYTES;
+    let small = !copied || wire.len() <= INLINE_WORK_BYTES;
     let work = move || decode(signal, format, encoding, wire, limit, unknown);
     let received = if small {
+        drop(slot);
         work()
     } else {
-        // Never closed; should it be, the runtime is going away, as below.
-        let Ok(slot) = Arc::clone(&shared.decode_slots).acquire_owned().await else {
+        let Ok(slot) = shared.decode_slots.for_work(slot).await else {
             return Err(shutting_down());
         };
         let work = move || {

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::HeaderMap;
 
+use super::decode_slots::Slot;
 use crate::receiver::otlp::decompress::Encoding;
 use crate::receiver::otlp::inflight::{BodyChunks, Deadline, InflightBudget, InflightBytes};
 use crate::receiver::ReceiveError;
@@ -63,7 +64,16 @@ pub fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ReceiveError> {
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes.
+/// The body's length as `Content-Length` gives it, if it does.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Reads the whole body, refusing more than `limit` bytes, keeping `slot` while it arrives
+/// without stalling.
 ///
 /// An oversized body is still read, and thrown away, up to another `limit` bytes before the
 /// refusal is sent: an HTTP/1 client that is still writing when the server answers and
@@ -76,15 +86,13 @@ pub async fn read_limited<B>(
     budget: &InflightBudget,
     held: &mut InflightBytes,
     deadline: Deadline,
+    slot: &mut Slot,
 ) -> Result<Bytes, ReceiveError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(headers);
     let mut too_large = declared.is_some_and(|len| len > limit as u64);
     if declared.is_some_and(|len| len > limit.saturating_mul(2) as u64) {
         // Not worth reading at all.
@@ -96,7 +104,10 @@ where
     let mut body = std::pin::pin!(body);
     let mut data = BodyChunks::default();
     let mut seen = 0usize;
-    while let Some(chunk) = budget.next_chunk(&mut body, held, deadline).await? {
+    while let Some(chunk) = slot
+        .hold_while(budget.next_chunk(&mut body, held, deadline))
+        .await?
+    {
         seen = seen.saturating_add(chunk.len());
         if seen > limit {
             too_large = true;
@@ -146,6 +157,7 @@ mod tests {
             &budget,
             &mut InflightBytes::default(),
             deadline,
+            &mut Slot::default(),
         )
         .await
     }

@@ -464,3 +464,47 @@ async fn cors_preflight_and_headers() {
     let reply = send(&app, preflight, Body::empty()).await;
     assert!(reply.headers.get("access-control-allow-origin").is_none());
 }
+
+/// Uploads that stall after their first chunk give their decode slots up, so they do not
+/// hold up requests whose bodies arrive in full (docs/performance.md, "What changed" 28).
+#[tokio::test]
+async fn stalled_uploads_do_not_hold_up_the_decoding_of_others() {
+    use futures::StreamExt;
+    let app = app("read_timeout: 600s");
+    let example = include_str!("testdata/trace.json");
+    // More stalled uploads than there are slots, each past its first chunk.
+    let stalled_uploads = 2 * std::thread::available_parallelism().map_or(2, usize::from) + 1;
+    let (reading, mut read) = mpsc::unbounded_channel();
+    let mut stalled = Vec::new();
+    for upload in 0..stalled_uploads {
+        let reading = reading.clone();
+        let first = futures::stream::once(async {
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"{")))
+        });
+        // Polled for its second chunk only by a request reading its body.
+        let never = futures::stream::poll_fn(move |_| {
+            let _ = reading.send(upload);
+            std::task::Poll::Pending
+        });
+        let body = Body::new(http_body_util::StreamBody::new(first.chain(never)));
+        let request = post("/v1/traces", "application/json");
+        let router = app.router.clone();
+        stalled.push(tokio::spawn(async move {
+            router.oneshot(request.body(body).unwrap()).await
+        }));
+    }
+    // Wait until as many as there are slots have been reading.
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < stalled_uploads - 1 {
+        seen.insert(read.recv().await.unwrap());
+    }
+    let request = send(&app, post("/v1/traces", "application/json"), example);
+    let reply = tokio::time::timeout(Duration::from_secs(60), request)
+        .await
+        .expect("a complete body waited for the stalled uploads' slots");
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.message());
+    assert!(stalled.iter().all(|upload| !upload.is_finished()));
+    for upload in stalled {
+        upload.abort();
+    }
+}
