@@ -113,7 +113,8 @@ pub struct HttpConfig {
     #[serde(default = "default_read_header_timeout", with = "humantime_serde")]
     pub read_header_timeout: Duration,
     /// How long a request body may take to arrive in full; a slower one gets
-    /// `408 Request Timeout`. Default: `30s`.
+    /// `408 Request Timeout`. For a body that needs decoding (OTLP/JSON, compressed), it
+    /// counts from when a decode slot is free. Default: `30s`.
     #[serde(default = "default_read_timeout", with = "humantime_serde")]
     pub read_timeout: Duration,
     /// Open client connections at most; more are closed at once (counted). Default: `1024`.
