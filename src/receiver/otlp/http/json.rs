@@ -11,8 +11,8 @@
 //! everything that was sent; check the lengths of trace and span ids; encode the message
 //! with prost.
 //!
-//! Fields with unknown names are refused by default, or ignored as the OTLP/JSON spec says
-//! when the receiver is configured so, and then reported back to the client as a warning.
+//! Fields with unknown names are ignored by default, as the OTLP/JSON spec says, and reported
+//! back to the client as a warning; `unknown_json_fields: refuse` refuses them instead.
 
 use std::fmt;
 
