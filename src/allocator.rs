@@ -12,11 +12,13 @@
 //! RSS at glibc's level and costs no measurable CPU. (An immediate purge, `purge_delay: 0`,
 //! cost a third more CPU.)
 //!
-//! That delay is left at this mimalloc's default, 1 s (v3's `options.c`; its header says 10
-//! ms). Shorter lowers the peak at saturation but costs CPU at a fixed rate, where the pages
-//! of each export batch would be given back and faulted in again between batches: 50 ms
-//! took a fifth off the peak and added an eighth to the CPU per span at 20 000 spans/s
-//! (docs/performance.md, "Observations" 11). `MIMALLOC_PURGE_DELAY` sets it per deployment.
+//! That delay is 250 ms here, against this mimalloc's default of 1 s (v3's `options.c`; its
+//! header says 10 ms). The peak under load is largely pages freed within one delay: at 1
+//! span/request and saturation, 250 ms took 5–6 MiB (a sixth) off it, and no CPU measurable
+//! at the fixed rates (docs/performance.md, "What changed" 29). Much shorter costs CPU at a
+//! fixed rate, where the pages of each export batch (one per 200 ms batch timeout) would be
+//! given back and faulted in again between batches: 50 ms added an eighth to the CPU per span
+//! at 20 000 spans/s ("Observations" 11). `MIMALLOC_PURGE_DELAY` sets it per deployment.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// `mi_option_arena_eager_commit` in the option enum of mimalloc v3 (`mimalloc.h`), which
 /// `libmimalloc-sys` does not name; the crate versions are pinned in Cargo.toml.
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+/// `mi_option_purge_delay` in the same enum, in milliseconds.
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const PURGE_DELAY_MS: std::ffi::c_long = 250;
 
 static CONFIGURED: AtomicBool = AtomicBool::new(false);
 
@@ -45,10 +50,15 @@ impl LazyCommitMimalloc {
 #[cold]
 fn configure() {
     CONFIGURED.store(true, Ordering::Relaxed);
-    // `MIMALLOC_ARENA_EAGER_COMMIT` in the environment still decides, for whoever measures.
-    if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
-        // SAFETY: sets one integer option, which mimalloc allows at any time.
-        unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) };
+    // The environment's `MIMALLOC_…` still decides, for whoever measures or tunes.
+    for (option, name, value) in [
+        (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 0),
+        (PURGE_DELAY, "MIMALLOC_PURGE_DELAY", PURGE_DELAY_MS),
+    ] {
+        if std::env::var_os(name).is_none() {
+            // SAFETY: sets one integer option, which mimalloc allows at any time.
+            unsafe { libmimalloc_sys::mi_option_set(option, value) };
+        }
     }
 }
 
@@ -74,5 +84,41 @@ unsafe impl GlobalAlloc for LazyCommitMimalloc {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_the_ones_meant_and_set() {
+        // The test binary does not install the allocator, so these are still mimalloc's
+        // defaults: the options' numbers are the ones of this mimalloc's enum.
+        // SAFETY: reads of integer options.
+        let defaults = unsafe {
+            (
+                libmimalloc_sys::mi_option_get(ARENA_EAGER_COMMIT),
+                libmimalloc_sys::mi_option_get(PURGE_DELAY),
+            )
+        };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
+            && std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none()
+        {
+            assert_eq!(
+                defaults,
+                (2, 1000),
+                "v3's arena_eager_commit and purge_delay"
+            );
+            configure();
+            // SAFETY: as above.
+            let set = unsafe {
+                (
+                    libmimalloc_sys::mi_option_get(ARENA_EAGER_COMMIT),
+                    libmimalloc_sys::mi_option_get(PURGE_DELAY),
+                )
+            };
+            assert_eq!(set, (0, PURGE_DELAY_MS));
+        }
     }
 }
