@@ -5,7 +5,7 @@
 //! first and then waited for a slot held its whole body meanwhile: at saturation with 32
 //! clients sending 865 KB OTLP/JSON bodies, most of them waited that way, and the peak RSS
 //! was 166–184 MiB. Taking the slot first leaves the bodies of the waiting requests where TCP
-//! flow control bounds them, in the sockets and the clients: 110–116 MiB, at the same
+//! flow control bounds them, in the sockets and the clients: 110–123 MiB, at the same
 //! spans/s (docs/performance.md, "What changed" 28). A slot also held while a fast body is
 //! read was measured against a queue of as many places as slots in front of them, which
 //! kept twice the bodies in memory (126–143 MiB) for no more spans/s.
