@@ -91,17 +91,22 @@ unsafe impl GlobalAlloc for LazyCommitMimalloc {
 mod tests {
     use super::*;
 
-    #[test]
-    fn options_are_the_ones_meant_and_set() {
-        // The test binary does not install the allocator, so these are still mimalloc's
-        // defaults: the options' numbers are the ones of this mimalloc's enum.
+    /// The two options this module sets, as mimalloc has them now.
+    fn options() -> (std::ffi::c_long, std::ffi::c_long) {
         // SAFETY: reads of integer options.
-        let defaults = unsafe {
+        unsafe {
             (
                 libmimalloc_sys::mi_option_get(ARENA_EAGER_COMMIT),
                 libmimalloc_sys::mi_option_get(PURGE_DELAY),
             )
-        };
+        }
+    }
+
+    #[test]
+    fn options_are_the_ones_meant_and_set() {
+        // The test binary does not install the allocator, so these are still mimalloc's
+        // defaults: the options' numbers are the ones of this mimalloc's enum.
+        let defaults = options();
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
             && std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none()
         {
@@ -111,14 +116,7 @@ mod tests {
                 "v3's arena_eager_commit and purge_delay"
             );
             configure();
-            // SAFETY: as above.
-            let set = unsafe {
-                (
-                    libmimalloc_sys::mi_option_get(ARENA_EAGER_COMMIT),
-                    libmimalloc_sys::mi_option_get(PURGE_DELAY),
-                )
-            };
-            assert_eq!(set, (0, PURGE_DELAY_MS));
+            assert_eq!(options(), (0, PURGE_DELAY_MS));
         }
     }
 }

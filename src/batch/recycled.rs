@@ -16,7 +16,6 @@
 //! not held here past a second or two after it stops.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -190,20 +189,6 @@ impl Filling {
             Repr::Plain(buf) => Bytes::from(buf),
             Repr::Reused(recycled) => Bytes::from_owner(recycled),
         }
-    }
-}
-
-impl fmt::Debug for Filling {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (kind, buf) = match &self.0 {
-            Repr::Plain(buf) => ("plain", buf),
-            Repr::Reused(recycled) => ("reused", &recycled.buf),
-        };
-        f.debug_struct("Filling")
-            .field("kind", &kind)
-            .field("len", &buf.len())
-            .field("capacity", &buf.capacity())
-            .finish()
     }
 }
 

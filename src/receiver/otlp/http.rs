@@ -221,8 +221,11 @@ async fn receive(
         && body::declared_length(&parts.headers).is_none_or(|len| len > INLINE_WORK_BYTES as u64);
     let mut slot = if needs_slot {
         // Never closed; should it be, the runtime is going away, as below.
-        let taken = shared.decode_slots.take().await;
-        taken.map_err(|_| shutting_down())?
+        shared
+            .decode_slots
+            .take()
+            .await
+            .map_err(|_| shutting_down())?
     } else {
         Slot::default()
     };
