@@ -17,6 +17,8 @@ pub enum WireError {
     BadWireType { wire_type: u8, at: usize },
     #[error("field {field} has wire type {got}, expected {expected}")]
     UnexpectedWireType { field: u32, got: u8, expected: u8 },
+    #[error("string field {field} is not UTF-8")]
+    NotUtf8 { field: u32 },
 }
 
 pub const VARINT: u8 = 0;

@@ -18,6 +18,7 @@ pub mod attributes;
 pub mod batch;
 pub mod filter;
 pub mod memory_limiter;
+mod on_wire;
 mod part;
 pub mod probabilistic_sampler;
 mod registry;

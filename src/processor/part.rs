@@ -83,6 +83,12 @@ impl Part {
         &mut self.batch.payload
     }
 
+    /// Takes `removed` off the items left, for a processor that dropped them from the
+    /// encoded request ([`Part::payload_mut`]).
+    pub fn remove_items(&mut self, removed: u32) {
+        self.batch.items = self.batch.items.saturating_sub(removed);
+    }
+
     /// The batch to buffer or export, with its request encoded again if it changed.
     pub fn into_batch(mut self) -> Batch {
         self.encode();

@@ -1,4 +1,9 @@
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use prost::Message;
+
 use super::*;
+use crate::processor::on_wire::EncodedAttributes;
+use crate::signal::Signal;
 
 fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.into())
@@ -17,10 +22,24 @@ fn actions(yaml: &str) -> Vec<Action> {
     compile_all(&configs, "actions").unwrap()
 }
 
+/// Applies the actions to the decoded list and, as the `attributes` processor does on the
+/// wire, to the same list encoded as a span's attributes; both must give the same list.
 fn run(yaml: &str, mut attrs: Vec<KeyValue>) -> Vec<(String, any_value::Value)> {
-    for a in actions(yaml) {
-        a.apply(&mut attrs);
+    const ATTRIBUTES: u32 = 9;
+    let mut item = Vec::new();
+    for kv in &attrs {
+        prost::encoding::message::encode(ATTRIBUTES, kv, &mut item);
     }
+    let mut encoded = EncodedAttributes::read(&item, ATTRIBUTES, Signal::Traces).unwrap();
+    for a in actions(yaml) {
+        let changed = a.apply(&mut attrs);
+        assert_eq!(a.apply(&mut encoded), changed, "{a:?}");
+    }
+    encoded.check().unwrap();
+    let mut written = Vec::new();
+    encoded.write(ATTRIBUTES, &mut written);
+    let span = opentelemetry_proto::tonic::trace::v1::Span::decode(&written[..]).unwrap();
+    assert_eq!(span.attributes, attrs, "{yaml}");
     attrs
         .into_iter()
         .map(|kv| (kv.key, kv.value.unwrap().value.unwrap()))

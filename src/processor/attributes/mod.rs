@@ -2,8 +2,11 @@
 //! record and metric data point attributes (see [`super::attraction`]), for the items that
 //! `include` / `exclude` select.
 //!
-//! It has to look inside the items, so it decodes the request (once per chain: see
-//! [`super::Part`]); when no attribute changed, the batch keeps its received bytes.
+//! Spans and log records are changed on the encoded request: only their attribute lists
+//! (and, for `include` / `exclude`, the span name and the resource) are decoded, and only the
+//! items whose attributes changed are written again ([`super::on_wire`]). Metrics, and a
+//! request an earlier processor of the chain decoded, are changed decoded (once per chain:
+//! see [`super::Part`]). When no attribute changed, the batch keeps its received bytes.
 
 mod config;
 mod matcher;
@@ -18,9 +21,15 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 
-use super::attraction::{compile_all, Action};
+use bytes::Bytes;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+use super::attraction::{compile_all, Action, AttributeList};
+use super::on_wire::{self, decode_fields, with_repeated, EncodedAttributes, ItemEdit, Needs};
 use super::{Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
 use crate::otlp::decoded::DecodedRequest;
+use crate::signal::Signal;
 use matcher::{Item, Matcher};
 
 #[derive(Debug)]
@@ -50,7 +59,7 @@ impl AttributesProcessor {
     }
 
     /// Applies every action to `attrs`; whether anything changed.
-    fn apply(&self, attrs: &mut Vec<KeyValue>) -> bool {
+    fn apply(&self, attrs: &mut impl AttributeList) -> bool {
         self.actions
             .iter()
             .fold(false, |changed, action| action.apply(attrs) | changed)
@@ -149,8 +158,77 @@ fn data_point_attributes(data: Option<&mut Data>) -> Vec<&mut Vec<KeyValue>> {
     }
 }
 
+impl AttributesProcessor {
+    /// Spans and log records on the encoded request ([`on_wire`]).
+    fn process_encoded(&self, mut part: Part) -> Result<Processed, ProcessError> {
+        let signal = part.signal();
+        let matching = self.include.is_some() || self.exclude.is_some();
+        let (attributes, reads) = match signal {
+            Signal::Traces if matching => (
+                on_wire::SPAN_ATTRIBUTES,
+                &[on_wire::SPAN_NAME, on_wire::SPAN_ATTRIBUTES][..],
+            ),
+            Signal::Traces => (on_wire::SPAN_ATTRIBUTES, &[on_wire::SPAN_ATTRIBUTES][..]),
+            _ => (on_wire::LOG_ATTRIBUTES, &[on_wire::LOG_ATTRIBUTES][..]),
+        };
+        let needs = Needs {
+            resource: matching,
+            scope: false,
+        };
+        let mut scratch = Vec::new();
+        let payload = part.payload_mut();
+        let edited = on_wire::edit_items(
+            signal,
+            &payload.contiguous(),
+            needs,
+            false,
+            |item, at, out| {
+                if !matching {
+                    // Nothing to match: the actions read and change single entries.
+                    let mut attrs = EncodedAttributes::read(item, attributes, signal)?;
+                    let changed = self.apply(&mut attrs);
+                    attrs.check()?;
+                    if !changed {
+                        return Ok(ItemEdit::Keep);
+                    }
+                    attrs.rewrite(item, attributes, out)?;
+                    return Ok(ItemEdit::Replace);
+                }
+                let (name, mut attrs) = if signal == Signal::Traces {
+                    let span: Span = decode_fields(item, reads, &mut scratch, signal)?;
+                    (Some(span.name), span.attributes)
+                } else {
+                    let record: LogRecord = decode_fields(item, reads, &mut scratch, signal)?;
+                    (None, record.attributes)
+                };
+                let selected = self.selects(&Item {
+                    resource: at.resource,
+                    span_name: name.as_deref(),
+                    metric_name: None,
+                    attributes: &attrs,
+                });
+                if !(selected && self.apply(&mut attrs)) {
+                    return Ok(ItemEdit::Keep);
+                }
+                with_repeated(item, attributes, signal, out, |out| {
+                    (attrs.iter())
+                        .for_each(|kv| prost::encoding::message::encode(attributes, kv, out))
+                })?;
+                Ok(ItemEdit::Replace)
+            },
+        )?;
+        if let Some(bytes) = edited.bytes {
+            *payload = Bytes::from(bytes).into();
+        }
+        Ok(Processed::keep(part))
+    }
+}
+
 impl Processor for AttributesProcessor {
     fn process(&self, mut part: Part) -> Result<Processed, ProcessError> {
+        if !part.is_decoded() && on_wire::walks(part.signal()) {
+            return self.process_encoded(part);
+        }
         part.edit(|request| {
             let changed = match request {
                 DecodedRequest::Traces(r) => self.traces(r),

@@ -18,13 +18,16 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
+use super::on_wire::{self, ItemEdit, ItemReader, Needs};
 use super::{prune, Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
 use crate::otlp::decoded::DecodedRequest;
 use crate::signal::Signal;
+use bytes::Bytes;
 use condition::Condition;
 use config::parse_all;
 use subjects::{
-    data_point_count, retain_data_points, LogSubject, MetricSubject, SpanEventSubject, SpanSubject,
+    data_point_count, retain_data_points, EncodedLogSubject, EncodedSpanSubject, LogSubject,
+    MetricSubject, SpanEventSubject, SpanSubject,
 };
 
 /// The `reason` label of what this processor drops.
@@ -168,6 +171,55 @@ impl FilterProcessor {
     }
 }
 
+impl FilterProcessor {
+    /// Span and log record conditions on the encoded request ([`on_wire`]); span event
+    /// conditions, and metrics, take the decoded request.
+    fn on_wire(&self, part: &Part) -> bool {
+        !part.is_decoded()
+            && match part.signal() {
+                Signal::Traces => self.spanevent.is_empty(),
+                Signal::Logs => true,
+                Signal::Metrics => false,
+            }
+    }
+
+    fn process_encoded(&self, mut part: Part) -> Result<Processed, ProcessError> {
+        let signal = part.signal();
+        let needs = Needs {
+            resource: true,
+            scope: true,
+        };
+        let payload = part.payload_mut();
+        let edited =
+            on_wire::edit_items(signal, &payload.contiguous(), needs, true, |item, at, _| {
+                let reader = ItemReader::new(item, signal);
+                let drop = if signal == Signal::Traces {
+                    let subject = EncodedSpanSubject {
+                        span: &reader,
+                        resource: at.resource,
+                        scope: at.scope,
+                    };
+                    any(&self.span, &subject)
+                } else {
+                    let subject = EncodedLogSubject {
+                        record: &reader,
+                        resource: at.resource,
+                        scope: at.scope,
+                    };
+                    any(&self.log_record, &subject)
+                };
+                reader.finish()?;
+                Ok(if drop { ItemEdit::Drop } else { ItemEdit::Keep })
+            })?;
+        if let Some(bytes) = edited.bytes {
+            *payload = Bytes::from(bytes).into();
+        }
+        part.remove_items(edited.dropped);
+        let kept = (!edited.empty).then_some(part);
+        Ok(Processed::reduced(kept, edited.dropped, REASON))
+    }
+}
+
 impl Processor for FilterProcessor {
     fn process(&self, part: Part) -> Result<Processed, ProcessError> {
         let looks = match part.signal() {
@@ -178,6 +230,9 @@ impl Processor for FilterProcessor {
         if !looks {
             // No condition for this signal: nothing to look at.
             return Ok(Processed::keep(part));
+        }
+        if self.on_wire(&part) {
+            return self.process_encoded(part);
         }
         Processed::dropping(part, REASON, |request| match request {
             DecodedRequest::Traces(r) => self.traces(r),

@@ -7,7 +7,10 @@ use opentelemetry_proto::tonic::metrics::v1::Metric;
 use opentelemetry_proto::tonic::trace::v1::span::Event;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
+use opentelemetry_proto::tonic::trace::v1::Status;
+
 use super::condition::{Path, Subject, Value};
+use crate::processor::on_wire::{self, ItemReader};
 
 fn value(v: Option<&AnyValue>) -> Value {
     match v.and_then(|v| v.value.as_ref()) {
@@ -59,6 +62,33 @@ impl Subject for SpanSubject<'_> {
     }
 }
 
+/// A span still encoded: a condition decodes only the fields it reads, and of the attributes
+/// only the one it names.
+pub struct EncodedSpanSubject<'a> {
+    pub span: &'a ItemReader<'a>,
+    pub resource: &'a [KeyValue],
+    pub scope: Option<&'a InstrumentationScope>,
+}
+
+impl Subject for EncodedSpanSubject<'_> {
+    fn get(&self, path: &Path) -> Value {
+        match path {
+            Path::Name => Value::Str(self.span.string(on_wire::SPAN_NAME)),
+            Path::Kind => Value::Int(self.span.int32(on_wire::SPAN_KIND)),
+            Path::StatusCode => Value::Int(
+                (self.span.message::<Status>(on_wire::SPAN_STATUS))
+                    .map_or(0, |s| i64::from(s.code)),
+            ),
+            Path::Attribute(k) => encoded_attribute(self.span, on_wire::SPAN_ATTRIBUTES, k),
+            other => common(other, self.resource, self.scope),
+        }
+    }
+}
+
+fn encoded_attribute(item: &ItemReader<'_>, number: u32, key: &str) -> Value {
+    value(item.attribute(number, key).flatten().as_ref())
+}
+
 pub struct SpanEventSubject<'a> {
     pub event: &'a Event,
     pub resource: &'a [KeyValue],
@@ -88,6 +118,25 @@ impl Subject for LogSubject<'_> {
             Path::SeverityNumber => Value::Int(i64::from(self.record.severity_number)),
             Path::SeverityText => Value::Str(self.record.severity_text.clone()),
             Path::Attribute(k) => attribute(&self.record.attributes, k),
+            other => common(other, self.resource, self.scope),
+        }
+    }
+}
+
+/// A log record still encoded, read as [`EncodedSpanSubject`] reads a span.
+pub struct EncodedLogSubject<'a> {
+    pub record: &'a ItemReader<'a>,
+    pub resource: &'a [KeyValue],
+    pub scope: Option<&'a InstrumentationScope>,
+}
+
+impl Subject for EncodedLogSubject<'_> {
+    fn get(&self, path: &Path) -> Value {
+        match path {
+            Path::Body => value(self.record.message::<AnyValue>(on_wire::LOG_BODY).as_ref()),
+            Path::SeverityNumber => Value::Int(self.record.int32(on_wire::LOG_SEVERITY_NUMBER)),
+            Path::SeverityText => Value::Str(self.record.string(on_wire::LOG_SEVERITY_TEXT)),
+            Path::Attribute(k) => encoded_attribute(self.record, on_wire::LOG_ATTRIBUTES, k),
             other => common(other, self.resource, self.scope),
         }
     }

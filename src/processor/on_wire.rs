@@ -1,0 +1,306 @@
+//! Processors on the encoded request: every span or log record is visited as bytes, and a
+//! processor decodes only the fields it reads (a span's name, kind, status and attributes,
+//! say), not the whole request. Decoding every field of every item and encoding them all
+//! again was most of what the `filter` and `attributes` processors cost (benches/processors.rs;
+//! docs/performance.md, "What changed" 31). Only what changed is written again: an item a
+//! processor rewrote, and the lengths of the scope and resource entries around it; everything
+//! else is copied as it came.
+//!
+//! Traces and logs share one nesting (request → resource entry → scope entry → item, with the
+//! resource, scope and items at the same field numbers), which is all this walks. Metrics,
+//! whose data points sit one level deeper and in five shapes, are decoded whole as before.
+
+mod attributes;
+mod item;
+
+pub(super) use attributes::EncodedAttributes;
+pub(super) use item::ItemReader;
+
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+use super::ProcessError;
+use crate::otlp::walk::MalformedRequest;
+use crate::otlp::wire::{put_len_field, Field, Fields, WireError};
+use crate::signal::Signal;
+
+/// `Export*ServiceRequest.resource_*`.
+const ENTRY_FIELD: u32 = 1;
+/// `Resource*.resource` and `Scope*.scope`.
+const RESOURCE_FIELD: u32 = 1;
+const SCOPE_FIELD: u32 = 1;
+/// `Resource*.scope_*` and `Scope*.spans` / `ScopeLogs.log_records`.
+const SCOPES_FIELD: u32 = 2;
+const ITEMS_FIELD: u32 = 2;
+
+/// Fields of a `Span` that processors read.
+pub(super) const SPAN_NAME: u32 = 5;
+pub(super) const SPAN_KIND: u32 = 6;
+pub(super) const SPAN_ATTRIBUTES: u32 = 9;
+pub(super) const SPAN_STATUS: u32 = 15;
+/// Fields of a `LogRecord` that processors read.
+pub(super) const LOG_SEVERITY_NUMBER: u32 = 2;
+pub(super) const LOG_SEVERITY_TEXT: u32 = 3;
+pub(super) const LOG_BODY: u32 = 5;
+pub(super) const LOG_ATTRIBUTES: u32 = 6;
+
+/// What a processor made of one item.
+pub(super) enum ItemEdit {
+    Keep,
+    Drop,
+    /// The item's new encoding (its fields, without the tag and length around them) is what
+    /// the processor wrote into the buffer it was given.
+    Replace,
+}
+
+/// What an item is seen with: its resource's attributes and its scope, decoded when the
+/// processor asked for them ([`Needs`]), empty otherwise.
+pub(super) struct Context<'a> {
+    pub resource: &'a [KeyValue],
+    pub scope: Option<&'a InstrumentationScope>,
+}
+
+/// What of the surroundings a processor reads.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Needs {
+    pub resource: bool,
+    pub scope: bool,
+}
+
+/// The request after [`edit_items`].
+pub(super) struct Edited {
+    /// The new request, or `None` when nothing changed (the received bytes are kept).
+    pub bytes: Option<Vec<u8>>,
+    /// Items dropped.
+    pub dropped: u32,
+    /// Whether no resource entry is left.
+    pub empty: bool,
+}
+
+/// Whether the walk can take requests of `signal`.
+pub(super) fn walks(signal: Signal) -> bool {
+    matches!(signal, Signal::Traces | Signal::Logs)
+}
+
+/// Offers every item of a traces or logs `request` to `edit`, in order, and rebuilds the
+/// request around what it changed. With `prune`, scope and resource entries that are left
+/// without items go, as the decoded `filter` removes them (`super::prune`), and that counts
+/// as a change.
+pub(super) fn edit_items(
+    signal: Signal,
+    request: &[u8],
+    needs: Needs,
+    prune: bool,
+    mut edit: impl FnMut(&[u8], &Context<'_>, &mut Vec<u8>) -> Result<ItemEdit, ProcessError>,
+) -> Result<Edited, ProcessError> {
+    let malformed = |source: WireError| malformed(signal, source);
+    let mut out = Rebuild::new(request);
+    let mut dropped = 0u32;
+    let mut entries_left = 0usize;
+    // Where an item is written again; one buffer for all of them.
+    let mut rewritten = Vec::new();
+    for entry in Fields::new(request) {
+        let entry = entry.map_err(malformed)?;
+        if entry.number != ENTRY_FIELD {
+            out.keep(&entry);
+            continue;
+        }
+        let body = entry.expect_len().map_err(malformed)?;
+        let resource = match needs.resource {
+            true => merged::<Resource>(body, RESOURCE_FIELD, signal)?,
+            false => None,
+        };
+        let resource_attrs = resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let mut entry_out = Rebuild::new(body);
+        let mut scopes_left = 0usize;
+        for scope_field in Fields::new(body) {
+            let scope_field = scope_field.map_err(malformed)?;
+            if scope_field.number != SCOPES_FIELD {
+                entry_out.keep(&scope_field);
+                continue;
+            }
+            let scope_body = scope_field.expect_len().map_err(malformed)?;
+            let scope = match needs.scope {
+                true => merged::<InstrumentationScope>(scope_body, SCOPE_FIELD, signal)?,
+                false => None,
+            };
+            let context = Context {
+                resource: resource_attrs,
+                scope: scope.as_ref(),
+            };
+            let mut scope_out = Rebuild::new(scope_body);
+            let mut items_left = 0usize;
+            for item in Fields::new(scope_body) {
+                let item = item.map_err(malformed)?;
+                if item.number != ITEMS_FIELD {
+                    scope_out.keep(&item);
+                    continue;
+                }
+                rewritten.clear();
+                match edit(
+                    item.expect_len().map_err(malformed)?,
+                    &context,
+                    &mut rewritten,
+                )? {
+                    ItemEdit::Keep => {
+                        items_left += 1;
+                        scope_out.keep(&item);
+                    }
+                    ItemEdit::Drop => {
+                        dropped = dropped.saturating_add(1);
+                        scope_out.drop(&item);
+                    }
+                    ItemEdit::Replace => {
+                        items_left += 1;
+                        scope_out.replace(&item, &rewritten);
+                    }
+                }
+            }
+            if prune && items_left == 0 {
+                entry_out.drop(&scope_field);
+                continue;
+            }
+            scopes_left += 1;
+            entry_out.nest(&scope_field, scope_out);
+        }
+        if prune && scopes_left == 0 {
+            out.drop(&entry);
+            continue;
+        }
+        entries_left += 1;
+        out.nest(&entry, entry_out);
+    }
+    Ok(Edited {
+        bytes: out.finish(),
+        dropped,
+        empty: entries_left == 0,
+    })
+}
+
+pub(super) fn malformed(signal: Signal, source: WireError) -> ProcessError {
+    ProcessError::Malformed(MalformedRequest {
+        signal,
+        context: "items",
+        source,
+    })
+}
+
+/// The message at field `number` of `body`, its occurrences merged as protobuf readers do;
+/// `None` when it is absent.
+fn merged<M: Message + Default>(
+    body: &[u8],
+    number: u32,
+    signal: Signal,
+) -> Result<Option<M>, ProcessError> {
+    let mut message: Option<M> = None;
+    for field in Fields::new(body) {
+        let field = field.map_err(|source| malformed(signal, source))?;
+        if field.number == number {
+            let bytes = field
+                .expect_len()
+                .map_err(|source| malformed(signal, source))?;
+            message
+                .get_or_insert_with(M::default)
+                .merge(bytes)
+                .map_err(|source| ProcessError::Decode { signal, source })?;
+        }
+    }
+    Ok(message)
+}
+
+/// Decodes `M` from only the fields of `body` numbered in `wanted` (the others stay at their
+/// defaults), through `scratch`: what a processor reads of an item, without decoding the rest.
+pub(super) fn decode_fields<M: Message + Default>(
+    body: &[u8],
+    wanted: &[u32],
+    scratch: &mut Vec<u8>,
+    signal: Signal,
+) -> Result<M, ProcessError> {
+    scratch.clear();
+    for field in Fields::new(body) {
+        let field = field.map_err(|source| malformed(signal, source))?;
+        if wanted.contains(&field.number) {
+            scratch.extend_from_slice(&body[field.span()]);
+        }
+    }
+    M::decode(&scratch[..]).map_err(|source| ProcessError::Decode { signal, source })
+}
+
+/// `body` with every occurrence of the repeated field `number` replaced by what `write`
+/// writes, where the first occurrence was (at the end when there was none). Protobuf readers
+/// do not care where a field stands among the others, only about the order of its values.
+pub(super) fn with_repeated(
+    body: &[u8],
+    number: u32,
+    signal: Signal,
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), ProcessError> {
+    let mut write = Some(write);
+    for field in Fields::new(body) {
+        let field = field.map_err(|source| malformed(signal, source))?;
+        if field.number != number {
+            out.extend_from_slice(&body[field.span()]);
+        } else if let Some(write) = write.take() {
+            write(out);
+        }
+    }
+    if let Some(write) = write {
+        write(out);
+    }
+    Ok(())
+}
+
+/// One message being copied field by field, written anew only from its first change on.
+struct Rebuild<'a> {
+    source: &'a [u8],
+    /// `None` while every field so far was kept as it is.
+    out: Option<Vec<u8>>,
+}
+
+impl<'a> Rebuild<'a> {
+    fn new(source: &'a [u8]) -> Self {
+        Rebuild { source, out: None }
+    }
+
+    /// The copy, started with what came before `field`.
+    fn changed(&mut self, field: &Field<'_>) -> &mut Vec<u8> {
+        let source = self.source;
+        self.out.get_or_insert_with(|| {
+            // Room for items that grow, as items whose attributes were hashed do.
+            let mut out = Vec::with_capacity(source.len() + source.len() / 2);
+            out.extend_from_slice(&source[..field.start]);
+            out
+        })
+    }
+
+    fn keep(&mut self, field: &Field<'_>) {
+        if let Some(out) = &mut self.out {
+            out.extend_from_slice(&self.source[field.span()]);
+        }
+    }
+
+    fn drop(&mut self, field: &Field<'_>) {
+        self.changed(field);
+    }
+
+    fn replace(&mut self, field: &Field<'_>, bytes: &[u8]) {
+        put_len_field(self.changed(field), field.number, bytes);
+    }
+
+    /// `field`, a nested message: kept, or replaced by what `inner` made of it.
+    fn nest(&mut self, field: &Field<'_>, inner: Rebuild<'_>) {
+        match inner.finish() {
+            Some(bytes) => self.replace(field, &bytes),
+            None => self.keep(field),
+        }
+    }
+
+    fn finish(self) -> Option<Vec<u8>> {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests;
