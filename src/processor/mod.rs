@@ -18,7 +18,7 @@ pub mod attributes;
 pub mod batch;
 pub mod filter;
 pub mod memory_limiter;
-mod on_wire;
+pub mod on_wire;
 mod part;
 pub mod probabilistic_sampler;
 mod registry;
@@ -34,7 +34,9 @@ use crate::batch::Batch;
 use crate::buffer::ReadLimits;
 use crate::otlp::decoded::DecodedRequest;
 use crate::otlp::walk::MalformedRequest;
+use crate::signal::Signal;
 use crate::telemetry::tenant_label;
+use on_wire::ItemEditor;
 
 /// A processor's validated config, as the registry holds it.
 pub trait ProcessorConfig: fmt::Debug + Send + Sync {
@@ -128,6 +130,12 @@ pub(crate) fn prune<T>(entries: &mut Vec<T>, keep: impl FnMut(&T) -> bool) -> bo
 /// Changes, splits or drops batches. Cheap and synchronous: it runs on the request path.
 pub trait Processor: fmt::Debug + Send + Sync + 'static {
     fn process(&self, part: Part) -> Result<Processed, ProcessError>;
+
+    /// The processor as an item-by-item edit of the encoded request of `signal`, when it can
+    /// work that way ([`on_wire`]): a chain runs neighbours that can in one walk.
+    fn item_editor(&self, _signal: Signal) -> Option<&dyn ItemEditor> {
+        None
+    }
 }
 
 /// The processors of one pipeline, in order, each with its component id (the `processor`
@@ -152,24 +160,56 @@ impl Chain {
         if self.stages.is_empty() {
             return Ok(vec![batch]);
         }
+        let signal = batch.signal;
         let mut parts = vec![Part::from(batch)];
-        for (id, processor) in &self.stages {
+        let mut at = 0;
+        while at < self.stages.len() && !parts.is_empty() {
+            // Neighbours that edit item by item take a part still encoded in one walk.
+            let editors: Vec<&dyn ItemEditor> = (self.stages[at..].iter())
+                .map_while(|(_, p)| p.item_editor(signal))
+                .collect();
+            if editors.len() > 1 && parts.iter().all(|p| !p.is_decoded()) {
+                let mut next = Vec::with_capacity(parts.len());
+                for part in parts {
+                    let tenant = part.tenant().clone();
+                    let run = on_wire::run_editors(part, &editors)?;
+                    let stages = self.stages[at..].iter();
+                    for ((id, _), (dropped, reason)) in
+                        stages.zip(run.dropped.iter().zip(&run.reasons))
+                    {
+                        count_dropped(id, reason, signal, &tenant, *dropped);
+                    }
+                    next.extend(run.kept);
+                }
+                parts = next;
+                at += editors.len();
+                continue;
+            }
+            let (id, processor) = &self.stages[at];
             let mut next = Vec::with_capacity(parts.len());
             for part in parts {
-                let (tenant, signal) = (part.tenant().clone(), part.signal());
+                let tenant = part.tenant().clone();
                 let processed = processor.process(part)?;
-                if processed.dropped > 0 {
-                    metrics::counter!("sluice_processor_dropped_items_total", "processor" => id.clone(), "reason" => processed.reason, "signal" => signal.as_str(), "tenant" => tenant_label(&tenant))
-                        .increment(u64::from(processed.dropped));
-                }
+                count_dropped(id, processed.reason, signal, &tenant, processed.dropped);
                 next.extend(processed.kept);
             }
             parts = next;
-            if parts.is_empty() {
-                break;
-            }
+            at += 1;
         }
         Ok(parts.into_iter().map(Part::into_batch).collect())
+    }
+}
+
+fn count_dropped(
+    processor: &str,
+    reason: &'static str,
+    signal: Signal,
+    tenant: &crate::tenant::TenantId,
+    dropped: u32,
+) {
+    if dropped > 0 {
+        metrics::counter!("sluice_processor_dropped_items_total", "processor" => processor.to_string(), "reason" => reason, "signal" => signal.as_str(), "tenant" => tenant_label(tenant))
+            .increment(u64::from(dropped));
     }
 }
 

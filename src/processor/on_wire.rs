@@ -20,7 +20,9 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use super::ProcessError;
+use bytes::Bytes;
+
+use super::{Part, ProcessError, Processed};
 use crate::otlp::walk::MalformedRequest;
 use crate::otlp::wire::{put_len_field, Field, Fields, WireError};
 use crate::signal::Signal;
@@ -45,8 +47,33 @@ pub(super) const LOG_SEVERITY_TEXT: u32 = 3;
 pub(super) const LOG_BODY: u32 = 5;
 pub(super) const LOG_ATTRIBUTES: u32 = 6;
 
+/// A processor that decides item by item on the encoded request. The chain runs neighbours
+/// that are such editors in one walk ([`run_editors`]), one item through all of them before
+/// the next.
+pub trait ItemEditor: Send + Sync {
+    /// What of an item's surroundings it reads.
+    fn needs(&self) -> Needs;
+
+    /// Whether scope and resource entries left without items go, as the decoded `filter`
+    /// removes them.
+    fn prunes(&self) -> bool;
+
+    /// The `reason` label of the items it drops.
+    fn reason(&self) -> &'static str;
+
+    /// Decides on one item (`item`: its fields). To change it, it writes the item's new
+    /// fields to `out` (empty) and returns [`ItemEdit::Replace`].
+    fn edit(
+        &self,
+        signal: Signal,
+        item: &[u8],
+        at: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<ItemEdit, ProcessError>;
+}
+
 /// What a processor made of one item.
-pub(super) enum ItemEdit {
+pub enum ItemEdit {
     Keep,
     Drop,
     /// The item's new encoding (its fields, without the tag and length around them) is what
@@ -56,16 +83,92 @@ pub(super) enum ItemEdit {
 
 /// What an item is seen with: its resource's attributes and its scope, decoded when the
 /// processor asked for them ([`Needs`]), empty otherwise.
-pub(super) struct Context<'a> {
+pub struct Context<'a> {
     pub resource: &'a [KeyValue],
     pub scope: Option<&'a InstrumentationScope>,
 }
 
 /// What of the surroundings a processor reads.
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Needs {
+pub struct Needs {
     pub resource: bool,
     pub scope: bool,
+}
+
+/// What [`run_editors`] made of one part.
+pub(super) struct EditorsRun {
+    /// What is left of the part: nothing once a pruning editor left no resource entry.
+    pub kept: Option<Part>,
+    /// The items each editor dropped, in the editors' order.
+    pub dropped: Vec<u32>,
+    /// Each editor's `reason` label, in the same order.
+    pub reasons: Vec<&'static str>,
+}
+
+impl EditorsRun {
+    /// As one processor's outcome, for a run of one editor.
+    pub fn processed(self) -> Processed {
+        let dropped = self.dropped.first().copied().unwrap_or(0);
+        let reason = self.reasons.first().copied().unwrap_or("");
+        Processed::reduced(self.kept, dropped, reason)
+    }
+}
+
+/// Runs `editors`, in order, on every item of a part still encoded: an item one of them drops
+/// is not offered to the ones after it, and each sees the item as the ones before it left it.
+/// The request is walked and written again once for all of them.
+pub(super) fn run_editors(
+    mut part: Part,
+    editors: &[&dyn ItemEditor],
+) -> Result<EditorsRun, ProcessError> {
+    let signal = part.signal();
+    let needs = editors.iter().fold(Needs::default(), |n, e| Needs {
+        resource: n.resource || e.needs().resource,
+        scope: n.scope || e.needs().scope,
+    });
+    let prune = editors.iter().any(|e| e.prunes());
+    let mut dropped = vec![0u32; editors.len()];
+    // The item as the editors so far left it, and the next editor's rewrite of it.
+    let (mut current, mut next) = (Vec::new(), Vec::new());
+    let payload = part.payload_mut();
+    let edited = edit_items(
+        signal,
+        &payload.contiguous(),
+        needs,
+        prune,
+        |item, at, out| {
+            let mut replaced = false;
+            for (k, editor) in editors.iter().enumerate() {
+                next.clear();
+                let seen = if replaced { &current[..] } else { item };
+                match editor.edit(signal, seen, at, &mut next)? {
+                    ItemEdit::Keep => {}
+                    ItemEdit::Drop => {
+                        dropped[k] += 1;
+                        return Ok(ItemEdit::Drop);
+                    }
+                    ItemEdit::Replace => {
+                        std::mem::swap(&mut current, &mut next);
+                        replaced = true;
+                    }
+                }
+            }
+            if !replaced {
+                return Ok(ItemEdit::Keep);
+            }
+            out.extend_from_slice(&current);
+            Ok(ItemEdit::Replace)
+        },
+    )?;
+    if let Some(bytes) = edited.bytes {
+        *payload = Bytes::from(bytes).into();
+    }
+    part.remove_items(edited.dropped);
+    Ok(EditorsRun {
+        kept: (!(prune && edited.empty)).then_some(part),
+        dropped,
+        reasons: editors.iter().map(|e| e.reason()).collect(),
+    })
 }
 
 /// The request after [`edit_items`].
@@ -76,11 +179,6 @@ pub(super) struct Edited {
     pub dropped: u32,
     /// Whether no resource entry is left.
     pub empty: bool,
-}
-
-/// Whether the walk can take requests of `signal`.
-pub(super) fn walks(signal: Signal) -> bool {
-    matches!(signal, Signal::Traces | Signal::Logs)
 }
 
 /// Offers every item of a traces or logs `request` to `edit`, in order, and rebuilds the

@@ -21,12 +21,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 
-use bytes::Bytes;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::attraction::{compile_all, Action, AttributeList};
-use super::on_wire::{self, decode_fields, with_repeated, EncodedAttributes, ItemEdit, Needs};
+use super::on_wire::{
+    self, decode_fields, with_repeated, Context, EncodedAttributes, ItemEdit, ItemEditor, Needs,
+};
 use super::{Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
 use crate::otlp::decoded::DecodedRequest;
 use crate::signal::Signal;
@@ -52,6 +53,11 @@ impl ProcessorConfig for AttributesConfig {
 }
 
 impl AttributesProcessor {
+    /// Whether it has `include` or `exclude`.
+    fn matches(&self) -> bool {
+        self.include.is_some() || self.exclude.is_some()
+    }
+
     /// Whether `include` selects the item and `exclude` does not.
     fn selects(&self, item: &Item<'_>) -> bool {
         self.include.as_ref().is_none_or(|m| m.matches(item))
@@ -158,76 +164,82 @@ fn data_point_attributes(data: Option<&mut Data>) -> Vec<&mut Vec<KeyValue>> {
     }
 }
 
-impl AttributesProcessor {
-    /// Spans and log records on the encoded request ([`on_wire`]).
-    fn process_encoded(&self, mut part: Part) -> Result<Processed, ProcessError> {
-        let signal = part.signal();
-        let matching = self.include.is_some() || self.exclude.is_some();
-        let (attributes, reads) = match signal {
-            Signal::Traces if matching => (
-                on_wire::SPAN_ATTRIBUTES,
-                &[on_wire::SPAN_NAME, on_wire::SPAN_ATTRIBUTES][..],
-            ),
-            Signal::Traces => (on_wire::SPAN_ATTRIBUTES, &[on_wire::SPAN_ATTRIBUTES][..]),
-            _ => (on_wire::LOG_ATTRIBUTES, &[on_wire::LOG_ATTRIBUTES][..]),
-        };
-        let needs = Needs {
-            resource: matching,
+/// Spans and log records on the encoded request ([`on_wire`]).
+impl ItemEditor for AttributesProcessor {
+    fn needs(&self) -> Needs {
+        Needs {
+            resource: self.matches(),
             scope: false,
-        };
-        let mut scratch = Vec::new();
-        let payload = part.payload_mut();
-        let edited = on_wire::edit_items(
-            signal,
-            &payload.contiguous(),
-            needs,
-            false,
-            |item, at, out| {
-                if !matching {
-                    // Nothing to match: the actions read and change single entries.
-                    let mut attrs = EncodedAttributes::read(item, attributes, signal)?;
-                    let changed = self.apply(&mut attrs);
-                    attrs.check()?;
-                    if !changed {
-                        return Ok(ItemEdit::Keep);
-                    }
-                    attrs.rewrite(item, attributes, out)?;
-                    return Ok(ItemEdit::Replace);
-                }
-                let (name, mut attrs) = if signal == Signal::Traces {
-                    let span: Span = decode_fields(item, reads, &mut scratch, signal)?;
-                    (Some(span.name), span.attributes)
-                } else {
-                    let record: LogRecord = decode_fields(item, reads, &mut scratch, signal)?;
-                    (None, record.attributes)
-                };
-                let selected = self.selects(&Item {
-                    resource: at.resource,
-                    span_name: name.as_deref(),
-                    metric_name: None,
-                    attributes: &attrs,
-                });
-                if !(selected && self.apply(&mut attrs)) {
-                    return Ok(ItemEdit::Keep);
-                }
-                with_repeated(item, attributes, signal, out, |out| {
-                    (attrs.iter())
-                        .for_each(|kv| prost::encoding::message::encode(attributes, kv, out))
-                })?;
-                Ok(ItemEdit::Replace)
-            },
-        )?;
-        if let Some(bytes) = edited.bytes {
-            *payload = Bytes::from(bytes).into();
         }
-        Ok(Processed::keep(part))
+    }
+
+    fn prunes(&self) -> bool {
+        false
+    }
+
+    fn reason(&self) -> &'static str {
+        ""
+    }
+
+    fn edit(
+        &self,
+        signal: Signal,
+        item: &[u8],
+        at: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<ItemEdit, ProcessError> {
+        let attributes = match signal {
+            Signal::Traces => on_wire::SPAN_ATTRIBUTES,
+            _ => on_wire::LOG_ATTRIBUTES,
+        };
+        if !self.matches() {
+            // Nothing to match: the actions read and change single entries.
+            let mut attrs = EncodedAttributes::read(item, attributes, signal)?;
+            let changed = self.apply(&mut attrs);
+            attrs.check()?;
+            if !changed {
+                return Ok(ItemEdit::Keep);
+            }
+            attrs.rewrite(item, attributes, out)?;
+            return Ok(ItemEdit::Replace);
+        }
+        let mut scratch = Vec::new();
+        let (name, mut attrs) = if signal == Signal::Traces {
+            let reads = [on_wire::SPAN_NAME, on_wire::SPAN_ATTRIBUTES];
+            let span: Span = decode_fields(item, &reads, &mut scratch, signal)?;
+            (Some(span.name), span.attributes)
+        } else {
+            let record: LogRecord = decode_fields(item, &[attributes], &mut scratch, signal)?;
+            (None, record.attributes)
+        };
+        let selected = self.selects(&Item {
+            resource: at.resource,
+            span_name: name.as_deref(),
+            metric_name: None,
+            attributes: &attrs,
+        });
+        if !(selected && self.apply(&mut attrs)) {
+            return Ok(ItemEdit::Keep);
+        }
+        with_repeated(item, attributes, signal, out, |out| {
+            (attrs.iter()).for_each(|kv| prost::encoding::message::encode(attributes, kv, out))
+        })?;
+        Ok(ItemEdit::Replace)
     }
 }
 
 impl Processor for AttributesProcessor {
+    fn item_editor(&self, signal: Signal) -> Option<&dyn ItemEditor> {
+        let on_wire = matches!(signal, Signal::Traces | Signal::Logs);
+        on_wire.then_some(self as &dyn ItemEditor)
+    }
+
     fn process(&self, mut part: Part) -> Result<Processed, ProcessError> {
-        if !part.is_decoded() && on_wire::walks(part.signal()) {
-            return self.process_encoded(part);
+        if let Some(editor) = self
+            .item_editor(part.signal())
+            .filter(|_| !part.is_decoded())
+        {
+            return on_wire::run_editors(part, &[editor]).map(|run| run.processed());
         }
         part.edit(|request| {
             let changed = match request {

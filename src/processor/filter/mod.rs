@@ -18,11 +18,10 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use super::on_wire::{self, ItemEdit, ItemReader, Needs};
+use super::on_wire::{self, Context, ItemEdit, ItemEditor, ItemReader, Needs};
 use super::{prune, Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
 use crate::otlp::decoded::DecodedRequest;
 use crate::signal::Signal;
-use bytes::Bytes;
 use condition::Condition;
 use config::parse_all;
 use subjects::{
@@ -171,56 +170,62 @@ impl FilterProcessor {
     }
 }
 
-impl FilterProcessor {
-    /// Span and log record conditions on the encoded request ([`on_wire`]); span event
-    /// conditions, and metrics, take the decoded request.
-    fn on_wire(&self, part: &Part) -> bool {
-        !part.is_decoded()
-            && match part.signal() {
-                Signal::Traces => self.spanevent.is_empty(),
-                Signal::Logs => true,
-                Signal::Metrics => false,
-            }
-    }
-
-    fn process_encoded(&self, mut part: Part) -> Result<Processed, ProcessError> {
-        let signal = part.signal();
-        let needs = Needs {
+/// Span and log record conditions on the encoded request ([`on_wire`]): a condition decodes
+/// only the fields it reads. Span event conditions, and metrics, take the decoded request.
+impl ItemEditor for FilterProcessor {
+    fn needs(&self) -> Needs {
+        Needs {
             resource: true,
             scope: true,
-        };
-        let payload = part.payload_mut();
-        let edited =
-            on_wire::edit_items(signal, &payload.contiguous(), needs, true, |item, at, _| {
-                let reader = ItemReader::new(item, signal);
-                let drop = if signal == Signal::Traces {
-                    let subject = EncodedSpanSubject {
-                        span: &reader,
-                        resource: at.resource,
-                        scope: at.scope,
-                    };
-                    any(&self.span, &subject)
-                } else {
-                    let subject = EncodedLogSubject {
-                        record: &reader,
-                        resource: at.resource,
-                        scope: at.scope,
-                    };
-                    any(&self.log_record, &subject)
-                };
-                reader.finish()?;
-                Ok(if drop { ItemEdit::Drop } else { ItemEdit::Keep })
-            })?;
-        if let Some(bytes) = edited.bytes {
-            *payload = Bytes::from(bytes).into();
         }
-        part.remove_items(edited.dropped);
-        let kept = (!edited.empty).then_some(part);
-        Ok(Processed::reduced(kept, edited.dropped, REASON))
+    }
+
+    fn prunes(&self) -> bool {
+        true
+    }
+
+    fn reason(&self) -> &'static str {
+        REASON
+    }
+
+    fn edit(
+        &self,
+        signal: Signal,
+        item: &[u8],
+        at: &Context<'_>,
+        _out: &mut Vec<u8>,
+    ) -> Result<ItemEdit, ProcessError> {
+        let reader = ItemReader::new(item, signal);
+        let drop = if signal == Signal::Traces {
+            let subject = EncodedSpanSubject {
+                span: &reader,
+                resource: at.resource,
+                scope: at.scope,
+            };
+            any(&self.span, &subject)
+        } else {
+            let subject = EncodedLogSubject {
+                record: &reader,
+                resource: at.resource,
+                scope: at.scope,
+            };
+            any(&self.log_record, &subject)
+        };
+        reader.finish()?;
+        Ok(if drop { ItemEdit::Drop } else { ItemEdit::Keep })
     }
 }
 
 impl Processor for FilterProcessor {
+    fn item_editor(&self, signal: Signal) -> Option<&dyn ItemEditor> {
+        let on_wire = match signal {
+            Signal::Traces => !self.span.is_empty() && self.spanevent.is_empty(),
+            Signal::Logs => !self.log_record.is_empty(),
+            Signal::Metrics => false,
+        };
+        on_wire.then_some(self as &dyn ItemEditor)
+    }
+
     fn process(&self, part: Part) -> Result<Processed, ProcessError> {
         let looks = match part.signal() {
             Signal::Traces => !self.span.is_empty() || !self.spanevent.is_empty(),
@@ -231,8 +236,11 @@ impl Processor for FilterProcessor {
             // No condition for this signal: nothing to look at.
             return Ok(Processed::keep(part));
         }
-        if self.on_wire(&part) {
-            return self.process_encoded(part);
+        if let Some(editor) = self
+            .item_editor(part.signal())
+            .filter(|_| !part.is_decoded())
+        {
+            return on_wire::run_editors(part, &[editor]).map(|run| run.processed());
         }
         Processed::dropping(part, REASON, |request| match request {
             DecodedRequest::Traces(r) => self.traces(r),

@@ -38,17 +38,33 @@ impl<'a> ItemReader<'a> {
         self.error.borrow_mut().get_or_insert(error);
     }
 
-    /// The fields numbered `number`, in order; a malformed item ends them (and is kept).
-    fn each(&self, number: u32) -> impl Iterator<Item = Field<'a>> + '_ {
-        Fields::new(self.body)
-            .map_while(move |field| match field {
-                Ok(field) => Some(field),
+    /// Calls `each` with every field numbered `number`, in order, until it returns `false`;
+    /// a malformed item ends the walk (and is kept).
+    fn each(&self, number: u32, mut each: impl FnMut(Field<'a>) -> bool) {
+        for field in Fields::new(self.body) {
+            match field {
+                Ok(field) if field.number == number => {
+                    if !each(field) {
+                        return;
+                    }
+                }
+                Ok(_) => {}
                 Err(source) => {
                     self.failed(malformed(self.signal, source));
-                    None
+                    return;
                 }
-            })
-            .filter(move |field| field.number == number)
+            }
+        }
+    }
+
+    /// The last field numbered `number`: the one a decoder keeps of a singular field.
+    fn last(&self, number: u32) -> Option<Field<'a>> {
+        let mut last = None;
+        self.each(number, |field| {
+            last = Some(field);
+            true
+        });
+        last
     }
 
     fn len_bytes(&self, field: &Field<'a>) -> Option<&'a [u8]> {
@@ -63,7 +79,7 @@ impl<'a> ItemReader<'a> {
 
     /// A string field; empty when absent.
     pub fn string(&self, number: u32) -> String {
-        let Some(bytes) = self.each(number).last().and_then(|f| self.len_bytes(&f)) else {
+        let Some(bytes) = self.last(number).and_then(|f| self.len_bytes(&f)) else {
             return String::new();
         };
         match std::str::from_utf8(bytes) {
@@ -77,7 +93,7 @@ impl<'a> ItemReader<'a> {
 
     /// An integer or enum field (an `int32` on the wire); zero when absent.
     pub fn int32(&self, number: u32) -> i64 {
-        let Some(field) = self.each(number).last() else {
+        let Some(field) = self.last(number) else {
             return 0;
         };
         if field.wire_type != VARINT {
@@ -110,40 +126,47 @@ impl<'a> ItemReader<'a> {
     /// A message field, its occurrences merged; `None` when absent.
     pub fn message<M: Message + Default>(&self, number: u32) -> Option<M> {
         let mut message: Option<M> = None;
-        for field in self.each(number) {
-            let bytes = self.len_bytes(&field)?;
-            if let Err(source) = message.get_or_insert_with(M::default).merge(bytes) {
-                self.failed(ProcessError::Decode {
-                    signal: self.signal,
-                    source,
-                });
-                return None;
-            }
-        }
-        message
+        let mut ok = true;
+        self.each(number, |field| {
+            let merged = self.len_bytes(&field).map(|bytes| {
+                (message.get_or_insert_with(M::default).merge(bytes)).map_err(|source| {
+                    self.failed(ProcessError::Decode {
+                        signal: self.signal,
+                        source,
+                    })
+                })
+            });
+            ok = matches!(merged, Some(Ok(())));
+            ok
+        });
+        message.filter(|_| ok)
     }
 
     /// The value of the first attribute (in the repeated `KeyValue` field `number`) whose
     /// key is `key`: `None` when there is none, `Some(None)` when it has no value.
     pub fn attribute(&self, number: u32, key: &str) -> Option<Option<AnyValue>> {
-        for field in self.each(number) {
-            let kv = self.len_bytes(&field)?;
-            let reader = ItemReader::new(kv, self.signal);
-            let found = reader.each(KEY).last().and_then(|f| reader.len_bytes(&f));
-            if let Some(error) = reader.error.take() {
+        let mut found = None;
+        self.each(number, |field| {
+            let Some(kv) = self.len_bytes(&field) else {
+                return false;
+            };
+            let entry = ItemReader::new(kv, self.signal);
+            let matches = entry
+                .last(KEY)
+                .and_then(|f| entry.len_bytes(&f))
+                .unwrap_or_default()
+                == key.as_bytes();
+            if matches {
+                found = Some(entry.message::<AnyValue>(VALUE));
+            }
+            if let Some(error) = entry.error.take() {
                 self.failed(error);
-                return None;
+                found = None;
+                return false;
             }
-            if found.unwrap_or_default() == key.as_bytes() {
-                let value = reader.message::<AnyValue>(VALUE);
-                if let Some(error) = reader.error.take() {
-                    self.failed(error);
-                    return None;
-                }
-                return Some(value);
-            }
-        }
-        None
+            !matches
+        });
+        found
     }
 
     /// The first error met, if any.

@@ -392,3 +392,51 @@ fn malformed_items_are_refused_on_the_wire() {
         .unwrap_err();
     assert!(error.to_string().contains("malformed"), "{error}");
 }
+
+#[test]
+fn a_chain_runs_neighbouring_editors_in_one_walk_as_the_decoded_chain_runs_them() {
+    use crate::processor::Chain;
+    use crate::telemetry::test_recorder::TestRecorder;
+
+    const HEALTHZ: &str = "'attributes[\"http.route\"] == \"/healthz\"'";
+    let attributes = "actions:\n  - { key: user.email, action: hash }\n  - { key: env, value: bench, action: insert }\n";
+    // A span event condition that matches nothing makes the filter decode the request, and
+    // the `attributes` after it then works on that decoded request.
+    let decoding_filter =
+        format!("traces:\n  span:\n    - {HEALTHZ}\n  spanevent:\n    - 'name == \"none\"'\n");
+    let mut outcomes = Vec::new();
+    for filter in [
+        format!("traces:\n  span:\n    - {HEALTHZ}\n"),
+        decoding_filter,
+    ] {
+        let metrics = TestRecorder::default();
+        let _guard = metrics.install();
+        let chain = Chain::new(vec![
+            ("filter/a".to_string(), processor("filter", &filter)),
+            (
+                "attributes/b".to_string(),
+                processor("attributes", attributes),
+            ),
+        ]);
+        let kept = chain.run(batch(Signal::Traces, traces(), SPANS)).unwrap();
+        let dropped = metrics.counter(
+            "sluice_processor_dropped_items_total",
+            &[
+                ("processor", "filter/a"),
+                ("reason", "filter"),
+                ("signal", "traces"),
+                ("tenant", "t"),
+            ],
+        );
+        let kept: Vec<_> = (kept.into_iter())
+            .map(|b| {
+                let request = DecodedRequest::decode(Signal::Traces, &b.payload.contiguous());
+                (request.unwrap(), b.items)
+            })
+            .collect();
+        outcomes.push((kept, dropped));
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    assert_eq!(outcomes[0].1, 2);
+    assert_eq!(outcomes[0].0[0].1, SPANS - 2);
+}
