@@ -16,11 +16,10 @@ mod item;
 pub(super) use attributes::EncodedAttributes;
 pub(super) use item::ItemReader;
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
-
-use bytes::Bytes;
 
 use super::{Part, ProcessError, Processed};
 use crate::otlp::walk::MalformedRequest;
