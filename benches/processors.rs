@@ -2,11 +2,12 @@
 //! resources, every span with `user.email` and every tenth a health check. Each processor
 //! alone, and S4's chain (`filter` dropping the health checks, then `attributes` hashing
 //! `user.email` and inserting `env`), from received bytes to the bytes that are buffered.
+//! And `attributes` on 1 000 gauge points (S11's shape): one attribute deleted, one inserted.
 
 mod common;
 
 use bytes::Bytes;
-use common::attr;
+use common::{attr, metrics_request};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use sluice::batch::Batch;
 use sluice::processor::{Chain, Processing, PROCESSORS};
@@ -23,6 +24,12 @@ traces:
 const ATTRIBUTES: &str = r#"
 actions:
   - { key: user.email, action: hash }
+  - { key: env, value: bench, action: insert }
+"#;
+
+const METRIC_ATTRIBUTES: &str = r#"
+actions:
+  - { key: server.address, action: delete }
   - { key: env, value: bench, action: insert }
 "#;
 
@@ -99,6 +106,23 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
+    group.finish();
+
+    let metrics = Batch {
+        signal: Signal::Metrics,
+        payload: metrics_request().into(),
+        ..batch
+    };
+    let mut group = c.benchmark_group("process_1000_points");
+    group.throughput(Throughput::Elements(1000));
+    let chain = chain(&[("attributes", METRIC_ATTRIBUTES)]);
+    group.bench_function("attributes", |b| {
+        b.iter_batched(
+            || metrics.clone(),
+            |batch| chain.run(batch).expect("the bench request is well formed"),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 

@@ -8,7 +8,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::attr;
+use common::{attr, metrics_request};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -16,9 +16,6 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
@@ -187,46 +184,6 @@ fn logs_request() -> Bytes {
             }),
             scope_logs: vec![ScopeLogs {
                 log_records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    Bytes::from(request.encode_to_vec())
-}
-
-/// 1 000 integer gauge points, ten to a metric, each with 3 attributes (as the load client's
-/// S11 metrics).
-fn metrics_request() -> Bytes {
-    let metrics = (0..100u64)
-        .map(|m| Metric {
-            name: format!("http.server.active_requests.{m}"),
-            unit: "{request}".into(),
-            data: Some(metric::Data::Gauge(Gauge {
-                data_points: (0..10u64)
-                    .map(|p| NumberDataPoint {
-                        attributes: vec![
-                            attr("http.request.method", "GET"),
-                            attr("http.route", &format!("/api/v1/items/{p}")),
-                            attr("server.address", "checkout.shop.svc"),
-                        ],
-                        time_unix_nano: 1_700_000_000_000_000_000 + m,
-                        value: Some(number_data_point::Value::AsInt((m * 10 + p) as i64)),
-                        ..Default::default()
-                    })
-                    .collect(),
-            })),
-            ..Default::default()
-        })
-        .collect();
-    let request = ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![attr("service.name", "checkout")],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics,
                 ..Default::default()
             }],
             ..Default::default()

@@ -1,4 +1,4 @@
-//! Builders of the OTLP trace requests the criterion benches run on, shared so that every
+//! Builders of the OTLP trace and metrics requests the criterion benches run on, shared so that every
 //! bench measures spans of the same shape as the others, and the daemon's allocator, so that
 //! every bench pays for allocation what the `sluice` binary pays.
 
@@ -6,8 +6,12 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
@@ -65,4 +69,44 @@ pub fn traces(resources: impl IntoIterator<Item = (Vec<KeyValue>, Vec<Span>)>) -
         })
         .collect();
     Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
+}
+
+/// 1 000 integer gauge points, ten to a metric, each with 3 attributes (as the load client's
+/// S11 metrics).
+pub fn metrics_request() -> Bytes {
+    let metrics = (0..100u64)
+        .map(|m| Metric {
+            name: format!("http.server.active_requests.{m}"),
+            unit: "{request}".into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: (0..10u64)
+                    .map(|p| NumberDataPoint {
+                        attributes: vec![
+                            attr("http.request.method", "GET"),
+                            attr("http.route", &format!("/api/v1/items/{p}")),
+                            attr("server.address", "checkout.shop.svc"),
+                        ],
+                        time_unix_nano: 1_700_000_000_000_000_000 + m,
+                        value: Some(number_data_point::Value::AsInt((m * 10 + p) as i64)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            })),
+            ..Default::default()
+        })
+        .collect();
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![attr("service.name", "checkout")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    Bytes::from(request.encode_to_vec())
 }

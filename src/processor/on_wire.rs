@@ -1,4 +1,4 @@
-//! Processors on the encoded request: every span or log record is visited as bytes, and a
+//! Processors on the encoded request: every span, log record or metric is visited as bytes, and a
 //! processor decodes only the fields it reads (a span's name, kind, status and attributes,
 //! say), not the whole request. Decoding every field of every item and encoding them all
 //! again was most of what the `filter` and `attributes` processors cost (benches/processors.rs;
@@ -6,9 +6,10 @@
 //! processor rewrote, and the lengths of the scope and resource entries around it; everything
 //! else is copied as it came.
 //!
-//! Traces and logs share one nesting (request → resource entry → scope entry → item, with the
-//! resource, scope and items at the same field numbers), which is all this walks. Metrics,
-//! whose data points sit one level deeper and in five shapes, are decoded whole as before.
+//! The three signals share one nesting (request → resource entry → scope entry → item, with
+//! the resource, scope and items at the same field numbers), which is all this walks; the
+//! items are spans, log records or metrics. A processor that works on data points walks the
+//! metric it is given ([`Rebuild`] helps it write the metric again).
 
 mod attributes;
 mod item;
@@ -45,6 +46,8 @@ pub(super) const LOG_SEVERITY_NUMBER: u32 = 2;
 pub(super) const LOG_SEVERITY_TEXT: u32 = 3;
 pub(super) const LOG_BODY: u32 = 5;
 pub(super) const LOG_ATTRIBUTES: u32 = 6;
+/// `Metric.name`.
+pub(super) const METRIC_NAME: u32 = 1;
 
 /// A processor that decides item by item on the encoded request. The chain runs neighbours
 /// that are such editors in one walk ([`run_editors`]), one item through all of them before
@@ -306,24 +309,6 @@ fn merged<M: Message + Default>(
     Ok(message)
 }
 
-/// Decodes `M` from only the fields of `body` numbered in `wanted` (the others stay at their
-/// defaults), through `scratch`: what a processor reads of an item, without decoding the rest.
-pub(super) fn decode_fields<M: Message + Default>(
-    body: &[u8],
-    wanted: &[u32],
-    scratch: &mut Vec<u8>,
-    signal: Signal,
-) -> Result<M, ProcessError> {
-    scratch.clear();
-    for field in Fields::new(body) {
-        let field = field.map_err(|source| malformed(signal, source))?;
-        if wanted.contains(&field.number) {
-            scratch.extend_from_slice(&body[field.span()]);
-        }
-    }
-    M::decode(&scratch[..]).map_err(|source| ProcessError::Decode { signal, source })
-}
-
 /// `body` with every occurrence of the repeated field `number` replaced by what `write`
 /// writes, where the first occurrence was (at the end when there was none). Protobuf readers
 /// do not care where a field stands among the others, only about the order of its values.
@@ -350,14 +335,14 @@ pub(super) fn with_repeated(
 }
 
 /// One message being copied field by field, written anew only from its first change on.
-struct Rebuild<'a> {
+pub(super) struct Rebuild<'a> {
     source: &'a [u8],
     /// `None` while every field so far was kept as it is.
     out: Option<Vec<u8>>,
 }
 
 impl<'a> Rebuild<'a> {
-    fn new(source: &'a [u8]) -> Self {
+    pub(super) fn new(source: &'a [u8]) -> Self {
         Rebuild { source, out: None }
     }
 
@@ -372,29 +357,29 @@ impl<'a> Rebuild<'a> {
         })
     }
 
-    fn keep(&mut self, field: &Field<'_>) {
+    pub(super) fn keep(&mut self, field: &Field<'_>) {
         if let Some(out) = &mut self.out {
             out.extend_from_slice(&self.source[field.span()]);
         }
     }
 
-    fn drop(&mut self, field: &Field<'_>) {
+    pub(super) fn drop(&mut self, field: &Field<'_>) {
         self.changed(field);
     }
 
-    fn replace(&mut self, field: &Field<'_>, bytes: &[u8]) {
+    pub(super) fn replace(&mut self, field: &Field<'_>, bytes: &[u8]) {
         put_len_field(self.changed(field), field.number, bytes);
     }
 
     /// `field`, a nested message: kept, or replaced by what `inner` made of it.
-    fn nest(&mut self, field: &Field<'_>, inner: Rebuild<'_>) {
+    pub(super) fn nest(&mut self, field: &Field<'_>, inner: Rebuild<'_>) {
         match inner.finish() {
             Some(bytes) => self.replace(field, &bytes),
             None => self.keep(field),
         }
     }
 
-    fn finish(self) -> Option<Vec<u8>> {
+    pub(super) fn finish(self) -> Option<Vec<u8>> {
         self.out
     }
 }

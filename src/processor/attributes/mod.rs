@@ -2,13 +2,14 @@
 //! record and metric data point attributes (see [`super::attraction`]), for the items that
 //! `include` / `exclude` select.
 //!
-//! Spans and log records are changed on the encoded request: only their attribute lists
-//! (and, for `include` / `exclude`, the span name and the resource) are decoded, and only the
-//! items whose attributes changed are written again ([`super::on_wire`]). Metrics, and a
-//! request an earlier processor of the chain decoded, are changed decoded (once per chain:
-//! see [`super::Part`]). When no attribute changed, the batch keeps its received bytes.
+//! It changes the encoded request ([`encoded`]): of each span, log record and data point
+//! only the attribute entries the actions read are decoded (for `include` / `exclude`, the
+//! attributes, the span or metric name and the resource), and only what changed is written
+//! again. A request an earlier processor of the chain decoded is changed decoded (once per
+//! chain: see [`super::Part`]). When no attribute changed, the batch keeps its received bytes.
 
 mod config;
+mod encoded;
 mod matcher;
 
 pub use config::{AttributeMatch, AttributesConfig, MatchConfig, MatchType};
@@ -21,13 +22,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use opentelemetry_proto::tonic::trace::v1::Span;
-
 use super::attraction::{compile_all, Action, AttributeList};
-use super::on_wire::{
-    self, decode_fields, with_repeated, Context, EncodedAttributes, ItemEdit, ItemEditor, Needs,
-};
+use super::on_wire::{self, ItemEditor};
 use super::{Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
 use crate::otlp::decoded::DecodedRequest;
 use crate::signal::Signal;
@@ -164,74 +160,10 @@ fn data_point_attributes(data: Option<&mut Data>) -> Vec<&mut Vec<KeyValue>> {
     }
 }
 
-/// Spans and log records on the encoded request ([`on_wire`]).
-impl ItemEditor for AttributesProcessor {
-    fn needs(&self) -> Needs {
-        Needs {
-            resource: self.matches(),
-            scope: false,
-        }
-    }
-
-    fn prunes(&self) -> bool {
-        false
-    }
-
-    fn reason(&self) -> &'static str {
-        ""
-    }
-
-    fn edit(
-        &self,
-        signal: Signal,
-        item: &[u8],
-        at: &Context<'_>,
-        out: &mut Vec<u8>,
-    ) -> Result<ItemEdit, ProcessError> {
-        let attributes = match signal {
-            Signal::Traces => on_wire::SPAN_ATTRIBUTES,
-            _ => on_wire::LOG_ATTRIBUTES,
-        };
-        if !self.matches() {
-            // Nothing to match: the actions read and change single entries.
-            let mut attrs = EncodedAttributes::read(item, attributes, signal)?;
-            let changed = self.apply(&mut attrs);
-            attrs.check()?;
-            if !changed {
-                return Ok(ItemEdit::Keep);
-            }
-            attrs.rewrite(item, attributes, out)?;
-            return Ok(ItemEdit::Replace);
-        }
-        let mut scratch = Vec::new();
-        let (name, mut attrs) = if signal == Signal::Traces {
-            let reads = [on_wire::SPAN_NAME, on_wire::SPAN_ATTRIBUTES];
-            let span: Span = decode_fields(item, &reads, &mut scratch, signal)?;
-            (Some(span.name), span.attributes)
-        } else {
-            let record: LogRecord = decode_fields(item, &[attributes], &mut scratch, signal)?;
-            (None, record.attributes)
-        };
-        let selected = self.selects(&Item {
-            resource: at.resource,
-            span_name: name.as_deref(),
-            metric_name: None,
-            attributes: &attrs,
-        });
-        if !(selected && self.apply(&mut attrs)) {
-            return Ok(ItemEdit::Keep);
-        }
-        with_repeated(item, attributes, signal, out, |out| {
-            (attrs.iter()).for_each(|kv| prost::encoding::message::encode(attributes, kv, out))
-        })?;
-        Ok(ItemEdit::Replace)
-    }
-}
-
 impl Processor for AttributesProcessor {
-    fn item_editor(&self, signal: Signal) -> Option<&dyn ItemEditor> {
-        let on_wire = matches!(signal, Signal::Traces | Signal::Logs);
-        on_wire.then_some(self as &dyn ItemEditor)
+    /// Every signal on the encoded request ([`encoded`]).
+    fn item_editor(&self, _signal: Signal) -> Option<&dyn ItemEditor> {
+        Some(self)
     }
 
     fn process(&self, mut part: Part) -> Result<Processed, ProcessError> {

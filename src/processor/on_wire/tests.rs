@@ -182,6 +182,93 @@ fn logs() -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// One metric of each type, a data point or two each, and a metric without data.
+fn metrics() -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric::Data, number_data_point, ExponentialHistogram, ExponentialHistogramDataPoint,
+        Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+        ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    };
+    let number = |v: i64, attributes: Vec<KeyValue>| NumberDataPoint {
+        attributes,
+        time_unix_nano: 9,
+        value: Some(number_data_point::Value::AsInt(v)),
+        ..Default::default()
+    };
+    let metric = |name: &str, data: Option<Data>| Metric {
+        name: name.into(),
+        unit: "1".into(),
+        data,
+        ..Default::default()
+    };
+    let email = |e: &str| vec![kv("user.email", e), int("shard", 3)];
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource(vec![kv("service.name", "checkout")]),
+            scope_metrics: vec![ScopeMetrics {
+                scope: scope("meter"),
+                metrics: vec![
+                    metric(
+                        "requests",
+                        Some(Data::Gauge(Gauge {
+                            data_points: vec![number(1, email("a@x")), number(2, vec![])],
+                        })),
+                    ),
+                    metric(
+                        "bytes",
+                        Some(Data::Sum(Sum {
+                            data_points: vec![number(3, email("b@x"))],
+                            aggregation_temporality: 2,
+                            is_monotonic: true,
+                        })),
+                    ),
+                    metric(
+                        "latency",
+                        Some(Data::Histogram(Histogram {
+                            data_points: vec![HistogramDataPoint {
+                                attributes: email("c@x"),
+                                count: 2,
+                                bucket_counts: vec![1, 1],
+                                explicit_bounds: vec![10.0],
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 1,
+                        })),
+                    ),
+                    metric(
+                        "sizes",
+                        Some(Data::ExponentialHistogram(ExponentialHistogram {
+                            data_points: vec![ExponentialHistogramDataPoint {
+                                attributes: email("d@x"),
+                                count: 1,
+                                scale: 2,
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 1,
+                        })),
+                    ),
+                    metric(
+                        "quantiles",
+                        Some(Data::Summary(Summary {
+                            data_points: vec![SummaryDataPoint {
+                                attributes: email("e@x"),
+                                count: 4,
+                                sum: 8.0,
+                                ..Default::default()
+                            }],
+                        })),
+                    ),
+                    metric("empty", None),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
 fn processor(kind: &str, yaml: &str) -> Arc<dyn Processor> {
     let body = serde_yaml::from_str(yaml).expect("test config is YAML");
     let config = PROCESSORS.parse(kind, body).expect("test config is valid");
@@ -232,6 +319,7 @@ fn same_both_ways(kind: &str, yaml: &str, signal: Signal, payload: &[u8], items:
 
 const SPANS: u32 = 7;
 const RECORDS: u32 = 4;
+const POINTS: u32 = 6;
 
 #[test]
 fn filter_on_the_wire_drops_what_the_decoded_filter_drops() {
@@ -291,7 +379,10 @@ fn attributes_on_the_wire_change_what_the_decoded_processor_changes() {
         let traces = same_both_ways("attributes", actions, Signal::Traces, &traces(), SPANS);
         assert_eq!(traces.dropped, 0);
         same_both_ways("attributes", actions, Signal::Logs, &logs(), RECORDS);
+        same_both_ways("attributes", actions, Signal::Metrics, &metrics(), POINTS);
     }
+    let by_metric = "include:\n  match_type: regexp\n  metric_names: ['^(requests|latency)$']\nactions:\n  - { key: user.email, action: delete }\n";
+    same_both_ways("attributes", by_metric, Signal::Metrics, &metrics(), POINTS);
 }
 
 #[test]
