@@ -1,6 +1,6 @@
-//! Processors on the encoded request: every span, log record or metric is visited as bytes, and a
-//! processor decodes only the fields it reads (a span's name, kind, status and attributes,
-//! say), not the whole request. Decoding every field of every item and encoding them all
+//! Processors on the encoded request: every span, log record or metric is visited as bytes,
+//! and a processor decodes only the fields it reads (a span's name, kind, status and
+//! attributes, say), not the whole request. Decoding every field of every item and encoding them all
 //! again was most of what the `filter` and `attributes` processors cost (benches/processors.rs;
 //! docs/performance.md, "What changed" 31). Only what changed is written again: an item a
 //! processor rewrote, and the lengths of the scope and resource entries around it; everything
@@ -48,6 +48,22 @@ pub(super) const LOG_BODY: u32 = 5;
 pub(super) const LOG_ATTRIBUTES: u32 = 6;
 /// `Metric.name`.
 pub(super) const METRIC_NAME: u32 = 1;
+/// `Gauge`, `Sum`, `Histogram`, `ExponentialHistogram` and `Summary`: their data points.
+pub(super) const DATA_POINTS: u32 = 1;
+
+/// The attributes field of the data points in `Metric` field `data` (one of its `data`
+/// oneof), or `None` when that field is not one of them.
+pub(super) fn point_attributes(data: u32) -> Option<u32> {
+    match data {
+        // Gauge, Sum (NumberDataPoint) and Summary (SummaryDataPoint).
+        5 | 7 | 11 => Some(7),
+        // Histogram (HistogramDataPoint).
+        9 => Some(9),
+        // ExponentialHistogram (ExponentialHistogramDataPoint).
+        10 => Some(1),
+        _ => None,
+    }
+}
 
 /// A processor that decides item by item on the encoded request. The chain runs neighbours
 /// that are such editors in one walk ([`run_editors`]), one item through all of them before
@@ -77,10 +93,16 @@ pub trait ItemEditor: Send + Sync {
 /// What a processor made of one item.
 pub enum ItemEdit {
     Keep,
-    Drop,
+    /// The item goes, and with it `items` spans, log records or data points (a span or a log
+    /// record is one; a metric, its data points).
+    Drop {
+        items: u32,
+    },
     /// The item's new encoding (its fields, without the tag and length around them) is what
-    /// the processor wrote into the buffer it was given.
-    Replace,
+    /// the processor wrote into the buffer it was given; `dropped` data points went from it.
+    Replace {
+        dropped: u32,
+    },
 }
 
 /// What an item is seen with: its resource's attributes and its scope, decoded when the
@@ -140,16 +162,22 @@ pub(super) fn run_editors(
         prune,
         |item, at, out| {
             let mut replaced = false;
+            // Data points earlier editors took out of the item.
+            let mut dropped_inside = 0;
             for (k, editor) in editors.iter().enumerate() {
                 next.clear();
                 let seen = if replaced { &current[..] } else { item };
                 match editor.edit(signal, seen, at, &mut next)? {
                     ItemEdit::Keep => {}
-                    ItemEdit::Drop => {
-                        dropped[k] += 1;
-                        return Ok(ItemEdit::Drop);
+                    ItemEdit::Drop { items } => {
+                        dropped[k] += items;
+                        return Ok(ItemEdit::Drop {
+                            items: items + dropped_inside,
+                        });
                     }
-                    ItemEdit::Replace => {
+                    ItemEdit::Replace { dropped: inside } => {
+                        dropped[k] += inside;
+                        dropped_inside += inside;
                         std::mem::swap(&mut current, &mut next);
                         replaced = true;
                     }
@@ -159,7 +187,9 @@ pub(super) fn run_editors(
                 return Ok(ItemEdit::Keep);
             }
             out.extend_from_slice(&current);
-            Ok(ItemEdit::Replace)
+            Ok(ItemEdit::Replace {
+                dropped: dropped_inside,
+            })
         },
     )?;
     if let Some(bytes) = edited.bytes {
@@ -177,7 +207,7 @@ pub(super) fn run_editors(
 pub(super) struct Edited {
     /// The new request, or `None` when nothing changed (the received bytes are kept).
     pub bytes: Option<Vec<u8>>,
-    /// Items dropped.
+    /// Spans, log records or data points dropped.
     pub dropped: u32,
     /// Whether no resource entry is left.
     pub empty: bool,
@@ -247,11 +277,12 @@ pub(super) fn edit_items(
                         items_left += 1;
                         scope_out.keep(&item);
                     }
-                    ItemEdit::Drop => {
-                        dropped = dropped.saturating_add(1);
+                    ItemEdit::Drop { items } => {
+                        dropped = dropped.saturating_add(items);
                         scope_out.drop(&item);
                     }
-                    ItemEdit::Replace => {
+                    ItemEdit::Replace { dropped: inside } => {
+                        dropped = dropped.saturating_add(inside);
                         items_left += 1;
                         scope_out.replace(&item, &rewritten);
                     }

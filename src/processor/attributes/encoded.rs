@@ -11,28 +11,11 @@ use super::matcher::Item;
 use super::AttributesProcessor;
 use crate::otlp::wire::{Fields, WireError};
 use crate::processor::on_wire::{
-    self, malformed, with_repeated, Context, EncodedAttributes, ItemEdit, ItemEditor, ItemReader,
-    Needs, Rebuild,
+    self, malformed, point_attributes, with_repeated, Context, EncodedAttributes, ItemEdit,
+    ItemEditor, ItemReader, Needs, Rebuild, DATA_POINTS,
 };
 use crate::processor::ProcessError;
 use crate::signal::Signal;
-
-/// `Gauge`, `Sum`, `Histogram`, `ExponentialHistogram` and `Summary`: their data points.
-const DATA_POINTS: u32 = 1;
-
-/// The attributes field of the data points in `Metric` field `data` (one of its `data`
-/// oneof), or `None` when that field is not one of them.
-fn point_attributes(data: u32) -> Option<u32> {
-    match data {
-        // Gauge, Sum (NumberDataPoint) and Summary (SummaryDataPoint).
-        5 | 7 | 11 => Some(7),
-        // Histogram (HistogramDataPoint).
-        9 => Some(9),
-        // ExponentialHistogram (ExponentialHistogramDataPoint).
-        10 => Some(1),
-        _ => None,
-    }
-}
 
 /// What an item's attributes are matched with.
 struct Names<'a> {
@@ -124,7 +107,7 @@ impl AttributesProcessor {
         Ok(match metric.finish() {
             Some(bytes) => {
                 out.extend_from_slice(&bytes);
-                ItemEdit::Replace
+                ItemEdit::Replace { dropped: 0 }
             }
             None => ItemEdit::Keep,
         })
@@ -198,7 +181,7 @@ impl ItemEditor for AttributesProcessor {
         };
         Ok(
             match self.edit_attributes(signal, item, number, at, &names, out)? {
-                true => ItemEdit::Replace,
+                true => ItemEdit::Replace { dropped: 0 },
                 false => ItemEdit::Keep,
             },
         )

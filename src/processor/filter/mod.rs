@@ -8,6 +8,7 @@
 
 pub mod condition;
 mod config;
+mod encoded;
 mod subjects;
 
 pub use config::{ErrorMode, FilterConfig, LogConditions, MetricConditions, TraceConditions};
@@ -18,15 +19,14 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use super::on_wire::{self, Context, ItemEdit, ItemEditor, ItemReader, Needs};
+use super::on_wire::{self, ItemEditor};
 use super::{prune, Part, ProcessError, Processed, Processing, Processor, ProcessorConfig};
 use crate::otlp::decoded::DecodedRequest;
 use crate::signal::Signal;
 use condition::Condition;
 use config::parse_all;
 use subjects::{
-    data_point_count, retain_data_points, EncodedLogSubject, EncodedSpanSubject, LogSubject,
-    MetricSubject, SpanEventSubject, SpanSubject,
+    data_point_count, retain_data_points, LogSubject, MetricSubject, SpanEventSubject, SpanSubject,
 };
 
 /// The `reason` label of what this processor drops.
@@ -170,58 +170,13 @@ impl FilterProcessor {
     }
 }
 
-/// Span and log record conditions on the encoded request ([`on_wire`]): a condition decodes
-/// only the fields it reads. Span event conditions, and metrics, take the decoded request.
-impl ItemEditor for FilterProcessor {
-    fn needs(&self) -> Needs {
-        Needs {
-            resource: true,
-            scope: true,
-        }
-    }
-
-    fn prunes(&self) -> bool {
-        true
-    }
-
-    fn reason(&self) -> &'static str {
-        REASON
-    }
-
-    fn edit(
-        &self,
-        signal: Signal,
-        item: &[u8],
-        at: &Context<'_>,
-        _out: &mut Vec<u8>,
-    ) -> Result<ItemEdit, ProcessError> {
-        let reader = ItemReader::new(item, signal);
-        let drop = if signal == Signal::Traces {
-            let subject = EncodedSpanSubject {
-                span: &reader,
-                resource: at.resource,
-                scope: at.scope,
-            };
-            any(&self.span, &subject)
-        } else {
-            let subject = EncodedLogSubject {
-                record: &reader,
-                resource: at.resource,
-                scope: at.scope,
-            };
-            any(&self.log_record, &subject)
-        };
-        reader.finish()?;
-        Ok(if drop { ItemEdit::Drop } else { ItemEdit::Keep })
-    }
-}
-
 impl Processor for FilterProcessor {
+    /// On the encoded request ([`encoded`]) unless it has span event conditions.
     fn item_editor(&self, signal: Signal) -> Option<&dyn ItemEditor> {
         let on_wire = match signal {
             Signal::Traces => !self.span.is_empty() && self.spanevent.is_empty(),
             Signal::Logs => !self.log_record.is_empty(),
-            Signal::Metrics => false,
+            Signal::Metrics => !self.metric.is_empty() || !self.datapoint.is_empty(),
         };
         on_wire.then_some(self as &dyn ItemEditor)
     }

@@ -142,6 +142,26 @@ impl Subject for EncodedLogSubject<'_> {
     }
 }
 
+/// A metric still encoded (its name read), or one of its data points (`point`: the point and
+/// the number of its attributes field).
+pub struct EncodedMetricSubject<'a> {
+    pub name: &'a str,
+    pub resource: &'a [KeyValue],
+    pub scope: Option<&'a InstrumentationScope>,
+    pub point: Option<(&'a ItemReader<'a>, u32)>,
+}
+
+impl Subject for EncodedMetricSubject<'_> {
+    fn get(&self, path: &Path) -> Value {
+        match (path, self.point) {
+            // As `MetricSubject` answers.
+            (Path::Name, None) | (Path::MetricName, Some(_)) => Value::Str(self.name.to_string()),
+            (Path::Attribute(k), Some((point, number))) => encoded_attribute(point, number, k),
+            (other, _) => common(other, self.resource, self.scope),
+        }
+    }
+}
+
 /// A metric, or one of its data points (`point`: its attributes).
 pub struct MetricSubject<'a> {
     pub metric: &'a Metric,

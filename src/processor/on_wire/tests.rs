@@ -363,6 +363,32 @@ fn filter_on_the_wire_drops_log_records_as_decoded() {
 }
 
 #[test]
+fn filter_on_the_wire_drops_metrics_and_data_points_as_decoded() {
+    for (kind, conditions, dropped) in [
+        ("metric", r#"'name == "bytes"'"#, 1),
+        ("metric", r#"'IsMatch(name, "^(requests|latency)$")'"#, 3),
+        (
+            "metric",
+            r#"'resource.attributes["service.name"] == "checkout"'"#,
+            POINTS,
+        ),
+        ("metric", r#"'instrumentation_scope.name == "other"'"#, 0),
+        ("datapoint", r#"'attributes["user.email"] == "a@x"'"#, 1),
+        ("datapoint", r#"'metric.name == "requests"'"#, 2),
+        ("datapoint", r#"'attributes["shard"] == 3'"#, 5),
+        // Nothing matches, but the metric without data points goes.
+        ("datapoint", r#"'attributes["nothing"] != nil'"#, 0),
+    ] {
+        let yaml = format!("metrics:\n  {kind}:\n    - {conditions}\n");
+        let result = same_both_ways("filter", &yaml, Signal::Metrics, &metrics(), POINTS);
+        assert_eq!(result.dropped, dropped, "{conditions}");
+    }
+    let both = "metrics:\n  metric: ['name == \"bytes\"']\n  datapoint: ['attributes[\"user.email\"] == \"c@x\"']\n";
+    let result = same_both_ways("filter", both, Signal::Metrics, &metrics(), POINTS);
+    assert_eq!(result.dropped, 2);
+}
+
+#[test]
 fn attributes_on_the_wire_change_what_the_decoded_processor_changes() {
     for actions in [
         "actions:\n  - { key: user.email, action: hash }\n  - { key: env, value: bench, action: insert }\n",
