@@ -9,7 +9,7 @@
 //! The three signals share one nesting (request → resource entry → scope entry → item, with
 //! the resource, scope and items at the same field numbers), which is all this walks; the
 //! items are spans, log records or metrics. A processor that works on data points walks the
-//! metric it is given ([`Rebuild`] helps it write the metric again).
+//! metric it is given through [`edit_points`].
 
 mod attributes;
 mod item;
@@ -49,11 +49,11 @@ pub(super) const LOG_ATTRIBUTES: u32 = 6;
 /// `Metric.name`.
 pub(super) const METRIC_NAME: u32 = 1;
 /// `Gauge`, `Sum`, `Histogram`, `ExponentialHistogram` and `Summary`: their data points.
-pub(super) const DATA_POINTS: u32 = 1;
+const DATA_POINTS: u32 = 1;
 
 /// The attributes field of the data points in `Metric` field `data` (one of its `data`
 /// oneof), or `None` when that field is not one of them.
-pub(super) fn point_attributes(data: u32) -> Option<u32> {
+fn point_attributes(data: u32) -> Option<u32> {
     match data {
         // Gauge, Sum (NumberDataPoint) and Summary (SummaryDataPoint).
         5 | 7 | 11 => Some(7),
@@ -200,6 +200,81 @@ pub(super) fn run_editors(
         kept: (!(prune && edited.empty)).then_some(part),
         dropped,
         reasons: editors.iter().map(|e| e.reason()).collect(),
+    })
+}
+
+/// A metric after [`edit_points`].
+pub(super) struct EditedPoints {
+    /// The metric written again, or `None` when no data point changed.
+    pub bytes: Option<Vec<u8>>,
+    /// Data points dropped, and left.
+    pub dropped: u32,
+    pub left: u32,
+}
+
+impl EditedPoints {
+    /// The metric as an item: rewritten (written to `out`) when a data point changed or went,
+    /// else kept.
+    pub fn into_item(self, out: &mut Vec<u8>) -> ItemEdit {
+        match self.bytes {
+            Some(bytes) => {
+                out.extend_from_slice(&bytes);
+                ItemEdit::Replace {
+                    dropped: self.dropped,
+                }
+            }
+            None => ItemEdit::Keep,
+        }
+    }
+}
+
+/// Offers every data point of the metric `body` to `edit`, with the number of the point's
+/// attributes field (it depends on the metric's type), as [`edit_items`] offers items; a point
+/// is kept, dropped, or replaced by what `edit` wrote to the buffer it was given.
+pub(super) fn edit_points(
+    body: &[u8],
+    mut edit: impl FnMut(&[u8], u32, &mut Vec<u8>) -> Result<ItemEdit, ProcessError>,
+) -> Result<EditedPoints, ProcessError> {
+    let fail = |source: WireError| malformed(Signal::Metrics, source);
+    let mut metric = Rebuild::new(body);
+    let (mut dropped, mut left) = (0u32, 0u32);
+    let mut rewritten = Vec::new();
+    for field in Fields::new(body) {
+        let field = field.map_err(fail)?;
+        let Some(number) = point_attributes(field.number) else {
+            metric.keep(&field);
+            continue;
+        };
+        let data = field.expect_len().map_err(fail)?;
+        let mut points = Rebuild::new(data);
+        for point in Fields::new(data) {
+            let point = point.map_err(fail)?;
+            if point.number != DATA_POINTS {
+                points.keep(&point);
+                continue;
+            }
+            rewritten.clear();
+            match edit(point.expect_len().map_err(fail)?, number, &mut rewritten)? {
+                ItemEdit::Keep => {
+                    left += 1;
+                    points.keep(&point);
+                }
+                ItemEdit::Drop { .. } => {
+                    dropped += 1;
+                    points.drop(&point);
+                }
+                ItemEdit::Replace { .. } => {
+                    left += 1;
+                    points.replace(&point, &rewritten);
+                }
+            }
+        }
+        metric.nest(&field, points);
+    }
+    Ok(EditedPoints {
+        bytes: metric.finish(),
+        dropped,
+        left,
     })
 }
 
@@ -366,14 +441,14 @@ pub(super) fn with_repeated(
 }
 
 /// One message being copied field by field, written anew only from its first change on.
-pub(super) struct Rebuild<'a> {
+struct Rebuild<'a> {
     source: &'a [u8],
     /// `None` while every field so far was kept as it is.
     out: Option<Vec<u8>>,
 }
 
 impl<'a> Rebuild<'a> {
-    pub(super) fn new(source: &'a [u8]) -> Self {
+    fn new(source: &'a [u8]) -> Self {
         Rebuild { source, out: None }
     }
 
@@ -388,29 +463,29 @@ impl<'a> Rebuild<'a> {
         })
     }
 
-    pub(super) fn keep(&mut self, field: &Field<'_>) {
+    fn keep(&mut self, field: &Field<'_>) {
         if let Some(out) = &mut self.out {
             out.extend_from_slice(&self.source[field.span()]);
         }
     }
 
-    pub(super) fn drop(&mut self, field: &Field<'_>) {
+    fn drop(&mut self, field: &Field<'_>) {
         self.changed(field);
     }
 
-    pub(super) fn replace(&mut self, field: &Field<'_>, bytes: &[u8]) {
+    fn replace(&mut self, field: &Field<'_>, bytes: &[u8]) {
         put_len_field(self.changed(field), field.number, bytes);
     }
 
     /// `field`, a nested message: kept, or replaced by what `inner` made of it.
-    pub(super) fn nest(&mut self, field: &Field<'_>, inner: Rebuild<'_>) {
+    fn nest(&mut self, field: &Field<'_>, inner: Rebuild<'_>) {
         match inner.finish() {
             Some(bytes) => self.replace(field, &bytes),
             None => self.keep(field),
         }
     }
 
-    pub(super) fn finish(self) -> Option<Vec<u8>> {
+    fn finish(self) -> Option<Vec<u8>> {
         self.out
     }
 }

@@ -9,10 +9,10 @@ use prost::Message;
 
 use super::matcher::Item;
 use super::AttributesProcessor;
-use crate::otlp::wire::{Fields, WireError};
+use crate::otlp::wire::Fields;
 use crate::processor::on_wire::{
-    self, malformed, point_attributes, with_repeated, Context, EncodedAttributes, ItemEdit,
-    ItemEditor, ItemReader, Needs, Rebuild, DATA_POINTS,
+    self, malformed, with_repeated, Context, EncodedAttributes, ItemEdit, ItemEditor, ItemReader,
+    Needs,
 };
 use crate::processor::ProcessError;
 use crate::signal::Signal;
@@ -70,7 +70,6 @@ impl AttributesProcessor {
         out: &mut Vec<u8>,
     ) -> Result<ItemEdit, ProcessError> {
         let signal = Signal::Metrics;
-        let fail = |source: WireError| malformed(signal, source);
         let name = match self.matches() {
             true => Some(read_string(body, on_wire::METRIC_NAME, signal)?),
             false => None,
@@ -79,38 +78,15 @@ impl AttributesProcessor {
             span: None,
             metric: name.as_deref(),
         };
-        let mut metric = Rebuild::new(body);
-        let mut point_out = Vec::new();
-        for field in Fields::new(body) {
-            let field = field.map_err(fail)?;
-            let Some(number) = point_attributes(field.number) else {
-                metric.keep(&field);
-                continue;
-            };
-            let data = field.expect_len().map_err(fail)?;
-            let mut points = Rebuild::new(data);
-            for point in Fields::new(data) {
-                let point = point.map_err(fail)?;
-                if point.number != DATA_POINTS {
-                    points.keep(&point);
-                    continue;
-                }
-                point_out.clear();
-                let body = point.expect_len().map_err(fail)?;
-                match self.edit_attributes(signal, body, number, at, &names, &mut point_out)? {
-                    true => points.replace(&point, &point_out),
-                    false => points.keep(&point),
-                }
-            }
-            metric.nest(&field, points);
-        }
-        Ok(match metric.finish() {
-            Some(bytes) => {
-                out.extend_from_slice(&bytes);
-                ItemEdit::Replace { dropped: 0 }
-            }
-            None => ItemEdit::Keep,
-        })
+        let points = on_wire::edit_points(body, |point, number, out| {
+            Ok(
+                match self.edit_attributes(signal, point, number, at, &names, out)? {
+                    true => ItemEdit::Replace { dropped: 0 },
+                    false => ItemEdit::Keep,
+                },
+            )
+        })?;
+        Ok(points.into_item(out))
     }
 }
 

@@ -5,11 +5,7 @@
 
 use super::subjects::{EncodedLogSubject, EncodedMetricSubject, EncodedSpanSubject};
 use super::{any, FilterProcessor, REASON};
-use crate::otlp::wire::{Fields, WireError};
-use crate::processor::on_wire::{
-    self, malformed, point_attributes, Context, ItemEdit, ItemEditor, ItemReader, Needs, Rebuild,
-    DATA_POINTS,
-};
+use crate::processor::on_wire::{self, Context, ItemEdit, ItemEditor, ItemReader, Needs};
 use crate::processor::ProcessError;
 use crate::signal::Signal;
 
@@ -24,7 +20,6 @@ impl FilterProcessor {
         out: &mut Vec<u8>,
     ) -> Result<ItemEdit, ProcessError> {
         let signal = Signal::Metrics;
-        let fail = |source: WireError| malformed(signal, source);
         let reader = ItemReader::new(body, signal);
         let name = reader.string(on_wire::METRIC_NAME);
         reader.finish()?;
@@ -38,47 +33,26 @@ impl FilterProcessor {
         if !drop_metric && self.datapoint.is_empty() {
             return Ok(ItemEdit::Keep);
         }
-        let mut rebuilt = Rebuild::new(body);
-        let (mut dropped, mut left) = (0u32, 0u32);
-        for field in Fields::new(body) {
-            let field = field.map_err(fail)?;
-            let Some(number) = point_attributes(field.number) else {
-                rebuilt.keep(&field);
-                continue;
+        let points = on_wire::edit_points(body, |point, number, _| {
+            let reader = ItemReader::new(point, signal);
+            let subject = EncodedMetricSubject {
+                point: Some((&reader, number)),
+                ..metric
             };
-            let data = field.expect_len().map_err(fail)?;
-            let mut points = Rebuild::new(data);
-            for point in Fields::new(data) {
-                let point = point.map_err(fail)?;
-                if point.number != DATA_POINTS {
-                    points.keep(&point);
-                    continue;
-                }
-                let reader = ItemReader::new(point.expect_len().map_err(fail)?, signal);
-                let subject = EncodedMetricSubject {
-                    point: Some((&reader, number)),
-                    ..metric
-                };
-                let drop_point = drop_metric || any(&self.datapoint, &subject);
-                reader.finish()?;
-                if drop_point {
-                    dropped += 1;
-                    points.drop(&point);
-                } else {
-                    left += 1;
-                    points.keep(&point);
-                }
-            }
-            rebuilt.nest(&field, points);
+            let drop = drop_metric || any(&self.datapoint, &subject);
+            reader.finish()?;
+            Ok(match drop {
+                true => ItemEdit::Drop { items: 1 },
+                false => ItemEdit::Keep,
+            })
+        })?;
+        // A metric left without data points goes, whether or not it had any.
+        if points.left == 0 {
+            return Ok(ItemEdit::Drop {
+                items: points.dropped,
+            });
         }
-        if left == 0 {
-            return Ok(ItemEdit::Drop { items: dropped });
-        }
-        if let Some(bytes) = rebuilt.finish() {
-            out.extend_from_slice(&bytes);
-            return Ok(ItemEdit::Replace { dropped });
-        }
-        Ok(ItemEdit::Keep)
+        Ok(points.into_item(out))
     }
 }
 
