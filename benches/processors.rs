@@ -93,9 +93,7 @@ fn bench(c: &mut Criterion) {
         received_at_ms: 0,
         traceparent: None,
     };
-    let mut group = c.benchmark_group("process_1000_spans");
-    group.throughput(Throughput::Elements(1000));
-    for (name, stages) in [
+    let spans = [
         ("filter", vec![("filter", FILTER)]),
         ("attributes", vec![("attributes", ATTRIBUTES)]),
         ("resource", vec![("resource", RESOURCE)]),
@@ -103,33 +101,35 @@ fn bench(c: &mut Criterion) {
             "filter_attributes",
             vec![("filter", FILTER), ("attributes", ATTRIBUTES)],
         ),
-    ] {
-        let chain = chain(&stages);
-        group.bench_function(name, |b| {
-            b.iter_batched(
-                || batch.clone(),
-                |batch| chain.run(batch).expect("the bench request is well formed"),
-                BatchSize::SmallInput,
-            )
-        });
-    }
-    group.finish();
-
+    ];
+    bench_chains(c, "process_1000_spans", &batch, &spans);
     let metrics = Batch {
         signal: Signal::Metrics,
         payload: metrics_request().into(),
         ..batch
     };
-    let mut group = c.benchmark_group("process_1000_points");
-    group.throughput(Throughput::Elements(1000));
-    for (name, stages) in [
+    let points = [
         ("filter", vec![("filter", METRIC_FILTER)]),
         ("attributes", vec![("attributes", METRIC_ATTRIBUTES)]),
-    ] {
-        let chain = chain(&stages);
-        group.bench_function(name, |b| {
+    ];
+    bench_chains(c, "process_1000_points", &metrics, &points);
+}
+
+/// One bench in `group` for each of `chains` (a name and its stages), run on `batch` (1 000
+/// items).
+fn bench_chains(
+    c: &mut Criterion,
+    group: &str,
+    batch: &Batch,
+    chains: &[(&str, Vec<(&str, &str)>)],
+) {
+    let mut group = c.benchmark_group(group);
+    group.throughput(Throughput::Elements(1000));
+    for (name, stages) in chains {
+        let chain = chain(stages);
+        group.bench_function(*name, |b| {
             b.iter_batched(
-                || metrics.clone(),
+                || batch.clone(),
                 |batch| chain.run(batch).expect("the bench request is well formed"),
                 BatchSize::SmallInput,
             )
