@@ -148,10 +148,22 @@ async fn grow(ctx: &Context, topic: &str, wanted: i32) -> Result<i32, BufferErro
         }
     }
     tracing::info!(%topic, from = count, to = wanted, "added partitions to the tenant's Kafka topic");
-    // Read through the producer, which also refreshes what it knows of the topic; a partition
-    // it does not know yet is produced to by key instead (`produce`).
-    Ok(partition_count(ctx, topic).await?.min(wanted))
+    // The brokers' metadata shows new partitions a moment after they were added. Taking the
+    // count read right away made the route keep the old one, and with one partition every
+    // record went where the tenant's key hashes, so the grown partitions stayed empty until a
+    // restart. The topic has `wanted` partitions now: the route uses them all. Reading the
+    // metadata through the producer until it shows them also refreshes what the producer
+    // knows of the topic; a record for a partition it does not know yet goes to the first
+    // meanwhile (`produce`).
+    let deadline = tokio::time::Instant::now() + ctx.config.publish_timeout;
+    while partition_count(ctx, topic).await? < wanted && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(METADATA_POLL).await;
+    }
+    Ok(wanted)
 }
+
+/// How often the metadata of a topic just grown is read until it shows the new partitions.
+const METADATA_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How many partitions the brokers' metadata gives `topic`.
 async fn partition_count(ctx: &Context, topic: &str) -> Result<i32, BufferError> {
