@@ -173,11 +173,9 @@ impl Chain {
                 for part in parts {
                     let tenant = part.tenant().clone();
                     let run = on_wire::run_editors(part, &editors)?;
-                    let stages = self.stages[at..].iter();
-                    for ((id, _), (dropped, reason)) in
-                        stages.zip(run.dropped.iter().zip(&run.reasons))
-                    {
-                        count_dropped(id, reason, signal, &tenant, *dropped);
+                    let stages = self.stages[at..].iter().zip(&editors);
+                    for (((id, _), editor), dropped) in stages.zip(run.dropped) {
+                        count_dropped(id, editor.reason(), signal, &tenant, dropped);
                     }
                     next.extend(run.kept);
                 }

@@ -125,17 +125,16 @@ pub(super) struct EditorsRun {
     pub kept: Option<Part>,
     /// The items each editor dropped, in the editors' order.
     pub dropped: Vec<u32>,
-    /// Each editor's `reason` label, in the same order.
-    pub reasons: Vec<&'static str>,
 }
 
-impl EditorsRun {
-    /// As one processor's outcome, for a run of one editor.
-    pub fn processed(self) -> Processed {
-        let dropped = self.dropped.first().copied().unwrap_or(0);
-        let reason = self.reasons.first().copied().unwrap_or("");
-        Processed::reduced(self.kept, dropped, reason)
-    }
+/// One processor that is an [`ItemEditor`], run on its own on a part still encoded.
+pub(super) fn process_alone(
+    part: Part,
+    editor: &dyn ItemEditor,
+) -> Result<Processed, ProcessError> {
+    let run = run_editors(part, &[editor])?;
+    let dropped = run.dropped.first().copied().unwrap_or(0);
+    Ok(Processed::reduced(run.kept, dropped, editor.reason()))
 }
 
 /// Runs `editors`, in order, on every item of a part still encoded: an item one of them drops
@@ -165,9 +164,12 @@ pub(super) fn run_editors(
             // Data points earlier editors took out of the item.
             let mut dropped_inside = 0;
             for (k, editor) in editors.iter().enumerate() {
-                next.clear();
                 let seen = if replaced { &current[..] } else { item };
-                match editor.edit(signal, seen, at, &mut next)? {
+                // The last editor writes its rewrite where the walk takes it from.
+                let last = k + 1 == editors.len();
+                next.clear();
+                let target = if last { &mut *out } else { &mut next };
+                match editor.edit(signal, seen, at, target)? {
                     ItemEdit::Keep => {}
                     ItemEdit::Drop { items } => {
                         dropped[k] += items;
@@ -178,6 +180,11 @@ pub(super) fn run_editors(
                     ItemEdit::Replace { dropped: inside } => {
                         dropped[k] += inside;
                         dropped_inside += inside;
+                        if last {
+                            return Ok(ItemEdit::Replace {
+                                dropped: dropped_inside,
+                            });
+                        }
                         std::mem::swap(&mut current, &mut next);
                         replaced = true;
                     }
@@ -199,7 +206,6 @@ pub(super) fn run_editors(
     Ok(EditorsRun {
         kept: (!(prune && edited.empty)).then_some(part),
         dropped,
-        reasons: editors.iter().map(|e| e.reason()).collect(),
     })
 }
 
@@ -313,7 +319,7 @@ pub(super) fn edit_items(
         }
         let body = entry.expect_len().map_err(malformed)?;
         let resource = match needs.resource {
-            true => merged::<Resource>(body, RESOURCE_FIELD, signal)?,
+            true => message::<Resource>(body, RESOURCE_FIELD, signal)?,
             false => None,
         };
         let resource_attrs = resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
@@ -327,7 +333,7 @@ pub(super) fn edit_items(
             }
             let scope_body = scope_field.expect_len().map_err(malformed)?;
             let scope = match needs.scope {
-                true => merged::<InstrumentationScope>(scope_body, SCOPE_FIELD, signal)?,
+                true => message::<InstrumentationScope>(scope_body, SCOPE_FIELD, signal)?,
                 false => None,
             };
             let context = Context {
@@ -384,35 +390,24 @@ pub(super) fn edit_items(
     })
 }
 
+/// The message field `number` of `body`, read as [`ItemReader::message`] reads it.
+fn message<M: Message + Default>(
+    body: &[u8],
+    number: u32,
+    signal: Signal,
+) -> Result<Option<M>, ProcessError> {
+    let reader = ItemReader::new(body, signal);
+    let message = reader.message(number);
+    reader.finish()?;
+    Ok(message)
+}
+
 pub(super) fn malformed(signal: Signal, source: WireError) -> ProcessError {
     ProcessError::Malformed(MalformedRequest {
         signal,
         context: "items",
         source,
     })
-}
-
-/// The message at field `number` of `body`, its occurrences merged as protobuf readers do;
-/// `None` when it is absent.
-fn merged<M: Message + Default>(
-    body: &[u8],
-    number: u32,
-    signal: Signal,
-) -> Result<Option<M>, ProcessError> {
-    let mut message: Option<M> = None;
-    for field in Fields::new(body) {
-        let field = field.map_err(|source| malformed(signal, source))?;
-        if field.number == number {
-            let bytes = field
-                .expect_len()
-                .map_err(|source| malformed(signal, source))?;
-            message
-                .get_or_insert_with(M::default)
-                .merge(bytes)
-                .map_err(|source| ProcessError::Decode { signal, source })?;
-        }
-    }
-    Ok(message)
 }
 
 /// `body` with every occurrence of the repeated field `number` replaced by what `write`

@@ -171,7 +171,7 @@ impl Processor for AttributesProcessor {
             .item_editor(part.signal())
             .filter(|_| !part.is_decoded())
         {
-            return on_wire::run_editors(part, &[editor]).map(|run| run.processed());
+            return on_wire::process_alone(part, editor);
         }
         part.edit(|request| {
             let changed = match request {

@@ -195,7 +195,7 @@ impl Processor for FilterProcessor {
             .item_editor(part.signal())
             .filter(|_| !part.is_decoded())
         {
-            return on_wire::run_editors(part, &[editor]).map(|run| run.processed());
+            return on_wire::process_alone(part, editor);
         }
         Processed::dropping(part, REASON, |request| match request {
             DecodedRequest::Traces(r) => self.traces(r),
