@@ -214,6 +214,11 @@ diskUsageThreshold=0.99
 diskUsageWarnThreshold=0.99
 # Tests only: no fsync per journal write (durability across power loss is irrelevant here).
 journalSyncData=false
+# With no fsync to share, the journal's group commit only delays receipts: by default an entry
+# waits up to journalMaxGroupWaitMSec (1 ms here) for others to join it even when no other is
+# queued. Flushing as the queue empties roughly halves the publish receipt, which bounds a
+# client waiting for it at one span per request (docs/performance.md, "Observations" 4).
+journalFlushWhenQueueEmpty=true
 # docs/contracts.md, "Pulsar message format": sluice splits its messages to stay under the 5 MiB default; pin it.
 maxMessageSize=5242880
 # Tests must still find their topics after a quiet minute.
