@@ -440,6 +440,53 @@ fn a_request_nothing_changed_keeps_its_received_bytes() {
     }
 }
 
+/// An item, scope entry or resource entry whose length grows past 127 bytes, or shrinks under
+/// 128, takes a longer or a shorter length prefix, and the entries around it must say so.
+#[test]
+fn entries_whose_length_prefix_grows_or_shrinks_are_written_as_decoded() {
+    let long = "x".repeat(150);
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![
+            ResourceSpans {
+                resource: resource(vec![kv("service.name", "kept")]),
+                scope_spans: vec![ScopeSpans {
+                    scope: scope("kept"),
+                    spans: vec![span(0, "GET /healthz", vec![])],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ResourceSpans {
+                resource: resource(vec![kv("service.name", "changed")]),
+                scope_spans: vec![
+                    ScopeSpans {
+                        scope: scope("short"),
+                        spans: vec![span(1, "short", vec![kv("small", "y")])],
+                        ..Default::default()
+                    },
+                    ScopeSpans {
+                        scope: scope("long"),
+                        spans: vec![span(2, "long", vec![kv("big", &long)])],
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            },
+        ],
+    }
+    .encode_to_vec();
+    for actions in [
+        format!("actions:\n  - {{ key: small, value: {long}, action: update }}\n"),
+        "actions:\n  - { key: big, action: delete }\n".to_string(),
+        format!("actions:\n  - {{ key: big, value: {long}{long}, action: update }}\n"),
+    ] {
+        same_both_ways("attributes", &actions, Signal::Traces, &request, 3);
+    }
+    let filter = "traces:\n  span:\n    - 'name == \"long\"'\n";
+    let result = same_both_ways("filter", filter, Signal::Traces, &request, 3);
+    assert_eq!(result.dropped, 1);
+}
+
 #[test]
 fn a_chain_of_filter_then_attributes_stays_on_the_wire_and_matches_the_decoded_chain() {
     let filter = processor(
