@@ -216,8 +216,8 @@ diskUsageWarnThreshold=0.99
 journalSyncData=false
 # With no fsync to share, the journal's group commit only delays receipts: by default an entry
 # waits up to journalMaxGroupWaitMSec (1 ms here) for others to join it even when no other is
-# queued. Flushing as the queue empties roughly halves the publish receipt, which bounds a
-# client waiting for it at one span per request (docs/performance.md, "Observations" 4).
+# queued. Flushing as the queue empties halved the time a client waits for its answer at one
+# span per request, which is bound by the receipt (docs/performance.md, "Observations" 4).
 journalFlushWhenQueueEmpty=true
 # docs/contracts.md, "Pulsar message format": sluice splits its messages to stay under the 5 MiB default; pin it.
 maxMessageSize=5242880
