@@ -48,7 +48,8 @@ struct Inline {
     appending: AtomicUsize,
 }
 
-/// The one inline append of a buffer allowed to wait for an fsync on a runtime worker.
+/// The one append of a buffer, inline or a writer task's group, allowed to wait for an fsync
+/// on a runtime worker.
 #[derive(Debug, Default)]
 pub(super) struct InlineSyncPermit(AtomicBool);
 

@@ -102,8 +102,8 @@ struct Shared {
     files: Arc<files::FileBudget>,
     /// The memory the logs may keep their newest records in for their streams.
     recent: Arc<RecentBudget>,
-    /// Under `fsync: always`, on a runtime with more than one worker: the one append that may
-    /// fsync on the worker it arrived on (`log.rs`).
+    /// Under `fsync: always`, on a runtime with more than one worker: the one append (inline
+    /// or a writer task's group) that may fsync on a runtime worker (`log.rs`, `writer.rs`).
     inline_sync: Option<Arc<InlineSyncPermit>>,
 }
 

@@ -1,9 +1,11 @@
 //! The writer task of one log: group commit.
 //!
 //! Appends arrive on a channel with a reply handle each. The task takes the first one, plus
-//! every other one already queued, and writes them together in one blocking section that ends
-//! with a single fsync (`fsync: always`). While that runs, new appends queue up for the next
-//! group, so concurrent clients share fsyncs. With `fsync: interval` a timer fsyncs the log.
+//! every other one already queued, and writes them together, ending with a single fsync
+//! (`fsync: always`): on the task's own worker while the buffer's permit to wait for a disk
+//! there is free ([`super::log::InlineSyncPermit`]), in a blocking section otherwise. While that
+//! runs, new appends queue up for the next group, so concurrent clients share fsyncs. With
+//! `fsync: interval` a timer fsyncs the log.
 //! After each group the task publishes the new committed end to the log's readers.
 //!
 //! Under `fsync: interval` an append that finds the task idle is written by the appending
@@ -345,7 +347,24 @@ impl WriterTask {
                     .fits_active(bytes)
                     .then(|| append_group(&mut locked, &records, &items))
             }
-            FsyncPolicy::Always => None,
+            // Under `always` the same two hops (a blocking thread woken, then this task woken
+            // back from it) cost about a tenth of the CPU at a few thousand requests/s
+            // (docs/performance.md, "What changed" 33). So a group that stays in the active
+            // segment is written and fsynced on this worker when the buffer's one permit to
+            // wait for a disk on a worker is free, as an inline append is (`log.rs`); there is
+            // none on a runtime with a single worker.
+            FsyncPolicy::Always => {
+                let permit = self.shared.inline_sync.as_ref();
+                permit
+                    .and_then(|permit| permit.try_take())
+                    .and_then(|_syncing| {
+                        let mut locked = self.state.lock();
+                        locked
+                            .writer
+                            .fits_active(bytes)
+                            .then(|| append_group(&mut locked, &records, &items))
+                    })
+            }
         };
         let outcome = match inline {
             Some(done) => Ok(done),

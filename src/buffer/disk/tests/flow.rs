@@ -498,8 +498,9 @@ async fn concurrent_appends_are_all_durable_with(fsync: FsyncPolicy) {
     assert_eq!(on_disk.len(), 800);
 }
 
-/// Under `fsync: always` an append waits for its fsync on the runtime worker it arrived on
-/// only where another worker goes on meanwhile, and only one append of the buffer at a time.
+/// Under `fsync: always` an append, or the writer task's group, waits for its fsync on a
+/// runtime worker only where another worker goes on meanwhile, and only one of the buffer at
+/// a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_fsyncs_inline_beside_another_worker_one_append_at_a_time() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -524,6 +525,12 @@ async fn always_fsyncs_inline_beside_another_worker_one_append_at_a_time() {
         buffer.append(batch("acme", id, 100)).await.expect("queued");
     }
     drop(other);
+    // The task fsyncs such a group on its own worker under the same permit, and gives it
+    // back too.
+    assert!(
+        permit.try_take().is_some(),
+        "given back by the task's groups"
+    );
     let mut stream = only_stream(&buffer, "acme");
     assert_eq!(drain_ids(&mut stream, 9).await, (0..9).collect::<Vec<_>>());
     buffer.close().await.expect("close");
