@@ -336,36 +336,30 @@ impl WriterTask {
         let records: Vec<Framed> = group.iter().map(|p| p.record.clone()).collect();
         let items: Vec<u32> = group.iter().map(|p| p.items).collect();
         let bytes = records.iter().map(|r| r.len() as u64).sum();
-        // Under `fsync: interval` a group that stays in the active segment is one write into
-        // the page cache, shorter than the two thread hops of a blocking section, which were
-        // most of the cost of an append at low request rates.
-        let inline = match self.fsync {
-            FsyncPolicy::Interval => {
-                let mut locked = self.state.lock();
-                locked
-                    .writer
-                    .fits_active(bytes)
-                    .then(|| append_group(&mut locked, &records, &items))
-            }
-            // Under `always` the same two hops (a blocking thread woken, then this task woken
-            // back from it) cost about a tenth of the CPU at a few thousand requests/s
-            // (docs/performance.md, "What changed" 33). So a group that stays in the active
-            // segment is written and fsynced on this worker when the buffer's one permit to
-            // wait for a disk on a worker is free, as an inline append is (`log.rs`); there is
-            // none on a runtime with a single worker.
-            FsyncPolicy::Always => {
-                let permit = self.shared.inline_sync.as_ref();
-                permit
-                    .and_then(|permit| permit.try_take())
-                    .and_then(|_syncing| {
-                        let mut locked = self.state.lock();
-                        locked
-                            .writer
-                            .fits_active(bytes)
-                            .then(|| append_group(&mut locked, &records, &items))
-                    })
-            }
+        // A group that stays in the active segment is written on this worker where that
+        // spares the two thread hops of a blocking section (a blocking thread woken, then this
+        // task woken back from it), which were most of an append's cost at low request rates.
+        // Under `fsync: interval` that is one write into the page cache. Under `always` it is
+        // the write and its fsync, so only while the buffer's one permit to wait for a disk on
+        // a worker is free, as for an inline append (`log.rs`; none on a runtime with a single
+        // worker): a tenth less CPU at a few thousand requests/s (docs/performance.md, "What
+        // changed" 33). The permit is held until the fsync is done.
+        let on_worker = match self.fsync {
+            FsyncPolicy::Interval => Some(None),
+            FsyncPolicy::Always => self
+                .shared
+                .inline_sync
+                .as_ref()
+                .and_then(|permit| permit.try_take())
+                .map(Some),
         };
+        let inline = on_worker.and_then(|_syncing| {
+            let mut locked = self.state.lock();
+            locked
+                .writer
+                .fits_active(bytes)
+                .then(|| append_group(&mut locked, &records, &items))
+        });
         let outcome = match inline {
             Some(done) => Ok(done),
             None => {
