@@ -191,7 +191,7 @@ fn round_trip(c: &mut Criterion) {
 
 /// Records merged into deliveries by [`merged_delivery`]: 32 are what an export worker with a
 /// `batch` processor reads at once, all still kept in memory by the log's writer; of 96 (more
-/// than a log keeps, 4 MiB) the oldest are read back from the file, as by a stream behind.
+/// than a log keeps, 8 MiB) the newest are read back from the file, as by a stream behind.
 const MERGED_RECORDS: [u64; 2] = [32, 96];
 
 /// Reads the records appended before it back as deliveries (up to 16 MiB each),

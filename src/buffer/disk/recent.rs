@@ -8,8 +8,11 @@
 //!
 //! Nothing here is ever the only copy: a record is kept only once its write to the segment
 //! succeeded, and the reader still sees only what the writer published as committed. Memory is
-//! bounded per log and for the whole buffer; when a stream falls behind, its oldest records
-//! are dropped and read from the file as before.
+//! bounded per log and for the whole buffer. When that is full, newer records are not kept,
+//! rather than older ones dropped: what is kept is what the stream reads next, and only the
+//! records after it are read from the file. Dropping the oldest instead meant that a stream a
+//! little more than the bound behind never found its next record here, and read nearly all of
+//! them from the file (docs/performance.md, "What changed" 34).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::record::Framed;
 
-/// Bytes one log keeps. Enough for the deliveries a stream that keeps up reads at once (a
-/// batch of 8 192 spans is about 2 MiB at 100 spans per request).
-const LOG_BYTES: u64 = 4 << 20;
+/// Bytes one log keeps: a delivery of 8 192 spans (about 3 MB at 1 000 spans per request,
+/// 2 MB at 100) and the write groups that commit while the stream waits for it to be due.
+const LOG_BYTES: u64 = 8 << 20;
 /// Records one log keeps, so many tiny records cannot pin many request buffers.
 const LOG_RECORDS: usize = 4096;
 /// Bytes all logs of a buffer keep together.
@@ -89,24 +92,16 @@ impl RecentRecords {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps records just written, in sequence order, dropping the oldest to make room.
-    /// A record that does not fit is not kept (the reader reads it from the file).
+    /// Keeps records just written, in sequence order, while the log's share and the buffer's
+    /// budget have room. A record that does not fit is not kept (the reader reads it from
+    /// the file), and neither are the newer ones after it in `records`.
     pub fn keep(&self, records: impl IntoIterator<Item = RecentRecord>) {
         let mut kept = self.lock();
-        'records: for record in records {
+        for record in records {
             let len = record.framed.len() as u64;
-            if len > LOG_BYTES {
-                continue;
-            }
-            while kept.bytes + len > LOG_BYTES || kept.records.len() >= LOG_RECORDS {
-                self.pop_oldest(&mut kept);
-            }
-            // The buffer-wide budget: room is made from this log's own oldest records; when
-            // other logs hold all of it, this record is not kept.
-            while !self.budget.try_take(len) {
-                if self.pop_oldest(&mut kept).is_none() {
-                    continue 'records;
-                }
+            let fits = kept.bytes + len <= LOG_BYTES && kept.records.len() < LOG_RECORDS;
+            if !fits || !self.budget.try_take(len) {
+                return;
             }
             kept.bytes += len;
             kept.records.push_back(record);
@@ -191,28 +186,31 @@ mod tests {
     }
 
     #[test]
-    fn a_log_keeps_at_most_its_share_and_the_buffer_at_most_its_budget() {
-        let per_record = record(0, 1 << 20).framed.len() as u64;
+    fn a_full_log_keeps_what_its_stream_reads_next_and_the_buffer_at_most_its_budget() {
+        let per_record = record(0, 2 << 20).framed.len() as u64;
         let budget = Arc::new(RecentBudget::new(6 * per_record));
         let first = RecentRecords::new(Arc::clone(&budget));
-        first.keep((0..6).map(|seq| record(seq, 1 << 20)));
-        // 4 MiB per log: the oldest records made room.
-        assert_eq!(kept_seqs(&first), vec![3, 4, 5]);
+        first.keep((0..6).map(|seq| record(seq, 2 << 20)));
+        // 8 MiB per log: the records after its share are read from the file.
+        assert_eq!(kept_seqs(&first), vec![0, 1, 2]);
+        // Taking records makes room for the next ones written, after the gap.
+        assert_eq!(first.take(0).map(|r| r.seq), Some(0));
+        first.keep([record(6, 2 << 20)]);
+        assert_eq!(kept_seqs(&first), vec![1, 2, 6]);
 
         let second = RecentRecords::new(Arc::clone(&budget));
-        second.keep((0..4).map(|seq| record(seq, 1 << 20)));
-        assert_eq!(kept_seqs(&second), vec![1, 2, 3], "its own share");
-        // The budget is spent: a record is kept only by dropping the log's own oldest.
-        second.keep([record(4, 1 << 20)]);
-        assert_eq!(kept_seqs(&second), vec![2, 3, 4]);
+        second.keep((0..4).map(|seq| record(seq, 2 << 20)));
+        assert_eq!(kept_seqs(&second), vec![0, 1, 2], "its own share");
+        // The budget is spent: another log keeps nothing, and takes nothing from the others.
         let third = RecentRecords::new(Arc::clone(&budget));
-        third.keep([record(0, 1 << 20)]);
+        third.keep([record(0, 2 << 20)]);
         assert!(kept_seqs(&third).is_empty(), "nothing left in the budget");
+        assert_eq!(kept_seqs(&second), vec![0, 1, 2]);
 
         // Taken and dropped records give their room back.
-        assert!(first.take(3).is_some());
+        assert!(first.take(1).is_some());
         drop(second);
-        third.keep([record(1, 1 << 20)]);
+        third.keep([record(1, 2 << 20)]);
         assert_eq!(kept_seqs(&third), vec![1]);
         assert_eq!(budget.used.load(Ordering::Acquire), 3 * per_record);
     }

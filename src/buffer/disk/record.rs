@@ -268,7 +268,14 @@ pub(super) fn read_frame<R: Read>(r: &mut R, remaining: Option<u64>) -> io::Resu
     let mut body_from = r.take(u64::from(len));
     let body = match remaining {
         // The file holds the whole frame: one buffer of the record's size, reused.
-        Some(_) => SHARED.filled(len as usize, |body| body_from.read_to_end(body).map(drop))?,
+        // Sized up front and read with as few calls as the file allows: `read_to_end` would
+        // read in steps growing from 8 KiB, six calls for a record of 340 KB.
+        Some(_) => SHARED.filled(len as usize, |body| {
+            body.resize(len as usize, 0);
+            let read = read_full(&mut body_from, body)?;
+            body.truncate(read);
+            Ok::<_, io::Error>(())
+        })?,
         // Grow as bytes arrive rather than trusting the length field with one big allocation.
         None => {
             let mut body = Vec::with_capacity((len as usize).min(1 << 20));
