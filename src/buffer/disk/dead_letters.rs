@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::config::{DeadLetterConfig, LogCaps};
 use super::open::report_recovery;
 use super::record::{self, Frame, Framed};
-use super::segment::{list_segments, over_caps, segment_path, SegmentWriter};
+use super::segment::{list_segments, over_caps, segment_first, segment_path, SegmentWriter};
 use super::DEAD_LETTER_DIR;
 use crate::signal::Signal;
 use crate::telemetry::tenant_label;
@@ -241,9 +241,10 @@ impl Log {
 
 /// Items and records in a segment file (up to the first damaged frame).
 fn count(path: &Path) -> io::Result<(u64, u64)> {
+    let first = path.file_name().and_then(segment_first).unwrap_or(0);
     let mut file = io::BufReader::new(File::open(path)?);
     let (mut items, mut records) = (0u64, 0u64);
-    while let Frame::Record { body, .. } = record::read_frame(&mut file, None)? {
+    while let Frame::Record { body, .. } = record::read_frame(&mut file, None, first)? {
         items += u64::from(record::items_of(&body).unwrap_or(0));
         records += 1;
     }

@@ -4,6 +4,7 @@
 //! {directory}/{signal}/{tenant}/00000000000000000000.seg   records, framed with length + CRC32C
 //!                               cursor                     acknowledged position (checksummed)
 //!                               handed-out                 how far deliveries went (redelivery)
+//!                               spare                      a retired segment, to be written over
 //!                               dead-letter/*.seg          dead letters, same format + reason
 //!                               retained/*.seg             acknowledged segments kept for replay
 //! ```
@@ -13,9 +14,10 @@
 //!   and fsyncs once (group commit). Logs never share a lock or a task.
 //! * Read: each log has one [`BufferStream`] that reads committed records from the files
 //!   (`reader.rs`) and merges them into deliveries. Positions are record sequence numbers.
-//! * Ack: persists the cursor, then deletes closed segments wholly behind it, or moves them
-//!   to `retained/` with `retention` on (`retained.rs`), where `sluice replay` reads them
-//!   with the acknowledged records of the live segments (`replay.rs`).
+//! * Ack: persists the cursor, then deletes closed segments wholly behind it (keeping the
+//!   newest as the log's spare, which its next segment writes over: `segment/spare.rs`), or
+//!   moves them to `retained/` with `retention` on (`retained.rs`), where `sluice replay`
+//!   reads them with the acknowledged records of the live segments (`replay.rs`).
 //! * Open: every log's last segment is scanned and a torn or corrupt tail is cut
 //!   (`segment.rs`), so damaged records are never delivered.
 
@@ -102,6 +104,8 @@ struct Shared {
     files: Arc<files::FileBudget>,
     /// The memory the logs may keep their newest records in for their streams.
     recent: Arc<RecentBudget>,
+    /// The retired segment files the logs may keep to write over (`segment/spare.rs`).
+    spares: Arc<segment::SpareBudget>,
     /// Under `fsync: always`, on a runtime with more than one worker: the one append (inline
     /// or a writer task's group) that may fsync on a runtime worker (`log.rs`, `writer.rs`).
     inline_sync: Option<Arc<InlineSyncPermit>>,
@@ -208,6 +212,7 @@ impl DiskBuffer {
                 closed,
                 reclaiming: AtomicBool::new(false),
                 recent: Arc::new(RecentBudget::new(recent::BUFFER_BYTES)),
+                spares: segment::SpareBudget::new(segment::SPARE_SEGMENTS),
                 inline_sync: (config.fsync == FsyncPolicy::Always && runtime_workers() > 1)
                     .then(Arc::default),
                 files: files::FileBudget::new(match config.max_open_files {
@@ -320,6 +325,10 @@ impl DiskBuffer {
         } = log;
         let recent = Arc::new(RecentRecords::new(Arc::clone(&self.shared.recent)));
         writer.keep_recent(Arc::clone(&recent));
+        // Kept for `sluice replay` instead when retention is on.
+        if !self.shared.config.retention.enabled() {
+            writer.reuse_segments(Arc::clone(&self.shared.spares));
+        }
         let usage = self.shared.shares.usage(&tenant);
         self.shared.shares.add(&usage, writer.index().total_bytes());
         let (committed, _) = watch::channel(writer.committed());
@@ -525,7 +534,10 @@ pub fn fuzz_segment(data: &[u8]) {
     let tenant = TenantId::parse("fuzz").expect("valid tenant id");
     let mut cursor = std::io::Cursor::new(data);
     let remaining = Some(data.len() as u64);
-    while let Ok(record::Frame::Record { body, .. }) = record::read_frame(&mut cursor, remaining) {
+    let first = 0;
+    while let Ok(record::Frame::Record { body, .. }) =
+        record::read_frame(&mut cursor, remaining, first)
+    {
         let _ = record::decode(body, &tenant, Signal::Traces);
     }
     // The body behind a matching checksum too, which random frames rarely reach.

@@ -225,7 +225,7 @@ impl LogReader {
             }
         };
         let remaining = segment_len(&self.index, cur.first, committed).saturating_sub(cur.offset);
-        let frame = record::read_frame(&mut file.take(remaining), Some(remaining))?;
+        let frame = record::read_frame(&mut file.take(remaining), Some(remaining), cur.first)?;
         match frame {
             Frame::Record { body, len } => {
                 cur.offset += len;

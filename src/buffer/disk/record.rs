@@ -1,4 +1,8 @@
-//! Record framing: `[u32 LE body length][u32 LE crc32c of body][body]`.
+//! Record framing: `[u32 LE body length][u32 LE checksum][body]`. The checksum is the
+//! crc32c of the body, XORed with the mark of the segment the record is written to
+//! ([`segment_mark`]): segment files are reused, and a record left over from a file's earlier
+//! use must not pass for one of its new records (docs/architecture.md, "Disk buffer").
+//! Records written before segments were reused carry the crc32c alone and still read back.
 //!
 //! The body starts with a versioned header, then the OTLP payload bytes as received:
 //!
@@ -39,14 +43,37 @@ pub(super) struct Framed {
 }
 
 impl Framed {
+    /// Bytes of the record's header: frame and body headers.
+    pub(super) fn head_len(&self) -> usize {
+        self.head.len()
+    }
+
     /// Bytes the record takes in a segment.
     pub(super) fn len(&self) -> usize {
         self.head.len() + self.payload.len()
     }
 
-    /// The record's bytes, in the order they go to the file.
+    /// The record's bytes, in the order they go to the file, without its marked header
+    /// ([`Self::head_for`]).
+    #[cfg(test)]
     pub(super) fn parts(&self) -> impl Iterator<Item = &[u8]> {
-        std::iter::once(&self.head[..]).chain(self.payload.chunks().iter().map(|c| &c[..]))
+        std::iter::once(&self.head[..]).chain(self.payload_parts())
+    }
+
+    /// The payload's bytes, which follow the header in the file.
+    pub(super) fn payload_parts(&self) -> impl Iterator<Item = &[u8]> {
+        self.payload.chunks().iter().map(|c| &c[..])
+    }
+
+    /// Appends the record's header as it is written to the segment starting at `first`:
+    /// the checksum marked with the segment's mark.
+    pub(super) fn head_for(&self, first: u64, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.extend_from_slice(&self.head);
+        let mark = segment_mark(first).to_le_bytes();
+        for (byte, m) in out[at + 4..at + FRAME_HEADER].iter_mut().zip(mark) {
+            *byte ^= m;
+        }
     }
 
     /// The record to keep in memory after writing it ([`super::recent`]). A short payload
@@ -248,9 +275,29 @@ pub(super) enum Frame {
     Corrupt,
 }
 
-/// Reads one frame. `remaining` is how many bytes the file holds from here, when known: a
-/// length field pointing past it is a torn tail, and no buffer is allocated for it.
-pub(super) fn read_frame<R: Read>(r: &mut R, remaining: Option<u64>) -> io::Result<Frame> {
+/// The mark a record's checksum carries in the segment whose first record is `first`.
+/// Sequence numbers are never reused within a log, so a segment file reused under a new name
+/// marks its records differently from those it held before, and those old records fail the
+/// check instead of being read as new ones after a crash. Never 0, so an old record cannot
+/// pass as one written before segments were marked either.
+pub(super) fn segment_mark(first: u64) -> u32 {
+    // splitmix64's finalizer: neighbouring sequence numbers get unrelated marks.
+    let mut z = first.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let mark = (z >> 32) as u32 ^ z as u32;
+    mark.max(1)
+}
+
+/// Reads one frame of the segment whose first record is `segment`. `remaining` is how many
+/// bytes the file holds from here, when known: a length field pointing past it is a torn
+/// tail, and no buffer is allocated for it.
+pub(super) fn read_frame<R: Read>(
+    r: &mut R,
+    remaining: Option<u64>,
+    segment: u64,
+) -> io::Result<Frame> {
     let mut header = [0u8; FRAME_HEADER];
     match read_full(r, &mut header)? {
         0 => return Ok(Frame::End),
@@ -286,7 +333,9 @@ pub(super) fn read_frame<R: Read>(r: &mut R, remaining: Option<u64>) -> io::Resu
     if body.len() < len as usize {
         return Ok(Frame::Torn);
     }
-    if crc32c::crc32c(&body) != crc {
+    let actual = crc32c::crc32c(&body);
+    // Marked, or written before segments were marked.
+    if actual ^ segment_mark(segment) != crc && actual != crc {
         return Ok(Frame::Corrupt);
     }
     Ok(Frame::Record {
@@ -357,7 +406,8 @@ mod tests {
         let framed = encode(&batch, Some("refused")).expect("encodes");
         assert_eq!(framed.len(), framed_len(&batch) + "refused".len());
         let bytes = framed.to_bytes();
-        let Frame::Record { body, len } = read_frame(&mut bytes.as_ref(), None).expect("reads")
+        let Frame::Record { body, len } =
+            read_frame(&mut bytes.as_ref(), None, 0).expect("reads")
         else {
             panic!("not a whole record with a matching checksum");
         };
@@ -398,8 +448,44 @@ mod tests {
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
         assert!(matches!(
-            read_frame(&mut damaged.as_slice(), None),
+            read_frame(&mut damaged.as_slice(), None, 0),
             Ok(Frame::Corrupt)
         ));
+    }
+
+    #[test]
+    fn a_record_reads_back_only_in_the_segment_it_was_written_to() {
+        let batch = Batch {
+            tenant: TenantId::parse("acme").expect("tenant"),
+            signal: Signal::Traces,
+            payload: Bytes::from_static(b"\x0a\x03otlp payload").into(),
+            items: 1,
+            received_at_ms: 1,
+            traceparent: None,
+        };
+        let framed = encode(&batch, None).expect("encodes");
+        let written_to = |first: u64| {
+            let mut bytes = Vec::new();
+            framed.head_for(first, &mut bytes);
+            bytes.extend(framed.payload_parts().flatten());
+            bytes
+        };
+        let in_segment_7 = written_to(7);
+        assert!(matches!(
+            read_frame(&mut in_segment_7.as_slice(), None, 7),
+            Ok(Frame::Record { .. })
+        ));
+        // Left in a file that was reused for the segment starting at 12, it is not a record
+        // of that segment.
+        for other in [0, 6, 8, 12, u64::MAX] {
+            assert!(
+                matches!(
+                    read_frame(&mut in_segment_7.as_slice(), None, other),
+                    Ok(Frame::Corrupt)
+                ),
+                "read back as a record of segment {other}"
+            );
+        }
+        assert!((0..10_000).all(|first| segment_mark(first) != 0));
     }
 }

@@ -95,7 +95,7 @@ fn read_acknowledged(
         while seq < acked {
             let path = || segment_path(dir, first);
             let Frame::Record { body, .. } =
-                record::read_frame(&mut reader, None).map_err(|e| (path(), e))?
+                record::read_frame(&mut reader, None, first).map_err(|e| (path(), e))?
             else {
                 // The end of the segment, or damage: the records after it are in the next.
                 break;

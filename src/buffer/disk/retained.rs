@@ -26,10 +26,16 @@ pub(super) const RETAINED_DIR: &str = "retained";
 /// `retained/` for `sluice replay`. Returns how many bytes left the live log.
 pub(super) fn retire_behind(dir: &Path, index: &SegmentIndex, cursor: u64, keep: bool) -> u64 {
     let mut freed = 0;
-    for (first, size) in index.take_behind(cursor) {
+    let behind = index.take_behind(cursor);
+    // The newest is the likeliest to be still in the page cache, where writing over it is
+    // cheap (`segment/spare.rs`).
+    let newest = behind.last().map(|&(first, _)| first);
+    for (first, size) in behind {
         let path = segment_path(dir, first);
         let gone = if keep {
             retain(dir, first)
+        } else if Some(first) == newest && index.spare().is_some_and(|s| s.keep(dir, first)) {
+            Ok(())
         } else {
             fs::remove_file(&path)
         };

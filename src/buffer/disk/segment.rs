@@ -8,28 +8,43 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, IoSlice, Write};
+use std::io::{self, BufReader, IoSlice, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use super::config::LogCaps;
 use super::recent::{RecentRecord, RecentRecords};
 use super::record::{self, Frame, Framed};
 
 mod fsync;
+mod spare;
+mod vectored;
 pub(super) use fsync::PendingSync;
+pub(super) use spare::{SpareBudget, SPARE_SEGMENTS};
+use spare::Spare;
+use vectored::write_all_vectored;
 
 /// First sequence number → size in bytes, of every segment of one log. Shared between the
 /// writer (which adds segments and grows the last one), the reader (which looks up where a
-/// sequence number lives) and retention (which removes whole segments).
+/// sequence number lives) and retention (which removes whole segments, or keeps the newest
+/// as the log's spare).
 #[derive(Debug, Default)]
-pub(super) struct SegmentIndex(Mutex<BTreeMap<u64, u64>>);
+pub(super) struct SegmentIndex {
+    segments: Mutex<BTreeMap<u64, u64>>,
+    /// Set when the log's retired segments are reused ([`SegmentWriter::reuse_segments`]).
+    spare: OnceLock<Spare>,
+}
 
 impl SegmentIndex {
     pub(super) fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, u64>> {
         // The map is only ever changed by single inserts and removes, so it is consistent
         // even if a holder panicked.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.segments.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Where a retired segment may be kept for reuse; `None` when the log deletes them.
+    pub(super) fn spare(&self) -> Option<&Spare> {
+        self.spare.get()
     }
 
     /// First sequence number of the segment holding `seq`.
@@ -89,19 +104,22 @@ pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.seg"))
 }
 
+/// The first sequence number of a segment file's records, from its name
+/// ([`segment_path`]); `None` for any other file.
+pub(super) fn segment_first(name: &std::ffi::OsStr) -> Option<u64> {
+    let stem = name.to_str()?.strip_suffix(".seg")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
 /// The segments in `dir` as (first sequence number, size), oldest first.
 pub(super) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, u64)>> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
-            continue;
-        };
-        if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(first) = stem.parse::<u64>() else {
+        let Some(first) = segment_first(&entry.file_name()) else {
             continue;
         };
         found.push((first, entry.metadata()?.len()));
@@ -189,6 +207,9 @@ pub(super) struct SegmentWriter {
     broken: Option<String>,
     /// Where records are kept for the log's stream once written (main logs only).
     recent: Option<Arc<RecentRecords>>,
+    /// The active segment is a retired file written over ([`spare`]): longer than its
+    /// records until it is closed.
+    reused: bool,
 }
 
 impl SegmentWriter {
@@ -202,6 +223,7 @@ impl SegmentWriter {
         min_next_seq: u64,
     ) -> io::Result<(SegmentWriter, Recovery)> {
         create_dir_durable(dir)?;
+        spare::remove_spare(dir);
         let segments = list_segments(dir)?;
         let index = Arc::new(SegmentIndex::default());
         index.lock().extend(segments.iter().copied());
@@ -218,7 +240,7 @@ impl SegmentWriter {
 
         let path = segment_path(dir, first);
         let file = OpenOptions::new().read(true).append(true).open(&path)?;
-        let (count, valid_len, reason) = scan(&file, len)?;
+        let (count, valid_len, reason) = scan(&file, first, len)?;
         if valid_len < len {
             file.set_len(valid_len)?;
             file.sync_all()?;
@@ -269,12 +291,19 @@ impl SegmentWriter {
             unsynced: Vec::new(),
             broken: None,
             recent: None,
+            reused: false,
         }
     }
 
     /// Keeps every record written from now on in `recent` for the log's stream.
     pub(super) fn keep_recent(&mut self, recent: Arc<RecentRecords>) {
         self.recent = Some(recent);
+    }
+
+    /// From now on a retired segment of this log may be kept (within `budget`) and written
+    /// over as its next segment ([`spare`]). Only segments this writer starts are reused.
+    pub(super) fn reuse_segments(&mut self, budget: Arc<SpareBudget>) {
+        let _ = self.index.spare.set(Spare::new(budget, self.next_seq));
     }
 
     pub(super) fn index(&self) -> &Arc<SegmentIndex> {
@@ -291,6 +320,7 @@ impl SegmentWriter {
         if self.broken.is_some() || self.active_len == 0 || self.next_seq > acked {
             return Ok(false);
         }
+        self.trim_reused()?;
         self.sync()?;
         self.roll()?;
         Ok(true)
@@ -318,22 +348,45 @@ impl SegmentWriter {
 
     /// Fsyncs what was written (if anything) and closes the active segment's file; the next
     /// write reopens it.
+    /// Also deletes the log's spare: the log is idle (or short of files), and the spare
+    /// is disk the buffer does not count.
     pub(super) fn close_file(&mut self) -> io::Result<()> {
         // Closed even when the fsync fails: the log is unusable until restart then anyway.
         let synced = self.sync();
         self.file = None;
+        if let Some(spare) = self.index.spare() {
+            spare.discard(&self.dir);
+        }
         synced
     }
 
-    /// The active segment's file, opened if it was closed.
+    /// The active segment's file, opened (at the end of its records) if it was closed. Not
+    /// opened to append: a reused file goes on past its records.
     fn file(&mut self) -> io::Result<&mut File> {
         match &mut self.file {
             Some(file) => Ok(file),
             slot => {
                 let path = segment_path(&self.dir, self.active_first);
-                Ok(slot.insert(OpenOptions::new().read(true).append(true).open(path)?))
+                let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+                file.seek(SeekFrom::Start(self.active_len))?;
+                Ok(slot.insert(file))
             }
         }
+    }
+
+    /// Cuts a reused active segment to its records before it is closed and fsynced, so that
+    /// its size on disk is its records' (a closed segment is read to its size after a
+    /// restart) and not its records and what is left of its earlier contents.
+    fn trim_reused(&mut self) -> io::Result<()> {
+        if !self.reused {
+            return Ok(());
+        }
+        let len = self.active_len;
+        self.file()?.set_len(len)?;
+        self.reused = false;
+        // The new size is made durable by the segment's fsync.
+        self.dirty = true;
+        Ok(())
     }
 
     /// Writes a group of framed records, rolling to new segments as needed, and fsyncs at the
@@ -396,20 +449,32 @@ impl SegmentWriter {
             return Ok(());
         }
         let active_len = self.active_len;
+        // The headers with their checksums marked for this segment; the payloads as they are.
+        let mut heads = Vec::with_capacity(records.iter().map(Framed::head_len).sum());
+        for rec in records {
+            rec.head_for(self.active_first, &mut heads);
+        }
+        let mut slices = Vec::with_capacity(records.len() * 2);
+        let mut at = 0;
+        for rec in records {
+            slices.push(IoSlice::new(&heads[at..at + rec.head_len()]));
+            at += rec.head_len();
+            slices.extend(rec.payload_parts().map(IoSlice::new));
+        }
         let file = self.file()?;
-        let mut slices: Vec<IoSlice<'_>> = records
-            .iter()
-            .flat_map(Framed::parts)
-            .map(IoSlice::new)
-            .collect();
         if let Err(error) = write_all_vectored(file, &mut slices) {
-            // Cut whatever part reached the file, so the log ends with a whole record again.
-            // Nothing to cut when nothing reached it (the usual case of a refused write).
+            // Cut whatever part reached the file, so the log ends with a whole record again
+            // (a reused file is cut too: its end now holds records that were never
+            // acknowledged), and write the next group where this one started. Nothing to cut
+            // when nothing reached a new file (the usual case of a refused write).
             let untouched = file.metadata().is_ok_and(|m| m.len() == active_len);
-            if !untouched {
-                if let Err(cut) = file.set_len(active_len) {
-                    self.broken = Some(format!("could not cut a partial write: {cut}"));
-                }
+            let restored = match untouched {
+                true => Ok(()),
+                false => file.set_len(active_len),
+            };
+            match restored.and_then(|()| file.seek(SeekFrom::Start(active_len))) {
+                Ok(_) => self.reused = false,
+                Err(cut) => self.broken = Some(format!("could not cut a partial write: {cut}")),
             }
             return Err(error);
         }
@@ -438,18 +503,28 @@ impl SegmentWriter {
     /// of the next record.
     pub(super) fn cut(&mut self) -> io::Result<u64> {
         if self.active_len > 0 {
+            self.trim_reused()?;
             self.sync()?;
             self.roll()?;
         }
         Ok(self.next_seq)
     }
 
-    /// Starts a new, empty active segment at `next_seq`. The previous one must be synced, or
-    /// waiting for the next timed fsync in `unsynced`.
-    /// The new file stays open only if the previous one was.
+    /// Starts a new, empty active segment at `next_seq`: the log's spare written over, or
+    /// a new file. The previous one must be synced, or waiting for the next timed fsync in
+    /// `unsynced`. The new file stays open only if the previous one was.
     fn roll(&mut self) -> io::Result<()> {
         let first = self.next_seq;
-        let file = create_segment(&self.dir, first)?;
+        let path = segment_path(&self.dir, first);
+        let reused = self.index.spare().and_then(|spare| spare.take(&self.dir, &path));
+        self.reused = reused.is_some();
+        let file = match reused {
+            Some(file) => {
+                sync_dir(&self.dir)?;
+                file
+            }
+            None => create_segment(&self.dir, first)?,
+        };
         self.file = self.file.is_some().then_some(file);
         self.active_first = first;
         self.active_len = 0;
@@ -464,8 +539,9 @@ fn create_segment(dir: &Path, first: u64) -> io::Result<File> {
     let path = segment_path(dir, first);
     let file = OpenOptions::new()
         .read(true)
-        .append(true)
+        .write(true)
         .create(true)
+        .truncate(false)
         .open(&path)?;
     // A file of this name can only be a leftover that holds no live records.
     file.set_len(0)?;
@@ -473,13 +549,13 @@ fn create_segment(dir: &Path, first: u64) -> io::Result<File> {
     Ok(file)
 }
 
-/// Reads every record of a segment of `len` bytes. Returns how many records are valid, the
+/// Reads every record of the segment starting at `first`, of `len` bytes. Returns how many records are valid, the
 /// length they span, and why the scan stopped early (if it did).
-fn scan(file: &File, len: u64) -> io::Result<(u64, u64, Option<&'static str>)> {
+fn scan(file: &File, first: u64, len: u64) -> io::Result<(u64, u64, Option<&'static str>)> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let (mut count, mut pos) = (0u64, 0u64);
     loop {
-        match record::read_frame(&mut reader, Some(len.saturating_sub(pos)))? {
+        match record::read_frame(&mut reader, Some(len.saturating_sub(pos)), first)? {
             Frame::Record { len: frame, .. } => {
                 count += 1;
                 pos += frame;
@@ -527,48 +603,4 @@ pub(super) fn over_caps(
         too_big = segments.drain(..over).collect();
     }
     (too_old, too_big)
-}
-
-/// `write_all` over several buffers: `writev` (at most `IOV_MAX` buffers at a time, which
-/// the standard library caps), continued after a short write.
-fn write_all_vectored(file: &mut File, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    let mut rest = slices;
-    IoSlice::advance_slices(&mut rest, 0);
-    while !rest.is_empty() {
-        match file.write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-
-    #[test]
-    fn vectored_writes_put_every_buffer_in_order_past_iov_max() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("out");
-        let mut file = File::create(&path).expect("create");
-        // More buffers than one writev takes (IOV_MAX is 1024 on Linux), empty ones among
-        // them, at the start and at the end.
-        let parts: Vec<Bytes> = (0..3000u32)
-            .map(|i| match i % 7 {
-                0 => Bytes::new(),
-                n => Bytes::from(vec![(i % 251) as u8; n as usize * 13]),
-            })
-            .chain([Bytes::new()])
-            .collect();
-        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-        write_all_vectored(&mut file, &mut slices).expect("written");
-        let expected: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
-        assert_eq!(fs::read(&path).expect("read back"), expected);
-        write_all_vectored(&mut file, &mut [IoSlice::new(&[])]).expect("nothing to write");
-        assert_eq!(fs::read(&path).expect("read back").len(), expected.len());
-    }
 }

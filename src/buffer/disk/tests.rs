@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::record::{self, Frame};
+use super::segment::segment_first;
 use super::{DiskBuffer, DiskBufferConfig, FsyncPolicy, DEAD_LETTER_DIR};
 use crate::batch::Batch;
 use crate::buffer::{Buffer, BufferContext, BufferStream, Delivery, ReadLimits};
@@ -147,9 +148,10 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 fn read_log(dir: &Path, tenant_id: &str) -> Vec<record::Decoded> {
     let mut out = Vec::new();
     for path in segment_files(dir) {
+        let first = path.file_name().and_then(segment_first).expect("a segment");
         let mut file = std::fs::File::open(&path).expect("open segment");
         loop {
-            match record::read_frame(&mut file, None).expect("read segment") {
+            match record::read_frame(&mut file, None, first).expect("read segment") {
                 Frame::Record { body, .. } => {
                     out.push(
                         record::decode(body, &tenant(tenant_id), Signal::Traces).expect("decodes"),

@@ -13,16 +13,17 @@ use async_trait::async_trait;
 use super::{DeadLetters, Log};
 use crate::buffer::dead_letter_store::{DeadLetter, DeadLetterStore, DeadLetterSummary, Handover};
 use crate::buffer::disk::record::{self, Frame};
-use crate::buffer::disk::segment::{list_segments, segment_path};
+use crate::buffer::disk::segment::{list_segments, segment_first, segment_path};
 use crate::buffer::BufferError;
 use crate::signal::Signal;
 use crate::tenant::TenantId;
 
 /// The letters of one segment with their framed sizes, up to the first damaged frame.
 fn read_segment(log: &Log, path: &Path) -> io::Result<Vec<(DeadLetter, u64)>> {
+    let first = path.file_name().and_then(segment_first).unwrap_or(0);
     let mut file = io::BufReader::new(File::open(path)?);
     let mut letters = Vec::new();
-    while let Frame::Record { body, len } = record::read_frame(&mut file, None)? {
+    while let Frame::Record { body, len } = record::read_frame(&mut file, None, first)? {
         if let Ok(decoded) = record::decode(body, &log.tenant, log.signal) {
             letters.push((
                 DeadLetter {

@@ -36,7 +36,7 @@ fn ids_left(root: &Path) -> Vec<u32> {
     let mut ids = Vec::new();
     for (first, _) in list_segments(&dir_of(root)).unwrap_or_default() {
         let mut file = File::open(segment_path(&dir_of(root), first)).unwrap();
-        while let Frame::Record { body, .. } = record::read_frame(&mut file, None).unwrap() {
+        while let Frame::Record { body, .. } = record::read_frame(&mut file, None, first).unwrap() {
             let decoded = record::decode(body, &tenant(), Signal::Traces).unwrap();
             ids.push(u32::from_be_bytes(
                 decoded.batch.payload.contiguous()[..4].try_into().unwrap(),

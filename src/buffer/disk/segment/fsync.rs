@@ -64,6 +64,7 @@ impl SegmentWriter {
     /// under `interval` a handle of it waits for the next timed fsync, so that appends do
     /// not wait for this one under the log's lock. Without a second handle it is fsynced now.
     pub(super) fn end_active(&mut self) -> io::Result<()> {
+        self.trim_reused()?;
         if self.sync_every_group {
             return self.sync();
         }
@@ -171,7 +172,7 @@ fn fsync(file: &File) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use bytes::Bytes;
 
     use super::*;
@@ -183,7 +184,7 @@ mod tests {
     }
 
     /// `n` records of a `payload`-byte payload each.
-    fn records_of(n: usize, payload: usize) -> Vec<Framed> {
+    pub(in crate::buffer::disk::segment) fn records_of(n: usize, payload: usize) -> Vec<Framed> {
         (0..n)
             .map(|i| {
                 let batch = crate::batch::Batch {
