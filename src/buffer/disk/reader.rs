@@ -242,7 +242,9 @@ impl LogReader {
                     }
                 }
             }
-            Frame::End => {
+            // A leftover: the segment's records end here (a reused file whose cut to them
+            // did not reach the disk before a crash).
+            Frame::End | Frame::Leftover => {
                 if self.index.containing(self.seq) != Some(first) {
                     // The segment is complete and the next one starts here.
                     self.current = None;

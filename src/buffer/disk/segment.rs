@@ -20,8 +20,8 @@ mod fsync;
 mod spare;
 mod vectored;
 pub(super) use fsync::PendingSync;
-pub(super) use spare::{SpareBudget, SPARE_SEGMENTS};
 use spare::Spare;
+pub(super) use spare::{SpareBudget, SPARE_SEGMENTS};
 use vectored::write_all_vectored;
 
 /// First sequence number → size in bytes, of every segment of one log. Shared between the
@@ -244,10 +244,14 @@ impl SegmentWriter {
         if valid_len < len {
             file.set_len(valid_len)?;
             file.sync_all()?;
-            recovery = Recovery {
-                truncated_bytes: len - valid_len,
-                reason,
-            };
+            // No reason: the rest of a reused file (after a crash), which held no records
+            // of this segment and is not reported as damage.
+            if reason.is_some() {
+                recovery = Recovery {
+                    truncated_bytes: len - valid_len,
+                    reason,
+                };
+            }
             index.lock().insert(first, valid_len);
         }
         drop(file);
@@ -348,11 +352,12 @@ impl SegmentWriter {
 
     /// Fsyncs what was written (if anything) and closes the active segment's file; the next
     /// write reopens it.
-    /// Also deletes the log's spare: the log is idle (or short of files), and the spare
-    /// is disk the buffer does not count.
+    /// Also cuts a reused active segment to its records (so that a restart finds nothing
+    /// after them) and deletes the log's spare: the log is idle, short of files or closing,
+    /// and the spare is disk the buffer does not count.
     pub(super) fn close_file(&mut self) -> io::Result<()> {
         // Closed even when the fsync fails: the log is unusable until restart then anyway.
-        let synced = self.sync();
+        let synced = self.trim_reused().and_then(|()| self.sync());
         self.file = None;
         if let Some(spare) = self.index.spare() {
             spare.discard(&self.dir);
@@ -516,7 +521,10 @@ impl SegmentWriter {
     fn roll(&mut self) -> io::Result<()> {
         let first = self.next_seq;
         let path = segment_path(&self.dir, first);
-        let reused = self.index.spare().and_then(|spare| spare.take(&self.dir, &path));
+        let reused = self
+            .index
+            .spare()
+            .and_then(|spare| spare.take(&self.dir, &path));
         self.reused = reused.is_some();
         let file = match reused {
             Some(file) => {
@@ -549,8 +557,9 @@ fn create_segment(dir: &Path, first: u64) -> io::Result<File> {
     Ok(file)
 }
 
-/// Reads every record of the segment starting at `first`, of `len` bytes. Returns how many records are valid, the
-/// length they span, and why the scan stopped early (if it did).
+/// Reads every record of the segment starting at `first`, of `len` bytes. Returns how many
+/// records are valid, the length they span, and why the scan stopped early if that was
+/// damage (none at the end of the file or of a reused file's new records).
 fn scan(file: &File, first: u64, len: u64) -> io::Result<(u64, u64, Option<&'static str>)> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let (mut count, mut pos) = (0u64, 0u64);
@@ -560,7 +569,7 @@ fn scan(file: &File, first: u64, len: u64) -> io::Result<(u64, u64, Option<&'sta
                 count += 1;
                 pos += frame;
             }
-            Frame::End => return Ok((count, pos, None)),
+            Frame::End | Frame::Leftover => return Ok((count, pos, None)),
             Frame::Torn => return Ok((count, pos, Some("torn record at the end of the log"))),
             Frame::Corrupt => return Ok((count, pos, Some("record failing its checksum"))),
         }

@@ -183,27 +183,39 @@ mod tests {
         // Acknowledged up to 3: segment 0 is retired and kept.
         retire_behind(dir.path(), writer.index(), 3, false);
         assert!(spare_of(dir.path()).exists());
-        assert_eq!(list_segments(dir.path()).expect("listed"), [(3, 3 * RECORD)]);
+        assert_eq!(
+            list_segments(dir.path()).expect("listed"),
+            [(3, 3 * RECORD)]
+        );
 
         // Record 6 starts segment 6 in the spare, written from its start.
         assert_eq!(writer.append_group(&records_of(1, PAYLOAD)).durable, 1);
         assert!(!spare_of(dir.path()).exists());
         let segments = list_segments(dir.path()).expect("listed");
-        assert_eq!(segments, [(3, 3 * RECORD), (6, 3 * RECORD)], "the whole old file");
+        assert_eq!(
+            segments,
+            [(3, 3 * RECORD), (6, 3 * RECORD)],
+            "the whole old file"
+        );
 
         drop(writer);
         let (writer, recovery) =
             SegmentWriter::recover(dir.path(), 3 * RECORD, true, 0).expect("recovered");
-        assert_eq!(writer.committed().next_seq, 7, "records 7 and 8 of old are not back");
-        assert_eq!(recovery.truncated_bytes, 2 * RECORD);
+        assert_eq!(
+            writer.committed().next_seq,
+            7,
+            "records 1 and 2 are not back"
+        );
+        // Cut, but not reported as damage: nothing of the segment's was lost.
+        assert_eq!((recovery.truncated_bytes, recovery.reason), (0, None));
         assert_eq!(
             list_segments(dir.path()).expect("listed"),
             [(3, 3 * RECORD), (6, RECORD)]
         );
     }
 
-    /// A reused file is cut to its records when its segment closes, so a restart lists
-    /// the segment at its records' size.
+    /// A reused file is cut to its records when its segment closes, or its log's file does
+    /// (idle, or at shutdown), so a restart finds the segment at its records' size.
     #[test]
     fn a_reused_file_is_cut_to_its_records_when_its_segment_closes() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -216,9 +228,27 @@ mod tests {
         let short_record = RECORD - 40;
         assert_eq!(writer.append_group(&records_of(7, short)).durable, 7);
         let segments = list_segments(dir.path()).expect("listed");
-        assert_eq!(segments[..2], [(3, RECORD + 2 * short_record), (6, 4 * short_record)]);
-        let on_disk = fs::metadata(segment_path(dir.path(), 6)).expect("segment").len();
+        assert_eq!(
+            segments[..2],
+            [(3, RECORD + 2 * short_record), (6, 4 * short_record)]
+        );
+        let on_disk = fs::metadata(segment_path(dir.path(), 6))
+            .expect("segment")
+            .len();
         assert_eq!(on_disk, 4 * short_record);
+
+        // Segment 6 retires and is kept; segment 10 (one record) takes three more, and
+        // segment 14 is written over it: two records, then its log closes.
+        retire_behind(dir.path(), writer.index(), 10, false);
+        assert_eq!(writer.append_group(&records_of(5, short)).durable, 5);
+        let on_disk = || {
+            fs::metadata(segment_path(dir.path(), 14))
+                .expect("segment")
+                .len()
+        };
+        assert_eq!(on_disk(), 4 * short_record, "segment 6's size");
+        writer.close_file().expect("closed");
+        assert_eq!(on_disk(), 2 * short_record);
     }
 
     /// Spares are kept within the buffer's budget, only from segments this process wrote,
