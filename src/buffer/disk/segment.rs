@@ -351,10 +351,9 @@ impl SegmentWriter {
     }
 
     /// Fsyncs what was written (if anything) and closes the active segment's file; the next
-    /// write reopens it.
-    /// Also cuts a reused active segment to its records (so that a restart finds nothing
-    /// after them) and deletes the log's spare: the log is idle, short of files or closing,
-    /// and the spare is disk the buffer does not count.
+    /// write reopens it. A reused active segment is cut to its records first, so that a
+    /// restart finds nothing after them, and the log's spare is deleted: the log is idle,
+    /// short of files or closing, and the spare is disk the buffer does not count.
     pub(super) fn close_file(&mut self) -> io::Result<()> {
         // Closed even when the fsync fails: the log is unusable until restart then anyway.
         let synced = self.trim_reused().and_then(|()| self.sync());
