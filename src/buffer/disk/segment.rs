@@ -12,13 +12,14 @@ use std::io::{self, BufReader, IoSlice, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use super::config::LogCaps;
 use super::recent::{RecentRecord, RecentRecords};
 use super::record::{self, Frame, Framed};
 
+mod caps;
 mod fsync;
 mod spare;
 mod vectored;
+pub(super) use caps::over_caps;
 pub(super) use fsync::PendingSync;
 use spare::Spare;
 pub(super) use spare::{SpareBudget, SPARE_SEGMENTS};
@@ -472,9 +473,10 @@ impl SegmentWriter {
             // acknowledged), and write the next group where this one started. Nothing to cut
             // when nothing reached a new file (the usual case of a refused write).
             let untouched = file.metadata().is_ok_and(|m| m.len() == active_len);
-            let restored = match untouched {
-                true => Ok(()),
-                false => file.set_len(active_len),
+            let restored = if untouched {
+                Ok(())
+            } else {
+                file.set_len(active_len)
             };
             match restored.and_then(|()| file.seek(SeekFrom::Start(active_len))) {
                 Ok(_) => self.reused = false,
@@ -573,42 +575,4 @@ fn scan(file: &File, first: u64, len: u64) -> io::Result<(u64, u64, Option<&'sta
             Frame::Corrupt => return Ok((count, pos, Some("record failing its checksum"))),
         }
     }
-}
-
-/// Segments as (first sequence number, size in bytes), oldest first.
-pub(super) type Segments = Vec<(u64, u64)>;
-
-/// Which segments of a log trimmed from its oldest end (`segments`, oldest first, as
-/// [`list_segments`] gives them) break `caps`: first those whose last write is older than
-/// the age cap, then the oldest of the rest until the log is within the size cap. They are
-/// taken out of `segments`.
-pub(super) fn over_caps(
-    dir: &Path,
-    segments: &mut Segments,
-    caps: LogCaps,
-    now: std::time::SystemTime,
-) -> (Segments, Segments) {
-    let mut too_old = Vec::new();
-    if let Some(max_age) = caps.max_age {
-        let expired = segments
-            .iter()
-            .take_while(|(first, _)| {
-                fs::metadata(segment_path(dir, *first))
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > max_age)
-            })
-            .count();
-        too_old = segments.drain(..expired).collect();
-    }
-    let mut too_big = Vec::new();
-    if let Some(max) = caps.max_bytes {
-        let mut total: u64 = segments.iter().map(|(_, len)| len).sum();
-        let mut over = 0;
-        while total > max && over < segments.len() {
-            total -= segments[over].1;
-            over += 1;
-        }
-        too_big = segments.drain(..over).collect();
-    }
-    (too_old, too_big)
 }
